@@ -1,0 +1,1 @@
+//! pktaccel-device library.
