@@ -27,7 +27,13 @@ mod tests {
 
     #[test]
     fn config_round_trips_and_magic_spells_pkac() {
-        let c = DeviceConfig { magic: MAGIC, abi_version: ABI_VERSION, num_queues: 3, ops: 0x7f, ..Default::default() };
+        let c = DeviceConfig {
+            magic: MAGIC,
+            abi_version: ABI_VERSION,
+            num_queues: 3,
+            ops: 0x7f,
+            ..Default::default()
+        };
         let b = c.to_le_bytes();
         assert_eq!(&b[0..4], b"PKAC");
         assert_eq!(DeviceConfig::from_le_bytes(&b), Some(c));
@@ -36,18 +42,31 @@ mod tests {
 
     #[test]
     fn header_and_status_round_trip() {
-        let mut h = RequestHeader { op: OP_RSS, key_slot: 7, cookie: 0x1122_3344_5566_7788, aux: 9, ..Default::default() };
+        let mut h = RequestHeader {
+            op: OP_RSS,
+            key_slot: 7,
+            cookie: 0x1122_3344_5566_7788,
+            aux: 9,
+            ..Default::default()
+        };
         h.params[39] = 0xab;
         assert_eq!(RequestHeader::from_le_bytes(&h.to_le_bytes()), Some(h));
         assert_eq!(RequestHeader::from_le_bytes(&[0u8; 63]), None);
-        let s = StatusRecord { status: STATUS_AUTH_FAILED, len: 5, result: u64::MAX };
+        let s = StatusRecord {
+            status: STATUS_AUTH_FAILED,
+            len: 5,
+            result: u64::MAX,
+        };
         assert_eq!(StatusRecord::from_le_bytes(&s.to_le_bytes()), Some(s));
     }
 
     #[test]
     fn ioctl_numbers_match_linux_encoding() {
         // _IOR('P', 0x40, 72) computed by hand: dir=2<<30, size=72<<16, type='P'<<8.
-        assert_eq!(PKTACCEL_IOC_INFO, (2 << 30) | (72 << 16) | (0x50 << 8) | 0x40);
+        assert_eq!(
+            PKTACCEL_IOC_INFO,
+            (2 << 30) | (72 << 16) | (0x50 << 8) | 0x40
+        );
         assert_eq!(PCI_DEVICE_ID, 0x1055);
         for op in 0..OP_COUNT {
             assert_ne!(op_name(op), "unknown");

@@ -1,0 +1,12 @@
+//! The guest tests, one module per area. Register new tests in [`all`].
+
+use crate::harness::Test;
+
+mod rig;
+
+/// Every guest test, in run order.
+pub fn all() -> Vec<Test> {
+    let mut v = Vec::new();
+    v.extend(rig::tests());
+    v
+}
