@@ -1,1 +1,139 @@
-fn main() {}
+//! `pktaccel-device`: serve the emulated pktaccel accelerator on a
+//! vhost-user socket for QEMU's `vhost-user-test-device-pci`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use pktaccel_device::config::DeviceOptions;
+use pktaccel_device::server::{Server, Stopper};
+use pktaccel_device::stats::Stats;
+use tracing::info;
+
+/// The emulated pktaccel packet-processing accelerator (a vhost-user backend).
+///
+/// Start it, then QEMU with
+/// `-chardev socket,id=c0,path=PATH -device vhost-user-test-device-pci,chardev=c0,virtio-id=21,num_vqs=N`
+/// where N equals --queues. SIGUSR1 prints the counters; SIGINT/SIGTERM stop.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Cli {
+    /// Path of the vhost-user unix socket to listen on (created with mode 0600).
+    #[arg(long)]
+    socket: PathBuf,
+    /// Number of request queues (one worker thread each); QEMU's num_vqs must match.
+    #[arg(long, default_value_t = 1)]
+    queues: u32,
+    /// Maximum virtqueue size (a power of two).
+    #[arg(long, default_value_t = 256)]
+    queue_size: u32,
+    /// Ops to advertise: comma-separated names (nop, csum, crc32c, crc32, rss,
+    /// aes-gcm-seal, aes-gcm-open, copy, key-set, key-clear) or "all".
+    #[arg(long, default_value = "all")]
+    ops: String,
+    /// Exit when the first frontend disconnects (default: serve reconnections).
+    #[arg(long)]
+    once: bool,
+    /// Log level (error, warn, info, debug, trace) or a tracing filter.
+    #[arg(long, default_value = "info")]
+    log_level: String,
+}
+
+const SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGUSR1];
+
+fn signal_set() -> libc::sigset_t {
+    // SAFETY: sigset_t is a plain C bit set for which all-zero is a valid
+    // value, and sigemptyset/sigaddset only write into the set we own.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in SIGNALS {
+            libc::sigaddset(&mut set, s);
+        }
+        set
+    }
+}
+
+/// Blocks the signals in this (and every later-spawned) thread, so that only
+/// the signal thread's sigwait() receives them.
+fn block_signals() -> anyhow::Result<()> {
+    let set = signal_set();
+    // SAFETY: `set` is a valid, initialised signal set; passing a null old
+    // set is allowed.
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    anyhow::ensure!(rc == 0, "pthread_sigmask failed: {rc}");
+    Ok(())
+}
+
+fn spawn_signal_thread(stopper: Stopper, stats: Arc<Stats>) -> anyhow::Result<()> {
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let set = signal_set();
+            let mut stopping = false;
+            loop {
+                let mut sig: libc::c_int = 0;
+                // SAFETY: `set` is initialised and `sig` is a valid place to
+                // store the received signal number.
+                if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+                    continue;
+                }
+                if sig == libc::SIGUSR1 {
+                    eprintln!("{}", stats.snapshot());
+                    continue;
+                }
+                if stopping {
+                    eprintln!("{}", stats.snapshot());
+                    std::process::exit(130);
+                }
+                stopping = true;
+                info!(signal = sig, "shutting down");
+                stopper.stop();
+                // If a connection does not wind down promptly, do not hang.
+                let stats = stats.clone();
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_secs(5));
+                    eprintln!("{}", stats.snapshot());
+                    std::process::exit(1);
+                });
+            }
+        })
+        .context("cannot start the signal thread")?;
+    Ok(())
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("pktaccel-device: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level)
+        .with_context(|| format!("bad --log-level {:?}", cli.log_level))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let opts = DeviceOptions::new(cli.queues, cli.queue_size, &cli.ops)?;
+    block_signals()?;
+    let mut server = Server::bind(&cli.socket, opts.clone())?;
+    spawn_signal_thread(server.stopper(), server.stats())?;
+    info!(
+        socket = %cli.socket.display(),
+        queues = opts.num_queues,
+        queue_size = opts.queue_size,
+        ops = format_args!("{:#x}", opts.ops),
+        once = cli.once,
+        "pktaccel-device ready"
+    );
+    let result = server.serve(cli.once);
+    eprintln!("{}", server.stats().snapshot());
+    result?;
+    Ok(())
+}

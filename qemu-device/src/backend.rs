@@ -1,0 +1,252 @@
+//! The vhost-user backend: what QEMU negotiates with (features, protocol
+//! features, queue count, config space) and the per-queue worker that pulls
+//! requests off a virtqueue and completes them.
+//!
+//! Threading: queue `i` is served by worker thread `i`
+//! ([`VhostUserBackend::queues_per_thread`] returns one bit per thread), so
+//! queues never contend; each worker has its own scratch buffers and stats
+//! shard. Key slots are the only state shared between queues.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use pktaccel_abi::VIRTIO_F_VERSION_1;
+use tracing::{debug, warn};
+use vhost::vhost_user::message::VhostUserProtocolFeatures;
+use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
+use virtio_queue::QueueT;
+use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
+use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::event::{
+    EventConsumer, EventFlag, EventNotifier, new_event_consumer_and_notifier,
+};
+
+use crate::config::DeviceOptions;
+use crate::request::{Processor, Scratch};
+use crate::stats::Stats;
+
+/// Guest memory as the backend sees it (no dirty-page bitmap: the device
+/// does not offer LOG_ALL, so live migration is not supported).
+pub type GuestMem = GuestMemoryAtomic<GuestMemoryMmap<()>>;
+/// The vring type used by the backend.
+pub type Vring = VringRwLock<GuestMem>;
+
+struct Inner {
+    opts: DeviceOptions,
+    processor: Processor,
+    mem: GuestMem,
+    event_idx: AtomicBool,
+    acked: AtomicU64,
+    negotiated: AtomicBool,
+    scratch: Vec<Mutex<Scratch>>,
+    stats: Arc<Stats>,
+}
+
+/// The pktaccel device behind one vhost-user connection. Cheap to clone
+/// (the library hands a clone to each worker thread).
+#[derive(Clone)]
+pub struct PktAccelBackend {
+    inner: Arc<Inner>,
+}
+
+impl PktAccelBackend {
+    /// A device with `opts`, reading guest memory through `mem` (the same
+    /// `GuestMemoryAtomic` given to the `VhostUserDaemon`, which updates it
+    /// on SET_MEM_TABLE), counting into `stats` (which outlives connections).
+    pub fn new(opts: DeviceOptions, mem: GuestMem, stats: Arc<Stats>) -> Self {
+        let processor = Processor::new(
+            opts.ops,
+            opts.max_segments,
+            opts.max_request_bytes,
+            opts.key_slots,
+        );
+        let scratch = (0..opts.num_queues)
+            .map(|_| Mutex::new(Scratch::default()))
+            .collect();
+        Self {
+            inner: Arc::new(Inner {
+                opts,
+                processor,
+                mem,
+                event_idx: AtomicBool::new(false),
+                acked: AtomicU64::new(0),
+                negotiated: AtomicBool::new(false),
+                scratch,
+                stats,
+            }),
+        }
+    }
+
+    /// True once a frontend acknowledged features on this connection, i.e.
+    /// it was a real frontend and not a probe that connected and left.
+    pub fn negotiated(&self) -> bool {
+        self.inner.negotiated.load(Ordering::Relaxed)
+    }
+
+    /// The device's request processor (engines, limits, key slots).
+    pub fn processor(&self) -> &Processor {
+        &self.inner.processor
+    }
+
+    /// Completes every available request on `vring`; returns how many.
+    /// Guest faults are answered and counted, never returned as errors: an
+    /// error here would end the queue's worker thread.
+    pub fn process_queue(&self, vring: &Vring, queue: usize) -> usize {
+        let inner = &*self.inner;
+        let stats = inner.stats.shard(queue);
+        let mut scratch = inner.scratch[queue.min(inner.scratch.len() - 1)]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let mem = inner.mem.memory();
+        let mut state = vring.get_mut();
+        let mut done = 0usize;
+        loop {
+            let Some(chain) = state.get_queue_mut().pop_descriptor_chain(&*mem) else {
+                break;
+            };
+            let head = chain.head_index();
+            let used = inner.processor.process(&*mem, chain, &mut scratch, stats);
+            if let Err(e) = state.get_queue_mut().add_used(&*mem, head, used) {
+                // A head past the descriptor table cannot be returned.
+                debug!(queue, head, error = %e, "cannot return chain");
+                stats.bad_head();
+            }
+            done += 1;
+        }
+        if done > 0 {
+            let notify = state
+                .get_queue_mut()
+                .needs_notification(&*mem)
+                .unwrap_or(true);
+            if notify && let Err(e) = state.signal_used_queue() {
+                warn!(queue, error = %e, "failed to signal the used queue");
+            }
+        }
+        done
+    }
+}
+
+impl VhostUserBackend for PktAccelBackend {
+    type Bitmap = ();
+    type Vring = Vring;
+
+    fn num_queues(&self) -> usize {
+        self.inner.opts.num_queues as usize
+    }
+
+    fn max_queue_size(&self) -> usize {
+        usize::from(self.inner.opts.queue_size)
+    }
+
+    fn features(&self) -> u64 {
+        self.inner.opts.features()
+    }
+
+    fn acked_features(&self, features: u64) {
+        if features & (1 << VIRTIO_F_VERSION_1) == 0 {
+            warn!(
+                features,
+                "driver did not accept VIRTIO_F_VERSION_1; legacy is unsupported"
+            );
+        }
+        self.inner.acked.store(features, Ordering::Relaxed);
+        self.inner.negotiated.store(true, Ordering::Relaxed);
+    }
+
+    fn protocol_features(&self) -> VhostUserProtocolFeatures {
+        VhostUserProtocolFeatures::CONFIG | VhostUserProtocolFeatures::MQ
+    }
+
+    fn set_event_idx(&self, enabled: bool) {
+        self.inner.event_idx.store(enabled, Ordering::Relaxed);
+    }
+
+    fn get_config(&self, offset: u32, size: u32) -> Vec<u8> {
+        config_slice(&self.inner.opts.device_config().to_le_bytes(), offset, size)
+    }
+
+    fn update_memory(&self, _mem: GuestMem) -> io::Result<()> {
+        // `inner.mem` is the same atomic the daemon just updated.
+        Ok(())
+    }
+
+    fn queues_per_thread(&self) -> Vec<u64> {
+        (0..self.inner.opts.num_queues).map(|q| 1u64 << q).collect()
+    }
+
+    fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
+        match new_event_consumer_and_notifier(EventFlag::NONBLOCK | EventFlag::CLOEXEC) {
+            Ok(pair) => Some(pair),
+            Err(e) => {
+                warn!(error = %e, "cannot create a worker exit event");
+                None
+            }
+        }
+    }
+
+    fn handle_event(
+        &self,
+        device_event: u16,
+        evset: EventSet,
+        vrings: &[Vring],
+        thread_id: usize,
+    ) -> io::Result<()> {
+        if evset != EventSet::IN {
+            warn!(?evset, "unexpected event set");
+            return Ok(());
+        }
+        let Some(vring) = vrings.get(usize::from(device_event)) else {
+            warn!(device_event, "event for an unknown vring");
+            return Ok(());
+        };
+        // Thread i serves exactly queue i (see queues_per_thread).
+        let queue = thread_id;
+        if self.inner.event_idx.load(Ordering::Relaxed) {
+            // Keep going until no new request arrived while notifications
+            // were off, so that none is left unseen.
+            loop {
+                let _ = vring.disable_notification();
+                self.process_queue(vring, queue);
+                match vring.enable_notification() {
+                    Ok(true) => continue,
+                    Ok(false) => break,
+                    Err(e) => {
+                        warn!(queue, error = %e, "cannot re-enable notifications");
+                        break;
+                    }
+                }
+            }
+        } else {
+            self.process_queue(vring, queue);
+        }
+        Ok(())
+    }
+}
+
+/// The `size` bytes of `config` at `offset`, zero-padded past its end (the
+/// guest reads a fixed window; bytes beyond the struct read as zero).
+pub fn config_slice(config: &[u8], offset: u32, size: u32) -> Vec<u8> {
+    let size = (size as usize).min(4096);
+    let mut out = vec![0u8; size];
+    let start = (offset as usize).min(config.len());
+    let end = start.saturating_add(size).min(config.len());
+    out[..end - start].copy_from_slice(&config[start..end]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_window_is_sliced_and_padded() {
+        let cfg = DeviceOptions::default().device_config().to_le_bytes();
+        assert_eq!(config_slice(&cfg, 0, 32), cfg.to_vec());
+        assert_eq!(config_slice(&cfg, 0, 4), b"PKAC".to_vec());
+        assert_eq!(config_slice(&cfg, 4, 4), 1u32.to_le_bytes().to_vec());
+        assert_eq!(config_slice(&cfg, 28, 8), vec![0; 8]);
+        assert_eq!(config_slice(&cfg, 100, 4), vec![0; 4]);
+        assert_eq!(config_slice(&cfg, u32::MAX, 4), vec![0; 4]);
+    }
+}

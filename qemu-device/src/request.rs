@@ -1,0 +1,447 @@
+//! One request = one descriptor chain: validation, address translation, and
+//! dispatch to the engines.
+//!
+//! Layout (see `pktaccel_abi`): `[header R, 64 B][inputs R …][outputs W …]
+//! [status W, 16 B]`. Checks run in this order and the first failure decides
+//! the status code:
+//!
+//! 1. the last descriptor must be writable, exactly 16 bytes and inside guest
+//!    memory, or there is nowhere to report anything: the chain is returned
+//!    with used length 0 and counted as "no status";
+//! 2. the first descriptor must be readable and exactly 64 bytes
+//!    (BAD_REQUEST), inside guest memory (BAD_ADDRESS);
+//! 3. `flags` and `reserved` must be zero (BAD_REQUEST);
+//! 4. the op must be known and advertised (UNSUPPORTED);
+//! 5. at most `max_segments` data segments, none of zero length, no
+//!    readable one after a writable one (BAD_REQUEST);
+//! 6. inputs and outputs each at most `max_request_bytes` (TOO_BIG);
+//! 7. every segment inside guest memory, without wrapping (BAD_ADDRESS);
+//! 8. the op's own checks: NO_KEY, BAD_REQUEST (input size), SHORT_OUTPUT,
+//!    AUTH_FAILED.
+
+use std::ptr;
+
+use pktaccel_abi::*;
+use virtio_queue::desc::split::Descriptor;
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend};
+
+use crate::engines::{copy, crc, csum::Csum, gcm, rss};
+use crate::keys::KeySlots;
+use crate::stats::Shard;
+
+/// A descriptor as the device saw it.
+#[derive(Clone, Copy, Debug)]
+struct Desc {
+    addr: u64,
+    len: u32,
+    write: bool,
+}
+
+/// A host-mapped piece of a guest segment (a segment spanning two guest
+/// memory regions becomes two pieces).
+#[derive(Clone, Copy, Debug)]
+struct Seg {
+    ptr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: a `Seg` is only an address and a length; it is dereferenced only
+// by the worker that resolved it, while that worker holds the guest-memory
+// guard that keeps the mapping alive, and segment lists are cleared at the
+// end of every request. Sending the (empty) scratch lists between threads is
+// therefore sound.
+unsafe impl Send for Seg {}
+
+impl Seg {
+    /// The bytes of this piece.
+    ///
+    /// # Safety
+    /// The guest memory mapping `ptr` came from must still be mapped, and no
+    /// `&mut` to the same bytes may be alive.
+    unsafe fn bytes<'a>(&self) -> &'a [u8] {
+        // SAFETY: `ptr..ptr+len` was returned by vm-memory as a valid slice
+        // of a live mapping (caller's contract). Guest memory is shared with
+        // the guest, which could write it concurrently only by breaking the
+        // virtio contract (the device owns buffers until it returns them);
+        // even then every bit pattern is a valid `u8`, so the worst outcome
+        // is a wrong answer for that guest's own request.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+/// Per-worker reusable buffers, so that the hot path does not allocate.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    descs: Vec<Desc>,
+    ins: Vec<Seg>,
+    outs: Vec<Seg>,
+    buf: Vec<u8>,
+}
+
+/// What the device does to a request: the engines plus the limits it
+/// advertised in config space.
+#[derive(Debug)]
+pub struct Processor {
+    /// Advertised op bitmap.
+    pub ops: u32,
+    /// Maximum data segments per request.
+    pub max_segments: u32,
+    /// Maximum input bytes and output bytes per request.
+    pub max_request_bytes: u32,
+    /// AES key slots.
+    pub keys: KeySlots,
+}
+
+/// A successful op: what goes in the status record.
+struct Done {
+    len: u32,
+    result: u64,
+}
+
+/// A failed request: its status code and the output bytes written anyway
+/// (AUTH_FAILED zeroes the outputs).
+struct Fail {
+    status: u32,
+    written: u32,
+}
+
+fn fail(status: u32) -> Fail {
+    Fail { status, written: 0 }
+}
+
+impl Processor {
+    /// A processor for the given limits with `key_slots` empty key slots.
+    pub fn new(ops: u32, max_segments: u32, max_request_bytes: u32, key_slots: u32) -> Self {
+        Self {
+            ops,
+            max_segments,
+            max_request_bytes,
+            keys: KeySlots::new(key_slots),
+        }
+    }
+
+    /// Processes one chain and returns the used length to report (bytes
+    /// written into device-writable descriptors, status record included).
+    /// Never panics on guest input; every outcome is counted in `stats`.
+    pub fn process<M: GuestMemoryBackend>(
+        &self,
+        mem: &M,
+        chain: impl Iterator<Item = Descriptor>,
+        scratch: &mut Scratch,
+        stats: &Shard,
+    ) -> u32 {
+        scratch.descs.clear();
+        scratch.descs.extend(chain.map(|d| Desc {
+            addr: d.addr().raw_value(),
+            len: d.len(),
+            write: d.is_write_only(),
+        }));
+        let Some(&status_desc) = scratch.descs.last() else {
+            stats.no_status();
+            return 0;
+        };
+        let status_addr = GuestAddress(status_desc.addr);
+        if !status_desc.write
+            || status_desc.len as usize != STATUS_RECORD_SIZE
+            || !mem.check_range(status_addr, STATUS_RECORD_SIZE)
+        {
+            stats.no_status();
+            return 0;
+        }
+        let (record, written) = match self.run(mem, scratch, stats) {
+            Ok(d) => (
+                StatusRecord {
+                    status: STATUS_OK,
+                    len: d.len,
+                    result: d.result,
+                },
+                d.len,
+            ),
+            Err(f) => (
+                StatusRecord {
+                    status: f.status,
+                    len: 0,
+                    result: 0,
+                },
+                f.written,
+            ),
+        };
+        scratch.ins.clear();
+        scratch.outs.clear();
+        if mem.write_slice(&record.to_le_bytes(), status_addr).is_err() {
+            // Checked above; only a concurrent memory-map change gets here.
+            stats.no_status();
+            return written;
+        }
+        stats.status(record.status);
+        written.saturating_add(STATUS_RECORD_SIZE as u32)
+    }
+
+    fn run<M: GuestMemoryBackend>(
+        &self,
+        mem: &M,
+        s: &mut Scratch,
+        stats: &Shard,
+    ) -> Result<Done, Fail> {
+        let n = s.descs.len() - 1; // excluding the status descriptor
+        let Some(&h) = s.descs[..n].first() else {
+            return Err(fail(STATUS_BAD_REQUEST));
+        };
+        if h.write || h.len as usize != REQUEST_HEADER_SIZE {
+            return Err(fail(STATUS_BAD_REQUEST));
+        }
+        let mut hb = [0u8; REQUEST_HEADER_SIZE];
+        mem.read_slice(&mut hb, GuestAddress(h.addr))
+            .map_err(|_| fail(STATUS_BAD_ADDRESS))?;
+        let hdr = RequestHeader::from_le_bytes(&hb).ok_or(fail(STATUS_BAD_REQUEST))?;
+        if hdr.flags != 0 || hdr.reserved != 0 {
+            return Err(fail(STATUS_BAD_REQUEST));
+        }
+        if hdr.op >= OP_COUNT || self.ops & (1 << hdr.op) == 0 {
+            return Err(fail(STATUS_UNSUPPORTED));
+        }
+
+        let segs = &s.descs[1..n];
+        if segs.len() > self.max_segments as usize {
+            return Err(fail(STATUS_BAD_REQUEST));
+        }
+        let (mut in_total, mut out_total, mut seen_write) = (0u64, 0u64, false);
+        for d in segs {
+            if d.len == 0 || (seen_write && !d.write) {
+                return Err(fail(STATUS_BAD_REQUEST));
+            }
+            seen_write |= d.write;
+            if d.write {
+                out_total += u64::from(d.len);
+            } else {
+                in_total += u64::from(d.len);
+            }
+        }
+        let max = u64::from(self.max_request_bytes);
+        if in_total > max || out_total > max {
+            return Err(fail(STATUS_TOO_BIG));
+        }
+        s.ins.clear();
+        s.outs.clear();
+        for d in segs {
+            let list = if d.write { &mut s.outs } else { &mut s.ins };
+            resolve(mem, d, list).map_err(|()| fail(STATUS_BAD_ADDRESS))?;
+        }
+        // Both totals are at most max_request_bytes (u32) from here on.
+        let (in_total, out_total) = (in_total as usize, out_total as usize);
+        stats.op(hdr.op, in_total as u64);
+
+        let inputs = || {
+            s.ins.iter().map(|g| {
+                // SAFETY: the segments were just resolved from `mem`, which
+                // the caller keeps alive for this call, and no `&mut` to guest
+                // memory exists while these shared slices are used (outputs
+                // are written only through raw pointers, after the inputs'
+                // last use).
+                unsafe { g.bytes() }
+            })
+        };
+        match hdr.op {
+            OP_NOP => Ok(Done { len: 0, result: 0 }),
+            OP_CSUM => {
+                let mut c = Csum::new(hdr.aux);
+                inputs().for_each(|b| c.update(b));
+                Ok(Done {
+                    len: 0,
+                    result: u64::from(c.finish()),
+                })
+            }
+            OP_CRC32C => Ok(Done {
+                len: 0,
+                result: u64::from(crc::crc32c(hdr.aux, inputs())),
+            }),
+            OP_CRC32 => Ok(Done {
+                len: 0,
+                result: u64::from(crc::crc32(hdr.aux, inputs())),
+            }),
+            OP_RSS => {
+                let key: &[u8; RSS_KEY_LEN] = &hdr.params;
+                let hash = rss::toeplitz(key, inputs()).map_err(|_| fail(STATUS_BAD_REQUEST))?;
+                Ok(Done {
+                    len: 0,
+                    result: u64::from(hash),
+                })
+            }
+            OP_AES_GCM_SEAL | OP_AES_GCM_OPEN => {
+                let key = self
+                    .keys
+                    .get(hdr.key_slot)
+                    .map_err(|_| fail(STATUS_NO_KEY))?;
+                let iv: [u8; GCM_IV_LEN] = hdr.params[..GCM_IV_LEN]
+                    .try_into()
+                    .map_err(|_| fail(STATUS_BAD_REQUEST))?;
+                let aad = hdr.aux as usize;
+                let seal = hdr.op == OP_AES_GCM_SEAL;
+                let tail = if seal { 0 } else { GCM_TAG_LEN };
+                if aad + tail > in_total {
+                    return Err(fail(STATUS_BAD_REQUEST));
+                }
+                let data_len = in_total - aad - tail;
+                let need = if seal {
+                    data_len + GCM_TAG_LEN
+                } else {
+                    data_len
+                };
+                if out_total < need {
+                    return Err(fail(STATUS_SHORT_OUTPUT));
+                }
+                gather(&s.ins, &mut s.buf);
+                let (a, rest) = s.buf.split_at_mut(aad);
+                let (data, tag) = rest.split_at_mut(data_len);
+                if seal {
+                    let t = gcm::seal(&key, &iv, a, data);
+                    scatter(&s.outs, &[data, &t]);
+                } else {
+                    let t: &[u8; GCM_TAG_LEN] =
+                        (&*tag).try_into().map_err(|_| fail(STATUS_BAD_REQUEST))?;
+                    if gcm::open(&key, &iv, a, data, t).is_err() {
+                        zero(&s.outs);
+                        return Err(Fail {
+                            status: STATUS_AUTH_FAILED,
+                            written: out_total as u32,
+                        });
+                    }
+                    scatter(&s.outs, &[data]);
+                }
+                Ok(Done {
+                    len: need as u32,
+                    result: 0,
+                })
+            }
+            OP_COPY => {
+                if out_total < in_total {
+                    return Err(fail(STATUS_SHORT_OUTPUT));
+                }
+                copy_segs(&s.ins, &s.outs);
+                Ok(Done {
+                    len: in_total as u32,
+                    result: 0,
+                })
+            }
+            OP_KEY_SET => {
+                if hdr.key_slot >= self.keys.len() {
+                    return Err(fail(STATUS_NO_KEY));
+                }
+                if in_total != AES256_KEY_LEN {
+                    return Err(fail(STATUS_BAD_REQUEST));
+                }
+                gather(&s.ins, &mut s.buf);
+                let key: &[u8; AES256_KEY_LEN] =
+                    s.buf[..].try_into().map_err(|_| fail(STATUS_BAD_REQUEST))?;
+                self.keys
+                    .set(hdr.key_slot, key)
+                    .map_err(|_| fail(STATUS_NO_KEY))?;
+                s.buf.fill(0);
+                Ok(Done { len: 0, result: 0 })
+            }
+            OP_KEY_CLEAR => {
+                self.keys
+                    .clear(hdr.key_slot)
+                    .map_err(|_| fail(STATUS_NO_KEY))?;
+                Ok(Done { len: 0, result: 0 })
+            }
+            _ => Err(fail(STATUS_UNSUPPORTED)),
+        }
+    }
+}
+
+/// Translates one guest segment into host pieces; `Err` when any byte is
+/// outside guest memory or the range wraps.
+fn resolve<M: GuestMemoryBackend>(mem: &M, d: &Desc, out: &mut Vec<Seg>) -> Result<(), ()> {
+    d.addr.checked_add(u64::from(d.len)).ok_or(())?;
+    for slice in mem.get_slices(GuestAddress(d.addr), d.len as usize) {
+        let slice = slice.map_err(|_| ())?;
+        out.push(Seg {
+            ptr: slice.ptr_guard_mut().as_ptr(),
+            len: slice.len(),
+        });
+    }
+    Ok(())
+}
+
+/// Copies all input pieces, in order, into `buf` (resized to fit).
+fn gather(ins: &[Seg], buf: &mut Vec<u8>) {
+    buf.clear();
+    for g in ins {
+        // SAFETY: see `Seg::bytes`; `buf` is host heap memory, not guest memory.
+        buf.extend_from_slice(unsafe { g.bytes() });
+    }
+}
+
+/// Writes `parts`, concatenated, to the start of the outputs.
+fn scatter(outs: &[Seg], parts: &[&[u8]]) {
+    let (mut o, mut off) = (0usize, 0usize);
+    for part in parts {
+        let mut p: &[u8] = part;
+        while !p.is_empty() && o < outs.len() {
+            let n = p.len().min(outs[o].len - off);
+            // SAFETY: `outs[o].ptr + off .. + n` lies inside a live, writable
+            // guest mapping (resolved from a device-writable descriptor), and
+            // `p` is host memory (the scratch buffer), so they cannot overlap.
+            unsafe { ptr::copy_nonoverlapping(p.as_ptr(), outs[o].ptr.add(off), n) };
+            p = &p[n..];
+            off += n;
+            if off == outs[o].len {
+                o += 1;
+                off = 0;
+            }
+        }
+    }
+}
+
+/// Zeroes every output piece.
+fn zero(outs: &[Seg]) {
+    for g in outs {
+        // SAFETY: a live, writable guest mapping of `len` bytes.
+        unsafe { ptr::write_bytes(g.ptr, 0, g.len) };
+    }
+}
+
+/// The DMA copy: inputs to outputs with `memmove`, so in-place and
+/// overlapping segment pairs are fine.
+fn copy_segs(ins: &[Seg], outs: &[Seg]) {
+    let mut il = [0usize; 8];
+    let mut ol = [0usize; 8];
+    if ins.len() == 1 && outs.len() == 1 {
+        // The common single-segment case without building length lists.
+        // SAFETY: both ranges lie in live guest mappings and the caller
+        // checked that the output is at least as long as the input;
+        // `ptr::copy` allows overlap.
+        unsafe { ptr::copy(ins[0].ptr, outs[0].ptr, ins[0].len) };
+        return;
+    }
+    let lens = |segs: &[Seg], small: &mut [usize; 8]| -> Vec<usize> {
+        if segs.len() <= small.len() {
+            for (d, g) in small.iter_mut().zip(segs) {
+                *d = g.len;
+            }
+            Vec::new()
+        } else {
+            segs.iter().map(|g| g.len).collect()
+        }
+    };
+    let iv = lens(ins, &mut il);
+    let ov = lens(outs, &mut ol);
+    let il: &[usize] = if iv.is_empty() { &il[..ins.len()] } else { &iv };
+    let ol: &[usize] = if ov.is_empty() {
+        &ol[..outs.len()]
+    } else {
+        &ov
+    };
+    copy::plan(il, ol, |c| {
+        // SAFETY: the plan keeps every chunk inside its input and output
+        // piece, both in live guest mappings; `ptr::copy` allows overlap.
+        unsafe {
+            ptr::copy(
+                ins[c.src].ptr.add(c.src_off),
+                outs[c.dst].ptr.add(c.dst_off),
+                c.len,
+            )
+        };
+    });
+}
