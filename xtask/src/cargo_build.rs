@@ -1,0 +1,101 @@
+//! Builds the workspace's host and guest programs with cargo and reports
+//! where the artifacts are, from cargo's own JSON messages.
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result, bail};
+
+use crate::step::Step;
+
+/// What the rig runs: the device on the host; programs and libraries that
+/// go into the guest (same x86_64-linux-gnu target, copied with their
+/// shared libraries).
+#[derive(Debug, Default)]
+pub struct Artifacts {
+    /// `pktaccel-device`.
+    pub device: PathBuf,
+    /// Guest executables (the guest suite, workloads, tools).
+    pub guest_bins: Vec<PathBuf>,
+    /// Guest shared libraries (`libpktslab.so`).
+    pub guest_libs: Vec<PathBuf>,
+}
+
+/// Packages whose binaries go into the guest.
+const GUEST_PACKAGES: &[&str] = &["pktaccel-tests", "pktslab"];
+
+/// `cargo build --release` of the device and the guest programs.
+pub fn build(workspace: &Path) -> Result<Artifacts> {
+    let step = Step::start("cargo build (device, guest programs, libpktslab)");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(workspace).args([
+        "build",
+        "--release",
+        "--message-format=json-render-diagnostics",
+        "-p",
+        "pktaccel-device",
+    ]);
+    for p in GUEST_PACKAGES {
+        cmd.args(["-p", p]);
+    }
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("cannot run cargo")?;
+    let mut arts = Artifacts::default();
+    for line in std::io::BufReader::new(child.stdout.take().context("no stdout")?).lines() {
+        let line = line?;
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if msg["reason"] != "compiler-artifact" {
+            continue;
+        }
+        let pkg = msg["package_id"].as_str().unwrap_or_default();
+        let kinds: Vec<&str> = msg["target"]["kind"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|k| k.as_str())
+            .collect();
+        if let Some(exe) = msg["executable"].as_str() {
+            let exe = PathBuf::from(exe);
+            if msg["target"]["name"] == "pktaccel-device" {
+                arts.device = exe;
+            } else if GUEST_PACKAGES.iter().any(|p| {
+                pkg.contains(&format!("/{p}#"))
+                    || pkg.contains(&format!("{p} "))
+                    || pkg.contains(&format!("#{p}@"))
+            }) {
+                arts.guest_bins.push(exe);
+            }
+        } else if kinds.contains(&"cdylib") {
+            for f in msg["filenames"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|f| f.as_str())
+            {
+                if f.ends_with(".so") {
+                    arts.guest_libs.push(PathBuf::from(f));
+                }
+            }
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("cargo build failed ({status}); the compiler output is above");
+    }
+    if arts.device.as_os_str().is_empty() {
+        bail!("cargo built no pktaccel-device binary: is qemu-device/ in the workspace?");
+    }
+    step.done(&format!(
+        "{} guest programs, {} libraries",
+        arts.guest_bins.len(),
+        arts.guest_libs.len()
+    ));
+    Ok(arts)
+}

@@ -1,0 +1,189 @@
+//! Command-line interface of `cargo xtask`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use clap::{Parser, Subcommand};
+
+use crate::cache::Cache;
+use crate::initramfs::Mode;
+use crate::kernel::Variant;
+use crate::vm::{self, ConsoleSink, VmArgs};
+use crate::{e2e, testcmd};
+
+/// pktaccel's developer tasks: provision, build, boot the guest, test.
+#[derive(Parser, Debug)]
+#[command(name = "cargo xtask", version, about)]
+pub struct Cli {
+    /// Cache for provisioned artifacts (kernel build, QEMU root, packages).
+    /// Default: $PKTACCEL_CACHE, else $XDG_CACHE_HOME/pktaccel, else
+    /// ~/.cache/pktaccel.
+    #[arg(long, global = true, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Provision and build everything without booting.
+    Build {
+        /// Build the KASAN/lockdep debug kernel instead of the plain one.
+        #[arg(long)]
+        debug_kernel: bool,
+        /// Use this qemu-system-x86_64 (≥ 10.2).
+        #[arg(long, value_name = "PATH")]
+        qemu: Option<PathBuf>,
+    },
+    /// Boot the guest with the device attached: a shell on the console, or
+    /// run one command with --exec.
+    RunVm {
+        /// Run CMD (a shell command line) in the guest, print its output and
+        /// exit with its status. Works without a terminal.
+        #[arg(long, value_name = "CMD")]
+        exec: Option<String>,
+        /// Boot the KASAN/lockdep debug kernel.
+        #[arg(long)]
+        debug_kernel: bool,
+        /// Give up after this many seconds (0 = never; --exec only).
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+        #[command(flatten)]
+        vm: VmArgs,
+    },
+    /// Boot the guest and run the guest test suite.
+    TestE2e {
+        /// Only tests whose name contains this.
+        #[arg(long)]
+        filter: Option<String>,
+        /// Use the plain kernel instead of the KASAN/lockdep debug kernel.
+        #[arg(long)]
+        plain_kernel: bool,
+        /// Overall timeout in seconds.
+        #[arg(long, default_value_t = 900)]
+        timeout: u64,
+        #[command(flatten)]
+        vm: VmArgs,
+    },
+    /// The full test: rustfmt check, clippy -D warnings, cargo test, and
+    /// the guest suite. This is what CI runs.
+    Test {
+        /// Skip the guest suite (host checks only).
+        #[arg(long)]
+        no_e2e: bool,
+        /// Overall timeout of the guest suite in seconds.
+        #[arg(long, default_value_t = 900)]
+        timeout: u64,
+        #[command(flatten)]
+        vm: VmArgs,
+    },
+}
+
+struct ExecSink {
+    ready: bool,
+}
+
+impl ConsoleSink for ExecSink {
+    fn line(&mut self, line: &str) {
+        if line.starts_with("PKTACCEL-READY") {
+            self.ready = true;
+        } else if let Some(w) = line.strip_prefix("PKTACCEL-WARN ") {
+            eprintln!("guest: {w}");
+        } else if line.starts_with("PKTACCEL-") {
+        } else if self.ready {
+            println!("{line}");
+        }
+    }
+}
+
+/// Runs the parsed command.
+pub fn dispatch(cli: Cli) -> Result<ExitCode> {
+    let cache = Cache::locate(cli.cache_dir)?;
+    vm::install_interrupt_handler();
+    match cli.cmd {
+        Cmd::Build { debug_kernel, qemu } => {
+            vm::prepare(&cache, variant(debug_kernel), qemu)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::RunVm {
+            exec,
+            debug_kernel,
+            timeout,
+            vm: args,
+        } => {
+            let p = vm::prepare(&cache, variant(debug_kernel), args.qemu.clone())?;
+            let mode = match exec {
+                Some(cmd) if cmd.trim().is_empty() => {
+                    bail!("--exec needs a command, e.g. --exec 'uname -r'")
+                }
+                Some(cmd) => Mode::Exec(cmd),
+                None => Mode::Shell,
+            };
+            let t = (timeout > 0 && matches!(mode, Mode::Exec(_)))
+                .then(|| Duration::from_secs(timeout));
+            let step = vm::boot_step(&p, args.accel);
+            let mut sink = ExecSink { ready: false };
+            let out = vm::boot(&p, &args, &mode, t, &mut sink)?;
+            let status = out.guest_status.unwrap_or(1);
+            step.done(&format!(
+                "guest exited with status {status}; console log {}",
+                out.console_log.display()
+            ));
+            Ok(ExitCode::from(
+                u8::try_from(status.clamp(0, 255)).unwrap_or(1),
+            ))
+        }
+        Cmd::TestE2e {
+            filter,
+            plain_kernel,
+            timeout,
+            vm: args,
+        } => {
+            let p = vm::prepare(&cache, variant(!plain_kernel), args.qemu.clone())?;
+            let s = e2e::run(&p, &args, filter, Duration::from_secs(timeout))?;
+            Ok(if s.failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Cmd::Test {
+            no_e2e,
+            timeout,
+            vm: args,
+        } => {
+            let ws = vm::workspace_root();
+            let (mut passed, mut failed) = (0, 0);
+            for stage in testcmd::STAGES {
+                if testcmd::run_stage(&ws, stage)? {
+                    passed += 1;
+                } else {
+                    failed += 1;
+                }
+            }
+            if !no_e2e {
+                eprintln!("==> guest suite");
+                let p = vm::prepare(&cache, Variant::Debug, args.qemu.clone())?;
+                let s = e2e::run(&p, &args, None, Duration::from_secs(timeout))?;
+                passed += s.passed;
+                failed += s.failed;
+            }
+            println!("total: {passed} passed, {failed} failed");
+            Ok(if failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+    }
+}
+
+fn variant(debug: bool) -> Variant {
+    if debug {
+        Variant::Debug
+    } else {
+        Variant::Plain
+    }
+}

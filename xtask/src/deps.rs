@@ -1,0 +1,184 @@
+//! Host packages from the machine's own Debian release, and small helpers
+//! for running commands with errors a person can act on.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use anyhow::{Context, Result, bail};
+
+use crate::step::Step;
+
+/// Debian (bookworm) packages the rig needs on the host: the kernel build
+/// chain (LLVM 19 for Rust + KASAN, libclang for bindgen), cpio tooling,
+/// debootstrap for the QEMU root, a static busybox for the guest, and the
+/// programs the guest suites run unmodified.
+pub const HOST_PACKAGES: &[&str] = &[
+    "build-essential",
+    "flex",
+    "bison",
+    "bc",
+    "libelf-dev",
+    "libssl-dev",
+    "cpio",
+    "xz-utils",
+    "zstd",
+    "clang-19",
+    "lld-19",
+    "llvm-19",
+    "libclang-19-dev",
+    "debootstrap",
+    "busybox-static",
+    "sqlite3",
+];
+
+/// Whether we run as root (apt and chroot need it).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Packages from `wanted` that dpkg does not report as installed.
+pub fn missing_packages(wanted: &[&str]) -> Result<Vec<String>> {
+    let mut missing = Vec::new();
+    for pkg in wanted {
+        let out = Command::new("dpkg-query")
+            .args(["-W", "-f=${Status}", pkg])
+            .stderr(Stdio::null())
+            .output()
+            .context("dpkg-query not found: the rig needs a Debian (12 bookworm) host")?;
+        if !String::from_utf8_lossy(&out.stdout).contains("install ok installed") {
+            missing.push((*pkg).to_string());
+        }
+    }
+    Ok(missing)
+}
+
+/// Installs the missing host packages with apt (as root), or tells the user
+/// the exact line to run.
+pub fn ensure_host_packages() -> Result<()> {
+    let step = Step::start("host packages");
+    let missing = missing_packages(HOST_PACKAGES)?;
+    if missing.is_empty() {
+        step.done("all present");
+        return Ok(());
+    }
+    let line = format!(
+        "apt-get update && apt-get install -y --no-install-recommends {}",
+        missing.join(" ")
+    );
+    if !is_root() {
+        bail!(
+            "missing Debian packages: {}\n  run as root:  sudo sh -c '{line}'\n  then run the xtask again",
+            missing.join(" ")
+        );
+    }
+    eprintln!("    installing {}", missing.join(" "));
+    run_logged(
+        Command::new("apt-get").args(["update", "-q"]),
+        "apt-get update",
+    )
+    .context("cannot reach the Debian mirror: check the network or the proxy apt uses")?;
+    run_logged(
+        Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing),
+        "apt-get install",
+    )
+    .with_context(|| format!("installing host packages failed; try by hand: {line}"))?;
+    step.done(&format!("installed {}", missing.len()));
+    Ok(())
+}
+
+/// Runs `cmd`, capturing output; on failure the error carries the last
+/// lines of its output.
+pub fn run_logged(cmd: &mut Command, what: &str) -> Result<Output> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("{what}: cannot start {:?}", cmd.get_program()))?;
+    if !out.status.success() {
+        bail!(
+            "{what} failed ({}):\n{}",
+            out.status,
+            tail_of(&[&out.stdout, &out.stderr], 25)
+        );
+    }
+    Ok(out)
+}
+
+/// The last `n` lines of the concatenated outputs, indented.
+pub fn tail_of(parts: &[&[u8]], n: usize) -> String {
+    let text: String = parts
+        .iter()
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let start = lines.len().saturating_sub(n);
+    lines[start..]
+        .iter()
+        .map(|l| format!("    | {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The last `n` lines of a file (for logs of dead processes).
+pub fn file_tail(path: &Path, n: usize) -> String {
+    match std::fs::read(path) {
+        Ok(b) => tail_of(&[&b], n),
+        Err(e) => format!("    | (cannot read {}: {e})", path.display()),
+    }
+}
+
+/// Finds `name` in PATH.
+pub fn which(name: impl AsRef<OsStr>) -> Option<PathBuf> {
+    let name = name.as_ref();
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+/// Parses the first `X.Y[.Z]` in `text` into a comparable triple.
+pub fn parse_version(text: &str) -> Option<(u32, u32, u32)> {
+    text.split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .find_map(|tok| {
+            let mut it = tok
+                .split('.')
+                .filter(|s| !s.is_empty())
+                .map(|s| s.parse::<u32>());
+            let major = it.next()?.ok()?;
+            let minor = it.next()?.ok()?;
+            let patch = it.next().and_then(|r| r.ok()).unwrap_or(0);
+            Some((major, minor, patch))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_parse_from_tool_banners() {
+        assert_eq!(
+            parse_version("QEMU emulator version 11.1.3 (Debian 1:11.1.3+ds-1~bpo13+1)"),
+            Some((11, 1, 3))
+        );
+        assert_eq!(parse_version("bindgen 0.73.2"), Some((0, 73, 2)));
+        assert_eq!(
+            parse_version("rustc 1.95.0 (59807616e 2026-04-14)"),
+            Some((1, 95, 0))
+        );
+        assert_eq!(parse_version("QEMU emulator version 7.2"), Some((7, 2, 0)));
+        assert_eq!(parse_version("no digits"), None);
+    }
+
+    #[test]
+    fn tail_keeps_the_last_lines() {
+        let t = tail_of(&[b"a\nb\n\nc\n", b"d"], 2);
+        assert_eq!(t, "    | c\n    | d");
+    }
+}

@@ -1,0 +1,115 @@
+//! `cargo xtask test-e2e`: boots the guest (KASAN kernel by default), runs
+//! the guest suite from `tests/`, prints one line per test and the closing
+//! `N passed, N failed`. Kernel trouble anywhere in the log is a failure.
+
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::guest_log;
+use crate::initramfs::Mode;
+use crate::vm::{ConsoleSink, Prepared, VmArgs, boot};
+
+/// Counts of one e2e run.
+#[derive(Debug, Default)]
+pub struct Summary {
+    /// Tests that passed.
+    pub passed: usize,
+    /// Tests that failed (including kernel reports and a missing suite).
+    pub failed: usize,
+}
+
+struct SuiteSink {
+    lines: Vec<String>,
+    summary: Summary,
+    ran: usize,
+}
+
+impl ConsoleSink for SuiteSink {
+    fn line(&mut self, line: &str) {
+        self.lines.push(line.to_string());
+        let Some(rest) = line.strip_prefix("PKTTEST ") else {
+            if let Some(w) = line.strip_prefix("PKTACCEL-WARN ") {
+                eprintln!("guest: {w}");
+            }
+            return;
+        };
+        let mut it = rest.splitn(4, ' ');
+        let (name, verdict, ms, reason) = (
+            it.next().unwrap_or("?"),
+            it.next().unwrap_or("?"),
+            it.next().unwrap_or("0"),
+            it.next().unwrap_or(""),
+        );
+        self.ran += 1;
+        if verdict == "ok" {
+            self.summary.passed += 1;
+            println!("test {name} ... ok ({ms} ms)");
+        } else {
+            self.summary.failed += 1;
+            println!("test {name} ... FAILED ({ms} ms)");
+            for part in reason.split(" | ") {
+                println!("    {part}");
+            }
+        }
+    }
+}
+
+/// Runs the suite once and prints its report; the summary decides the exit.
+pub fn run(
+    p: &Prepared,
+    args: &VmArgs,
+    filter: Option<String>,
+    timeout: Duration,
+) -> Result<Summary> {
+    let mut sink = SuiteSink {
+        lines: Vec::new(),
+        summary: Summary::default(),
+        ran: 0,
+    };
+    let outcome = boot(p, args, &Mode::Suite(filter), Some(timeout), &mut sink);
+    let mut summary = std::mem::take(&mut sink.summary);
+    let log_path = match &outcome {
+        Ok(o) => Some(o.console_log.clone()),
+        Err(_) => None,
+    };
+    let reports = guest_log::scan(&sink.lines);
+    for r in &reports {
+        summary.failed += 1;
+        println!("test kernel::{} ... FAILED", r.kind.replace(' ', "_"));
+        for l in &r.excerpt {
+            println!("    | {l}");
+        }
+    }
+    match outcome {
+        Ok(o) => {
+            if sink.ran == 0 {
+                summary.failed += 1;
+                println!(
+                    "test rig::suite_ran ... FAILED\n    the guest suite printed no results (status {:?})",
+                    o.guest_status
+                );
+            } else if o.guest_status != Some(0) && summary.failed == 0 {
+                summary.failed += 1;
+                println!(
+                    "test rig::suite_exit ... FAILED\n    the suite exited with {:?} but reported no failing test",
+                    o.guest_status
+                );
+            }
+        }
+        Err(e) => {
+            summary.failed += 1;
+            println!("test rig::boot ... FAILED");
+            for l in format!("{e:#}").lines() {
+                println!("    {l}");
+            }
+        }
+    }
+    if let Some(p) = log_path {
+        println!("console log: {}", p.display());
+    } else {
+        println!("console log: target/xtask/logs/latest/console.log");
+    }
+    println!("{} passed, {} failed", summary.passed, summary.failed);
+    Ok(summary)
+}

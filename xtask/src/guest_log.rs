@@ -1,0 +1,112 @@
+//! Finding kernel trouble in a guest console log: an oops, panic, BUG,
+//! WARN or KASAN report anywhere fails the run, with the report shown.
+
+/// Markers that start a kernel report, with the kind we name it by.
+const MARKERS: &[(&str, &str)] = &[
+    ("BUG: KASAN:", "KASAN report"),
+    ("BUG:", "kernel BUG"),
+    ("Oops:", "kernel oops"),
+    ("Oops -", "kernel oops"),
+    ("general protection fault", "general protection fault"),
+    ("Kernel panic", "kernel panic"),
+    ("WARNING:", "kernel WARN"),
+    ("UBSAN:", "UBSAN report"),
+    ("rust_panic", "Rust panic in the kernel"),
+    ("possible circular locking dependency", "lockdep report"),
+    ("inconsistent lock state", "lockdep report"),
+    (
+        "sleeping function called from invalid context",
+        "sleep in atomic context",
+    ),
+    ("kernel BUG at", "kernel BUG"),
+];
+
+/// One report found in the log.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Report {
+    /// What kind of report.
+    pub kind: &'static str,
+    /// The lines of the report (up to 40).
+    pub excerpt: Vec<String>,
+}
+
+/// Strips a `[   12.345678] ` printk timestamp.
+fn body(line: &str) -> &str {
+    let t = line.trim_start();
+    if t.starts_with('[')
+        && let Some(end) = t.find("] ")
+    {
+        return &t[end + 2..];
+    }
+    t
+}
+
+/// Every kernel report in `lines`, each with the lines that follow it.
+/// Lines our own tools print (PKTTEST…, PKTACCEL…) are never reports.
+pub fn scan(lines: &[String]) -> Vec<Report> {
+    let mut reports = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let b = body(&lines[i]);
+        let hit = if b.starts_with("PKTTEST") || b.starts_with("PKTACCEL") {
+            None
+        } else {
+            MARKERS
+                .iter()
+                .find(|(m, _)| b.starts_with(m) || (m.len() > 12 && b.contains(m)))
+        };
+        if let Some((_, kind)) = hit {
+            let end = (i + 40).min(lines.len());
+            let mut excerpt = Vec::new();
+            for l in &lines[i..end] {
+                if l.starts_with("PKTTEST") || l.starts_with("PKTACCEL") {
+                    break;
+                }
+                excerpt.push(l.clone());
+            }
+            reports.push(Report { kind, excerpt });
+            // The same report is often printed twice (console + dmesg dump);
+            // skip past this one.
+            i += 1;
+            while i < lines.len() && !body(&lines[i]).starts_with("---[ end trace") && i < end {
+                i += 1;
+            }
+        }
+        i += 1;
+    }
+    reports
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(s: &str) -> Vec<String> {
+        s.lines().map(String::from).collect()
+    }
+
+    #[test]
+    fn finds_kasan_warn_and_oops_but_not_our_lines() {
+        let log = v("[    1.0] pktaccel: probe ok\n\
+             [    2.0] BUG: KASAN: slab-use-after-free in foo+0x1/0x2\n\
+             [    2.1] Read of size 8\n\
+             [    2.2] ---[ end trace 0000000000000000 ]---\n\
+             PKTTEST kmod::x FAIL 3 WARNING: not a kernel line\n\
+             [    3.0] WARNING: CPU: 0 PID: 1 at drivers/x.c:1 f+0x0\n\
+             [    4.0] Oops: general protection fault, probably for non-canonical address");
+        let r = scan(&log);
+        let kinds: Vec<&str> = r.iter().map(|r| r.kind).collect();
+        assert_eq!(kinds, ["KASAN report", "kernel WARN", "kernel oops"]);
+        assert!(r[0].excerpt[1].contains("Read of size 8"));
+    }
+
+    #[test]
+    fn clean_log_has_no_reports() {
+        assert!(
+            scan(&v(
+                "[ 0.1] Linux version 7.3.4\nPKTTEST rig::x ok 1\nhello BUG fixed"
+            ))
+            .is_empty()
+        );
+    }
+}

@@ -1,0 +1,327 @@
+//! The guest's root file system, an initramfs in two parts concatenated (the
+//! kernel unpacks both): a base archive with busybox, the init script, the
+//! kernel module, the guest programs and their shared libraries, rebuilt
+//! only when one of those changes; and a small per-run archive with the run
+//! mode, the `--exec` command and `--include`d files.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use sha2::{Digest, Sha256};
+
+use crate::step::Step;
+
+/// One file in the archive.
+enum Node {
+    Dir,
+    File { data: Vec<u8>, mode: u32 },
+    CharDev { major: u32, minor: u32 },
+}
+
+/// An archive under construction, keyed by absolute guest path.
+#[derive(Default)]
+pub struct Archive {
+    nodes: BTreeMap<String, Node>,
+}
+
+impl Archive {
+    /// Adds a file with `mode` (permission bits), creating parent dirs.
+    pub fn file(&mut self, guest: &str, data: Vec<u8>, mode: u32) {
+        self.parents(guest);
+        self.nodes
+            .insert(guest.to_string(), Node::File { data, mode });
+    }
+
+    /// Adds a host file, keeping its permission bits.
+    pub fn host_file(&mut self, guest: &str, host: &Path) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let data = std::fs::read(host).with_context(|| format!("reading {}", host.display()))?;
+        let mode = std::fs::metadata(host)?.permissions().mode() & 0o7777;
+        self.file(guest, data, mode);
+        Ok(())
+    }
+
+    /// Adds a host file or directory tree at `guest`.
+    pub fn host_tree(&mut self, guest: &str, host: &Path) -> Result<()> {
+        let meta = std::fs::metadata(host)
+            .with_context(|| format!("--include: {} does not exist", host.display()))?;
+        if meta.is_dir() {
+            self.dir(guest);
+            for e in std::fs::read_dir(host)? {
+                let e = e?;
+                let name = e.file_name().to_string_lossy().into_owned();
+                self.host_tree(
+                    &format!("{}/{name}", guest.trim_end_matches('/')),
+                    &e.path(),
+                )?;
+            }
+            Ok(())
+        } else {
+            self.host_file(guest, host)
+        }
+    }
+
+    /// Adds a directory (and its parents).
+    pub fn dir(&mut self, guest: &str) {
+        self.parents(guest);
+        self.nodes.entry(guest.to_string()).or_insert(Node::Dir);
+    }
+
+    /// Adds a character device node.
+    pub fn char_dev(&mut self, guest: &str, major: u32, minor: u32) {
+        self.parents(guest);
+        self.nodes
+            .insert(guest.to_string(), Node::CharDev { major, minor });
+    }
+
+    fn parents(&mut self, guest: &str) {
+        let mut p = Path::new(guest).parent();
+        while let Some(dir) = p {
+            let s = dir.to_string_lossy();
+            if s == "/" || s.is_empty() {
+                break;
+            }
+            self.nodes.entry(s.into_owned()).or_insert(Node::Dir);
+            p = dir.parent();
+        }
+    }
+
+    /// Writes a newc cpio archive, parents before children.
+    pub fn write(&self, out: &Path) -> Result<()> {
+        let mut w = std::io::BufWriter::new(std::fs::File::create(out)?);
+        for (ino, (path, node)) in self.nodes.iter().enumerate() {
+            let name = path.trim_start_matches('/');
+            let b = cpio::NewcBuilder::new(name)
+                .ino(ino as u32 + 1)
+                .uid(0)
+                .gid(0)
+                .nlink(1);
+            let (b, data): (_, &[u8]) = match node {
+                Node::Dir => (b.mode(0o040755).nlink(2), &[]),
+                Node::File { data, mode } => (b.mode(0o100000 | mode), data),
+                Node::CharDev { major, minor } => {
+                    (b.mode(0o020600).rdev_major(*major).rdev_minor(*minor), &[])
+                }
+            };
+            let mut fw = b.write(
+                &mut w,
+                u32::try_from(data.len()).context("file over 4 GiB in the initramfs")?,
+            );
+            fw.write_all(data)?;
+            fw.finish()?;
+        }
+        cpio::newc::trailer(&mut w)?;
+        w.flush()?;
+        Ok(())
+    }
+
+    /// A hash of the whole content, to decide whether to rewrite.
+    pub fn digest(&self) -> String {
+        let mut h = Sha256::new();
+        for (path, node) in &self.nodes {
+            h.update(path.as_bytes());
+            match node {
+                Node::Dir => h.update(b"d"),
+                Node::File { data, mode } => {
+                    h.update(mode.to_le_bytes());
+                    h.update(data);
+                }
+                Node::CharDev { major, minor } => {
+                    h.update(major.to_le_bytes());
+                    h.update(minor.to_le_bytes());
+                }
+            }
+        }
+        hex::encode(h.finalize())
+    }
+}
+
+/// Inputs of the base archive.
+pub struct BaseInputs<'a> {
+    /// The workspace root (for images/).
+    pub workspace: &'a Path,
+    /// pktaccel.ko for the kernel in use.
+    pub kmod: &'a Path,
+    /// Guest executables.
+    pub bins: &'a [PathBuf],
+    /// Guest shared libraries.
+    pub libs: &'a [PathBuf],
+    /// Where to write (one file per kernel variant).
+    pub out: &'a Path,
+}
+
+/// Builds the base archive if its content changed.
+pub fn ensure_base(inp: &BaseInputs<'_>) -> Result<PathBuf> {
+    let step = Step::start("initramfs");
+    let busybox = Path::new("/bin/busybox");
+    if !busybox.is_file() {
+        bail!(
+            "/bin/busybox is missing: install Debian's busybox-static (apt-get install busybox-static)"
+        );
+    }
+    let mut a = Archive::default();
+    for d in [
+        "/dev",
+        "/proc",
+        "/sys",
+        "/tmp",
+        "/run",
+        "/root",
+        "/etc",
+        "/usr/bin",
+        "/usr/sbin",
+        "/sbin",
+        "/usr/lib",
+    ] {
+        a.dir(d);
+    }
+    a.char_dev("/dev/console", 5, 1);
+    a.host_file("/bin/busybox", busybox)?;
+    a.host_file("/init", &inp.workspace.join("images/init"))?;
+    a.file(
+        "/etc/passwd",
+        b"root:x:0:0:root:/root:/bin/sh\n".to_vec(),
+        0o644,
+    );
+    a.file("/etc/group", b"root:x:0:\n".to_vec(), 0o644);
+    a.host_file("/lib/modules/pktaccel.ko", inp.kmod)?;
+    let mut elfs = Vec::new();
+    for b in inp.bins {
+        let name = b
+            .file_name()
+            .context("bin without name")?
+            .to_string_lossy()
+            .into_owned();
+        a.host_file(&format!("/usr/bin/{name}"), b)?;
+        elfs.push(b.clone());
+    }
+    for l in inp.libs {
+        let name = l
+            .file_name()
+            .context("lib without name")?
+            .to_string_lossy()
+            .into_owned();
+        a.host_file(&format!("/usr/lib/{name}"), l)?;
+        elfs.push(l.clone());
+    }
+    let header = inp.workspace.join("userlib/include/pktslab.h");
+    if header.is_file() {
+        a.host_file("/usr/include/pktslab.h", &header)?;
+    }
+    add_shared_libs(&mut a, &elfs)?;
+    let digest = a.digest();
+    let stamp = inp.out.with_extension("sha256");
+    if inp.out.is_file() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(digest.as_str())
+    {
+        step.done("up to date");
+        return Ok(inp.out.to_path_buf());
+    }
+    if let Some(p) = inp.out.parent() {
+        std::fs::create_dir_all(p)?;
+    }
+    a.write(inp.out)?;
+    std::fs::write(&stamp, digest)?;
+    step.done(&format!(
+        "written, {} KiB",
+        std::fs::metadata(inp.out)?.len() / 1024
+    ));
+    Ok(inp.out.to_path_buf())
+}
+
+/// Adds every shared library (and the loader) that `elfs` need, at the
+/// paths the host's ldd resolves, so dynamically linked programs run.
+pub fn add_shared_libs(a: &mut Archive, elfs: &[PathBuf]) -> Result<()> {
+    let mut seen = std::collections::BTreeSet::new();
+    for elf in elfs {
+        let out = Command::new("ldd")
+            .arg(elf)
+            .output()
+            .context("ldd not found")?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        if text.contains("not a dynamic executable") {
+            continue;
+        }
+        for line in text.lines() {
+            let path = match line.split_once("=>") {
+                Some((_, rhs)) => rhs.split_whitespace().next(),
+                None => line
+                    .split_whitespace()
+                    .next()
+                    .filter(|p| p.starts_with('/')),
+            };
+            if let Some(p) = path.filter(|p| p.starts_with('/'))
+                && seen.insert(p.to_string())
+            {
+                a.host_file(p, Path::new(p))?;
+            }
+        }
+        if line_has_missing(&text) {
+            bail!("{} needs libraries the host lacks:\n{text}", elf.display());
+        }
+    }
+    Ok(())
+}
+
+fn line_has_missing(ldd: &str) -> bool {
+    ldd.lines().any(|l| l.contains("=> not found"))
+}
+
+/// What the guest's /init does after setup.
+#[derive(Clone, Debug)]
+pub enum Mode {
+    /// An interactive shell on the console.
+    Shell,
+    /// Run a command; report its status.
+    Exec(String),
+    /// Run the guest suite with an optional filter.
+    Suite(Option<String>),
+}
+
+/// Writes the per-run archive.
+pub fn write_overlay(out: &Path, mode: &Mode, includes: &[(PathBuf, String)]) -> Result<()> {
+    let mut a = Archive::default();
+    let (name, extra) = match mode {
+        Mode::Shell => ("shell", String::new()),
+        Mode::Exec(cmd) => {
+            a.file(
+                "/etc/pktaccel/exec.sh",
+                format!("{cmd}\n").into_bytes(),
+                0o755,
+            );
+            ("exec", String::new())
+        }
+        Mode::Suite(filter) => (
+            "suite",
+            format!(
+                "SUITE_FILTER='{}'\n",
+                filter.clone().unwrap_or_default().replace('\'', "")
+            ),
+        ),
+    };
+    a.file(
+        "/etc/pktaccel/run.conf",
+        format!("MODE={name}\n{extra}").into_bytes(),
+        0o644,
+    );
+    for (host, guest) in includes {
+        a.host_tree(guest, host)?;
+    }
+    a.write(out)
+}
+
+/// Concatenates the base and per-run archives into one initrd.
+pub fn concat(parts: &[&Path], out: &Path) -> Result<()> {
+    let mut w = std::fs::File::create(out)?;
+    for p in parts {
+        let mut data = std::fs::read(p)?;
+        // The kernel wants each archive in a concatenation 4-byte aligned.
+        while data.len() % 4 != 0 {
+            data.push(0);
+        }
+        w.write_all(&data)?;
+    }
+    Ok(())
+}

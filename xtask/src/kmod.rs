@@ -1,0 +1,94 @@
+//! Builds `kmod/` out of tree against one kernel variant. The sources and
+//! the shared ABI file are mirrored into `target/kmod/<variant>/` so the
+//! build leaves no artifacts in the clone and the two variants don't clash.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use crate::deps::run_logged;
+use crate::kernel::{Kernel, Variant};
+use crate::step::Step;
+
+/// Builds pktaccel.ko for `kernel` and returns its path.
+pub fn build(workspace: &Path, kernel: &Kernel, variant: Variant) -> Result<PathBuf> {
+    let step = Step::start(format!("kmod ({})", variant.name()));
+    let src = workspace.join("kmod");
+    if !src.join("Kbuild").is_file() && !src.join("Makefile").is_file() {
+        bail!(
+            "{} has no Kbuild or Makefile: the kernel module sources are missing from this checkout",
+            src.display()
+        );
+    }
+    let root = workspace.join("target/kmod").join(variant.name());
+    let mirror = root.join("kmod");
+    let changed = sync_dir(&src, &mirror)?
+        | sync_file(
+            &workspace.join("abi/src/pktaccel_abi.rs"),
+            &root.join("abi/src/pktaccel_abi.rs"),
+        )?;
+    let ko = mirror.join("pktaccel.ko");
+    let stamp = mirror.join(".pktaccel-kernel");
+    let kernel_id = format!(
+        "{}:{}",
+        kernel.build_dir.display(),
+        std::fs::read_to_string(kernel.build_dir.join(".pktaccel-stamp")).unwrap_or_default()
+    );
+    if !changed
+        && ko.is_file()
+        && std::fs::read_to_string(&stamp).ok().as_deref() == Some(kernel_id.as_str())
+    {
+        step.done("up to date");
+        return Ok(ko);
+    }
+    let mut make = Command::new("make");
+    make.env("PATH", &kernel.path_env)
+        .arg("-C")
+        .arg(&kernel.build_dir)
+        .arg(format!("M={}", mirror.display()))
+        .args(&kernel.make_vars)
+        .arg("modules");
+    run_logged(&mut make, "building kmod/")
+        .context("the kernel module does not build; the compiler output is above")?;
+    if !ko.is_file() {
+        bail!(
+            "kmod build succeeded but produced no pktaccel.ko in {}",
+            mirror.display()
+        );
+    }
+    std::fs::write(&stamp, kernel_id)?;
+    step.done("built");
+    Ok(ko)
+}
+
+/// Mirrors the regular files of `src` (recursively) into `dst`; returns
+/// whether anything changed. Stale files from a previous mirror are removed
+/// only if they were sources (build outputs stay for incremental builds).
+fn sync_dir(src: &Path, dst: &Path) -> Result<bool> {
+    std::fs::create_dir_all(dst)?;
+    let mut changed = false;
+    for entry in std::fs::read_dir(src).with_context(|| format!("reading {}", src.display()))? {
+        let entry = entry?;
+        let path = entry.path();
+        let target = dst.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            changed |= sync_dir(&path, &target)?;
+        } else {
+            changed |= sync_file(&path, &target)?;
+        }
+    }
+    Ok(changed)
+}
+
+fn sync_file(src: &Path, dst: &Path) -> Result<bool> {
+    let data = std::fs::read(src).with_context(|| format!("reading {}", src.display()))?;
+    if std::fs::read(dst).ok().as_deref() == Some(&data[..]) {
+        return Ok(false);
+    }
+    if let Some(parent) = dst.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(dst, data)?;
+    Ok(true)
+}

@@ -1,0 +1,198 @@
+//! Finding a QEMU new enough for `vhost-user-test-device-pci` (≥ 10.2):
+//! the user's choice, else the system's, else one provisioned into a Debian
+//! trixie root under the cache. The root's binary runs through the root's
+//! own dynamic loader, so no chroot is needed and host paths work as is.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use crate::cache::Cache;
+use crate::deps::{is_root, parse_version, run_logged, which};
+use crate::step::Step;
+
+/// The first QEMU version whose vhost-user-test-device users may create.
+pub const MIN_QEMU: (u32, u32, u32) = (10, 2, 0);
+
+/// How to start QEMU.
+#[derive(Clone, Debug)]
+pub struct Qemu {
+    program: PathBuf,
+    prefix: Vec<OsString>,
+    data_dirs: Vec<PathBuf>,
+    /// e.g. "11.1.3 (provisioned trixie root)".
+    pub description: String,
+}
+
+impl Qemu {
+    /// A command with the binary and its firmware dirs set; add the rest.
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(&self.program);
+        c.args(&self.prefix);
+        for d in &self.data_dirs {
+            c.arg("-L").arg(d);
+        }
+        c
+    }
+}
+
+/// Resolves the QEMU to use, provisioning the trixie root when needed.
+pub fn ensure(cache: &Cache, flag: Option<PathBuf>) -> Result<Qemu> {
+    let step = Step::start("QEMU");
+    if let Some(p) = flag.or_else(|| std::env::var_os("PKTACCEL_QEMU").map(PathBuf::from)) {
+        let v = version_of(&mut Command::new(&p))
+            .with_context(|| format!("{} (from --qemu/PKTACCEL_QEMU) does not run", p.display()))?;
+        if v < MIN_QEMU {
+            bail!(
+                "{} is QEMU {}.{}.{}, but pktaccel needs ≥ 10.2 for vhost-user-test-device-pci.\n  unset PKTACCEL_QEMU / drop --qemu to use the provisioned QEMU 11",
+                p.display(),
+                v.0,
+                v.1,
+                v.2
+            );
+        }
+        step.done(&format!("{}.{}.{} (user's choice)", v.0, v.1, v.2));
+        return Ok(Qemu {
+            program: p,
+            prefix: vec![],
+            data_dirs: vec![],
+            description: format!("{}.{}.{} (user)", v.0, v.1, v.2),
+        });
+    }
+    let mut system_note = String::new();
+    if let Some(sys) = which("qemu-system-x86_64") {
+        match version_of(&mut Command::new(&sys)) {
+            Ok(v) if v >= MIN_QEMU => {
+                step.done(&format!("{}.{}.{} (system)", v.0, v.1, v.2));
+                return Ok(Qemu {
+                    program: sys,
+                    prefix: vec![],
+                    data_dirs: vec![],
+                    description: format!("{}.{}.{} (system)", v.0, v.1, v.2),
+                });
+            }
+            Ok(v) => {
+                system_note = format!("system QEMU {}.{}.{} is older than 10.2; ", v.0, v.1, v.2)
+            }
+            Err(_) => {}
+        }
+    }
+    let root = cache.qemu_root();
+    if !root.join(".pktaccel-ready").is_file() {
+        eprintln!(
+            "    {system_note}provisioning QEMU 11 into {}",
+            root.display()
+        );
+        provision_root(&root)?;
+    }
+    let q = from_root(&root)?;
+    let v = version_of(&mut q.command()).context(
+        "the provisioned QEMU does not run; remove the qemu-root dir in the cache and retry",
+    )?;
+    let desc = format!("{}.{}.{} (provisioned trixie root)", v.0, v.1, v.2);
+    step.done(&desc);
+    Ok(Qemu {
+        description: desc,
+        ..q
+    })
+}
+
+fn from_root(root: &Path) -> Result<Qemu> {
+    let loader = root.join("lib64/ld-linux-x86-64.so.2");
+    let libs = format!(
+        "{}:{}",
+        root.join("lib/x86_64-linux-gnu").display(),
+        root.join("usr/lib/x86_64-linux-gnu").display()
+    );
+    Ok(Qemu {
+        program: loader,
+        prefix: vec![
+            "--library-path".into(),
+            libs.into(),
+            root.join("usr/bin/qemu-system-x86_64").into(),
+        ],
+        data_dirs: vec![root.join("usr/share/seabios"), root.join("usr/share/qemu")],
+        description: String::new(),
+    })
+}
+
+fn version_of(cmd: &mut Command) -> Result<(u32, u32, u32)> {
+    let out = run_logged(cmd.arg("--version"), "qemu --version")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    parse_version(&text).with_context(|| format!("cannot parse QEMU version from {text:?}"))
+}
+
+/// debootstrap a trixie minbase and install qemu-system-x86 from
+/// trixie-backports into it (the verified recipe: ~1 minute, ~500 MB).
+fn provision_root(root: &Path) -> Result<()> {
+    if !is_root() {
+        bail!(
+            "no QEMU ≥ 10.2 found, and provisioning one needs root (debootstrap + chroot).\n  either run this xtask as root once, or point PKTACCEL_QEMU at a qemu-system-x86_64 ≥ 10.2"
+        );
+    }
+    let part = root.with_extension("part");
+    let _ = std::fs::remove_dir_all(&part);
+    let mirror = crate::rustsrc::host_mirror();
+    let step = Step::start("debootstrap trixie (for QEMU)");
+    run_logged(
+        Command::new("debootstrap")
+            .args(["--variant=minbase", "trixie"])
+            .arg(&part)
+            .arg(&mirror),
+        "debootstrap trixie",
+    )
+    .with_context(|| format!("cannot debootstrap from {mirror}: check the network"))?;
+    step.done("done");
+    let step = Step::start("qemu-system-x86 from trixie-backports");
+    std::fs::write(
+        part.join("etc/apt/sources.list.d/backports.list"),
+        format!("deb {mirror} trixie-backports main\n"),
+    )?;
+    run_logged(
+        Command::new("chroot")
+            .arg(&part)
+            .args(["apt-get", "update", "-q"]),
+        "apt-get update in the QEMU root",
+    )?;
+    run_logged(
+        Command::new("chroot").arg(&part).args([
+            "env",
+            "DEBIAN_FRONTEND=noninteractive",
+            "apt-get",
+            "install",
+            "-y",
+            "-q",
+            "--no-install-recommends",
+            "-t",
+            "trixie-backports",
+            "qemu-system-x86",
+        ]),
+        "installing qemu-system-x86 in the QEMU root",
+    )?;
+    let _ = std::fs::remove_dir_all(part.join("var/cache/apt/archives"));
+    std::fs::write(
+        part.join(".pktaccel-ready"),
+        b"qemu-system-x86 from trixie-backports\n",
+    )?;
+    std::fs::rename(&part, root)?;
+    step.done("installed");
+    Ok(())
+}
+
+/// `auto`: KVM only when the CPU shows vmx/svm and /dev/kvm opens
+/// (these machines have /dev/kvm without the CPU flags, where a guest hangs).
+pub fn kvm_usable() -> bool {
+    let flags = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let has_virt = flags
+        .lines()
+        .filter(|l| l.starts_with("flags"))
+        .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"));
+    has_virt
+        && std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/kvm")
+            .is_ok()
+}

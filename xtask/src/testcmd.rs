@@ -1,0 +1,62 @@
+//! `cargo xtask test`: the README's test command. Host unit and integration
+//! tests, clippy with warnings denied, the rustfmt check, then the guest
+//! suite; the last line is the overall `N passed, N failed`.
+
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+
+use crate::step::fmt_duration;
+
+/// One host-side stage.
+pub struct Stage {
+    /// Shown in the report.
+    pub name: &'static str,
+    /// Arguments after `cargo`.
+    pub args: &'static [&'static str],
+}
+
+/// The host stages, in order.
+pub const STAGES: &[Stage] = &[
+    Stage {
+        name: "rustfmt",
+        args: &["fmt", "--all", "--", "--check"],
+    },
+    Stage {
+        name: "clippy",
+        args: &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--quiet",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    },
+    Stage {
+        name: "cargo test",
+        args: &["test", "--workspace", "--quiet"],
+    },
+];
+
+/// Runs one stage with output passing through; returns whether it passed.
+pub fn run_stage(workspace: &std::path::Path, stage: &Stage) -> Result<bool> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    eprintln!("==> {}", stage.name);
+    let t = Instant::now();
+    let status = Command::new(cargo)
+        .current_dir(workspace)
+        .args(stage.args)
+        .status()
+        .with_context(|| format!("cannot run cargo {}", stage.args.join(" ")))?;
+    let ok = status.success();
+    println!(
+        "stage {} ... {} ({})",
+        stage.name,
+        if ok { "ok" } else { "FAILED" },
+        fmt_duration(t.elapsed())
+    );
+    Ok(ok)
+}

@@ -1,0 +1,559 @@
+//! Booting the guest: prepares every artifact, starts `pktaccel-device` on a
+//! socket in a private run directory, starts QEMU with the device attached,
+//! follows the console, and always cleans up (success, failure, timeout,
+//! Ctrl-C): no QEMU or device process survives, the run dir is removed.
+
+use std::io::BufRead;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::cache::Cache;
+use crate::deps::file_tail;
+use crate::initramfs::{self, Mode};
+use crate::kernel::{self, Variant};
+use crate::qemu::{self, Qemu};
+use crate::step::{Step, fmt_duration};
+use crate::{cargo_build, deps, kmod, rustsrc};
+
+/// CPU accelerator choice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Accel {
+    /// KVM when usable (vmx/svm in cpuinfo and /dev/kvm opens), else TCG.
+    Auto,
+    /// Software emulation.
+    Tcg,
+    /// Hardware virtualisation.
+    Kvm,
+}
+
+/// Options shared by run-vm and test-e2e.
+#[derive(Clone, Debug, clap::Args)]
+pub struct VmArgs {
+    /// CPU accelerator.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub accel: Accel,
+    /// Guest memory (QEMU syntax, e.g. 512M, 1G).
+    #[arg(long, default_value = "512M")]
+    pub mem: String,
+    /// Guest CPUs.
+    #[arg(long, default_value_t = 2)]
+    pub cpus: u32,
+    /// Request queues the device offers.
+    #[arg(long, default_value_t = 2)]
+    pub queues: u32,
+    /// Put host files into the guest: HOST_PATH[:GUEST_PATH] (default guest
+    /// path /root/<name>). Repeatable; directories are copied whole.
+    #[arg(long, value_name = "HOST[:GUEST]")]
+    pub include: Vec<String>,
+    /// Keep the run directory (socket, initrd) afterwards.
+    #[arg(long)]
+    pub keep: bool,
+    /// Use this qemu-system-x86_64 (≥ 10.2) instead of the system's or the
+    /// provisioned one. Also PKTACCEL_QEMU.
+    #[arg(long, value_name = "PATH")]
+    pub qemu: Option<PathBuf>,
+}
+
+/// Everything built and ready to boot.
+pub struct Prepared {
+    workspace: PathBuf,
+    kernel: kernel::Kernel,
+    initrd_base: PathBuf,
+    device: PathBuf,
+    qemu: Qemu,
+    variant: Variant,
+}
+
+/// The workspace root (xtask lives one level below it).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Provisions (first run) and builds whatever changed.
+pub fn prepare(cache: &Cache, variant: Variant, qemu_flag: Option<PathBuf>) -> Result<Prepared> {
+    let started = Instant::now();
+    let workspace = workspace_root();
+    deps::ensure_host_packages()?;
+    let mut apt = None;
+    let rust_lib = rustsrc::ensure_rust_src(cache, &mut apt)?;
+    let (linux, linux_ver) = rustsrc::ensure_linux_src(cache, &mut apt)?;
+    let bindgen = rustsrc::ensure_bindgen(cache)?;
+    let qemu = qemu::ensure(cache, qemu_flag)?;
+    let inputs = kernel::KernelInputs {
+        src: &linux,
+        src_version: &linux_ver,
+        rust_lib_src: &rust_lib,
+        bindgen_dir: &bindgen,
+        workspace: &workspace,
+    };
+    let kernel = kernel::ensure(cache, &inputs, variant)?;
+    let arts = cargo_build::build(&workspace)?;
+    let ko = kmod::build(&workspace, &kernel, variant)?;
+    let initrd_base = initramfs::ensure_base(&initramfs::BaseInputs {
+        workspace: &workspace,
+        kmod: &ko,
+        bins: &arts.guest_bins,
+        libs: &arts.guest_libs,
+        out: &workspace.join(format!("target/xtask/initramfs-{}.cpio", variant.name())),
+    })?;
+    eprintln!("    ready in {}", fmt_duration(started.elapsed()));
+    Ok(Prepared {
+        workspace,
+        kernel,
+        initrd_base,
+        device: arts.device,
+        qemu,
+        variant,
+    })
+}
+
+/// What the caller wants done with each console line.
+pub trait ConsoleSink {
+    /// Called for every console line (without line ending).
+    fn line(&mut self, line: &str);
+}
+
+/// The result of one boot.
+pub struct Outcome {
+    /// Status the guest reported (`PKTACCEL-EXIT n`), if it got that far.
+    pub guest_status: Option<i32>,
+    /// The kept console log.
+    pub console_log: PathBuf,
+}
+
+/// Set by the Ctrl-C handler; checked by every wait loop.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Installs the Ctrl-C / SIGTERM handler (once).
+pub fn install_interrupt_handler() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst));
+    });
+}
+
+/// Processes that must not outlive the run, and the run dir.
+struct Guard {
+    children: Vec<(&'static str, Child)>,
+    run_dir: Option<tempfile::TempDir>,
+    keep: bool,
+}
+
+impl Guard {
+    fn stop_all(&mut self) {
+        for (_, c) in &mut self.children {
+            if let Ok(None) = c.try_wait() {
+                // SAFETY: kill(2) on a pid we spawned and have not reaped yet,
+                // so it cannot name an unrelated process.
+                unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(3);
+        for (_, c) in &mut self.children {
+            while matches!(c.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if let Ok(None) = c.try_wait() {
+                let _ = c.kill();
+            }
+            let _ = c.wait();
+        }
+        self.children.clear();
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.stop_all();
+        if let Some(dir) = self.run_dir.take() {
+            if self.keep {
+                eprintln!("    run dir kept: {}", dir.keep().display());
+            }
+        }
+    }
+}
+
+/// Makes a child die with us (PR_SET_PDEATHSIG) and, unless it needs the
+/// terminal, leave our process group so a terminal Ctrl-C reaches only us
+/// and we stop it in order.
+fn tie_to_parent(cmd: &mut Command, own_group: bool) {
+    // SAFETY: the closure runs between fork and exec and calls only
+    // async-signal-safe functions (prctl, setpgid) without allocating.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            if own_group {
+                libc::setpgid(0, 0);
+            }
+            Ok(())
+        });
+    }
+}
+
+/// A fresh logs dir under target/xtask/logs.
+fn logs_dir(workspace: &Path, what: &str) -> Result<PathBuf> {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let dir = workspace
+        .join("target/xtask/logs")
+        .join(format!("{stamp}-{what}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let latest = workspace.join("target/xtask/logs/latest");
+    let _ = std::fs::remove_file(&latest);
+    let _ = std::os::unix::fs::symlink(&dir, &latest);
+    Ok(dir)
+}
+
+/// Boots the guest once in `mode`.
+pub fn boot(
+    p: &Prepared,
+    args: &VmArgs,
+    mode: &Mode,
+    timeout: Option<Duration>,
+    sink: &mut dyn ConsoleSink,
+) -> Result<Outcome> {
+    install_interrupt_handler();
+    if args.queues == 0 || args.queues > 64 {
+        bail!("--queues must be 1..=64 (got {})", args.queues);
+    }
+    if args.cpus == 0 || args.cpus > 64 {
+        bail!("--cpus must be 1..=64 (got {})", args.cpus);
+    }
+    let includes = parse_includes(&args.include)?;
+    let interactive = matches!(mode, Mode::Shell);
+    if interactive && !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        bail!("run-vm without --exec needs a terminal on stdin; use --exec 'CMD' when scripting");
+    }
+    let mode_name = match mode {
+        Mode::Shell => "shell",
+        Mode::Exec(_) => "exec",
+        Mode::Suite(_) => "suite",
+    };
+    let logs = logs_dir(&p.workspace, mode_name)?;
+    let console_log = logs.join("console.log");
+    let device_log = logs.join("device.log");
+    let qemu_log = logs.join("qemu.log");
+    let run_dir = tempfile::Builder::new()
+        .prefix("pktaccel-run-")
+        .tempdir()
+        .context("cannot create a private run dir in $TMPDIR")?;
+    let mut guard = Guard {
+        children: Vec::new(),
+        run_dir: None,
+        keep: args.keep,
+    };
+    let rd = run_dir.path().to_path_buf();
+    guard.run_dir = Some(run_dir);
+
+    // Per-run initrd = base + overlay.
+    let overlay = rd.join("overlay.cpio");
+    initramfs::write_overlay(&overlay, mode, &includes)?;
+    let initrd = rd.join("initrd.cpio");
+    initramfs::concat(&[&p.initrd_base, &overlay], &initrd)?;
+
+    // The device first: QEMU connects to its socket at start.
+    let sock = rd.join("pktaccel.sock");
+    let mut dev = Command::new(&p.device);
+    dev.arg("--socket")
+        .arg(&sock)
+        .arg("--queues")
+        .arg(args.queues.to_string())
+        .arg("--once");
+    let dlog = std::fs::File::create(&device_log)?;
+    dev.stdin(Stdio::null())
+        .stdout(dlog.try_clone()?)
+        .stderr(dlog);
+    tie_to_parent(&mut dev, true);
+    let child = dev
+        .spawn()
+        .with_context(|| format!("cannot start {}", p.device.display()))?;
+    guard.children.push(("pktaccel-device", child));
+    let t0 = Instant::now();
+    while !sock.exists() {
+        if let Some(status) = guard.children[0].1.try_wait()? {
+            bail!(
+                "pktaccel-device exited at start ({status}) before creating its socket; its log ({}):\n{}",
+                device_log.display(),
+                file_tail(&device_log, 20)
+            );
+        }
+        if t0.elapsed() > Duration::from_secs(10) {
+            bail!(
+                "pktaccel-device did not create {} within 10 s; its log:\n{}",
+                sock.display(),
+                file_tail(&device_log, 20)
+            );
+        }
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            bail!("interrupted");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+
+    let accel = match args.accel {
+        Accel::Tcg => "tcg",
+        Accel::Kvm => {
+            if !qemu::kvm_usable() {
+                bail!(
+                    "--accel kvm: KVM is not usable here (no vmx/svm in /proc/cpuinfo, or /dev/kvm does not open); use --accel tcg"
+                );
+            }
+            "kvm"
+        }
+        Accel::Auto => {
+            if qemu::kvm_usable() {
+                "kvm"
+            } else {
+                "tcg"
+            }
+        }
+    };
+    let mut q = p.qemu.command();
+    let cmdline = match mode {
+        Mode::Suite(_) => "console=ttyS0 loglevel=5 panic=-1",
+        _ => "console=ttyS0 quiet panic=-1",
+    };
+    q.args([
+        "-machine",
+        "q35",
+        "-accel",
+        accel,
+        "-m",
+        &args.mem,
+        "-smp",
+        &args.cpus.to_string(),
+    ])
+    .args(["-nodefaults", "-display", "none", "-no-reboot"])
+    .arg("-kernel")
+    .arg(&p.kernel.bzimage)
+    .arg("-initrd")
+    .arg(&initrd)
+    .args(["-append", cmdline])
+    .args([
+        "-object",
+        &format!("memory-backend-memfd,id=mem,size={},share=on", args.mem),
+        "-numa",
+        "node,memdev=mem",
+    ])
+    .arg("-chardev")
+    .arg(format!("socket,id=pktaccel0,path={}", sock.display()))
+    .args([
+        "-device",
+        &format!(
+            "vhost-user-test-device-pci,chardev=pktaccel0,virtio-id={},num_vqs={}",
+            pktaccel_abi::VIRTIO_ID,
+            args.queues
+        ),
+    ]);
+    q.stderr(std::fs::File::create(&qemu_log)?);
+    if interactive {
+        q.arg("-chardev")
+            .arg(format!(
+                "stdio,id=con,mux=on,signal=off,logfile={}",
+                console_log.display()
+            ))
+            .args([
+                "-serial",
+                "chardev:con",
+                "-mon",
+                "chardev=con,mode=readline",
+            ]);
+        tie_to_parent(&mut q, false);
+        eprintln!(
+            "    console log: {}  (leave the guest with 'exit', or Ctrl-A X)",
+            console_log.display()
+        );
+        let child = q.spawn().context("cannot start QEMU")?;
+        guard.children.push(("qemu", child));
+        let status = guard.children[1].1.wait()?;
+        check_device_alive(&mut guard, &device_log)?;
+        if !status.success() {
+            bail!(
+                "QEMU exited with {status}; its log ({}):\n{}",
+                qemu_log.display(),
+                file_tail(&qemu_log, 20)
+            );
+        }
+        return Ok(Outcome {
+            guest_status: Some(0),
+            console_log,
+        });
+    }
+
+    q.args(["-serial", "stdio"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
+    tie_to_parent(&mut q, true);
+    let mut child = q.spawn().context("cannot start QEMU")?;
+    let stdout = child.stdout.take().context("no QEMU stdout")?;
+    guard.children.push(("qemu", child));
+    let (tx, rx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).split(b'\n') {
+            let Ok(line) = line else { break };
+            let text = String::from_utf8_lossy(&line)
+                .trim_end_matches('\r')
+                .to_string();
+            if tx.send(text).is_err() {
+                break;
+            }
+        }
+    });
+    let mut log = std::io::BufWriter::new(std::fs::File::create(&console_log)?);
+    let started = Instant::now();
+    let mut guest_status = None;
+    let mut tail: std::collections::VecDeque<String> = Default::default();
+    loop {
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            guard.stop_all();
+            bail!(
+                "interrupted: QEMU and pktaccel-device stopped; console log: {}",
+                console_log.display()
+            );
+        }
+        if let Some(t) = timeout
+            && started.elapsed() > t
+        {
+            guard.stop_all();
+            bail!(
+                "the guest did not finish within {} (hung?); QEMU and the device were stopped.\n  console log: {}\n{}",
+                fmt_duration(t),
+                console_log.display(),
+                tail.iter()
+                    .map(|l| format!("    | {l}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+        }
+        match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(line) => {
+                use std::io::Write;
+                let _ = writeln!(log, "{line}");
+                if let Some(rc) = line.strip_prefix("PKTACCEL-EXIT ") {
+                    guest_status = rc.trim().parse().ok();
+                }
+                tail.push_back(line.clone());
+                if tail.len() > 30 {
+                    tail.pop_front();
+                }
+                sink.line(&line);
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                check_device_alive(&mut guard, &device_log)?;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    let status = guard.children[1].1.wait()?;
+    {
+        use std::io::Write;
+        let _ = log.flush();
+    }
+    if guest_status.is_none() {
+        bail!(
+            "QEMU exited ({status}) before the guest finished.\n  QEMU log ({}):\n{}\n  console log ({}):\n{}",
+            qemu_log.display(),
+            file_tail(&qemu_log, 15),
+            console_log.display(),
+            tail.iter()
+                .map(|l| format!("    | {l}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+    Ok(Outcome {
+        guest_status,
+        console_log,
+    })
+}
+
+fn check_device_alive(guard: &mut Guard, device_log: &Path) -> Result<()> {
+    if let Some((_, c)) = guard
+        .children
+        .iter_mut()
+        .find(|(n, _)| *n == "pktaccel-device")
+        && let Some(status) = c.try_wait()?
+    {
+        // With --once the device exits when QEMU disconnects at power-off;
+        // that is only an error while QEMU still runs.
+        let qemu_running = guard
+            .children
+            .iter_mut()
+            .any(|(n, c)| *n == "qemu" && matches!(c.try_wait(), Ok(None)));
+        if qemu_running && !status.success() {
+            guard.stop_all();
+            bail!(
+                "pktaccel-device died ({status}) while the guest was running; its log ({}):\n{}",
+                device_log.display(),
+                file_tail(device_log, 20)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `HOST[:GUEST]` → (host path, absolute guest path).
+pub fn parse_includes(specs: &[String]) -> Result<Vec<(PathBuf, String)>> {
+    specs
+        .iter()
+        .map(|s| {
+            let (host, guest) = match s.split_once(':') {
+                Some((h, g)) => (h, Some(g)),
+                None => (s.as_str(), None),
+            };
+            let host = PathBuf::from(host);
+            if !host.exists() {
+                bail!("--include {s}: {} does not exist", host.display());
+            }
+            let guest = match guest {
+                Some(g) if g.starts_with('/') => g.trim_end_matches('/').to_string(),
+                Some(g) => bail!("--include {s}: the guest path {g:?} must be absolute"),
+                None => format!(
+                    "/root/{}",
+                    host.file_name()
+                        .context("--include needs a file or dir name")?
+                        .to_string_lossy()
+                ),
+            };
+            Ok((host, guest))
+        })
+        .collect()
+}
+
+/// One `Step` wrapper for booting, used by run-vm's progress output.
+pub fn boot_step(p: &Prepared, accel: Accel) -> Step {
+    Step::start(format!(
+        "boot {} kernel {} with QEMU {} ({:?})",
+        p.variant.name(),
+        p.kernel.release,
+        p.qemu.description,
+        accel
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn includes_default_to_root_and_reject_relative_guest_paths() {
+        let here = env!("CARGO_MANIFEST_DIR");
+        let v = parse_includes(&[format!("{here}/Cargo.toml")]).unwrap();
+        assert_eq!(v[0].1, "/root/Cargo.toml");
+        let v = parse_includes(&[format!("{here}/src:/opt/x/")]).unwrap();
+        assert_eq!(v[0].1, "/opt/x");
+        assert!(parse_includes(&[format!("{here}/src:rel")]).is_err());
+        assert!(parse_includes(&["/does/not/exist".to_string()]).is_err());
+    }
+}
