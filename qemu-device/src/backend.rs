@@ -101,10 +101,7 @@ impl PktAccelBackend {
         let mem = inner.mem.memory();
         let mut state = vring.get_mut();
         let mut done = 0usize;
-        loop {
-            let Some(chain) = state.get_queue_mut().pop_descriptor_chain(&*mem) else {
-                break;
-            };
+        while let Some(chain) = state.get_queue_mut().pop_descriptor_chain(&*mem) {
             let head = chain.head_index();
             let used = inner.processor.process(&*mem, chain, &mut scratch, stats);
             if let Err(e) = state.get_queue_mut().add_used(&*mem, head, used) {

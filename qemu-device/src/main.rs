@@ -15,8 +15,10 @@ use tracing::info;
 /// The emulated pktaccel packet-processing accelerator (a vhost-user backend).
 ///
 /// Start it, then QEMU with
-/// `-chardev socket,id=c0,path=PATH -device vhost-user-test-device-pci,chardev=c0,virtio-id=21,num_vqs=N`
-/// where N equals --queues. SIGUSR1 prints the counters; SIGINT/SIGTERM stop.
+/// `-chardev socket,id=c0,path=PATH -device vhost-user-test-device-pci,chardev=c0,virtio-id=21,num_vqs=N,config_size=32`
+/// where N equals --queues (QEMU aborts otherwise) and config_size=32 exposes
+/// the device config space (QEMU's default 0 hides it). SIGUSR1 prints the
+/// counters; SIGINT/SIGTERM stop.
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Cli {

@@ -7,9 +7,7 @@
 
 /// CRC-32C of the concatenated segments, continuing from `seed`.
 pub fn crc32c<'a>(seed: u32, segments: impl IntoIterator<Item = &'a [u8]>) -> u32 {
-    segments
-        .into_iter()
-        .fold(seed, |crc, s| crc32c::crc32c_append(crc, s))
+    segments.into_iter().fold(seed, crc32c::crc32c_append)
 }
 
 /// CRC-32 (Ethernet FCS / zlib) of the concatenated segments, continuing from `seed`.
