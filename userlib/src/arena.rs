@@ -1,0 +1,442 @@
+//! The arena: one large, slab-aligned virtual reservation into which slabs
+//! are mapped at fixed slots.
+//!
+//! Reserving the whole range up front (PROT_NONE, MAP_NORESERVE: address
+//! space only) is what makes everything else O(1): a pointer's slot is
+//! `(p - base) >> SLAB_SHIFT`, its slab metadata is `slots[slot]` and its
+//! physical address is one page-table load ([`crate::v2p`]). Slabs are
+//! placed with MAP_FIXED over the reservation and put back to PROT_NONE
+//! when released.
+
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use crate::Error;
+use crate::backend::{self, Backend, BackendError, SlabPhys};
+use crate::class::{PAGE_SHIFT, PAGE_SIZE, PAGES_PER_SLAB, SLAB_SHIFT, SLAB_SIZE};
+use crate::lock::SpinLock;
+use crate::v2p::{self, PHYS_NOT_PINNED, PageEntry, Phys, V2pError};
+
+/// Slot holds nothing; reservation only.
+pub const KIND_UNMAPPED: u32 = 0;
+/// Slot is free but still mapped (kept for reuse).
+pub const KIND_FREE_MAPPED: u32 = 1;
+/// Slot is a slab carved into pieces of one class.
+pub const KIND_SMALL: u32 = 2;
+/// Slot is the first slab of a large allocation.
+pub const KIND_LARGE: u32 = 3;
+/// Slot is a later slab of a large allocation.
+pub const KIND_TAIL: u32 = 4;
+
+const PINNED_BIT: u32 = 1 << 16;
+
+/// Per-slot metadata, kept out of band so pieces have no headers.
+#[repr(C)]
+pub struct SlotMeta {
+    /// kind | class << 8 | pinned << 16.
+    info: AtomicU32,
+    /// Large head: number of slabs in the run.
+    pub run: AtomicU32,
+    /// Small slab: bytes carved so far (pieces below are or were handed out).
+    pub bump: AtomicU32,
+    /// Device slab id, `u32::MAX` for host memory.
+    dev_id: AtomicU32,
+}
+
+impl SlotMeta {
+    /// (kind, class).
+    #[inline(always)]
+    pub fn kind_class(&self) -> (u32, usize) {
+        let i = self.info.load(Ordering::Acquire);
+        (i & 0xff, ((i >> 8) & 0xff) as usize)
+    }
+
+    fn pinned(&self) -> bool {
+        self.info.load(Ordering::Relaxed) & PINNED_BIT != 0
+    }
+
+    fn set(&self, kind: u32, class: usize, pinned: bool) {
+        let p = if pinned { PINNED_BIT } else { 0 };
+        self.info.store(kind | (class as u32) << 8 | p, Ordering::Release);
+    }
+}
+
+struct ArenaState {
+    high_water: usize,
+    retained: usize,
+}
+
+/// The reserved range plus the slot and page tables.
+pub struct Arena {
+    base: usize,
+    size: usize,
+    nslots: usize,
+    slots: *mut SlotMeta,
+    pages: *mut PageEntry,
+    lock: SpinLock,
+    state: UnsafeCell<ArenaState>,
+    backend: Backend,
+    fallback: bool,
+    retain: usize,
+    fallback_bytes: AtomicU64,
+}
+
+// SAFETY: the raw tables are only written under `lock` (or before the slot
+// is published) and read through atomics; `state` is only touched under `lock`.
+unsafe impl Sync for Arena {}
+// SAFETY: the arena owns its mappings; nothing is tied to the creating thread.
+unsafe impl Send for Arena {}
+
+/// Alignment of the arena base: large aligned requests can start at any
+/// slab whose address has the alignment, up to this.
+pub const ARENA_ALIGN: usize = 1 << 30;
+
+fn map_table(bytes: usize) -> Result<*mut u8, Error> {
+    // SAFETY: a fresh anonymous mapping; MAP_NORESERVE so untouched entries cost nothing.
+    let p = unsafe {
+        libc::mmap(
+            core::ptr::null_mut(),
+            bytes,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED { Err(Error::Reserve(backend::errno())) } else { Ok(p.cast()) }
+}
+
+impl Arena {
+    /// Reserves `size` bytes (rounded to slabs) of address space.
+    pub fn new(size: usize, backend: Backend, fallback: bool, retain: usize) -> Result<Self, Error> {
+        let size = size.max(SLAB_SIZE).next_multiple_of(SLAB_SIZE);
+        let span = size + ARENA_ALIGN;
+        // SAFETY: a fresh reservation, address space only.
+        let raw = unsafe {
+            libc::mmap(
+                core::ptr::null_mut(),
+                span,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if raw == libc::MAP_FAILED {
+            return Err(Error::Reserve(backend::errno()));
+        }
+        let raw = raw as usize;
+        let base = raw.next_multiple_of(ARENA_ALIGN);
+        // Trim the unaligned head and the tail so only [base, base+size) stays.
+        // SAFETY: both ranges are parts of the reservation just made.
+        unsafe {
+            if base > raw {
+                libc::munmap(raw as *mut libc::c_void, base - raw);
+            }
+            let end = base + size;
+            if raw + span > end {
+                libc::munmap(end as *mut libc::c_void, raw + span - end);
+            }
+        }
+        let nslots = size >> SLAB_SHIFT;
+        let slots = map_table(nslots * size_of::<SlotMeta>())?.cast::<SlotMeta>();
+        let pages = map_table((size >> PAGE_SHIFT) * size_of::<PageEntry>())?.cast::<PageEntry>();
+        Ok(Self {
+            base,
+            size,
+            nslots,
+            slots,
+            pages,
+            lock: SpinLock::new(),
+            state: UnsafeCell::new(ArenaState { high_water: 0, retained: 0 }),
+            backend,
+            fallback,
+            retain,
+            fallback_bytes: AtomicU64::new(0),
+        })
+    }
+
+    /// Start of the arena.
+    #[inline(always)]
+    pub fn base(&self) -> usize {
+        self.base
+    }
+
+    /// Bytes reserved.
+    #[inline(always)]
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Whether `p` is inside the arena.
+    #[inline(always)]
+    pub fn contains(&self, p: usize) -> bool {
+        p.wrapping_sub(self.base) < self.size
+    }
+
+    /// Slot index of an arena address.
+    #[inline(always)]
+    pub fn slot_of(&self, p: usize) -> usize {
+        (p - self.base) >> SLAB_SHIFT
+    }
+
+    /// Address of slot `i`.
+    #[inline(always)]
+    pub fn slot_addr(&self, i: usize) -> usize {
+        self.base + (i << SLAB_SHIFT)
+    }
+
+    /// Metadata of slot `i` (`i < nslots`).
+    #[inline(always)]
+    pub fn meta(&self, i: usize) -> &SlotMeta {
+        debug_assert!(i < self.nslots);
+        // SAFETY: i < nslots (callers derive i from an arena address) and
+        // the table has nslots zero-initialised entries.
+        unsafe { &*self.slots.add(i) }
+    }
+
+    fn page(&self, i: usize) -> &PageEntry {
+        // SAFETY: callers pass a page index of a slot < nslots.
+        unsafe { &*self.pages.add(i) }
+    }
+
+    /// O(1) physical translation; see [`crate::v2p`].
+    #[inline(always)]
+    pub fn v2p(&self, p: usize) -> Result<Phys, V2pError> {
+        // SAFETY: `pages` has size >> PAGE_SHIFT entries.
+        unsafe { v2p::lookup(self.base, self.size, self.pages, p) }
+    }
+
+    /// The slab source.
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    /// Bytes of unpinned fallback memory mapped now.
+    pub fn fallback_bytes(&self) -> u64 {
+        self.fallback_bytes.load(Ordering::Relaxed)
+    }
+
+    #[allow(clippy::mut_from_ref)]
+    fn state(&self) -> &mut ArenaState {
+        // SAFETY: only called with `lock` held, so there is one user at a time.
+        unsafe { &mut *self.state.get() }
+    }
+
+    /// Gives slot `i` memory. Returns whether it is freshly mapped (zeroed).
+    fn back_slot(&self, i: usize) -> Result<bool, BackendError> {
+        let m = self.meta(i);
+        if m.kind_class().0 == KIND_FREE_MAPPED {
+            self.state().retained -= SLAB_SIZE;
+            return Ok(false);
+        }
+        let addr = self.slot_addr(i);
+        let mut phys: SlabPhys = [0; PAGES_PER_SLAB];
+        // SAFETY: the slot is unmapped (reservation only) and inside the arena.
+        let (pinned, id) = match unsafe { self.backend.map_slab(addr, i, &mut phys) } {
+            Ok(id) => (true, id),
+            Err(e) => {
+                if !self.fallback {
+                    return Err(e);
+                }
+                // SAFETY: as above.
+                unsafe { backend::map_unpinned(addr, SLAB_SIZE) }?;
+                self.fallback_bytes.fetch_add(SLAB_SIZE as u64, Ordering::Relaxed);
+                phys = [PHYS_NOT_PINNED; PAGES_PER_SLAB];
+                (false, u32::MAX)
+            }
+        };
+        let first = i * PAGES_PER_SLAB;
+        for (k, ph) in phys.iter().enumerate() {
+            self.page(first + k).phys.store(*ph, Ordering::Relaxed);
+        }
+        m.dev_id.store(id, Ordering::Relaxed);
+        m.set(KIND_FREE_MAPPED, 0, pinned);
+        Ok(true)
+    }
+
+    /// Recomputes contiguity for pages of slots `first..first+n` (one run).
+    fn fill_contig(&self, first: usize, n: usize) {
+        let p0 = first * PAGES_PER_SLAB;
+        let np = n * PAGES_PER_SLAB;
+        let mut next_phys = PHYS_NOT_PINNED;
+        let mut next_contig = 0u64;
+        for k in (p0..p0 + np).rev() {
+            let e = self.page(k);
+            let ph = e.phys.load(Ordering::Relaxed);
+            let c = if ph != PHYS_NOT_PINNED && next_phys != PHYS_NOT_PINNED && ph + PAGE_SIZE as u64 == next_phys {
+                PAGE_SIZE as u64 + next_contig
+            } else {
+                PAGE_SIZE as u64
+            };
+            e.contig.store(c, Ordering::Relaxed);
+            next_phys = ph;
+            next_contig = c;
+        }
+    }
+
+    fn release_slot(&self, i: usize) {
+        let m = self.meta(i);
+        let st = self.state();
+        if st.retained + SLAB_SIZE <= self.retain {
+            st.retained += SLAB_SIZE;
+            m.set(KIND_FREE_MAPPED, 0, m.pinned());
+            return;
+        }
+        let addr = self.slot_addr(i);
+        let first = i * PAGES_PER_SLAB;
+        for k in first..first + PAGES_PER_SLAB {
+            self.page(k).contig.store(0, Ordering::Relaxed);
+        }
+        if m.pinned() {
+            // SAFETY: the slot's allocation was freed; nothing uses it.
+            unsafe { self.backend.unmap_slab(addr, m.dev_id.load(Ordering::Relaxed)) };
+        } else {
+            // SAFETY: as above.
+            unsafe { backend::reserve_fixed(addr, SLAB_SIZE) };
+            self.fallback_bytes.fetch_sub(SLAB_SIZE as u64, Ordering::Relaxed);
+        }
+        m.set(KIND_UNMAPPED, 0, false);
+    }
+
+    fn is_free(&self, i: usize) -> bool {
+        matches!(self.meta(i).kind_class().0, KIND_UNMAPPED | KIND_FREE_MAPPED)
+    }
+
+    /// Claims `n` consecutive slots whose first address is a multiple of
+    /// `align_slots` slabs, backs them, and marks them as one allocation
+    /// (`kind` = [`KIND_SMALL`] with `class`, or [`KIND_LARGE`]).
+    /// Returns the first slot and whether all memory is fresh (zeroed).
+    pub fn alloc_run(&self, n: usize, align_slots: usize, kind: u32, class: usize) -> Result<(usize, bool), BackendError> {
+        if n == 0 || n > self.nslots {
+            return Err(BackendError::OutOfPinned);
+        }
+        let align_slots = align_slots.max(1);
+        let _g = self.lock.lock();
+        let st = self.state();
+        // First fit below the high-water mark, else extend it.
+        let mut start = None;
+        let mut i = 0;
+        while i + n <= st.high_water {
+            match (i..i + n).rev().find(|&j| !self.is_free(j)) {
+                None => {
+                    start = Some(i);
+                    break;
+                }
+                Some(busy) => i = (busy + 1).next_multiple_of(align_slots),
+            }
+        }
+        let start = match start {
+            Some(s) => s,
+            None => {
+                let s = st.high_water.next_multiple_of(align_slots);
+                if s + n > self.nslots {
+                    return Err(BackendError::OutOfPinned);
+                }
+                s
+            }
+        };
+        let mut fresh = true;
+        for j in start..start + n {
+            match self.back_slot(j) {
+                Ok(f) => fresh &= f,
+                Err(e) => {
+                    // Slots already backed stay mapped and free for reuse.
+                    for k in start..j {
+                        self.release_slot(k);
+                    }
+                    self.state().high_water = self.state().high_water.max(j);
+                    return Err(e);
+                }
+            }
+        }
+        let st = self.state();
+        st.high_water = st.high_water.max(start + n);
+        self.fill_contig(start, n);
+        for j in start + 1..start + n {
+            let m = self.meta(j);
+            m.set(KIND_TAIL, 0, m.pinned());
+        }
+        let head = self.meta(start);
+        head.run.store(n as u32, Ordering::Relaxed);
+        head.bump.store(0, Ordering::Relaxed);
+        head.set(kind, class, head.pinned());
+        Ok((start, fresh))
+    }
+
+    /// Frees a run made by [`Arena::alloc_run`].
+    pub fn free_run(&self, first: usize) {
+        let _g = self.lock.lock();
+        let n = self.meta(first).run.load(Ordering::Relaxed) as usize;
+        for j in first..first + n {
+            self.release_slot(j);
+        }
+    }
+
+    /// Extends a large run in place to `new_n` slabs if the slots after it
+    /// are free. Returns false (nothing changed) otherwise.
+    pub fn grow_run(&self, first: usize, new_n: usize) -> bool {
+        let _g = self.lock.lock();
+        let head = self.meta(first);
+        let old_n = head.run.load(Ordering::Relaxed) as usize;
+        if first + new_n > self.nslots || !(first + old_n..first + new_n).all(|j| self.is_free(j)) {
+            return false;
+        }
+        for j in first + old_n..first + new_n {
+            if self.back_slot(j).is_err() {
+                for k in first + old_n..j {
+                    self.release_slot(k);
+                }
+                return false;
+            }
+            let m = self.meta(j);
+            m.set(KIND_TAIL, 0, m.pinned());
+        }
+        let st = self.state();
+        st.high_water = st.high_water.max(first + new_n);
+        head.run.store(new_n as u32, Ordering::Relaxed);
+        self.fill_contig(first, new_n);
+        true
+    }
+
+    /// Shrinks a large run in place to `new_n >= 1` slabs.
+    pub fn shrink_run(&self, first: usize, new_n: usize) {
+        let _g = self.lock.lock();
+        let head = self.meta(first);
+        let old_n = head.run.load(Ordering::Relaxed) as usize;
+        for j in first + new_n..first + old_n {
+            self.release_slot(j);
+        }
+        head.run.store(new_n as u32, Ordering::Relaxed);
+        self.fill_contig(first, new_n);
+    }
+
+    /// Takes the arena lock (fork preparation).
+    pub fn lock_for_fork(&self) {
+        self.lock.raw_lock();
+    }
+
+    /// Releases the lock taken by [`Arena::lock_for_fork`].
+    pub fn unlock_after_fork(&self) {
+        self.lock.raw_unlock();
+    }
+}
+
+impl Drop for Arena {
+    fn drop(&mut self) {
+        let hw = self.state.get_mut().high_water;
+        for i in 0..hw {
+            let m = self.meta(i);
+            if m.kind_class().0 != KIND_UNMAPPED && m.pinned() {
+                // SAFETY: the arena is being dropped; nothing uses its memory.
+                unsafe { self.backend.unmap_slab(self.slot_addr(i), m.dev_id.load(Ordering::Relaxed)) };
+            }
+        }
+        // SAFETY: we own these mappings and nobody refers to them any more.
+        unsafe {
+            libc::munmap(self.base as *mut libc::c_void, self.size);
+            libc::munmap(self.slots.cast(), self.nslots * size_of::<SlotMeta>());
+            libc::munmap(self.pages.cast(), (self.size >> PAGE_SHIFT) * size_of::<PageEntry>());
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! Device backend: pinned, physically contiguous slabs from the pktaccel
+//! kernel module through `/dev/pktaccel`.
+//!
+//! `PKTACCEL_IOC_SLAB_ALLOC` allocates one slab and returns its physical
+//! base and an mmap offset; mmap() of that offset maps exactly the slab,
+//! which we place at the arena slot with MAP_FIXED.
+
+use core::ffi::CStr;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use pktaccel_abi::{
+    IocInfo, IocSlabAlloc, IocSlabFree, PKTACCEL_IOC_INFO, PKTACCEL_IOC_SLAB_ALLOC,
+    PKTACCEL_IOC_SLAB_FREE,
+};
+
+use super::{BackendError, SlabPhys, errno, reserve_fixed};
+use crate::class::{PAGE_SIZE, SLAB_SIZE};
+
+/// An open `/dev/pktaccel`.
+pub struct DeviceBackend {
+    fd: i32,
+    caching: u32,
+    pinned: AtomicU64,
+}
+
+impl DeviceBackend {
+    /// Opens the device node; the error is an errno.
+    pub fn open(path: &CStr, caching: u32) -> Result<Self, i32> {
+        // SAFETY: path is NUL-terminated.
+        let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+        if fd < 0 {
+            return Err(errno());
+        }
+        Ok(Self { fd, caching, pinned: AtomicU64::new(0) })
+    }
+
+    /// The descriptor: submits must use the file that owns the slabs.
+    pub fn fd(&self) -> i32 {
+        self.fd
+    }
+
+    /// Bytes pinned through this file.
+    pub fn pinned(&self) -> u64 {
+        self.pinned.load(Ordering::Relaxed)
+    }
+
+    /// The driver's info block.
+    pub fn info(&self) -> Result<IocInfo, i32> {
+        let mut info = IocInfo::default();
+        // SAFETY: the ioctl writes one IocInfo into `info`.
+        let r = unsafe { libc::ioctl(self.fd, PKTACCEL_IOC_INFO as _, &raw mut info) };
+        if r < 0 { Err(errno()) } else { Ok(info) }
+    }
+
+    /// See [`super::Backend::map_slab`].
+    ///
+    /// # Safety
+    /// As there.
+    pub unsafe fn map_slab(&self, addr: usize, phys: &mut SlabPhys) -> Result<u32, BackendError> {
+        let mut req = IocSlabAlloc { size: SLAB_SIZE as u64, caching: self.caching, ..Default::default() };
+        // SAFETY: the ioctl reads and writes one IocSlabAlloc.
+        let r = unsafe { libc::ioctl(self.fd, PKTACCEL_IOC_SLAB_ALLOC as _, &raw mut req) };
+        if r < 0 {
+            let e = errno();
+            return Err(match e {
+                libc::ENOMEM | libc::ENOSPC | libc::EDQUOT => BackendError::OutOfPinned,
+                _ => BackendError::Os(e),
+            });
+        }
+        // SAFETY: MAP_FIXED over the caller's reservation; the driver maps
+        // exactly this slab at mmap_offset.
+        let p = unsafe {
+            libc::mmap(
+                addr as *mut libc::c_void,
+                SLAB_SIZE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_FIXED,
+                self.fd,
+                req.mmap_offset as libc::off_t,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            let e = errno();
+            let mut f = IocSlabFree { id: req.id, reserved: 0 };
+            // SAFETY: returns the slab we just got; the ioctl reads one IocSlabFree.
+            unsafe { libc::ioctl(self.fd, PKTACCEL_IOC_SLAB_FREE as _, &raw mut f) };
+            // SAFETY: the failed MAP_FIXED may have removed the reservation; restore it.
+            unsafe { reserve_fixed(addr, SLAB_SIZE) };
+            return Err(BackendError::Os(e));
+        }
+        for (i, out) in phys.iter_mut().enumerate() {
+            *out = req.phys + (i * PAGE_SIZE) as u64;
+        }
+        self.pinned.fetch_add(SLAB_SIZE as u64, Ordering::Relaxed);
+        Ok(req.id)
+    }
+
+    /// See [`super::Backend::unmap_slab`].
+    ///
+    /// # Safety
+    /// As there.
+    pub unsafe fn unmap_slab(&self, addr: usize, id: u32) {
+        // SAFETY: the caller guarantees the slab is dead; this drops our mapping.
+        unsafe { reserve_fixed(addr, SLAB_SIZE) };
+        let mut f = IocSlabFree { id, reserved: 0 };
+        // SAFETY: the ioctl reads one IocSlabFree.
+        unsafe { libc::ioctl(self.fd, PKTACCEL_IOC_SLAB_FREE as _, &raw mut f) };
+        self.pinned.fetch_sub(SLAB_SIZE as u64, Ordering::Relaxed);
+    }
+}
+
+impl Drop for DeviceBackend {
+    fn drop(&mut self) {
+        // Closing the file releases every slab it still holds.
+        // SAFETY: we own the descriptor.
+        unsafe { libc::close(self.fd) };
+    }
+}

@@ -1,0 +1,123 @@
+//! The explicit C API declared in `include/pktslab.h`: allocation that must
+//! come from pinned slabs, v2p, statistics. Always exported (the names are
+//! our own, so they cannot interpose anything).
+
+use core::ffi::{c_int, c_void};
+
+use crate::class::{NUM_CLASSES, SLAB_SIZE};
+use crate::global;
+use crate::v2p::V2pError;
+
+/// C view of [`crate::Stats`]; layout pinned by `pktslab.h`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct CStats {
+    /// Allocations per class (16 B .. 1 MiB), then large ones.
+    pub allocs: [u64; NUM_CLASSES + 1],
+    /// Bytes requested over all allocations.
+    pub requested: u64,
+    /// Bytes handed out over all allocations.
+    pub usable: u64,
+    /// Largest request.
+    pub largest: u64,
+    /// Pinned bytes held now.
+    pub bytes_pinned: u64,
+    /// Unpinned fallback bytes held now.
+    pub bytes_fallback: u64,
+    /// Internal waste, per mille.
+    pub waste_permille: u32,
+    /// `PKTSLAB_MODE_*` of the backend.
+    pub mode: u32,
+    /// Slab size in bytes.
+    pub slab_size: u64,
+}
+
+/// Allocates from pinned slabs (or fallback memory when enabled); NULL +
+/// ENOMEM when there is none. Unlike malloc it never uses another allocator.
+#[unsafe(no_mangle)]
+pub extern "C" fn pktslab_alloc(size: usize) -> *mut c_void {
+    global::arena_alloc(size).cast()
+}
+
+/// Frees a pktslab pointer; any other pointer aborts.
+///
+/// # Safety
+/// `p` is NULL or from pktslab_alloc/pktslab_realloc (or malloc under preload).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pktslab_free(p: *mut c_void) {
+    // SAFETY: forwarded C contract.
+    unsafe { global::arena_free(p.cast(), "pktslab_free") }
+}
+
+/// Resizes a pktslab pointer (same pointer while the class is unchanged).
+///
+/// # Safety
+/// As [`pktslab_free`].
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pktslab_realloc(p: *mut c_void, size: usize) -> *mut c_void {
+    // SAFETY: forwarded C contract.
+    unsafe { global::arena_realloc(p.cast(), size, "pktslab_realloc") }.cast()
+}
+
+/// Physical address of `p`, storing the physically contiguous bytes from
+/// there in `*contig` (if non-NULL). Errors are `PKTSLAB_V2P_*` values,
+/// all above any physical address; `*contig` is then 0.
+///
+/// # Safety
+/// `contig` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pktslab_v2p(p: *const c_void, contig: *mut usize) -> u64 {
+    let r = match global::heap_if_ready() {
+        Some(h) => h.v2p(p.cast()),
+        None => Err(V2pError::OutsideArena),
+    };
+    let (addr, len) = match r {
+        Ok(ph) => (ph.addr, ph.contig),
+        Err(e) => (e.c_value(), 0),
+    };
+    if !contig.is_null() {
+        // SAFETY: C contract.
+        unsafe { *contig = len };
+    }
+    addr
+}
+
+/// Fills `*out` with statistics; returns 0, or -1 before the first allocation.
+///
+/// # Safety
+/// `out` must be writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pktslab_stats(out: *mut CStats) -> c_int {
+    let Some(s) = global::stats() else { return -1 };
+    let c = CStats {
+        allocs: s.allocs,
+        requested: s.requested,
+        usable: s.usable,
+        largest: s.largest,
+        bytes_pinned: s.bytes_pinned,
+        bytes_fallback: s.bytes_fallback,
+        waste_permille: (s.waste_percent() * 10.0) as u32,
+        mode: s.mode as u32,
+        slab_size: SLAB_SIZE as u64,
+    };
+    // SAFETY: C contract.
+    unsafe { *out = c };
+    0
+}
+
+/// Usable size of a pktslab pointer.
+///
+/// # Safety
+/// As [`pktslab_free`].
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pktslab_usable_size(p: *mut c_void) -> usize {
+    // SAFETY: forwarded C contract.
+    unsafe { global::usable_size(p.cast()) }
+}
+
+/// Initialises the heap if needed and returns its `PKTSLAB_MODE_*`, or -1
+/// when the arena could not be set up.
+#[unsafe(no_mangle)]
+pub extern "C" fn pktslab_mode() -> c_int {
+    global::heap().map_or(-1, |h| h.mode() as c_int)
+}

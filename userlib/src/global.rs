@@ -1,0 +1,606 @@
+//! The process-wide heap behind malloc(), with everything that makes a
+//! malloc replacement safe in an unmodified program:
+//!
+//! - lazy initialisation inside the first call, without recursion: while
+//!   this thread initialises (and while it calls dlsym, which may calloc),
+//!   requests are served from a static bootstrap buffer;
+//! - per-thread caches in `const` thread-local storage, registered with a
+//!   pthread key whose destructor returns the cache at thread exit;
+//! - `pthread_atfork` handlers holding every lock across fork();
+//! - pointers from outside the arena handed to the next allocator
+//!   (`dlsym(RTLD_NEXT, ...)`), never touched.
+
+use core::cell::{Cell, UnsafeCell};
+use core::ffi::c_void;
+use core::mem::MaybeUninit;
+use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+
+use crate::backend::set_errno;
+use crate::class::MIN_ALIGN;
+use crate::config::Config;
+use crate::fault::{FixedBuf, abort_ptr, notice};
+use crate::heap::Heap;
+use crate::lock::SpinLock;
+use crate::stats::Stats;
+use crate::tcache::{TC_ACTIVE, TC_DEAD, TC_SETUP, TC_UNINIT, ThreadCache};
+
+const UNINIT: u8 = 0;
+const INITIALIZING: u8 = 1;
+const READY: u8 = 2;
+const FAILED: u8 = 3;
+
+static STATE: AtomicU8 = AtomicU8::new(UNINIT);
+
+struct HeapCell(UnsafeCell<MaybeUninit<Heap>>);
+// SAFETY: written once by the initialising thread before STATE becomes
+// READY (release); only read after observing READY (acquire).
+unsafe impl Sync for HeapCell {}
+static HEAP: HeapCell = HeapCell(UnsafeCell::new(MaybeUninit::uninit()));
+
+struct KeyCell(UnsafeCell<libc::pthread_key_t>);
+// SAFETY: written once during initialisation, before READY.
+unsafe impl Sync for KeyCell {}
+static TC_KEY: KeyCell = KeyCell(UnsafeCell::new(0));
+
+thread_local! {
+    /// This thread is inside our initialisation or a dlsym call: serve
+    /// nested requests from the bootstrap buffer.
+    static BUSY: Cell<bool> = const { Cell::new(false) };
+    static TC: UnsafeCell<ThreadCache> = const { UnsafeCell::new(ThreadCache::new()) };
+}
+
+// ---------------------------------------------------------------------------
+// Bootstrap buffer
+// ---------------------------------------------------------------------------
+
+const BOOT_SIZE: usize = 256 * 1024;
+#[repr(C, align(16))]
+struct Boot(UnsafeCell<[u8; BOOT_SIZE]>);
+// SAFETY: disjoint ranges are handed out by an atomic bump pointer.
+unsafe impl Sync for Boot {}
+static BOOT: Boot = Boot(UnsafeCell::new([0; BOOT_SIZE]));
+static BOOT_USED: AtomicUsize = AtomicUsize::new(0);
+
+fn boot_base() -> usize {
+    BOOT.0.get() as usize
+}
+
+/// Whether `p` came from the bootstrap buffer.
+pub fn is_boot(p: *const u8) -> bool {
+    (p as usize).wrapping_sub(boot_base()) < BOOT_SIZE
+}
+
+fn boot_alloc(size: usize) -> *mut u8 {
+    let Some(need) = size.checked_add(2 * MIN_ALIGN - 1).map(|s| s & !(MIN_ALIGN - 1)) else {
+        set_errno(libc::ENOMEM);
+        return core::ptr::null_mut();
+    };
+    let mut cur = BOOT_USED.load(Ordering::Relaxed);
+    loop {
+        if cur + need > BOOT_SIZE {
+            set_errno(libc::ENOMEM);
+            return core::ptr::null_mut();
+        }
+        match BOOT_USED.compare_exchange_weak(cur, cur + need, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => break,
+            Err(c) => cur = c,
+        }
+    }
+    let hdr = (boot_base() + cur) as *mut usize;
+    // SAFETY: [cur, cur+need) is ours; the header is 16-aligned.
+    unsafe { *hdr = size };
+    (boot_base() + cur + MIN_ALIGN) as *mut u8
+}
+
+fn boot_size(p: *const u8) -> usize {
+    // SAFETY: p is a bootstrap pointer; its header is 16 bytes before it.
+    unsafe { *((p as usize - MIN_ALIGN) as *const usize) }
+}
+
+// ---------------------------------------------------------------------------
+// The next allocator (RTLD_NEXT)
+// ---------------------------------------------------------------------------
+
+static NEXT_MALLOC: AtomicUsize = AtomicUsize::new(0);
+static NEXT_FREE: AtomicUsize = AtomicUsize::new(0);
+static NEXT_REALLOC: AtomicUsize = AtomicUsize::new(0);
+static NEXT_USABLE: AtomicUsize = AtomicUsize::new(0);
+
+fn resolve(slot: &AtomicUsize, name: &core::ffi::CStr) -> usize {
+    let f = slot.load(Ordering::Acquire);
+    if f != 0 {
+        return f;
+    }
+    let was = BUSY.with(|b| b.replace(true));
+    // SAFETY: dlsym with a NUL-terminated name; it may call calloc, which
+    // BUSY routes to the bootstrap buffer.
+    let f = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) } as usize;
+    BUSY.with(|b| b.set(was));
+    slot.store(f, Ordering::Release);
+    f
+}
+
+fn next_malloc(size: usize) -> *mut u8 {
+    let f = resolve(&NEXT_MALLOC, c"malloc");
+    if f == 0 {
+        return boot_alloc(size);
+    }
+    // SAFETY: f is the next object's `malloc`, with the C signature.
+    let f: unsafe extern "C" fn(usize) -> *mut c_void = unsafe { core::mem::transmute(f) };
+    // SAFETY: calling malloc.
+    unsafe { f(size) }.cast()
+}
+
+fn next_free(p: *mut u8) {
+    let f = resolve(&NEXT_FREE, c"free");
+    if f == 0 {
+        return;
+    }
+    // SAFETY: f is the next object's `free`.
+    let f: unsafe extern "C" fn(*mut c_void) = unsafe { core::mem::transmute(f) };
+    // SAFETY: p did not come from us, so it is the next allocator's to free.
+    unsafe { f(p.cast()) }
+}
+
+fn next_usable(p: *mut u8) -> usize {
+    let f = resolve(&NEXT_USABLE, c"malloc_usable_size");
+    if f == 0 {
+        return 0;
+    }
+    // SAFETY: f is the next object's `malloc_usable_size`.
+    let f: unsafe extern "C" fn(*mut c_void) -> usize = unsafe { core::mem::transmute(f) };
+    // SAFETY: p is the next allocator's pointer.
+    unsafe { f(p.cast()) }
+}
+
+fn next_realloc(p: *mut u8, size: usize) -> *mut u8 {
+    let f = resolve(&NEXT_REALLOC, c"realloc");
+    if f == 0 {
+        return core::ptr::null_mut();
+    }
+    // SAFETY: f is the next object's `realloc`.
+    let f: unsafe extern "C" fn(*mut c_void, usize) -> *mut c_void = unsafe { core::mem::transmute(f) };
+    // SAFETY: p is the next allocator's pointer.
+    unsafe { f(p.cast(), size) }.cast()
+}
+
+// ---------------------------------------------------------------------------
+// Initialisation, thread caches, fork
+// ---------------------------------------------------------------------------
+
+/// The process heap, initialising it on first use. `None` while this very
+/// thread initialises (use the bootstrap buffer) or if the arena could not
+/// be reserved (use the next allocator).
+#[inline(always)]
+pub fn heap() -> Option<&'static Heap> {
+    if STATE.load(Ordering::Acquire) == READY {
+        // SAFETY: READY is stored (release) only after HEAP was written.
+        Some(unsafe { (*HEAP.0.get()).assume_init_ref() })
+    } else {
+        heap_slow()
+    }
+}
+
+/// The process heap if it is already initialised (never initialises).
+pub fn heap_if_ready() -> Option<&'static Heap> {
+    if STATE.load(Ordering::Acquire) == READY {
+        // SAFETY: as in heap().
+        Some(unsafe { (*HEAP.0.get()).assume_init_ref() })
+    } else {
+        None
+    }
+}
+
+#[cold]
+fn heap_slow() -> Option<&'static Heap> {
+    loop {
+        match STATE.load(Ordering::Acquire) {
+            READY => return heap_if_ready(),
+            FAILED => return None,
+            INITIALIZING => {
+                if BUSY.with(Cell::get) {
+                    return None;
+                }
+                // SAFETY: sched_yield has no preconditions.
+                unsafe { libc::sched_yield() };
+            }
+            _ => {
+                if STATE.compare_exchange(UNINIT, INITIALIZING, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+                    BUSY.with(|b| b.set(true));
+                    init();
+                    BUSY.with(|b| b.set(false));
+                }
+            }
+        }
+    }
+}
+
+fn init() {
+    match Heap::new(Config::from_env()) {
+        Ok(h) => {
+            // SAFETY: only the thread that won the INITIALIZING race writes,
+            // and nobody reads before READY.
+            unsafe { (*HEAP.0.get()).write(h) };
+            // SAFETY: the key cell is written once here; the destructor is
+            // an extern "C" fn valid for the process lifetime.
+            unsafe { libc::pthread_key_create(TC_KEY.0.get(), Some(thread_exit)) };
+            // SAFETY: the handlers are extern "C" fns valid for the process lifetime.
+            unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child)) };
+            STATE.store(READY, Ordering::Release);
+        }
+        Err(e) => {
+            notice(format_args!("cannot set up the arena ({e}); passing allocations to the system allocator"));
+            STATE.store(FAILED, Ordering::Release);
+        }
+    }
+}
+
+struct Registry {
+    lock: SpinLock,
+    head: UnsafeCell<*mut ThreadCache>,
+}
+// SAFETY: `head` and the links of listed caches are only used under `lock`.
+unsafe impl Sync for Registry {}
+static REGISTRY: Registry = Registry { lock: SpinLock::new(), head: UnsafeCell::new(core::ptr::null_mut()) };
+
+/// Runs `f` with the calling thread's cache when it can be used.
+#[inline(always)]
+pub fn with_cache<R>(heap: &'static Heap, f: impl FnOnce(Option<&mut ThreadCache>) -> R) -> R {
+    let tc = TC.with(UnsafeCell::get);
+    // SAFETY: tc is this thread's cache; only this thread touches its state
+    // and bins, and no &mut to it is live here (we never re-enter while one is).
+    let state = unsafe { (*tc).state };
+    if state == TC_ACTIVE {
+        // SAFETY: as above; the &mut lives only for f, which does not re-enter malloc.
+        return f(Some(unsafe { &mut *tc }));
+    }
+    if state == TC_UNINIT {
+        activate(heap, tc);
+        // SAFETY: as above.
+        if unsafe { (*tc).state } == TC_ACTIVE {
+            // SAFETY: as above.
+            return f(Some(unsafe { &mut *tc }));
+        }
+    }
+    f(None)
+}
+
+#[cold]
+fn activate(_heap: &'static Heap, tc: *mut ThreadCache) {
+    // SAFETY: tc is this thread's cache; raw writes, no reference is held
+    // across pthread_setspecific (which may call calloc and re-enter).
+    unsafe { (*tc).state = TC_SETUP };
+    // SAFETY: the key was created in init(); the value is this thread's cache.
+    let r = unsafe { libc::pthread_setspecific(*TC_KEY.0.get(), tc.cast()) };
+    if r != 0 {
+        // SAFETY: as above.
+        unsafe { (*tc).state = TC_DEAD };
+        return;
+    }
+    let _g = REGISTRY.lock.lock();
+    // SAFETY: registry lock held; tc is live until its thread exits, when
+    // thread_exit unlinks it under the same lock.
+    unsafe {
+        let head = *REGISTRY.head.get();
+        (*tc).next = head;
+        (*tc).prev = core::ptr::null_mut();
+        if !head.is_null() {
+            (*head).prev = tc;
+        }
+        *REGISTRY.head.get() = tc;
+        (*tc).state = TC_ACTIVE;
+    }
+}
+
+extern "C" fn thread_exit(v: *mut c_void) {
+    let tc = v.cast::<ThreadCache>();
+    let Some(heap) = heap_if_ready() else { return };
+    // SAFETY: v is the exiting thread's own cache (set in activate); its TLS
+    // block is still alive while key destructors run.
+    unsafe {
+        (*tc).state = TC_DEAD;
+        (*tc).flush(heap);
+    }
+    let _g = REGISTRY.lock.lock();
+    // SAFETY: registry lock held; unlinks tc from the list.
+    unsafe {
+        let (n, p) = ((*tc).next, (*tc).prev);
+        if !n.is_null() {
+            (*n).prev = p;
+        }
+        if p.is_null() {
+            *REGISTRY.head.get() = n;
+        } else {
+            (*p).next = n;
+        }
+    }
+}
+
+extern "C" fn fork_prepare() {
+    if let Some(h) = heap_if_ready() {
+        h.lock_all();
+    }
+    REGISTRY.lock.raw_lock();
+}
+
+extern "C" fn fork_parent() {
+    REGISTRY.lock.raw_unlock();
+    if let Some(h) = heap_if_ready() {
+        h.unlock_all();
+    }
+}
+
+extern "C" fn fork_child() {
+    // Only the forking thread exists now; its cache is intact. The others'
+    // caches stay listed (their memory was copied) so stats still count them.
+    REGISTRY.lock.raw_unlock();
+    if let Some(h) = heap_if_ready() {
+        h.unlock_all();
+    }
+}
+
+/// Statistics of the process heap, including live threads' caches.
+pub fn stats() -> Option<Stats> {
+    let h = heap_if_ready()?;
+    let mut s = h.stats();
+    let _g = REGISTRY.lock.lock();
+    // SAFETY: registry lock held; listed caches are alive.
+    let mut p = unsafe { *REGISTRY.head.get() };
+    while !p.is_null() {
+        // SAFETY: as above.
+        unsafe {
+            (*p).counters.add_to(&mut s);
+            p = (*p).next;
+        }
+    }
+    Some(s)
+}
+
+extern "C" fn print_stats_at_exit() {
+    let Some(h) = heap_if_ready() else { return };
+    if !h.config().print_stats {
+        return;
+    }
+    if let Some(s) = stats() {
+        let mut b = FixedBuf::<4096>::new();
+        let _ = s.write_report(&mut b);
+        b.write_to_fd(2);
+    }
+}
+
+/// Runs at exit (and at unload): prints the PKTSLAB_STATS=1 report. A
+/// .fini_array entry needs no registration, so nothing allocates.
+#[used]
+#[unsafe(link_section = ".fini_array")]
+static PRINT_STATS_AT_EXIT: extern "C" fn() = print_stats_at_exit;
+
+// ---------------------------------------------------------------------------
+// The malloc family, as exported by the preload library
+// ---------------------------------------------------------------------------
+
+/// malloc().
+#[inline(always)]
+pub fn malloc(size: usize) -> *mut u8 {
+    match heap() {
+        Some(h) => with_cache(h, |tc| h.malloc(size, tc)),
+        None => fallback_malloc(size),
+    }
+}
+
+#[cold]
+fn fallback_malloc(size: usize) -> *mut u8 {
+    if BUSY.with(Cell::get) || STATE.load(Ordering::Acquire) != FAILED {
+        boot_alloc(size)
+    } else {
+        next_malloc(size)
+    }
+}
+
+/// free(); `call` names the API in fault messages.
+///
+/// # Safety
+/// `p` must be NULL or a pointer from this allocator family (ours,
+/// bootstrap, or the next allocator's).
+#[inline(always)]
+pub unsafe fn free(p: *mut u8, call: &str) {
+    if p.is_null() {
+        return;
+    }
+    if let Some(h) = heap_if_ready()
+        && h.contains(p)
+    {
+        // SAFETY: p is inside the arena; free validates it.
+        return with_cache(h, |tc| unsafe { h.free(p, call, tc) });
+    }
+    free_foreign(p);
+}
+
+#[cold]
+fn free_foreign(p: *mut u8) {
+    if is_boot(p) {
+        return;
+    }
+    next_free(p);
+}
+
+/// calloc().
+pub fn calloc(n: usize, size: usize) -> *mut u8 {
+    match heap() {
+        Some(h) => with_cache(h, |tc| h.calloc(n, size, tc)),
+        None => match n.checked_mul(size) {
+            // The bootstrap buffer starts zeroed and is never reused.
+            Some(t) => fallback_calloc(t),
+            None => {
+                set_errno(libc::ENOMEM);
+                core::ptr::null_mut()
+            }
+        },
+    }
+}
+
+fn fallback_calloc(total: usize) -> *mut u8 {
+    let p = fallback_malloc(total);
+    if !p.is_null() && !is_boot(p) {
+        // SAFETY: p has `total` writable bytes.
+        unsafe { core::ptr::write_bytes(p, 0, total) };
+    }
+    p
+}
+
+/// realloc().
+///
+/// # Safety
+/// As [`free`].
+pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
+    if p.is_null() {
+        return malloc(size);
+    }
+    if let Some(h) = heap_if_ready()
+        && h.contains(p)
+    {
+        if size == 0 {
+            // SAFETY: arena pointer, validated inside.
+            unsafe { free(p, "realloc") };
+            return core::ptr::null_mut();
+        }
+        // SAFETY: arena pointer, validated inside.
+        return with_cache(h, |tc| unsafe { h.realloc(p, size, "realloc", tc) });
+    }
+    if is_boot(p) {
+        let q = malloc(size);
+        if !q.is_null() {
+            // SAFETY: both live; copy what the old block held.
+            unsafe { core::ptr::copy_nonoverlapping(p, q, boot_size(p).min(size)) };
+        }
+        return q;
+    }
+    match heap() {
+        // A pointer from the allocator that ran before us: move it into the
+        // arena so it becomes pinned, and give the old block back.
+        Some(_) => {
+            if size == 0 {
+                next_free(p);
+                return core::ptr::null_mut();
+            }
+            let q = malloc(size);
+            if !q.is_null() {
+                let old = next_usable(p);
+                // SAFETY: both live; `old` is the next allocator's usable size of p.
+                unsafe { core::ptr::copy_nonoverlapping(p, q, old.min(size)) };
+                next_free(p);
+            }
+            q
+        }
+        None => next_realloc(p, size),
+    }
+}
+
+/// reallocarray().
+///
+/// # Safety
+/// As [`free`].
+pub unsafe fn reallocarray(p: *mut u8, n: usize, size: usize) -> *mut u8 {
+    match n.checked_mul(size) {
+        // SAFETY: forwarded.
+        Some(t) => unsafe { realloc(p, t) },
+        None => {
+            set_errno(libc::ENOMEM);
+            core::ptr::null_mut()
+        }
+    }
+}
+
+/// memalign()-style allocation; `align` must be a power of two.
+pub fn memalign(align: usize, size: usize) -> *mut u8 {
+    match heap() {
+        Some(h) => with_cache(h, |tc| h.memalign(align, size, tc)),
+        None => {
+            // Bootstrap pieces are 16-aligned; more is not needed this early.
+            if align <= MIN_ALIGN {
+                fallback_malloc(size)
+            } else {
+                set_errno(libc::ENOMEM);
+                core::ptr::null_mut()
+            }
+        }
+    }
+}
+
+/// malloc_usable_size().
+///
+/// # Safety
+/// As [`free`].
+pub unsafe fn usable_size(p: *mut u8) -> usize {
+    if p.is_null() {
+        return 0;
+    }
+    if let Some(h) = heap_if_ready()
+        && h.contains(p)
+    {
+        return h.usable_size(p, "malloc_usable_size");
+    }
+    if is_boot(p) {
+        return boot_size(p);
+    }
+    next_usable(p)
+}
+
+/// Explicit API: allocation that must come from the arena.
+pub fn arena_alloc(size: usize) -> *mut u8 {
+    match heap() {
+        Some(h) => with_cache(h, |tc| h.malloc(size, tc)),
+        None => {
+            set_errno(libc::ENOMEM);
+            core::ptr::null_mut()
+        }
+    }
+}
+
+/// Explicit API: free of an arena pointer; anything else aborts.
+///
+/// # Safety
+/// `p` must be NULL or from [`arena_alloc`] / [`malloc`].
+pub unsafe fn arena_free(p: *mut u8, call: &str) {
+    if p.is_null() {
+        return;
+    }
+    match heap_if_ready() {
+        // SAFETY: in the arena; validated inside.
+        Some(h) if h.contains(p) => with_cache(h, |tc| unsafe { h.free(p, call, tc) }),
+        _ => abort_ptr(call, "pointer not from the pktslab arena", p as usize),
+    }
+}
+
+/// Explicit API: realloc within the arena.
+///
+/// # Safety
+/// As [`arena_free`].
+pub unsafe fn arena_realloc(p: *mut u8, size: usize, call: &str) -> *mut u8 {
+    if p.is_null() {
+        return arena_alloc(size);
+    }
+    match heap_if_ready() {
+        Some(h) if h.contains(p) => {
+            if size == 0 {
+                // SAFETY: in the arena; validated inside.
+                with_cache(h, |tc| unsafe { h.free(p, call, tc) });
+                return core::ptr::null_mut();
+            }
+            // SAFETY: in the arena; validated inside.
+            with_cache(h, |tc| unsafe { h.realloc(p, size, call, tc) })
+        }
+        _ => abort_ptr(call, "pointer not from the pktslab arena", p as usize),
+    }
+}
+
+/// Pieces cached by the calling thread for class `c` (tests).
+pub fn cached_here(c: usize) -> usize {
+    // SAFETY: reading this thread's own cache.
+    TC.with(|t| unsafe { (*t.get()).cached(c) })
+}
+
+/// Whether the calling thread's cache is active (tests).
+pub fn cache_active_here() -> bool {
+    // SAFETY: reading this thread's own cache state.
+    TC.with(|t| unsafe { (*t.get()).state } == TC_ACTIVE)
+}

@@ -1,0 +1,398 @@
+//! A heap: an arena, its class pools, and the malloc-family semantics.
+//!
+//! The process-wide heap behind malloc() is one of these (see
+//! [`crate::global`]); tests and private [`crate::Pool`]s make their own.
+//! Every entry point takes an optional thread cache: the global heap passes
+//! the calling thread's, private heaps go straight to the shared lists.
+
+use core::sync::atomic::Ordering;
+
+use crate::Error;
+use crate::arena::{Arena, KIND_FREE_MAPPED, KIND_LARGE, KIND_SMALL, KIND_UNMAPPED};
+use crate::backend::{Backend, BackendMode, set_errno};
+use crate::class::{MAX_SMALL, MIN_ALIGN, NUM_CLASSES, SLAB_SIZE, class_of, class_size, slabs_for};
+use crate::config::Config;
+use crate::fault::{abort_ptr, notice};
+use crate::slab::{Chain, ClassPool, has_free_key, mark_free, mark_used, next_of};
+use crate::stats::{Counters, LARGE, Stats};
+use crate::tcache::ThreadCache;
+use crate::v2p::{Phys, V2pError};
+
+/// What an arena pointer is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Block {
+    /// A piece of class `c`.
+    Small(usize),
+    /// A large run starting at `slot`, `n` slabs long.
+    Large {
+        /// First slot.
+        slot: usize,
+        /// Slabs in the run.
+        n: usize,
+    },
+}
+
+/// An allocator instance.
+pub struct Heap {
+    arena: Arena,
+    classes: [ClassPool; NUM_CLASSES],
+    key: u64,
+    counters: Counters,
+    mode: BackendMode,
+    cfg: Config,
+}
+
+/// A per-process random value for the free key (glibc's tcache_key idea):
+/// user data equal to it by chance is a 2^-64 event.
+fn random_key() -> u64 {
+    let mut k = 0u64;
+    // SAFETY: getrandom writes at most 8 bytes into `k`; it does not allocate.
+    let n = unsafe { libc::getrandom((&raw mut k).cast(), 8, libc::GRND_NONBLOCK) };
+    if n != 8 {
+        // SAFETY: AT_RANDOM points at 16 random bytes the kernel gave us.
+        let at = unsafe { libc::getauxval(libc::AT_RANDOM) } as *const u64;
+        if !at.is_null() {
+            // SAFETY: as above; read_unaligned because alignment is not promised.
+            k = unsafe { at.read_unaligned() };
+        }
+        k ^= (&raw const k) as u64;
+    }
+    k | 1
+}
+
+impl Heap {
+    /// Opens the backend and reserves the arena. A missing device prints
+    /// one notice and leaves only the fallback rule.
+    pub fn new(cfg: Config) -> Result<Self, Error> {
+        let (backend, missing) = Backend::open(&cfg);
+        if let Some(e) = missing {
+            let path = cfg.device_path.to_str().unwrap_or("/dev/pktaccel");
+            // SAFETY: strerror returns a static string for any errno.
+            let msg = unsafe { core::ffi::CStr::from_ptr(libc::strerror(e)) }.to_str().unwrap_or("error");
+            if cfg.fallback {
+                notice(format_args!("{path}: {msg}; no pinned memory, using ordinary memory (PKTSLAB_FALLBACK=1)"));
+            } else {
+                notice(format_args!("{path}: {msg}; no pinned memory, allocations will fail (set PKTSLAB_FALLBACK=1 to use ordinary memory)"));
+            }
+        }
+        let mode = backend.mode();
+        let arena = Arena::new(cfg.arena_size, backend, cfg.fallback, cfg.retain)?;
+        Ok(Self {
+            arena,
+            classes: core::array::from_fn(|_| ClassPool::default()),
+            key: random_key(),
+            counters: Counters::new(),
+            mode,
+            cfg,
+        })
+    }
+
+    /// The configuration this heap was made with.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Where physical addresses come from.
+    pub fn mode(&self) -> BackendMode {
+        self.mode
+    }
+
+    /// The arena.
+    pub fn arena(&self) -> &Arena {
+        &self.arena
+    }
+
+    /// The shared counters.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// The free key.
+    #[inline(always)]
+    pub fn key(&self) -> u64 {
+        self.key
+    }
+
+    /// Whether `p` is an arena address.
+    #[inline(always)]
+    pub fn contains(&self, p: *const u8) -> bool {
+        self.arena.contains(p as usize)
+    }
+
+    /// O(1) translation.
+    #[inline(always)]
+    pub fn v2p(&self, p: *const u8) -> Result<Phys, V2pError> {
+        self.arena.v2p(p as usize)
+    }
+
+    /// Shared-list refill for class `c`.
+    pub(crate) fn take(&self, c: usize, want: usize) -> Option<Chain> {
+        self.classes[c].take(&self.arena, c, want, self.key).ok()
+    }
+
+    /// Shared-list return for class `c`.
+    pub(crate) fn give(&self, c: usize, chain: Chain) {
+        self.classes[c].give(chain)
+    }
+
+    /// Free pieces of class `c` on the shared list.
+    pub fn shared_free_count(&self, c: usize) -> usize {
+        self.classes[c].free_count()
+    }
+
+    /// Identifies an arena pointer, aborting (naming `call`) when it is not
+    /// something this heap handed out and has not taken back.
+    #[inline(always)]
+    pub fn classify(&self, p: *mut u8, call: &str) -> Block {
+        let a = p as usize;
+        let slot = self.arena.slot_of(a);
+        let m = self.arena.meta(slot);
+        let (kind, c) = m.kind_class();
+        let off = a - self.arena.slot_addr(slot);
+        match kind {
+            KIND_SMALL => {
+                let size = class_size(c);
+                if off & (size - 1) != 0 || off >= m.bump.load(Ordering::Acquire) as usize {
+                    abort_ptr(call, "invalid pointer", a);
+                }
+                Block::Small(c)
+            }
+            KIND_LARGE if off == 0 => Block::Large { slot, n: m.run.load(Ordering::Relaxed) as usize },
+            KIND_FREE_MAPPED | KIND_UNMAPPED if off == 0 => abort_ptr(call, "double free of", a),
+            _ => abort_ptr(call, "invalid pointer", a),
+        }
+    }
+
+    /// Bytes usable at a block.
+    #[inline(always)]
+    pub fn block_size(b: Block) -> usize {
+        match b {
+            Block::Small(c) => class_size(c),
+            Block::Large { n, .. } => n * SLAB_SIZE,
+        }
+    }
+
+    /// malloc(): NULL + ENOMEM when out of memory.
+    #[inline(always)]
+    pub fn malloc(&self, size: usize, tc: Option<&mut ThreadCache>) -> *mut u8 {
+        if size <= MAX_SMALL {
+            let c = class_of(size);
+            let p = match tc {
+                Some(t) => {
+                    let p = t.pop(self, c);
+                    if !p.is_null() {
+                        t.counters.record_owned(c, size, class_size(c));
+                    }
+                    p
+                }
+                None => {
+                    let p = self.take_one(c);
+                    if !p.is_null() {
+                        self.counters.record_shared(c, size, class_size(c));
+                    }
+                    p
+                }
+            };
+            if p.is_null() {
+                set_errno(libc::ENOMEM);
+            }
+            p
+        } else {
+            self.alloc_large(size, 1).map_or(core::ptr::null_mut(), |(p, _)| p)
+        }
+    }
+
+    fn take_one(&self, c: usize) -> *mut u8 {
+        match self.take(c, 1) {
+            Some(ch) => {
+                // SAFETY: the chain has one free piece.
+                unsafe { mark_used(ch.head) };
+                ch.head
+            }
+            None => core::ptr::null_mut(),
+        }
+    }
+
+    /// A large run for `size` bytes aligned to `align` (at least a slab).
+    /// Returns the pointer and whether its memory is fresh (zeroed).
+    pub fn alloc_large(&self, size: usize, align: usize) -> Option<(*mut u8, bool)> {
+        let align_slots = align.div_ceil(SLAB_SIZE);
+        if size > self.arena.size() || align > crate::arena::ARENA_ALIGN {
+            set_errno(libc::ENOMEM);
+            return None;
+        }
+        let n = slabs_for(size);
+        match self.arena.alloc_run(n, align_slots, KIND_LARGE, 0) {
+            Ok((slot, fresh)) => {
+                self.counters.record_shared(LARGE, size, n * SLAB_SIZE);
+                Some((self.arena.slot_addr(slot) as *mut u8, fresh))
+            }
+            Err(_) => {
+                set_errno(libc::ENOMEM);
+                None
+            }
+        }
+    }
+
+    /// free() of an arena pointer (`call` names the API for messages).
+    ///
+    /// # Safety
+    /// `p` must be inside the arena; it is validated, and invalid pointers abort.
+    #[inline(always)]
+    pub unsafe fn free(&self, p: *mut u8, call: &str, tc: Option<&mut ThreadCache>) {
+        let b = self.classify(p, call);
+        // SAFETY: forwarded caller contract; b came from classify(p).
+        unsafe { self.free_block(p, b, call, tc) }
+    }
+
+    /// Frees a classified block.
+    ///
+    /// # Safety
+    /// `b` must be `classify(p)`.
+    #[inline(always)]
+    pub unsafe fn free_block(&self, p: *mut u8, b: Block, call: &str, tc: Option<&mut ThreadCache>) {
+        match b {
+            Block::Small(c) => {
+                // SAFETY: classify proved p is a carved piece of class c.
+                if unsafe { has_free_key(p, self.key) } {
+                    abort_ptr(call, "double free of", p as usize);
+                }
+                match tc {
+                    Some(t) => t.push(self, p, c),
+                    None => {
+                        // SAFETY: p is a live piece being freed.
+                        unsafe { mark_free(p, core::ptr::null_mut(), self.key) };
+                        self.give(c, Chain { head: p, tail: p, count: 1 });
+                    }
+                }
+            }
+            Block::Large { slot, .. } => self.arena.free_run(slot),
+        }
+    }
+
+    /// usable size of an arena pointer.
+    pub fn usable_size(&self, p: *mut u8, call: &str) -> usize {
+        Self::block_size(self.classify(p, call))
+    }
+
+    /// realloc() of an arena pointer; `size > 0`.
+    ///
+    /// # Safety
+    /// `p` must be inside the arena.
+    pub unsafe fn realloc(&self, p: *mut u8, size: usize, call: &str, mut tc: Option<&mut ThreadCache>) -> *mut u8 {
+        let b = self.classify(p, call);
+        // SAFETY: classify proved p is a carved piece; the key is readable.
+        if let Block::Small(_) = b
+            && unsafe { has_free_key(p, self.key) }
+        {
+            abort_ptr(call, "use after free of", p as usize);
+        }
+        match b {
+            Block::Small(c) if size <= MAX_SMALL && class_of(size) == c => return p,
+            Block::Large { slot, n } if size > MAX_SMALL => {
+                let want = slabs_for(size);
+                if want == n {
+                    return p;
+                }
+                if want < n {
+                    self.arena.shrink_run(slot, want);
+                    return p;
+                }
+                if self.arena.grow_run(slot, want) {
+                    return p;
+                }
+            }
+            _ => {}
+        }
+        let q = self.malloc(size, tc.as_deref_mut());
+        if q.is_null() {
+            return q;
+        }
+        let keep = Self::block_size(b).min(size);
+        // SAFETY: both blocks are live, distinct, and at least `keep` bytes.
+        unsafe { core::ptr::copy_nonoverlapping(p, q, keep) };
+        // SAFETY: b is classify(p).
+        unsafe { self.free_block(p, b, call, tc) };
+        q
+    }
+
+    /// calloc() with the overflow check.
+    pub fn calloc(&self, n: usize, size: usize, tc: Option<&mut ThreadCache>) -> *mut u8 {
+        let Some(total) = n.checked_mul(size) else {
+            set_errno(libc::ENOMEM);
+            return core::ptr::null_mut();
+        };
+        if total > MAX_SMALL {
+            return match self.alloc_large(total, 1) {
+                Some((p, fresh)) => {
+                    if !fresh {
+                        // SAFETY: the run has at least `total` writable bytes.
+                        unsafe { core::ptr::write_bytes(p, 0, total) };
+                    }
+                    p
+                }
+                None => core::ptr::null_mut(),
+            };
+        }
+        let p = self.malloc(total, tc);
+        if !p.is_null() {
+            // SAFETY: the piece has at least `total` writable bytes.
+            unsafe { core::ptr::write_bytes(p, 0, total) };
+        }
+        p
+    }
+
+    /// Aligned allocation: `align` must be a power of two.
+    pub fn memalign(&self, align: usize, size: usize, tc: Option<&mut ThreadCache>) -> *mut u8 {
+        if align <= MIN_ALIGN {
+            return self.malloc(size, tc);
+        }
+        // A piece of class >= align sits at a multiple of its size from a
+        // slab-aligned base, so it is aligned.
+        let s = size.max(align);
+        if s <= MAX_SMALL {
+            return self.malloc(s, tc);
+        }
+        self.alloc_large(size, align.max(SLAB_SIZE)).map_or(core::ptr::null_mut(), |(p, _)| p)
+    }
+
+    /// Statistics of this heap's shared counters (the global heap adds its
+    /// live thread caches).
+    pub fn stats(&self) -> Stats {
+        let mut s = Stats::empty(self.mode);
+        self.counters.add_to(&mut s);
+        s.bytes_pinned = self.arena.backend().pinned_bytes();
+        s.bytes_fallback = self.arena.fallback_bytes();
+        s
+    }
+
+    /// Fork preparation: take every lock, classes before the arena (the
+    /// order allocation uses).
+    pub fn lock_all(&self) {
+        for c in &self.classes {
+            c.lock_for_fork();
+        }
+        self.arena.lock_for_fork();
+    }
+
+    /// Releases what [`Heap::lock_all`] took.
+    pub fn unlock_all(&self) {
+        self.arena.unlock_after_fork();
+        for c in &self.classes {
+            c.unlock_after_fork();
+        }
+    }
+
+    /// Moves a thread cache's pieces back to the shared lists.
+    pub(crate) fn drain_chain(&self, c: usize, head: *mut u8, count: usize) {
+        if count == 0 {
+            return;
+        }
+        let mut tail = head;
+        for _ in 1..count {
+            // SAFETY: the cache's list holds `count` free pieces.
+            tail = unsafe { next_of(tail) };
+        }
+        self.give(c, Chain { head, tail, count });
+    }
+}

@@ -1,0 +1,187 @@
+//! Carving slabs into pieces of one class, and the shared per-class lists.
+//!
+//! A free piece holds two words: the next free piece, and the process's
+//! free key (like glibc's tcache key). A piece handed out has the key
+//! cleared, so free() can tell a double free by the key and a pointer that
+//! was never handed out by its offset (beyond the slab's carve mark, or not
+//! on a piece boundary).
+
+use core::cell::UnsafeCell;
+use core::sync::atomic::Ordering;
+
+use crate::arena::{Arena, KIND_SMALL};
+use crate::backend::BackendError;
+use crate::class::{SLAB_SIZE, class_size};
+use crate::lock::SpinLock;
+
+/// A chain of free pieces: `head`..`tail` linked through word 0.
+#[derive(Clone, Copy)]
+pub struct Chain {
+    /// First piece (null when empty).
+    pub head: *mut u8,
+    /// Last piece.
+    pub tail: *mut u8,
+    /// Pieces in the chain.
+    pub count: usize,
+}
+
+impl Chain {
+    /// The empty chain.
+    pub const EMPTY: Chain = Chain { head: core::ptr::null_mut(), tail: core::ptr::null_mut(), count: 0 };
+}
+
+/// Reads the next link of a free piece.
+///
+/// # Safety
+/// `p` must be a free piece (at least 16 bytes, 16-aligned, owned by the list).
+#[inline(always)]
+pub unsafe fn next_of(p: *mut u8) -> *mut u8 {
+    // SAFETY: caller contract: p is a live free piece, aligned for a pointer.
+    unsafe { *p.cast::<*mut u8>() }
+}
+
+/// Marks `p` free: link to `next`, store the key.
+///
+/// # Safety
+/// As [`next_of`].
+#[inline(always)]
+pub unsafe fn mark_free(p: *mut u8, next: *mut u8, key: u64) {
+    // SAFETY: caller contract: p has 16 writable, 16-aligned bytes.
+    unsafe {
+        *p.cast::<*mut u8>() = next;
+        *p.cast::<u64>().add(1) = key;
+    }
+}
+
+/// Clears the free key of a piece being handed out.
+///
+/// # Safety
+/// As [`next_of`].
+#[inline(always)]
+pub unsafe fn mark_used(p: *mut u8) {
+    // SAFETY: caller contract.
+    unsafe { *p.cast::<u64>().add(1) = 0 };
+}
+
+/// Whether the piece carries the free key.
+///
+/// # Safety
+/// `p` must be a piece inside a carved part of a small slab.
+#[inline(always)]
+pub unsafe fn has_free_key(p: *mut u8, key: u64) -> bool {
+    // SAFETY: caller contract: the piece is mapped and at least 16 bytes.
+    unsafe { *p.cast::<u64>().add(1) == key }
+}
+
+struct ClassInner {
+    free: Chain,
+    /// Slab being carved: slot index, or usize::MAX.
+    carving: usize,
+}
+
+/// Shared state of one class.
+pub struct ClassPool {
+    lock: SpinLock,
+    inner: UnsafeCell<ClassInner>,
+}
+
+// SAFETY: `inner` is only accessed with `lock` held.
+unsafe impl Sync for ClassPool {}
+// SAFETY: raw pointers into the arena are not thread-bound.
+unsafe impl Send for ClassPool {}
+
+impl Default for ClassPool {
+    fn default() -> Self {
+        Self { lock: SpinLock::new(), inner: UnsafeCell::new(ClassInner { free: Chain::EMPTY, carving: usize::MAX }) }
+    }
+}
+
+impl ClassPool {
+    /// Takes up to `want` free pieces (at least one unless memory ran out),
+    /// first from the free list, then by carving slabs.
+    pub fn take(&self, arena: &Arena, c: usize, want: usize, key: u64) -> Result<Chain, BackendError> {
+        let _g = self.lock.lock();
+        // SAFETY: lock held.
+        let inner = unsafe { &mut *self.inner.get() };
+        let mut out = Chain::EMPTY;
+        if inner.free.count > 0 {
+            let n = want.min(inner.free.count);
+            let head = inner.free.head;
+            let mut tail = head;
+            for _ in 1..n {
+                // SAFETY: the first n pieces of the list are free pieces.
+                tail = unsafe { next_of(tail) };
+            }
+            // SAFETY: tail is a free piece.
+            inner.free.head = unsafe { next_of(tail) };
+            inner.free.count -= n;
+            out = Chain { head, tail, count: n };
+        }
+        let size = class_size(c);
+        while out.count < want {
+            if inner.carving == usize::MAX {
+                match arena.alloc_run(1, 1, KIND_SMALL, c) {
+                    Ok((slot, _)) => inner.carving = slot,
+                    Err(e) if out.count == 0 => return Err(e),
+                    Err(_) => break,
+                }
+            }
+            let meta = arena.meta(inner.carving);
+            let bump = meta.bump.load(Ordering::Relaxed) as usize;
+            let n = (want - out.count).min((SLAB_SIZE - bump) / size);
+            let base = arena.slot_addr(inner.carving) + bump;
+            // Link the new pieces in address order, then prepend to `out`.
+            let first = base as *mut u8;
+            let last = (base + (n - 1) * size) as *mut u8;
+            for k in 0..n {
+                let p = (base + k * size) as *mut u8;
+                let next = if k + 1 < n { (base + (k + 1) * size) as *mut u8 } else { out.head };
+                // SAFETY: p is a fresh piece in a mapped slab owned by this class.
+                unsafe { mark_free(p, next, key) };
+            }
+            if out.count == 0 {
+                out.tail = last;
+            }
+            out.head = first;
+            out.count += n;
+            let new_bump = bump + n * size;
+            // Publish the carve mark after the keys are written.
+            meta.bump.store(new_bump as u32, Ordering::Release);
+            if new_bump + size > SLAB_SIZE {
+                inner.carving = usize::MAX;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Returns a chain of free pieces (keys already set).
+    pub fn give(&self, chain: Chain) {
+        if chain.count == 0 {
+            return;
+        }
+        let _g = self.lock.lock();
+        // SAFETY: lock held.
+        let inner = unsafe { &mut *self.inner.get() };
+        // SAFETY: tail is a free piece of the chain we now own.
+        unsafe { *chain.tail.cast::<*mut u8>() = inner.free.head };
+        inner.free.head = chain.head;
+        inner.free.count += chain.count;
+    }
+
+    /// Free pieces on the shared list (tests and stats).
+    pub fn free_count(&self) -> usize {
+        let _g = self.lock.lock();
+        // SAFETY: lock held.
+        unsafe { (*self.inner.get()).free.count }
+    }
+
+    /// Fork preparation: hold the lock across fork().
+    pub fn lock_for_fork(&self) {
+        self.lock.raw_lock();
+    }
+
+    /// Releases the fork lock in parent and child.
+    pub fn unlock_after_fork(&self) {
+        self.lock.raw_unlock();
+    }
+}

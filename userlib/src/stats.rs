@@ -1,0 +1,177 @@
+//! Allocation statistics: per-class counts, pinned bytes, internal waste.
+//!
+//! Power-of-two classes waste up to half of a piece; that is the price of
+//! slabs that never fragment, and these counters report it honestly.
+//! Thread caches count into their own [`Counters`] with plain (non-locked)
+//! stores and fold them into the heap's when the thread exits.
+
+use core::fmt::{self, Write};
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use crate::backend::BackendMode;
+use crate::class::{NUM_CLASSES, class_size};
+
+/// Index of the "large" bucket in per-class arrays.
+pub const LARGE: usize = NUM_CLASSES;
+
+/// Counters of one thread (single writer) or of the heap (shared).
+pub struct Counters {
+    allocs: [AtomicU64; NUM_CLASSES + 1],
+    requested: AtomicU64,
+    usable: AtomicU64,
+    largest: AtomicU64,
+}
+
+impl Counters {
+    /// All zero.
+    pub const fn new() -> Self {
+        Self {
+            allocs: [const { AtomicU64::new(0) }; NUM_CLASSES + 1],
+            requested: AtomicU64::new(0),
+            usable: AtomicU64::new(0),
+            largest: AtomicU64::new(0),
+        }
+    }
+
+    /// Records an allocation; only the owning thread may call this (plain
+    /// load + store: no locked instruction on the fast path).
+    #[inline(always)]
+    pub fn record_owned(&self, bucket: usize, requested: usize, usable: usize) {
+        let bump = |a: &AtomicU64, v: u64| a.store(a.load(Ordering::Relaxed).wrapping_add(v), Ordering::Relaxed);
+        bump(&self.allocs[bucket], 1);
+        bump(&self.requested, requested as u64);
+        bump(&self.usable, usable as u64);
+        if requested as u64 > self.largest.load(Ordering::Relaxed) {
+            self.largest.store(requested as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Records an allocation from any thread.
+    pub fn record_shared(&self, bucket: usize, requested: usize, usable: usize) {
+        self.allocs[bucket].fetch_add(1, Ordering::Relaxed);
+        self.requested.fetch_add(requested as u64, Ordering::Relaxed);
+        self.usable.fetch_add(usable as u64, Ordering::Relaxed);
+        self.largest.fetch_max(requested as u64, Ordering::Relaxed);
+    }
+
+    /// Adds these counters into `into` and zeroes them.
+    pub fn drain_into(&self, into: &Counters) {
+        for (a, b) in self.allocs.iter().zip(&into.allocs) {
+            b.fetch_add(a.swap(0, Ordering::Relaxed), Ordering::Relaxed);
+        }
+        into.requested.fetch_add(self.requested.swap(0, Ordering::Relaxed), Ordering::Relaxed);
+        into.usable.fetch_add(self.usable.swap(0, Ordering::Relaxed), Ordering::Relaxed);
+        into.largest.fetch_max(self.largest.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+
+    /// Adds these counters to a snapshot.
+    pub fn add_to(&self, s: &mut Stats) {
+        for (a, b) in self.allocs.iter().zip(s.allocs.iter_mut()) {
+            *b += a.load(Ordering::Relaxed);
+        }
+        s.requested += self.requested.load(Ordering::Relaxed);
+        s.usable += self.usable.load(Ordering::Relaxed);
+        s.largest = s.largest.max(self.largest.load(Ordering::Relaxed));
+    }
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A statistics snapshot.
+#[derive(Debug, Clone, Copy)]
+pub struct Stats {
+    /// Allocations per class (16 B .. 1 MiB), then large allocations.
+    pub allocs: [u64; NUM_CLASSES + 1],
+    /// Sum of requested bytes over all allocations.
+    pub requested: u64,
+    /// Sum of bytes actually handed out (piece or run sizes).
+    pub usable: u64,
+    /// Largest single request.
+    pub largest: u64,
+    /// Pinned bytes held from the backend now.
+    pub bytes_pinned: u64,
+    /// Unpinned fallback bytes mapped now.
+    pub bytes_fallback: u64,
+    /// Where physical addresses come from.
+    pub mode: BackendMode,
+}
+
+impl Stats {
+    /// An empty snapshot for `mode`.
+    pub fn empty(mode: BackendMode) -> Self {
+        Self {
+            allocs: [0; NUM_CLASSES + 1],
+            requested: 0,
+            usable: 0,
+            largest: 0,
+            bytes_pinned: 0,
+            bytes_fallback: 0,
+            mode,
+        }
+    }
+
+    /// Internal waste: percentage of handed-out bytes nobody asked for.
+    pub fn waste_percent(&self) -> f64 {
+        if self.usable == 0 { 0.0 } else { 100.0 * (self.usable - self.requested) as f64 / self.usable as f64 }
+    }
+
+    /// Total allocations.
+    pub fn total_allocs(&self) -> u64 {
+        self.allocs.iter().sum()
+    }
+
+    /// Writes the multi-line report PKTSLAB_STATS=1 prints.
+    pub fn write_report<W: Write>(&self, w: &mut W) -> fmt::Result {
+        writeln!(w, "pktslab: backend {}", self.mode.name())?;
+        for (c, &n) in self.allocs[..NUM_CLASSES].iter().enumerate() {
+            if n > 0 {
+                writeln!(w, "pktslab:   class {:>8} B: {n} allocations", class_size(c))?;
+            }
+        }
+        if self.allocs[LARGE] > 0 {
+            writeln!(w, "pktslab:   large (> 1 MiB): {} allocations", self.allocs[LARGE])?;
+        }
+        writeln!(
+            w,
+            "pktslab: {} allocations, bytes pinned {}, fallback (unpinned) {}, internal waste {:.1}%, largest allocation {} B",
+            self.total_allocs(),
+            self.bytes_pinned,
+            self.bytes_fallback,
+            self.waste_percent(),
+            self.largest
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fault::FixedBuf;
+
+    #[test]
+    fn counters_merge_and_report() {
+        let t = Counters::new();
+        t.record_owned(2, 37, 64);
+        t.record_owned(2, 60, 64);
+        let h = Counters::new();
+        h.record_shared(LARGE, 3 << 20, 4 << 20);
+        t.drain_into(&h);
+        let mut s = Stats::empty(BackendMode::HostSynthetic);
+        h.add_to(&mut s);
+        t.add_to(&mut s);
+        assert_eq!(s.allocs[2], 2);
+        assert_eq!(s.allocs[LARGE], 1);
+        assert_eq!(s.largest, 3 << 20);
+        assert_eq!(s.requested, 97 + (3 << 20));
+        assert!((s.waste_percent() - 100.0 * ((4 << 20) + 128 - 97 - (3 << 20)) as f64 / ((4 << 20) + 128) as f64).abs() < 1e-9);
+        let mut b = FixedBuf::<1024>::new();
+        s.write_report(&mut b).unwrap();
+        let text = core::str::from_utf8(b.as_bytes()).unwrap();
+        assert!(text.contains("class       64 B: 2 allocations"), "{text}");
+        assert!(text.contains("internal waste"), "{text}");
+    }
+}

@@ -1,0 +1,119 @@
+//! Virtual-to-physical translation in O(1), without a syscall or a lock.
+//!
+//! The arena keeps one [`PageEntry`] per 4 KiB page of its reservation
+//! (reserved with MAP_NORESERVE, so only entries of mapped slabs cost
+//! memory). A lookup is `entries[(p - base) >> 12]` plus the offset. Device
+//! slabs are physically contiguous, host pages usually are not; each entry
+//! records how many bytes are physically contiguous from the start of its
+//! page to the end of the run, so the lookup also answers "how far can the
+//! device go from here" — which the client needs to split segments.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use crate::class::{PAGE_SHIFT, PAGE_SIZE};
+
+/// Physical address value marking memory that is mapped but not pinned
+/// (fallback allocations).
+pub const PHYS_NOT_PINNED: u64 = u64::MAX;
+
+/// One page's translation.
+#[repr(C)]
+pub struct PageEntry {
+    /// Physical address of the page, or [`PHYS_NOT_PINNED`].
+    pub phys: AtomicU64,
+    /// Bytes physically contiguous from the page start to the end of the
+    /// allocation run; 0 = no slab mapped here.
+    pub contig: AtomicU64,
+}
+
+/// Why a pointer has no physical address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum V2pError {
+    /// The pointer is not inside the pktslab arena at all.
+    #[error("pointer is outside the pktslab arena")]
+    OutsideArena,
+    /// Inside the arena, but in ordinary memory handed out because pinned
+    /// memory ran out and PKTSLAB_FALLBACK=1.
+    #[error("memory is not pinned (fallback allocation)")]
+    NotPinned,
+    /// Inside the arena, but no slab is mapped there.
+    #[error("no slab is mapped at this address")]
+    NotMapped,
+}
+
+impl V2pError {
+    /// The value the C API returns for this error (all above any real
+    /// physical address).
+    pub const fn c_value(self) -> u64 {
+        match self {
+            V2pError::OutsideArena => u64::MAX,
+            V2pError::NotPinned => u64::MAX - 1,
+            V2pError::NotMapped => u64::MAX - 2,
+        }
+    }
+}
+
+/// A physical address and the bytes physically contiguous from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Phys {
+    /// Physical (DMA) address.
+    pub addr: u64,
+    /// Bytes from `addr` that are physically contiguous (to the end of the
+    /// allocation's slab run at most).
+    pub contig: usize,
+}
+
+/// Translates `p` given the arena's base, size and page table.
+///
+/// # Safety
+/// `entries` must point to `size >> PAGE_SHIFT` readable entries.
+#[inline(always)]
+pub unsafe fn lookup(
+    base: usize,
+    size: usize,
+    entries: *const PageEntry,
+    p: usize,
+) -> Result<Phys, V2pError> {
+    let off = p.wrapping_sub(base);
+    if off >= size {
+        return Err(V2pError::OutsideArena);
+    }
+    // SAFETY: off < size, so the index is within the table the caller vouched for.
+    let e = unsafe { &*entries.add(off >> PAGE_SHIFT) };
+    let contig = e.contig.load(Ordering::Relaxed);
+    let phys = e.phys.load(Ordering::Relaxed);
+    if contig == 0 {
+        return Err(V2pError::NotMapped);
+    }
+    if phys == PHYS_NOT_PINNED {
+        return Err(V2pError::NotPinned);
+    }
+    let in_page = off & (PAGE_SIZE - 1);
+    Ok(Phys { addr: phys + in_page as u64, contig: contig as usize - in_page })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookup_distinguishes_errors() {
+        let entries = [
+            PageEntry { phys: AtomicU64::new(0x10_0000), contig: AtomicU64::new(8192) },
+            PageEntry { phys: AtomicU64::new(0x10_1000), contig: AtomicU64::new(4096) },
+            PageEntry { phys: AtomicU64::new(PHYS_NOT_PINNED), contig: AtomicU64::new(4096) },
+            PageEntry { phys: AtomicU64::new(0), contig: AtomicU64::new(0) },
+        ];
+        let base = 0x4000_0000;
+        let size = 4 * PAGE_SIZE;
+        // SAFETY: the table has size >> PAGE_SHIFT entries.
+        let l = |p| unsafe { lookup(base, size, entries.as_ptr(), p) };
+        assert_eq!(l(base + 10), Ok(Phys { addr: 0x10_000a, contig: 8182 }));
+        assert_eq!(l(base + 4096 + 1), Ok(Phys { addr: 0x10_1001, contig: 4095 }));
+        assert_eq!(l(base + 2 * 4096), Err(V2pError::NotPinned));
+        assert_eq!(l(base + 3 * 4096), Err(V2pError::NotMapped));
+        assert_eq!(l(base + size), Err(V2pError::OutsideArena));
+        assert_eq!(l(base - 1), Err(V2pError::OutsideArena));
+        assert_ne!(V2pError::OutsideArena.c_value(), V2pError::NotPinned.c_value());
+    }
+}
