@@ -91,6 +91,8 @@ impl ConsoleSink for ExecSink {
             self.ready = true;
         } else if let Some(w) = line.strip_prefix("PKTACCEL-WARN ") {
             eprintln!("guest: {w}");
+        } else if line.starts_with("PKTACCEL-EXIT") {
+            self.ready = false;
         } else if line.starts_with("PKTACCEL-") {
         } else if self.ready {
             println!("{line}");

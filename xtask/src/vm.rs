@@ -301,24 +301,7 @@ pub fn boot(
         std::thread::sleep(Duration::from_millis(10));
     }
 
-    let accel = match args.accel {
-        Accel::Tcg => "tcg",
-        Accel::Kvm => {
-            if !qemu::kvm_usable() {
-                bail!(
-                    "--accel kvm: KVM is not usable here (no vmx/svm in /proc/cpuinfo, or /dev/kvm does not open); use --accel tcg"
-                );
-            }
-            "kvm"
-        }
-        Accel::Auto => {
-            if qemu::kvm_usable() {
-                "kvm"
-            } else {
-                "tcg"
-            }
-        }
-    };
+    let accel = resolve_accel(args.accel)?;
     let mut q = p.qemu.command();
     let cmdline = match mode {
         Mode::Suite(_) => "console=ttyS0 loglevel=5 panic=-1",
@@ -531,14 +514,36 @@ pub fn parse_includes(specs: &[String]) -> Result<Vec<(PathBuf, String)>> {
         .collect()
 }
 
+/// The `-accel` value for `choice`.
+pub fn resolve_accel(choice: Accel) -> Result<&'static str> {
+    Ok(match choice {
+        Accel::Tcg => "tcg",
+        Accel::Kvm => {
+            if !qemu::kvm_usable() {
+                bail!(
+                    "--accel kvm: KVM is not usable here (no vmx/svm in /proc/cpuinfo, or /dev/kvm does not open); use --accel tcg"
+                );
+            }
+            "kvm"
+        }
+        Accel::Auto => {
+            if qemu::kvm_usable() {
+                "kvm"
+            } else {
+                "tcg"
+            }
+        }
+    })
+}
+
 /// One `Step` wrapper for booting, used by run-vm's progress output.
 pub fn boot_step(p: &Prepared, accel: Accel) -> Step {
     Step::start(format!(
-        "boot {} kernel {} with QEMU {} ({:?})",
+        "boot {} kernel {} with QEMU {} ({})",
         p.variant.name(),
         p.kernel.release,
         p.qemu.description,
-        accel
+        resolve_accel(accel).unwrap_or("no accelerator")
     ))
 }
 
