@@ -334,9 +334,10 @@ pub fn boot(
     .args([
         "-device",
         &format!(
-            "vhost-user-test-device-pci,chardev=pktaccel0,virtio-id={},num_vqs={}",
+            "vhost-user-test-device-pci,chardev=pktaccel0,virtio-id={},num_vqs={},config_size={}",
             pktaccel_abi::VIRTIO_ID,
-            args.queues
+            args.queues,
+            pktaccel_abi::DEVICE_CONFIG_SIZE
         ),
     ]);
     q.stderr(std::fs::File::create(&qemu_log)?);
