@@ -1,0 +1,374 @@
+//! Allocator behaviour through the process heap (the functions the
+//! preloaded malloc ABI calls) and private pools.
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::Command;
+
+use pktslab::class::{MAX_SMALL, SLAB_SIZE};
+use pktslab::global;
+use pktslab::{BackendChoice, BackendMode, Config, Pool, V2pError};
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+fn host_cfg() -> Config {
+    Config { backend: BackendChoice::Host, arena_size: 8 << 30, ..Default::default() }
+}
+
+#[test]
+fn size_37_gets_a_64_byte_piece_and_realloc_in_class_keeps_the_pointer() {
+    let p = global::malloc(37);
+    assert!(!p.is_null());
+    // SAFETY: p is a live allocation.
+    unsafe {
+        assert_eq!(global::usable_size(p), 64);
+        p.write_bytes(0xab, 37);
+        let q = global::realloc(p, 60);
+        assert_eq!(q, p, "realloc within the 64-byte class must not move");
+        let r = global::realloc(q, 65);
+        assert_ne!(r, q, "65 bytes needs the 128-byte class");
+        assert_eq!(global::usable_size(r), 128);
+        assert!(std::slice::from_raw_parts(r, 37).iter().all(|&b| b == 0xab));
+        global::free(r, "free");
+    }
+}
+
+#[test]
+fn every_size_is_16_aligned_and_usable_is_the_power_of_two() {
+    let mut v = Vec::new();
+    for s in [0usize, 1, 15, 16, 17, 31, 33, 100, 1000, 4097, 65_537, MAX_SMALL, MAX_SMALL + 1, 5 << 20] {
+        let p = global::malloc(s);
+        assert!(!p.is_null(), "size {s}");
+        assert_eq!(p as usize % 16, 0, "size {s}");
+        // SAFETY: live allocation.
+        let u = unsafe { global::usable_size(p) };
+        assert!(u >= s.max(1));
+        if s <= MAX_SMALL {
+            assert!(u.is_power_of_two() && (u / 2 < s || u == 16), "size {s} usable {u}");
+        } else {
+            assert_eq!(u % SLAB_SIZE, 0);
+        }
+        // SAFETY: u bytes are usable.
+        unsafe { p.write_bytes(0x5a, u) };
+        v.push(p);
+    }
+    for p in v {
+        // SAFETY: live allocations freed once.
+        unsafe { global::free(p, "free") };
+    }
+}
+
+#[test]
+fn memalign_honours_alignments_from_32_bytes_to_8_mib() {
+    for align in [32usize, 64, 4096, 65_536, 1 << 20, 2 << 20, 8 << 20] {
+        for size in [1usize, 100, 5000, 3 << 20] {
+            let p = global::memalign(align, size);
+            assert!(!p.is_null());
+            assert_eq!(p as usize % align, 0, "align {align} size {size}");
+            // SAFETY: live allocation of at least `size` bytes.
+            unsafe {
+                p.write_bytes(1, size);
+                global::free(p, "free");
+            }
+        }
+    }
+}
+
+#[test]
+fn calloc_zeroes_reused_memory() {
+    let p = global::malloc(200);
+    // SAFETY: live allocation.
+    unsafe {
+        p.write_bytes(0xff, 200);
+        global::free(p, "free");
+    }
+    let q = global::calloc(25, 8);
+    // SAFETY: 200 bytes live.
+    assert!(unsafe { std::slice::from_raw_parts(q, 200) }.iter().all(|&b| b == 0));
+    let big = global::malloc(3 << 20);
+    // SAFETY: live allocation.
+    unsafe {
+        big.write_bytes(0xee, 3 << 20);
+        global::free(big, "free");
+    }
+    let bz = global::calloc(3, 1 << 20);
+    // SAFETY: 3 MiB live.
+    assert!(unsafe { std::slice::from_raw_parts(bz, 3 << 20) }.iter().all(|&b| b == 0));
+    // SAFETY: live allocations.
+    unsafe {
+        global::free(q, "free");
+        global::free(bz, "free");
+    }
+}
+
+#[test]
+fn overflow_and_huge_sizes_give_null_and_enomem() {
+    assert!(global::calloc(usize::MAX / 2, 3).is_null());
+    assert_eq!(errno(), libc::ENOMEM);
+    assert!(global::malloc(usize::MAX).is_null());
+    assert_eq!(errno(), libc::ENOMEM);
+    assert!(global::malloc(usize::MAX - 4096).is_null());
+    assert_eq!(errno(), libc::ENOMEM);
+    let p = global::malloc(10);
+    // SAFETY: p is live; reallocarray overflow leaves it untouched.
+    unsafe {
+        assert!(global::reallocarray(p, usize::MAX, 2).is_null());
+        assert_eq!(errno(), libc::ENOMEM);
+        assert_eq!(global::usable_size(p), 16);
+        global::free(p, "free");
+    }
+}
+
+#[test]
+fn large_realloc_grows_in_place_and_keeps_contents() {
+    let p = global::malloc(3 << 20);
+    // SAFETY: live allocation; sizes within usable.
+    unsafe {
+        for i in 0..(3 << 20) {
+            *p.add(i) = (i % 251) as u8;
+        }
+        let q = global::realloc(p, 9 << 20);
+        assert!(!q.is_null());
+        for i in (0..(3 << 20)).step_by(4093) {
+            assert_eq!(*q.add(i), (i % 251) as u8);
+        }
+        let r = global::realloc(q, (2 << 20) + 1);
+        assert_eq!(r, q, "shrinking a large run stays in place");
+        assert_eq!(global::usable_size(r), 4 << 20);
+        let s = global::realloc(r, 100);
+        assert_eq!(global::usable_size(s), 128);
+        assert_eq!(*s.add(99), 99);
+        global::free(s, "free");
+    }
+}
+
+#[test]
+fn v2p_is_outside_for_foreign_pointers_and_exact_inside() {
+    let p = global::malloc(5000);
+    let pool = Pool::global().unwrap();
+    let ph = pool.v2p(p).unwrap();
+    assert!(ph.contig >= 1 && ph.contig <= 8192);
+    let ph2 = pool.v2p(p.wrapping_add(100)).unwrap();
+    if ph.contig > 100 {
+        assert_eq!(ph2.addr, ph.addr + 100);
+        assert_eq!(ph2.contig, ph.contig - 100);
+    }
+    let local = 5u64;
+    assert_eq!(pool.v2p((&raw const local).cast()), Err(V2pError::OutsideArena));
+    assert_eq!(pktslab::v2p(std::ptr::null()), Err(V2pError::OutsideArena));
+    let b = Box::new(1u8);
+    assert_eq!(pktslab::v2p(&*b), Err(V2pError::OutsideArena));
+    // SAFETY: live allocation.
+    unsafe { global::free(p, "free") };
+}
+
+/// On the host as root, the pagemap mode reports the same physical address
+/// as reading /proc/self/pagemap directly.
+#[test]
+fn host_mode_matches_pagemap_or_is_synthetic() {
+    let pool = Pool::new(host_cfg()).unwrap();
+    let buf = pool.alloc(3 * 4096).unwrap();
+    let mode = pool.mode();
+    assert!(matches!(mode, BackendMode::HostPagemap | BackendMode::HostSynthetic), "{mode:?}");
+    eprintln!("host backend mode: {}", mode.name());
+    let ph = buf.phys().unwrap();
+    if mode == BackendMode::HostPagemap {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::open("/proc/self/pagemap").unwrap();
+        let va = buf.as_ptr() as usize;
+        let mut e = [0u8; 8];
+        f.read_exact_at(&mut e, (va / 4096 * 8) as u64).unwrap();
+        let e = u64::from_le_bytes(e);
+        let pfn = e & ((1 << 55) - 1);
+        assert_eq!(ph.addr, (pfn << 12) + (va % 4096) as u64);
+    }
+    // The segments cover the buffer exactly, each within its contiguity.
+    let segs: Vec<_> = buf.phys_segments().map(Result::unwrap).collect();
+    assert_eq!(segs.iter().map(|s| s.1).sum::<usize>(), buf.len());
+}
+
+#[test]
+fn synthetic_mode_splits_at_16k_chunks() {
+    let pool = Pool::new(Config { force_synthetic: true, ..host_cfg() }).unwrap();
+    assert_eq!(pool.mode(), BackendMode::HostSynthetic);
+    let buf = pool.alloc(64 * 1024).unwrap();
+    let segs: Vec<_> = buf.phys_segments().map(Result::unwrap).collect();
+    assert_eq!(segs.len(), 4, "{segs:x?}");
+    assert!(segs.iter().all(|s| s.1 == 16 * 1024));
+    for w in segs.windows(2) {
+        assert_ne!(w[0].0 + w[0].1 as u64, w[1].0, "chunks are discontiguous");
+    }
+    // Same address twice: consistent.
+    assert_eq!(buf.phys().unwrap(), buf.phys().unwrap());
+}
+
+#[test]
+fn out_of_pinned_memory_gives_null_and_enomem() {
+    let pool = Pool::new(Config { max_pinned: 4 << 20, ..host_cfg() }).unwrap();
+    let mut held = Vec::new();
+    let mut failed = false;
+    for _ in 0..10 {
+        let p = pool.alloc_raw(1 << 20);
+        if p.is_null() {
+            assert_eq!(errno(), libc::ENOMEM);
+            failed = true;
+            break;
+        }
+        held.push(p);
+    }
+    assert!(failed, "a 4 MiB cap must run out");
+    assert_eq!(held.len(), 4, "two 1 MiB pieces per slab, two slabs");
+    assert!(pool.alloc_raw(3 << 20).is_null());
+    assert_eq!(pool.stats().bytes_fallback, 0);
+    for p in held {
+        // SAFETY: from this pool, freed once.
+        unsafe { pool.free_raw(p) };
+    }
+}
+
+#[test]
+fn fallback_hands_out_unpinned_memory_and_counts_it() {
+    let pool = Pool::new(Config { max_pinned: 2 << 20, fallback: true, ..host_cfg() }).unwrap();
+    let a = pool.alloc(1 << 20).unwrap();
+    let b = pool.alloc(1 << 20).unwrap();
+    assert!(a.phys().is_ok() && b.phys().is_ok());
+    let mut c = pool.alloc(5 << 20).unwrap();
+    c[5 << 19] = 7;
+    assert_eq!(c.phys(), Err(V2pError::NotPinned));
+    let s = pool.stats();
+    assert_eq!(s.bytes_fallback, 6 << 20);
+    assert_eq!(s.bytes_pinned, 2 << 20);
+}
+
+#[test]
+fn missing_device_follows_the_fallback_rule() {
+    let cfg = Config { backend: BackendChoice::Device, device_path: c"/nonexistent/pktaccel", ..host_cfg() };
+    let strict = Pool::new(cfg).unwrap();
+    assert_eq!(strict.mode(), BackendMode::Missing);
+    assert!(strict.alloc_raw(100).is_null());
+    assert_eq!(errno(), libc::ENOMEM);
+    assert!(strict.alloc(100).is_err());
+    let lenient = Pool::new(Config { fallback: true, ..cfg }).unwrap();
+    let mut b = lenient.alloc(100).unwrap();
+    b[99] = 1;
+    assert_eq!(b.phys(), Err(V2pError::NotPinned));
+    assert!(lenient.stats().bytes_fallback > 0);
+}
+
+#[test]
+fn pinned_box_and_buffer_round_trip() {
+    let pool = Pool::new(host_cfg()).unwrap();
+    #[repr(align(4096))]
+    struct Page([u8; 4096]);
+    let mut bx = pool.boxed(Page([3; 4096])).unwrap();
+    bx.0[4095] = 9;
+    assert_eq!((&*bx as *const Page as usize) % 4096, 0);
+    assert!(bx.phys().is_ok());
+    let s = pool.stats();
+    assert!(s.allocs.iter().sum::<u64>() >= 1);
+    assert!(s.bytes_pinned >= SLAB_SIZE as u64);
+}
+
+#[test]
+fn freed_pieces_are_reused() {
+    let pool = Pool::new(host_cfg()).unwrap();
+    let p = pool.alloc_raw(48);
+    // SAFETY: from this pool.
+    unsafe { pool.free_raw(p) };
+    let q = pool.alloc_raw(50);
+    assert_eq!(p, q, "the shared list is LIFO");
+    assert_eq!(pool.usable_size(q), 64);
+}
+
+// ---------------------------------------------------------------------------
+// Faults: each case runs in a child process that must die with SIGABRT and
+// print one line naming the call and the pointer.
+// ---------------------------------------------------------------------------
+
+const CRASH_ENV: &str = "PKTSLAB_TEST_CRASH";
+
+fn crash(case: &str) {
+    // SAFETY: deliberately invalid frees; the allocator must abort first.
+    unsafe {
+        match case {
+            "double-free" => {
+                let p = global::malloc(37);
+                global::free(p, "free");
+                global::free(p, "free");
+            }
+            "interior-free" => {
+                let p = global::malloc(64);
+                global::free(p.add(16), "free");
+            }
+            "never-returned" => {
+                // A piece boundary in this slab that no malloc ever returned.
+                let p = global::malloc(1000) as usize;
+                let slab_end = (p | (SLAB_SIZE - 1)) + 1;
+                global::free((slab_end - 1024) as *mut u8, "free");
+            }
+            "realloc-invalid" => {
+                let p = global::malloc(100);
+                global::realloc(p.add(32), 300);
+            }
+            "realloc-freed" => {
+                let p = global::malloc(100);
+                global::free(p, "free");
+                global::realloc(p, 300);
+            }
+            "large-double-free" => {
+                let p = global::malloc(3 << 20);
+                global::free(p, "free");
+                global::free(p, "free");
+            }
+            _ => panic!("unknown case {case}"),
+        }
+    }
+}
+
+fn expect_abort(test: &str, case: &str, line: &str) {
+    if let Ok(c) = std::env::var(CRASH_ENV) {
+        crash(&c);
+        std::process::exit(0);
+    }
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CRASH_ENV, case)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.signal(), Some(libc::SIGABRT), "case {case}: {:?}\n{err}", out.status);
+    let l = err.lines().find(|l| l.starts_with("pktslab: ")).unwrap_or("");
+    assert!(l.starts_with(line), "case {case}: got {l:?}, want {line:?}");
+    assert!(l.contains(" 0x"), "names the pointer: {l}");
+}
+
+#[test]
+fn double_free_aborts() {
+    expect_abort("double_free_aborts", "double-free", "pktslab: free(): double free of 0x");
+}
+
+#[test]
+fn interior_pointer_free_aborts() {
+    expect_abort("interior_pointer_free_aborts", "interior-free", "pktslab: free(): invalid pointer 0x");
+}
+
+#[test]
+fn free_of_never_returned_piece_aborts() {
+    expect_abort("free_of_never_returned_piece_aborts", "never-returned", "pktslab: free(): invalid pointer 0x");
+}
+
+#[test]
+fn realloc_of_invalid_pointer_aborts() {
+    expect_abort("realloc_of_invalid_pointer_aborts", "realloc-invalid", "pktslab: realloc(): invalid pointer 0x");
+}
+
+#[test]
+fn realloc_of_freed_pointer_aborts() {
+    expect_abort("realloc_of_freed_pointer_aborts", "realloc-freed", "pktslab: realloc(): use after free of 0x");
+}
+
+#[test]
+fn large_double_free_aborts() {
+    expect_abort("large_double_free_aborts", "large-double-free", "pktslab: free(): double free of 0x");
+}
