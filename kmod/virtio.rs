@@ -49,7 +49,6 @@ pub(crate) mod status {
     pub(crate) const DRIVER: u8 = 2;
     pub(crate) const DRIVER_OK: u8 = 4;
     pub(crate) const FEATURES_OK: u8 = 8;
-    pub(crate) const DEVICE_NEEDS_RESET: u8 = 0x40;
     pub(crate) const FAILED: u8 = 0x80;
 }
 
@@ -65,7 +64,6 @@ pub(crate) struct Caps {
     pub(crate) notify: u32,
     pub(crate) notify_len: u32,
     pub(crate) notify_mult: u32,
-    pub(crate) isr: u32,
     pub(crate) device: u32,
     pub(crate) device_len: u32,
 }
@@ -145,7 +143,6 @@ pub(crate) fn find_caps(pdev: &pci::Device<Bound>) -> Result<Caps> {
         notify: caps[usize::from(CAP_NOTIFY)].offset,
         notify_len: caps[usize::from(CAP_NOTIFY)].length,
         notify_mult: caps[usize::from(CAP_NOTIFY)].extra,
-        isr: caps[usize::from(CAP_ISR)].offset,
         device: caps[usize::from(CAP_DEVICE)].offset,
         device_len: caps[usize::from(CAP_DEVICE)].length,
     })

@@ -1,0 +1,450 @@
+// SPDX-License-Identifier: GPL-2.0
+//! Device state shared by the PCI driver, the interrupt thread and open
+//! files: the request queues, requests in flight, statistics, and device
+//! death.
+//!
+//! `Shared` outlives the PCI binding while files are open: after unbind
+//! (or after the device is declared dead) it refuses new requests, its
+//! BAR is revoked (`DevresBar`) and its rings are gone.
+
+use core::fmt;
+use kernel::{
+    io::Io,
+    pci,
+    prelude::*,
+    sync::{
+        atomic::{Atomic, Relaxed},
+        aref::ARef,
+        CondVar, CondVarTimeoutResult, SpinLock,
+    },
+    time::{delay::fsleep, msecs_to_jiffies, Delta, Instant, Monotonic},
+};
+
+use crate::{
+    abi,
+    file::{Bounce, FileState},
+    ring::{Seg, Vq, STATUS_UNWRITTEN},
+    virtio::{self, common, Caps, Regs},
+};
+use kernel::sync::Arc;
+
+/// Bytes pinned in slabs, over all files and devices.
+pub(crate) static PINNED_TOTAL: Atomic<u64> = Atomic::new(0);
+/// Slabs allocated, over all files and devices.
+pub(crate) static SLABS_TOTAL: Atomic<u64> = Atomic::new(0);
+
+/// A request the device holds.
+pub(crate) struct InFlight {
+    /// Keeps the submitting file's state (and so its slabs) alive until
+    /// the device is done with the request, even if the file is closed.
+    pub(crate) file: Arc<FileState>,
+    pub(crate) cookie: u64,
+    pub(crate) op: u16,
+    pub(crate) bounce: Option<Bounce>,
+}
+
+pub(crate) struct QueueState {
+    pub(crate) vq: Option<Vq>,
+    pub(crate) slots: KVec<Option<InFlight>>,
+    pub(crate) last_progress: Instant<Monotonic>,
+}
+
+pub(crate) struct Hw {
+    pub(crate) queues: KVec<QueueState>,
+    pub(crate) dead: bool,
+    next: usize,
+}
+
+impl Hw {
+    pub(crate) fn new(queues: KVec<QueueState>) -> Self {
+        Hw { queues, dead: false, next: 0 }
+    }
+}
+
+/// Device-wide counters (debugfs).
+pub(crate) struct Stats {
+    pub(crate) requests: [Atomic<u64>; 16],
+    pub(crate) errors: [Atomic<u64>; 16],
+    pub(crate) rejected: Atomic<u64>,
+    pub(crate) bytes_copied: Atomic<u64>,
+    pub(crate) bytes_zero_copy: Atomic<u64>,
+    pub(crate) ring_full: Atomic<u64>,
+    pub(crate) device_errors: Atomic<u64>,
+}
+
+impl Stats {
+    pub(crate) const fn new() -> Self {
+        Stats {
+            requests: [const { Atomic::new(0) }; 16],
+            errors: [const { Atomic::new(0) }; 16],
+            rejected: Atomic::new(0),
+            bytes_copied: Atomic::new(0),
+            bytes_zero_copy: Atomic::new(0),
+            ring_full: Atomic::new(0),
+            device_errors: Atomic::new(0),
+        }
+    }
+}
+
+#[pin_data]
+pub(crate) struct Shared {
+    pub(crate) pdev: ARef<pci::Device>,
+    pub(crate) cfg: abi::DeviceConfig,
+    pub(crate) queue_size: u16,
+    pub(crate) max_segs: u16,
+    pub(crate) nq: usize,
+    /// Requests that fit in all rings at once.
+    pub(crate) total_slots: usize,
+    pub(crate) caps: Caps,
+    pub(crate) bar: pci::DevresBar,
+    pub(crate) notify: KVec<usize>,
+    #[pin]
+    pub(crate) hw: SpinLock<Hw>,
+    /// Woken when ring slots free up or the device dies.
+    #[pin]
+    pub(crate) space: CondVar,
+    pub(crate) stats: Stats,
+}
+
+impl Shared {
+    pub(crate) fn is_dead(&self) -> bool {
+        self.hw.lock().dead
+    }
+
+    fn kick(&self, q: usize) {
+        if let Some(bar) = self.bar.try_access() {
+            let _ = bar.try_write16(q as u16, self.notify[q]);
+        }
+    }
+
+    /// Rings the doorbell of every queue whose bit is set in `touched`.
+    pub(crate) fn kick_touched(&self, touched: u64) {
+        for q in 0..self.nq {
+            if touched & (1 << q) != 0 {
+                self.kick(q);
+            }
+        }
+    }
+
+    /// Queues one validated request on `queue` (or any queue for
+    /// `u32::MAX`). When the rings are full: `EAGAIN` if `nonblock`,
+    /// otherwise waits for room. The doorbell is rung by the caller
+    /// (`kick_touched`), once per batch; before sleeping, the queues
+    /// touched so far are kicked so the device can make room.
+    pub(crate) fn submit(
+        &self,
+        queue: u32,
+        hdr: &[u8; abi::REQUEST_HEADER_SIZE],
+        segs: &[Seg],
+        inf: InFlight,
+        nonblock: bool,
+        touched: &mut u64,
+    ) -> Result {
+        let mut inf = Some(inf);
+        let mut hw = self.hw.lock();
+        loop {
+            if hw.dead {
+                return Err(ENODEV);
+            }
+            let nq = hw.queues.len();
+            let room = |hw: &Hw, q: usize| hw.queues[q].vq.as_ref().is_some_and(|v| v.has_room());
+            let pick = if queue != u32::MAX {
+                let q = queue as usize;
+                if room(&hw, q) { Some(q) } else { None }
+            } else {
+                (0..nq).map(|i| (hw.next + i).checked_rem(nq).unwrap_or(0)).find(|&q| room(&hw, q))
+            };
+            if let Some(q) = pick {
+                let qs = &mut hw.queues[q];
+                let Some(vq) = qs.vq.as_mut() else {
+                    return Err(ENODEV);
+                };
+                let idle = vq.in_flight() == 0;
+                let slot = vq.add(hdr, segs).ok_or(EINVAL)?;
+                if idle {
+                    qs.last_progress = Instant::now();
+                }
+                qs.slots[usize::from(slot)] = inf.take();
+                hw.next = (q + 1).checked_rem(nq).unwrap_or(0);
+                *touched |= 1 << q;
+                return Ok(());
+            }
+            self.stats.ring_full.add(1, Relaxed);
+            if let Some(i) = &inf {
+                i.file.stats.ring_full.add(1, Relaxed);
+            }
+            if nonblock {
+                return Err(EAGAIN);
+            }
+            self.kick_touched(*touched);
+            *touched = 0;
+            if self.stalled(&hw) {
+                drop(hw);
+                self.declare_dead(Some("stopped completing requests"));
+                hw = self.hw.lock();
+                continue;
+            }
+            if let CondVarTimeoutResult::Signal { .. } =
+                self.space.wait_interruptible_timeout(&mut hw, msecs_to_jiffies(100))
+            {
+                return Err(EINTR);
+            }
+        }
+    }
+
+    /// Delivers every used-ring entry; runs in the interrupt thread.
+    pub(crate) fn process_used(&self) {
+        for q in 0..self.nq {
+            loop {
+                let popped = {
+                    let mut hw = self.hw.lock();
+                    let QueueState { vq, slots, last_progress } = &mut hw.queues[q];
+                    let Some(vq) = vq.as_mut() else { break };
+                    match vq.pop_used() {
+                        None => break,
+                        Some(Err(id)) => Err(id),
+                        Some(Ok((slot, _len))) => match slots[usize::from(slot)].take() {
+                            Some(inf) => {
+                                let st = vq.status(slot);
+                                vq.release(slot);
+                                *last_progress = Instant::now();
+                                Ok((inf, st))
+                            }
+                            None => Err(u32::from(slot)),
+                        },
+                    }
+                };
+                match popped {
+                    Ok((inf, st)) => self.deliver(inf, st),
+                    Err(id) => dev_warn!(
+                        self.pdev.as_ref(),
+                        "queue {}: device completed descriptor {} which is not in flight\n",
+                        q,
+                        id
+                    ),
+                }
+                self.space.notify_all();
+            }
+        }
+    }
+
+    /// Hands one finished request to its file. Called without locks held:
+    /// dropping the last reference to a closed file frees its slabs.
+    fn deliver(&self, inf: InFlight, mut st: abi::StatusRecord) {
+        if st.status == STATUS_UNWRITTEN {
+            st = abi::StatusRecord { status: abi::STATUS_DEVICE_ERROR, ..Default::default() };
+        }
+        let op = usize::from(inf.op) & 15;
+        self.stats.requests[op].add(1, Relaxed);
+        if st.status != abi::STATUS_OK {
+            self.stats.errors[op].add(1, Relaxed);
+        }
+        inf.file.complete(inf.cookie, inf.op, st, inf.bounce);
+    }
+
+    fn stalled(&self, hw: &Hw) -> bool {
+        let limit = i64::from(crate::request_timeout_ms());
+        limit > 0
+            && !hw.dead
+            && hw.queues.iter().any(|qs| {
+                qs.vq.as_ref().is_some_and(|v| v.in_flight() > 0)
+                    && qs.last_progress.elapsed().as_millis() > limit
+            })
+    }
+
+    /// Declares the device dead if its oldest request has waited longer
+    /// than `request_timeout_ms` without any completion.
+    pub(crate) fn watchdog(&self) {
+        let stalled = {
+            let hw = self.hw.lock();
+            self.stalled(&hw)
+        };
+        if stalled {
+            self.declare_dead(Some("stopped completing requests"));
+        }
+    }
+
+    /// Stops the device for good: no new requests, the device is reset
+    /// (so it touches no ring or buffer any more), and every request in
+    /// flight completes with `STATUS_DEVICE_ERROR`, waking its waiters.
+    /// `why` is logged; `None` is an orderly unbind.
+    pub(crate) fn declare_dead(&self, why: Option<&str>) {
+        {
+            let mut hw = self.hw.lock();
+            if hw.dead {
+                return;
+            }
+            hw.dead = true;
+        }
+        if let Some(why) = why {
+            dev_err!(
+                self.pdev.as_ref(),
+                "device {}: resetting it and failing outstanding requests with STATUS_DEVICE_ERROR\n",
+                why
+            );
+        }
+        self.reset_device();
+        loop {
+            let inf = {
+                let mut hw = self.hw.lock();
+                let mut found = None;
+                for qs in hw.queues.iter_mut() {
+                    if let Some(s) = qs.slots.iter_mut().find(|s| s.is_some()) {
+                        found = s.take();
+                        break;
+                    }
+                }
+                found
+            };
+            let Some(inf) = inf else { break };
+            self.stats.device_errors.add(1, Relaxed);
+            let st = abi::StatusRecord { status: abi::STATUS_DEVICE_ERROR, ..Default::default() };
+            self.deliver(inf, st);
+        }
+        {
+            let mut hw = self.hw.lock();
+            for qs in hw.queues.iter_mut() {
+                if let Some(vq) = qs.vq.as_mut() {
+                    vq.reset_state();
+                }
+            }
+        }
+        self.space.notify_all();
+    }
+
+    /// Resets the device through the (revocable) BAR, waiting up to 100 ms
+    /// for it to acknowledge.
+    fn reset_device(&self) {
+        let write = self.bar.try_access().map(|bar| {
+            Regs { bar: &bar, caps: &self.caps }.write8(0, common::DEVICE_STATUS)
+        });
+        if !matches!(write, Some(Ok(()))) {
+            return;
+        }
+        for _ in 0..1000 {
+            let st = self
+                .bar
+                .try_access()
+                .map(|bar| Regs { bar: &bar, caps: &self.caps }.status());
+            match st {
+                Some(Ok(0)) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => fsleep(Delta::from_micros(100)),
+            }
+        }
+        dev_err!(self.pdev.as_ref(), "device did not acknowledge reset\n");
+    }
+
+    /// Unbind: stop everything and free the rings while still bound.
+    pub(crate) fn shutdown(&self) {
+        self.declare_dead(None);
+        let mut rings = KVec::with_capacity(self.nq, GFP_KERNEL).ok();
+        {
+            let mut hw = self.hw.lock();
+            for qs in hw.queues.iter_mut() {
+                let vq = qs.vq.take();
+                if let (Some(r), Some(vq)) = (rings.as_mut(), vq) {
+                    // Cannot fail: capacity `nq`. On allocation failure
+                    // above, the rings are dropped here, under the lock,
+                    // which is also fine (freeing coherent memory does
+                    // not sleep).
+                    let _ = r.push_within_capacity(vq);
+                }
+            }
+        }
+        drop(rings);
+    }
+
+    fn in_flight(&self) -> usize {
+        let hw = self.hw.lock();
+        hw.queues.iter().map(|q| q.vq.as_ref().map_or(0, |v| v.in_flight())).sum()
+    }
+}
+
+/// The debugfs `stats` file: one `key value` pair per line.
+pub(crate) struct StatsView(pub(crate) Arc<Shared>);
+
+impl fmt::Debug for StatsView {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.0;
+        writeln!(f, "slabs {}", SLABS_TOTAL.load(Relaxed))?;
+        writeln!(f, "pinned_bytes {}", PINNED_TOTAL.load(Relaxed))?;
+        writeln!(f, "max_pinned_per_file {}", crate::max_pinned_per_file())?;
+        writeln!(f, "max_pinned_total {}", crate::max_pinned_total())?;
+        writeln!(f, "device {}", if s.is_dead() { "dead" } else { "alive" })?;
+        writeln!(f, "queues {}", s.nq)?;
+        writeln!(f, "queue_size {}", s.queue_size)?;
+        writeln!(f, "in_flight {}", s.in_flight())?;
+        for op in 0..abi::OP_COUNT {
+            writeln!(
+                f,
+                "requests.{} {}",
+                abi::op_name(op),
+                s.stats.requests[usize::from(op)].load(Relaxed)
+            )?;
+        }
+        for op in 0..abi::OP_COUNT {
+            writeln!(
+                f,
+                "errors.{} {}",
+                abi::op_name(op),
+                s.stats.errors[usize::from(op)].load(Relaxed)
+            )?;
+        }
+        writeln!(f, "rejected {}", s.stats.rejected.load(Relaxed))?;
+        writeln!(f, "bytes_copied {}", s.stats.bytes_copied.load(Relaxed))?;
+        writeln!(f, "bytes_zero_copy {}", s.stats.bytes_zero_copy.load(Relaxed))?;
+        writeln!(f, "ring_full {}", s.stats.ring_full.load(Relaxed))?;
+        writeln!(f, "device_errors {}", s.stats.device_errors.load(Relaxed))
+    }
+}
+
+/// Sets up every request queue: size, rings, MSI-X vector 0, doorbell,
+/// enable. Returns the queue states and doorbell offsets.
+pub(crate) fn setup_queues(
+    pdev: &pci::Device<kernel::device::Bound>,
+    regs: &Regs<'_>,
+    nq: u16,
+    max_segs: u16,
+    indirect: bool,
+) -> Result<(KVec<QueueState>, KVec<usize>, u16)> {
+    let mut queues = KVec::with_capacity(usize::from(nq), GFP_KERNEL)?;
+    let mut notify = KVec::with_capacity(usize::from(nq), GFP_KERNEL)?;
+    let mut qsize = 0;
+    for q in 0..nq {
+        regs.write16(q, common::QUEUE_SELECT)?;
+        let max = regs.read16(common::QUEUE_SIZE)?;
+        if max == 0 {
+            dev_err!(pdev, "queue {} is not available (size 0)\n", q);
+            return Err(ENODEV);
+        }
+        let want = max.min(crate::queue_size_param()).max(1);
+        // Power of two, as every split-ring implementation expects.
+        let size = 1u16 << want.ilog2();
+        regs.write16(size, common::QUEUE_SIZE)?;
+        let vq = Vq::new(pdev.as_ref(), size, max_segs, indirect).inspect_err(|_| {
+            dev_err!(pdev, "queue {}: cannot allocate rings of {} entries\n", q, size);
+        })?;
+        let (d, a, u) = vq.addrs();
+        regs.write64(d, common::QUEUE_DESC)?;
+        regs.write64(a, common::QUEUE_DRIVER)?;
+        regs.write64(u, common::QUEUE_DEVICE)?;
+        regs.write16(0, common::QUEUE_MSIX_VECTOR)?;
+        if regs.read16(common::QUEUE_MSIX_VECTOR)? == virtio::NO_VECTOR {
+            dev_err!(pdev, "queue {}: device refused MSI-X vector 0\n", q);
+            return Err(EIO);
+        }
+        notify.push(regs.notify_offset(q)?, GFP_KERNEL)?;
+        regs.write16(q, common::QUEUE_SELECT)?;
+        regs.write16(1, common::QUEUE_ENABLE)?;
+        let mut slots = KVec::with_capacity(usize::from(vq.nslots()), GFP_KERNEL)?;
+        for _ in 0..vq.nslots() {
+            slots.push(None, GFP_KERNEL)?;
+        }
+        qsize = size;
+        queues.push(
+            QueueState { vq: Some(vq), slots, last_progress: Instant::now() },
+            GFP_KERNEL,
+        )?;
+    }
+    Ok((queues, notify, qsize))
+}
