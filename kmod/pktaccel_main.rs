@@ -7,7 +7,7 @@
 //! request queues (`dev`) and exposes `/dev/pktaccel` (`file`, `misc`) with
 //! pinned slabs (`slab`). See docs/kmod.md.
 
-use core::{mem::ManuallyDrop, ptr::NonNull};
+use core::ptr::NonNull;
 use kernel::{
     debugfs,
     device::{Bound, Core},
@@ -130,7 +130,7 @@ struct DevData<'bound> {
     _debugfs: debugfs::Dir,
     #[pin]
     irq: ThreadedRegistration<'bound, IrqHandler>,
-    _vectors: ManuallyDrop<Vectors<'bound>>,
+    _vectors: Vectors<'bound>,
     shared: Arc<Shared>,
     pdev: &'bound pci::Device<Bound>,
 }
@@ -278,7 +278,7 @@ impl pci::Driver for PktDriver {
                         try_pin_init!(IrqHandler { shared: s_irq }? Error),
                     )
                 },
-                _vectors: ManuallyDrop::new(vectors),
+                _vectors: vectors,
                 misc <- PollMiscRegistration::register(c"pktaccel", s_misc),
                 stats_file <- debugfs.read_only_file(c"stats", StatsView(s_dbg)),
                 _debugfs: debugfs,

@@ -95,7 +95,7 @@ impl Slab {
         unsafe { bindings::split_page(first.as_ptr(), order) };
         // SAFETY: `first` is a valid page.
         let phys = unsafe { pktaccel_page_to_phys(first.as_ptr()) };
-        let slab = Slab {
+        let mut slab = Slab {
             id,
             size,
             phys,
@@ -118,8 +118,9 @@ impl Slab {
                 // `slab.caching` is still write-back: drop just frees.
                 return Err(Error::from_errno(ret));
             }
+            slab.caching = caching;
         }
-        Ok(Slab { caching, ..slab })
+        Ok(slab)
     }
 
     fn kaddr(&self) -> *mut ffi::c_void {

@@ -2,11 +2,13 @@
 
 use crate::harness::Test;
 
+mod kmod;
 mod rig;
 
 /// Every guest test, in run order.
 pub fn all() -> Vec<Test> {
     let mut v = Vec::new();
     v.extend(rig::tests());
+    v.extend(kmod::tests());
     v
 }
