@@ -10,6 +10,7 @@
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use pktaccel_abi::VIRTIO_F_VERSION_1;
 use tracing::{debug, warn};
@@ -87,6 +88,48 @@ impl PktAccelBackend {
     /// The device's request processor (engines, limits, key slots).
     pub fn processor(&self) -> &Processor {
         &self.inner.processor
+    }
+
+    /// Polls `vring` for up to `budget` after it ran empty, processing
+    /// whatever arrives (each arrival restarts the budget). This is the
+    /// device's answer to back-to-back batches: no kick, no wake-up.
+    fn poll_queue(&self, vring: &Vring, queue: usize, budget: Duration) {
+        if budget.is_zero() {
+            return;
+        }
+        let mut since = Instant::now();
+        let mut spins = 0u32;
+        loop {
+            if self.has_work(vring) {
+                if self.process_queue(vring, queue) == 0 {
+                    // The avail index is ahead but nothing can be popped (a
+                    // driver bug, e.g. an index more than a ring ahead):
+                    // stop polling rather than spin on it.
+                    return;
+                }
+                since = Instant::now();
+                continue;
+            }
+            spins += 1;
+            // Reading the clock costs more than a pause: check it sparingly.
+            if spins.is_multiple_of(64) && since.elapsed() >= budget {
+                return;
+            }
+            std::hint::spin_loop();
+        }
+    }
+
+    /// True when the driver made requests available that were not taken yet.
+    fn has_work(&self, vring: &Vring) -> bool {
+        let mem = self.inner.mem.memory();
+        let state = vring.get_ref();
+        let q = state.get_queue();
+        if !q.ready() || !state.is_enabled() {
+            return false;
+        }
+        q.avail_idx(&*mem, Ordering::Acquire)
+            .map(|idx| idx.0 != q.next_avail())
+            .unwrap_or(false)
     }
 
     /// Completes every available request on `vring`; returns how many.
@@ -199,12 +242,14 @@ impl VhostUserBackend for PktAccelBackend {
         };
         // Thread i serves exactly queue i (see queues_per_thread).
         let queue = thread_id;
+        let poll = Duration::from_micros(u64::from(self.inner.opts.poll_us));
         if self.inner.event_idx.load(Ordering::Relaxed) {
             // Keep going until no new request arrived while notifications
             // were off, so that none is left unseen.
             loop {
                 let _ = vring.disable_notification();
                 self.process_queue(vring, queue);
+                self.poll_queue(vring, queue, poll);
                 match vring.enable_notification() {
                     Ok(true) => continue,
                     Ok(false) => break,
@@ -216,6 +261,7 @@ impl VhostUserBackend for PktAccelBackend {
             }
         } else {
             self.process_queue(vring, queue);
+            self.poll_queue(vring, queue, poll);
         }
         Ok(())
     }

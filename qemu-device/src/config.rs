@@ -15,6 +15,8 @@ pub const MAX_SEGMENTS: u32 = 64;
 pub const MAX_REQUEST_BYTES: u32 = 1 << 20;
 /// Number of AES key slots.
 pub const KEY_SLOTS: u32 = 16;
+/// Default for [`DeviceOptions::poll_us`].
+pub const DEFAULT_POLL_US: u32 = 0;
 /// Largest virtqueue the split-ring layout allows.
 pub const MAX_QUEUE_SIZE: u16 = 32768;
 
@@ -71,6 +73,13 @@ pub struct DeviceOptions {
     pub max_request_bytes: u32,
     /// See [`KEY_SLOTS`].
     pub key_slots: u32,
+    /// How long a queue worker keeps polling an empty ring before it
+    /// re-enables notifications and sleeps, in microseconds. Polling saves
+    /// the kick and the thread wake-up (tens of microseconds under load)
+    /// when requests arrive back to back, but on a machine without a spare
+    /// core it steals time from the guest (measured: 6x slower on a loaded
+    /// 2-core host), so it is off (0) by default.
+    pub poll_us: u32,
 }
 
 impl Default for DeviceOptions {
@@ -82,6 +91,7 @@ impl Default for DeviceOptions {
             max_segments: MAX_SEGMENTS,
             max_request_bytes: MAX_REQUEST_BYTES,
             key_slots: KEY_SLOTS,
+            poll_us: DEFAULT_POLL_US,
         }
     }
 }

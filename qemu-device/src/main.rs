@@ -35,6 +35,10 @@ struct Cli {
     /// aes-gcm-seal, aes-gcm-open, copy, key-set, key-clear) or "all".
     #[arg(long, default_value = "all")]
     ops: String,
+    /// Microseconds a queue worker keeps polling an empty ring before it
+    /// sleeps until the next kick (0: never poll).
+    #[arg(long, default_value_t = pktaccel_device::config::DEFAULT_POLL_US)]
+    poll_us: u32,
     /// Exit when the first frontend disconnects (default: serve reconnections).
     #[arg(long)]
     once: bool,
@@ -122,7 +126,10 @@ fn run() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let opts = DeviceOptions::new(cli.queues, cli.queue_size, &cli.ops)?;
+    let opts = DeviceOptions {
+        poll_us: cli.poll_us,
+        ..DeviceOptions::new(cli.queues, cli.queue_size, &cli.ops)?
+    };
     block_signals()?;
     let mut server = Server::bind(&cli.socket, opts.clone())?;
     spawn_signal_thread(server.stopper(), server.stats())?;

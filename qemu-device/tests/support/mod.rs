@@ -113,6 +113,19 @@ impl Daemon {
         }
     }
 
+    /// CPU time (user + system) the daemon has used so far, in seconds.
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        // Fields after the parenthesised command name; utime and stime are
+        // fields 14 and 15 of the whole line.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        ticks / hz
+    }
+
     /// Sends a signal to the daemon.
     pub fn signal(&self, sig: libc::c_int) {
         // SAFETY: kill() on our own child's pid has no memory-safety
@@ -234,6 +247,9 @@ pub struct Queue {
     free: Vec<u16>,
     inflight: HashMap<u16, Vec<u16>>,
     event_idx: bool,
+    /// When false (a polling driver), used_event is never advanced, so the
+    /// device does not signal the call eventfd after every batch.
+    pub interrupts: bool,
 }
 
 impl Queue {
@@ -385,6 +401,7 @@ impl Guest {
                 free: (0..n).rev().collect(),
                 inflight: HashMap::new(),
                 event_idx: o.event_idx,
+                interrupts: true,
             });
         }
         Guest {
@@ -467,6 +484,52 @@ impl Guest {
         self.mem
             .store(idx.to_le(), GuestAddress(avail + 2), Ordering::Release)
             .unwrap();
+    }
+
+    /// Writes a chain of `descs` once into descriptors `first..first+len`
+    /// (for drivers that keep pre-built chains and only recycle heads).
+    pub fn prebuild(&mut self, q: usize, first: u16, descs: &[RawDesc]) {
+        let qu = &mut self.queues[q];
+        let ids: Vec<u16> = (0..descs.len() as u16).map(|i| first + i).collect();
+        qu.free.retain(|id| !ids.contains(id));
+        for (i, d) in descs.iter().enumerate() {
+            let last = i + 1 == descs.len();
+            let flags = if d.write { VRING_DESC_F_WRITE } else { 0 }
+                | if last { 0 } else { VRING_DESC_F_NEXT };
+            let next = if last { 0 } else { ids[i + 1] };
+            self.write_desc(q, ids[i], d.addr, d.len, flags, next);
+        }
+    }
+
+    /// Makes pre-built chains available with one index update.
+    pub fn push_avail_batch(&mut self, q: usize, heads: &[u16]) {
+        let qu = &mut self.queues[q];
+        for &head in heads {
+            let slot = qu.avail + 4 + u64::from(qu.avail_idx % qu.size) * 2;
+            qu.avail_idx = qu.avail_idx.wrapping_add(1);
+            self.mem
+                .write_obj(head.to_le(), GuestAddress(slot))
+                .unwrap();
+        }
+        self.mem
+            .store(
+                qu.avail_idx.to_le(),
+                GuestAddress(qu.avail + 2),
+                Ordering::Release,
+            )
+            .unwrap();
+    }
+
+    /// Counts completions of pre-built chains (entries not read).
+    pub fn reap(&mut self, q: usize) -> usize {
+        let qu = &mut self.queues[q];
+        let idx: u16 = self
+            .mem
+            .load(GuestAddress(qu.used + 2), Ordering::Acquire)
+            .unwrap();
+        let n = idx.wrapping_sub(qu.used_seen);
+        qu.used_seen = idx;
+        usize::from(n)
     }
 
     /// Builds a chain from `descs` and makes it available; returns the head.
@@ -558,7 +621,7 @@ impl Guest {
             out.push((id as u16, len));
             n += 1;
         }
-        if qu.event_idx && n > 0 {
+        if qu.event_idx && qu.interrupts && n > 0 {
             // used_event: interrupt me after the next completion.
             let at = qu.avail + 4 + 2 * u64::from(qu.size);
             self.mem

@@ -1,0 +1,304 @@
+//! Throughput of the real daemon driven through the vhost-user frontend,
+//! side by side with the raw engines called in a loop (and memcpy for COPY).
+//!
+//! `cargo bench -p pktaccel-device` — prints requests/s for batched (32)
+//! 64-byte NOP and CSUM, Gbit/s for 1500-byte CSUM, CRC32C, CRC-32,
+//! AES-256-GCM seal and COPY, and the device/raw ratios. No assertions:
+//! figures depend on the machine and its load.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use pktaccel_abi::*;
+use pktaccel_device::engines::{crc, csum, gcm};
+use support::{Daemon, Guest, GuestOpts, RawDesc, hdr};
+
+const BATCH: usize = 32;
+const RING: u16 = 1024;
+const MEASURE: Duration = Duration::from_millis(1500);
+
+/// One request shape, pre-built into as many chains as the ring holds.
+struct Shape {
+    header: RequestHeader,
+    in_len: u32,
+    out_len: u32,
+}
+
+struct DeviceRun {
+    /// Wall-clock requests per second.
+    requests_per_s: f64,
+    /// Wall-clock input bytes per second.
+    bytes_per_s: f64,
+    /// Requests per second of daemon CPU time: what one fully available
+    /// core would sustain (the host is shared, so wall time understates it).
+    requests_per_cpu_s: f64,
+}
+
+fn run_device(d: &Daemon, g: &mut Guest, shape: &Shape) -> DeviceRun {
+    let q = 0;
+    let per_chain = 2 + u16::from(shape.in_len > 0) + u16::from(shape.out_len > 0);
+    let chains = (RING / per_chain) as usize / BATCH * BATCH;
+    let mut heads = Vec::with_capacity(chains);
+    let hdr_area = g.alloc(64 * chains as u64);
+    let st_area = g.alloc(16 * chains as u64);
+    let data = g.alloc(u64::from(shape.in_len.max(1)) * chains as u64);
+    let out = g.alloc(u64::from(shape.out_len.max(1)) * chains as u64);
+    let payload: Vec<u8> = (0..shape.in_len).map(|i| (i * 31 + 7) as u8).collect();
+    for i in 0..chains {
+        let h = hdr_area + 64 * i as u64;
+        g.write(h, &shape.header.to_le_bytes());
+        let mut d = vec![RawDesc::r(h, 64)];
+        if shape.in_len > 0 {
+            let a = data + u64::from(shape.in_len) * i as u64;
+            g.write(a, &payload);
+            d.push(RawDesc::r(a, shape.in_len));
+        }
+        if shape.out_len > 0 {
+            d.push(RawDesc::w(
+                out + u64::from(shape.out_len) * i as u64,
+                shape.out_len,
+            ));
+        }
+        d.push(RawDesc::w(st_area + 16 * i as u64, 16));
+        let first = i as u16 * per_chain;
+        g.prebuild(q, first, &d);
+        heads.push(first);
+    }
+    g.queues[q].interrupts = false;
+    let batches = chains / BATCH;
+    let mut run = |dur: Duration| -> (usize, Duration) {
+        let start = Instant::now();
+        let (mut submitted, mut completed, mut next) = (0usize, 0usize, 0usize);
+        // Keep every pre-built chain in flight, in batches of 32.
+        loop {
+            while submitted - completed + BATCH <= chains {
+                let b = next % batches;
+                g.push_avail_batch(q, &heads[b * BATCH..(b + 1) * BATCH]);
+                g.kick(q);
+                submitted += BATCH;
+                next += 1;
+            }
+            completed += g.reap(q);
+            if start.elapsed() >= dur && completed >= submitted.saturating_sub(chains) {
+                break;
+            }
+            std::hint::spin_loop();
+        }
+        // Drain so the next run starts with an empty ring.
+        while completed < submitted {
+            completed += g.reap(q);
+        }
+        (completed, start.elapsed())
+    };
+    run(Duration::from_millis(200)); // warm-up
+    let cpu0 = d.cpu_seconds();
+    let (n, t) = run(MEASURE);
+    let cpu = (d.cpu_seconds() - cpu0).max(0.01);
+    // Spot-check results: every status record says OK.
+    for i in [0, chains / 2, chains - 1] {
+        let st = StatusRecord::from_le_bytes(&g.read(st_area + 16 * i as u64, 16)).unwrap();
+        assert_eq!(st.status, STATUS_OK, "benchmark request failed: {st:?}");
+    }
+    let rps = n as f64 / t.as_secs_f64();
+    DeviceRun {
+        requests_per_s: rps,
+        bytes_per_s: rps * f64::from(shape.in_len),
+        requests_per_cpu_s: n as f64 / cpu,
+    }
+}
+
+/// CPU time of the calling thread, in seconds.
+fn thread_cpu_seconds() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant
+    // Linux supports.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+}
+
+/// Calls `f` in a loop for about MEASURE; returns calls per wall second and
+/// per CPU second of this thread.
+fn run_raw(mut f: impl FnMut()) -> (f64, f64) {
+    for _ in 0..1000 {
+        f();
+    }
+    let start = Instant::now();
+    let cpu0 = thread_cpu_seconds();
+    let mut n = 0u64;
+    while start.elapsed() < MEASURE {
+        for _ in 0..256 {
+            f();
+        }
+        n += 256;
+    }
+    let cpu = (thread_cpu_seconds() - cpu0).max(1e-6);
+    (n as f64 / start.elapsed().as_secs_f64(), n as f64 / cpu)
+}
+
+fn gbit(bytes_per_s: f64) -> f64 {
+    bytes_per_s * 8.0 / 1e9
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` would pass other
+    // flags: run only for a real benchmark run.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("throughput: run with `cargo bench -p pktaccel-device`");
+        return;
+    }
+    let total = Instant::now();
+    // PKTACCEL_BENCH_POLL_US overrides the daemon's --poll-us (to compare).
+    let poll = std::env::var("PKTACCEL_BENCH_POLL_US").ok();
+    let mut args = vec!["--queue-size", "1024"];
+    if let Some(p) = poll.as_deref() {
+        args.extend(["--poll-us", p]);
+    }
+    let d = Daemon::spawn(&args);
+    let mut g = Guest::connect(
+        &d.path,
+        GuestOpts {
+            queues: 1,
+            queue_size: RING,
+            event_idx: true,
+        },
+    );
+    let key = [0x5au8; 32];
+    let k = g.alloc_with(&key);
+    let mut ks = hdr(OP_KEY_SET);
+    ks.key_slot = 0;
+    assert_eq!(g.call(0, &ks, &[(k, 32)], &[]).0.status, STATUS_OK);
+    // Descriptors used by that setup call are free again; pre-built chains
+    // below claim the ring from descriptor 0.
+
+    println!(
+        "pktaccel-device throughput (1 queue, ring {RING}, batches of {BATCH}, EVENT_IDX, polling driver)"
+    );
+    println!();
+    println!(
+        "{:<28} {:>14} {:>18}",
+        "small requests", "requests/s", "per device CPU-s"
+    );
+    for (name, op) in [("NOP 64 B", OP_NOP), ("CSUM 64 B", OP_CSUM)] {
+        let r = run_device(
+            &d,
+            &mut g,
+            &Shape {
+                header: hdr(op),
+                in_len: 64,
+                out_len: 0,
+            },
+        );
+        println!(
+            "{:<28} {:>14.0} {:>18.0}",
+            format!("device {name}"),
+            r.requests_per_s,
+            r.requests_per_cpu_s
+        );
+    }
+    let small = vec![0xabu8; 64];
+    let (raw_csum64, raw_csum64_cpu) = run_raw(|| {
+        black_box(csum::checksum(0, [black_box(&small[..])]));
+    });
+    println!(
+        "{:<28} {:>14.0} {:>18.0}",
+        "raw csum 64 B", raw_csum64, raw_csum64_cpu
+    );
+
+    println!();
+    println!(
+        "{:<17} {:>11} {:>9} {:>11} {:>8} {:>13} {:>12}",
+        "1500 B", "device Gb/s", "raw Gb/s", "dev Mreq/s", "dev/raw", "dev/CPU Gb/s", "dev/CPU/raw"
+    );
+    let buf: Vec<u8> = (0..1500u32).map(|i| (i * 13) as u8).collect();
+    let mut scratch = buf.clone();
+    let mut dst = vec![0u8; 1500];
+    let gkey = gcm::key(&key);
+    let iv = [1u8; 12];
+    let mut seal_hdr = hdr(OP_AES_GCM_SEAL);
+    seal_hdr.params[..12].copy_from_slice(&iv);
+    type Raw<'a> = Box<dyn FnMut() + 'a>;
+    let cases: Vec<(&str, RequestHeader, u32, Raw)> = vec![
+        (
+            "CSUM",
+            hdr(OP_CSUM),
+            0,
+            Box::new(|| {
+                black_box(csum::checksum(0, [black_box(&buf[..])]));
+            }),
+        ),
+        (
+            "CRC32C",
+            hdr(OP_CRC32C),
+            0,
+            Box::new(|| {
+                black_box(crc::crc32c(0, [black_box(&buf[..])]));
+            }),
+        ),
+        (
+            "CRC-32",
+            hdr(OP_CRC32),
+            0,
+            Box::new(|| {
+                black_box(crc::crc32(0, [black_box(&buf[..])]));
+            }),
+        ),
+        (
+            "AES-256-GCM seal",
+            seal_hdr,
+            1516,
+            Box::new(|| {
+                black_box(gcm::seal(&gkey, &iv, &[], black_box(&mut scratch[..])));
+            }),
+        ),
+        (
+            "COPY (memcpy)",
+            hdr(OP_COPY),
+            1500,
+            Box::new(|| {
+                dst.copy_from_slice(black_box(&buf[..]));
+                black_box(&mut dst);
+            }),
+        ),
+    ];
+    for (name, header, out_len, mut raw) in cases {
+        let dev = run_device(
+            &d,
+            &mut g,
+            &Shape {
+                header,
+                in_len: 1500,
+                out_len,
+            },
+        );
+        let (raw_rps, raw_cpu_rps) = run_raw(&mut *raw);
+        let raw_bps = raw_rps * 1500.0;
+        let raw_cpu_bps = raw_cpu_rps * 1500.0;
+        let cpu_bps = dev.requests_per_cpu_s * 1500.0;
+        println!(
+            "{:<17} {:>11.2} {:>9.2} {:>11.3} {:>8.2} {:>13.2} {:>12.2}",
+            name,
+            gbit(dev.bytes_per_s),
+            gbit(raw_bps),
+            dev.requests_per_s / 1e6,
+            dev.bytes_per_s / raw_bps,
+            gbit(cpu_bps),
+            cpu_bps / raw_cpu_bps
+        );
+    }
+    drop(g);
+    let _ = d.stop();
+    println!();
+    println!("dev/raw: wall-clock device throughput over the raw engine on a hot buffer.");
+    println!("dev/CPU: device throughput per second of daemon CPU time (one free core);");
+    println!("dev/CPU/raw: that over the raw engine per second of its own thread's CPU time.");
+    println!(
+        "total benchmark time {:.1} s",
+        total.elapsed().as_secs_f64()
+    );
+}
