@@ -201,7 +201,7 @@ fn main() {
             r.requests_per_cpu_s
         );
     }
-    let small = vec![0xabu8; 64];
+    let small = [0xabu8; 64];
     let (raw_csum64, raw_csum64_cpu) = run_raw(|| {
         black_box(csum::checksum(0, [black_box(&small[..])]));
     });
