@@ -114,6 +114,8 @@ impl ClassPool {
             }
             // SAFETY: tail is a free piece.
             inner.free.head = unsafe { next_of(tail) };
+            // SAFETY: tail is a free piece we now own; end the chain there.
+            unsafe { *tail.cast::<*mut u8>() = core::ptr::null_mut() };
             inner.free.count -= n;
             out = Chain { head, tail, count: n };
         }

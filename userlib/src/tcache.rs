@@ -95,6 +95,8 @@ impl ThreadCache {
             // SAFETY: tail is a free piece.
             bin.head = unsafe { next_of(tail) };
             bin.count -= n;
+            // SAFETY: tail is a free piece; terminate the chain handed back.
+            unsafe { *tail.cast::<*mut u8>() = core::ptr::null_mut() };
             heap.give(c, crate::slab::Chain { head, tail, count: n });
         }
     }
