@@ -87,6 +87,18 @@ pub fn read_device_config(dev: &Path) -> Result<DeviceConfig, String> {
         ));
     }
     let res = dev.join(format!("resource{}", cap.bar));
-    let bytes = crate::mmio::read_bytes(&res, u64::from(cap.offset), DEVICE_CONFIG_SIZE)?;
+    // Without a bound driver nobody has turned on memory decoding, and the
+    // BAR reads as all ones: enable the function for the read, as a driver
+    // would, and put it back after.
+    let enable = dev.join("enable");
+    let was_enabled = fs::read_to_string(&enable).map(|s| s.trim() != "0").unwrap_or(true);
+    if !was_enabled {
+        fs::write(&enable, "1").map_err(|e| format!("enabling {}: {e}", dev.display()))?;
+    }
+    let bytes = crate::mmio::read_bytes(&res, u64::from(cap.offset), DEVICE_CONFIG_SIZE);
+    if !was_enabled {
+        let _ = fs::write(&enable, "0");
+    }
+    let bytes = bytes?;
     DeviceConfig::from_le_bytes(&bytes).ok_or_else(|| "short device config".to_string())
 }
