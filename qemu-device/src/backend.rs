@@ -79,8 +79,9 @@ impl PktAccelBackend {
         }
     }
 
-    /// True once a frontend acknowledged features on this connection, i.e.
-    /// it was a real frontend and not a probe that connected and left.
+    /// True once the peer spoke vhost-user (asked for features) on this
+    /// connection, i.e. it was a frontend such as QEMU and not a liveness
+    /// probe that connected and left without a word.
     pub fn negotiated(&self) -> bool {
         self.inner.negotiated.load(Ordering::Relaxed)
     }
@@ -180,6 +181,8 @@ impl VhostUserBackend for PktAccelBackend {
     }
 
     fn features(&self) -> u64 {
+        // Only a vhost-user message (GET_FEATURES/SET_FEATURES) gets here.
+        self.inner.negotiated.store(true, Ordering::Relaxed);
         self.inner.opts.features()
     }
 
@@ -195,6 +198,7 @@ impl VhostUserBackend for PktAccelBackend {
     }
 
     fn protocol_features(&self) -> VhostUserProtocolFeatures {
+        self.inner.negotiated.store(true, Ordering::Relaxed);
         VhostUserProtocolFeatures::CONFIG | VhostUserProtocolFeatures::MQ
     }
 

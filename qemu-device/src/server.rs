@@ -173,7 +173,10 @@ impl Server {
             info!(connection, "frontend connected");
             match daemon.wait() {
                 Ok(()) => info!(connection, "frontend disconnected"),
-                Err(e) => warn!(connection, error = %e, "frontend connection ended"),
+                Err(e) if backend.negotiated() => {
+                    warn!(connection, error = %e, "frontend connection ended")
+                }
+                Err(e) => info!(connection, error = %e, "frontend connection ended"),
             }
             *self
                 .stopper
@@ -185,7 +188,7 @@ impl Server {
             if !backend.negotiated() {
                 // A liveness probe (or a frontend that died at once): not the
                 // session --once waits for.
-                info!(connection, "connection closed before feature negotiation");
+                info!(connection, "connection closed without a vhost-user message");
                 continue;
             }
             if once {

@@ -648,7 +648,7 @@ fn once_exits_cleanly_when_the_frontend_leaves_and_removes_the_socket() {
     let mut d = Daemon::spawn(&["--once"]);
     // A liveness probe (connect and leave) does not end a --once daemon.
     drop(std::os::unix::net::UnixStream::connect(&d.path).unwrap());
-    d.wait_for_log("connection closed before feature negotiation", 0);
+    d.wait_for_log("connection closed without a vhost-user message", 0);
     let mut g = Guest::connect(&d.path, GuestOpts::default());
     still_serves(&mut g);
     drop(g);
