@@ -132,13 +132,40 @@ pub struct Outcome {
 
 /// Set by the Ctrl-C handler; checked by every wait loop.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+/// True while a VM runs: then the boot loop stops QEMU and the device in
+/// order; otherwise (provisioning, builds) Ctrl-C ends the xtask at once.
+static BOOTING: AtomicBool = AtomicBool::new(false);
 
 /// Installs the Ctrl-C / SIGTERM handler (once).
 pub fn install_interrupt_handler() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst));
+        let _ = ctrlc::set_handler(|| {
+            INTERRUPTED.store(true, Ordering::SeqCst);
+            if !BOOTING.load(Ordering::SeqCst) {
+                eprintln!(
+                    "\ninterrupted; nothing was left running (cached steps resume next time)"
+                );
+                std::process::exit(130);
+            }
+        });
     });
+}
+
+/// Marks the boot phase for the interrupt handler.
+struct BootingFlag;
+
+impl BootingFlag {
+    fn set() -> Self {
+        BOOTING.store(true, Ordering::SeqCst);
+        Self
+    }
+}
+
+impl Drop for BootingFlag {
+    fn drop(&mut self) {
+        BOOTING.store(false, Ordering::SeqCst);
+    }
 }
 
 /// Processes that must not outlive the run, and the run dir.
@@ -248,6 +275,9 @@ pub fn boot(
         .prefix("pktaccel-run-")
         .tempdir()
         .context("cannot create a private run dir in $TMPDIR")?;
+    // Declared before the guard so it drops after it: a Ctrl-C during the
+    // guard's cleanup must not exit the process half way.
+    let _booting = BootingFlag::set();
     let mut guard = Guard {
         children: Vec::new(),
         run_dir: None,
@@ -360,8 +390,17 @@ pub fn boot(
         );
         let child = q.spawn().context("cannot start QEMU")?;
         guard.children.push(("qemu", child));
-        let status = guard.children[1].1.wait()?;
-        check_device_alive(&mut guard, &device_log)?;
+        let status = loop {
+            if INTERRUPTED.load(Ordering::SeqCst) {
+                guard.stop_all();
+                bail!("interrupted: QEMU and pktaccel-device stopped");
+            }
+            if let Some(status) = guard.children[1].1.try_wait()? {
+                break status;
+            }
+            check_device_alive(&mut guard, &device_log)?;
+            std::thread::sleep(Duration::from_millis(50));
+        };
         if !status.success() {
             bail!(
                 "QEMU exited with {status}; its log ({}):\n{}",
