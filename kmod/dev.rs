@@ -192,38 +192,58 @@ impl Shared {
         }
     }
 
-    /// Delivers every used-ring entry; runs in the interrupt thread.
+    /// Delivers every used-ring entry; runs in the interrupt thread. Takes
+    /// up to `BATCH` entries per lock hold and delivers them outside it.
     pub(crate) fn process_used(&self) {
+        const BATCH: usize = 16;
         for q in 0..self.nq {
             loop {
-                let popped = {
+                let mut done: [Option<(InFlight, abi::StatusRecord)>; BATCH] =
+                    [const { None }; BATCH];
+                let mut n = 0;
+                let mut bad = None;
+                let mut more = true;
+                {
                     let mut hw = self.hw.lock();
                     let QueueState { vq, slots, last_progress } = &mut hw.queues[q];
                     let Some(vq) = vq.as_mut() else { break };
-                    match vq.pop_used() {
-                        None => break,
-                        Some(Err(id)) => Err(id),
-                        Some(Ok((slot, _len))) => match slots[usize::from(slot)].take() {
-                            Some(inf) => {
-                                let st = vq.status(slot);
-                                vq.release(slot);
-                                *last_progress = Instant::now();
-                                Ok((inf, st))
+                    while n < BATCH {
+                        match vq.pop_used() {
+                            None => {
+                                more = false;
+                                break;
                             }
-                            None => Err(u32::from(slot)),
-                        },
+                            Some(Err(id)) => bad = Some(id),
+                            Some(Ok((slot, _len))) => match slots[usize::from(slot)].take() {
+                                Some(inf) => {
+                                    let st = vq.status(slot);
+                                    vq.release(slot);
+                                    *last_progress = Instant::now();
+                                    done[n] = Some((inf, st));
+                                    n += 1;
+                                }
+                                None => bad = Some(u32::from(slot)),
+                            },
+                        }
                     }
-                };
-                match popped {
-                    Ok((inf, st)) => self.deliver(inf, st),
-                    Err(id) => dev_warn!(
+                }
+                if let Some(id) = bad {
+                    dev_warn!(
                         self.pdev.as_ref(),
                         "queue {}: device completed descriptor {} which is not in flight\n",
                         q,
                         id
-                    ),
+                    );
                 }
-                self.space.notify_all();
+                for (inf, st) in done.iter_mut().filter_map(Option::take) {
+                    self.deliver(inf, st);
+                }
+                if n > 0 {
+                    self.space.notify_all();
+                }
+                if !more {
+                    break;
+                }
             }
         }
     }

@@ -24,7 +24,7 @@ pub(super) fn tests() -> Vec<Test> {
             vec![$(Test { name: concat!("kmod::", stringify!($name)), run: $name }),*]
         };
     }
-    t![
+    let v: Vec<Test> = t![
         dev_node_and_debugfs,
         info_ioctl,
         slab_alloc_mmap_free,
@@ -47,8 +47,23 @@ pub(super) fn tests() -> Vec<Test> {
         killed_process_frees_slabs,
         exit_with_requests_in_flight,
         unbind_fails_in_flight_and_rebind,
-    ]
+    ];
+    v.into_iter()
+    .chain(
+        // Needs the host to kill pktaccel-device on cue: run it by hand
+        // (docs/kmod.md) until the rig has a hook for it.
+        std::env::var_os(KILL_TEST_ENV).map(|_| Test {
+            name: "kmod::device_killed_while_in_flight",
+            run: device_killed_while_in_flight,
+        }),
+    )
+    .collect()
 }
+
+/// Set in the guest to enable `kmod::device_killed_while_in_flight`.
+const KILL_TEST_ENV: &str = "PKTACCEL_DEVICE_KILL_TEST";
+/// Console line on which the host kills pktaccel-device.
+const KILL_CUE: &str = "PKTACCEL-KILL-DEVICE-NOW";
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -744,8 +759,10 @@ fn batch_of_many_requests() -> TestResult {
         .collect();
     let mut total = 0usize;
     for round in 0..4 {
+        let t0 = Instant::now();
         // Blocking submit: waits for ring room instead of failing.
         let (r, n) = d.submit(&reqs, 0);
+        println!("kmod: batch round {round}: submit took {:?}", t0.elapsed());
         r.map_err(|e| format!("round {round}: SUBMIT {} after {n}: {}", MAX_BATCH, errname(e)))?;
         ensure!(n == MAX_BATCH, "round {round}: submitted {n}");
         let comps = d.reap_n(n as usize)?;
@@ -760,6 +777,7 @@ fn batch_of_many_requests() -> TestResult {
             ensure!(c.result == want, "batched crc32c {:#x}", c.result);
         }
         total += comps.len();
+        println!("kmod: batch round {round}: submit+reap took {:?}", t0.elapsed());
     }
     // Non-blocking: either all queued or EAGAIN with a prefix; what was
     // queued completes.
@@ -1265,4 +1283,76 @@ fn unbind_fails_in_flight_and_rebind() -> TestResult {
     let d = Dev::open()?;
     expect_ok(&d.run(&req(OP_NOP, 0, &[], 2), 0)?, "nop after rebind")?;
     wait_pinned_zero()
+}
+
+/// The device process dies with requests in flight: they complete with
+/// STATUS_DEVICE_ERROR once the driver's watchdog (request_timeout_ms)
+/// gives up on the device, the waiter wakes, new submits fail with ENODEV,
+/// poll reports POLLHUP, the slabs are freed on close and rmmod works.
+fn device_killed_while_in_flight() -> TestResult {
+    use std::io::Write;
+    let sc = Scratch::new(SLAB_MAX_SIZE, CACHE_UNCACHED)?;
+    let len = (sc.dev.info()?.config.max_request_bytes as usize).min(SLAB_MAX_SIZE as usize / 2);
+    let segs = [seg_in(sc.phys(0), len), seg_out(sc.phys(len), len)];
+    let reqs: Vec<IocRequest> = (0..32).map(|i| req(OP_COPY, 0, &segs, i)).collect();
+    println!("{KILL_CUE}");
+    let _ = std::io::stdout().flush();
+    let start = Instant::now();
+    let mut device_errors = 0;
+    let mut ok = 0u64;
+    while device_errors == 0 {
+        ensure!(
+            start.elapsed() < Duration::from_secs(120),
+            "no STATUS_DEVICE_ERROR within 120 s ({ok} requests completed)"
+        );
+        let (r, n) = sc.dev.submit(&reqs, 0);
+        match r {
+            Ok(()) => {}
+            Err(e) if e == libc::ENODEV => break,
+            Err(e) => return Err(format!("SUBMIT: {}", errname(e))),
+        }
+        let mut left = n as usize;
+        while left > 0 {
+            // Blocks without a timeout: only the driver can wake us.
+            let got = sc
+                .dev
+                .reap(MAX_BATCH, -1)
+                .map_err(|e| format!("REAP: {}", errname(e)))?;
+            left -= got.len();
+            for c in got {
+                match c.status {
+                    STATUS_OK => ok += 1,
+                    STATUS_DEVICE_ERROR => device_errors += 1,
+                    s => return Err(format!("completion status {}", status_name(s))),
+                }
+            }
+        }
+    }
+    println!("kmod: {ok} requests completed, then {device_errors} failed with device-error after {:?}", start.elapsed());
+    let (r, _) = sc.dev.submit(&reqs[..1], 0);
+    expect_err(r, libc::ENODEV, "submit to a dead device")?;
+    let mut pfd = libc::pollfd {
+        fd: sc.dev.f.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    unsafe { libc::poll(&mut pfd, 1, 1000) };
+    ensure!(pfd.revents & libc::POLLHUP != 0, "poll on a dead device: {:#x}", pfd.revents);
+    ensure!(
+        debugfs_stats()?.get("device").map(String::as_str) == Some("dead"),
+        "debugfs does not say dead"
+    );
+    drop(sc);
+    wait_pinned_zero()?;
+    let out = std::process::Command::new("rmmod")
+        .arg("pktaccel")
+        .output()
+        .map_err(|e| format!("rmmod: {e}"))?;
+    ensure!(
+        out.status.success(),
+        "rmmod pktaccel: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
 }
