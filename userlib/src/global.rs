@@ -30,6 +30,10 @@ const READY: u8 = 2;
 const FAILED: u8 = 3;
 
 static STATE: AtomicU8 = AtomicU8::new(UNINIT);
+/// Copy of stderr for the exit report.
+static STATS_FD: core::sync::atomic::AtomicI32 = core::sync::atomic::AtomicI32::new(-1);
+
+
 
 struct HeapCell(UnsafeCell<MaybeUninit<Heap>>);
 // SAFETY: written once by the initialising thread before STATE becomes
@@ -218,6 +222,7 @@ fn heap_slow() -> Option<&'static Heap> {
 fn init() {
     match Heap::new(Config::from_env()) {
         Ok(h) => {
+            let print_stats = h.config().print_stats;
             // SAFETY: only the thread that won the INITIALIZING race writes,
             // and nobody reads before READY.
             unsafe { (*HEAP.0.get()).write(h) };
@@ -226,6 +231,13 @@ fn init() {
             unsafe { libc::pthread_key_create(TC_KEY.0.get(), Some(thread_exit)) };
             // SAFETY: the handlers are extern "C" fns valid for the process lifetime.
             unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child)) };
+            if print_stats {
+                // Programs may close stderr in an atexit handler (coreutils
+                // close_stdout does) before our report runs: keep a copy.
+                // SAFETY: fcntl on fd 2; failure leaves -1, checked at use.
+                let fd = unsafe { libc::fcntl(2, libc::F_DUPFD_CLOEXEC, 100) };
+                STATS_FD.store(fd, Ordering::Relaxed);
+            }
             STATE.store(READY, Ordering::Release);
         }
         Err(e) => {
@@ -364,7 +376,8 @@ extern "C" fn print_stats_at_exit() {
     if let Some(s) = stats() {
         let mut b = FixedBuf::<4096>::new();
         let _ = s.write_report(&mut b);
-        b.write_to_fd(2);
+        let fd = STATS_FD.load(Ordering::Relaxed);
+        b.write_to_fd(if fd >= 0 { fd } else { 2 });
     }
 }
 

@@ -1,0 +1,151 @@
+/* Exercises libpktslab.so through its C ABI and pktslab.h.
+ * Usage: pktslab_test            -> runs the checks, prints "ok"
+ *        pktslab_test <fault>    -> performs a bad call that must abort */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <malloc.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "pktslab.h"
+
+extern void *__libc_malloc(size_t);
+
+#define CHECK(c)                                                             \
+    do {                                                                     \
+        if (!(c)) {                                                          \
+            fprintf(stderr, "check failed at line %d: %s\n", __LINE__, #c);  \
+            exit(1);                                                         \
+        }                                                                    \
+    } while (0)
+
+static void *worker(void *arg) {
+    void **slots = arg;
+    for (int i = 0; i < 1000; i++) {
+        free(slots[i]); /* allocated by the main thread */
+        slots[i] = malloc((size_t)(i % 300) + 1);
+        CHECK(slots[i] != NULL);
+    }
+    return NULL;
+}
+
+int main(int argc, char **argv) {
+    if (argc > 1) {
+        char *p = malloc(37);
+        if (!strcmp(argv[1], "double-free")) {
+            free(p);
+            free(p);
+        } else if (!strcmp(argv[1], "invalid-free")) {
+            free(p + 8);
+        } else if (!strcmp(argv[1], "invalid-realloc")) {
+            p = realloc(p + 16, 100);
+        }
+        return 0;
+    }
+
+    /* Classes and usable sizes. */
+    char *p = malloc(37);
+    CHECK(p && ((uintptr_t)p & 15) == 0);
+    CHECK(malloc_usable_size(p) == 64);
+    char *same = realloc(p, 60);
+    CHECK(same == p);
+    p = same;
+    memset(p, 7, 60);
+
+    /* v2p. */
+    size_t contig = 0;
+    uint64_t phys = pktslab_v2p(p, &contig);
+    CHECK(phys < PKTSLAB_V2P_NOT_MAPPED && contig >= 64);
+    int local;
+    CHECK(pktslab_v2p(&local, &contig) == PKTSLAB_V2P_OUTSIDE && contig == 0);
+    int mode = pktslab_mode();
+    CHECK(mode == PKTSLAB_MODE_HOST_PAGEMAP || mode == PKTSLAB_MODE_HOST_SYNTHETIC ||
+          mode == PKTSLAB_MODE_DEVICE);
+
+    /* Aligned allocation family. */
+    void *a = NULL;
+    CHECK(posix_memalign(&a, 4096, 100) == 0 && ((uintptr_t)a & 4095) == 0);
+    CHECK(posix_memalign(&a, 3, 100) == EINVAL);
+    void *b = aligned_alloc(64, 100);
+    CHECK(b && ((uintptr_t)b & 63) == 0);
+    void *c = memalign(48, 10); /* rounded up to 64 like glibc */
+    CHECK(c && ((uintptr_t)c & 63) == 0);
+    void *v = valloc(10);
+    CHECK(v && ((uintptr_t)v & 4095) == 0);
+    void *pv = pvalloc(10);
+    CHECK(pv && ((uintptr_t)pv & 4095) == 0 && malloc_usable_size(pv) >= 4096);
+    void *big = memalign(1 << 22, 5 << 20);
+    CHECK(big && ((uintptr_t)big & ((1 << 22) - 1)) == 0);
+    free(a);
+    free(b);
+    free(c);
+    free(v);
+    free(pv);
+    free(big);
+
+    /* Overflow -> NULL + ENOMEM. */
+    errno = 0;
+    CHECK(calloc(SIZE_MAX / 2, 4) == NULL && errno == ENOMEM);
+    errno = 0;
+    CHECK(reallocarray(p, SIZE_MAX, 2) == NULL && errno == ENOMEM);
+    errno = 0;
+    CHECK(malloc(SIZE_MAX) == NULL && errno == ENOMEM);
+    CHECK(p[59] == 7);
+
+    /* calloc zeroes. */
+    unsigned char *z = calloc(1000, 3);
+    for (int i = 0; i < 3000; i++) CHECK(z[i] == 0);
+    free(z);
+
+    /* A pointer from the allocator underneath goes back to it. */
+    char *g = __libc_malloc(100);
+    CHECK(pktslab_v2p(g, NULL) == PKTSLAB_V2P_OUTSIDE);
+    CHECK(malloc_usable_size(g) >= 100);
+    strcpy(g, "from glibc");
+    char *moved = realloc(g, 200); /* moves it into the arena */
+    CHECK(moved && strcmp(moved, "from glibc") == 0);
+    CHECK(pktslab_v2p(moved, NULL) < PKTSLAB_V2P_NOT_MAPPED);
+    free(moved);
+    free(__libc_malloc(50));
+
+    /* Explicit API and segments. */
+    unsigned char *buf = pktslab_alloc(64 * 1024);
+    CHECK(buf);
+    struct pktaccel_segment segs[64];
+    ssize_t n = pktslab_segments(buf, 64 * 1024, PKTACCEL_SEG_IN, segs, 64);
+    CHECK(n >= 1 && n <= 64);
+    size_t total = 0;
+    for (ssize_t i = 0; i < n; i++) total += segs[i].len;
+    CHECK(total == 64 * 1024);
+    CHECK(pktslab_segments(&local, 4, PKTACCEL_SEG_IN, segs, 64) == -EFAULT);
+    buf = pktslab_realloc(buf, 100 * 1024);
+    CHECK(buf && pktslab_usable_size(buf) == 128 * 1024);
+    pktslab_free(buf);
+
+    /* The client needs the device; on the host there is none. */
+    if (mode != PKTSLAB_MODE_DEVICE) {
+        errno = 0;
+        CHECK(pktslab_client_open() == NULL && errno == ENODEV);
+    }
+
+    /* Frees from another thread. */
+    void *slots[1000];
+    for (int i = 0; i < 1000; i++) slots[i] = malloc((size_t)i * 7 + 1);
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, worker, slots) == 0);
+    CHECK(pthread_join(t, NULL) == 0);
+    for (int i = 0; i < 1000; i++) free(slots[i]);
+
+    struct pktslab_stats st;
+    CHECK(pktslab_stats(&st) == 0);
+    CHECK(st.allocs[2] >= 1); /* the 37-byte request: class 64 */
+    CHECK(st.largest >= 5 << 20 && st.bytes_pinned >= PKTSLAB_SLAB_SIZE);
+    CHECK(st.slab_size == PKTSLAB_SLAB_SIZE && st.mode == (uint32_t)mode);
+    free(p);
+    printf("ok\n");
+    return 0;
+}

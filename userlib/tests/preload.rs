@@ -1,0 +1,255 @@
+//! The preload library on real programs: python3, sqlite3, sort and git
+//! produce the same output with `LD_PRELOAD=libpktslab.so` as without, and
+//! the C test program exercises `pktslab.h` and the exported C ABI.
+//!
+//! The library is built here with `--features preload` (into a target
+//! directory of its own, so the outer cargo's lock is not contended).
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+fn tmp() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pktslab-preload-tests")
+}
+
+/// Builds libpktslab.so with the malloc exports once per test run.
+fn libpktslab() -> &'static Path {
+    static LIB: OnceLock<PathBuf> = OnceLock::new();
+    LIB.get_or_init(|| {
+        let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pktslab-preload");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let st = Command::new(cargo)
+            .args(["build", "--release", "-p", "pktslab", "--features", "preload", "--lib"])
+            .arg("--target-dir")
+            .arg(&target)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("run cargo");
+        assert!(st.success(), "building libpktslab.so failed");
+        let so = target.join("release/libpktslab.so");
+        assert!(so.exists());
+        so
+    })
+}
+
+fn have(tool: &str) -> bool {
+    Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().is_ok_and(|o| o.status.success())
+}
+
+/// Runs `cmd` twice, plain and preloaded with PKTSLAB_STATS=1, and checks
+/// the outputs are identical and that the library really served at least
+/// `min_allocs` allocations in one of the processes.
+fn same_output(min_allocs: u64, mut make: impl FnMut() -> Command) -> Output {
+    let plain = make().env_remove("LD_PRELOAD").output().unwrap();
+    assert!(plain.status.success(), "plain run failed: {}", String::from_utf8_lossy(&plain.stderr));
+    let pre = make()
+        .env("LD_PRELOAD", libpktslab())
+        .env("PKTSLAB_STATS", "1")
+        .env("PKTSLAB_BACKEND", "host")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&pre.stderr);
+    assert!(pre.status.success(), "preloaded run failed: {:?}\n{err}", pre.status);
+    assert!(err.contains("pktslab: backend host"), "stats report missing: {err}");
+    let served = err
+        .lines()
+        .filter_map(|l| l.strip_prefix("pktslab: ")?.split(" allocations,").next()?.parse::<u64>().ok())
+        .max()
+        .unwrap_or(0);
+    assert!(served >= min_allocs, "pktslab served only {served} allocations: {err}");
+    assert!(plain.stdout == pre.stdout, "stdout differs under LD_PRELOAD ({} vs {} bytes)", plain.stdout.len(), pre.stdout.len());
+    assert!(!plain.stdout.is_empty());
+    pre
+}
+
+#[test]
+fn python3_script_runs_identically() {
+    assert!(have("python3"), "python3 is required");
+    std::fs::create_dir_all(tmp()).unwrap();
+    let script = tmp().join("workload.py");
+    std::fs::write(
+        &script,
+        r#"
+import json, re, collections, hashlib
+words = [("w%d" % (i * 7919 % 10007)) * (1 + i % 5) for i in range(60000)]
+counts = collections.Counter(w[:4] for w in words)
+d = {w: len(w) for w in words}
+blob = json.dumps({"counts": counts.most_common(20), "n": len(d)}, sort_keys=True)
+parts = re.findall(r"w\d+", " ".join(words[:5000]))
+big = bytearray()
+for i in range(2000):
+    big += bytes([i % 256]) * (i % 700)
+print(blob)
+print(len(parts), sorted(set(parts))[:10])
+print(hashlib.sha256(bytes(big)).hexdigest(), len(big))
+print(sum(len(s) for s in sorted(words, key=lambda s: (len(s), s))[:1000]))
+"#,
+    )
+    .unwrap();
+    same_output(1000, || {
+        let mut c = Command::new("python3");
+        c.arg(&script);
+        c
+    });
+}
+
+#[test]
+fn sqlite3_workload_runs_identically() {
+    assert!(have("sqlite3"), "sqlite3 is required (apt-get install -y sqlite3)");
+    let sql = "
+        CREATE TABLE t(id INTEGER PRIMARY KEY, k TEXT, v REAL, blob BLOB);
+        WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 30000)
+          INSERT INTO t SELECT i, printf('key%05d', (i * 7919) % 30011), i * 0.5, zeroblob(i % 900) FROM n;
+        CREATE INDEX tk ON t(k);
+        SELECT count(*), sum(length(blob)), round(avg(v), 3) FROM t;
+        SELECT substr(k, 1, 5) AS p, count(*), max(v) FROM t GROUP BY p ORDER BY p LIMIT 20;
+        SELECT k FROM t WHERE k BETWEEN 'key01000' AND 'key01050' ORDER BY k;
+        UPDATE t SET k = upper(k) WHERE id % 3 = 0;
+        DELETE FROM t WHERE id % 7 = 0;
+        VACUUM;
+        SELECT count(*), group_concat(k, ',') FROM (SELECT k FROM t ORDER BY k DESC LIMIT 50);
+    ";
+    same_output(1000, || {
+        let mut c = Command::new("sqlite3");
+        c.args([":memory:", sql]);
+        c
+    });
+}
+
+#[test]
+fn sort_of_a_large_file_runs_identically() {
+    assert!(have("sort"), "sort is required");
+    std::fs::create_dir_all(tmp()).unwrap();
+    let file = tmp().join("sort-input.txt");
+    let mut text = String::with_capacity(12 << 20);
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    for i in 0..300_000u64 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        text.push_str(&format!("{:016x} {} line-{}\n", x, x % 1000, i));
+    }
+    std::fs::write(&file, text).unwrap();
+    // sort reads into a few large buffers: few, big allocations.
+    let out = same_output(5, || {
+        let mut c = Command::new("sort");
+        c.env("LC_ALL", "C").args(["-k2,2n", "-k1,1"]).arg(&file);
+        c
+    });
+    let err = String::from_utf8_lossy(&out.stderr);
+    let largest: u64 = err
+        .lines()
+        .filter_map(|l| l.split("largest allocation ").nth(1)?.split(' ').next()?.parse().ok())
+        .max()
+        .unwrap_or(0);
+    assert!(largest >= 1 << 20, "sort's buffers come from the arena: {err}");
+}
+
+#[test]
+fn git_log_runs_identically() {
+    assert!(have("git"), "git is required");
+    let repo = tmp().join("git-repo");
+    let _ = std::fs::remove_dir_all(&repo);
+    std::fs::create_dir_all(&repo).unwrap();
+    let git = |args: &[&str]| {
+        let st = Command::new("git")
+            .args(args)
+            .current_dir(&repo)
+            .env("GIT_AUTHOR_DATE", "2024-01-01T00:00:00Z")
+            .env("GIT_COMMITTER_DATE", "2024-01-01T00:00:00Z")
+            .env_remove("LD_PRELOAD")
+            .output()
+            .unwrap();
+        assert!(st.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&st.stderr));
+    };
+    git(&["init", "-q", "-b", "main"]);
+    git(&["config", "user.email", "t@example.com"]);
+    git(&["config", "user.name", "t"]);
+    for i in 0..40 {
+        let body: String = (0..200).map(|j| format!("line {j} of rev {i} {}\n", (i * j) % 17)).collect();
+        std::fs::write(repo.join(format!("f{}.txt", i % 7)), body).unwrap();
+        git(&["add", "."]);
+        git(&["commit", "-q", "-m", &format!("commit {i}\n\nbody of commit {i}")]);
+    }
+    same_output(500, || {
+        let mut c = Command::new("git");
+        c.args(["log", "--stat", "-p", "--no-color"]).current_dir(&repo);
+        c
+    });
+}
+
+fn c_test_program() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let so = libpktslab();
+        let dir = so.parent().unwrap();
+        std::fs::create_dir_all(tmp()).unwrap();
+        let out = tmp().join("pktslab_test");
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+        let st = Command::new(cc)
+            .args(["-Wall", "-O1"])
+            .arg("-I")
+            .arg(manifest.join("include"))
+            .arg(manifest.join("tests/c/pktslab_test.c"))
+            .arg("-o")
+            .arg(&out)
+            .arg(format!("-L{}", dir.display()))
+            .arg("-lpktslab")
+            .arg(format!("-Wl,-rpath,{}", dir.display()))
+            .arg("-lpthread")
+            .output()
+            .expect("run cc");
+        assert!(st.status.success(), "cc failed:\n{}", String::from_utf8_lossy(&st.stderr));
+        out
+    })
+}
+
+#[test]
+fn c_program_uses_the_header_and_the_c_abi() {
+    let out = Command::new(c_test_program()).env("PKTSLAB_BACKEND", "host").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}\n{err}", out.status);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n");
+}
+
+#[test]
+fn c_program_faults_abort_with_one_line() {
+    for (case, want) in [
+        ("double-free", "pktslab: free(): double free of 0x"),
+        ("invalid-free", "pktslab: free(): invalid pointer 0x"),
+        ("invalid-realloc", "pktslab: realloc(): invalid pointer 0x"),
+    ] {
+        let out = Command::new(c_test_program()).arg(case).env("PKTSLAB_BACKEND", "host").output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.signal(), Some(libc::SIGABRT), "{case}: {:?} {err}", out.status);
+        assert!(err.lines().any(|l| l.starts_with(want)), "{case}: {err}");
+    }
+}
+
+#[test]
+fn missing_device_prints_once_and_fallback_keeps_programs_running() {
+    let run = |fallback: &str| {
+        Command::new("sh")
+            .args(["-c", "echo hello | tr a-z A-Z"])
+            .env("LD_PRELOAD", libpktslab())
+            .env("PKTSLAB_BACKEND", "device")
+            .env("PKTSLAB_DEVICE", "/nonexistent/pktaccel")
+            .env("PKTSLAB_FALLBACK", fallback)
+            .output()
+            .unwrap()
+    };
+    let ok = run("1");
+    assert!(ok.status.success());
+    assert_eq!(String::from_utf8_lossy(&ok.stdout), "HELLO\n");
+    let err = String::from_utf8_lossy(&ok.stderr);
+    let notices = err.lines().filter(|l| l.contains("/nonexistent/pktaccel")).count();
+    // One notice per process (sh and tr): never one per allocation.
+    assert!((1..=3).contains(&notices), "{err}");
+    assert!(err.contains("using ordinary memory"), "{err}");
+    let strict = run("0");
+    assert!(!strict.status.success(), "without fallback, malloc must fail");
+    assert!(String::from_utf8_lossy(&strict.stderr).contains("allocations will fail"));
+}
