@@ -17,13 +17,16 @@ use tracing::{debug, warn};
 use vhost::vhost_user::message::VhostUserProtocolFeatures;
 use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
 use virtio_queue::QueueT;
-use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{
     EventConsumer, EventFlag, EventNotifier, new_event_consumer_and_notifier,
 };
 
 use crate::config::DeviceOptions;
+
+/// virtio: the driver does not want used-buffer notifications.
+const VRING_AVAIL_F_NO_INTERRUPT: u16 = 1;
 use crate::request::{Processor, Scratch};
 use crate::stats::Stats;
 
@@ -156,10 +159,18 @@ impl PktAccelBackend {
             done += 1;
         }
         if done > 0 {
-            let notify = state
-                .get_queue_mut()
-                .needs_notification(&*mem)
-                .unwrap_or(true);
+            let q = state.get_queue_mut();
+            let notify = if q.event_idx_enabled() {
+                q.needs_notification(&*mem).unwrap_or(true)
+            } else {
+                // virtio-queue does not implement VRING_AVAIL_F_NO_INTERRUPT;
+                // honour it here (a polling driver sets it).
+                let flags: u16 = mem
+                    .load(GuestAddress(q.avail_ring()), Ordering::Acquire)
+                    .map(u16::from_le)
+                    .unwrap_or(0);
+                flags & VRING_AVAIL_F_NO_INTERRUPT == 0
+            };
             if notify && let Err(e) = state.signal_used_queue() {
                 warn!(queue, error = %e, "failed to signal the used queue");
             }

@@ -226,6 +226,25 @@ fn event_idx_and_a_full_ring_of_batched_requests() {
     assert_eq!(s["status.ok"], 50 * 21);
 }
 
+#[test]
+fn no_interrupt_flag_suppresses_notifications() {
+    let (_d, mut g) = start(&[]);
+    still_serves(&mut g);
+    let _ = g.wait_call(0); // the first request's notification
+    // With VRING_AVAIL_F_NO_INTERRUPT the device completes but does not signal.
+    g.set_avail_flags(0, 1);
+    still_serves(&mut g);
+    // Without it, it signals again. Both requests ran on the same worker, in
+    // order, so a signal for the first would already be counted here.
+    g.set_avail_flags(0, 0);
+    still_serves(&mut g);
+    assert_eq!(
+        g.wait_call(0),
+        1,
+        "a notification was sent despite NO_INTERRUPT"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Bad input and faults: one test per line of the contract
 // ---------------------------------------------------------------------------

@@ -595,6 +595,30 @@ impl Guest {
         qu.kick.write(1).unwrap();
     }
 
+    /// Sets the available ring's flags (1 = VRING_AVAIL_F_NO_INTERRUPT).
+    pub fn set_avail_flags(&mut self, q: usize, flags: u16) {
+        let at = self.queues[q].avail;
+        self.mem
+            .store(flags.to_le(), GuestAddress(at), Ordering::Release)
+            .unwrap();
+    }
+
+    /// Waits (up to 10 s) for the call eventfd to fire and returns its
+    /// counter: the number of notifications since the last read.
+    pub fn wait_call(&mut self, q: usize) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.queues[q].call.read() {
+                Ok(n) => return n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    assert!(Instant::now() < deadline, "no used-buffer notification");
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(e) => panic!("call eventfd: {e}"),
+            }
+        }
+    }
+
     /// Completions available now: (head, used length).
     pub fn poll(&mut self, q: usize) -> Vec<(u16, u32)> {
         let mut out = Vec::new();
@@ -641,7 +665,6 @@ impl Guest {
                     Instant::now() < deadline,
                     "timed out waiting for {n} completions"
                 );
-                let _ = self.queues[q].call.read();
                 std::thread::sleep(Duration::from_micros(200));
             }
         }
