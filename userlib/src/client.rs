@@ -238,7 +238,6 @@ impl<'p, T: Transport> Client<'p, T> {
         }
         let mut segs = Vec::new();
         let mut spans = Vec::with_capacity(reqs.len());
-        let mut flags = 0;
         for r in reqs {
             let start = segs.len();
             for b in &r.bufs {
@@ -246,8 +245,7 @@ impl<'p, T: Transport> Client<'p, T> {
             }
             spans.push((start, segs.len() - start));
         }
-        let _ = &mut flags;
-        Ok(self.finish(reqs, segs, spans, flags))
+        Ok(self.finish(reqs, segs, spans, 0))
     }
 
     fn build_copy(&mut self, reqs: &[Request<'_>]) -> Built {
