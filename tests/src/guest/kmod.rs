@@ -46,18 +46,19 @@ pub(super) fn tests() -> Vec<Test> {
         pinned_memory_caps,
         killed_process_frees_slabs,
         exit_with_requests_in_flight,
+        module_params_cap_pinned_memory,
         unbind_fails_in_flight_and_rebind,
     ];
     v.into_iter()
-    .chain(
-        // Needs the host to kill pktaccel-device on cue: run it by hand
-        // (docs/kmod.md) until the rig has a hook for it.
-        std::env::var_os(KILL_TEST_ENV).map(|_| Test {
-            name: "kmod::device_killed_while_in_flight",
-            run: device_killed_while_in_flight,
-        }),
-    )
-    .collect()
+        .chain(
+            // Needs the host to kill pktaccel-device on cue: run it by hand
+            // (docs/kmod.md) until the rig has a hook for it.
+            std::env::var_os(KILL_TEST_ENV).map(|_| Test {
+                name: "kmod::device_killed_while_in_flight",
+                run: device_killed_while_in_flight,
+            }),
+        )
+        .collect()
 }
 
 /// Set in the guest to enable `kmod::device_killed_while_in_flight`.
@@ -82,7 +83,11 @@ fn expect_err<T>(r: Result<T, i32>, want: i32, what: &str) -> TestResult {
     match r {
         Ok(_) => Err(format!("{what}: succeeded, expected {}", errname(want))),
         Err(e) if e == want => Ok(()),
-        Err(e) => Err(format!("{what}: got {}, expected {}", errname(e), errname(want))),
+        Err(e) => Err(format!(
+            "{what}: got {}, expected {}",
+            errname(e),
+            errname(want)
+        )),
     }
 }
 
@@ -229,10 +234,7 @@ impl Map {
         if p == libc::MAP_FAILED {
             return Err(errno());
         }
-        Ok(Map {
-            ptr: p.cast(),
-            len,
-        })
+        Ok(Map { ptr: p.cast(), len })
     }
 
     fn of(dev: &Dev, s: &IocSlabAlloc) -> Result<Map, String> {
@@ -473,7 +475,11 @@ fn info_ioctl() -> TestResult {
         i.max_pinned_per_file,
         i.max_pinned_total
     );
-    ensure!(i.pinned_by_file == 0, "fresh file pins {}", i.pinned_by_file);
+    ensure!(
+        i.pinned_by_file == 0,
+        "fresh file pins {}",
+        i.pinned_by_file
+    );
     Ok(())
 }
 
@@ -496,20 +502,27 @@ fn slab_alloc_mmap_free() -> TestResult {
     );
     {
         let m = Map::of(&dev, &s)?;
-        ensure!(
-            m.read(0, 4096).iter().all(|&b| b == 0),
-            "slab not zeroed"
-        );
+        ensure!(m.read(0, 4096).iter().all(|&b| b == 0), "slab not zeroed");
         let p = pattern(8192, 7);
         m.write(s.size as usize - 8192, &p);
-        ensure!(m.read(s.size as usize - 8192, 8192) == p, "read-back differs");
+        ensure!(
+            m.read(s.size as usize - 8192, 8192) == p,
+            "read-back differs"
+        );
         let st = dev.stats()?;
         ensure!(st.slabs == 1 && st.pinned == s.size, "stats {st:?}");
         let i = dev.info()?;
-        ensure!(i.pinned_by_file == s.size, "info pinned {}", i.pinned_by_file);
+        ensure!(
+            i.pinned_by_file == s.size,
+            "info pinned {}",
+            i.pinned_by_file
+        );
         // A second mapping of the same slab sees the same bytes.
         let m2 = Map::of(&dev, &s)?;
-        ensure!(m2.read(s.size as usize - 8192, 8192) == p, "second map differs");
+        ensure!(
+            m2.read(s.size as usize - 8192, 8192) == p,
+            "second map differs"
+        );
     }
     dev.free(s.id)
         .map_err(|e| format!("SLAB_FREE: {}", errname(e)))?;
@@ -589,23 +602,39 @@ fn every_op_through_the_device() -> TestResult {
     let s9 = [seg_in(sc.phys(4096), 9)];
     let c = d.run(&req(OP_CRC32C, 0, &s9, 3), 0)?;
     expect_ok(&c, "crc32c")?;
-    ensure!(c.result == 0xe306_9283, "crc32c(123456789) = {:#x}", c.result);
-    ensure!(crc32c(b"123456789") == 0xe306_9283, "software crc32c broken");
+    ensure!(
+        c.result == 0xe306_9283,
+        "crc32c(123456789) = {:#x}",
+        c.result
+    );
+    ensure!(
+        crc32c(b"123456789") == 0xe306_9283,
+        "software crc32c broken"
+    );
     let c = d.run(&req(OP_CRC32, 0, &s9, 4), 0)?;
     expect_ok(&c, "crc32")?;
-    ensure!(c.result == 0xcbf4_3926, "crc32(123456789) = {:#x}", c.result);
-    ensure!(crc32_ieee(b"123456789") == 0xcbf4_3926, "software crc32 broken");
+    ensure!(
+        c.result == 0xcbf4_3926,
+        "crc32(123456789) = {:#x}",
+        c.result
+    );
+    ensure!(
+        crc32_ieee(b"123456789") == 0xcbf4_3926,
+        "software crc32 broken"
+    );
     // RSS: Microsoft's IPv4/TCP vector 66.9.149.187:2794 -> 161.142.100.80:1766.
-    let tuple = [
-        66, 9, 149, 187, 161, 142, 100, 80, 0x0a, 0xea, 0x06, 0xe6,
-    ];
+    let tuple = [66, 9, 149, 187, 161, 142, 100, 80, 0x0a, 0xea, 0x06, 0xe6];
     sc.map.write(8192, &tuple);
     let st = [seg_in(sc.phys(8192), tuple.len())];
     let mut r = req(OP_RSS, 0, &st, 5);
     r.header.params = MS_RSS_KEY;
     let c = d.run(&r, 0)?;
     expect_ok(&c, "rss")?;
-    ensure!(c.result == 0x51cc_c178, "toeplitz {:#x}, expected 0x51ccc178", c.result);
+    ensure!(
+        c.result == 0x51cc_c178,
+        "toeplitz {:#x}, expected 0x51ccc178",
+        c.result
+    );
     // COPY
     let src = pattern(5000, 9);
     sc.map.write(12288, &src);
@@ -622,7 +651,11 @@ fn every_op_through_the_device() -> TestResult {
             op_name(op)
         );
     }
-    ensure!(st.bytes_copied == 0, "zero-copy counted {} bytes copied", st.bytes_copied);
+    ensure!(
+        st.bytes_copied == 0,
+        "zero-copy counted {} bytes copied",
+        st.bytes_copied
+    );
     Ok(())
 }
 
@@ -651,7 +684,11 @@ fn aes_gcm_seal_open_and_keys() -> TestResult {
     r.header.params[..GCM_IV_LEN].copy_from_slice(&iv);
     let c = d.run(&r, 0)?;
     expect_ok(&c, "seal")?;
-    ensure!(c.len as usize == pt.len() + GCM_TAG_LEN, "seal wrote {}", c.len);
+    ensure!(
+        c.len as usize == pt.len() + GCM_TAG_LEN,
+        "seal wrote {}",
+        c.len
+    );
     let sealed = sc.map.read(8192, pt.len() + GCM_TAG_LEN);
     ensure!(sealed[..pt.len()] != pt[..], "ciphertext equals plaintext");
 
@@ -667,7 +704,10 @@ fn aes_gcm_seal_open_and_keys() -> TestResult {
     r.header.params[..GCM_IV_LEN].copy_from_slice(&iv);
     let c = d.run(&r, 0)?;
     expect_ok(&c, "open")?;
-    ensure!(sc.map.read(24576, pt.len()) == pt, "open did not restore the plaintext");
+    ensure!(
+        sc.map.read(24576, pt.len()) == pt,
+        "open did not restore the plaintext"
+    );
 
     // A flipped tag bit fails authentication.
     let last = 16384 + aad.len() + sealed.len() - 1;
@@ -713,7 +753,10 @@ fn copy_mode_counts_bytes_zero_copy_none() -> TestResult {
     let crc_segs = [seg_in(src.as_ptr() as u64, src.len())];
     let c = d.run(&req(OP_CRC32C, 0, &crc_segs, 2), SUBMIT_COPY)?;
     expect_ok(&c, "copy-mode crc32c")?;
-    ensure!(c.result == u64::from(crc32c(&src)), "copy-mode crc32c wrong");
+    ensure!(
+        c.result == u64::from(crc32c(&src)),
+        "copy-mode crc32c wrong"
+    );
     let st = d.stats()?;
     let want = 10_000 + 10_000 + 10_000;
     ensure!(
@@ -727,14 +770,21 @@ fn copy_mode_counts_bytes_zero_copy_none() -> TestResult {
     let zc = [seg_in(sc.phys(0), 10_000), seg_out(sc.phys(16384), 10_000)];
     let c = d.run(&req(OP_COPY, 0, &zc, 3), 0)?;
     expect_ok(&c, "zero-copy copy")?;
-    ensure!(sc.map.read(16384, 10_000) == src, "zero-copy output differs");
+    ensure!(
+        sc.map.read(16384, 10_000) == src,
+        "zero-copy output differs"
+    );
     let st2 = d.stats()?;
     ensure!(
         st2.bytes_copied == st.bytes_copied,
         "zero-copy request copied {} bytes",
         st2.bytes_copied - st.bytes_copied
     );
-    ensure!(st2.bytes_zero_copy == 20_000, "zero-copy bytes {}", st2.bytes_zero_copy);
+    ensure!(
+        st2.bytes_zero_copy == 20_000,
+        "zero-copy bytes {}",
+        st2.bytes_zero_copy
+    );
     ensure!(
         debugfs_u64("bytes_copied")? >= dev_copied_before + want,
         "debugfs bytes_copied did not grow"
@@ -763,7 +813,13 @@ fn batch_of_many_requests() -> TestResult {
         // Blocking submit: waits for ring room instead of failing.
         let (r, n) = d.submit(&reqs, 0);
         println!("kmod: batch round {round}: submit took {:?}", t0.elapsed());
-        r.map_err(|e| format!("round {round}: SUBMIT {} after {n}: {}", MAX_BATCH, errname(e)))?;
+        r.map_err(|e| {
+            format!(
+                "round {round}: SUBMIT {} after {n}: {}",
+                MAX_BATCH,
+                errname(e)
+            )
+        })?;
         ensure!(n == MAX_BATCH, "round {round}: submitted {n}");
         let comps = d.reap_n(n as usize)?;
         let mut cookies: Vec<u64> = comps.iter().map(|c| c.cookie).collect();
@@ -777,14 +833,20 @@ fn batch_of_many_requests() -> TestResult {
             ensure!(c.result == want, "batched crc32c {:#x}", c.result);
         }
         total += comps.len();
-        println!("kmod: batch round {round}: submit+reap took {:?}", t0.elapsed());
+        println!(
+            "kmod: batch round {round}: submit+reap took {:?}",
+            t0.elapsed()
+        );
     }
     // Non-blocking: either all queued or EAGAIN with a prefix; what was
     // queued completes.
     let (r, n) = d.submit(&reqs, SUBMIT_NONBLOCK);
     if let Err(e) = r {
         ensure!(e == libc::EAGAIN, "nonblocking submit: {}", errname(e));
-        ensure!(d.stats()?.ring_full >= 1, "EAGAIN without a ring-full count");
+        ensure!(
+            d.stats()?.ring_full >= 1,
+            "EAGAIN without a ring-full count"
+        );
     }
     d.reap_n(n as usize)?;
     ensure!(total == 4 * MAX_BATCH as usize, "reaped {total}");
@@ -800,7 +862,11 @@ fn poll_reports_completions() -> TestResult {
     };
     // SAFETY: one valid pollfd.
     let n = unsafe { libc::poll(&mut pfd, 1, 0) };
-    ensure!(n == 0, "poll with nothing pending returned {n} ({:#x})", pfd.revents);
+    ensure!(
+        n == 0,
+        "poll with nothing pending returned {n} ({:#x})",
+        pfd.revents
+    );
     let (r, _) = d.submit(&[req(OP_NOP, 0, &[], 42)], 0);
     r.map_err(|e| format!("SUBMIT: {}", errname(e)))?;
     pfd.revents = 0;
@@ -843,7 +909,10 @@ fn uncached_slab_has_uc_memtype() -> TestResult {
         let pages = s.size / 4096;
         for p in [0, pages / 2, pages - 1] {
             let f = kpageflags(s.phys / 4096 + p)?;
-            let (uc, wc) = (f & KPF_ARCH_2 != 0 && f & KPF_ARCH == 0, f & KPF_ARCH != 0 && f & KPF_ARCH_2 == 0);
+            let (uc, wc) = (
+                f & KPF_ARCH_2 != 0 && f & KPF_ARCH == 0,
+                f & KPF_ARCH != 0 && f & KPF_ARCH_2 == 0,
+            );
             let ok = match caching {
                 CACHE_UNCACHED => uc,
                 CACHE_WRITE_COMBINING => wc,
@@ -860,7 +929,8 @@ fn uncached_slab_has_uc_memtype() -> TestResult {
     // Freed slabs go back to write-back before the pages are released.
     let pfn = slabs[0].phys / 4096;
     for s in &slabs {
-        dev.free(s.id).map_err(|e| format!("SLAB_FREE: {}", errname(e)))?;
+        dev.free(s.id)
+            .map_err(|e| format!("SLAB_FREE: {}", errname(e)))?;
     }
     let f = kpageflags(pfn)?;
     ensure!(
@@ -881,13 +951,31 @@ fn bad_ioctl_numbers() -> TestResult {
     expect_err(d.ioctl(unknown, &mut buf), libc::ENOTTY, "unknown ioctl")?;
     // The right number with the wrong size is a different command.
     let wrong_size = ioc(3, IOC_TYPE, 0x41, 40);
-    expect_err(d.ioctl(wrong_size, &mut buf), libc::ENOTTY, "SLAB_ALLOC with size 40")?;
+    expect_err(
+        d.ioctl(wrong_size, &mut buf),
+        libc::ENOTTY,
+        "SLAB_ALLOC with size 40",
+    )?;
     let other_type = ioc(2, b'Q', 0x40, core::mem::size_of::<IocInfo>());
-    expect_err(d.ioctl(other_type, &mut buf), libc::ENOTTY, "INFO with type 'Q'")?;
+    expect_err(
+        d.ioctl(other_type, &mut buf),
+        libc::ENOTTY,
+        "INFO with type 'Q'",
+    )?;
     // Bad user pointers are EFAULT.
     // SAFETY: the kernel must reject the pointer without touching memory.
-    let r = unsafe { libc::ioctl(d.f.as_raw_fd(), libc::c_ulong::from(PKTACCEL_IOC_INFO), 8usize) };
-    ensure!(r < 0 && errno() == libc::EFAULT, "INFO to address 8: {r} {}", errname(errno()));
+    let r = unsafe {
+        libc::ioctl(
+            d.f.as_raw_fd(),
+            libc::c_ulong::from(PKTACCEL_IOC_INFO),
+            8usize,
+        )
+    };
+    ensure!(
+        r < 0 && errno() == libc::EFAULT,
+        "INFO to address 8: {r} {}",
+        errname(errno())
+    );
     d.info()?;
     Ok(())
 }
@@ -908,18 +996,38 @@ fn bad_submit_arguments() -> TestResult {
         submitted: 0,
         reserved: 0,
     };
-    expect_err(d.ioctl(PKTACCEL_IOC_SUBMIT, &mut s), libc::EINVAL, "count 0")?;
+    expect_err(
+        d.ioctl(PKTACCEL_IOC_SUBMIT, &mut s),
+        libc::EINVAL,
+        "count 0",
+    )?;
     s.count = MAX_BATCH + 1;
-    expect_err(d.ioctl(PKTACCEL_IOC_SUBMIT, &mut s), libc::EINVAL, "count MAX_BATCH+1")?;
+    expect_err(
+        d.ioctl(PKTACCEL_IOC_SUBMIT, &mut s),
+        libc::EINVAL,
+        "count MAX_BATCH+1",
+    )?;
     s.count = 1;
     s.flags = 1 << 7;
-    expect_err(d.ioctl(PKTACCEL_IOC_SUBMIT, &mut s), libc::EINVAL, "unknown flag")?;
+    expect_err(
+        d.ioctl(PKTACCEL_IOC_SUBMIT, &mut s),
+        libc::EINVAL,
+        "unknown flag",
+    )?;
     s.flags = 0;
     s.reserved = 1;
-    expect_err(d.ioctl(PKTACCEL_IOC_SUBMIT, &mut s), libc::EINVAL, "reserved != 0")?;
+    expect_err(
+        d.ioctl(PKTACCEL_IOC_SUBMIT, &mut s),
+        libc::EINVAL,
+        "reserved != 0",
+    )?;
     s.reserved = 0;
     s.reqs = 0x10;
-    expect_err(d.ioctl(PKTACCEL_IOC_SUBMIT, &mut s), libc::EFAULT, "requests at 0x10")?;
+    expect_err(
+        d.ioctl(PKTACCEL_IOC_SUBMIT, &mut s),
+        libc::EFAULT,
+        "requests at 0x10",
+    )?;
 
     let one = |r: IocRequest, want: i32, what: &str| -> TestResult {
         let (res, n) = d.submit(&[r], 0);
@@ -939,8 +1047,16 @@ fn bad_submit_arguments() -> TestResult {
     let many: Vec<IocSegment> = (0..=info.config.max_segments.min(64) as usize)
         .map(|i| seg_in(sc.phys(i * 64), 64))
         .collect();
-    one(req(OP_CRC32C, 0, &many, 2), libc::E2BIG, "too many segments")?;
-    one(req(OP_CRC32C, 0, &[seg_in(sc.phys(0), 0)], 3), libc::EINVAL, "zero-length segment")?;
+    one(
+        req(OP_CRC32C, 0, &many, 2),
+        libc::E2BIG,
+        "too many segments",
+    )?;
+    one(
+        req(OP_CRC32C, 0, &[seg_in(sc.phys(0), 0)], 3),
+        libc::EINVAL,
+        "zero-length segment",
+    )?;
     one(
         req(OP_CRC32C, 0, &[seg_in(u64::MAX - 10, 64)], 4),
         libc::EINVAL,
@@ -953,7 +1069,11 @@ fn bad_submit_arguments() -> TestResult {
     }];
     one(req(OP_CRC32C, 0, &bad_dir, 5), libc::EINVAL, "direction 9")?;
     let order = [seg_out(sc.phys(0), 64), seg_in(sc.phys(64), 64)];
-    one(req(OP_COPY, 0, &order, 6), libc::EINVAL, "input after output")?;
+    one(
+        req(OP_COPY, 0, &order, 6),
+        libc::EINVAL,
+        "input after output",
+    )?;
     let big = (info.config.max_request_bytes as usize) + 4096;
     let sc2 = Scratch::new(SLAB_MAX_SIZE, CACHE_WRITE_BACK)?;
     let too_big = [seg_in(sc2.phys(0), big)];
@@ -990,10 +1110,17 @@ fn bad_slab_arguments() -> TestResult {
     }
     expect_err(d.alloc(0, 3), libc::EINVAL, "caching mode 3")?;
     let st = d.stats()?;
-    ensure!(st.slabs == 0 && st.pinned == 0, "failed allocations left {st:?}");
+    ensure!(
+        st.slabs == 0 && st.pinned == 0,
+        "failed allocations left {st:?}"
+    );
     // SLAB_FREE with a non-zero reserved field.
     let mut f = IocSlabFree { id: 1, reserved: 1 };
-    expect_err(d.ioctl(PKTACCEL_IOC_SLAB_FREE, &mut f), libc::EINVAL, "free reserved != 0")?;
+    expect_err(
+        d.ioctl(PKTACCEL_IOC_SLAB_FREE, &mut f),
+        libc::EINVAL,
+        "free reserved != 0",
+    )?;
     Ok(())
 }
 
@@ -1004,7 +1131,8 @@ fn bad_free_twice_and_foreign() -> TestResult {
         .alloc(SLAB_MIN_SIZE, CACHE_UNCACHED)
         .map_err(|e| format!("SLAB_ALLOC: {}", errname(e)))?;
     expect_err(b.free(s.id), libc::ENOENT, "free another file's slab")?;
-    a.free(s.id).map_err(|e| format!("SLAB_FREE: {}", errname(e)))?;
+    a.free(s.id)
+        .map_err(|e| format!("SLAB_FREE: {}", errname(e)))?;
     expect_err(a.free(s.id), libc::ENOENT, "free twice")?;
     expect_err(a.free(12345), libc::ENOENT, "free unknown id")?;
     ensure!(a.stats()?.slabs == 0, "slab left after free");
@@ -1017,22 +1145,38 @@ fn bad_mmap() -> TestResult {
         .alloc(SLAB_MIN_SIZE, CACHE_UNCACHED)
         .map_err(|e| format!("SLAB_ALLOC: {}", errname(e)))?;
     let len = s.size as usize;
-    expect_err(Map::new(&d, s.mmap_offset + 4096, len - 4096), libc::EINVAL, "mmap at offset+4K")?;
+    expect_err(
+        Map::new(&d, s.mmap_offset + 4096, len - 4096),
+        libc::EINVAL,
+        "mmap at offset+4K",
+    )?;
     expect_err(Map::new(&d, 0, len), libc::EINVAL, "mmap at offset 0")?;
-    expect_err(Map::new(&d, s.mmap_offset, len + 4096), libc::EINVAL, "mmap beyond the slab")?;
+    expect_err(
+        Map::new(&d, s.mmap_offset, len + 4096),
+        libc::EINVAL,
+        "mmap beyond the slab",
+    )?;
     // Freeing while mapped is allowed; the pages live until munmap.
     let m = Map::of(&d, &s)?;
     m.write(0, b"still here");
-    d.free(s.id).map_err(|e| format!("SLAB_FREE while mapped: {}", errname(e)))?;
+    d.free(s.id)
+        .map_err(|e| format!("SLAB_FREE while mapped: {}", errname(e)))?;
     ensure!(m.read(0, 10) == b"still here", "mapping changed after free");
-    expect_err(Map::new(&d, s.mmap_offset, len), libc::EINVAL, "mmap after free")?;
+    expect_err(
+        Map::new(&d, s.mmap_offset, len),
+        libc::EINVAL,
+        "mmap after free",
+    )?;
     drop(m);
     // The parked slab is released by the next slab operation.
     let t = d
         .alloc(SLAB_MIN_SIZE, CACHE_UNCACHED)
         .map_err(|e| format!("SLAB_ALLOC: {}", errname(e)))?;
     let st = d.stats()?;
-    ensure!(st.slabs == 1 && st.pinned == t.size, "after munmap + alloc: {st:?}");
+    ensure!(
+        st.slabs == 1 && st.pinned == t.size,
+        "after munmap + alloc: {st:?}"
+    );
     Ok(())
 }
 
@@ -1043,7 +1187,9 @@ fn segments_outside_own_slabs_efault() -> TestResult {
         .dev
         .alloc(SLAB_MIN_SIZE, CACHE_WRITE_BACK)
         .map_err(|e| format!("SLAB_ALLOC: {}", errname(e)))?;
-    a.dev.free(freed.id).map_err(|e| format!("SLAB_FREE: {}", errname(e)))?;
+    a.dev
+        .free(freed.id)
+        .map_err(|e| format!("SLAB_FREE: {}", errname(e)))?;
     let before = device_requests()?;
     let size = a.slab.size as usize;
     let cases: [(&str, IocSegment); 6] = [
@@ -1073,11 +1219,27 @@ fn segments_outside_own_slabs_efault() -> TestResult {
 
 fn reap_with_nothing_in_flight() -> TestResult {
     let d = Dev::open()?;
-    expect_err(d.reap(4, 0), libc::ENOENT, "reap, nothing in flight, no wait")?;
-    expect_err(d.reap(4, 100), libc::ENOENT, "reap, nothing in flight, 100 ms")?;
-    expect_err(d.reap(4, -1), libc::ENOENT, "reap, nothing in flight, forever")?;
+    expect_err(
+        d.reap(4, 0),
+        libc::ENOENT,
+        "reap, nothing in flight, no wait",
+    )?;
+    expect_err(
+        d.reap(4, 100),
+        libc::ENOENT,
+        "reap, nothing in flight, 100 ms",
+    )?;
+    expect_err(
+        d.reap(4, -1),
+        libc::ENOENT,
+        "reap, nothing in flight, forever",
+    )?;
     expect_err(d.reap(0, 0), libc::EINVAL, "reap max 0")?;
-    expect_err(d.reap(MAX_BATCH + 1, 0), libc::EINVAL, "reap max MAX_BATCH+1")?;
+    expect_err(
+        d.reap(MAX_BATCH + 1, 0),
+        libc::EINVAL,
+        "reap max MAX_BATCH+1",
+    )?;
     let mut r = IocReap {
         comps: 0x30,
         max: 1,
@@ -1087,7 +1249,11 @@ fn reap_with_nothing_in_flight() -> TestResult {
     };
     let (res, _) = d.submit(&[req(OP_NOP, 0, &[], 1)], 0);
     res.map_err(|e| format!("SUBMIT: {}", errname(e)))?;
-    expect_err(d.ioctl(PKTACCEL_IOC_REAP, &mut r), libc::EFAULT, "reap into address 0x30")?;
+    expect_err(
+        d.ioctl(PKTACCEL_IOC_REAP, &mut r),
+        libc::EFAULT,
+        "reap into address 0x30",
+    )?;
     Ok(())
 }
 
@@ -1095,7 +1261,10 @@ fn pinned_memory_caps() -> TestResult {
     let d = Dev::open()?;
     let info = d.info()?;
     let cap = info.max_pinned_per_file;
-    ensure!(cap.is_multiple_of(SLAB_MAX_SIZE), "per-file cap {cap} not a slab multiple");
+    ensure!(
+        cap.is_multiple_of(SLAB_MAX_SIZE),
+        "per-file cap {cap} not a slab multiple"
+    );
     let n = cap / SLAB_MAX_SIZE;
     ensure!(
         info.max_pinned_total > info.pinned_total + cap,
@@ -1108,9 +1277,14 @@ fn pinned_memory_caps() -> TestResult {
             .map_err(|e| format!("slab {i} of {n}: {}", errname(e)))?;
         ids.push(s.id);
     }
-    expect_err(d.alloc(SLAB_MIN_SIZE, CACHE_WRITE_BACK), libc::ENOMEM, "over the per-file cap")?;
+    expect_err(
+        d.alloc(SLAB_MIN_SIZE, CACHE_WRITE_BACK),
+        libc::ENOMEM,
+        "over the per-file cap",
+    )?;
     ensure!(d.stats()?.pinned == cap, "pinned {}", d.stats()?.pinned);
-    d.free(ids[0]).map_err(|e| format!("SLAB_FREE: {}", errname(e)))?;
+    d.free(ids[0])
+        .map_err(|e| format!("SLAB_FREE: {}", errname(e)))?;
     d.alloc(SLAB_MIN_SIZE, CACHE_WRITE_BACK)
         .map_err(|e| format!("alloc after free under the cap: {}", errname(e)))?;
     drop(d);
@@ -1175,8 +1349,12 @@ fn killed_process_frees_slabs() -> TestResult {
             (MIB, CACHE_WRITE_COMBINING),
             (SLAB_MIN_SIZE, CACHE_WRITE_BACK),
         ] {
-            let Ok(s) = d.alloc(size, caching) else { child_exit(3) };
-            let Ok(m) = Map::of(&d, &s) else { child_exit(4) };
+            let Ok(s) = d.alloc(size, caching) else {
+                child_exit(3)
+            };
+            let Ok(m) = Map::of(&d, &s) else {
+                child_exit(4)
+            };
             m.write(0, b"x");
             maps.push(m);
         }
@@ -1191,7 +1369,10 @@ fn killed_process_frees_slabs() -> TestResult {
     // SAFETY: signalling our own child.
     unsafe { libc::kill(pid, libc::SIGKILL) };
     wait_child(pid);
-    ensure!(pinned == want, "child pinned {pinned} bytes, expected {want}");
+    ensure!(
+        pinned == want,
+        "child pinned {pinned} bytes, expected {want}"
+    );
     wait_pinned_zero()
 }
 
@@ -1199,7 +1380,9 @@ fn exit_with_requests_in_flight() -> TestResult {
     wait_pinned_zero()?;
     fn child(fd: i32) -> ! {
         let Ok(d) = Dev::open() else { child_exit(2) };
-        let Ok(s) = d.alloc(SLAB_MAX_SIZE, CACHE_UNCACHED) else { child_exit(3) };
+        let Ok(s) = d.alloc(SLAB_MAX_SIZE, CACHE_UNCACHED) else {
+            child_exit(3)
+        };
         let Ok(max) = d.info().map(|i| i.config.max_request_bytes as usize) else {
             child_exit(4)
         };
@@ -1225,6 +1408,79 @@ fn exit_with_requests_in_flight() -> TestResult {
     Ok(())
 }
 
+fn sh(prog: &str, args: &[&str]) -> TestResult {
+    let out = std::process::Command::new(prog)
+        .args(args)
+        .output()
+        .map_err(|e| format!("{prog}: {e}"))?;
+    ensure!(
+        out.status.success(),
+        "{prog} {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(())
+}
+
+/// Reloads the module with small caps, checks both, and reloads it with
+/// the defaults.
+fn module_params_cap_pinned_memory() -> TestResult {
+    const KO: &str = "/lib/modules/pktaccel.ko";
+    ensure!(Path::new(KO).exists(), "{KO} missing in the guest");
+    wait_pinned_zero()?;
+    sh("rmmod", &["pktaccel"])?;
+    let per_file = 2 * MIB;
+    let total = 3 * MIB;
+    let checked = (|| -> TestResult {
+        sh(
+            "insmod",
+            &[
+                KO,
+                &format!("max_pinned_per_file={per_file}"),
+                &format!("max_pinned_total={total}"),
+            ],
+        )?;
+        let a = Dev::open()?;
+        let i = a.info()?;
+        ensure!(
+            i.max_pinned_per_file == per_file && i.max_pinned_total == total,
+            "INFO caps {} / {}",
+            i.max_pinned_per_file,
+            i.max_pinned_total
+        );
+        let sa = a
+            .alloc(2 * MIB, CACHE_UNCACHED)
+            .map_err(|e| format!("a: 2 MiB: {}", errname(e)))?;
+        expect_err(
+            a.alloc(SLAB_MIN_SIZE, CACHE_UNCACHED),
+            libc::ENOMEM,
+            "per-file cap",
+        )?;
+        let b = Dev::open()?;
+        b.alloc(MIB, CACHE_UNCACHED)
+            .map_err(|e| format!("b: 1 MiB: {}", errname(e)))?;
+        expect_err(
+            b.alloc(SLAB_MIN_SIZE, CACHE_UNCACHED),
+            libc::ENOMEM,
+            "total cap",
+        )?;
+        ensure!(
+            b.info()?.pinned_total == total,
+            "pinned_total {}",
+            b.info()?.pinned_total
+        );
+        a.free(sa.id).map_err(|e| format!("free: {}", errname(e)))?;
+        b.alloc(SLAB_MIN_SIZE, CACHE_UNCACHED)
+            .map_err(|e| format!("b: 64 KiB after a's free: {}", errname(e)))?;
+        Ok(())
+    })();
+    let _ = sh("rmmod", &["pktaccel"]);
+    sh("insmod", &[KO])?;
+    checked?;
+    ensure!(Path::new(DEV).exists(), "{DEV} missing after reload");
+    wait_pinned_zero()
+}
+
 fn pci_function() -> Result<std::path::PathBuf, String> {
     crate::pci::find_device().ok_or_else(|| "no pktaccel PCI function".to_string())
 }
@@ -1247,7 +1503,8 @@ fn unbind_fails_in_flight_and_rebind() -> TestResult {
     fs::write("/sys/bus/pci/drivers/pktaccel/unbind", &name)
         .map_err(|e| format!("unbind {name}: {e}"))?;
     let rebind = || {
-        fs::write("/sys/bus/pci/drivers/pktaccel/bind", &name).map_err(|e| format!("bind {name}: {e}"))
+        fs::write("/sys/bus/pci/drivers/pktaccel/bind", &name)
+            .map_err(|e| format!("bind {name}: {e}"))
     };
     let check = || -> TestResult {
         // Everything submitted completes (OK if the device got to it first,
@@ -1269,7 +1526,11 @@ fn unbind_fails_in_flight_and_rebind() -> TestResult {
         };
         // SAFETY: one valid pollfd.
         unsafe { libc::poll(&mut pfd, 1, 1000) };
-        ensure!(pfd.revents & libc::POLLHUP != 0, "poll after unbind: {:#x}", pfd.revents);
+        ensure!(
+            pfd.revents & libc::POLLHUP != 0,
+            "poll after unbind: {:#x}",
+            pfd.revents
+        );
         // Slabs and mappings stay usable until closed.
         sc.map.write(0, b"ok");
         ensure!(!Path::new(DEV).exists(), "{DEV} still exists after unbind");
@@ -1328,7 +1589,10 @@ fn device_killed_while_in_flight() -> TestResult {
             }
         }
     }
-    println!("kmod: {ok} requests completed, then {device_errors} failed with device-error after {:?}", start.elapsed());
+    println!(
+        "kmod: {ok} requests completed, then {device_errors} failed with device-error after {:?}",
+        start.elapsed()
+    );
     let (r, _) = sc.dev.submit(&reqs[..1], 0);
     expect_err(r, libc::ENODEV, "submit to a dead device")?;
     let mut pfd = libc::pollfd {
@@ -1338,7 +1602,11 @@ fn device_killed_while_in_flight() -> TestResult {
     };
     // SAFETY: one valid pollfd.
     unsafe { libc::poll(&mut pfd, 1, 1000) };
-    ensure!(pfd.revents & libc::POLLHUP != 0, "poll on a dead device: {:#x}", pfd.revents);
+    ensure!(
+        pfd.revents & libc::POLLHUP != 0,
+        "poll on a dead device: {:#x}",
+        pfd.revents
+    );
     ensure!(
         debugfs_stats()?.get("device").map(String::as_str) == Some("dead"),
         "debugfs does not say dead"
