@@ -227,6 +227,36 @@ fn event_idx_and_a_full_ring_of_batched_requests() {
 }
 
 #[test]
+fn a_request_in_an_indirect_table_is_served() {
+    let (_d, mut g) = start(&[]);
+    let h = g.alloc_with(&hdr(OP_CRC32C).to_le_bytes());
+    let data = g.alloc_with(b"123456789");
+    let s = g.alloc(16);
+    let table = g.alloc(16 * 4);
+    let head = g.submit_indirect(
+        0,
+        table,
+        &[
+            RawDesc::r(h, 64),
+            RawDesc::r(data, 4),
+            RawDesc::r(data + 4, 5),
+            RawDesc::w(s, 16),
+        ],
+    );
+    g.kick(0);
+    assert_eq!(g.wait(0, 1), vec![(head, 16)]);
+    let st = StatusRecord::from_le_bytes(&g.read(s, 16)).unwrap();
+    assert_eq!((st.status, st.result), (STATUS_OK, 0xE306_9283));
+    // A table whose length is not a multiple of 16 ends the chain at once.
+    let bad = g.take_desc(0);
+    g.write_desc(0, bad, table, 20, 4, 0);
+    g.push_avail(0, bad);
+    g.kick(0);
+    assert_eq!(g.wait(0, 1), vec![(bad, 0)]);
+    still_serves(&mut g);
+}
+
+#[test]
 fn no_interrupt_flag_suppresses_notifications() {
     let (_d, mut g) = start(&[]);
     still_serves(&mut g);

@@ -37,6 +37,7 @@ pub const DATA_BASE: u64 = 16 << 20;
 
 const VRING_DESC_F_NEXT: u16 = 1;
 const VRING_DESC_F_WRITE: u16 = 2;
+const VRING_DESC_F_INDIRECT: u16 = 4;
 
 static NEXT_ID: AtomicU32 = AtomicU32::new(0);
 
@@ -544,6 +545,34 @@ impl Guest {
         }
         let head = ids[0];
         self.queues[q].inflight.insert(head, ids);
+        self.push_avail(q, head);
+        head
+    }
+
+    /// Puts `descs` into an indirect table at `table` (guest memory) and
+    /// submits one ring descriptor pointing at it; returns the head.
+    pub fn submit_indirect(&mut self, q: usize, table: u64, descs: &[RawDesc]) -> u16 {
+        for (i, d) in descs.iter().enumerate() {
+            let last = i + 1 == descs.len();
+            let flags = if d.write { VRING_DESC_F_WRITE } else { 0 }
+                | if last { 0 } else { VRING_DESC_F_NEXT };
+            let mut b = [0u8; 16];
+            b[0..8].copy_from_slice(&d.addr.to_le_bytes());
+            b[8..12].copy_from_slice(&d.len.to_le_bytes());
+            b[12..14].copy_from_slice(&flags.to_le_bytes());
+            b[14..16].copy_from_slice(&(if last { 0 } else { i as u16 + 1 }).to_le_bytes());
+            self.write(table + 16 * i as u64, &b);
+        }
+        let head = self.take_desc(q);
+        self.write_desc(
+            q,
+            head,
+            table,
+            16 * descs.len() as u32,
+            VRING_DESC_F_INDIRECT,
+            0,
+        );
+        self.queues[q].inflight.insert(head, vec![head]);
         self.push_avail(q, head);
         head
     }
