@@ -13,8 +13,8 @@ use kernel::{
     pci,
     prelude::*,
     sync::{
-        atomic::{Atomic, Relaxed},
         aref::ARef,
+        atomic::{Atomic, Relaxed},
         CondVar, CondVarTimeoutResult, SpinLock,
     },
     time::{delay::fsleep, msecs_to_jiffies, Delta, Instant, Monotonic},
@@ -57,7 +57,11 @@ pub(crate) struct Hw {
 
 impl Hw {
     pub(crate) fn new(queues: KVec<QueueState>) -> Self {
-        Hw { queues, dead: false, next: 0 }
+        Hw {
+            queues,
+            dead: false,
+            next: 0,
+        }
     }
 }
 
@@ -150,9 +154,15 @@ impl Shared {
             let room = |hw: &Hw, q: usize| hw.queues[q].vq.as_ref().is_some_and(|v| v.has_room());
             let pick = if queue != u32::MAX {
                 let q = queue as usize;
-                if room(&hw, q) { Some(q) } else { None }
+                if room(&hw, q) {
+                    Some(q)
+                } else {
+                    None
+                }
             } else {
-                (0..nq).map(|i| (hw.next + i).checked_rem(nq).unwrap_or(0)).find(|&q| room(&hw, q))
+                (0..nq)
+                    .map(|i| (hw.next + i).checked_rem(nq).unwrap_or(0))
+                    .find(|&q| room(&hw, q))
             };
             if let Some(q) = pick {
                 let qs = &mut hw.queues[q];
@@ -184,8 +194,9 @@ impl Shared {
                 hw = self.hw.lock();
                 continue;
             }
-            if let CondVarTimeoutResult::Signal { .. } =
-                self.space.wait_interruptible_timeout(&mut hw, msecs_to_jiffies(100))
+            if let CondVarTimeoutResult::Signal { .. } = self
+                .space
+                .wait_interruptible_timeout(&mut hw, msecs_to_jiffies(100))
             {
                 return Err(EINTR);
             }
@@ -205,7 +216,11 @@ impl Shared {
                 let mut more = true;
                 {
                     let mut hw = self.hw.lock();
-                    let QueueState { vq, slots, last_progress } = &mut hw.queues[q];
+                    let QueueState {
+                        vq,
+                        slots,
+                        last_progress,
+                    } = &mut hw.queues[q];
                     let Some(vq) = vq.as_mut() else { break };
                     while n < BATCH {
                         match vq.pop_used() {
@@ -252,7 +267,10 @@ impl Shared {
     /// dropping the last reference to a closed file frees its slabs.
     fn deliver(&self, inf: InFlight, mut st: abi::StatusRecord) {
         if st.status == STATUS_UNWRITTEN {
-            st = abi::StatusRecord { status: abi::STATUS_DEVICE_ERROR, ..Default::default() };
+            st = abi::StatusRecord {
+                status: abi::STATUS_DEVICE_ERROR,
+                ..Default::default()
+            };
         }
         let op = usize::from(inf.op) & 15;
         self.stats.requests[op].add(1, Relaxed);
@@ -318,7 +336,10 @@ impl Shared {
             };
             let Some(inf) = inf else { break };
             self.stats.device_errors.add(1, Relaxed);
-            let st = abi::StatusRecord { status: abi::STATUS_DEVICE_ERROR, ..Default::default() };
+            let st = abi::StatusRecord {
+                status: abi::STATUS_DEVICE_ERROR,
+                ..Default::default()
+            };
             self.deliver(inf, st);
         }
         {
@@ -336,16 +357,23 @@ impl Shared {
     /// for it to acknowledge.
     fn reset_device(&self) {
         let write = self.bar.try_access().map(|bar| {
-            Regs { bar: &bar, caps: &self.caps }.write8(0, common::DEVICE_STATUS)
+            Regs {
+                bar: &bar,
+                caps: &self.caps,
+            }
+            .write8(0, common::DEVICE_STATUS)
         });
         if !matches!(write, Some(Ok(()))) {
             return;
         }
         for _ in 0..1000 {
-            let st = self
-                .bar
-                .try_access()
-                .map(|bar| Regs { bar: &bar, caps: &self.caps }.status());
+            let st = self.bar.try_access().map(|bar| {
+                Regs {
+                    bar: &bar,
+                    caps: &self.caps,
+                }
+                .status()
+            });
             match st {
                 Some(Ok(0)) | None | Some(Err(_)) => return,
                 Some(Ok(_)) => fsleep(Delta::from_micros(100)),
@@ -376,7 +404,10 @@ impl Shared {
 
     fn in_flight(&self) -> usize {
         let hw = self.hw.lock();
-        hw.queues.iter().map(|q| q.vq.as_ref().map_or(0, |v| v.in_flight())).sum()
+        hw.queues
+            .iter()
+            .map(|q| q.vq.as_ref().map_or(0, |v| v.in_flight()))
+            .sum()
     }
 }
 
@@ -412,7 +443,11 @@ impl fmt::Debug for StatsView {
         }
         writeln!(f, "rejected {}", s.stats.rejected.load(Relaxed))?;
         writeln!(f, "bytes_copied {}", s.stats.bytes_copied.load(Relaxed))?;
-        writeln!(f, "bytes_zero_copy {}", s.stats.bytes_zero_copy.load(Relaxed))?;
+        writeln!(
+            f,
+            "bytes_zero_copy {}",
+            s.stats.bytes_zero_copy.load(Relaxed)
+        )?;
         writeln!(f, "ring_full {}", s.stats.ring_full.load(Relaxed))?;
         writeln!(f, "device_errors {}", s.stats.device_errors.load(Relaxed))
     }
@@ -442,7 +477,12 @@ pub(crate) fn setup_queues(
         let size = 1u16 << want.ilog2();
         regs.write16(size, common::QUEUE_SIZE)?;
         let vq = Vq::new(pdev.as_ref(), size, max_segs, indirect).inspect_err(|_| {
-            dev_err!(pdev, "queue {}: cannot allocate rings of {} entries\n", q, size);
+            dev_err!(
+                pdev,
+                "queue {}: cannot allocate rings of {} entries\n",
+                q,
+                size
+            );
         })?;
         let (d, a, u) = vq.addrs();
         regs.write64(d, common::QUEUE_DESC)?;
@@ -462,7 +502,11 @@ pub(crate) fn setup_queues(
         }
         qsize = size;
         queues.push(
-            QueueState { vq: Some(vq), slots, last_progress: Instant::now() },
+            QueueState {
+                vq: Some(vq),
+                slots,
+                last_progress: Instant::now(),
+            },
             GFP_KERNEL,
         )?;
     }

@@ -10,8 +10,8 @@
 use core::mem::size_of;
 use kernel::{
     fs::File,
-    mm::virt::VmaNew,
     miscdevice::{MiscDevice, MiscDeviceRegistration},
+    mm::virt::VmaNew,
     new_mutex, new_poll_condvar, new_spinlock,
     page::PAGE_SIZE,
     prelude::*,
@@ -150,13 +150,24 @@ fn free_slab(pinned: &mut u64, s: Slab) {
 
 impl FileState {
     /// Called by the device for each finished request of this file.
-    pub(crate) fn complete(&self, cookie: u64, op: u16, st: abi::StatusRecord, bounce: Option<Bounce>) {
+    pub(crate) fn complete(
+        &self,
+        cookie: u64,
+        op: u16,
+        st: abi::StatusRecord,
+        bounce: Option<Bounce>,
+    ) {
         self.stats.requests[usize::from(op) & 15].add(1, Relaxed);
         if st.status != abi::STATUS_OK {
             self.stats.errors.add(1, Relaxed);
         }
         let e = CompEntry {
-            comp: IocCompletion { cookie, status: st.status, len: st.len, result: st.result },
+            comp: IocCompletion {
+                cookie,
+                status: st.status,
+                len: st.len,
+                result: st.result,
+            },
             bounce,
         };
         let lost = {
@@ -166,7 +177,10 @@ impl FileState {
         };
         if lost.is_some() {
             // Unreachable: submit reserves room for every completion.
-            pr_err!("pktaccel: completion queue overflow, completion {:#x} lost\n", cookie);
+            pr_err!(
+                "pktaccel: completion queue overflow, completion {:#x} lost\n",
+                cookie
+            );
         }
         self.wait.notify_all();
     }
@@ -216,15 +230,20 @@ impl FileState {
             pinned_by_file: pinned,
             pinned_total: PINNED_TOTAL.load(Relaxed),
         };
-        UserSlice::new(ptr, size_of::<abi::IocInfo>()).writer().write(&info)
+        UserSlice::new(ptr, size_of::<abi::IocInfo>())
+            .writer()
+            .write(&info)
     }
 
     fn slab_alloc(&self, ptr: UserPtr) -> Result {
         let (mut r, mut w) = UserSlice::new(ptr, size_of::<IocSlabAlloc>()).reader_writer();
         let req: IocSlabAlloc = r.read()?;
-        let size = if req.size == 0 { abi::SLAB_DEFAULT_SIZE } else { req.size };
-        if !size.is_power_of_two() || !(abi::SLAB_MIN_SIZE..=abi::SLAB_MAX_SIZE).contains(&size)
-        {
+        let size = if req.size == 0 {
+            abi::SLAB_DEFAULT_SIZE
+        } else {
+            req.size
+        };
+        if !size.is_power_of_two() || !(abi::SLAB_MIN_SIZE..=abi::SLAB_MAX_SIZE).contains(&size) {
             return Err(EINVAL);
         }
         if req.caching > abi::CACHE_WRITE_BACK {
@@ -295,12 +314,18 @@ impl FileState {
     }
 
     fn slab_free(&self, ptr: UserPtr) -> Result {
-        let req: abi::IocSlabFree = UserSlice::new(ptr, size_of::<abi::IocSlabFree>()).reader().read()?;
+        let req: abi::IocSlabFree = UserSlice::new(ptr, size_of::<abi::IocSlabFree>())
+            .reader()
+            .read()?;
         if req.reserved != 0 {
             return Err(EINVAL);
         }
         let mut inner = self.inner.lock();
-        let i = inner.slabs.iter().position(|s| s.id == req.id).ok_or(ENOENT)?;
+        let i = inner
+            .slabs
+            .iter()
+            .position(|s| s.id == req.id)
+            .ok_or(ENOENT)?;
         inner.zombies.reserve(1, GFP_KERNEL)?;
         let s = inner.slabs.remove(i).map_err(|_| ENOENT)?;
         // Cannot fail: room reserved above.
@@ -312,7 +337,10 @@ impl FileState {
     fn stats_ioctl(&self, ptr: UserPtr) -> Result {
         let (slabs, pinned) = {
             let inner = self.inner.lock();
-            ((inner.slabs.len() + inner.zombies.len()) as u64, inner.pinned)
+            (
+                (inner.slabs.len() + inner.zombies.len()) as u64,
+                inner.pinned,
+            )
         };
         let mut out = abi::IocStats {
             errors: self.stats.errors.load(Relaxed),
@@ -327,7 +355,9 @@ impl FileState {
         for (o, s) in out.requests.iter_mut().zip(self.stats.requests.iter()) {
             *o = s.load(Relaxed);
         }
-        UserSlice::new(ptr, size_of::<abi::IocStats>()).writer().write(&out)
+        UserSlice::new(ptr, size_of::<abi::IocStats>())
+            .writer()
+            .write(&out)
     }
 
     fn reject(&self, e: Error) -> Error {
@@ -360,7 +390,13 @@ impl FileState {
                 .and_then(|o| sub.reqs.checked_add(o))
                 .ok_or(EFAULT);
             let r = addr.and_then(|a| {
-                Self::submit_one(me, UserPtr::from_addr(a as usize), nonblock, copy, &mut touched)
+                Self::submit_one(
+                    me,
+                    UserPtr::from_addr(a as usize),
+                    nonblock,
+                    copy,
+                    &mut touched,
+                )
             });
             match r {
                 Ok(()) => done += 1,
@@ -384,7 +420,9 @@ impl FileState {
         touched: &mut u64,
     ) -> Result {
         let shared = &me.shared;
-        let req: IocRequest = UserSlice::new(uptr, size_of::<IocRequest>()).reader().read()?;
+        let req: IocRequest = UserSlice::new(uptr, size_of::<IocRequest>())
+            .reader()
+            .read()?;
         let h = &req.header;
         if h.op >= 16 || h.flags != 0 || h.reserved != 0 {
             return Err(me.reject(EINVAL));
@@ -453,7 +491,11 @@ impl FileState {
             let mut off = 0u64;
             for s in segs.iter() {
                 dsegs.push(
-                    Seg { addr: base + off, len: s.len, write: s.dir == abi::SEG_OUT },
+                    Seg {
+                        addr: base + off,
+                        len: s.len,
+                        write: s.dir == abi::SEG_OUT,
+                    },
                     GFP_KERNEL,
                 )?;
                 off += u64::from(s.len);
@@ -465,13 +507,21 @@ impl FileState {
         } else {
             for s in segs.iter() {
                 dsegs.push(
-                    Seg { addr: s.addr, len: s.len, write: s.dir == abi::SEG_OUT },
+                    Seg {
+                        addr: s.addr,
+                        len: s.len,
+                        write: s.dir == abi::SEG_OUT,
+                    },
                     GFP_KERNEL,
                 )?;
             }
             let inner = me.inner.lock();
             for s in segs.iter() {
-                if !inner.slabs.iter().any(|sl| sl.contains(s.addr, u64::from(s.len))) {
+                if !inner
+                    .slabs
+                    .iter()
+                    .any(|sl| sl.contains(s.addr, u64::from(s.len)))
+                {
                     drop(inner);
                     dev_warn!(
                         shared.pdev.as_ref(),
@@ -489,7 +539,12 @@ impl FileState {
             drop(inner);
             None
         };
-        let inf = InFlight { file: me.into(), cookie: h.cookie, op: h.op, bounce };
+        let inf = InFlight {
+            file: me.into(),
+            cookie: h.cookie,
+            op: h.op,
+            bounce,
+        };
         match shared.submit(req.queue, &h.to_le_bytes(), &dsegs, inf, nonblock, touched) {
             Ok(()) => {
                 if !copy {
@@ -543,8 +598,9 @@ impl FileState {
             } else {
                 100
             };
-            if let CondVarTimeoutResult::Signal { .. } =
-                me.wait.wait_interruptible_timeout(&mut g, msecs_to_jiffies(chunk as u32))
+            if let CondVarTimeoutResult::Signal { .. } = me
+                .wait
+                .wait_interruptible_timeout(&mut g, msecs_to_jiffies(chunk as u32))
             {
                 return Err(EINTR);
             }

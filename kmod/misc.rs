@@ -91,10 +91,7 @@ unsafe impl<T: MiscPoll> Sync for PollMiscRegistration<T> {}
 
 impl<T: MiscPoll> PollMiscRegistration<T> {
     /// Registers `/dev/<name>`.
-    pub(crate) fn register(
-        name: &'static CStr,
-        data: T::RegData,
-    ) -> impl PinInit<Self, Error> {
+    pub(crate) fn register(name: &'static CStr, data: T::RegData) -> impl PinInit<Self, Error> {
         try_pin_init!(Self {
             data,
             inner <- Opaque::try_ffi_init(move |slot: *mut bindings::miscdevice| {

@@ -96,7 +96,9 @@ struct Vectors<'bound> {
 unsafe impl Send for Vectors<'_> {}
 
 impl<'bound> Vectors<'bound> {
-    fn new(pdev: &'bound pci::Device<Bound>) -> Result<(Self, &'bound pci::IrqVectorRegistration<'bound>)> {
+    fn new(
+        pdev: &'bound pci::Device<Bound>,
+    ) -> Result<(Self, &'bound pci::IrqVectorRegistration<'bound>)> {
         let types = pci::IrqTypes::default().with(pci::IrqType::MsiX);
         let v = pdev.alloc_irq_vectors(1, 1, types).inspect_err(|e| {
             dev_err!(pdev, "cannot enable the MSI-X vector: {:?}\n", e);
@@ -166,13 +168,17 @@ fn check_config(pdev: &pci::Device<Bound>, regs: &Regs<'_>) -> Result<DeviceConf
 /// Status handshake and feature negotiation up to FEATURES_OK. Returns
 /// whether indirect descriptors were negotiated.
 fn negotiate(pdev: &pci::Device<Bound>, regs: &Regs<'_>) -> Result<bool> {
-    regs.reset().inspect_err(|_| dev_err!(pdev, "device did not reset\n"))?;
+    regs.reset()
+        .inspect_err(|_| dev_err!(pdev, "device did not reset\n"))?;
     regs.add_status(status::ACKNOWLEDGE)?;
     regs.add_status(status::DRIVER)?;
     let offered = regs.device_features()?;
     let version1 = 1u64 << abi::VIRTIO_F_VERSION_1;
     if offered & version1 == 0 {
-        dev_err!(pdev, "device does not offer VIRTIO_F_VERSION_1: legacy devices are not supported\n");
+        dev_err!(
+            pdev,
+            "device does not offer VIRTIO_F_VERSION_1: legacy devices are not supported\n"
+        );
         return Err(ENODEV);
     }
     let indirect = 1u64 << abi::VIRTIO_F_INDIRECT_DESC;
@@ -210,7 +216,10 @@ impl pci::Driver for PktDriver {
             let bar = pdev.iomap_region(caps.bar, c"pktaccel")?;
 
             let (cfg, indirect, nq, max_segs, queues, notify, qsize, vectors, vref) = {
-                let regs = Regs { bar: &bar, caps: &caps };
+                let regs = Regs {
+                    bar: &bar,
+                    caps: &caps,
+                };
                 let setup = || -> Result<_> {
                     let indirect = negotiate(pdev, &regs)?;
                     // Read once: QEMU asks the backend for every access.
@@ -226,7 +235,17 @@ impl pci::Driver for PktDriver {
                     regs.write16(virtio::NO_VECTOR, common::MSIX_CONFIG)?;
                     let (queues, notify, qsize) =
                         dev::setup_queues(pdev, &regs, nq as u16, max_segs, indirect)?;
-                    Ok((cfg, indirect, nq as usize, max_segs, queues, notify, qsize, vectors, vref))
+                    Ok((
+                        cfg,
+                        indirect,
+                        nq as usize,
+                        max_segs,
+                        queues,
+                        notify,
+                        qsize,
+                        vectors,
+                        vref,
+                    ))
                 };
                 match setup() {
                     Ok(v) => v,
@@ -261,9 +280,10 @@ impl pci::Driver for PktDriver {
             )?;
             // From here on, a failure must reset the device before the
             // rings are freed.
-            let fail = kernel::types::ScopeGuard::new_with_data(shared.clone(), |s: Arc<Shared>| {
-                s.shutdown()
-            });
+            let fail =
+                kernel::types::ScopeGuard::new_with_data(shared.clone(), |s: Arc<Shared>| {
+                    s.shutdown()
+                });
             let request = vref.index(0)?;
             let debugfs = debugfs::Dir::new(c"pktaccel");
             let (s_irq, s_misc, s_dbg) = (shared.clone(), shared.clone(), shared.clone());

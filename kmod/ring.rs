@@ -104,11 +104,7 @@ impl Vq {
         let n = usize::from(size);
         let per_slot = max_segs.checked_add(2).ok_or(EINVAL)?;
         let (nslots, indirect) = if indirect {
-            let table = Coherent::<Desc>::zeroed_slice(
-                dev,
-                n * usize::from(per_slot),
-                GFP_KERNEL,
-            )?;
+            let table = Coherent::<Desc>::zeroed_slice(dev, n * usize::from(per_slot), GFP_KERNEL)?;
             (size, Some(table))
         } else {
             if per_slot > size {
@@ -121,7 +117,6 @@ impl Vq {
             free.push(s, GFP_KERNEL)?;
         }
         Ok(Self {
-
             mask: size.wrapping_sub(1),
             desc: Coherent::<Desc>::zeroed_slice(dev, n, GFP_KERNEL)?,
             avail: Coherent::<u16>::zeroed_slice(dev, n + 3, GFP_KERNEL)?,
@@ -179,8 +174,13 @@ impl Vq {
         let slot = self.free.pop()?;
         let s = usize::from(slot);
         io_project!(&self.slots, [panic: s].hdr).copy_write(*hdr);
-        io_project!(&self.slots, [panic: s].status)
-            .copy_write(abi::StatusRecord { status: STATUS_UNWRITTEN, ..Default::default() }.to_le_bytes());
+        io_project!(&self.slots, [panic: s].status).copy_write(
+            abi::StatusRecord {
+                status: STATUS_UNWRITTEN,
+                ..Default::default()
+            }
+            .to_le_bytes(),
+        );
         let buf_dma = io_project!(&self.slots, [panic: s]).dma_address();
 
         let chain = |k: usize| -> (u64, u32, u16) {

@@ -34,8 +34,11 @@ unsafe extern "C" {
     fn pktaccel_page_to_phys(page: *mut bindings::page) -> bindings::phys_addr_t;
     fn pktaccel_page_address(page: *mut bindings::page) -> *mut ffi::c_void;
     fn pktaccel_page_count(page: *mut bindings::page) -> ffi::c_int;
-    fn pktaccel_set_memory(addr: *mut ffi::c_void, numpages: ffi::c_int, mode: ffi::c_int)
-        -> ffi::c_int;
+    fn pktaccel_set_memory(
+        addr: *mut ffi::c_void,
+        numpages: ffi::c_int,
+        mode: ffi::c_int,
+    ) -> ffi::c_int;
     fn pktaccel_vma_set_cache_mode(vma: *mut bindings::vm_area_struct, mode: ffi::c_int);
     fn pktaccel_virt_to_phys(addr: *const ffi::c_void) -> bindings::phys_addr_t;
 }
@@ -181,7 +184,11 @@ impl Drop for Slab {
         if self.caching != abi::CACHE_WRITE_BACK {
             // SAFETY: the direct-map range of our own pages.
             let ret = unsafe {
-                pktaccel_set_memory(self.kaddr(), self.npages as i32, abi::CACHE_WRITE_BACK as i32)
+                pktaccel_set_memory(
+                    self.kaddr(),
+                    self.npages as i32,
+                    abi::CACHE_WRITE_BACK as i32,
+                )
             };
             if ret != 0 {
                 // Freeing pages whose attribute is not write-back would

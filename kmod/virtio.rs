@@ -86,7 +86,10 @@ pub(crate) fn find_caps(pdev: &pci::Device<Bound>) -> Result<Caps> {
     let cfg = pdev.config_space();
     let st = cfg.try_read16(0x06)?;
     if st & PCI_STATUS_CAP_LIST == 0 {
-        dev_err!(pdev, "no PCI capability list: not a modern virtio function\n");
+        dev_err!(
+            pdev,
+            "no PCI capability list: not a modern virtio function\n"
+        );
         return Err(ENODEV);
     }
     let mut caps = [Cap::default(); 5];
@@ -134,7 +137,11 @@ pub(crate) fn find_caps(pdev: &pci::Device<Bound>) -> Result<Caps> {
     }
     let common = caps[usize::from(CAP_COMMON)];
     if common.length < common::LEN {
-        dev_err!(pdev, "virtio common config too short ({} bytes)\n", common.length);
+        dev_err!(
+            pdev,
+            "virtio common config too short ({} bytes)\n",
+            common.length
+        );
         return Err(ENODEV);
     }
     Ok(Caps {
