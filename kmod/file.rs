@@ -385,7 +385,7 @@ impl FileState {
         let mut done = 0u32;
         let mut result = Ok(());
         for i in 0..sub.count {
-            let addr = (i as u64)
+            let addr = u64::from(i)
                 .checked_mul(size_of::<IocRequest>() as u64)
                 .and_then(|o| sub.reqs.checked_add(o))
                 .ok_or(EFAULT);
