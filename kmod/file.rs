@@ -738,6 +738,11 @@ impl MiscPoll for FileState {
 
     fn poll(me: ArcBorrow<'_, Self>, file: &File, table: PollTable<'_>) -> u32 {
         table.register_wait(file, &me.wait);
+        // Pollers do not sleep in the driver: check for a device that
+        // stopped completing on every (re)poll instead.
+        if me.inflight() != 0 {
+            me.shared.watchdog();
+        }
         let dead = me.shared.is_dead();
         let g = me.comp.lock();
         let mut mask = 0;
