@@ -178,7 +178,7 @@ impl FileState {
         if lost.is_some() {
             // Unreachable: submit reserves room for every completion.
             pr_err!(
-                "pktaccel: completion queue overflow, completion {:#x} lost\n",
+                "completion queue overflow, completion {:#x} lost\n",
                 cookie
             );
         }
@@ -254,7 +254,7 @@ impl FileState {
             self.reap_zombies(&mut inner);
             if inner.pinned + size > crate::max_pinned_per_file() {
                 pr_info!(
-                    "pktaccel: slab of {} bytes refused: file would pin {} of max_pinned_per_file={}\n",
+                    "slab of {} bytes refused: file would pin {} of max_pinned_per_file={}\n",
                     size,
                     inner.pinned + size,
                     crate::max_pinned_per_file()
@@ -265,7 +265,7 @@ impl FileState {
             if before + size > crate::max_pinned_total() {
                 PINNED_TOTAL.fetch_sub(size, Relaxed);
                 pr_info!(
-                    "pktaccel: slab of {} bytes refused: {} bytes pinned of max_pinned_total={}\n",
+                    "slab of {} bytes refused: {} bytes pinned of max_pinned_total={}\n",
                     size,
                     before,
                     crate::max_pinned_total()
@@ -292,7 +292,6 @@ impl FileState {
             inner.slabs.reserve(1, GFP_KERNEL).inspect_err(|_| {
                 // `slab` is dropped (freed) on return; undo its accounting.
                 PINNED_TOTAL.fetch_sub(size, Relaxed);
-                SLABS_TOTAL.fetch_sub(1, Relaxed);
             })?;
             inner.pinned += size;
             SLABS_TOTAL.add(1, Relaxed);

@@ -113,7 +113,7 @@ impl Slab {
             let ret = unsafe { pktaccel_set_memory(slab.kaddr(), npages as i32, caching as i32) };
             if ret != 0 {
                 pr_err!(
-                    "pktaccel: cannot make a {} slab {}: error {}\n",
+                    "cannot make a {} slab {}: error {}\n",
                     size,
                     caching_name(caching),
                     ret
@@ -194,7 +194,7 @@ impl Drop for Slab {
                 // Freeing pages whose attribute is not write-back would
                 // hand a UC/WC page to the next user: leak them instead.
                 pr_err!(
-                    "pktaccel: cannot restore write-back on slab {:#x} (error {}): leaking {} bytes\n",
+                    "cannot restore write-back on slab {:#x} (error {}): leaking {} bytes\n",
                     self.phys,
                     ret,
                     self.size
