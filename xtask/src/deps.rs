@@ -63,15 +63,9 @@ pub fn ensure_host_packages() -> Result<()> {
         step.done("all present");
         return Ok(());
     }
-    let line = format!(
-        "apt-get update && apt-get install -y --no-install-recommends {}",
-        missing.join(" ")
-    );
+    let line = apt_line(&missing);
     if !is_root() {
-        bail!(
-            "missing Debian packages: {}\n  run as root:  sudo sh -c '{line}'\n  then run the xtask again",
-            missing.join(" ")
-        );
+        bail!("{}", not_root_message(&missing));
     }
     eprintln!("    installing {}", missing.join(" "));
     run_logged(
@@ -89,6 +83,23 @@ pub fn ensure_host_packages() -> Result<()> {
     .with_context(|| format!("installing host packages failed; try by hand: {line}"))?;
     step.done(&format!("installed {}", missing.len()));
     Ok(())
+}
+
+/// The apt command that installs `missing`.
+fn apt_line(missing: &[String]) -> String {
+    format!(
+        "apt-get update && apt-get install -y --no-install-recommends {}",
+        missing.join(" ")
+    )
+}
+
+/// What a non-root user is told to run.
+fn not_root_message(missing: &[String]) -> String {
+    format!(
+        "missing Debian packages: {}\n  run as root:  sudo sh -c '{}'\n  then run the xtask again",
+        missing.join(" "),
+        apt_line(missing)
+    )
 }
 
 /// Runs `cmd`, capturing output; on failure the error carries the last
@@ -174,6 +185,14 @@ mod tests {
         );
         assert_eq!(parse_version("QEMU emulator version 7.2"), Some((7, 2, 0)));
         assert_eq!(parse_version("no digits"), None);
+    }
+
+    #[test]
+    fn missing_packages_are_found_and_named_with_the_apt_line() {
+        let missing = missing_packages(&["dpkg", "pktaccel-no-such-package"]).unwrap();
+        assert_eq!(missing, ["pktaccel-no-such-package"]);
+        let msg = not_root_message(&missing);
+        assert!(msg.contains("sudo sh -c 'apt-get update && apt-get install -y --no-install-recommends pktaccel-no-such-package'"), "{msg}");
     }
 
     #[test]

@@ -45,6 +45,7 @@ fn body(line: &str) -> &str {
 /// Lines our own tools print (PKTTEST…, PKTACCEL…) are never reports.
 pub fn scan(lines: &[String]) -> Vec<Report> {
     let mut reports = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     let mut i = 0;
     while i < lines.len() {
         let b = body(&lines[i]);
@@ -64,12 +65,9 @@ pub fn scan(lines: &[String]) -> Vec<Report> {
                 }
                 excerpt.push(l.clone());
             }
-            reports.push(Report { kind, excerpt });
-            // The same report is often printed twice (console + dmesg dump);
-            // skip past this one.
-            i += 1;
-            while i < lines.len() && !body(&lines[i]).starts_with("---[ end trace") && i < end {
-                i += 1;
+            // The console and the dmesg dump both carry each report: keep one.
+            if seen.insert(b.to_string()) {
+                reports.push(Report { kind, excerpt });
             }
         }
         i += 1;

@@ -27,6 +27,17 @@ pub struct Qemu {
 }
 
 impl Qemu {
+    /// A QEMU that is just this program (tests use stand-ins).
+    #[cfg(test)]
+    pub fn from_program(program: PathBuf) -> Self {
+        Self {
+            program,
+            prefix: vec![],
+            data_dirs: vec![],
+            description: "stand-in".into(),
+        }
+    }
+
     /// A command with the binary and its firmware dirs set; add the rest.
     pub fn command(&self) -> Command {
         let mut c = Command::new(&self.program);
@@ -195,4 +206,58 @@ pub fn kvm_usable() -> bool {
             .write(true)
             .open("/dev/kvm")
             .is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn fake_qemu(dir: &Path, banner: &str) -> PathBuf {
+        let p = dir.join("qemu-system-x86_64");
+        std::fs::write(&p, format!("#!/bin/sh\necho '{banner}'\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    }
+
+    #[test]
+    fn a_qemu_older_than_10_2_is_refused_with_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::locate(Some(dir.path().join("cache"))).unwrap();
+        let old = fake_qemu(
+            dir.path(),
+            "QEMU emulator version 7.2.19 (Debian 1:7.2+dfsg-7+deb12u18)",
+        );
+        let err = format!("{:#}", ensure(&cache, Some(old)).err().unwrap());
+        assert!(
+            err.contains("is QEMU 7.2.19, but pktaccel needs ≥ 10.2"),
+            "{err}"
+        );
+        assert!(err.contains("PKTACCEL_QEMU"), "{err}");
+    }
+
+    #[test]
+    fn a_new_enough_user_qemu_is_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::locate(Some(dir.path().join("cache"))).unwrap();
+        let q = fake_qemu(dir.path(), "QEMU emulator version 10.2.0");
+        assert_eq!(
+            ensure(&cache, Some(q)).unwrap().description,
+            "10.2.0 (user)"
+        );
+    }
+
+    #[test]
+    fn a_missing_qemu_binary_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::locate(Some(dir.path().join("cache"))).unwrap();
+        let err = format!(
+            "{:#}",
+            ensure(&cache, Some(dir.path().join("nope"))).err().unwrap()
+        );
+        assert!(
+            err.contains("nope (from --qemu/PKTACCEL_QEMU) does not run"),
+            "{err}"
+        );
+    }
 }

@@ -23,11 +23,15 @@ impl PrivateApt {
     /// mirror the host already uses) and refreshes the lists when older than
     /// a day.
     pub fn open(cache: &Cache) -> Result<Self> {
+        Self::open_with_mirror(cache, &host_mirror())
+    }
+
+    /// [`PrivateApt::open`] on an explicit mirror.
+    pub fn open_with_mirror(cache: &Cache, mirror: &str) -> Result<Self> {
         let dir = cache.apt_dir();
         for sub in ["lists/partial", "cache/archives/partial"] {
             std::fs::create_dir_all(dir.join(sub))?;
         }
-        let mirror = host_mirror();
         let list = format!("deb {mirror} trixie-backports main\ndeb {mirror} trixie main\n");
         let list_path = dir.join("sources.list");
         let changed = std::fs::read_to_string(&list_path).ok().as_deref() != Some(list.as_str());
@@ -44,7 +48,7 @@ impl PrivateApt {
         if changed || !fresh {
             let step = Step::start("package lists for trixie-backports");
             run_logged(
-                apt.command("apt-get").arg("update"),
+                apt.command("apt-get").args(["update", "--error-on=any"]),
                 "apt-get update (private trixie-backports lists)",
             )
             .with_context(|| {
@@ -190,8 +194,12 @@ fn dir_bytes(dir: &Path, prefix: &str) -> u64 {
 }
 
 /// The Debian mirror the host's apt already uses (so proxies and mirrors
-/// chosen by the admin apply), else deb.debian.org.
+/// chosen by the admin apply), else deb.debian.org; `PKTACCEL_DEBIAN_MIRROR`
+/// overrides it.
 pub fn host_mirror() -> String {
+    if let Ok(m) = std::env::var("PKTACCEL_DEBIAN_MIRROR") {
+        return m.trim_end_matches('/').to_string();
+    }
     let sources = [
         "/etc/apt/sources.list.d/debian.sources",
         "/etc/apt/sources.list",
@@ -410,5 +418,20 @@ mod tests {
         assert_eq!(upstream("7.3.4-1~bpo13+1"), "7.3.4");
         assert_eq!(upstream("1.95.0+dfsg1-2~bpo13+1"), "1.95.0");
         assert_eq!(upstream("1:11.1.3+ds-1~bpo13+1"), "11.1.3");
+    }
+
+    #[test]
+    fn an_unreachable_mirror_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::locate(Some(dir.path().to_path_buf())).unwrap();
+        // Port 9 (discard) on loopback: nothing listens, the connection is refused.
+        let err = PrivateApt::open_with_mirror(&cache, "http://127.0.0.1:9/debian")
+            .err()
+            .expect("update must fail");
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("cannot reach the Debian mirror http://127.0.0.1:9/debian"),
+            "{msg}"
+        );
     }
 }

@@ -201,10 +201,10 @@ impl Guard {
 impl Drop for Guard {
     fn drop(&mut self) {
         self.stop_all();
-        if let Some(dir) = self.run_dir.take() {
-            if self.keep {
-                eprintln!("    run dir kept: {}", dir.keep().display());
-            }
+        if let Some(dir) = self.run_dir.take()
+            && self.keep
+        {
+            eprintln!("    run dir kept: {}", dir.keep().display());
         }
     }
 }
@@ -226,15 +226,16 @@ fn tie_to_parent(cmd: &mut Command, own_group: bool) {
     }
 }
 
-/// A fresh logs dir under target/xtask/logs.
+/// A fresh logs dir under target/xtask/logs (UTC time, mode, pid, seq).
 fn logs_dir(workspace: &Path, what: &str) -> Result<PathBuf> {
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let seq = SEQ.fetch_add(1, Ordering::SeqCst);
+    let time = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+        .to_string()
+        .replace(':', "");
     let dir = workspace
         .join("target/xtask/logs")
-        .join(format!("{stamp}-{what}-{}", std::process::id()));
+        .join(format!("{time}-{what}-{}-{seq}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let latest = workspace.join("target/xtask/logs/latest");
     let _ = std::fs::remove_file(&latest);
@@ -590,6 +591,194 @@ pub fn boot_step(p: &Prepared, accel: Accel) -> Step {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A boot with stand-ins for QEMU and the device: shell scripts that
+    /// record their pid, so the test can prove nothing survives.
+    struct Fake {
+        dir: tempfile::TempDir,
+        prepared: Prepared,
+    }
+
+    fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(
+            &p,
+            format!(
+                "#!/bin/sh\necho $$ > {}/{name}.pid\n{body}\n",
+                dir.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    }
+
+    fn fake(device_body: &str, qemu_body: &str) -> Fake {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let device = script(
+            d,
+            "device",
+            &format!("while [ \"$1\" != --socket ]; do shift; done\ntouch \"$2\"\n{device_body}"),
+        );
+        let qemu = script(d, "qemu", qemu_body);
+        let base = d.join("base.cpio");
+        std::fs::write(&base, b"").unwrap();
+        let kernel = kernel::Kernel {
+            build_dir: d.to_path_buf(),
+            bzimage: d.join("bzImage"),
+            release: "7.3.4".into(),
+            make_vars: vec![],
+            path_env: Default::default(),
+        };
+        let prepared = Prepared {
+            workspace: workspace_root(),
+            kernel,
+            initrd_base: base,
+            device,
+            qemu: Qemu::from_program(qemu),
+            variant: Variant::Plain,
+        };
+        Fake { dir, prepared }
+    }
+
+    fn args() -> VmArgs {
+        VmArgs {
+            accel: Accel::Tcg,
+            mem: "64M".into(),
+            cpus: 1,
+            queues: 1,
+            include: vec![],
+            keep: false,
+            qemu: None,
+        }
+    }
+
+    struct Lines(Vec<String>);
+    impl ConsoleSink for Lines {
+        fn line(&mut self, line: &str) {
+            self.0.push(line.to_string());
+        }
+    }
+
+    fn assert_all_gone(f: &Fake) {
+        for name in ["device", "qemu"] {
+            let Ok(pid) = std::fs::read_to_string(f.dir.path().join(format!("{name}.pid"))) else {
+                continue;
+            };
+            let pid: libc::pid_t = pid.trim().parse().unwrap();
+            // SAFETY: signal 0 only checks for existence; the pid is one our
+            // stand-in wrote and we reaped, so at worst it names nothing.
+            let alive = unsafe { libc::kill(pid, 0) } == 0;
+            assert!(!alive, "{name} (pid {pid}) survived the run");
+        }
+    }
+
+    fn boot_fake(f: &Fake, timeout: Option<Duration>) -> (Result<Outcome>, Vec<String>) {
+        let mut sink = Lines(vec![]);
+        let r = boot(
+            &f.prepared,
+            &args(),
+            &Mode::Exec("true".into()),
+            timeout,
+            &mut sink,
+        );
+        (r, sink.0)
+    }
+
+    #[test]
+    fn guest_status_and_output_come_back_and_nothing_survives() {
+        let f = fake(
+            "exec sleep 30",
+            "echo PKTACCEL-READY\necho hello\necho PKTACCEL-EXIT 3",
+        );
+        let (r, lines) = boot_fake(&f, Some(Duration::from_secs(20)));
+        let out = r.unwrap();
+        assert_eq!(out.guest_status, Some(3));
+        assert!(lines.contains(&"hello".to_string()));
+        assert!(
+            std::fs::read_to_string(&out.console_log)
+                .unwrap()
+                .contains("hello")
+        );
+        assert_all_gone(&f);
+    }
+
+    #[test]
+    fn qemu_exiting_early_is_an_error_with_its_log() {
+        let f = fake(
+            "exec sleep 30",
+            "echo 'could not load kernel bzImage' >&2\nexit 1",
+        );
+        let err = format!(
+            "{:#}",
+            boot_fake(&f, Some(Duration::from_secs(20)))
+                .0
+                .err()
+                .unwrap()
+        );
+        assert!(err.contains("QEMU exited"), "{err}");
+        assert!(err.contains("could not load kernel"), "{err}");
+        assert_all_gone(&f);
+    }
+
+    #[test]
+    fn a_hung_guest_hits_the_timeout_and_is_stopped() {
+        let f = fake("exec sleep 30", "echo PKTACCEL-READY\nexec sleep 30");
+        let err = format!(
+            "{:#}",
+            boot_fake(&f, Some(Duration::from_millis(800)))
+                .0
+                .err()
+                .unwrap()
+        );
+        assert!(err.contains("did not finish within"), "{err}");
+        assert_all_gone(&f);
+    }
+
+    #[test]
+    fn the_device_dying_mid_run_is_an_error_with_its_log() {
+        let f = fake(
+            "echo 'backend: guest memory table invalid' >&2\nsleep 0.3\nexit 3",
+            "exec sleep 30",
+        );
+        let err = format!(
+            "{:#}",
+            boot_fake(&f, Some(Duration::from_secs(20)))
+                .0
+                .err()
+                .unwrap()
+        );
+        assert!(err.contains("pktaccel-device died"), "{err}");
+        assert!(err.contains("guest memory table invalid"), "{err}");
+        assert_all_gone(&f);
+    }
+
+    #[test]
+    fn a_device_that_never_listens_is_an_error() {
+        let f = fake("", "exec sleep 30");
+        // The stand-in touches the socket then exits 0 at once: fine. One
+        // that exits before creating it:
+        let bad = script(
+            f.dir.path(),
+            "device2",
+            "echo 'cannot bind: address in use' >&2\nexit 1",
+        );
+        let mut p = fake("", "exec sleep 30");
+        p.prepared.device = bad;
+        let err = format!(
+            "{:#}",
+            boot_fake(&p, Some(Duration::from_secs(20)))
+                .0
+                .err()
+                .unwrap()
+        );
+        assert!(err.contains("before creating its socket"), "{err}");
+        assert!(err.contains("address in use"), "{err}");
+        assert_all_gone(&p);
+        drop(f);
+    }
 
     #[test]
     fn includes_default_to_root_and_reject_relative_guest_paths() {
