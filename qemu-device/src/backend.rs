@@ -16,7 +16,7 @@ use pktaccel_abi::VIRTIO_F_VERSION_1;
 use tracing::{debug, warn};
 use vhost::vhost_user::message::VhostUserProtocolFeatures;
 use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
-use virtio_queue::QueueT;
+use virtio_queue::{QueueOwnedT, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{
@@ -148,15 +148,31 @@ impl PktAccelBackend {
         let mem = inner.mem.memory();
         let mut state = vring.get_mut();
         let mut done = 0usize;
-        while let Some(chain) = state.get_queue_mut().pop_descriptor_chain(&*mem) {
-            let head = chain.head_index();
-            let used = inner.processor.process(&*mem, chain, &mut scratch, stats);
-            if let Err(e) = state.get_queue_mut().add_used(&*mem, head, used) {
-                // A head past the descriptor table cannot be returned.
-                debug!(queue, head, error = %e, "cannot return chain");
-                stats.bad_head();
+        loop {
+            // Take every chain the driver has made available with one read of
+            // the avail index, then complete them one by one.
+            let chains: Vec<_> = match state.get_queue_mut().iter(&*mem) {
+                Ok(it) => it.collect(),
+                Err(e) => {
+                    // E.g. an avail index more than a ring ahead: nothing can
+                    // be taken until the driver repairs it.
+                    debug!(queue, error = %e, "cannot read the available ring");
+                    break;
+                }
+            };
+            if chains.is_empty() {
+                break;
             }
-            done += 1;
+            for chain in chains {
+                let head = chain.head_index();
+                let used = inner.processor.process(&*mem, chain, &mut scratch, stats);
+                if let Err(e) = state.get_queue_mut().add_used(&*mem, head, used) {
+                    // A head past the descriptor table cannot be returned.
+                    debug!(queue, head, error = %e, "cannot return chain");
+                    stats.bad_head();
+                }
+                done += 1;
+            }
         }
         if done > 0 {
             let q = state.get_queue_mut();
