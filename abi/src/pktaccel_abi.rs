@@ -135,6 +135,8 @@ pub const OP_NOP: u16 = 0;
 /// RFC 1071 Internet checksum over the concatenated inputs. `result` is the
 /// 16-bit one's-complement of the one's-complement sum (the value to store
 /// in a header), folded from the 32-bit seed in `aux` (normally 0).
+/// The data is summed as big-endian 16-bit words (an odd total is padded
+/// with a zero byte), so store `result` big-endian: `htons(result)`.
 pub const OP_CSUM: u16 = 1;
 /// CRC-32C (Castagnoli, iSCSI/SCTP). `aux` is the initial CRC (0 to start);
 /// `result` is the finished CRC, so chained requests pass the previous result.
