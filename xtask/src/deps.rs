@@ -30,6 +30,9 @@ pub const HOST_PACKAGES: &[&str] = &[
     "debootstrap",
     "busybox-static",
     "sqlite3",
+    "pigz",
+    "python3",
+    "git",
 ];
 
 /// Whether we run as root (apt and chroot need it).

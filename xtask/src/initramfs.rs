@@ -19,6 +19,7 @@ enum Node {
     Dir,
     File { data: Vec<u8>, mode: u32 },
     CharDev { major: u32, minor: u32 },
+    Symlink { target: String },
 }
 
 /// An archive under construction, keyed by absolute guest path.
@@ -70,6 +71,17 @@ impl Archive {
         self.nodes.entry(guest.to_string()).or_insert(Node::Dir);
     }
 
+    /// Adds a symbolic link.
+    pub fn symlink(&mut self, guest: &str, target: &str) {
+        self.parents(guest);
+        self.nodes.insert(
+            guest.to_string(),
+            Node::Symlink {
+                target: target.to_string(),
+            },
+        );
+    }
+
     /// Adds a character device node.
     pub fn char_dev(&mut self, guest: &str, major: u32, minor: u32) {
         self.parents(guest);
@@ -105,6 +117,7 @@ impl Archive {
                 Node::CharDev { major, minor } => {
                     (b.mode(0o020600).rdev_major(*major).rdev_minor(*minor), &[])
                 }
+                Node::Symlink { target } => (b.mode(0o120777), target.as_bytes()),
             };
             let mut fw = b.write(
                 &mut w,
@@ -132,6 +145,10 @@ impl Archive {
                 Node::CharDev { major, minor } => {
                     h.update(major.to_le_bytes());
                     h.update(minor.to_le_bytes());
+                }
+                Node::Symlink { target } => {
+                    h.update(b"l");
+                    h.update(target.as_bytes());
                 }
             }
         }
@@ -267,6 +284,105 @@ pub fn add_shared_libs(a: &mut Archive, elfs: &[PathBuf]) -> Result<()> {
 
 fn line_has_missing(ldd: &str) -> bool {
     ldd.lines().any(|l| l.contains("=> not found"))
+}
+
+/// Builds the archive of unmodified host programs listed in
+/// `images/guest-programs.txt` (with their shared libraries), if changed.
+///
+/// Line format: `file HOST [GUEST]`, `link GUEST TARGET`, or
+/// `tree HOST [EXCLUDED_NAME,...]` (ELF files inside get their libraries).
+pub fn ensure_programs(workspace: &Path, out: &Path) -> Result<PathBuf> {
+    let step = Step::start("guest programs");
+    let list_path = workspace.join("images/guest-programs.txt");
+    let list = std::fs::read_to_string(&list_path)
+        .with_context(|| format!("reading {}", list_path.display()))?;
+    let mut a = Archive::default();
+    let mut elfs = Vec::new();
+    for (n, line) in list.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let at = || format!("{}:{}", list_path.display(), n + 1);
+        match words.as_slice() {
+            ["file", host, rest @ ..] => {
+                let host = Path::new(host);
+                if !host.is_file() {
+                    bail!(
+                        "{}: {} is not on this machine; install the Debian package that has it (see deps.rs HOST_PACKAGES)",
+                        at(),
+                        host.display()
+                    );
+                }
+                let guest = rest
+                    .first()
+                    .copied()
+                    .unwrap_or(host.to_str().unwrap_or_default());
+                a.host_file(guest, host)?;
+                elfs.push(host.to_path_buf());
+            }
+            ["link", guest, target] => a.symlink(guest, target),
+            ["tree", host, rest @ ..] => {
+                let excluded: Vec<&str> = rest
+                    .first()
+                    .map(|e| e.split(',').collect())
+                    .unwrap_or_default();
+                add_tree(&mut a, Path::new(host), &excluded, &mut elfs).with_context(at)?;
+            }
+            _ => bail!(
+                "{}: cannot parse {line:?} (want `file HOST [GUEST]`, `link GUEST TARGET` or `tree HOST [EXCLUDES]`)",
+                at()
+            ),
+        }
+    }
+    add_shared_libs(&mut a, &elfs)?;
+    let digest = a.digest();
+    let stamp = out.with_extension("sha256");
+    if out.is_file() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(digest.as_str()) {
+        step.done("up to date");
+        return Ok(out.to_path_buf());
+    }
+    if let Some(p) = out.parent() {
+        std::fs::create_dir_all(p)?;
+    }
+    a.write(out)?;
+    std::fs::write(&stamp, digest)?;
+    step.done(&format!(
+        "written, {} KiB",
+        std::fs::metadata(out)?.len() / 1024
+    ));
+    Ok(out.to_path_buf())
+}
+
+fn add_tree(
+    a: &mut Archive,
+    host: &Path,
+    excluded: &[&str],
+    elfs: &mut Vec<PathBuf>,
+) -> Result<()> {
+    for e in std::fs::read_dir(host).with_context(|| format!("reading {}", host.display()))? {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if excluded.contains(&name.as_str()) {
+            continue;
+        }
+        let path = e.path();
+        let guest = path.to_string_lossy().into_owned();
+        let ft = e.file_type()?;
+        if ft.is_symlink() {
+            a.symlink(&guest, &std::fs::read_link(&path)?.to_string_lossy());
+        } else if ft.is_dir() {
+            a.dir(&guest);
+            add_tree(a, &path, excluded, elfs)?;
+        } else if ft.is_file() {
+            a.host_file(&guest, &path)?;
+            if name.ends_with(".so") || name.contains(".so.") {
+                elfs.push(path);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What the guest's /init does after setup.

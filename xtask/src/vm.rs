@@ -65,6 +65,7 @@ pub struct Prepared {
     workspace: PathBuf,
     kernel: kernel::Kernel,
     initrd_base: PathBuf,
+    initrd_programs: PathBuf,
     device: PathBuf,
     qemu: Qemu,
     variant: Variant,
@@ -105,8 +106,13 @@ pub fn prepare(cache: &Cache, variant: Variant, qemu_flag: Option<PathBuf>) -> R
         libs: &arts.guest_libs,
         out: &workspace.join(format!("target/xtask/initramfs-{}.cpio", variant.name())),
     })?;
+    let initrd_programs = initramfs::ensure_programs(
+        &workspace,
+        &workspace.join("target/xtask/initramfs-programs.cpio"),
+    )?;
     eprintln!("    ready in {}", fmt_duration(started.elapsed()));
     Ok(Prepared {
+        initrd_programs,
         workspace,
         kernel,
         initrd_base,
@@ -291,7 +297,7 @@ pub fn boot(
     let overlay = rd.join("overlay.cpio");
     initramfs::write_overlay(&overlay, mode, &includes)?;
     let initrd = rd.join("initrd.cpio");
-    initramfs::concat(&[&p.initrd_base, &overlay], &initrd)?;
+    initramfs::concat(&[&p.initrd_base, &p.initrd_programs, &overlay], &initrd)?;
 
     // The device first: QEMU connects to its socket at start.
     let sock = rd.join("pktaccel.sock");
@@ -635,7 +641,8 @@ mod tests {
         let prepared = Prepared {
             workspace: workspace_root(),
             kernel,
-            initrd_base: base,
+            initrd_base: base.clone(),
+            initrd_programs: base,
             device,
             qemu: Qemu::from_program(qemu),
             variant: Variant::Plain,
