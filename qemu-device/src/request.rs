@@ -22,6 +22,7 @@
 use std::ptr;
 
 use pktaccel_abi::*;
+use tracing::debug;
 use virtio_queue::desc::split::Descriptor;
 use vm_memory::{
     Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress,
@@ -78,6 +79,8 @@ pub struct Scratch {
     ins: Vec<Seg>,
     outs: Vec<Seg>,
     buf: Vec<u8>,
+    /// Op code of the request being processed, once its header was read.
+    op: Option<u16>,
 }
 
 /// Guest RAM as (guest start, length, host address) triples, captured from
@@ -172,12 +175,14 @@ impl Processor {
         stats: &Shard,
     ) -> u32 {
         scratch.descs.clear();
+        scratch.op = None;
         scratch.descs.extend(chain.map(|d| Desc {
             addr: d.addr().raw_value(),
             len: d.len(),
             write: d.is_write_only(),
         }));
         let Some(&status_desc) = scratch.descs.last() else {
+            debug!("empty descriptor chain returned unanswered");
             stats.no_status();
             return 0;
         };
@@ -188,6 +193,13 @@ impl Processor {
             || status_desc.len as usize != STATUS_RECORD_SIZE
             || (status_host.is_none() && !mem.check_range(status_addr, STATUS_RECORD_SIZE))
         {
+            debug!(
+                descriptors = scratch.descs.len(),
+                last_addr = format_args!("{:#x}", status_desc.addr),
+                last_len = status_desc.len,
+                last_writable = status_desc.write,
+                "no usable status descriptor: chain returned unanswered"
+            );
             stats.no_status();
             return 0;
         }
@@ -222,6 +234,15 @@ impl Processor {
             return written;
         }
         stats.status(record.status);
+        if record.status != STATUS_OK {
+            debug!(
+                status = status_name(record.status),
+                op = scratch.op.map(op_name),
+                op_code = scratch.op,
+                descriptors = scratch.descs.len(),
+                "request rejected"
+            );
+        }
         written.saturating_add(STATUS_RECORD_SIZE as u32)
     }
 
@@ -250,6 +271,7 @@ impl Processor {
                 .map_err(|_| fail(STATUS_BAD_ADDRESS))?;
         }
         let hdr = RequestHeader::from_le_bytes(&hb).ok_or(fail(STATUS_BAD_REQUEST))?;
+        s.op = Some(hdr.op);
         if hdr.flags != 0 || hdr.reserved != 0 {
             return Err(fail(STATUS_BAD_REQUEST));
         }
