@@ -170,6 +170,12 @@ impl Server {
                 .current
                 .lock()
                 .unwrap_or_else(|e| e.into_inner()) = daemon.shutdown_handle();
+            // stop() sets the flag before it looks for a connection to shut
+            // down; we published the connection before looking at the flag:
+            // one of the two sees the other, so no stop request is lost.
+            if self.stopper.stopped() {
+                daemon.request_shutdown();
+            }
             info!(connection, "frontend connected");
             match daemon.wait() {
                 Ok(()) => info!(connection, "frontend disconnected"),
