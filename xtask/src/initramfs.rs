@@ -17,9 +17,25 @@ use crate::step::Step;
 /// One file in the archive.
 enum Node {
     Dir,
-    File { data: Vec<u8>, mode: u32 },
-    CharDev { major: u32, minor: u32 },
-    Symlink { target: String },
+    File {
+        data: Vec<u8>,
+        mode: u32,
+    },
+    /// Read only when the archive is written, so deciding that nothing
+    /// changed costs a stat per file, not a read.
+    HostFile {
+        path: PathBuf,
+        mode: u32,
+        len: u64,
+        mtime_ns: i128,
+    },
+    CharDev {
+        major: u32,
+        minor: u32,
+    },
+    Symlink {
+        target: String,
+    },
 }
 
 /// An archive under construction, keyed by absolute guest path.
@@ -38,10 +54,18 @@ impl Archive {
 
     /// Adds a host file, keeping its permission bits.
     pub fn host_file(&mut self, guest: &str, host: &Path) -> Result<()> {
-        use std::os::unix::fs::PermissionsExt;
-        let data = std::fs::read(host).with_context(|| format!("reading {}", host.display()))?;
-        let mode = std::fs::metadata(host)?.permissions().mode() & 0o7777;
-        self.file(guest, data, mode);
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(host).with_context(|| format!("reading {}", host.display()))?;
+        self.parents(guest);
+        self.nodes.insert(
+            guest.to_string(),
+            Node::HostFile {
+                path: host.to_path_buf(),
+                mode: m.mode() & 0o7777,
+                len: m.len(),
+                mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+            },
+        );
         Ok(())
     }
 
@@ -111,9 +135,15 @@ impl Archive {
                 .uid(0)
                 .gid(0)
                 .nlink(1);
+            let host_data;
             let (b, data): (_, &[u8]) = match node {
                 Node::Dir => (b.mode(0o040755).nlink(2), &[]),
                 Node::File { data, mode } => (b.mode(0o100000 | mode), data),
+                Node::HostFile { path, mode, .. } => {
+                    host_data = std::fs::read(path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    (b.mode(0o100000 | mode), &host_data)
+                }
                 Node::CharDev { major, minor } => {
                     (b.mode(0o020600).rdev_major(*major).rdev_minor(*minor), &[])
                 }
@@ -131,8 +161,9 @@ impl Archive {
         Ok(())
     }
 
-    /// A hash of the whole content, to decide whether to rewrite.
-    pub fn digest(&self) -> String {
+    /// A hash of the archive's description (host files by path, size and
+    /// mtime), to decide cheaply whether to rewrite it.
+    pub fn fingerprint(&self) -> String {
         let mut h = Sha256::new();
         for (path, node) in &self.nodes {
             h.update(path.as_bytes());
@@ -141,6 +172,18 @@ impl Archive {
                 Node::File { data, mode } => {
                     h.update(mode.to_le_bytes());
                     h.update(data);
+                }
+                Node::HostFile {
+                    path,
+                    mode,
+                    len,
+                    mtime_ns,
+                } => {
+                    h.update(b"h");
+                    h.update(path.as_os_str().as_encoded_bytes());
+                    h.update(mode.to_le_bytes());
+                    h.update(len.to_le_bytes());
+                    h.update(mtime_ns.to_le_bytes());
                 }
                 Node::CharDev { major, minor } => {
                     h.update(major.to_le_bytes());
@@ -228,24 +271,56 @@ pub fn ensure_base(inp: &BaseInputs<'_>) -> Result<PathBuf> {
     if header.is_file() {
         a.host_file("/usr/include/pktslab.h", &header)?;
     }
-    add_shared_libs(&mut a, &elfs)?;
-    let digest = a.digest();
-    let stamp = inp.out.with_extension("sha256");
-    if inp.out.is_file() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(digest.as_str())
+    write_if_changed(a, &elfs, inp.out, step)
+}
+
+/// Writes `a` to `out` unless it is unchanged. The shared libraries of
+/// `elfs` are resolved (ldd) only when something changed; the libraries
+/// found last time are part of the fingerprint, so a host library upgrade
+/// also rebuilds.
+fn write_if_changed(mut a: Archive, elfs: &[PathBuf], out: &Path, step: Step) -> Result<PathBuf> {
+    let libs_file = out.with_extension("libs");
+    let fp_file = out.with_extension("fp");
+    let recorded: Vec<String> = std::fs::read_to_string(&libs_file)
+        .unwrap_or_default()
+        .lines()
+        .map(String::from)
+        .collect();
+    let libs_fingerprint = |libs: &[String]| -> Result<String> {
+        let mut probe = Archive::default();
+        for l in libs {
+            probe.host_file(l, Path::new(l))?;
+        }
+        Ok(probe.fingerprint())
+    };
+    let own = a.fingerprint();
+    if out.is_file()
+        && let Ok(lf) = libs_fingerprint(&recorded)
+        && std::fs::read_to_string(&fp_file).ok().as_deref() == Some(format!("{own}{lf}").as_str())
     {
         step.done("up to date");
-        return Ok(inp.out.to_path_buf());
+        return Ok(out.to_path_buf());
     }
-    if let Some(p) = inp.out.parent() {
+    let before: std::collections::BTreeSet<String> = a.nodes.keys().cloned().collect();
+    add_shared_libs(&mut a, elfs)?;
+    let libs: Vec<String> = a
+        .nodes
+        .iter()
+        .filter(|(k, n)| !before.contains(*k) && matches!(n, Node::HostFile { .. }))
+        .map(|(k, _)| k.clone())
+        .collect();
+    let fp = format!("{own}{}", libs_fingerprint(&libs)?);
+    if let Some(p) = out.parent() {
         std::fs::create_dir_all(p)?;
     }
-    a.write(inp.out)?;
-    std::fs::write(&stamp, digest)?;
+    a.write(out)?;
+    std::fs::write(&libs_file, libs.join("\n"))?;
+    std::fs::write(&fp_file, fp)?;
     step.done(&format!(
         "written, {} KiB",
-        std::fs::metadata(inp.out)?.len() / 1024
+        std::fs::metadata(out)?.len() / 1024
     ));
-    Ok(inp.out.to_path_buf())
+    Ok(out.to_path_buf())
 }
 
 /// Adds every shared library (and the loader) that `elfs` need, at the
@@ -336,23 +411,7 @@ pub fn ensure_programs(workspace: &Path, out: &Path) -> Result<PathBuf> {
             ),
         }
     }
-    add_shared_libs(&mut a, &elfs)?;
-    let digest = a.digest();
-    let stamp = out.with_extension("sha256");
-    if out.is_file() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(digest.as_str()) {
-        step.done("up to date");
-        return Ok(out.to_path_buf());
-    }
-    if let Some(p) = out.parent() {
-        std::fs::create_dir_all(p)?;
-    }
-    a.write(out)?;
-    std::fs::write(&stamp, digest)?;
-    step.done(&format!(
-        "written, {} KiB",
-        std::fs::metadata(out)?.len() / 1024
-    ));
-    Ok(out.to_path_buf())
+    write_if_changed(a, &elfs, out, step)
 }
 
 fn add_tree(
