@@ -10,3 +10,4 @@ pub mod guest;
 pub mod harness;
 pub mod mmio;
 pub mod pci;
+pub mod workload;

@@ -1,0 +1,26 @@
+//! Packet workloads: traffic generation and capture reading, software
+//! references, the device wrapper, the pipelines `pktbench` measures and
+//! their report. `pktctl` and `pktbench` (in `src/bin/`) are thin
+//! command-line layers over these modules, and the guest suite's
+//! `workloads::` tests use them too.
+
+pub mod dev;
+pub mod frames;
+pub mod pcap;
+pub mod pipeline;
+pub mod report;
+pub mod soft;
+
+/// Replaces the default panic message (with its backtrace hint) by one
+/// line: the tools promise a clear message and never a panic trace.
+pub fn one_line_panics(tool: &'static str) {
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown".into());
+        eprintln!("{tool}: internal error: {msg}");
+    }));
+}

@@ -1,0 +1,464 @@
+//! The packet pipelines `pktbench` runs through the device, each result
+//! checked against software:
+//!
+//! - `csum`: fill the TCP/UDP checksum (pseudo-header + segment, two
+//!   input segments), then verify it (the sum over the filled packet is 0);
+//! - `rss`: Toeplitz hash of the address/port tuple (a slice of the frame
+//!   itself), mapped through a 128-entry indirection table into N flows;
+//! - `gcm`: ESP-like tunnel: AES-256-GCM seal of the IP packet with the
+//!   8-byte ESP header as AAD, then open of the result;
+//! - `copy`: DMA copy of the frame.
+//!
+//! Zero-copy mode keeps every buffer in pinned memory and hands physical
+//! addresses to the device; copy mode keeps them in ordinary memory and
+//! the driver bounces them.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use pktaccel_abi::*;
+use pktslab::PinnedBuf;
+
+use super::dev::{Device, Job};
+use super::frames::{self, Layout};
+use super::soft;
+
+/// A pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pipeline {
+    /// Checksum fill + verify.
+    Csum,
+    /// RSS classification.
+    Rss,
+    /// ESP-like AES-256-GCM seal + open.
+    Gcm,
+    /// DMA copy.
+    Copy,
+}
+
+impl Pipeline {
+    /// Every pipeline.
+    pub const ALL: [Pipeline; 4] = [Pipeline::Csum, Pipeline::Rss, Pipeline::Gcm, Pipeline::Copy];
+
+    /// Name used on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Pipeline::Csum => "csum",
+            Pipeline::Rss => "rss",
+            Pipeline::Gcm => "gcm",
+            Pipeline::Copy => "copy",
+        }
+    }
+
+    /// Parses a name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.name() == s)
+    }
+
+    /// Device requests per packet.
+    pub fn requests_per_packet(self) -> u64 {
+        match self {
+            Pipeline::Csum | Pipeline::Gcm => 2,
+            Pipeline::Rss | Pipeline::Copy => 1,
+        }
+    }
+
+    fn op(self) -> u16 {
+        match self {
+            Pipeline::Csum => OP_CSUM,
+            Pipeline::Rss => OP_RSS,
+            Pipeline::Gcm => OP_AES_GCM_SEAL,
+            Pipeline::Copy => OP_COPY,
+        }
+    }
+}
+
+/// What one measurement runs.
+#[derive(Debug, Clone)]
+pub struct CellSpec {
+    /// The pipeline.
+    pub pipeline: Pipeline,
+    /// Label of the traffic (e.g. `64`, `imix`, `pcap`).
+    pub traffic: String,
+    /// Copy mode (else zero-copy).
+    pub copy: bool,
+    /// Packets per submitted batch.
+    pub batch: usize,
+    /// Request queues used.
+    pub queues: u32,
+    /// Stop after this many packets...
+    pub packets: usize,
+    /// ...or this much device time, whichever comes first.
+    pub budget: Duration,
+    /// RSS flows.
+    pub flows: u32,
+}
+
+/// Results of one measurement.
+#[derive(Debug, Clone, Default)]
+pub struct CellResult {
+    /// Packets processed (and verified).
+    pub packets: u64,
+    /// Frame bytes processed.
+    pub bytes: u64,
+    /// Device requests completed.
+    pub requests: u64,
+    /// Time spent in submit/reap (software checks excluded).
+    pub secs: f64,
+    /// Request latency percentiles, microseconds.
+    pub p50_us: f64,
+    /// 99th percentile.
+    pub p99_us: f64,
+    /// 99.9th percentile.
+    pub p999_us: f64,
+    /// Bytes the driver bounced (IocStats delta).
+    pub bytes_copied: u64,
+    /// Bytes the device processed by physical address (IocStats delta).
+    pub bytes_zero_copy: u64,
+    /// Packets per RSS flow (RSS only).
+    pub flow_counts: Vec<u64>,
+}
+
+impl CellResult {
+    /// Packets per second.
+    pub fn pps(&self) -> f64 {
+        if self.secs > 0.0 {
+            self.packets as f64 / self.secs
+        } else {
+            0.0
+        }
+    }
+    /// Frame throughput in Gbit/s.
+    pub fn gbps(&self) -> f64 {
+        if self.secs > 0.0 {
+            self.bytes as f64 * 8.0 / self.secs / 1e9
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Key slot and key the GCM pipeline installs.
+const GCM_SLOT: u32 = 0;
+const GCM_KEY: [u8; 32] = *b"pktbench ESP AES-256-GCM key 32B";
+const ESP_SPI: u32 = 0x0000_1001;
+
+/// Packet buffers of one batch, pinned or ordinary.
+enum Bufs<'d> {
+    Pinned(Vec<PinnedBuf<'d>>),
+    Plain(Vec<Vec<u8>>),
+}
+
+impl<'d> Bufs<'d> {
+    fn new(dev: &'d Device, copy: bool, n: usize, len: usize) -> Result<Self> {
+        Ok(if copy {
+            Bufs::Plain((0..n).map(|_| vec![0u8; len]).collect())
+        } else {
+            Bufs::Pinned((0..n).map(|_| dev.pinned(len)).collect::<Result<_>>()?)
+        })
+    }
+    fn get(&self, i: usize) -> &[u8] {
+        match self {
+            Bufs::Pinned(v) => &v[i],
+            Bufs::Plain(v) => &v[i],
+        }
+    }
+    fn get_mut(&mut self, i: usize) -> &mut [u8] {
+        match self {
+            Bufs::Pinned(v) => &mut v[i],
+            Bufs::Plain(v) => &mut v[i],
+        }
+    }
+}
+
+/// Installs the GCM key (through the same mode as the measurement).
+fn install_key(dev: &Device, copy: bool) -> Result<()> {
+    let mut k = Bufs::new(dev, copy, 1, 32)?;
+    k.get_mut(0).copy_from_slice(&GCM_KEY);
+    let job = Job::new(OP_KEY_SET, 0).slot(GCM_SLOT).input(k.get(0));
+    // SAFETY: the key buffer lives until `call` returns.
+    unsafe { dev.call(&job, copy) }?;
+    Ok(())
+}
+
+fn percentile(sorted: &[u64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted[i.min(sorted.len() - 1)] as f64 / 1000.0
+}
+
+fn check_ok(c: &IocCompletion, what: &str, pkt: u64) -> Result<()> {
+    if c.status != STATUS_OK {
+        bail!(
+            "{what} of packet {pkt}: device status {}",
+            status_name(c.status)
+        );
+    }
+    Ok(())
+}
+
+/// Runs one cell over `traffic` (frames that [`frames::parse`] accepts).
+pub fn run_cell(dev: &Device, spec: &CellSpec, traffic: &[Vec<u8>]) -> Result<CellResult> {
+    if traffic.is_empty() {
+        bail!("no frames to run");
+    }
+    let layouts: Vec<Layout> = traffic
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            frames::parse(f).ok_or_else(|| anyhow::anyhow!("frame {i} is not IPv4/IPv6 UDP/TCP"))
+        })
+        .collect::<Result<_>>()?;
+    if !dev.has_op(spec.pipeline.op()) {
+        bail!(
+            "the device does not advertise op {}",
+            op_name(spec.pipeline.op())
+        );
+    }
+    let b = spec.batch.clamp(1, 4096);
+    let copy = spec.copy;
+    let queues = spec.queues.clamp(1, dev.queues());
+    if spec.pipeline == Pipeline::Gcm {
+        install_key(dev, copy)?;
+    }
+    let mut frame = Bufs::new(dev, copy, b, frames::MAX_FRAME)?;
+    let mut aux = Bufs::new(dev, copy, b, 64)?; // pseudo-header or ESP header
+    let mut out = Bufs::new(dev, copy, b, frames::MAX_FRAME + GCM_TAG_LEN)?;
+    let mut out2 = Bufs::new(dev, copy, b, frames::MAX_FRAME)?;
+    let mut table = [0u32; 128];
+    for (i, t) in table.iter_mut().enumerate() {
+        *t = i as u32 % spec.flows.max(1);
+    }
+    let mut res = CellResult {
+        flow_counts: vec![0; spec.flows.max(1) as usize],
+        ..Default::default()
+    };
+    let mut lat = Vec::new();
+    let before = dev.stats()?;
+    let mut device_time = Duration::ZERO;
+    let mut next = 0usize;
+    while (res.packets as usize) < spec.packets && device_time < spec.budget {
+        // Load the batch (not timed).
+        let idx: Vec<usize> = (0..b).map(|j| (next + j) % traffic.len()).collect();
+        next += b;
+        for (j, &t) in idx.iter().enumerate() {
+            let f = &traffic[t];
+            frame.get_mut(j)[..f.len()].copy_from_slice(f);
+        }
+        match spec.pipeline {
+            Pipeline::Csum => {
+                for (j, &t) in idx.iter().enumerate() {
+                    let l = &layouts[t];
+                    let ph = l.pseudo_header(&traffic[t]);
+                    aux.get_mut(j)[..ph.len()].copy_from_slice(&ph);
+                    let c = l.csum_off();
+                    frame.get_mut(j)[c..c + 2].fill(0);
+                }
+                let t0 = Instant::now();
+                let jobs = csum_jobs(&frame, &aux, &idx, &layouts);
+                // SAFETY: every buffer belongs to this function and is not
+                // touched until `run` returns.
+                let fill = unsafe { dev.run(&jobs, copy, queues, Some(&mut lat)) }?;
+                let mut stored = Vec::with_capacity(b);
+                for (j, (&t, c)) in idx.iter().zip(&fill).enumerate() {
+                    check_ok(c, "checksum fill", res.packets + j as u64)?;
+                    let l = &layouts[t];
+                    let mut v = c.result as u16;
+                    if v == 0 && l.proto == 17 {
+                        v = 0xffff;
+                    }
+                    let co = l.csum_off();
+                    frame.get_mut(j)[co..co + 2].copy_from_slice(&v.to_be_bytes());
+                    stored.push(v);
+                }
+                let jobs = csum_jobs(&frame, &aux, &idx, &layouts);
+                // SAFETY: as above.
+                let verify = unsafe { dev.run(&jobs, copy, queues, Some(&mut lat)) }?;
+                device_time += t0.elapsed();
+                for (j, ((&t, c), v)) in idx.iter().zip(&verify).zip(&stored).enumerate() {
+                    let pkt = res.packets + j as u64;
+                    check_ok(c, "checksum verify", pkt)?;
+                    let want = frames::l4_checksum(&traffic[t], &layouts[t]);
+                    if *v != want {
+                        bail!("packet {pkt}: device checksum {v:#06x}, software {want:#06x}");
+                    }
+                    if c.result as u16 != 0 {
+                        bail!(
+                            "packet {pkt}: verify over the filled packet gave {:#06x}, expected 0",
+                            c.result as u16
+                        );
+                    }
+                }
+            }
+            Pipeline::Rss => {
+                let t0 = Instant::now();
+                let jobs: Vec<Job> = idx
+                    .iter()
+                    .enumerate()
+                    .map(|(j, &t)| {
+                        Job::new(OP_RSS, 0)
+                            .params(&soft::MS_RSS_KEY)
+                            .input(&frame.get(j)[layouts[t].rss_range()])
+                    })
+                    .collect();
+                // SAFETY: as above.
+                let done = unsafe { dev.run(&jobs, copy, queues, Some(&mut lat)) }?;
+                device_time += t0.elapsed();
+                for (j, (&t, c)) in idx.iter().zip(&done).enumerate() {
+                    let pkt = res.packets + j as u64;
+                    check_ok(c, "RSS", pkt)?;
+                    let want =
+                        soft::toeplitz(&soft::MS_RSS_KEY, &traffic[t][layouts[t].rss_range()]);
+                    if c.result as u32 != want {
+                        bail!(
+                            "packet {pkt}: device RSS hash {:#010x}, software {want:#010x}",
+                            c.result as u32
+                        );
+                    }
+                    res.flow_counts[table[(want & 127) as usize] as usize] += 1;
+                }
+            }
+            Pipeline::Gcm => {
+                let mut ivs = Vec::with_capacity(b);
+                for j in 0..b {
+                    let seq = (res.packets + j as u64 + 1) as u32;
+                    let a = aux.get_mut(j);
+                    a[..4].copy_from_slice(&ESP_SPI.to_be_bytes());
+                    a[4..8].copy_from_slice(&seq.to_be_bytes());
+                    let mut iv = [0u8; 12];
+                    iv[..4].copy_from_slice(b"salt");
+                    iv[4..].copy_from_slice(&u64::from(seq).to_be_bytes());
+                    ivs.push(iv);
+                }
+                let t0 = Instant::now();
+                let seal: Vec<Job> = {
+                    let (frame, aux) = (&frame, &aux);
+                    let outs: Vec<&mut [u8]> = match &mut out {
+                        Bufs::Pinned(v) => v.iter_mut().map(|x| &mut x[..]).collect(),
+                        Bufs::Plain(v) => v.iter_mut().map(|x| &mut x[..]).collect(),
+                    };
+                    idx.iter()
+                        .zip(outs)
+                        .enumerate()
+                        .map(|(j, (&t, o))| {
+                            let n = traffic[t].len() - layouts[t].l3;
+                            let (ct, rest) = o.split_at_mut(n);
+                            Job::new(OP_AES_GCM_SEAL, 8)
+                                .slot(GCM_SLOT)
+                                .params(&ivs[j])
+                                .input(&aux.get(j)[..8])
+                                .input(&frame.get(j)[layouts[t].l3..traffic[t].len()])
+                                .output(ct)
+                                .output(&mut rest[..GCM_TAG_LEN])
+                        })
+                        .collect()
+                };
+                // SAFETY: as above.
+                let sealed = unsafe { dev.run(&seal, copy, queues, Some(&mut lat)) }?;
+                for (j, c) in sealed.iter().enumerate() {
+                    check_ok(c, "GCM seal", res.packets + j as u64)?;
+                }
+                let open: Vec<Job> = {
+                    let (out, aux) = (&out, &aux);
+                    let outs: Vec<&mut [u8]> = match &mut out2 {
+                        Bufs::Pinned(v) => v.iter_mut().map(|x| &mut x[..]).collect(),
+                        Bufs::Plain(v) => v.iter_mut().map(|x| &mut x[..]).collect(),
+                    };
+                    idx.iter()
+                        .zip(outs)
+                        .enumerate()
+                        .map(|(j, (&t, o))| {
+                            let n = traffic[t].len() - layouts[t].l3;
+                            Job::new(OP_AES_GCM_OPEN, 8)
+                                .slot(GCM_SLOT)
+                                .params(&ivs[j])
+                                .input(&aux.get(j)[..8])
+                                .input(&out.get(j)[..n + GCM_TAG_LEN])
+                                .output(&mut o[..n])
+                        })
+                        .collect()
+                };
+                // SAFETY: as above.
+                let opened = unsafe { dev.run(&open, copy, queues, Some(&mut lat)) }?;
+                device_time += t0.elapsed();
+                for (j, (&t, c)) in idx.iter().zip(&opened).enumerate() {
+                    let pkt = res.packets + j as u64;
+                    check_ok(c, "GCM open", pkt)?;
+                    let l3 = layouts[t].l3;
+                    let n = traffic[t].len() - l3;
+                    let pt = &traffic[t][l3..];
+                    if &out2.get(j)[..n] != pt {
+                        bail!("packet {pkt}: GCM open did not give back the plaintext");
+                    }
+                    let want = soft::gcm_seal(&GCM_KEY, &ivs[j], &aux.get(j)[..8], pt);
+                    if out.get(j)[..n + GCM_TAG_LEN] != want[..] {
+                        bail!(
+                            "packet {pkt}: device ciphertext/tag differ from software AES-256-GCM"
+                        );
+                    }
+                }
+            }
+            Pipeline::Copy => {
+                let t0 = Instant::now();
+                let jobs: Vec<Job> = {
+                    let frame = &frame;
+                    let outs: Vec<&mut [u8]> = match &mut out {
+                        Bufs::Pinned(v) => v.iter_mut().map(|x| &mut x[..]).collect(),
+                        Bufs::Plain(v) => v.iter_mut().map(|x| &mut x[..]).collect(),
+                    };
+                    idx.iter()
+                        .zip(outs)
+                        .enumerate()
+                        .map(|(j, (&t, o))| {
+                            let n = traffic[t].len();
+                            Job::new(OP_COPY, 0)
+                                .input(&frame.get(j)[..n])
+                                .output(&mut o[..n])
+                        })
+                        .collect()
+                };
+                // SAFETY: as above.
+                let done = unsafe { dev.run(&jobs, copy, queues, Some(&mut lat)) }?;
+                device_time += t0.elapsed();
+                for (j, (&t, c)) in idx.iter().zip(&done).enumerate() {
+                    let pkt = res.packets + j as u64;
+                    check_ok(c, "copy", pkt)?;
+                    let n = traffic[t].len();
+                    if out.get(j)[..n] != traffic[t][..] {
+                        bail!("packet {pkt}: copied bytes differ from the source");
+                    }
+                }
+            }
+        }
+        res.packets += b as u64;
+        res.requests += b as u64 * spec.pipeline.requests_per_packet();
+        res.bytes += idx.iter().map(|&t| traffic[t].len() as u64).sum::<u64>();
+    }
+    let after = dev.stats()?;
+    res.secs = device_time.as_secs_f64();
+    res.bytes_copied = after.bytes_copied - before.bytes_copied;
+    res.bytes_zero_copy = after.bytes_zero_copy - before.bytes_zero_copy;
+    lat.sort_unstable();
+    res.p50_us = percentile(&lat, 0.50);
+    res.p99_us = percentile(&lat, 0.99);
+    res.p999_us = percentile(&lat, 0.999);
+    if spec.pipeline != Pipeline::Rss {
+        res.flow_counts.clear();
+    }
+    Ok(res)
+}
+
+fn csum_jobs(frame: &Bufs<'_>, aux: &Bufs<'_>, idx: &[usize], layouts: &[Layout]) -> Vec<Job> {
+    idx.iter()
+        .enumerate()
+        .map(|(j, &t)| {
+            let l = &layouts[t];
+            let ph = if l.v6 { 40 } else { 12 };
+            Job::new(OP_CSUM, 0)
+                .input(&aux.get(j)[..ph])
+                .input(&frame.get(j)[l.l4..l.l4 + l.l4_len])
+        })
+        .collect()
+}
