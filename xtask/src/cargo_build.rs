@@ -23,13 +23,13 @@ pub struct Artifacts {
 }
 
 /// Packages whose binaries go into the guest.
-const GUEST_PACKAGES: &[&str] = &["pktaccel-tests", "pktslab"];
+const GUEST_PACKAGES: &[&str] = &["pktaccel-tests", "pktslab", "pktcrc"];
 
 /// `cargo build --release` of the device and the guest programs.
 pub fn build(workspace: &Path) -> Result<Artifacts> {
     let step = Step::start("cargo build (device, guest programs, libpktslab)");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
+    let mut cmd = Command::new(&cargo);
     cmd.current_dir(workspace).args([
         "build",
         "--release",
@@ -92,10 +92,43 @@ pub fn build(workspace: &Path) -> Result<Artifacts> {
     if arts.device.as_os_str().is_empty() {
         bail!("cargo built no pktaccel-device binary: is qemu-device/ in the workspace?");
     }
+    // The guest's libpktslab.so must export malloc & co. for LD_PRELOAD;
+    // the workspace build cannot enable `preload`, which would also
+    // replace the allocator of every guest program linking the rlib.
+    let preload = build_preload(workspace, &cargo)?;
+    arts.guest_libs
+        .retain(|l| l.file_name() != preload.file_name());
+    arts.guest_libs.push(preload);
     step.done(&format!(
         "{} guest programs, {} libraries",
         arts.guest_bins.len(),
         arts.guest_libs.len()
     ));
     Ok(arts)
+}
+
+/// `libpktslab.so` built with `--features preload` in a target directory
+/// of its own (`target/preload`), so both builds stay incremental.
+fn build_preload(workspace: &Path, cargo: &std::ffi::OsStr) -> Result<PathBuf> {
+    let target = workspace.join("target/preload");
+    let status = Command::new(cargo)
+        .current_dir(workspace)
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "pktslab",
+            "--features",
+            "preload",
+            "--lib",
+        ])
+        .arg("--target-dir")
+        .arg(&target)
+        .status()
+        .context("cannot run cargo")?;
+    if !status.success() {
+        bail!("cargo build of the preload libpktslab.so failed ({status})");
+    }
+    Ok(target.join("release/libpktslab.so"))
 }

@@ -43,18 +43,27 @@ pub fn is_root() -> bool {
 
 /// Packages from `wanted` that dpkg does not report as installed.
 pub fn missing_packages(wanted: &[&str]) -> Result<Vec<String>> {
-    let mut missing = Vec::new();
-    for pkg in wanted {
-        let out = Command::new("dpkg-query")
-            .args(["-W", "-f=${Status}", pkg])
-            .stderr(Stdio::null())
-            .output()
-            .context("dpkg-query not found: the rig needs a Debian (12 bookworm) host")?;
-        if !String::from_utf8_lossy(&out.stdout).contains("install ok installed") {
-            missing.push((*pkg).to_string());
-        }
-    }
-    Ok(missing)
+    // One dpkg-query for all: it prints a line per known package and
+    // complains on stderr about unknown ones.
+    let out = Command::new("dpkg-query")
+        .arg("-W")
+        .arg("-f=${Package} ${db:Status-Abbrev}\n")
+        .args(wanted)
+        .stderr(Stdio::null())
+        .output()
+        .context("dpkg-query not found: the rig needs a Debian (12 bookworm) host")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let installed: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .filter(|(_, status)| status.starts_with("ii"))
+        .map(|(name, _)| name.split(':').next().unwrap_or(name))
+        .collect();
+    Ok(wanted
+        .iter()
+        .filter(|p| !installed.contains(p))
+        .map(|p| (*p).to_string())
+        .collect())
 }
 
 /// Installs the missing host packages with apt (as root), or tells the user
