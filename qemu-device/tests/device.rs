@@ -195,6 +195,69 @@ fn gcm_seal_open_with_key_slots_matches_mcgrew_viega_case_16() {
 }
 
 #[test]
+fn queues_work_concurrently_and_share_key_slots() {
+    let d = Daemon::spawn(&["--queues", "4"]);
+    let mut g = Guest::connect(
+        &d.path,
+        GuestOpts {
+            queues: 4,
+            event_idx: true,
+            ..Default::default()
+        },
+    );
+    // A key installed through queue 0 is used by queues 1..3.
+    let k = g.alloc_with(&[0x11; 32]);
+    let mut ks = hdr(OP_KEY_SET);
+    ks.key_slot = 7;
+    ok(g.call(0, &ks, &[(k, 32)], &[]).0);
+    let pt: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+    let p = g.alloc_with(&pt);
+    let mut sealed = Vec::new();
+    for q in 1..4 {
+        let out = g.alloc(1016);
+        ok(g.call(
+            q,
+            &gcm_header(OP_AES_GCM_SEAL, 7, &[q as u8; 12], 0),
+            &[(p, 1000)],
+            &[(out, 1016)],
+        )
+        .0);
+        sealed.push(out);
+    }
+    // Fill all four rings with CRC requests, kick all, then collect: the
+    // workers run at the same time and every answer is right.
+    let data: Vec<u8> = (0..4096u32).map(|i| (i * 7) as u8).collect();
+    let a = g.alloc_with(&data);
+    let want = u64::from(crc32c::crc32c(&data));
+    let mut heads = vec![Vec::new(); 4];
+    for (q, hs) in heads.iter_mut().enumerate() {
+        while g.queues[q].free_descs() >= 3 {
+            hs.push(g.submit(q, &hdr(OP_CRC32C), &[(a, 4096)], &[]));
+        }
+    }
+    for q in 0..4 {
+        g.kick(q);
+    }
+    for (q, hs) in heads.iter().enumerate() {
+        let done = g.wait(q, hs.len());
+        assert_eq!(done.len(), hs.len());
+        for (h, _) in done {
+            assert_eq!(ok(g.status(q, h)).result, want, "queue {q}");
+        }
+    }
+    // And the sealed buffers open on a different queue than they were sealed on.
+    for (i, &c) in sealed.iter().enumerate() {
+        let q = i + 1;
+        let out = g.alloc(1000);
+        let h = gcm_header(OP_AES_GCM_OPEN, 7, &[q as u8; 12], 0);
+        ok(g.call((q + 1) % 4, &h, &[(c, 1016)], &[(out, 1000)]).0);
+        assert_eq!(g.read(out, 1000), pt);
+    }
+    let s = d.stats();
+    assert_eq!(s["op.crc32c.requests"], 4 * 85);
+}
+
+#[test]
 fn event_idx_and_a_full_ring_of_batched_requests() {
     let d = Daemon::spawn(&["--queue-size", "256"]);
     let mut g = Guest::connect(
