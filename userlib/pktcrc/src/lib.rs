@@ -1,0 +1,339 @@
+//! `libpktcrc.so`: zlib's `crc32()` and `crc32_z()` on the pktaccel device.
+//!
+//! Preloaded after libpktslab (`LD_PRELOAD="libpktslab.so libpktcrc.so"`),
+//! an unmodified program's heap lives in pinned slabs, and every CRC-32 it
+//! asks zlib for over such a buffer is computed by the device's `OP_CRC32`
+//! on the program's own memory, by physical address: zero copies, no change
+//! to the program. This is the "preloaded replacement of a library
+//! function" path of the design (the OpenSSL-provider route does the same
+//! for AES-GCM with far more code).
+//!
+//! The device's CRC-32 is zlib's exactly: IEEE polynomial, the previous
+//! CRC as seed (`aux`), the finished CRC as result, so `crc32(crc32(0, a),
+//! b) == crc32(0, a ++ b)` holds across the two implementations.
+//!
+//! Anything else goes to the real zlib function (found with
+//! `dlsym(RTLD_NEXT)`, or in `libz.so.1` when zlib was loaded privately,
+//! e.g. by a Python extension module; a built-in software CRC if neither
+//! exists): a buffer outside the pinned arena, libpktslab not loaded, no
+//! device, or any device error. `PKTCRC_STATS=1` prints at exit how many
+//! calls and bytes went to the device and how many to software;
+//! `PKTCRC_MIN=N` sends only buffers of at least N bytes to the device.
+
+use core::ffi::{c_char, c_int, c_void};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use pktaccel_abi::{IocCompletion, OP_CRC32, STATUS_OK};
+
+/// Bytes per device request. Under the device's 1 MiB request limit and
+/// few enough pinned slabs (2 MiB each) to stay far below its segment limit.
+pub const CHUNK: usize = 256 * 1024;
+
+/// `struct pktslab_iov` of pktslab.h.
+#[repr(C)]
+struct Iov {
+    base: *const c_void,
+    len: usize,
+}
+
+/// `struct pktslab_op` of pktslab.h.
+#[repr(C)]
+struct COp {
+    op: u16,
+    flags: u16,
+    key_slot: u32,
+    aux: u32,
+    reserved: u32,
+    params: [u8; 40],
+    inputs: *const Iov,
+    n_in: u32,
+    n_out: u32,
+    outputs: *const Iov,
+    cookie: u64,
+}
+
+type OpenFn = unsafe extern "C" fn() -> *mut c_void;
+type SubmitFn = unsafe extern "C" fn(*mut c_void, *mut COp, u32) -> c_int;
+type ReapFn = unsafe extern "C" fn(*mut c_void, *mut IocCompletion, u32, c_int) -> c_int;
+type Crc32Fn = unsafe extern "C" fn(u64, *const u8, u32) -> u64;
+type Crc32zFn = unsafe extern "C" fn(u64, *const u8, usize) -> u64;
+
+/// The libpktslab client, opened on first use. `Send` because the client
+/// handle is only used under the mutex.
+struct Dev {
+    client: *mut c_void,
+    submit: SubmitFn,
+    reap: ReapFn,
+}
+
+// SAFETY: the handle is an opaque pointer used only while DEV is locked.
+unsafe impl Send for Dev {}
+
+enum DevState {
+    Unopened,
+    Open(Dev),
+    Unavailable,
+}
+
+static DEV: Mutex<DevState> = Mutex::new(DevState::Unopened);
+
+static DEVICE_CALLS: AtomicU64 = AtomicU64::new(0);
+static DEVICE_BYTES: AtomicU64 = AtomicU64::new(0);
+static SOFT_CALLS: AtomicU64 = AtomicU64::new(0);
+static SOFT_BYTES: AtomicU64 = AtomicU64::new(0);
+static DEVICE_ERRORS: AtomicU64 = AtomicU64::new(0);
+/// 0 = not read yet; else min length + 1.
+static MIN_LEN: AtomicUsize = AtomicUsize::new(0);
+
+fn sym(handle: *mut c_void, name: &core::ffi::CStr) -> *mut c_void {
+    // SAFETY: dlsym with a valid pseudo-handle or handle and a C string.
+    unsafe { libc::dlsym(handle, name.as_ptr()) }
+}
+
+fn say(msg: &str) {
+    // SAFETY: writes a live buffer to stderr; a failed write is ignored.
+    unsafe { libc::write(2, msg.as_ptr().cast(), msg.len()) };
+}
+
+extern "C" fn report_at_exit() {
+    let (dc, db) = (
+        DEVICE_CALLS.load(Ordering::Relaxed),
+        DEVICE_BYTES.load(Ordering::Relaxed),
+    );
+    let (sc, sb) = (
+        SOFT_CALLS.load(Ordering::Relaxed),
+        SOFT_BYTES.load(Ordering::Relaxed),
+    );
+    let e = DEVICE_ERRORS.load(Ordering::Relaxed);
+    say(&format!(
+        "pktcrc: {dc} crc32 calls on the device ({db} bytes, zero-copy), {sc} in software ({sb} bytes), {e} device errors\n"
+    ));
+}
+
+fn min_len() -> usize {
+    match MIN_LEN.load(Ordering::Relaxed) {
+        0 => {
+            let v = std::env::var("PKTCRC_MIN")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(1usize)
+                .max(1);
+            MIN_LEN.store(v + 1, Ordering::Relaxed);
+            if std::env::var_os("PKTCRC_STATS").is_some_and(|s| s == "1") {
+                // SAFETY: registering a plain extern "C" fn.
+                unsafe { libc::atexit(report_at_exit) };
+            }
+            v
+        }
+        n => n - 1,
+    }
+}
+
+fn open_dev() -> DevState {
+    let open = sym(libc::RTLD_DEFAULT, c"pktslab_client_open");
+    let submit = sym(libc::RTLD_DEFAULT, c"pktslab_client_submit");
+    let reap = sym(libc::RTLD_DEFAULT, c"pktslab_client_reap");
+    if open.is_null() || submit.is_null() || reap.is_null() {
+        say(
+            "pktcrc: libpktslab.so is not loaded (LD_PRELOAD=\"libpktslab.so libpktcrc.so\"); CRCs stay in software\n",
+        );
+        return DevState::Unavailable;
+    }
+    // SAFETY: the symbols are libpktslab's, with the signatures of pktslab.h.
+    let (open, submit, reap) = unsafe {
+        (
+            core::mem::transmute::<*mut c_void, OpenFn>(open),
+            core::mem::transmute::<*mut c_void, SubmitFn>(submit),
+            core::mem::transmute::<*mut c_void, ReapFn>(reap),
+        )
+    };
+    // SAFETY: no arguments; returns NULL when there is no device.
+    let client = unsafe { open() };
+    if client.is_null() {
+        say("pktcrc: no /dev/pktaccel behind the pktslab heap; CRCs stay in software\n");
+        return DevState::Unavailable;
+    }
+    DevState::Open(Dev {
+        client,
+        submit,
+        reap,
+    })
+}
+
+/// One chained CRC-32 over `[p, p+len)` on the device; `None` when the
+/// buffer is not pinned or the device fails (nothing was changed then).
+fn device_crc(mut crc: u32, p: *const u8, len: usize) -> Option<u32> {
+    let mut g = DEV.lock().unwrap_or_else(|e| e.into_inner());
+    if matches!(*g, DevState::Unopened) {
+        *g = open_dev();
+    }
+    let DevState::Open(d) = &*g else { return None };
+    let mut off = 0usize;
+    while off < len {
+        let n = (len - off).min(CHUNK);
+        let iov = Iov {
+            base: p.wrapping_add(off).cast(),
+            len: n,
+        };
+        let mut op = COp {
+            op: OP_CRC32,
+            flags: 0,
+            key_slot: 0,
+            aux: crc,
+            reserved: 0,
+            params: [0; 40],
+            inputs: &iov,
+            n_in: 1,
+            n_out: 0,
+            outputs: core::ptr::null(),
+            cookie: 0,
+        };
+        // SAFETY: `op` and `iov` are valid; the caller's buffer stays alive
+        // and unchanged until the completion is reaped below (zlib's
+        // contract gives us the buffer for the duration of the call).
+        let r = unsafe { (d.submit)(d.client, &mut op, 1) };
+        if r != 1 {
+            // -EFAULT: not pinned (the usual case for foreign memory).
+            if r != -libc::EFAULT {
+                DEVICE_ERRORS.fetch_add(1, Ordering::Relaxed);
+            }
+            return None;
+        }
+        loop {
+            let mut c = IocCompletion::default();
+            // SAFETY: room for one completion.
+            let got = unsafe { (d.reap)(d.client, &mut c, 1, 10_000) };
+            if got < 0 || got == 0 {
+                // The request may still be in flight: the buffer is the
+                // caller's, so wait it out rather than return early.
+                DEVICE_ERRORS.fetch_add(1, Ordering::Relaxed);
+                if got == 0 {
+                    continue;
+                }
+                return None;
+            }
+            if c.cookie == op.cookie {
+                if c.status != STATUS_OK {
+                    DEVICE_ERRORS.fetch_add(1, Ordering::Relaxed);
+                    return None;
+                }
+                crc = c.result as u32;
+                break;
+            }
+        }
+        off += n;
+    }
+    DEVICE_CALLS.fetch_add(1, Ordering::Relaxed);
+    DEVICE_BYTES.fetch_add(len as u64, Ordering::Relaxed);
+    Some(crc)
+}
+
+fn real_crc32z() -> Option<Crc32zFn> {
+    static F: AtomicUsize = AtomicUsize::new(0);
+    resolve(&F, c"crc32_z")
+        // SAFETY: zlib's crc32_z(uLong, const Bytef *, z_size_t).
+        .map(|p| unsafe { core::mem::transmute::<usize, Crc32zFn>(p) })
+}
+
+fn real_crc32() -> Option<Crc32Fn> {
+    static F: AtomicUsize = AtomicUsize::new(0);
+    resolve(&F, c"crc32")
+        // SAFETY: zlib's crc32(uLong, const Bytef *, uInt).
+        .map(|p| unsafe { core::mem::transmute::<usize, Crc32Fn>(p) })
+}
+
+/// The next definition of `name` after this library, else the one in
+/// `libz.so.1`; cached in `slot` (1 = none).
+fn resolve(slot: &AtomicUsize, name: &core::ffi::CStr) -> Option<usize> {
+    let v = slot.load(Ordering::Acquire);
+    if v > 1 {
+        return Some(v);
+    }
+    if v == 1 {
+        return None;
+    }
+    let mut p = sym(libc::RTLD_NEXT, name);
+    if p.is_null() {
+        // SAFETY: dlopen of a library name; NULL on failure.
+        let h = unsafe { libc::dlopen(c"libz.so.1".as_ptr() as *const c_char, libc::RTLD_LAZY) };
+        if !h.is_null() {
+            p = sym(h, name);
+        }
+    }
+    let v = if p.is_null() { 1 } else { p as usize };
+    slot.store(v, Ordering::Release);
+    (v > 1).then_some(v)
+}
+
+fn soft(crc: u32, p: *const u8, len: usize) -> u32 {
+    // SAFETY: zlib's contract: `p` points at `len` readable bytes.
+    let s = unsafe { core::slice::from_raw_parts(p, len) };
+    let mut h = crc32fast::Hasher::new_with_initial(crc);
+    h.update(s);
+    h.finalize()
+}
+
+fn crc_common(crc: u64, p: *const u8, len: usize, fallback: impl FnOnce() -> u64) -> u64 {
+    if !p.is_null() && len >= min_len() {
+        if let Some(v) = device_crc(crc as u32, p, len) {
+            return u64::from(v);
+        }
+    }
+    if !p.is_null() {
+        SOFT_CALLS.fetch_add(1, Ordering::Relaxed);
+        SOFT_BYTES.fetch_add(len as u64, Ordering::Relaxed);
+    }
+    fallback()
+}
+
+/// zlib `crc32(crc, buf, len)`: on the device for pinned buffers.
+///
+/// # Safety
+/// zlib's contract: `buf` is NULL or points at `len` readable bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn crc32(crc: u64, buf: *const u8, len: u32) -> u64 {
+    crc_common(crc, buf, len as usize, || match real_crc32() {
+        // SAFETY: forwarding the caller's arguments to zlib.
+        Some(f) => unsafe { f(crc, buf, len) },
+        None if buf.is_null() => 0,
+        None => u64::from(soft(crc as u32, buf, len as usize)),
+    })
+}
+
+/// zlib `crc32_z(crc, buf, len)` (size_t length): as [`crc32`].
+///
+/// # Safety
+/// As [`crc32`].
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn crc32_z(crc: u64, buf: *const u8, len: usize) -> u64 {
+    crc_common(crc, buf, len, || match real_crc32z() {
+        // SAFETY: forwarding the caller's arguments to zlib.
+        Some(f) => unsafe { f(crc, buf, len) },
+        None if buf.is_null() => 0,
+        None => u64::from(soft(crc as u32, buf, len)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn falls_back_to_software_without_libpktslab() {
+        // In the test binary libpktslab is not loaded: the real/soft path
+        // must give zlib's published check value, chained or not.
+        let d = b"123456789";
+        // SAFETY: valid buffers.
+        unsafe {
+            assert_eq!(crc32(0, d.as_ptr(), 9), 0xcbf4_3926);
+            assert_eq!(
+                crc32_z(crc32(0, d.as_ptr(), 4), d[4..].as_ptr(), 5),
+                0xcbf4_3926
+            );
+            assert_eq!(crc32(0, core::ptr::null(), 0), 0);
+            assert_eq!(crc32(0x1234, d.as_ptr(), 0), 0x1234);
+        }
+        assert!(DEVICE_CALLS.load(Ordering::Relaxed) == 0);
+    }
+}
