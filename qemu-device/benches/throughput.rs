@@ -110,6 +110,94 @@ fn run_device(d: &Daemon, g: &mut Guest, shape: &Shape) -> DeviceRun {
     }
 }
 
+/// The device's request path in-process: the same `Processor::drain` the
+/// daemon runs, on a ring in local memory, with no vhost-user, no eventfds
+/// and no thread wake-ups. Returns requests per CPU second of the device
+/// part alone (the ring refills are not timed).
+fn run_in_process(shape: &Shape, key: &[u8; 32]) -> f64 {
+    use pktaccel_device::request::{Processor, Scratch};
+    use pktaccel_device::stats::Stats;
+    use virtio_queue::{Queue, QueueT};
+    use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+    let mem: GuestMemoryMmap<()> =
+        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 16 << 20)]).unwrap();
+    let (desc, avail, used) = (0u64, 0x4000u64, 0x8000u64);
+    let mut q = Queue::new(RING).unwrap();
+    q.set_size(RING);
+    q.set_desc_table_address(Some(desc as u32), Some(0));
+    q.set_avail_ring_address(Some(avail as u32), Some(0));
+    q.set_used_ring_address(Some(used as u32), Some(0));
+    q.set_ready(true);
+    let per_chain = 2 + u16::from(shape.in_len > 0) + u16::from(shape.out_len > 0);
+    let chains = (RING / per_chain) as usize / BATCH * BATCH;
+    let (hdrs, stat, data) = (0x10_0000u64, 0x20_0000u64, 0x30_0000u64);
+    let out = data + 0x40_0000;
+    let payload: Vec<u8> = (0..shape.in_len).map(|i| (i * 31 + 7) as u8).collect();
+    let mut heads = Vec::new();
+    for i in 0..chains as u64 {
+        let h = hdrs + 64 * i;
+        mem.write_slice(&shape.header.to_le_bytes(), GuestAddress(h))
+            .unwrap();
+        let mut d = vec![(h, 64u32, 0u16)];
+        if shape.in_len > 0 {
+            let a = data + u64::from(shape.in_len) * i;
+            mem.write_slice(&payload, GuestAddress(a)).unwrap();
+            d.push((a, shape.in_len, 0));
+        }
+        if shape.out_len > 0 {
+            d.push((out + u64::from(shape.out_len) * i, shape.out_len, 2));
+        }
+        d.push((stat + 16 * i, 16, 2));
+        let first = i as u16 * per_chain;
+        for (j, &(a, l, f)) in d.iter().enumerate() {
+            let last = j + 1 == d.len();
+            let id = first + j as u16;
+            let at = GuestAddress(desc + 16 * u64::from(id));
+            mem.write_obj(a.to_le(), at).unwrap();
+            mem.write_obj(l.to_le(), GuestAddress(at.0 + 8)).unwrap();
+            let flags = f | if last { 0 } else { 1 };
+            mem.write_obj(flags.to_le(), GuestAddress(at.0 + 12))
+                .unwrap();
+            mem.write_obj(
+                (if last { 0 } else { id + 1 }).to_le(),
+                GuestAddress(at.0 + 14),
+            )
+            .unwrap();
+        }
+        heads.push(first);
+    }
+    let p = Processor::new(pktaccel_device::config::ALL_OPS, 64, 1 << 20, 16);
+    p.keys.set(0, key).unwrap();
+    let stats = Stats::new(1);
+    let mut scratch = Scratch::default();
+    let mut avail_idx = 0u16;
+    let mut next = 0usize;
+    let mut device_cpu = 0.0f64;
+    let mut n = 0usize;
+    let start = Instant::now();
+    while start.elapsed() < MEASURE {
+        // Driver: offer a whole ring's worth, in batches of 32 (untimed).
+        for _ in 0..chains / BATCH {
+            for k in 0..BATCH {
+                let slot = GuestAddress(avail + 4 + 2 * u64::from(avail_idx % RING));
+                mem.write_obj(heads[(next + k) % chains].to_le(), slot)
+                    .unwrap();
+                avail_idx = avail_idx.wrapping_add(1);
+            }
+            next += BATCH;
+        }
+        mem.write_obj(avail_idx.to_le(), GuestAddress(avail + 2))
+            .unwrap();
+        // Device (timed).
+        let c0 = thread_cpu_seconds();
+        n += p.drain(&mut q, &mem, &mut scratch, stats.shard(0));
+        device_cpu += thread_cpu_seconds() - c0;
+    }
+    assert_eq!(stats.snapshot().errors(), 0, "in-process requests failed");
+    n as f64 / device_cpu.max(1e-6)
+}
+
 /// CPU time of the calling thread, in seconds.
 fn thread_cpu_seconds() -> f64 {
     let mut ts = libc::timespec {
@@ -181,8 +269,8 @@ fn main() {
     );
     println!();
     println!(
-        "{:<28} {:>14} {:>18}",
-        "small requests", "requests/s", "per device CPU-s"
+        "{:<28} {:>14} {:>18} {:>14}",
+        "small requests", "requests/s", "per device CPU-s", "in-process"
     );
     for (name, op) in [("NOP 64 B", OP_NOP), ("CSUM 64 B", OP_CSUM)] {
         let r = run_device(
@@ -194,11 +282,18 @@ fn main() {
                 out_len: 0,
             },
         );
+        let shape = Shape {
+            header: hdr(op),
+            in_len: 64,
+            out_len: 0,
+        };
+        let inproc = run_in_process(&shape, &key);
         println!(
-            "{:<28} {:>14.0} {:>18.0}",
+            "{:<28} {:>14.0} {:>18.0} {:>14.0}",
             format!("device {name}"),
             r.requests_per_s,
-            r.requests_per_cpu_s
+            r.requests_per_cpu_s,
+            inproc
         );
     }
     let small = [0xabu8; 64];
@@ -225,12 +320,21 @@ fn main() {
 
     println!();
     println!(
-        "{:<17} {:>8} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8}",
-        "1500 B (Gbit/s)", "device", "dev/CPU", "raw hot", "raw set", "wall", "CPU", "CPU/set"
+        "{:<17} {:>8} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8}",
+        "1500 B (Gbit/s)",
+        "device",
+        "dev/CPU",
+        "in-proc",
+        "raw hot",
+        "raw set",
+        "wall",
+        "CPU",
+        "CPU/set",
+        "inp/set"
     );
     println!(
-        "{:<17} {:>8} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8}",
-        "", "wall", "", "per CPU", "per CPU", "dev/hot", "dev/hot", "dev/set"
+        "{:<17} {:>8} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8}",
+        "", "wall", "", "per CPU", "per CPU", "per CPU", "dev/hot", "dev/hot", "dev/set", ""
     );
     type Raw<'a> = Box<dyn FnMut(&[u8], &mut [u8]) + 'a>;
     let cases: Vec<(&str, RequestHeader, u32, Raw)> = vec![
@@ -290,6 +394,14 @@ fn main() {
                 out_len,
             },
         );
+        let inproc_bps = run_in_process(
+            &Shape {
+                header,
+                in_len: 1500,
+                out_len,
+            },
+            &key,
+        ) * 1500.0;
         let (_, hot_cpu) = run_raw(|| raw(&bufs[0], &mut outs[0]));
         let mut n = 0usize;
         let (_, set_cpu) = run_raw(|| {
@@ -299,15 +411,17 @@ fn main() {
         let (dev_bps, dev_cpu_bps) = (dev.bytes_per_s, dev.requests_per_cpu_s * 1500.0);
         let (hot_bps, set_bps) = (hot_cpu * 1500.0, set_cpu * 1500.0);
         println!(
-            "{:<17} {:>8.2} {:>9.2} {:>9.2} {:>9.2} {:>8.2} {:>8.2} {:>8.2}",
+            "{:<17} {:>8.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
             name,
             gbit(dev_bps),
             gbit(dev_cpu_bps),
+            gbit(inproc_bps),
             gbit(hot_bps),
             gbit(set_bps),
             dev_bps / hot_bps,
             dev_cpu_bps / hot_bps,
             dev_cpu_bps / set_bps,
+            inproc_bps / set_bps,
         );
     }
     drop(g);
@@ -317,7 +431,10 @@ fn main() {
     println!("dev/CPU: the same per second of daemon CPU time (what one free core sustains).");
     println!("raw hot / raw set: the engine called in a loop, per second of its thread's CPU");
     println!("  time, on one hot buffer / over as many buffers as the device has in flight.");
-    println!("Ratios: wall device over raw hot; dev/CPU over raw hot; dev/CPU over raw set.");
+    println!("in-process: the daemon's request path (Processor::drain) on a local ring, no");
+    println!("  vhost-user, eventfds or wake-ups, per CPU second of the device part.");
+    println!("Ratios: wall device over raw hot; dev/CPU over raw hot; dev/CPU over raw set;");
+    println!("  in-process over raw set.");
     println!(
         "total benchmark time {:.1} s",
         total.elapsed().as_secs_f64()

@@ -13,10 +13,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pktaccel_abi::VIRTIO_F_VERSION_1;
-use tracing::{debug, warn};
+use tracing::warn;
 use vhost::vhost_user::message::VhostUserProtocolFeatures;
 use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
-use virtio_queue::{QueueOwnedT, QueueT};
+use virtio_queue::QueueT;
 use vm_memory::{Bytes, GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{
@@ -147,33 +147,9 @@ impl PktAccelBackend {
             .unwrap_or_else(|e| e.into_inner());
         let mem = inner.mem.memory();
         let mut state = vring.get_mut();
-        let mut done = 0usize;
-        loop {
-            // Take every chain the driver has made available with one read of
-            // the avail index, then complete them one by one.
-            let chains: Vec<_> = match state.get_queue_mut().iter(&*mem) {
-                Ok(it) => it.collect(),
-                Err(e) => {
-                    // E.g. an avail index more than a ring ahead: nothing can
-                    // be taken until the driver repairs it.
-                    debug!(queue, error = %e, "cannot read the available ring");
-                    break;
-                }
-            };
-            if chains.is_empty() {
-                break;
-            }
-            for chain in chains {
-                let head = chain.head_index();
-                let used = inner.processor.process(&*mem, chain, &mut scratch, stats);
-                if let Err(e) = state.get_queue_mut().add_used(&*mem, head, used) {
-                    // A head past the descriptor table cannot be returned.
-                    debug!(queue, head, error = %e, "cannot return chain");
-                    stats.bad_head();
-                }
-                done += 1;
-            }
-        }
+        let done = inner
+            .processor
+            .drain(state.get_queue_mut(), &*mem, &mut scratch, stats);
         if done > 0 {
             let q = state.get_queue_mut();
             let notify = if q.event_idx_enabled() {

@@ -24,8 +24,10 @@ use std::ptr;
 use pktaccel_abi::*;
 use tracing::debug;
 use virtio_queue::desc::split::Descriptor;
+use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::{
-    Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress,
+    Address, Bytes, GuestAddress, GuestMemory, GuestMemoryBackend, GuestMemoryRegion,
+    MemoryRegionAddress,
 };
 
 use crate::engines::{copy, crc, csum::Csum, gcm, rss};
@@ -162,6 +164,45 @@ impl Processor {
             max_request_bytes,
             keys: KeySlots::new(key_slots),
         }
+    }
+
+    /// Completes every request available on `queue`: takes all chains
+    /// offered with one read of the avail index, processes them in order,
+    /// puts each on the used ring, and repeats until none is left. Returns
+    /// how many chains were taken. Signalling the driver is the caller's job.
+    pub fn drain<M: GuestMemoryBackend + GuestMemory>(
+        &self,
+        queue: &mut Queue,
+        mem: &M,
+        scratch: &mut Scratch,
+        stats: &Shard,
+    ) -> usize {
+        let mut done = 0usize;
+        loop {
+            let chains: Vec<_> = match queue.iter(mem) {
+                Ok(it) => it.collect(),
+                Err(e) => {
+                    // E.g. an avail index more than a ring ahead: nothing can
+                    // be taken until the driver repairs it.
+                    debug!(error = %e, "cannot read the available ring");
+                    break;
+                }
+            };
+            if chains.is_empty() {
+                break;
+            }
+            for chain in chains {
+                let head = chain.head_index();
+                let used = self.process(mem, chain, scratch, stats);
+                if let Err(e) = queue.add_used(mem, head, used) {
+                    // A head past the descriptor table cannot be returned.
+                    debug!(head, error = %e, "cannot return chain");
+                    stats.bad_head();
+                }
+                done += 1;
+            }
+        }
+        done
     }
 
     /// Processes one chain and returns the used length to report (bytes
