@@ -701,6 +701,63 @@ fn descriptor_loop_and_indices_past_the_ring_are_survived() {
     assert_eq!(s["bad_head"], 1);
 }
 
+#[test]
+fn random_descriptor_tables_are_survived() {
+    let (d, mut g) = start(&[]);
+    // Random bytes in a 1 MiB data area, which random indirect tables and
+    // random status descriptors point into (never into the rings).
+    let area = g.alloc(1 << 20);
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rnd = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let noise: Vec<u8> = (0..1 << 20).map(|_| rnd() as u8).collect();
+    g.write(area, &noise);
+    let mut returned = 0;
+    for _round in 0..20 {
+        let ids: Vec<u16> = (0..g.queues[0].free_descs())
+            .map(|_| g.take_desc(0))
+            .collect();
+        for &id in &ids {
+            let r = rnd();
+            let addr = match r % 4 {
+                0 => u64::MAX - (r >> 56),
+                1 => support::MEM_SIZE - (r >> 52) % 64,
+                _ => area + (r >> 20) % (1 << 20),
+            };
+            let len = match (r >> 8) % 4 {
+                0 => 16,
+                1 => 64,
+                2 => ((r >> 32) % 4096) as u32,
+                _ => (r >> 32) as u32,
+            };
+            let flags = ((r >> 40) % 8) as u16; // NEXT | WRITE | INDIRECT
+            let next = ((r >> 48) % 300) as u16; // sometimes past the ring
+            g.write_desc(0, id, addr, len, flags, next);
+        }
+        let n = 40;
+        for _ in 0..n {
+            let head = ids[(rnd() % ids.len() as u64) as usize];
+            g.push_avail(0, head);
+        }
+        g.kick(0);
+        assert_eq!(g.wait(0, n).len(), n);
+        returned += n;
+        g.give_back(0, &ids);
+        still_serves(&mut g);
+    }
+    let s = d.stats();
+    let answered: u64 = s
+        .iter()
+        .filter(|(k, _)| k.starts_with("status."))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(answered + s["no_status"], returned as u64 + 20);
+}
+
 // ---------------------------------------------------------------------------
 // Socket, lifecycle and reconnection
 // ---------------------------------------------------------------------------

@@ -473,6 +473,11 @@ impl Guest {
         self.queues[q].free.pop().expect("out of descriptors")
     }
 
+    /// Returns descriptor ids taken with [`take_desc`](Self::take_desc).
+    pub fn give_back(&mut self, q: usize, ids: &[u16]) {
+        self.queues[q].free.extend_from_slice(ids);
+    }
+
     /// Puts `head` on the available ring (published, not kicked).
     pub fn push_avail(&mut self, q: usize, head: u16) {
         let qu = &mut self.queues[q];
