@@ -4,11 +4,13 @@ use crate::harness::Test;
 
 mod kmod;
 mod rig;
+mod workloads;
 
 /// Every guest test, in run order.
 pub fn all() -> Vec<Test> {
     let mut v = Vec::new();
     v.extend(rig::tests());
     v.extend(kmod::tests());
+    v.extend(workloads::tests());
     v
 }

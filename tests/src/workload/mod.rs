@@ -9,6 +9,7 @@ pub mod frames;
 pub mod pcap;
 pub mod pipeline;
 pub mod report;
+pub mod vectors;
 pub mod soft;
 
 /// Replaces the default panic message (with its backtrace hint) by one

@@ -1,0 +1,167 @@
+//! Published known answers for every op, used by the guest suite against
+//! the device and by the host unit tests against the software references
+//! (so a typo here fails on the host first).
+
+/// The RFC 1071 section 3 example bytes; their one's-complement sum is
+/// 0xddf2, so the checksum is !0xddf2 = 0x220d.
+pub const RFC1071_DATA: [u8; 8] = [0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7];
+/// The checksum of [`RFC1071_DATA`].
+pub const RFC1071_CSUM: u16 = !0xddf2;
+
+/// The CRC catalogue's check input.
+pub const CHECK_INPUT: &[u8] = b"123456789";
+/// CRC-32C (Castagnoli) check value.
+pub const CRC32C_CHECK: u32 = 0xe306_9283;
+/// CRC-32 (IEEE 802.3, zlib) check value.
+pub const CRC32_CHECK: u32 = 0xcbf4_3926;
+
+/// Microsoft's RSS verification suite (IPv4): source, destination,
+/// source port, destination port, hash of the addresses, hash with ports.
+pub const RSS_V4: [([u8; 4], [u8; 4], u16, u16, u32, u32); 5] = [
+    (
+        [66, 9, 149, 187],
+        [161, 142, 100, 80],
+        2794,
+        1766,
+        0x323e_8fc2,
+        0x51cc_c178,
+    ),
+    (
+        [199, 92, 111, 2],
+        [65, 69, 140, 83],
+        14230,
+        4739,
+        0xd718_262a,
+        0xc626_b0ea,
+    ),
+    (
+        [24, 19, 198, 95],
+        [12, 22, 207, 184],
+        12898,
+        38024,
+        0xd2d0_a5de,
+        0x5c2b_394a,
+    ),
+    (
+        [38, 27, 205, 30],
+        [209, 142, 163, 6],
+        48228,
+        2217,
+        0x8298_9176,
+        0xafc7_327f,
+    ),
+    (
+        [153, 39, 163, 191],
+        [202, 188, 127, 2],
+        44251,
+        1303,
+        0x5d18_09c5,
+        0x10e8_28a2,
+    ),
+];
+
+/// Microsoft's IPv6 vector: 3ffe:2501:200:1fff::7 port 2794 to
+/// 3ffe:2501:200:3::1 port 1766; hash of the addresses, hash with ports.
+pub const RSS_V6: ([u8; 16], [u8; 16], u16, u16, u32, u32) = (
+    [
+        0x3f, 0xfe, 0x25, 0x01, 0x02, 0x00, 0x1f, 0xff, 0, 0, 0, 0, 0, 0, 0, 7,
+    ],
+    [
+        0x3f, 0xfe, 0x25, 0x01, 0x02, 0x00, 0x00, 0x03, 0, 0, 0, 0, 0, 0, 0, 1,
+    ],
+    2794,
+    1766,
+    0x2cc1_8cd5,
+    0x4020_7d3d,
+);
+
+/// One AES-256-GCM known answer (hex): key, IV, AAD, plaintext,
+/// ciphertext, tag.
+#[derive(Debug, Clone, Copy)]
+pub struct GcmVector {
+    /// Name in the GCM specification's appendix.
+    pub name: &'static str,
+    /// 32-byte key.
+    pub key: &'static str,
+    /// 12-byte IV.
+    pub iv: &'static str,
+    /// AAD.
+    pub aad: &'static str,
+    /// Plaintext.
+    pub pt: &'static str,
+    /// Ciphertext.
+    pub ct: &'static str,
+    /// 16-byte tag.
+    pub tag: &'static str,
+}
+
+/// The AES-256 test cases of the GCM specification (McGrew and Viega,
+/// as used by NIST's GCM validation): cases 14, 15 and 16 (13 has an empty
+/// plaintext, which the device cannot be given as a segment).
+pub const GCM: [GcmVector; 3] = [
+    GcmVector {
+        name: "test case 14",
+        key: "0000000000000000000000000000000000000000000000000000000000000000",
+        iv: "000000000000000000000000",
+        aad: "",
+        pt: "00000000000000000000000000000000",
+        ct: "cea7403d4d606b6e074ec5d3baf39d18",
+        tag: "d0d1c8a799996bf0265b98b5d48ab919",
+    },
+    GcmVector {
+        name: "test case 15",
+        key: "feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308",
+        iv: "cafebabefacedbaddecaf888",
+        aad: "",
+        pt: "d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a721c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b391aafd255",
+        ct: "522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662898015ad",
+        tag: "b094dac5d93471bdec1a502270e3cc6c",
+    },
+    GcmVector {
+        name: "test case 16",
+        key: "feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308",
+        iv: "cafebabefacedbaddecaf888",
+        aad: "feedfacedeadbeeffeedfacedeadbeefabaddad2",
+        pt: "d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a721c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b39",
+        ct: "522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662",
+        tag: "76fc6ece0f4e1768cddf8853bb2d551b",
+    },
+];
+
+/// Hex to bytes for the constants above (they are valid by test).
+pub fn unhex(s: &str) -> Vec<u8> {
+    hex::decode(s).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workload::soft;
+
+    #[test]
+    fn software_agrees_with_every_published_answer() {
+        assert_eq!(soft::inet_csum(0, &[&RFC1071_DATA]), RFC1071_CSUM);
+        assert_eq!(soft::crc32c(0, CHECK_INPUT), CRC32C_CHECK);
+        assert_eq!(soft::crc32(0, CHECK_INPUT), CRC32_CHECK);
+        for (s, d, sp, dp, h, hp) in RSS_V4 {
+            let t = [&s[..], &d[..], &sp.to_be_bytes(), &dp.to_be_bytes()].concat();
+            assert_eq!(soft::toeplitz(&soft::MS_RSS_KEY, &t[..8]), h);
+            assert_eq!(soft::toeplitz(&soft::MS_RSS_KEY, &t), hp);
+        }
+        let (s, d, sp, dp, h, hp) = RSS_V6;
+        let t = [&s[..], &d[..], &sp.to_be_bytes(), &dp.to_be_bytes()].concat();
+        assert_eq!(soft::toeplitz(&soft::MS_RSS_KEY, &t[..32]), h);
+        assert_eq!(soft::toeplitz(&soft::MS_RSS_KEY, &t), hp);
+        for v in GCM {
+            let key: [u8; 32] = unhex(v.key).try_into().unwrap();
+            let iv: [u8; 12] = unhex(v.iv).try_into().unwrap();
+            let sealed = soft::gcm_seal(&key, &iv, &unhex(v.aad), &unhex(v.pt));
+            assert_eq!(
+                hex::encode(&sealed),
+                format!("{}{}", v.ct, v.tag),
+                "{}",
+                v.name
+            );
+        }
+    }
+}
