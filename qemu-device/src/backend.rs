@@ -26,7 +26,8 @@ use vmm_sys_util::event::{
 use crate::config::DeviceOptions;
 
 /// virtio: the driver does not want used-buffer notifications.
-const VRING_AVAIL_F_NO_INTERRUPT: u16 = 1;
+const VRING_AVAIL_F_NO_INTERRUPT: u16 =
+    virtio_bindings::bindings::virtio_ring::VRING_AVAIL_F_NO_INTERRUPT as u16;
 use crate::request::{Processor, Scratch};
 use crate::stats::Stats;
 

@@ -35,9 +35,10 @@ const RING_BASE: u64 = 1 << 20;
 /// Start of the data-buffer heap.
 pub const DATA_BASE: u64 = 16 << 20;
 
-const VRING_DESC_F_NEXT: u16 = 1;
-const VRING_DESC_F_WRITE: u16 = 2;
-const VRING_DESC_F_INDIRECT: u16 = 4;
+use virtio_bindings::bindings::virtio_ring as vr;
+const VRING_DESC_F_NEXT: u16 = vr::VRING_DESC_F_NEXT as u16;
+const VRING_DESC_F_WRITE: u16 = vr::VRING_DESC_F_WRITE as u16;
+const VRING_DESC_F_INDIRECT: u16 = vr::VRING_DESC_F_INDIRECT as u16;
 
 static NEXT_ID: AtomicU32 = AtomicU32::new(0);
 
