@@ -241,6 +241,20 @@ fn main() {
         return;
     }
     let total = Instant::now();
+    // PKTACCEL_BENCH_PROFILE=1: only the in-process NOP path, for ~5 s, to
+    // run under a profiler.
+    if std::env::var_os("PKTACCEL_BENCH_PROFILE").is_some() {
+        let shape = Shape {
+            header: hdr(OP_NOP),
+            in_len: 64,
+            out_len: 0,
+        };
+        let rate = (0..3)
+            .map(|_| run_in_process(&shape, &[0; 32]))
+            .fold(0.0, f64::max);
+        println!("in-process NOP 64 B: {rate:.0} requests per CPU second");
+        return;
+    }
     // PKTACCEL_BENCH_POLL_US overrides the daemon's --poll-us (to compare).
     let poll = std::env::var("PKTACCEL_BENCH_POLL_US").ok();
     let mut args = vec!["--queue-size", "1024"];
