@@ -11,7 +11,7 @@ use crate::cache::Cache;
 use crate::initramfs::Mode;
 use crate::kernel::Variant;
 use crate::vm::{self, ConsoleSink, VmArgs};
-use crate::{e2e, testcmd};
+use crate::{bench, e2e, testcmd};
 
 /// pktaccel's developer tasks: provision, build, boot the guest, test.
 #[derive(Parser, Debug)]
@@ -62,6 +62,24 @@ enum Cmd {
         #[arg(long)]
         plain_kernel: bool,
         /// Overall timeout in seconds.
+        #[arg(long, default_value_t = 900)]
+        timeout: u64,
+        #[command(flatten)]
+        vm: VmArgs,
+    },
+    /// Benchmarks side by side: the device and the allocator on the host,
+    /// pktbench in the guest; writes target/bench/report.md with SVG plots.
+    Bench {
+        /// Only pktbench in the guest.
+        #[arg(long, conflicts_with = "host_only")]
+        guest_only: bool,
+        /// Only the host benchmarks (no boot).
+        #[arg(long)]
+        host_only: bool,
+        /// Device time per pktbench measurement, in milliseconds.
+        #[arg(long, default_value_t = 800)]
+        budget_ms: u64,
+        /// Guest timeout in seconds.
         #[arg(long, default_value_t = 900)]
         timeout: u64,
         #[command(flatten)]
@@ -150,6 +168,23 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             } else {
                 ExitCode::FAILURE
             })
+        }
+        Cmd::Bench {
+            guest_only,
+            host_only,
+            budget_ms,
+            timeout,
+            vm: args,
+        } => {
+            let opts = bench::BenchOpts {
+                guest_only,
+                host_only,
+                budget_ms,
+                timeout: Duration::from_secs(timeout),
+            };
+            let report = bench::run(&cache, &args, &opts)?;
+            println!("report: {}", report.display());
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::Test {
             no_e2e,

@@ -5,6 +5,7 @@
 //! a cache outside the clone (see [`cache`]), keyed by their inputs, so a
 //! second clone or a repeat run reuses them.
 
+mod bench;
 mod cache;
 mod cargo_build;
 mod cli;

@@ -76,6 +76,13 @@ pub struct Prepared {
     variant: Variant,
 }
 
+impl Prepared {
+    /// Guest kernel release and QEMU description, for reports.
+    pub fn versions(&self) -> (&str, &str) {
+        (&self.kernel.release, &self.qemu.description)
+    }
+}
+
 /// The workspace root (xtask lives one level below it).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

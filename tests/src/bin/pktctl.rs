@@ -29,7 +29,7 @@ enum Cmd {
     /// Device, ABI, ops, queues, limits and statistics.
     Info,
     /// Run one op on a file (or stdin) and print its result.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
 }
 
 #[derive(clap::Args, Debug)]

@@ -686,7 +686,7 @@ fn test_data(len: usize) -> Vec<u8> {
     (0..len)
         .map(|i| {
             let r = rng.next_u64();
-            if r % 4 == 0 {
+            if r.is_multiple_of(4) {
                 (r >> 8) as u8
             } else {
                 b"the quick brown fox jumps over the lazy dog "[i % 44]

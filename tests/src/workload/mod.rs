@@ -9,8 +9,8 @@ pub mod frames;
 pub mod pcap;
 pub mod pipeline;
 pub mod report;
-pub mod vectors;
 pub mod soft;
+pub mod vectors;
 
 /// Replaces the default panic message (with its backtrace hint) by one
 /// line: the tools promise a clear message and never a panic trace.

@@ -15,9 +15,12 @@ pub const CRC32C_CHECK: u32 = 0xe306_9283;
 /// CRC-32 (IEEE 802.3, zlib) check value.
 pub const CRC32_CHECK: u32 = 0xcbf4_3926;
 
-/// Microsoft's RSS verification suite (IPv4): source, destination,
-/// source port, destination port, hash of the addresses, hash with ports.
-pub const RSS_V4: [([u8; 4], [u8; 4], u16, u16, u32, u32); 5] = [
+/// One RSS known answer: source and destination address, source and
+/// destination port, hash of the addresses, hash with the ports.
+pub type RssVector<const N: usize> = ([u8; N], [u8; N], u16, u16, u32, u32);
+
+/// Microsoft's RSS verification suite (IPv4).
+pub const RSS_V4: [RssVector<4>; 5] = [
     (
         [66, 9, 149, 187],
         [161, 142, 100, 80],
@@ -62,7 +65,7 @@ pub const RSS_V4: [([u8; 4], [u8; 4], u16, u16, u32, u32); 5] = [
 
 /// Microsoft's IPv6 vector: 3ffe:2501:200:1fff::7 port 2794 to
 /// 3ffe:2501:200:3::1 port 1766; hash of the addresses, hash with ports.
-pub const RSS_V6: ([u8; 16], [u8; 16], u16, u16, u32, u32) = (
+pub const RSS_V6: RssVector<16> = (
     [
         0x3f, 0xfe, 0x25, 0x01, 0x02, 0x00, 0x1f, 0xff, 0, 0, 0, 0, 0, 0, 0, 7,
     ],

@@ -204,13 +204,13 @@ fn device_crc(mut crc: u32, p: *const u8, len: usize) -> Option<u32> {
             let mut c = IocCompletion::default();
             // SAFETY: room for one completion.
             let got = unsafe { (d.reap)(d.client, &mut c, 1, 10_000) };
-            if got < 0 || got == 0 {
-                // The request may still be in flight: the buffer is the
-                // caller's, so wait it out rather than return early.
+            if got == 0 {
+                // Still in flight: the buffer is the caller's, so wait it
+                // out rather than return early.
+                continue;
+            }
+            if got < 0 {
                 DEVICE_ERRORS.fetch_add(1, Ordering::Relaxed);
-                if got == 0 {
-                    continue;
-                }
                 return None;
             }
             if c.cookie == op.cookie {
@@ -275,10 +275,11 @@ fn soft(crc: u32, p: *const u8, len: usize) -> u32 {
 }
 
 fn crc_common(crc: u64, p: *const u8, len: usize, fallback: impl FnOnce() -> u64) -> u64 {
-    if !p.is_null() && len >= min_len() {
-        if let Some(v) = device_crc(crc as u32, p, len) {
-            return u64::from(v);
-        }
+    if !p.is_null()
+        && len >= min_len()
+        && let Some(v) = device_crc(crc as u32, p, len)
+    {
+        return u64::from(v);
     }
     if !p.is_null() {
         SOFT_CALLS.fetch_add(1, Ordering::Relaxed);

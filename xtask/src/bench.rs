@@ -1,0 +1,936 @@
+//! `cargo xtask bench`: every benchmark side by side in one run, and one
+//! report.
+//!
+//! On the host: the device benchmark (`cargo bench -p pktaccel-device`,
+//! the daemon through a vhost-user frontend vs the raw engines) and the
+//! allocator benchmark (`cargo bench -p pktslab`: pktslab vs glibc,
+//! jemalloc and mimalloc; v2p vs /proc/self/pagemap). In the guest:
+//! `pktbench` sweeping frame sizes, batch sizes and queues, zero-copy and
+//! copy mode. Writes `target/bench/report.md` with tables and SVG plots
+//! (plotters, SVG backend), plus each benchmark's raw output beside it.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use plotters::prelude::*;
+
+use crate::initramfs::Mode;
+use crate::step::{Step, fmt_duration};
+use crate::vm::{self, ConsoleSink, Prepared, VmArgs};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchOpts {
+    /// Skip the host benchmarks.
+    pub guest_only: bool,
+    /// Skip the guest run.
+    pub host_only: bool,
+    /// Device time per pktbench measurement, milliseconds.
+    pub budget_ms: u64,
+    /// Guest timeout.
+    pub timeout: Duration,
+}
+
+/// One pktbench measurement (a JSON line from the guest).
+#[derive(Debug, Clone)]
+struct Cell {
+    op: String,
+    traffic: String,
+    copy: bool,
+    batch: u64,
+    queues: u64,
+    pps: f64,
+    gbps: f64,
+    p50: f64,
+    p99: f64,
+    p999: f64,
+    copied: u64,
+    zero_copy: u64,
+    packets: u64,
+}
+
+impl Cell {
+    fn parse(v: &serde_json::Value) -> Option<Cell> {
+        Some(Cell {
+            op: v["op"].as_str()?.to_string(),
+            traffic: v["traffic"].as_str()?.to_string(),
+            copy: v["mode"].as_str()? == "copy",
+            batch: v["batch"].as_u64()?,
+            queues: v["queues"].as_u64()?,
+            pps: v["pps"].as_f64()?,
+            gbps: v["gbps"].as_f64()?,
+            p50: v["p50_us"].as_f64()?,
+            p99: v["p99_us"].as_f64()?,
+            p999: v["p999_us"].as_f64()?,
+            copied: v["bytes_copied"].as_u64()?,
+            zero_copy: v["bytes_zero_copy"].as_u64()?,
+            packets: v["packets"].as_u64()?,
+        })
+    }
+}
+
+struct GuestSink {
+    ready: bool,
+    table: Vec<String>,
+    cells: Vec<Cell>,
+}
+
+const JSON_PREFIX: &str = "PKTBENCH-JSON ";
+
+impl ConsoleSink for GuestSink {
+    fn line(&mut self, line: &str) {
+        if line.starts_with("PKTACCEL-READY") {
+            self.ready = true;
+        } else if line.starts_with("PKTACCEL-") {
+        } else if let Some(j) = line.strip_prefix(JSON_PREFIX) {
+            if let Some(c) = serde_json::from_str(j).ok().as_ref().and_then(Cell::parse) {
+                self.cells.push(c);
+            }
+        } else if self.ready && !line.starts_with('[') {
+            // (Lines starting with '[' are kernel messages.)
+            println!("    {line}");
+            self.table.push(line.to_string());
+        }
+    }
+}
+
+/// A host benchmark's output and run time.
+struct HostRun {
+    name: &'static str,
+    stdout: String,
+    took: Duration,
+    ok: bool,
+}
+
+fn cargo_bench(ws: &Path, package: &str, bench: &'static str) -> Result<HostRun> {
+    let step = Step::start(format!("cargo bench -p {package} --bench {bench}"));
+    let started = Instant::now();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = Command::new(cargo)
+        .current_dir(ws)
+        .args(["bench", "-p", package, "--bench", bench])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .output()
+        .context("cannot run cargo bench")?;
+    let took = started.elapsed();
+    let ok = out.status.success();
+    step.done(&if ok {
+        "done".to_string()
+    } else {
+        format!("failed ({})", out.status)
+    });
+    Ok(HostRun {
+        name: bench,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        took,
+        ok,
+    })
+}
+
+/// Label and trailing numbers of a table line: the longest run of
+/// numeric tokens at the end (`x1.23` ratio tokens count as numbers).
+fn numbers(line: &str) -> Option<(String, Vec<f64>)> {
+    let toks: Vec<&str> = line.split_whitespace().collect();
+    let mut n = toks.len();
+    while n > 0 && toks[n - 1].trim_start_matches('x').parse::<f64>().is_ok() {
+        n -= 1;
+    }
+    if n == toks.len() || n == 0 {
+        return None;
+    }
+    let vals = toks[n..]
+        .iter()
+        .filter_map(|t| t.trim_start_matches('x').parse().ok())
+        .collect();
+    Some((toks[..n].join(" "), vals))
+}
+
+/// (op, device wall, raw hot, raw set) Gbit/s rows of the device bench's
+/// 1500-byte table.
+fn device_rows(out: &str) -> Vec<(String, [f64; 3])> {
+    let mut in_table = false;
+    let mut rows = Vec::new();
+    for l in out.lines() {
+        if l.starts_with("1500 B") {
+            in_table = true;
+            continue;
+        }
+        if in_table {
+            if l.trim().is_empty() {
+                break;
+            }
+            if let Some((label, v)) = numbers(l)
+                && v.len() >= 5
+            {
+                rows.push((label, [v[0], v[3], v[4]]));
+            }
+        }
+    }
+    rows
+}
+
+/// (workload, unit, [pktslab, glibc, jemalloc, mimalloc]) rows of the
+/// allocator bench.
+fn alloc_rows(out: &str) -> Vec<(String, String, [f64; 4])> {
+    out.lines()
+        .filter_map(|l| {
+            let left = l.split('|').next()?;
+            if !l.contains('|') {
+                return None;
+            }
+            let toks: Vec<&str> = left.split_whitespace().collect();
+            if toks.len() < 6 {
+                return None;
+            }
+            let unit = toks[toks.len() - 1];
+            let v: Vec<f64> = toks[toks.len() - 5..toks.len() - 1]
+                .iter()
+                .filter_map(|t| t.parse().ok())
+                .collect();
+            (v.len() == 4).then(|| {
+                (
+                    toks[..toks.len() - 5].join(" "),
+                    unit.to_string(),
+                    [v[0], v[1], v[2], v[3]],
+                )
+            })
+        })
+        .collect()
+}
+
+/// (method, ns per lookup) from the allocator bench's v2p lines.
+fn v2p_rows(out: &str) -> Vec<(String, f64)> {
+    let mut rows = Vec::new();
+    for l in out.lines() {
+        let Some(at) = l.find(" ns/lookup") else {
+            continue;
+        };
+        let head = &l[..at];
+        let Some((label, num)) = head.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(ns) = num.parse::<f64>() else { continue };
+        let label = label.trim().trim_start_matches("v2p:").trim();
+        let label = if label == "pktslab" {
+            "pktslab v2p()".to_string()
+        } else {
+            label.to_string()
+        };
+        rows.push((label, ns));
+    }
+    rows
+}
+
+const COLORS: [RGBColor; 6] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+];
+
+type Series = (String, Vec<f64>);
+
+/// Grouped bar chart: one group per label, one bar per series.
+fn bars(
+    path: &Path,
+    title: &str,
+    ylabel: &str,
+    groups: &[String],
+    series: &[Series],
+    log_y: bool,
+) -> Result<()> {
+    let max = series
+        .iter()
+        .flat_map(|s| s.1.iter().copied())
+        .fold(0.0f64, f64::max)
+        .max(1e-9);
+    let min = series
+        .iter()
+        .flat_map(|s| s.1.iter().copied())
+        .filter(|v| *v > 0.0)
+        .fold(f64::MAX, f64::min);
+    let root = SVGBackend::new(path, (900, 480)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let n = groups.len().max(1) as f64;
+    let mut b = ChartBuilder::on(&root);
+    b.caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(60)
+        .y_label_area_size(80);
+    let base = if log_y { min / 2.0 } else { 0.0 };
+    let fmt_x = |x: &f64| {
+        let i = x.floor() as usize;
+        if (x - x.floor() - 0.5).abs() < 1e-6 {
+            groups.get(i).cloned().unwrap_or_default()
+        } else {
+            String::new()
+        }
+    };
+    if log_y {
+        let mut chart = b.build_cartesian_2d(0f64..n, ((min / 2.0)..(max * 2.0)).log_scale())?;
+        chart
+            .configure_mesh()
+            .x_labels(groups.len() * 2 + 1)
+            .x_label_formatter(&fmt_x)
+            .y_desc(ylabel)
+            .disable_x_mesh()
+            .draw()?;
+        draw_bars(&mut chart, series, base)?;
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()?;
+    } else {
+        let mut chart = b.build_cartesian_2d(0f64..n, 0f64..max * 1.15)?;
+        chart
+            .configure_mesh()
+            .x_labels(groups.len() * 2 + 1)
+            .x_label_formatter(&fmt_x)
+            .y_desc(ylabel)
+            .disable_x_mesh()
+            .draw()?;
+        draw_bars(&mut chart, series, base)?;
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+type Chart<'a, Y> =
+    ChartContext<'a, SVGBackend<'a>, Cartesian2d<plotters::coord::types::RangedCoordf64, Y>>;
+
+fn draw_bars<Y: Ranged<ValueType = f64>>(
+    chart: &mut Chart<'_, Y>,
+    series: &[Series],
+    base: f64,
+) -> Result<()> {
+    let k = series.len().max(1) as f64;
+    for (si, (name, vals)) in series.iter().enumerate() {
+        let c = COLORS[si % COLORS.len()];
+        chart
+            .draw_series(
+                vals.iter()
+                    .enumerate()
+                    .filter(|(_, v)| **v > 0.0)
+                    .map(|(gi, v)| {
+                        let x0 = gi as f64 + 0.1 + 0.8 * si as f64 / k;
+                        Rectangle::new([(x0, base), (x0 + 0.8 / k, *v)], c.filled())
+                    }),
+            )?
+            .label(name.clone())
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], c.filled()));
+    }
+    Ok(())
+}
+
+/// Line chart of (x, y) series.
+fn lines(
+    path: &Path,
+    title: &str,
+    xlabel: &str,
+    ylabel: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+) -> Result<()> {
+    let pts = || series.iter().flat_map(|s| s.1.iter().copied());
+    let (xmin, xmax) = pts().fold((f64::MAX, f64::MIN), |(a, b), (x, _)| (a.min(x), b.max(x)));
+    let ymax = pts().fold(0.0f64, |a, (_, y)| a.max(y)).max(1e-9);
+    if xmin > xmax {
+        return Ok(());
+    }
+    let root = SVGBackend::new(path, (640, 400)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(xmin * 0.9..xmax * 1.05, 0f64..ymax * 1.15)?;
+    chart
+        .configure_mesh()
+        .x_desc(xlabel)
+        .y_desc(ylabel)
+        .draw()?;
+    for (si, (name, v)) in series.iter().enumerate() {
+        let c = COLORS[si % COLORS.len()];
+        chart
+            .draw_series(LineSeries::new(v.iter().copied(), c.stroke_width(2)))?
+            .label(name.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], c.stroke_width(2)));
+        chart.draw_series(v.iter().map(|&p| Circle::new(p, 3, c.filled())))?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
+fn cmd_line(prog: &str, args: &[&str]) -> String {
+    Command::new(prog)
+        .args(args)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Runs everything and writes the report; returns its path.
+pub fn run(cache: &crate::cache::Cache, args: &VmArgs, opts: &BenchOpts) -> Result<PathBuf> {
+    let started = Instant::now();
+    let ws = vm::workspace_root();
+    let out_dir = ws.join("target/bench");
+    std::fs::create_dir_all(&out_dir)
+        .with_context(|| format!("cannot create {}", out_dir.display()))?;
+    let mut host = Vec::new();
+    if !opts.guest_only {
+        host.push(cargo_bench(&ws, "pktaccel-device", "throughput")?);
+        host.push(cargo_bench(&ws, "pktslab", "alloc")?);
+        for h in &host {
+            std::fs::write(out_dir.join(format!("{}.txt", h.name)), &h.stdout)?;
+        }
+    }
+    let accel = vm::resolve_accel(args.accel)?;
+    let mut guest = GuestSink {
+        ready: false,
+        table: Vec::new(),
+        cells: Vec::new(),
+    };
+    let mut versions = ("not booted".to_string(), "not used".to_string());
+    let mut guest_took = Duration::ZERO;
+    if !opts.host_only {
+        let p: Prepared = vm::prepare(cache, crate::kernel::Variant::Plain, args.qemu.clone())?;
+        let (k, q) = p.versions();
+        versions = (k.to_string(), q.to_string());
+        let cmd = format!(
+            "pktbench --budget-ms {} --json /tmp/pktbench.json; rc=$?; sed 's/^/{JSON_PREFIX}/' /tmp/pktbench.json; exit $rc",
+            opts.budget_ms
+        );
+        let step = vm::boot_step(&p, args.accel);
+        let t = Instant::now();
+        let o = vm::boot(&p, args, &Mode::Exec(cmd), Some(opts.timeout), &mut guest)?;
+        guest_took = t.elapsed();
+        step.done(&format!(
+            "pktbench: {} measurements, status {:?}",
+            guest.cells.len(),
+            o.guest_status
+        ));
+        if o.guest_status != Some(0) {
+            bail!(
+                "pktbench failed in the guest (status {:?}); console log {}",
+                o.guest_status,
+                o.console_log.display()
+            );
+        }
+        std::fs::write(out_dir.join("pktbench.txt"), guest.table.join("\n") + "\n")?;
+    }
+    let step = Step::start("report");
+    let report = write_report(&out_dir, &host, &guest, accel, &versions, guest_took, args)?;
+    step.done(&format!(
+        "{} (total {})",
+        report.display(),
+        fmt_duration(started.elapsed())
+    ));
+    Ok(report)
+}
+
+fn write_report(
+    dir: &Path,
+    host: &[HostRun],
+    guest: &GuestSink,
+    accel: &str,
+    versions: &(String, String),
+    guest_took: Duration,
+    args: &VmArgs,
+) -> Result<PathBuf> {
+    let mut md = String::new();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    writeln!(md, "# pktaccel benchmark report\n")?;
+    writeln!(md, "| | |\n|---|---|")?;
+    writeln!(md, "| machine | {} , {cores} cores |", cpu_model())?;
+    writeln!(md, "| host kernel | {} |", cmd_line("uname", &["-sr"]))?;
+    writeln!(
+        md,
+        "| accelerator | {} ({} guest CPUs, {} guest memory, {} device queues) |",
+        accel.to_uppercase(),
+        args.cpus,
+        args.mem,
+        args.queues
+    )?;
+    writeln!(md, "| guest kernel | {} |", versions.0)?;
+    writeln!(md, "| QEMU | {} |", versions.1)?;
+    writeln!(md, "| rustc | {} |", cmd_line("rustc", &["--version"]))?;
+    writeln!(
+        md,
+        "| date | {} |",
+        cmd_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"])
+    )?;
+    writeln!(md)?;
+    writeln!(
+        md,
+        "Every comparison below was measured side by side in this one run. The guest runs under {}: guest-side figures are emulation-bound and say more about relative costs (zero-copy vs copy, batching) than about absolute speed.\n",
+        accel.to_uppercase()
+    )?;
+
+    if !guest.cells.is_empty() {
+        guest_sections(&mut md, dir, &guest.cells, guest_took)?;
+    }
+    for h in host {
+        match h.name {
+            "throughput" => device_section(&mut md, dir, h)?,
+            _ => alloc_section(&mut md, dir, h)?,
+        }
+    }
+    let path = dir.join("report.md");
+    std::fs::write(&path, md).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(path)
+}
+
+fn guest_sections(md: &mut String, dir: &Path, cells: &[Cell], took: Duration) -> Result<()> {
+    writeln!(
+        md,
+        "## Packet pipelines in the guest (`pktbench`, {})\n",
+        fmt_duration(took)
+    )?;
+    writeln!(
+        md,
+        "Full stack: application buffers → libpktslab → v2p → pktaccel.ko → virtqueue → pktaccel-device → back. Every result was checked against software. Pipelines: `csum` = TCP/UDP checksum fill then verify (2 requests/packet), `rss` = Toeplitz hash into 8 flows, `gcm` = ESP-like AES-256-GCM seal then open (2 requests/packet), `copy` = DMA copy. Zero-copy (`zc`) buffers are in uncached pinned slabs; copy mode uses ordinary memory that the driver bounces. Latency is per request, submit to reap.\n"
+    )?;
+    let ops: Vec<String> = {
+        let mut v: Vec<String> = cells.iter().map(|c| c.op.clone()).collect();
+        v.dedup();
+        v
+    };
+    // Zero-copy vs copy, side by side, on IMIX at batch 32, 1 queue.
+    writeln!(md, "### Zero-copy vs copy (IMIX, batch 32, 1 queue)\n")?;
+    writeln!(
+        md,
+        "| op | pkts/s zc | pkts/s copy | zc/copy | Gbit/s zc | Gbit/s copy | p50 µs zc | p50 µs copy | p99 µs zc | p99 µs copy | p99.9 µs zc | p99.9 µs copy | bytes copied zc | bytes copied copy |"
+    )?;
+    writeln!(
+        md,
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    )?;
+    let find = |op: &str, traffic: &str, copy: bool, batch: u64, queues: u64| {
+        cells.iter().find(|c| {
+            c.op == op
+                && c.traffic == traffic
+                && c.copy == copy
+                && c.batch == batch
+                && c.queues == queues
+        })
+    };
+    let mut zc_series = Vec::new();
+    let mut cp_series = Vec::new();
+    for op in &ops {
+        if let (Some(z), Some(c)) = (
+            find(op, "imix", false, 32, 1),
+            find(op, "imix", true, 32, 1),
+        ) {
+            writeln!(
+                md,
+                "| {op} | {:.0} | {:.0} | {:.2} | {:.3} | {:.3} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} |",
+                z.pps,
+                c.pps,
+                z.pps / c.pps.max(1e-9),
+                z.gbps,
+                c.gbps,
+                z.p50,
+                c.p50,
+                z.p99,
+                c.p99,
+                z.p999,
+                c.p999,
+                z.copied,
+                c.copied
+            )?;
+            zc_series.push(z.pps);
+            cp_series.push(c.pps);
+        }
+    }
+    bars(
+        &dir.join("zc_vs_copy.svg"),
+        "Zero-copy vs copy mode (IMIX, batch 32)",
+        "packets/s",
+        &ops,
+        &[("zero-copy".into(), zc_series), ("copy".into(), cp_series)],
+        false,
+    )?;
+    writeln!(md, "\n![zero-copy vs copy](zc_vs_copy.svg)\n")?;
+
+    // Throughput vs frame size per op.
+    writeln!(md, "### Throughput vs frame size (batch 32, 1 queue)\n")?;
+    writeln!(
+        md,
+        "| op | mode | 64 B Gbit/s | 594 B Gbit/s | 1518 B Gbit/s | IMIX Gbit/s | IMIX pkts/s |"
+    )?;
+    writeln!(md, "|---|---|---:|---:|---:|---:|---:|")?;
+    for op in &ops {
+        let mut series = Vec::new();
+        for copy in [false, true] {
+            let mode = if copy { "copy" } else { "zc" };
+            let g = |t: &str| find(op, t, copy, 32, 1).map_or(0.0, |c| c.gbps);
+            writeln!(
+                md,
+                "| {op} | {mode} | {:.3} | {:.3} | {:.3} | {:.3} | {:.0} |",
+                g("64"),
+                g("594"),
+                g("1518"),
+                g("imix"),
+                find(op, "imix", copy, 32, 1).map_or(0.0, |c| c.pps)
+            )?;
+            let pts: Vec<(f64, f64)> = ["64", "594", "1518"]
+                .iter()
+                .filter_map(|t| {
+                    find(op, t, copy, 32, 1).map(|c| (t.parse().unwrap_or(0.0), c.gbps))
+                })
+                .collect();
+            series.push((
+                if copy {
+                    "copy mode".to_string()
+                } else {
+                    "zero-copy".to_string()
+                },
+                pts,
+            ));
+        }
+        lines(
+            &dir.join(format!("size_{op}.svg")),
+            &format!("{op}: throughput vs frame size"),
+            "frame bytes",
+            "Gbit/s",
+            &series,
+        )?;
+    }
+    writeln!(md)?;
+    for op in &ops {
+        write!(md, "![{op}](size_{op}.svg) ")?;
+    }
+    writeln!(md, "\n")?;
+
+    // Batch sizes.
+    writeln!(md, "### Batch size (IMIX, 1 queue): packets/s, p99 µs\n")?;
+    writeln!(
+        md,
+        "| op | mode | b=1 | b=8 | b=32 | b=128 | p99 b=1 | p99 b=128 |"
+    )?;
+    writeln!(md, "|---|---|---:|---:|---:|---:|---:|---:|")?;
+    let mut batch_series = Vec::new();
+    for op in &ops {
+        for copy in [false, true] {
+            let mode = if copy { "copy" } else { "zc" };
+            let p = |b: u64| find(op, "imix", copy, b, 1);
+            writeln!(
+                md,
+                "| {op} | {mode} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
+                p(1).map_or(0.0, |c| c.pps),
+                p(8).map_or(0.0, |c| c.pps),
+                p(32).map_or(0.0, |c| c.pps),
+                p(128).map_or(0.0, |c| c.pps),
+                p(1).map_or(0.0, |c| c.p99),
+                p(128).map_or(0.0, |c| c.p99)
+            )?;
+            if !copy {
+                let pts: Vec<(f64, f64)> = [1u64, 8, 32, 128]
+                    .iter()
+                    .filter_map(|&b| p(b).map(|c| (b as f64, c.pps)))
+                    .collect();
+                batch_series.push((format!("{op} zc"), pts));
+            }
+        }
+    }
+    lines(
+        &dir.join("batch.svg"),
+        "Packets/s vs batch size (IMIX, zero-copy)",
+        "requests per submit",
+        "packets/s",
+        &batch_series,
+    )?;
+    writeln!(md, "\n![batch sizes](batch.svg)\n")?;
+
+    // Queues.
+    let nq = cells.iter().map(|c| c.queues).max().unwrap_or(1);
+    if nq > 1 {
+        writeln!(md, "### 1 vs {nq} queues (IMIX, batch 32)\n")?;
+        writeln!(md, "| op | mode | pkts/s 1 queue | pkts/s {nq} queues |")?;
+        writeln!(md, "|---|---|---:|---:|")?;
+        for op in &ops {
+            for copy in [false, true] {
+                let mode = if copy { "copy" } else { "zc" };
+                writeln!(
+                    md,
+                    "| {op} | {mode} | {:.0} | {:.0} |",
+                    find(op, "imix", copy, 32, 1).map_or(0.0, |c| c.pps),
+                    find(op, "imix", copy, 32, nq).map_or(0.0, |c| c.pps)
+                )?;
+            }
+        }
+        writeln!(md)?;
+    }
+    writeln!(
+        md,
+        "<details><summary>All {} guest measurements</summary>\n",
+        cells.len()
+    )?;
+    writeln!(
+        md,
+        "| op | frames | mode | batch | queues | packets | pkts/s | Gbit/s | p50 µs | p99 µs | p99.9 µs | bytes copied | bytes zero-copy |"
+    )?;
+    writeln!(
+        md,
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    )?;
+    for c in cells {
+        writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {:.0} | {:.3} | {:.0} | {:.0} | {:.0} | {} | {} |",
+            c.op,
+            c.traffic,
+            if c.copy { "copy" } else { "zc" },
+            c.batch,
+            c.queues,
+            c.packets,
+            c.pps,
+            c.gbps,
+            c.p50,
+            c.p99,
+            c.p999,
+            c.copied,
+            c.zero_copy
+        )?;
+    }
+    writeln!(md, "\n</details>\n")?;
+    Ok(())
+}
+
+fn device_section(md: &mut String, dir: &Path, h: &HostRun) -> Result<()> {
+    writeln!(
+        md,
+        "## Device on the host (`cargo bench -p pktaccel-device`, {})\n",
+        fmt_duration(h.took)
+    )?;
+    let rows = device_rows(&h.stdout);
+    if !h.ok || rows.is_empty() {
+        writeln!(
+            md,
+            "The benchmark {} — raw output in `throughput.txt`.\n",
+            if h.ok {
+                "printed no 1500-byte table"
+            } else {
+                "failed"
+            }
+        )?;
+    } else {
+        writeln!(
+            md,
+            "1500-byte requests, Gbit/s: the daemon driven through a real vhost-user frontend vs the engine called in a loop on one hot buffer and over the device's working set.\n"
+        )?;
+        writeln!(
+            md,
+            "| op | device | raw hot | raw set | device/raw hot |\n|---|---:|---:|---:|---:|"
+        )?;
+        for (op, [d, hot, set]) in &rows {
+            writeln!(
+                md,
+                "| {op} | {d:.2} | {hot:.2} | {set:.2} | {:.2} |",
+                d / hot.max(1e-9)
+            )?;
+        }
+        let groups: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
+        let series: Vec<Series> = ["device (wall)", "raw hot", "raw set"]
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.to_string(), rows.iter().map(|r| r.1[i]).collect()))
+            .collect();
+        bars(
+            &dir.join("device.svg"),
+            "pktaccel-device, 1500-byte requests",
+            "Gbit/s",
+            &groups,
+            &series,
+            false,
+        )?;
+        writeln!(md, "\n![device vs raw engines](device.svg)\n")?;
+    }
+    writeln!(
+        md,
+        "<details><summary>Raw output</summary>\n\n```\n{}```\n</details>\n",
+        h.stdout
+    )?;
+    Ok(())
+}
+
+fn alloc_section(md: &mut String, dir: &Path, h: &HostRun) -> Result<()> {
+    writeln!(
+        md,
+        "## Allocator on the host (`cargo bench -p pktslab`, {})\n",
+        fmt_duration(h.took)
+    )?;
+    let rows = alloc_rows(&h.stdout);
+    if !h.ok || rows.is_empty() {
+        writeln!(
+            md,
+            "The benchmark {} — raw output in `alloc.txt`.\n",
+            if h.ok {
+                "printed no comparison table"
+            } else {
+                "failed"
+            }
+        )?;
+    } else {
+        writeln!(
+            md,
+            "| workload | unit | pktslab | glibc | jemalloc | mimalloc |\n|---|---|---:|---:|---:|---:|"
+        )?;
+        for (name, unit, v) in &rows {
+            writeln!(
+                md,
+                "| {name} | {unit} | {:.3e} | {:.3e} | {:.3e} | {:.3e} |",
+                v[0], v[1], v[2], v[3]
+            )?;
+        }
+        // Throughput relative to glibc (units differ per workload).
+        let speed: Vec<&(String, String, [f64; 4])> =
+            rows.iter().filter(|r| r.1 == "ops/s").collect();
+        let groups: Vec<String> = speed.iter().map(|r| r.0.clone()).collect();
+        let series: Vec<Series> = ["pktslab", "glibc", "jemalloc", "mimalloc"]
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                (
+                    n.to_string(),
+                    speed.iter().map(|r| r.2[i] / r.2[1].max(1e-9)).collect(),
+                )
+            })
+            .collect();
+        bars(
+            &dir.join("alloc.svg"),
+            "Allocator throughput relative to glibc (higher is better)",
+            "x glibc",
+            &groups,
+            &series,
+            false,
+        )?;
+        writeln!(md, "\n![allocators](alloc.svg)\n")?;
+    }
+    let v2p = v2p_rows(&h.stdout);
+    if !v2p.is_empty() {
+        writeln!(
+            md,
+            "### v2p vs /proc/self/pagemap\n\n| method | ns per lookup |\n|---|---:|"
+        )?;
+        for (m, ns) in &v2p {
+            writeln!(md, "| {m} | {ns:.2} |")?;
+        }
+        let groups: Vec<String> = v2p.iter().map(|r| r.0.clone()).collect();
+        bars(
+            &dir.join("v2p.svg"),
+            "Virtual-to-physical lookup (log scale, lower is better)",
+            "ns per lookup",
+            &groups,
+            &[("ns".into(), v2p.iter().map(|r| r.1).collect())],
+            true,
+        )?;
+        writeln!(md, "\n![v2p vs pagemap](v2p.svg)\n")?;
+    }
+    writeln!(
+        md,
+        "<details><summary>Raw output</summary>\n\n```\n{}```\n</details>\n",
+        h.stdout
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_benchmarks_tables() {
+        let dev = "x\n1500 B (Gbit/s)     device   dev/CPU\n                    wall\nCSUM                  2.10      3.00      4.00      5.00      6.00     0.42     0.60     0.50     0.66\nAES-256-GCM seal      1.00      1.10      1.20      1.30      1.40     0.77     0.85     0.79     0.86\n\nfoot 1 2\n";
+        let r = device_rows(dev);
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0], ("CSUM".to_string(), [2.10, 5.00, 6.00]));
+        assert_eq!(r[1].0, "AES-256-GCM seal");
+        let alloc = "workload pktslab glibc jemalloc mimalloc unit | /glibc\nsmall alloc+free pairs (1 thread)   1.000e8  5.000e7  6.0e7  9.0e7 ops/s  | x 2.00 x 1.6 x 1.1\n\nv2p: pktslab 1.25 ns/lookup\n     /proc/self/pagemap open+pread+close 2100 ns/lookup  (x1680 slower)\n";
+        let a = alloc_rows(alloc);
+        assert_eq!(
+            a,
+            vec![(
+                "small alloc+free pairs (1 thread)".to_string(),
+                "ops/s".to_string(),
+                [1e8, 5e7, 6e7, 9e7]
+            )]
+        );
+        let v = v2p_rows(alloc);
+        assert_eq!(v[0], ("pktslab v2p()".to_string(), 1.25));
+        assert_eq!(
+            v[1],
+            ("/proc/self/pagemap open+pread+close".to_string(), 2100.0)
+        );
+    }
+
+    #[test]
+    fn writes_svgs() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("b.svg");
+        bars(
+            &p,
+            "t",
+            "y",
+            &["a".into(), "b".into()],
+            &[("s1".into(), vec![1.0, 2.0]), ("s2".into(), vec![3.0, 0.5])],
+            false,
+        )
+        .unwrap();
+        let s = std::fs::read_to_string(&p).unwrap();
+        assert!(
+            s.starts_with("<svg") && s.matches("<rect").count() >= 4,
+            "{s}"
+        );
+        let l = d.path().join("l.svg");
+        lines(
+            &l,
+            "t",
+            "x",
+            "y",
+            &[("s".into(), vec![(64.0, 1.0), (1518.0, 3.0)])],
+        )
+        .unwrap();
+        assert!(std::fs::read_to_string(&l).unwrap().contains("<polyline"));
+    }
+}
