@@ -91,7 +91,9 @@ pub fn read_device_config(dev: &Path) -> Result<DeviceConfig, String> {
     // BAR reads as all ones: enable the function for the read, as a driver
     // would, and put it back after.
     let enable = dev.join("enable");
-    let was_enabled = fs::read_to_string(&enable).map(|s| s.trim() != "0").unwrap_or(true);
+    let was_enabled = fs::read_to_string(&enable)
+        .map(|s| s.trim() != "0")
+        .unwrap_or(true);
     if !was_enabled {
         fs::write(&enable, "1").map_err(|e| format!("enabling {}: {e}", dev.display()))?;
     }
