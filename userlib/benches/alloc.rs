@@ -1,1 +1,445 @@
-fn main() {}
+//! `cargo bench -p pktslab`: pktslab against glibc malloc, jemalloc and
+//! mimalloc, side by side in one run, with ratios.
+//!
+//! - single-thread small alloc/free pairs (and a 1000-object window),
+//! - larson-like multi-thread with cross-thread frees,
+//! - realloc growth,
+//! - v2p ns per lookup vs one /proc/self/pagemap lookup,
+//! - internal waste for a realistic size distribution vs the others'
+//!   usable sizes.
+//!
+//! Timings vary with the machine and load; nothing here asserts on them.
+
+use std::alloc::{GlobalAlloc, Layout};
+use std::hint::black_box;
+use std::sync::{Arc, Barrier, Mutex};
+use std::time::{Duration, Instant};
+
+use mimalloc::MiMalloc;
+use tikv_jemallocator::Jemalloc;
+
+trait Alloc: Sync + Send + 'static {
+    fn malloc(&self, size: usize) -> *mut u8;
+    /// # Safety
+    /// `p` came from `malloc`/`realloc` of this allocator with `size`.
+    unsafe fn free(&self, p: *mut u8, size: usize);
+    /// # Safety
+    /// As `free`.
+    unsafe fn realloc(&self, p: *mut u8, old: usize, new: usize) -> *mut u8;
+    /// # Safety
+    /// `p` is live.
+    unsafe fn usable(&self, p: *mut u8) -> usize;
+}
+
+struct Pktslab;
+impl Alloc for Pktslab {
+    #[inline(always)]
+    fn malloc(&self, size: usize) -> *mut u8 {
+        pktslab::global::malloc(size)
+    }
+    #[inline(always)]
+    unsafe fn free(&self, p: *mut u8, _size: usize) {
+        // SAFETY: trait contract.
+        unsafe { pktslab::global::free(p, "free") }
+    }
+    unsafe fn realloc(&self, p: *mut u8, _old: usize, new: usize) -> *mut u8 {
+        // SAFETY: trait contract.
+        unsafe { pktslab::global::realloc(p, new) }
+    }
+    unsafe fn usable(&self, p: *mut u8) -> usize {
+        // SAFETY: trait contract.
+        unsafe { pktslab::global::usable_size(p) }
+    }
+}
+
+struct Glibc;
+impl Alloc for Glibc {
+    #[inline(always)]
+    fn malloc(&self, size: usize) -> *mut u8 {
+        // SAFETY: plain malloc.
+        unsafe { libc::malloc(size) }.cast()
+    }
+    #[inline(always)]
+    unsafe fn free(&self, p: *mut u8, _size: usize) {
+        // SAFETY: trait contract.
+        unsafe { libc::free(p.cast()) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, _old: usize, new: usize) -> *mut u8 {
+        // SAFETY: trait contract.
+        unsafe { libc::realloc(p.cast(), new) }.cast()
+    }
+    unsafe fn usable(&self, p: *mut u8) -> usize {
+        // SAFETY: trait contract.
+        unsafe { libc::malloc_usable_size(p.cast()) }
+    }
+}
+
+fn layout(size: usize) -> Layout {
+    // Alignment 8 takes both crates' plain-malloc paths.
+    Layout::from_size_align(size.max(1), 8).unwrap()
+}
+
+struct Je;
+impl Alloc for Je {
+    #[inline(always)]
+    fn malloc(&self, size: usize) -> *mut u8 {
+        // SAFETY: non-zero layout.
+        unsafe { Jemalloc.alloc(layout(size)) }
+    }
+    #[inline(always)]
+    unsafe fn free(&self, p: *mut u8, size: usize) {
+        // SAFETY: trait contract.
+        unsafe { Jemalloc.dealloc(p, layout(size)) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, old: usize, new: usize) -> *mut u8 {
+        // SAFETY: trait contract.
+        unsafe { Jemalloc.realloc(p, layout(old), new.max(1)) }
+    }
+    unsafe fn usable(&self, p: *mut u8) -> usize {
+        // SAFETY: trait contract.
+        unsafe { tikv_jemallocator::usable_size(p) }
+    }
+}
+
+struct Mi;
+impl Alloc for Mi {
+    #[inline(always)]
+    fn malloc(&self, size: usize) -> *mut u8 {
+        // SAFETY: non-zero layout.
+        unsafe { MiMalloc.alloc(layout(size)) }
+    }
+    #[inline(always)]
+    unsafe fn free(&self, p: *mut u8, size: usize) {
+        // SAFETY: trait contract.
+        unsafe { MiMalloc.dealloc(p, layout(size)) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, old: usize, new: usize) -> *mut u8 {
+        // SAFETY: trait contract.
+        unsafe { MiMalloc.realloc(p, layout(old), new.max(1)) }
+    }
+    unsafe fn usable(&self, p: *mut u8) -> usize {
+        // SAFETY: trait contract.
+        unsafe { libmimalloc_sys::mi_usable_size(p.cast()) }
+    }
+}
+
+struct Rng(u64);
+impl Rng {
+    #[inline(always)]
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+const SMALL: [usize; 8] = [16, 24, 37, 64, 100, 128, 200, 512];
+
+/// Runs `f(iterations)` for at least `budget`, returns ops/s.
+fn rate(budget: Duration, mut f: impl FnMut(u64) -> u64) -> f64 {
+    f(1_000); // warm up caches and slabs
+    let mut iters = 12u64;
+    loop {
+        let t = Instant::now();
+        let ops = f(iters);
+        let e = t.elapsed();
+        if e >= budget || iters >= 1 << 40 {
+            return ops as f64 / e.as_secs_f64();
+        }
+        iters *= 2;
+    }
+}
+
+fn small_pairs<A: Alloc>(a: &A) -> f64 {
+    rate(Duration::from_millis(300), |n| {
+        for i in 0..n {
+            let s = SMALL[(i & 7) as usize];
+            let p = a.malloc(s);
+            // SAFETY: p is live with s >= 1 bytes.
+            unsafe {
+                *black_box(p) = 1;
+                a.free(p, s);
+            }
+        }
+        n
+    })
+}
+
+fn small_window<A: Alloc>(a: &A) -> f64 {
+    let mut slots = vec![(std::ptr::null_mut::<u8>(), 0usize); 1000];
+    let mut rng = Rng(42);
+    let r = rate(Duration::from_millis(300), |n| {
+        for _ in 0..n {
+            let x = rng.next();
+            let slot = &mut slots[(x % 1000) as usize];
+            if !slot.0.is_null() {
+                // SAFETY: live block with its size.
+                unsafe { a.free(slot.0, slot.1) };
+            }
+            let s = SMALL[(x >> 20) as usize & 7];
+            let p = black_box(a.malloc(s));
+            // SAFETY: p is live.
+            unsafe { *p = 1 };
+            *slot = (p, s);
+        }
+        n
+    });
+    for s in slots {
+        if !s.0.is_null() {
+            // SAFETY: live blocks.
+            unsafe { a.free(s.0, s.1) };
+        }
+    }
+    r
+}
+
+/// Larson-like: each thread owns a slot array and replaces random slots;
+/// between rounds the arrays rotate to the next thread, so most frees hit
+/// blocks another thread allocated.
+fn larson<A: Alloc>(a: &'static A, threads: usize) -> f64 {
+    const SLOTS: usize = 1000;
+    const ROUNDS: usize = 40;
+    const PER_ROUND: usize = 25_000;
+    let arrays: Arc<Mutex<Vec<Vec<(usize, usize)>>>> =
+        Arc::new(Mutex::new((0..threads).map(|_| vec![(0usize, 0usize); SLOTS]).collect()));
+    let barrier = Arc::new(Barrier::new(threads));
+    let start = Instant::now();
+    let hs: Vec<_> = (0..threads)
+        .map(|t| {
+            let arrays = arrays.clone();
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                let mut rng = Rng(0x1234 + t as u64);
+                for round in 0..ROUNDS {
+                    let mut mine = std::mem::take(&mut arrays.lock().unwrap()[(t + round) % threads]);
+                    for _ in 0..PER_ROUND {
+                        let x = rng.next();
+                        let slot = &mut mine[(x % SLOTS as u64) as usize];
+                        if slot.0 != 0 {
+                            // SAFETY: live block with its size.
+                            unsafe { a.free(slot.0 as *mut u8, slot.1) };
+                        }
+                        let s = 8 + (x >> 24) as usize % 500;
+                        let p = black_box(a.malloc(s));
+                        // SAFETY: p is live.
+                        unsafe { *p = 1 };
+                        *slot = (p as usize, s);
+                    }
+                    arrays.lock().unwrap()[(t + round) % threads] = mine;
+                    barrier.wait();
+                }
+            })
+        })
+        .collect();
+    for h in hs {
+        h.join().unwrap();
+    }
+    let e = start.elapsed();
+    for arr in arrays.lock().unwrap().iter() {
+        for &(p, s) in arr {
+            if p != 0 {
+                // SAFETY: live blocks.
+                unsafe { a.free(p as *mut u8, s) };
+            }
+        }
+    }
+    (threads * ROUNDS * PER_ROUND) as f64 / e.as_secs_f64()
+}
+
+/// A growing buffer: +64 bytes per realloc up to 64 KiB, touching the end.
+fn realloc_growth<A: Alloc>(a: &A) -> f64 {
+    rate(Duration::from_millis(300), |n| {
+        let mut ops = 0;
+        let mut left = n;
+        while left > 0 {
+            let mut size = 64;
+            let mut p = a.malloc(size);
+            while size < 64 * 1024 && left > 0 {
+                // SAFETY: p is live with `size` bytes.
+                unsafe {
+                    p = black_box(a.realloc(p, size, size + 64));
+                    size += 64;
+                    *p.add(size - 1) = 1;
+                }
+                ops += 1;
+                left -= 1;
+            }
+            // SAFETY: live block.
+            unsafe { a.free(p, size) };
+        }
+        ops
+    })
+}
+
+/// A large buffer doubling from 4 KiB to 16 MiB (vector growth).
+fn realloc_doubling<A: Alloc>(a: &A) -> f64 {
+    rate(Duration::from_millis(300), |n| {
+        let mut ops = 0;
+        for _ in 0..n.div_ceil(12) {
+            let mut size = 4096;
+            let mut p = a.malloc(size);
+            while size < 16 << 20 {
+                // SAFETY: p is live with `size` bytes.
+                unsafe {
+                    p = black_box(a.realloc(p, size, size * 2));
+                    size *= 2;
+                    *p.add(size - 1) = 1;
+                }
+                ops += 1;
+            }
+            // SAFETY: live block.
+            unsafe { a.free(p, size) };
+        }
+        ops
+    })
+}
+
+/// Sizes from a web-server/packet-processing-like mix.
+fn size_mix() -> Vec<usize> {
+    let mut rng = Rng(7);
+    (0..200_000)
+        .map(|_| {
+            let x = rng.next();
+            let r = x % 1000;
+            let y = (x >> 16) as usize;
+            match r {
+                0..=599 => 8 + y % 121,               // 8..128: objects, strings
+                600..=849 => 129 + y % 896,           // up to 1 KiB
+                850..=959 => 1025 + y % 15_360,       // packets, up to 16 KiB
+                960..=994 => 16_385 + y % 245_760,    // up to 256 KiB
+                _ => 262_145 + y % (4 << 20),         // up to ~4 MiB
+            }
+        })
+        .collect()
+}
+
+fn waste<A: Alloc>(a: &A, sizes: &[usize]) -> f64 {
+    let mut req = 0u64;
+    let mut usable = 0u64;
+    let ps: Vec<_> = sizes.iter().map(|&s| (a.malloc(s), s)).collect();
+    for &(p, s) in &ps {
+        req += s as u64;
+        // SAFETY: live block.
+        usable += unsafe { a.usable(p) } as u64;
+    }
+    for (p, s) in ps {
+        // SAFETY: live block.
+        unsafe { a.free(p, s) };
+    }
+    100.0 * (usable - req) as f64 / usable as f64
+}
+
+fn v2p_ns() -> (f64, f64, f64) {
+    let bufs: Vec<_> = (0..64).map(|i| pktslab::global::malloc(1000 + i * 37)).collect();
+    let mut rng = Rng(99);
+    let addrs: Vec<*const u8> =
+        (0..4096).map(|_| bufs[(rng.next() % 64) as usize].wrapping_add((rng.next() % 1000) as usize) as *const u8).collect();
+    let n = 20_000_000usize;
+    let t = Instant::now();
+    let mut acc = 0u64;
+    for i in 0..n {
+        if let Ok(ph) = pktslab::v2p(black_box(addrs[i & 4095])) {
+            acc = acc.wrapping_add(ph.addr);
+        }
+    }
+    black_box(acc);
+    let v2p = t.elapsed().as_nanos() as f64 / n as f64;
+    // DPDK rte_mem_virt2phy style: open, pread, close per lookup.
+    let m = 20_000usize;
+    let t = Instant::now();
+    for i in 0..m {
+        let va = addrs[i & 4095] as usize;
+        // SAFETY: plain file syscalls on a local buffer.
+        unsafe {
+            let fd = libc::open(c"/proc/self/pagemap".as_ptr(), libc::O_RDONLY);
+            let mut e = 0u64;
+            libc::pread(fd, (&raw mut e).cast(), 8, ((va / 4096) * 8) as libc::off_t);
+            libc::close(fd);
+            acc = acc.wrapping_add(e);
+        }
+    }
+    let open_read = t.elapsed().as_nanos() as f64 / m as f64;
+    // SAFETY: as above.
+    let fd = unsafe { libc::open(c"/proc/self/pagemap".as_ptr(), libc::O_RDONLY) };
+    let t = Instant::now();
+    for i in 0..m {
+        let va = addrs[i & 4095] as usize;
+        let mut e = 0u64;
+        // SAFETY: as above.
+        unsafe { libc::pread(fd, (&raw mut e).cast(), 8, ((va / 4096) * 8) as libc::off_t) };
+        acc = acc.wrapping_add(e);
+    }
+    let pread_only = t.elapsed().as_nanos() as f64 / m as f64;
+    // SAFETY: our fd.
+    unsafe { libc::close(fd) };
+    black_box(acc);
+    for b in bufs {
+        // SAFETY: live blocks.
+        unsafe { pktslab::global::free(b, "free") };
+    }
+    (v2p, open_read, pread_only)
+}
+
+/// Workloads named on the command line (`cargo bench -p pktslab -- larson`)
+/// run alone; no names = all.
+fn wanted(name: &str) -> bool {
+    let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()))
+}
+
+fn row(name: &str, unit: &str, vals: [f64; 4], higher_is_better: bool) {
+    let [p, g, j, m] = vals;
+    let r = |o: f64| if higher_is_better { p / o } else { o / p };
+    println!(
+        "{name:<34} {p:>12.3e} {g:>12.3e} {j:>12.3e} {m:>12.3e} {unit:<6} | x{:>5.2} x{:>5.2} x{:>5.2}",
+        r(g),
+        r(j),
+        r(m)
+    );
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        println!("alloc: bench");
+        return;
+    }
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
+    let pool = pktslab::Pool::global().expect("pktslab heap");
+    println!("pktslab benchmark — backend: {}", pool.mode().name());
+    println!("ratios are pktslab relative to glibc, jemalloc, mimalloc (>1 = pktslab better)\n");
+    println!(
+        "{:<34} {:>12} {:>12} {:>12} {:>12} {:<6} | {:>6} {:>6} {:>6}",
+        "workload", "pktslab", "glibc", "jemalloc", "mimalloc", "unit", "/glibc", "/je", "/mi"
+    );
+    if wanted("small alloc+free pairs (1 thread)") {
+        row("small alloc+free pairs (1 thread)", "ops/s", [small_pairs(&Pktslab), small_pairs(&Glibc), small_pairs(&Je), small_pairs(&Mi)], true);
+    }
+    if wanted("small, 1000-object window") {
+        row("small, 1000-object window", "ops/s", [small_window(&Pktslab), small_window(&Glibc), small_window(&Je), small_window(&Mi)], true);
+    }
+    let name = format!("larson-like, {threads} threads, x-frees");
+    if wanted(&name) {
+        row(&name, "ops/s", [larson(&Pktslab, threads), larson(&Glibc, threads), larson(&Je, threads), larson(&Mi, threads)], true);
+    }
+    if wanted("realloc +64 B to 64 KiB") {
+        row("realloc +64 B to 64 KiB", "ops/s", [realloc_growth(&Pktslab), realloc_growth(&Glibc), realloc_growth(&Je), realloc_growth(&Mi)], true);
+    }
+    if wanted("realloc doubling 4 KiB..16 MiB") {
+        row("realloc doubling 4 KiB..16 MiB", "ops/s", [realloc_doubling(&Pktslab), realloc_doubling(&Glibc), realloc_doubling(&Je), realloc_doubling(&Mi)], true);
+    }
+    let sizes = size_mix();
+    if wanted("internal waste, realistic mix") {
+        row("internal waste, realistic mix", "%", [waste(&Pktslab, &sizes), waste(&Glibc, &sizes), waste(&Je, &sizes), waste(&Mi, &sizes)], false);
+    }
+    if !wanted("v2p") {
+        return;
+    }
+    let (v, open_read, pread_only) = v2p_ns();
+    println!();
+    println!("v2p: pktslab {v:.2} ns/lookup");
+    println!("     /proc/self/pagemap open+pread+close {open_read:.0} ns/lookup  (x{:.0} slower)", open_read / v);
+    println!("     /proc/self/pagemap pread on open fd  {pread_only:.0} ns/lookup  (x{:.0} slower)", pread_only / v);
+    let s = pool.stats();
+    println!("\npktslab stats: {} allocations, {:.1}% waste overall, {} MiB pinned", s.total_allocs(), s.waste_percent(), s.bytes_pinned >> 20);
+}
