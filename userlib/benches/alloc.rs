@@ -194,6 +194,9 @@ fn small_window<A: Alloc>(a: &A) -> f64 {
     r
 }
 
+/// A thread's slot array: (address, size), 0 = empty.
+type Slots = Vec<(usize, usize)>;
+
 /// Larson-like: each thread owns a slot array and replaces random slots;
 /// between rounds the arrays rotate to the next thread, so most frees hit
 /// blocks another thread allocated.
@@ -201,8 +204,11 @@ fn larson<A: Alloc>(a: &'static A, threads: usize) -> f64 {
     const SLOTS: usize = 1000;
     const ROUNDS: usize = 40;
     const PER_ROUND: usize = 25_000;
-    let arrays: Arc<Mutex<Vec<Vec<(usize, usize)>>>> =
-        Arc::new(Mutex::new((0..threads).map(|_| vec![(0usize, 0usize); SLOTS]).collect()));
+    let arrays: Arc<Mutex<Vec<Slots>>> = Arc::new(Mutex::new(
+        (0..threads)
+            .map(|_| vec![(0usize, 0usize); SLOTS])
+            .collect(),
+    ));
     let barrier = Arc::new(Barrier::new(threads));
     let start = Instant::now();
     let hs: Vec<_> = (0..threads)
@@ -212,7 +218,8 @@ fn larson<A: Alloc>(a: &'static A, threads: usize) -> f64 {
             std::thread::spawn(move || {
                 let mut rng = Rng(0x1234 + t as u64);
                 for round in 0..ROUNDS {
-                    let mut mine = std::mem::take(&mut arrays.lock().unwrap()[(t + round) % threads]);
+                    let mut mine =
+                        std::mem::take(&mut arrays.lock().unwrap()[(t + round) % threads]);
                     for _ in 0..PER_ROUND {
                         let x = rng.next();
                         let slot = &mut mine[(x % SLOTS as u64) as usize];
@@ -304,11 +311,11 @@ fn size_mix() -> Vec<usize> {
             let r = x % 1000;
             let y = (x >> 16) as usize;
             match r {
-                0..=599 => 8 + y % 121,               // 8..128: objects, strings
-                600..=849 => 129 + y % 896,           // up to 1 KiB
-                850..=959 => 1025 + y % 15_360,       // packets, up to 16 KiB
-                960..=994 => 16_385 + y % 245_760,    // up to 256 KiB
-                _ => 262_145 + y % (4 << 20),         // up to ~4 MiB
+                0..=599 => 8 + y % 121,            // 8..128: objects, strings
+                600..=849 => 129 + y % 896,        // up to 1 KiB
+                850..=959 => 1025 + y % 15_360,    // packets, up to 16 KiB
+                960..=994 => 16_385 + y % 245_760, // up to 256 KiB
+                _ => 262_145 + y % (4 << 20),      // up to ~4 MiB
             }
         })
         .collect()
@@ -331,10 +338,15 @@ fn waste<A: Alloc>(a: &A, sizes: &[usize]) -> f64 {
 }
 
 fn v2p_ns() -> (f64, f64, f64) {
-    let bufs: Vec<_> = (0..64).map(|i| pktslab::global::malloc(1000 + i * 37)).collect();
+    let bufs: Vec<_> = (0..64)
+        .map(|i| pktslab::global::malloc(1000 + i * 37))
+        .collect();
     let mut rng = Rng(99);
-    let addrs: Vec<*const u8> =
-        (0..4096).map(|_| bufs[(rng.next() % 64) as usize].wrapping_add((rng.next() % 1000) as usize) as *const u8).collect();
+    let addrs: Vec<*const u8> = (0..4096)
+        .map(|_| {
+            bufs[(rng.next() % 64) as usize].wrapping_add((rng.next() % 1000) as usize) as *const u8
+        })
+        .collect();
     let n = 20_000_000usize;
     let t = Instant::now();
     let mut acc = 0u64;
@@ -384,7 +396,10 @@ fn v2p_ns() -> (f64, f64, f64) {
 /// Workloads named on the command line (`cargo bench -p pktslab -- larson`)
 /// run alone; no names = all.
 fn wanted(name: &str) -> bool {
-    let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
     filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()))
 }
 
@@ -404,7 +419,9 @@ fn main() {
         println!("alloc: bench");
         return;
     }
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .max(2);
     let pool = pktslab::Pool::global().expect("pktslab heap");
     println!("pktslab benchmark — backend: {}", pool.mode().name());
     println!("ratios are pktslab relative to glibc, jemalloc, mimalloc (>1 = pktslab better)\n");
@@ -413,24 +430,84 @@ fn main() {
         "workload", "pktslab", "glibc", "jemalloc", "mimalloc", "unit", "/glibc", "/je", "/mi"
     );
     if wanted("small alloc+free pairs (1 thread)") {
-        row("small alloc+free pairs (1 thread)", "ops/s", [small_pairs(&Pktslab), small_pairs(&Glibc), small_pairs(&Je), small_pairs(&Mi)], true);
+        row(
+            "small alloc+free pairs (1 thread)",
+            "ops/s",
+            [
+                small_pairs(&Pktslab),
+                small_pairs(&Glibc),
+                small_pairs(&Je),
+                small_pairs(&Mi),
+            ],
+            true,
+        );
     }
     if wanted("small, 1000-object window") {
-        row("small, 1000-object window", "ops/s", [small_window(&Pktslab), small_window(&Glibc), small_window(&Je), small_window(&Mi)], true);
+        row(
+            "small, 1000-object window",
+            "ops/s",
+            [
+                small_window(&Pktslab),
+                small_window(&Glibc),
+                small_window(&Je),
+                small_window(&Mi),
+            ],
+            true,
+        );
     }
     let name = format!("larson-like, {threads} threads, x-frees");
     if wanted(&name) {
-        row(&name, "ops/s", [larson(&Pktslab, threads), larson(&Glibc, threads), larson(&Je, threads), larson(&Mi, threads)], true);
+        row(
+            &name,
+            "ops/s",
+            [
+                larson(&Pktslab, threads),
+                larson(&Glibc, threads),
+                larson(&Je, threads),
+                larson(&Mi, threads),
+            ],
+            true,
+        );
     }
     if wanted("realloc +64 B to 64 KiB") {
-        row("realloc +64 B to 64 KiB", "ops/s", [realloc_growth(&Pktslab), realloc_growth(&Glibc), realloc_growth(&Je), realloc_growth(&Mi)], true);
+        row(
+            "realloc +64 B to 64 KiB",
+            "ops/s",
+            [
+                realloc_growth(&Pktslab),
+                realloc_growth(&Glibc),
+                realloc_growth(&Je),
+                realloc_growth(&Mi),
+            ],
+            true,
+        );
     }
     if wanted("realloc doubling 4 KiB..16 MiB") {
-        row("realloc doubling 4 KiB..16 MiB", "ops/s", [realloc_doubling(&Pktslab), realloc_doubling(&Glibc), realloc_doubling(&Je), realloc_doubling(&Mi)], true);
+        row(
+            "realloc doubling 4 KiB..16 MiB",
+            "ops/s",
+            [
+                realloc_doubling(&Pktslab),
+                realloc_doubling(&Glibc),
+                realloc_doubling(&Je),
+                realloc_doubling(&Mi),
+            ],
+            true,
+        );
     }
     let sizes = size_mix();
     if wanted("internal waste, realistic mix") {
-        row("internal waste, realistic mix", "%", [waste(&Pktslab, &sizes), waste(&Glibc, &sizes), waste(&Je, &sizes), waste(&Mi, &sizes)], false);
+        row(
+            "internal waste, realistic mix",
+            "%",
+            [
+                waste(&Pktslab, &sizes),
+                waste(&Glibc, &sizes),
+                waste(&Je, &sizes),
+                waste(&Mi, &sizes),
+            ],
+            false,
+        );
     }
     if !wanted("v2p") {
         return;
@@ -438,8 +515,19 @@ fn main() {
     let (v, open_read, pread_only) = v2p_ns();
     println!();
     println!("v2p: pktslab {v:.2} ns/lookup");
-    println!("     /proc/self/pagemap open+pread+close {open_read:.0} ns/lookup  (x{:.0} slower)", open_read / v);
-    println!("     /proc/self/pagemap pread on open fd  {pread_only:.0} ns/lookup  (x{:.0} slower)", pread_only / v);
+    println!(
+        "     /proc/self/pagemap open+pread+close {open_read:.0} ns/lookup  (x{:.0} slower)",
+        open_read / v
+    );
+    println!(
+        "     /proc/self/pagemap pread on open fd  {pread_only:.0} ns/lookup  (x{:.0} slower)",
+        pread_only / v
+    );
     let s = pool.stats();
-    println!("\npktslab stats: {} allocations, {:.1}% waste overall, {} MiB pinned", s.total_allocs(), s.waste_percent(), s.bytes_pinned >> 20);
+    println!(
+        "\npktslab stats: {} allocations, {:.1}% waste overall, {} MiB pinned",
+        s.total_allocs(),
+        s.waste_percent(),
+        s.bytes_pinned >> 20
+    );
 }

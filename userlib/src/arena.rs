@@ -57,7 +57,8 @@ impl SlotMeta {
 
     fn set(&self, kind: u32, class: usize, pinned: bool) {
         let p = if pinned { PINNED_BIT } else { 0 };
-        self.info.store(kind | (class as u32) << 8 | p, Ordering::Release);
+        self.info
+            .store(kind | (class as u32) << 8 | p, Ordering::Release);
     }
 }
 
@@ -103,12 +104,21 @@ fn map_table(bytes: usize) -> Result<*mut u8, Error> {
             0,
         )
     };
-    if p == libc::MAP_FAILED { Err(Error::Reserve(backend::errno())) } else { Ok(p.cast()) }
+    if p == libc::MAP_FAILED {
+        Err(Error::Reserve(backend::errno()))
+    } else {
+        Ok(p.cast())
+    }
 }
 
 impl Arena {
     /// Reserves `size` bytes (rounded to slabs) of address space.
-    pub fn new(size: usize, backend: Backend, fallback: bool, retain: usize) -> Result<Self, Error> {
+    pub fn new(
+        size: usize,
+        backend: Backend,
+        fallback: bool,
+        retain: usize,
+    ) -> Result<Self, Error> {
         let size = size.max(SLAB_SIZE).next_multiple_of(SLAB_SIZE);
         let span = size + ARENA_ALIGN;
         // SAFETY: a fresh reservation, address space only.
@@ -148,7 +158,10 @@ impl Arena {
             slots,
             pages,
             lock: SpinLock::new(),
-            state: UnsafeCell::new(ArenaState { high_water: 0, retained: 0 }),
+            state: UnsafeCell::new(ArenaState {
+                high_water: 0,
+                retained: 0,
+            }),
             backend,
             fallback,
             retain,
@@ -241,7 +254,8 @@ impl Arena {
                 }
                 // SAFETY: as above.
                 unsafe { backend::map_unpinned(addr, SLAB_SIZE) }?;
-                self.fallback_bytes.fetch_add(SLAB_SIZE as u64, Ordering::Relaxed);
+                self.fallback_bytes
+                    .fetch_add(SLAB_SIZE as u64, Ordering::Relaxed);
                 phys = [PHYS_NOT_PINNED; PAGES_PER_SLAB];
                 (false, u32::MAX)
             }
@@ -264,7 +278,10 @@ impl Arena {
         for k in (p0..p0 + np).rev() {
             let e = self.page(k);
             let ph = e.phys.load(Ordering::Relaxed);
-            let c = if ph != PHYS_NOT_PINNED && next_phys != PHYS_NOT_PINNED && ph + PAGE_SIZE as u64 == next_phys {
+            let c = if ph != PHYS_NOT_PINNED
+                && next_phys != PHYS_NOT_PINNED
+                && ph + PAGE_SIZE as u64 == next_phys
+            {
                 PAGE_SIZE as u64 + next_contig
             } else {
                 PAGE_SIZE as u64
@@ -290,24 +307,37 @@ impl Arena {
         }
         if m.pinned() {
             // SAFETY: the slot's allocation was freed; nothing uses it.
-            unsafe { self.backend.unmap_slab(addr, m.dev_id.load(Ordering::Relaxed)) };
+            unsafe {
+                self.backend
+                    .unmap_slab(addr, m.dev_id.load(Ordering::Relaxed))
+            };
         } else {
             // SAFETY: as above.
             unsafe { backend::reserve_fixed(addr, SLAB_SIZE) };
-            self.fallback_bytes.fetch_sub(SLAB_SIZE as u64, Ordering::Relaxed);
+            self.fallback_bytes
+                .fetch_sub(SLAB_SIZE as u64, Ordering::Relaxed);
         }
         m.set(KIND_UNMAPPED, 0, false);
     }
 
     fn is_free(&self, i: usize) -> bool {
-        matches!(self.meta(i).kind_class().0, KIND_UNMAPPED | KIND_FREE_MAPPED)
+        matches!(
+            self.meta(i).kind_class().0,
+            KIND_UNMAPPED | KIND_FREE_MAPPED
+        )
     }
 
     /// Claims `n` consecutive slots whose first address is a multiple of
     /// `align_slots` slabs, backs them, and marks them as one allocation
     /// (`kind` = [`KIND_SMALL`] with `class`, or [`KIND_LARGE`]).
     /// Returns the first slot and whether all memory is fresh (zeroed).
-    pub fn alloc_run(&self, n: usize, align_slots: usize, kind: u32, class: usize) -> Result<(usize, bool), BackendError> {
+    pub fn alloc_run(
+        &self,
+        n: usize,
+        align_slots: usize,
+        kind: u32,
+        class: usize,
+    ) -> Result<(usize, bool), BackendError> {
         if n == 0 || n > self.nslots {
             return Err(BackendError::OutOfPinned);
         }
@@ -429,14 +459,20 @@ impl Drop for Arena {
             let m = self.meta(i);
             if m.kind_class().0 != KIND_UNMAPPED && m.pinned() {
                 // SAFETY: the arena is being dropped; nothing uses its memory.
-                unsafe { self.backend.unmap_slab(self.slot_addr(i), m.dev_id.load(Ordering::Relaxed)) };
+                unsafe {
+                    self.backend
+                        .unmap_slab(self.slot_addr(i), m.dev_id.load(Ordering::Relaxed))
+                };
             }
         }
         // SAFETY: we own these mappings and nobody refers to them any more.
         unsafe {
             libc::munmap(self.base as *mut libc::c_void, self.size);
             libc::munmap(self.slots.cast(), self.nslots * size_of::<SlotMeta>());
-            libc::munmap(self.pages.cast(), (self.size >> PAGE_SHIFT) * size_of::<PageEntry>());
+            libc::munmap(
+                self.pages.cast(),
+                (self.size >> PAGE_SHIFT) * size_of::<PageEntry>(),
+            );
         }
     }
 }

@@ -64,7 +64,9 @@ impl DeviceTransport {
     /// Uses the file that owns the pool's slabs (the driver only accepts
     /// physical addresses inside the submitting file's slabs).
     pub fn for_pool(pool: &Pool) -> Result<Self, ClientError> {
-        pool.device_fd().map(|fd| Self { fd }).ok_or(ClientError::NoDevice)
+        pool.device_fd()
+            .map(|fd| Self { fd })
+            .ok_or(ClientError::NoDevice)
     }
 }
 
@@ -98,7 +100,11 @@ impl Transport for DeviceTransport {
         let rc = unsafe { libc::ioctl(self.fd, PKTACCEL_IOC_REAP as _, &raw mut r) };
         if rc < 0 {
             let e = errno();
-            return if e == libc::EAGAIN || e == libc::ETIMEDOUT { Ok(0) } else { Err(ClientError::Os(e)) };
+            return if e == libc::EAGAIN || e == libc::ETIMEDOUT {
+                Ok(0)
+            } else {
+                Err(ClientError::Os(e))
+            };
         }
         Ok(r.count as usize)
     }
@@ -124,7 +130,14 @@ pub struct Request<'b> {
 impl<'b> Request<'b> {
     /// A request for `op` (`pktaccel_abi::OP_*`).
     pub fn new(op: u16) -> Self {
-        Self { header: RequestHeader { op, ..Default::default() }, bufs: Vec::new(), _life: core::marker::PhantomData }
+        Self {
+            header: RequestHeader {
+                op,
+                ..Default::default()
+            },
+            bufs: Vec::new(),
+            _life: core::marker::PhantomData,
+        }
     }
 
     /// Sets the op argument (seed, AAD length).
@@ -154,7 +167,11 @@ impl<'b> Request<'b> {
         if buf.is_empty() {
             return Err(ClientError::EmptyBuffer);
         }
-        self.bufs.push(Buf { ptr: buf.as_ptr() as usize, len: buf.len(), dir: SEG_IN });
+        self.bufs.push(Buf {
+            ptr: buf.as_ptr() as usize,
+            len: buf.len(),
+            dir: SEG_IN,
+        });
         Ok(self)
     }
 
@@ -163,21 +180,35 @@ impl<'b> Request<'b> {
         if buf.is_empty() {
             return Err(ClientError::EmptyBuffer);
         }
-        self.bufs.push(Buf { ptr: buf.as_mut_ptr() as usize, len: buf.len(), dir: SEG_OUT });
+        self.bufs.push(Buf {
+            ptr: buf.as_mut_ptr() as usize,
+            len: buf.len(),
+            dir: SEG_OUT,
+        });
         Ok(self)
     }
 }
 
 /// Appends the physical segments of `[p, p+len)` to `out`, splitting at
 /// physical discontinuities and at 4 GiB (the segment length is 32-bit).
-pub fn split_segments(pool: &Pool, p: *const u8, len: usize, dir: u32, out: &mut Vec<IocSegment>) -> Result<(), ClientError> {
+pub fn split_segments(
+    pool: &Pool,
+    p: *const u8,
+    len: usize,
+    dir: u32,
+    out: &mut Vec<IocSegment>,
+) -> Result<(), ClientError> {
     let mut at = p as usize;
     for r in PhysSegments::of(pool, p, len) {
         match r {
             Ok((mut addr, mut n)) => {
                 while n > 0 {
                     let take = n.min(u32::MAX as usize & !0xfff);
-                    out.push(IocSegment { addr, len: take as u32, dir });
+                    out.push(IocSegment {
+                        addr,
+                        len: take as u32,
+                        dir,
+                    });
                     addr += take as u64;
                     n -= take;
                     at += take;
@@ -217,7 +248,12 @@ pub struct Built {
 impl<'p, T: Transport> Client<'p, T> {
     /// A client over any transport (tests use a software device).
     pub fn with_transport(pool: &'p Pool, transport: T) -> Self {
-        Self { pool, transport, next_cookie: 1, allow_copy: false }
+        Self {
+            pool,
+            transport,
+            next_cookie: 1,
+            allow_copy: false,
+        }
     }
 
     /// Allow batches with unpinned buffers to go through the driver's copy
@@ -254,14 +290,24 @@ impl<'p, T: Transport> Client<'p, T> {
         for r in reqs {
             let start = segs.len();
             for b in &r.bufs {
-                segs.push(IocSegment { addr: b.ptr as u64, len: b.len as u32, dir: b.dir });
+                segs.push(IocSegment {
+                    addr: b.ptr as u64,
+                    len: b.len as u32,
+                    dir: b.dir,
+                });
             }
             spans.push((start, segs.len() - start));
         }
         self.finish(reqs, segs, spans, SUBMIT_COPY)
     }
 
-    fn finish(&mut self, reqs: &[Request<'_>], segs: Vec<IocSegment>, spans: Vec<(usize, usize)>, flags: u32) -> Built {
+    fn finish(
+        &mut self,
+        reqs: &[Request<'_>],
+        segs: Vec<IocSegment>,
+        spans: Vec<(usize, usize)>,
+        flags: u32,
+    ) -> Built {
         let base = segs.as_ptr();
         let out = reqs
             .iter()
@@ -270,10 +316,19 @@ impl<'p, T: Transport> Client<'p, T> {
                 let mut header = r.header;
                 header.cookie = self.next_cookie;
                 self.next_cookie += 1;
-                IocRequest { header, segs: base.wrapping_add(start) as u64, nsegs: n as u32, queue: u32::MAX }
+                IocRequest {
+                    header,
+                    segs: base.wrapping_add(start) as u64,
+                    nsegs: n as u32,
+                    queue: u32::MAX,
+                }
             })
             .collect();
-        Built { reqs: out, segs, flags }
+        Built {
+            reqs: out,
+            segs,
+            flags,
+        }
     }
 
     /// Builds and submits a batch; returns the cookies in order.
@@ -427,10 +482,18 @@ pub unsafe extern "C" fn pktslab_client_submit(c: *mut CClient, ops: *mut COp, n
         return -libc::EINVAL;
     }
     // SAFETY: C contract.
-    let (cl, ops) = unsafe { (&mut (*c).client, core::slice::from_raw_parts_mut(ops, n as usize)) };
+    let (cl, ops) = unsafe {
+        (
+            &mut (*c).client,
+            core::slice::from_raw_parts_mut(ops, n as usize),
+        )
+    };
     let mut reqs = Vec::with_capacity(ops.len());
     for o in ops.iter() {
-        let mut r = Request::new(o.op).aux(o.aux).key_slot(o.key_slot).params(&o.params);
+        let mut r = Request::new(o.op)
+            .aux(o.aux)
+            .key_slot(o.key_slot)
+            .params(&o.params);
         let ins = if o.n_in == 0 {
             &[][..]
         } else {
@@ -453,7 +516,8 @@ pub unsafe extern "C" fn pktslab_client_submit(c: *mut CClient, ops: *mut COp, n
         }
         for v in outs {
             // SAFETY: C contract: the iov describes live, writable memory.
-            let s = unsafe { core::slice::from_raw_parts_mut(v.base.cast::<u8>().cast_mut(), v.len) };
+            let s =
+                unsafe { core::slice::from_raw_parts_mut(v.base.cast::<u8>().cast_mut(), v.len) };
             r = match r.output(s) {
                 Ok(r) => r,
                 Err(e) => return c_err(e),
@@ -478,12 +542,22 @@ pub unsafe extern "C" fn pktslab_client_submit(c: *mut CClient, ops: *mut COp, n
 /// # Safety
 /// `out` has room for `max` entries.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn pktslab_client_reap(c: *mut CClient, out: *mut IocCompletion, max: u32, timeout_ms: c_int) -> c_int {
+pub unsafe extern "C" fn pktslab_client_reap(
+    c: *mut CClient,
+    out: *mut IocCompletion,
+    max: u32,
+    timeout_ms: c_int,
+) -> c_int {
     if c.is_null() || out.is_null() || max == 0 {
         return -libc::EINVAL;
     }
     // SAFETY: C contract.
-    let (cl, out) = unsafe { (&mut (*c).client, core::slice::from_raw_parts_mut(out, max as usize)) };
+    let (cl, out) = unsafe {
+        (
+            &mut (*c).client,
+            core::slice::from_raw_parts_mut(out, max as usize),
+        )
+    };
     match cl.transport_mut().reap(out, timeout_ms) {
         Ok(n) => n as c_int,
         Err(e) => c_err(e),
@@ -497,8 +571,16 @@ pub unsafe extern "C" fn pktslab_client_reap(c: *mut CClient, out: *mut IocCompl
 /// # Safety
 /// `out` has room for `max` entries.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn pktslab_segments(p: *const c_void, len: usize, dir: u32, out: *mut IocSegment, max: usize) -> isize {
-    let Some(pool) = global_pool() else { return -(libc::EFAULT as isize) };
+pub unsafe extern "C" fn pktslab_segments(
+    p: *const c_void,
+    len: usize,
+    dir: u32,
+    out: *mut IocSegment,
+    max: usize,
+) -> isize {
+    let Some(pool) = global_pool() else {
+        return -(libc::EFAULT as isize);
+    };
     let mut v = Vec::new();
     if split_segments(pool, p.cast(), len, dir, &mut v).is_err() {
         return -(libc::EFAULT as isize);

@@ -96,7 +96,10 @@ pub fn parse_size(s: &[u8]) -> Option<u64> {
 }
 
 fn flag(name: &CStr) -> bool {
-    matches!(getenv(name).map(CStr::to_bytes), Some(b"1" | b"yes" | b"true" | b"on"))
+    matches!(
+        getenv(name).map(CStr::to_bytes),
+        Some(b"1" | b"yes" | b"true" | b"on")
+    )
 }
 
 impl Config {

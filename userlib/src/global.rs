@@ -33,8 +33,6 @@ static STATE: AtomicU8 = AtomicU8::new(UNINIT);
 /// Copy of stderr for the exit report.
 static STATS_FD: core::sync::atomic::AtomicI32 = core::sync::atomic::AtomicI32::new(-1);
 
-
-
 struct HeapCell(UnsafeCell<MaybeUninit<Heap>>);
 // SAFETY: written once by the initialising thread before STATE becomes
 // READY (release); only read after observing READY (acquire).
@@ -75,7 +73,10 @@ pub fn is_boot(p: *const u8) -> bool {
 }
 
 fn boot_alloc(size: usize) -> *mut u8 {
-    let Some(need) = size.checked_add(2 * MIN_ALIGN - 1).map(|s| s & !(MIN_ALIGN - 1)) else {
+    let Some(need) = size
+        .checked_add(2 * MIN_ALIGN - 1)
+        .map(|s| s & !(MIN_ALIGN - 1))
+    else {
         set_errno(libc::ENOMEM);
         return core::ptr::null_mut();
     };
@@ -85,7 +86,8 @@ fn boot_alloc(size: usize) -> *mut u8 {
             set_errno(libc::ENOMEM);
             return core::ptr::null_mut();
         }
-        match BOOT_USED.compare_exchange_weak(cur, cur + need, Ordering::Relaxed, Ordering::Relaxed) {
+        match BOOT_USED.compare_exchange_weak(cur, cur + need, Ordering::Relaxed, Ordering::Relaxed)
+        {
             Ok(_) => break,
             Err(c) => cur = c,
         }
@@ -163,7 +165,8 @@ fn next_realloc(p: *mut u8, size: usize) -> *mut u8 {
         return core::ptr::null_mut();
     }
     // SAFETY: f is the next object's `realloc`.
-    let f: unsafe extern "C" fn(*mut c_void, usize) -> *mut c_void = unsafe { core::mem::transmute(f) };
+    let f: unsafe extern "C" fn(*mut c_void, usize) -> *mut c_void =
+        unsafe { core::mem::transmute(f) };
     // SAFETY: p is the next allocator's pointer.
     unsafe { f(p.cast(), size) }.cast()
 }
@@ -209,7 +212,10 @@ fn heap_slow() -> Option<&'static Heap> {
                 unsafe { libc::sched_yield() };
             }
             _ => {
-                if STATE.compare_exchange(UNINIT, INITIALIZING, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+                if STATE
+                    .compare_exchange(UNINIT, INITIALIZING, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
                     BUSY.with(|b| b.set(true));
                     init();
                     BUSY.with(|b| b.set(false));
@@ -230,7 +236,9 @@ fn init() {
             // an extern "C" fn valid for the process lifetime.
             unsafe { libc::pthread_key_create(TC_KEY.0.get(), Some(thread_exit)) };
             // SAFETY: the handlers are extern "C" fns valid for the process lifetime.
-            unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child)) };
+            unsafe {
+                libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child))
+            };
             if print_stats {
                 // Programs may close stderr in an atexit handler (coreutils
                 // close_stdout does) before our report runs: keep a copy.
@@ -241,7 +249,9 @@ fn init() {
             STATE.store(READY, Ordering::Release);
         }
         Err(e) => {
-            notice(format_args!("cannot set up the arena ({e}); passing allocations to the system allocator"));
+            notice(format_args!(
+                "cannot set up the arena ({e}); passing allocations to the system allocator"
+            ));
             STATE.store(FAILED, Ordering::Release);
         }
     }
@@ -253,7 +263,10 @@ struct Registry {
 }
 // SAFETY: `head` and the links of listed caches are only used under `lock`.
 unsafe impl Sync for Registry {}
-static REGISTRY: Registry = Registry { lock: SpinLock::new(), head: UnsafeCell::new(core::ptr::null_mut()) };
+static REGISTRY: Registry = Registry {
+    lock: SpinLock::new(),
+    head: UnsafeCell::new(core::ptr::null_mut()),
+};
 
 /// Runs `f` with the calling thread's cache when it can be used.
 #[inline(always)]

@@ -68,11 +68,17 @@ impl Heap {
         if let Some(e) = missing {
             let path = cfg.device_path.to_str().unwrap_or("/dev/pktaccel");
             // SAFETY: strerror returns a static string for any errno.
-            let msg = unsafe { core::ffi::CStr::from_ptr(libc::strerror(e)) }.to_str().unwrap_or("error");
+            let msg = unsafe { core::ffi::CStr::from_ptr(libc::strerror(e)) }
+                .to_str()
+                .unwrap_or("error");
             if cfg.fallback {
-                notice(format_args!("{path}: {msg}; no pinned memory, using ordinary memory (PKTSLAB_FALLBACK=1)"));
+                notice(format_args!(
+                    "{path}: {msg}; no pinned memory, using ordinary memory (PKTSLAB_FALLBACK=1)"
+                ));
             } else {
-                notice(format_args!("{path}: {msg}; no pinned memory, allocations will fail (set PKTSLAB_FALLBACK=1 to use ordinary memory)"));
+                notice(format_args!(
+                    "{path}: {msg}; no pinned memory, allocations will fail (set PKTSLAB_FALLBACK=1 to use ordinary memory)"
+                ));
             }
         }
         let mode = backend.mode();
@@ -157,7 +163,10 @@ impl Heap {
                 }
                 Block::Small(c)
             }
-            KIND_LARGE if off == 0 => Block::Large { slot, n: m.run.load(Ordering::Relaxed) as usize },
+            KIND_LARGE if off == 0 => Block::Large {
+                slot,
+                n: m.run.load(Ordering::Relaxed) as usize,
+            },
             KIND_FREE_MAPPED | KIND_UNMAPPED if off == 0 => abort_ptr(call, "double free of", a),
             _ => abort_ptr(call, "invalid pointer", a),
         }
@@ -198,7 +207,8 @@ impl Heap {
             }
             p
         } else {
-            self.alloc_large(size, 1).map_or(core::ptr::null_mut(), |(p, _)| p)
+            self.alloc_large(size, 1)
+                .map_or(core::ptr::null_mut(), |(p, _)| p)
         }
     }
 
@@ -250,7 +260,13 @@ impl Heap {
     /// # Safety
     /// `b` must be `classify(p)`.
     #[inline(always)]
-    pub unsafe fn free_block(&self, p: *mut u8, b: Block, call: &str, tc: Option<&mut ThreadCache>) {
+    pub unsafe fn free_block(
+        &self,
+        p: *mut u8,
+        b: Block,
+        call: &str,
+        tc: Option<&mut ThreadCache>,
+    ) {
         match b {
             Block::Small(c) => {
                 // SAFETY: classify proved p is a carved piece of class c.
@@ -258,11 +274,19 @@ impl Heap {
                     abort_ptr(call, "double free of", p as usize);
                 }
                 match tc {
-                    Some(t) => t.push(self, p, c),
+                    // SAFETY: p was validated as a live piece of class c.
+                    Some(t) => unsafe { t.push(self, p, c) },
                     None => {
                         // SAFETY: p is a live piece being freed.
                         unsafe { mark_free(p, core::ptr::null_mut(), self.key) };
-                        self.give(c, Chain { head: p, tail: p, count: 1 });
+                        self.give(
+                            c,
+                            Chain {
+                                head: p,
+                                tail: p,
+                                count: 1,
+                            },
+                        );
                     }
                 }
             }
@@ -279,13 +303,20 @@ impl Heap {
     ///
     /// # Safety
     /// `p` must be inside the arena.
-    pub unsafe fn realloc(&self, p: *mut u8, size: usize, call: &str, mut tc: Option<&mut ThreadCache>) -> *mut u8 {
+    pub unsafe fn realloc(
+        &self,
+        p: *mut u8,
+        size: usize,
+        call: &str,
+        mut tc: Option<&mut ThreadCache>,
+    ) -> *mut u8 {
         let b = self.classify(p, call);
-        // SAFETY: classify proved p is a carved piece; the key is readable.
-        if let Block::Small(_) = b
-            && unsafe { has_free_key(p, self.key) }
-        {
-            abort_ptr(call, "use after free of", p as usize);
+        if let Block::Small(_) = b {
+            // SAFETY: classify proved p is a carved piece; the key is readable.
+            let freed = unsafe { has_free_key(p, self.key) };
+            if freed {
+                abort_ptr(call, "use after free of", p as usize);
+            }
         }
         match b {
             Block::Small(c) if size <= MAX_SMALL && class_of(size) == c => return p,
@@ -353,7 +384,8 @@ impl Heap {
         if s <= MAX_SMALL {
             return self.malloc(s, tc);
         }
-        self.alloc_large(size, align.max(SLAB_SIZE)).map_or(core::ptr::null_mut(), |(p, _)| p)
+        self.alloc_large(size, align.max(SLAB_SIZE))
+            .map_or(core::ptr::null_mut(), |(p, _)| p)
     }
 
     /// Statistics of this heap's shared counters (the global heap adds its

@@ -20,7 +20,9 @@ pub struct SpinGuard<'a> {
 impl SpinLock {
     /// An unlocked lock, usable in statics.
     pub const fn new() -> Self {
-        Self { locked: AtomicBool::new(false) }
+        Self {
+            locked: AtomicBool::new(false),
+        }
     }
 
     /// Acquires the lock.

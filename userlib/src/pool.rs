@@ -27,13 +27,19 @@ pub struct Pool {
 impl Pool {
     /// The process-wide heap (configured from the environment).
     pub fn global() -> Result<Self, Error> {
-        global::heap().map(|h| Self { src: Source::Global(h) }).ok_or(Error::Unavailable)
+        global::heap()
+            .map(|h| Self {
+                src: Source::Global(h),
+            })
+            .ok_or(Error::Unavailable)
     }
 
     /// A private heap with its own arena: lets tests and tools use a
     /// different backend or limits than the process heap.
     pub fn new(cfg: Config) -> Result<Self, Error> {
-        Ok(Self { src: Source::Own(Box::new(Heap::new(cfg)?)) })
+        Ok(Self {
+            src: Source::Own(Box::new(Heap::new(cfg)?)),
+        })
     }
 
     /// The heap behind the pool.
@@ -119,7 +125,9 @@ impl Pool {
         }
         match &self.src {
             // SAFETY: forwarded contract.
-            Source::Global(h) => global::with_cache(h, |tc| unsafe { h.realloc(p, size.max(1), "Pool::realloc", tc) }),
+            Source::Global(h) => global::with_cache(h, |tc| unsafe {
+                h.realloc(p, size.max(1), "Pool::realloc", tc)
+            }),
             // SAFETY: forwarded contract.
             Source::Own(h) => unsafe { h.realloc(p, size.max(1), "Pool::realloc", None) },
         }
@@ -139,13 +147,19 @@ impl Pool {
         let ptr = NonNull::new(p).ok_or(Error::OutOfMemory(len))?;
         // SAFETY: the block has at least len writable bytes.
         unsafe { core::ptr::write_bytes(p, 0, len) };
-        Ok(PinnedBuf { pool: self, ptr, len })
+        Ok(PinnedBuf {
+            pool: self,
+            ptr,
+            len,
+        })
     }
 
     /// A pinned box holding `value`.
     pub fn boxed<T>(&self, value: T) -> Result<PinnedBox<'_, T>, Error> {
         let l = Layout::new::<T>();
-        let p = self.alloc_aligned_raw(l.align().max(MIN_ALIGN), l.size().max(1)).cast::<T>();
+        let p = self
+            .alloc_aligned_raw(l.align().max(MIN_ALIGN), l.size().max(1))
+            .cast::<T>();
         let ptr = NonNull::new(p).ok_or(Error::OutOfMemory(l.size()))?;
         // SAFETY: fresh block, large and aligned enough for T.
         unsafe { ptr.as_ptr().write(value) };
@@ -173,7 +187,11 @@ impl PinnedBuf<'_> {
 
     /// The physically contiguous pieces of the buffer, in order.
     pub fn phys_segments(&self) -> PhysSegments<'_> {
-        PhysSegments { pool: self.pool, p: self.ptr.as_ptr() as usize, left: self.len }
+        PhysSegments {
+            pool: self.pool,
+            p: self.ptr.as_ptr() as usize,
+            left: self.len,
+        }
     }
 
     /// The pool it came from.
@@ -214,7 +232,11 @@ pub struct PhysSegments<'a> {
 impl PhysSegments<'_> {
     /// Segments of an arbitrary range `[p, p+len)` of `pool`'s arena.
     pub fn of(pool: &Pool, p: *const u8, len: usize) -> PhysSegments<'_> {
-        PhysSegments { pool, p: p as usize, left: len }
+        PhysSegments {
+            pool,
+            p: p as usize,
+            left: len,
+        }
     }
 }
 

@@ -27,7 +27,11 @@ pub struct Chain {
 
 impl Chain {
     /// The empty chain.
-    pub const EMPTY: Chain = Chain { head: core::ptr::null_mut(), tail: core::ptr::null_mut(), count: 0 };
+    pub const EMPTY: Chain = Chain {
+        head: core::ptr::null_mut(),
+        tail: core::ptr::null_mut(),
+        count: 0,
+    };
 }
 
 /// Reads the next link of a free piece.
@@ -92,14 +96,26 @@ unsafe impl Send for ClassPool {}
 
 impl Default for ClassPool {
     fn default() -> Self {
-        Self { lock: SpinLock::new(), inner: UnsafeCell::new(ClassInner { free: Chain::EMPTY, carving: usize::MAX }) }
+        Self {
+            lock: SpinLock::new(),
+            inner: UnsafeCell::new(ClassInner {
+                free: Chain::EMPTY,
+                carving: usize::MAX,
+            }),
+        }
     }
 }
 
 impl ClassPool {
     /// Takes up to `want` free pieces (at least one unless memory ran out),
     /// first from the free list, then by carving slabs.
-    pub fn take(&self, arena: &Arena, c: usize, want: usize, key: u64) -> Result<Chain, BackendError> {
+    pub fn take(
+        &self,
+        arena: &Arena,
+        c: usize,
+        want: usize,
+        key: u64,
+    ) -> Result<Chain, BackendError> {
         let _g = self.lock.lock();
         // SAFETY: lock held.
         let inner = unsafe { &mut *self.inner.get() };
@@ -117,7 +133,11 @@ impl ClassPool {
             // SAFETY: tail is a free piece we now own; end the chain there.
             unsafe { *tail.cast::<*mut u8>() = core::ptr::null_mut() };
             inner.free.count -= n;
-            out = Chain { head, tail, count: n };
+            out = Chain {
+                head,
+                tail,
+                count: n,
+            };
         }
         let size = class_size(c);
         while out.count < want {
@@ -137,7 +157,11 @@ impl ClassPool {
             let last = (base + (n - 1) * size) as *mut u8;
             for k in 0..n {
                 let p = (base + k * size) as *mut u8;
-                let next = if k + 1 < n { (base + (k + 1) * size) as *mut u8 } else { out.head };
+                let next = if k + 1 < n {
+                    (base + (k + 1) * size) as *mut u8
+                } else {
+                    out.head
+                };
                 // SAFETY: p is a fresh piece in a mapped slab owned by this class.
                 unsafe { mark_free(p, next, key) };
             }

@@ -37,7 +37,9 @@ impl Counters {
     /// load + store: no locked instruction on the fast path).
     #[inline(always)]
     pub fn record_owned(&self, bucket: usize, requested: usize, usable: usize) {
-        let bump = |a: &AtomicU64, v: u64| a.store(a.load(Ordering::Relaxed).wrapping_add(v), Ordering::Relaxed);
+        let bump = |a: &AtomicU64, v: u64| {
+            a.store(a.load(Ordering::Relaxed).wrapping_add(v), Ordering::Relaxed)
+        };
         bump(&self.allocs[bucket], 1);
         bump(&self.requested, requested as u64);
         bump(&self.usable, usable as u64);
@@ -49,7 +51,8 @@ impl Counters {
     /// Records an allocation from any thread.
     pub fn record_shared(&self, bucket: usize, requested: usize, usable: usize) {
         self.allocs[bucket].fetch_add(1, Ordering::Relaxed);
-        self.requested.fetch_add(requested as u64, Ordering::Relaxed);
+        self.requested
+            .fetch_add(requested as u64, Ordering::Relaxed);
         self.usable.fetch_add(usable as u64, Ordering::Relaxed);
         self.largest.fetch_max(requested as u64, Ordering::Relaxed);
     }
@@ -59,9 +62,12 @@ impl Counters {
         for (a, b) in self.allocs.iter().zip(&into.allocs) {
             b.fetch_add(a.swap(0, Ordering::Relaxed), Ordering::Relaxed);
         }
-        into.requested.fetch_add(self.requested.swap(0, Ordering::Relaxed), Ordering::Relaxed);
-        into.usable.fetch_add(self.usable.swap(0, Ordering::Relaxed), Ordering::Relaxed);
-        into.largest.fetch_max(self.largest.load(Ordering::Relaxed), Ordering::Relaxed);
+        into.requested
+            .fetch_add(self.requested.swap(0, Ordering::Relaxed), Ordering::Relaxed);
+        into.usable
+            .fetch_add(self.usable.swap(0, Ordering::Relaxed), Ordering::Relaxed);
+        into.largest
+            .fetch_max(self.largest.load(Ordering::Relaxed), Ordering::Relaxed);
     }
 
     /// Adds these counters to a snapshot.
@@ -116,7 +122,11 @@ impl Stats {
 
     /// Internal waste: percentage of handed-out bytes nobody asked for.
     pub fn waste_percent(&self) -> f64 {
-        if self.usable == 0 { 0.0 } else { 100.0 * (self.usable - self.requested) as f64 / self.usable as f64 }
+        if self.usable == 0 {
+            0.0
+        } else {
+            100.0 * (self.usable - self.requested) as f64 / self.usable as f64
+        }
     }
 
     /// Total allocations.
@@ -129,11 +139,19 @@ impl Stats {
         writeln!(w, "pktslab: backend {}", self.mode.name())?;
         for (c, &n) in self.allocs[..NUM_CLASSES].iter().enumerate() {
             if n > 0 {
-                writeln!(w, "pktslab:   class {:>8} B: {n} allocations", class_size(c))?;
+                writeln!(
+                    w,
+                    "pktslab:   class {:>8} B: {n} allocations",
+                    class_size(c)
+                )?;
             }
         }
         if self.allocs[LARGE] > 0 {
-            writeln!(w, "pktslab:   large (> 1 MiB): {} allocations", self.allocs[LARGE])?;
+            writeln!(
+                w,
+                "pktslab:   large (> 1 MiB): {} allocations",
+                self.allocs[LARGE]
+            )?;
         }
         writeln!(
             w,
@@ -167,7 +185,12 @@ mod tests {
         assert_eq!(s.allocs[LARGE], 1);
         assert_eq!(s.largest, 3 << 20);
         assert_eq!(s.requested, 97 + (3 << 20));
-        assert!((s.waste_percent() - 100.0 * ((4 << 20) + 128 - 97 - (3 << 20)) as f64 / ((4 << 20) + 128) as f64).abs() < 1e-9);
+        assert!(
+            (s.waste_percent()
+                - 100.0 * ((4 << 20) + 128 - 97 - (3 << 20)) as f64 / ((4 << 20) + 128) as f64)
+                .abs()
+                < 1e-9
+        );
         let mut b = FixedBuf::<1024>::new();
         s.write_report(&mut b).unwrap();
         let text = core::str::from_utf8(b.as_bytes()).unwrap();

@@ -45,7 +45,10 @@ impl ThreadCache {
     pub const fn new() -> Self {
         Self {
             state: TC_UNINIT,
-            bins: [Bin { head: core::ptr::null_mut(), count: 0 }; NUM_CLASSES],
+            bins: [Bin {
+                head: core::ptr::null_mut(),
+                count: 0,
+            }; NUM_CLASSES],
             counters: Counters::new(),
             next: core::ptr::null_mut(),
             prev: core::ptr::null_mut(),
@@ -75,9 +78,13 @@ impl ThreadCache {
         p
     }
 
-    /// Pushes a freed piece of class `c` (already validated).
+    /// Pushes a freed piece of class `c`.
+    ///
+    /// # Safety
+    /// `p` must be a live piece of class `c` of `heap`, validated by
+    /// [`Heap::classify`], and not used by the caller afterwards.
     #[inline(always)]
-    pub fn push(&mut self, heap: &Heap, p: *mut u8, c: usize) {
+    pub unsafe fn push(&mut self, heap: &Heap, p: *mut u8, c: usize) {
         let bin = &mut self.bins[c];
         // SAFETY: the caller validated p as a live piece of class c.
         unsafe { mark_free(p, bin.head, heap.key()) };
@@ -97,7 +104,14 @@ impl ThreadCache {
             bin.count -= n;
             // SAFETY: tail is a free piece; terminate the chain handed back.
             unsafe { *tail.cast::<*mut u8>() = core::ptr::null_mut() };
-            heap.give(c, crate::slab::Chain { head, tail, count: n });
+            heap.give(
+                c,
+                crate::slab::Chain {
+                    head,
+                    tail,
+                    count: n,
+                },
+            );
         }
     }
 
@@ -105,7 +119,10 @@ impl ThreadCache {
     pub fn flush(&mut self, heap: &Heap) {
         for (c, bin) in self.bins.iter_mut().enumerate() {
             heap.drain_chain(c, bin.head, bin.count);
-            *bin = Bin { head: core::ptr::null_mut(), count: 0 };
+            *bin = Bin {
+                head: core::ptr::null_mut(),
+                count: 0,
+            };
         }
         self.counters.drain_into(heap.counters());
     }

@@ -89,7 +89,10 @@ pub unsafe fn lookup(
         return Err(V2pError::NotPinned);
     }
     let in_page = off & (PAGE_SIZE - 1);
-    Ok(Phys { addr: phys + in_page as u64, contig: contig as usize - in_page })
+    Ok(Phys {
+        addr: phys + in_page as u64,
+        contig: contig as usize - in_page,
+    })
 }
 
 #[cfg(test)]
@@ -99,21 +102,48 @@ mod tests {
     #[test]
     fn lookup_distinguishes_errors() {
         let entries = [
-            PageEntry { phys: AtomicU64::new(0x10_0000), contig: AtomicU64::new(8192) },
-            PageEntry { phys: AtomicU64::new(0x10_1000), contig: AtomicU64::new(4096) },
-            PageEntry { phys: AtomicU64::new(PHYS_NOT_PINNED), contig: AtomicU64::new(4096) },
-            PageEntry { phys: AtomicU64::new(0), contig: AtomicU64::new(0) },
+            PageEntry {
+                phys: AtomicU64::new(0x10_0000),
+                contig: AtomicU64::new(8192),
+            },
+            PageEntry {
+                phys: AtomicU64::new(0x10_1000),
+                contig: AtomicU64::new(4096),
+            },
+            PageEntry {
+                phys: AtomicU64::new(PHYS_NOT_PINNED),
+                contig: AtomicU64::new(4096),
+            },
+            PageEntry {
+                phys: AtomicU64::new(0),
+                contig: AtomicU64::new(0),
+            },
         ];
         let base = 0x4000_0000;
         let size = 4 * PAGE_SIZE;
         // SAFETY: the table has size >> PAGE_SHIFT entries.
         let l = |p| unsafe { lookup(base, size, entries.as_ptr(), p) };
-        assert_eq!(l(base + 10), Ok(Phys { addr: 0x10_000a, contig: 8182 }));
-        assert_eq!(l(base + 4096 + 1), Ok(Phys { addr: 0x10_1001, contig: 4095 }));
+        assert_eq!(
+            l(base + 10),
+            Ok(Phys {
+                addr: 0x10_000a,
+                contig: 8182
+            })
+        );
+        assert_eq!(
+            l(base + 4096 + 1),
+            Ok(Phys {
+                addr: 0x10_1001,
+                contig: 4095
+            })
+        );
         assert_eq!(l(base + 2 * 4096), Err(V2pError::NotPinned));
         assert_eq!(l(base + 3 * 4096), Err(V2pError::NotMapped));
         assert_eq!(l(base + size), Err(V2pError::OutsideArena));
         assert_eq!(l(base - 1), Err(V2pError::OutsideArena));
-        assert_ne!(V2pError::OutsideArena.c_value(), V2pError::NotPinned.c_value());
+        assert_ne!(
+            V2pError::OutsideArena.c_value(),
+            V2pError::NotPinned.c_value()
+        );
     }
 }

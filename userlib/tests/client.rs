@@ -6,12 +6,14 @@
 use std::collections::{HashMap, VecDeque};
 
 use pktaccel_abi::{
-    IocCompletion, IocRequest, IocSegment, OP_COPY, OP_CSUM, OP_NOP, SEG_IN, SEG_OUT, STATUS_BAD_ADDRESS,
-    STATUS_BAD_REQUEST, STATUS_OK, STATUS_UNSUPPORTED, SUBMIT_COPY,
+    IocCompletion, IocRequest, IocSegment, OP_COPY, OP_CSUM, OP_NOP, SEG_IN, SEG_OUT,
+    STATUS_BAD_ADDRESS, STATUS_BAD_REQUEST, STATUS_OK, STATUS_UNSUPPORTED, SUBMIT_COPY,
 };
 use pktslab::class::PAGE_SIZE;
 use pktslab::client::{Built, split_segments};
-use pktslab::{BackendChoice, Client, ClientError, Config, DeviceTransport, Pool, Request, Transport};
+use pktslab::{
+    BackendChoice, Client, ClientError, Config, DeviceTransport, Pool, Request, Transport,
+};
 
 /// A device in software: phys page -> virtual page, learnt from the pool.
 #[derive(Default)]
@@ -49,10 +51,20 @@ impl SoftDevice {
 
     fn execute(&mut self, r: &IocRequest, copy: bool) -> IocCompletion {
         // SAFETY: the client keeps the segment array alive during submit.
-        let segs = unsafe { std::slice::from_raw_parts(r.segs as *const IocSegment, r.nsegs as usize) };
+        let segs =
+            unsafe { std::slice::from_raw_parts(r.segs as *const IocSegment, r.nsegs as usize) };
         self.segments_seen += segs.len();
-        let mut comp = IocCompletion { cookie: r.header.cookie, status: STATUS_OK, len: 0, result: 0 };
-        if segs.windows(2).any(|w| w[0].dir == SEG_OUT && w[1].dir == SEG_IN) || segs.iter().any(|s| s.len == 0) {
+        let mut comp = IocCompletion {
+            cookie: r.header.cookie,
+            status: STATUS_OK,
+            len: 0,
+            result: 0,
+        };
+        if segs
+            .windows(2)
+            .any(|w| w[0].dir == SEG_OUT && w[1].dir == SEG_IN)
+            || segs.iter().any(|s| s.len == 0)
+        {
             comp.status = STATUS_BAD_REQUEST;
             return comp;
         }
@@ -127,8 +139,13 @@ impl Transport for &mut SoftDevice {
 }
 
 fn synthetic_pool() -> Pool {
-    Pool::new(Config { backend: BackendChoice::Host, force_synthetic: true, arena_size: 4 << 30, ..Default::default() })
-        .unwrap()
+    Pool::new(Config {
+        backend: BackendChoice::Host,
+        force_synthetic: true,
+        arena_size: 4 << 30,
+        ..Default::default()
+    })
+    .unwrap()
 }
 
 #[test]
@@ -143,12 +160,15 @@ fn copy_across_physical_discontinuities() {
     dev.learn(&pool, &src);
     dev.learn(&pool, &dst);
     let mut client = Client::with_transport(&pool, &mut dev);
-    let mut reqs = [Request::new(OP_COPY).input(&src).unwrap().output(&mut dst).unwrap()];
+    let mut reqs = [Request::new(OP_COPY)
+        .input(&src)
+        .unwrap()
+        .output(&mut dst)
+        .unwrap()];
     let c = client.run(&mut reqs).unwrap();
     assert_eq!(c[0].status, STATUS_OK);
     assert_eq!(c[0].len, 100_000);
     drop(reqs);
-    drop(client);
     assert_eq!(&src[..], &dst[..]);
     // 100 000 bytes over 16 KiB synthetic chunks: at least 7 segments each way.
     assert!(dev.segments_seen >= 14, "{} segments", dev.segments_seen);
@@ -171,7 +191,10 @@ fn checksum_batch_completes_in_order_with_cookies() {
         dev.learn(&pool, b);
     }
     let mut client = Client::with_transport(&pool, &mut dev);
-    let mut reqs: Vec<_> = bufs.iter().map(|b| Request::new(OP_CSUM).input(b).unwrap()).collect();
+    let mut reqs: Vec<_> = bufs
+        .iter()
+        .map(|b| Request::new(OP_CSUM).input(b).unwrap())
+        .collect();
     let comps = client.run(&mut reqs).unwrap();
     let mut cookies = std::collections::HashSet::new();
     for (b, c) in bufs.iter().zip(&comps) {
@@ -179,7 +202,6 @@ fn checksum_batch_completes_in_order_with_cookies() {
         assert_eq!(c.result, u64::from(csum(b, 0)));
         assert!(cookies.insert(c.cookie));
     }
-    drop(client);
     assert_eq!(dev.batches, vec![(8, 0)], "one submit for the whole batch");
 }
 
@@ -190,16 +212,26 @@ fn unpinned_buffers_are_refused_or_sent_for_copying() {
     let mut out = vec![0u8; 3000];
     let mut dev = SoftDevice::default();
     let mut client = Client::with_transport(&pool, &mut dev);
-    let reqs = [Request::new(OP_COPY).input(&ordinary).unwrap().output(&mut out).unwrap()];
+    let reqs = [Request::new(OP_COPY)
+        .input(&ordinary)
+        .unwrap()
+        .output(&mut out)
+        .unwrap()];
     // SAFETY: the soft device completes synchronously inside submit.
     let e = unsafe { client.submit(&reqs) }.unwrap_err();
-    assert!(matches!(e, ClientError::NotPinned { addr, .. } if addr == ordinary.as_ptr() as usize), "{e}");
+    assert!(
+        matches!(e, ClientError::NotPinned { addr, .. } if addr == ordinary.as_ptr() as usize),
+        "{e}"
+    );
     client.allow_copy(true);
-    let mut reqs = [Request::new(OP_COPY).input(&ordinary).unwrap().output(&mut out).unwrap()];
+    let mut reqs = [Request::new(OP_COPY)
+        .input(&ordinary)
+        .unwrap()
+        .output(&mut out)
+        .unwrap()];
     let c = client.run(&mut reqs).unwrap();
     assert_eq!(c[0].status, STATUS_OK);
     drop(reqs);
-    drop(client);
     assert_eq!(out, ordinary);
     assert_eq!(dev.batches.last(), Some(&(1, SUBMIT_COPY)));
 }
@@ -211,7 +243,10 @@ fn malformed_requests_are_rejected_before_the_device() {
     let mut b = pool.alloc(10).unwrap();
     let r = Request::new(OP_COPY).output(&mut b).unwrap().input(&a);
     assert_eq!(r.err(), Some(ClientError::Order));
-    assert_eq!(Request::new(OP_CSUM).input(&[]).err(), Some(ClientError::EmptyBuffer));
+    assert_eq!(
+        Request::new(OP_CSUM).input(&[]).err(),
+        Some(ClientError::EmptyBuffer)
+    );
     let mut dev = SoftDevice::default();
     let mut client = Client::with_transport(&pool, &mut dev);
     assert_eq!(client.build(&[]).err(), Some(ClientError::BatchSize(0)));
@@ -227,18 +262,35 @@ fn segments_follow_v2p_exactly() {
     let pool = synthetic_pool();
     let buf = pool.alloc(50_000).unwrap();
     let mut segs = Vec::new();
-    split_segments(&pool, buf.as_ptr().wrapping_add(5), 40_000, SEG_OUT, &mut segs).unwrap();
+    split_segments(
+        &pool,
+        buf.as_ptr().wrapping_add(5),
+        40_000,
+        SEG_OUT,
+        &mut segs,
+    )
+    .unwrap();
     assert_eq!(segs.iter().map(|s| s.len as usize).sum::<usize>(), 40_000);
-    assert_eq!(segs[0].addr, pool.v2p(buf.as_ptr().wrapping_add(5)).unwrap().addr);
+    assert_eq!(
+        segs[0].addr,
+        pool.v2p(buf.as_ptr().wrapping_add(5)).unwrap().addr
+    );
     assert!(segs.iter().all(|s| s.dir == SEG_OUT));
     for w in segs.windows(2) {
-        assert_ne!(w[0].addr + u64::from(w[0].len), w[1].addr, "adjacent segments would have been merged");
+        assert_ne!(
+            w[0].addr + u64::from(w[0].len),
+            w[1].addr,
+            "adjacent segments would have been merged"
+        );
     }
 }
 
 #[test]
 fn device_transport_needs_the_device() {
     let pool = synthetic_pool();
-    assert!(matches!(DeviceTransport::for_pool(&pool), Err(ClientError::NoDevice)));
+    assert!(matches!(
+        DeviceTransport::for_pool(&pool),
+        Err(ClientError::NoDevice)
+    ));
     assert!(Client::open(&pool).is_err());
 }

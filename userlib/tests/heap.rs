@@ -13,7 +13,11 @@ fn errno() -> i32 {
 }
 
 fn host_cfg() -> Config {
-    Config { backend: BackendChoice::Host, arena_size: 8 << 30, ..Default::default() }
+    Config {
+        backend: BackendChoice::Host,
+        arena_size: 8 << 30,
+        ..Default::default()
+    }
 }
 
 #[test]
@@ -37,7 +41,22 @@ fn size_37_gets_a_64_byte_piece_and_realloc_in_class_keeps_the_pointer() {
 #[test]
 fn every_size_is_16_aligned_and_usable_is_the_power_of_two() {
     let mut v = Vec::new();
-    for s in [0usize, 1, 15, 16, 17, 31, 33, 100, 1000, 4097, 65_537, MAX_SMALL, MAX_SMALL + 1, 5 << 20] {
+    for s in [
+        0usize,
+        1,
+        15,
+        16,
+        17,
+        31,
+        33,
+        100,
+        1000,
+        4097,
+        65_537,
+        MAX_SMALL,
+        MAX_SMALL + 1,
+        5 << 20,
+    ] {
         let p = global::malloc(s);
         assert!(!p.is_null(), "size {s}");
         assert_eq!(p as usize % 16, 0, "size {s}");
@@ -45,7 +64,10 @@ fn every_size_is_16_aligned_and_usable_is_the_power_of_two() {
         let u = unsafe { global::usable_size(p) };
         assert!(u >= s.max(1));
         if s <= MAX_SMALL {
-            assert!(u.is_power_of_two() && (u / 2 < s || u == 16), "size {s} usable {u}");
+            assert!(
+                u.is_power_of_two() && (u / 2 < s || u == 16),
+                "size {s} usable {u}"
+            );
         } else {
             assert_eq!(u % SLAB_SIZE, 0);
         }
@@ -85,7 +107,8 @@ fn calloc_zeroes_reused_memory() {
     }
     let q = global::calloc(25, 8);
     // SAFETY: 200 bytes live.
-    assert!(unsafe { std::slice::from_raw_parts(q, 200) }.iter().all(|&b| b == 0));
+    let zq = unsafe { std::slice::from_raw_parts(q, 200) };
+    assert!(zq.iter().all(|&b| b == 0));
     let big = global::malloc(3 << 20);
     // SAFETY: live allocation.
     unsafe {
@@ -94,7 +117,8 @@ fn calloc_zeroes_reused_memory() {
     }
     let bz = global::calloc(3, 1 << 20);
     // SAFETY: 3 MiB live.
-    assert!(unsafe { std::slice::from_raw_parts(bz, 3 << 20) }.iter().all(|&b| b == 0));
+    let zb = unsafe { std::slice::from_raw_parts(bz, 3 << 20) };
+    assert!(zb.iter().all(|&b| b == 0));
     // SAFETY: live allocations.
     unsafe {
         global::free(q, "free");
@@ -155,7 +179,10 @@ fn v2p_is_outside_for_foreign_pointers_and_exact_inside() {
         assert_eq!(ph2.contig, ph.contig - 100);
     }
     let local = 5u64;
-    assert_eq!(pool.v2p((&raw const local).cast()), Err(V2pError::OutsideArena));
+    assert_eq!(
+        pool.v2p((&raw const local).cast()),
+        Err(V2pError::OutsideArena)
+    );
     assert_eq!(pktslab::v2p(std::ptr::null()), Err(V2pError::OutsideArena));
     let b = Box::new(1u8);
     assert_eq!(pktslab::v2p(&*b), Err(V2pError::OutsideArena));
@@ -170,7 +197,10 @@ fn host_mode_matches_pagemap_or_is_synthetic() {
     let pool = Pool::new(host_cfg()).unwrap();
     let buf = pool.alloc(3 * 4096).unwrap();
     let mode = pool.mode();
-    assert!(matches!(mode, BackendMode::HostPagemap | BackendMode::HostSynthetic), "{mode:?}");
+    assert!(
+        matches!(mode, BackendMode::HostPagemap | BackendMode::HostSynthetic),
+        "{mode:?}"
+    );
     eprintln!("host backend mode: {}", mode.name());
     let ph = buf.phys().unwrap();
     if mode == BackendMode::HostPagemap {
@@ -190,7 +220,11 @@ fn host_mode_matches_pagemap_or_is_synthetic() {
 
 #[test]
 fn synthetic_mode_splits_at_16k_chunks() {
-    let pool = Pool::new(Config { force_synthetic: true, ..host_cfg() }).unwrap();
+    let pool = Pool::new(Config {
+        force_synthetic: true,
+        ..host_cfg()
+    })
+    .unwrap();
     assert_eq!(pool.mode(), BackendMode::HostSynthetic);
     let buf = pool.alloc(64 * 1024).unwrap();
     let segs: Vec<_> = buf.phys_segments().map(Result::unwrap).collect();
@@ -205,7 +239,11 @@ fn synthetic_mode_splits_at_16k_chunks() {
 
 #[test]
 fn out_of_pinned_memory_gives_null_and_enomem() {
-    let pool = Pool::new(Config { max_pinned: 4 << 20, ..host_cfg() }).unwrap();
+    let pool = Pool::new(Config {
+        max_pinned: 4 << 20,
+        ..host_cfg()
+    })
+    .unwrap();
     let mut held = Vec::new();
     let mut failed = false;
     for _ in 0..10 {
@@ -229,7 +267,12 @@ fn out_of_pinned_memory_gives_null_and_enomem() {
 
 #[test]
 fn fallback_hands_out_unpinned_memory_and_counts_it() {
-    let pool = Pool::new(Config { max_pinned: 2 << 20, fallback: true, ..host_cfg() }).unwrap();
+    let pool = Pool::new(Config {
+        max_pinned: 2 << 20,
+        fallback: true,
+        ..host_cfg()
+    })
+    .unwrap();
     let a = pool.alloc(1 << 20).unwrap();
     let b = pool.alloc(1 << 20).unwrap();
     assert!(a.phys().is_ok() && b.phys().is_ok());
@@ -243,13 +286,21 @@ fn fallback_hands_out_unpinned_memory_and_counts_it() {
 
 #[test]
 fn missing_device_follows_the_fallback_rule() {
-    let cfg = Config { backend: BackendChoice::Device, device_path: c"/nonexistent/pktaccel", ..host_cfg() };
+    let cfg = Config {
+        backend: BackendChoice::Device,
+        device_path: c"/nonexistent/pktaccel",
+        ..host_cfg()
+    };
     let strict = Pool::new(cfg).unwrap();
     assert_eq!(strict.mode(), BackendMode::Missing);
     assert!(strict.alloc_raw(100).is_null());
     assert_eq!(errno(), libc::ENOMEM);
     assert!(strict.alloc(100).is_err());
-    let lenient = Pool::new(Config { fallback: true, ..cfg }).unwrap();
+    let lenient = Pool::new(Config {
+        fallback: true,
+        ..cfg
+    })
+    .unwrap();
     let mut b = lenient.alloc(100).unwrap();
     b[99] = 1;
     assert_eq!(b.phys(), Err(V2pError::NotPinned));
@@ -337,38 +388,70 @@ fn expect_abort(test: &str, case: &str, line: &str) {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.signal(), Some(libc::SIGABRT), "case {case}: {:?}\n{err}", out.status);
-    let l = err.lines().find(|l| l.starts_with("pktslab: ")).unwrap_or("");
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGABRT),
+        "case {case}: {:?}\n{err}",
+        out.status
+    );
+    let l = err
+        .lines()
+        .find(|l| l.starts_with("pktslab: "))
+        .unwrap_or("");
     assert!(l.starts_with(line), "case {case}: got {l:?}, want {line:?}");
     assert!(l.contains(" 0x"), "names the pointer: {l}");
 }
 
 #[test]
 fn double_free_aborts() {
-    expect_abort("double_free_aborts", "double-free", "pktslab: free(): double free of 0x");
+    expect_abort(
+        "double_free_aborts",
+        "double-free",
+        "pktslab: free(): double free of 0x",
+    );
 }
 
 #[test]
 fn interior_pointer_free_aborts() {
-    expect_abort("interior_pointer_free_aborts", "interior-free", "pktslab: free(): invalid pointer 0x");
+    expect_abort(
+        "interior_pointer_free_aborts",
+        "interior-free",
+        "pktslab: free(): invalid pointer 0x",
+    );
 }
 
 #[test]
 fn free_of_never_returned_piece_aborts() {
-    expect_abort("free_of_never_returned_piece_aborts", "never-returned", "pktslab: free(): invalid pointer 0x");
+    expect_abort(
+        "free_of_never_returned_piece_aborts",
+        "never-returned",
+        "pktslab: free(): invalid pointer 0x",
+    );
 }
 
 #[test]
 fn realloc_of_invalid_pointer_aborts() {
-    expect_abort("realloc_of_invalid_pointer_aborts", "realloc-invalid", "pktslab: realloc(): invalid pointer 0x");
+    expect_abort(
+        "realloc_of_invalid_pointer_aborts",
+        "realloc-invalid",
+        "pktslab: realloc(): invalid pointer 0x",
+    );
 }
 
 #[test]
 fn realloc_of_freed_pointer_aborts() {
-    expect_abort("realloc_of_freed_pointer_aborts", "realloc-freed", "pktslab: realloc(): use after free of 0x");
+    expect_abort(
+        "realloc_of_freed_pointer_aborts",
+        "realloc-freed",
+        "pktslab: realloc(): use after free of 0x",
+    );
 }
 
 #[test]
 fn large_double_free_aborts() {
-    expect_abort("large_double_free_aborts", "large-double-free", "pktslab: free(): double free of 0x");
+    expect_abort(
+        "large_double_free_aborts",
+        "large-double-free",
+        "pktslab: free(): double free of 0x",
+    );
 }

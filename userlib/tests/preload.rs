@@ -21,7 +21,15 @@ fn libpktslab() -> &'static Path {
         let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pktslab-preload");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let st = Command::new(cargo)
-            .args(["build", "--release", "-p", "pktslab", "--features", "preload", "--lib"])
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "pktslab",
+                "--features",
+                "preload",
+                "--lib",
+            ])
             .arg("--target-dir")
             .arg(&target)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -35,7 +43,11 @@ fn libpktslab() -> &'static Path {
 }
 
 fn have(tool: &str) -> bool {
-    Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().is_ok_and(|o| o.status.success())
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 /// Runs `cmd` twice, plain and preloaded with PKTSLAB_STATS=1, and checks
@@ -43,7 +55,11 @@ fn have(tool: &str) -> bool {
 /// `min_allocs` allocations in one of the processes.
 fn same_output(min_allocs: u64, mut make: impl FnMut() -> Command) -> Output {
     let plain = make().env_remove("LD_PRELOAD").output().unwrap();
-    assert!(plain.status.success(), "plain run failed: {}", String::from_utf8_lossy(&plain.stderr));
+    assert!(
+        plain.status.success(),
+        "plain run failed: {}",
+        String::from_utf8_lossy(&plain.stderr)
+    );
     let pre = make()
         .env("LD_PRELOAD", libpktslab())
         .env("PKTSLAB_STATS", "1")
@@ -51,15 +67,36 @@ fn same_output(min_allocs: u64, mut make: impl FnMut() -> Command) -> Output {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&pre.stderr);
-    assert!(pre.status.success(), "preloaded run failed: {:?}\n{err}", pre.status);
-    assert!(err.contains("pktslab: backend host"), "stats report missing: {err}");
+    assert!(
+        pre.status.success(),
+        "preloaded run failed: {:?}\n{err}",
+        pre.status
+    );
+    assert!(
+        err.contains("pktslab: backend host"),
+        "stats report missing: {err}"
+    );
     let served = err
         .lines()
-        .filter_map(|l| l.strip_prefix("pktslab: ")?.split(" allocations,").next()?.parse::<u64>().ok())
+        .filter_map(|l| {
+            l.strip_prefix("pktslab: ")?
+                .split(" allocations,")
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
         .max()
         .unwrap_or(0);
-    assert!(served >= min_allocs, "pktslab served only {served} allocations: {err}");
-    assert!(plain.stdout == pre.stdout, "stdout differs under LD_PRELOAD ({} vs {} bytes)", plain.stdout.len(), pre.stdout.len());
+    assert!(
+        served >= min_allocs,
+        "pktslab served only {served} allocations: {err}"
+    );
+    assert!(
+        plain.stdout == pre.stdout,
+        "stdout differs under LD_PRELOAD ({} vs {} bytes)",
+        plain.stdout.len(),
+        pre.stdout.len()
+    );
     assert!(!plain.stdout.is_empty());
     pre
 }
@@ -97,7 +134,10 @@ print(sum(len(s) for s in sorted(words, key=lambda s: (len(s), s))[:1000]))
 
 #[test]
 fn sqlite3_workload_runs_identically() {
-    assert!(have("sqlite3"), "sqlite3 is required (apt-get install -y sqlite3)");
+    assert!(
+        have("sqlite3"),
+        "sqlite3 is required (apt-get install -y sqlite3)"
+    );
     let sql = "
         CREATE TABLE t(id INTEGER PRIMARY KEY, k TEXT, v REAL, blob BLOB);
         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 30000)
@@ -141,10 +181,20 @@ fn sort_of_a_large_file_runs_identically() {
     let err = String::from_utf8_lossy(&out.stderr);
     let largest: u64 = err
         .lines()
-        .filter_map(|l| l.split("largest allocation ").nth(1)?.split(' ').next()?.parse().ok())
+        .filter_map(|l| {
+            l.split("largest allocation ")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
         .max()
         .unwrap_or(0);
-    assert!(largest >= 1 << 20, "sort's buffers come from the arena: {err}");
+    assert!(
+        largest >= 1 << 20,
+        "sort's buffers come from the arena: {err}"
+    );
 }
 
 #[test]
@@ -162,20 +212,32 @@ fn git_log_runs_identically() {
             .env_remove("LD_PRELOAD")
             .output()
             .unwrap();
-        assert!(st.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&st.stderr));
+        assert!(
+            st.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&st.stderr)
+        );
     };
     git(&["init", "-q", "-b", "main"]);
     git(&["config", "user.email", "t@example.com"]);
     git(&["config", "user.name", "t"]);
     for i in 0..40 {
-        let body: String = (0..200).map(|j| format!("line {j} of rev {i} {}\n", (i * j) % 17)).collect();
+        let body: String = (0..200)
+            .map(|j| format!("line {j} of rev {i} {}\n", (i * j) % 17))
+            .collect();
         std::fs::write(repo.join(format!("f{}.txt", i % 7)), body).unwrap();
         git(&["add", "."]);
-        git(&["commit", "-q", "-m", &format!("commit {i}\n\nbody of commit {i}")]);
+        git(&[
+            "commit",
+            "-q",
+            "-m",
+            &format!("commit {i}\n\nbody of commit {i}"),
+        ]);
     }
     same_output(500, || {
         let mut c = Command::new("git");
-        c.args(["log", "--stat", "-p", "--no-color"]).current_dir(&repo);
+        c.args(["log", "--stat", "-p", "--no-color"])
+            .current_dir(&repo);
         c
     });
 }
@@ -202,14 +264,21 @@ fn c_test_program() -> &'static Path {
             .arg("-lpthread")
             .output()
             .expect("run cc");
-        assert!(st.status.success(), "cc failed:\n{}", String::from_utf8_lossy(&st.stderr));
+        assert!(
+            st.status.success(),
+            "cc failed:\n{}",
+            String::from_utf8_lossy(&st.stderr)
+        );
         out
     })
 }
 
 #[test]
 fn c_program_uses_the_header_and_the_c_abi() {
-    let out = Command::new(c_test_program()).env("PKTSLAB_BACKEND", "host").output().unwrap();
+    let out = Command::new(c_test_program())
+        .env("PKTSLAB_BACKEND", "host")
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{:?}\n{err}", out.status);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n");
@@ -222,9 +291,18 @@ fn c_program_faults_abort_with_one_line() {
         ("invalid-free", "pktslab: free(): invalid pointer 0x"),
         ("invalid-realloc", "pktslab: realloc(): invalid pointer 0x"),
     ] {
-        let out = Command::new(c_test_program()).arg(case).env("PKTSLAB_BACKEND", "host").output().unwrap();
+        let out = Command::new(c_test_program())
+            .arg(case)
+            .env("PKTSLAB_BACKEND", "host")
+            .output()
+            .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.signal(), Some(libc::SIGABRT), "{case}: {:?} {err}", out.status);
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGABRT),
+            "{case}: {:?} {err}",
+            out.status
+        );
         assert!(err.lines().any(|l| l.starts_with(want)), "{case}: {err}");
     }
 }
@@ -245,11 +323,17 @@ fn missing_device_prints_once_and_fallback_keeps_programs_running() {
     assert!(ok.status.success());
     assert_eq!(String::from_utf8_lossy(&ok.stdout), "HELLO\n");
     let err = String::from_utf8_lossy(&ok.stderr);
-    let notices = err.lines().filter(|l| l.contains("/nonexistent/pktaccel")).count();
+    let notices = err
+        .lines()
+        .filter(|l| l.contains("/nonexistent/pktaccel"))
+        .count();
     // One notice per process (sh and tr): never one per allocation.
     assert!((1..=3).contains(&notices), "{err}");
     assert!(err.contains("using ordinary memory"), "{err}");
     let strict = run("0");
-    assert!(!strict.status.success(), "without fallback, malloc must fail");
+    assert!(
+        !strict.status.success(),
+        "without fallback, malloc must fail"
+    );
     assert!(String::from_utf8_lossy(&strict.stderr).contains("allocations will fail"));
 }

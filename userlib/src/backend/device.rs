@@ -31,7 +31,11 @@ impl DeviceBackend {
         if fd < 0 {
             return Err(errno());
         }
-        Ok(Self { fd, caching, pinned: AtomicU64::new(0) })
+        Ok(Self {
+            fd,
+            caching,
+            pinned: AtomicU64::new(0),
+        })
     }
 
     /// The descriptor: submits must use the file that owns the slabs.
@@ -57,7 +61,11 @@ impl DeviceBackend {
     /// # Safety
     /// As there.
     pub unsafe fn map_slab(&self, addr: usize, phys: &mut SlabPhys) -> Result<u32, BackendError> {
-        let mut req = IocSlabAlloc { size: SLAB_SIZE as u64, caching: self.caching, ..Default::default() };
+        let mut req = IocSlabAlloc {
+            size: SLAB_SIZE as u64,
+            caching: self.caching,
+            ..Default::default()
+        };
         // SAFETY: the ioctl reads and writes one IocSlabAlloc.
         let r = unsafe { libc::ioctl(self.fd, PKTACCEL_IOC_SLAB_ALLOC as _, &raw mut req) };
         if r < 0 {
@@ -81,7 +89,10 @@ impl DeviceBackend {
         };
         if p == libc::MAP_FAILED {
             let e = errno();
-            let mut f = IocSlabFree { id: req.id, reserved: 0 };
+            let mut f = IocSlabFree {
+                id: req.id,
+                reserved: 0,
+            };
             // SAFETY: returns the slab we just got; the ioctl reads one IocSlabFree.
             unsafe { libc::ioctl(self.fd, PKTACCEL_IOC_SLAB_FREE as _, &raw mut f) };
             // SAFETY: the failed MAP_FIXED may have removed the reservation; restore it.

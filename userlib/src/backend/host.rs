@@ -50,7 +50,11 @@ fn pagemap_phys(fd: i32, addr: usize) -> u64 {
             ((addr >> PAGE_SHIFT) * 8) as libc::off_t,
         )
     };
-    if n == 8 && e & PRESENT != 0 { (e & PFN_MASK) << PAGE_SHIFT } else { 0 }
+    if n == 8 && e & PRESENT != 0 {
+        (e & PFN_MASK) << PAGE_SHIFT
+    } else {
+        0
+    }
 }
 
 impl HostBackend {
@@ -60,7 +64,12 @@ impl HostBackend {
         let mut fd = -1;
         if !force_synthetic {
             // SAFETY: a constant NUL-terminated path.
-            fd = unsafe { libc::open(c"/proc/self/pagemap".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+            fd = unsafe {
+                libc::open(
+                    c"/proc/self/pagemap".as_ptr(),
+                    libc::O_RDONLY | libc::O_CLOEXEC,
+                )
+            };
             if fd >= 0 {
                 // Probe with a page of our own stack, which is present.
                 let probe = 0u64;
@@ -72,12 +81,20 @@ impl HostBackend {
                 }
             }
         }
-        Self { pagemap_fd: fd, max_pinned, pinned: AtomicU64::new(0) }
+        Self {
+            pagemap_fd: fd,
+            max_pinned,
+            pinned: AtomicU64::new(0),
+        }
     }
 
     /// Which kind of physical addresses this backend reports.
     pub fn mode(&self) -> BackendMode {
-        if self.pagemap_fd >= 0 { BackendMode::HostPagemap } else { BackendMode::HostSynthetic }
+        if self.pagemap_fd >= 0 {
+            BackendMode::HostPagemap
+        } else {
+            BackendMode::HostSynthetic
+        }
     }
 
     /// Bytes pinned now.
@@ -89,7 +106,12 @@ impl HostBackend {
     ///
     /// # Safety
     /// As there.
-    pub unsafe fn map_slab(&self, addr: usize, slot: usize, phys: &mut SlabPhys) -> Result<(), BackendError> {
+    pub unsafe fn map_slab(
+        &self,
+        addr: usize,
+        slot: usize,
+        phys: &mut SlabPhys,
+    ) -> Result<(), BackendError> {
         let size = SLAB_SIZE as u64;
         let before = self.pinned.fetch_add(size, Ordering::Relaxed);
         if before.saturating_add(size) > self.max_pinned {
@@ -110,7 +132,11 @@ impl HostBackend {
         if p == libc::MAP_FAILED {
             let e = errno();
             self.pinned.fetch_sub(size, Ordering::Relaxed);
-            return Err(if e == libc::ENOMEM { BackendError::OutOfPinned } else { BackendError::Os(e) });
+            return Err(if e == libc::ENOMEM {
+                BackendError::OutOfPinned
+            } else {
+                BackendError::Os(e)
+            });
         }
         // Pin: physical addresses must not change under the device. Without
         // the privilege (RLIMIT_MEMLOCK) the pages stay populated but
@@ -174,8 +200,14 @@ mod tests {
     #[test]
     fn synthetic_addresses_are_consistent_and_chunked() {
         assert_eq!(synthetic_phys(3, 5), synthetic_phys(3, 5));
-        assert_eq!(synthetic_phys(0, 1), synthetic_phys(0, 0) + PAGE_SIZE as u64);
-        assert_ne!(synthetic_phys(0, 4), synthetic_phys(0, 3) + PAGE_SIZE as u64);
+        assert_eq!(
+            synthetic_phys(0, 1),
+            synthetic_phys(0, 0) + PAGE_SIZE as u64
+        );
+        assert_ne!(
+            synthetic_phys(0, 4),
+            synthetic_phys(0, 3) + PAGE_SIZE as u64
+        );
         assert!(synthetic_phys(1, 0) > synthetic_phys(0, PAGES_PER_SLAB - 1));
     }
 }

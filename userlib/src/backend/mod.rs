@@ -83,7 +83,10 @@ impl Backend {
                 Err(e) => (Backend::Missing, Some(e)),
             }
         } else {
-            (Backend::Host(host::HostBackend::new(cfg.max_pinned, cfg.force_synthetic)), None)
+            (
+                Backend::Host(host::HostBackend::new(cfg.max_pinned, cfg.force_synthetic)),
+                None,
+            )
         }
     }
 
@@ -168,7 +171,11 @@ pub unsafe fn map_unpinned(addr: usize, len: usize) -> Result<(), BackendError> 
             0,
         )
     };
-    if p == libc::MAP_FAILED { Err(BackendError::Os(errno())) } else { Ok(()) }
+    if p == libc::MAP_FAILED {
+        Err(BackendError::Os(errno()))
+    } else {
+        Ok(())
+    }
 }
 
 /// Puts a PROT_NONE, MAP_NORESERVE reservation back over `addr..addr+len`
