@@ -809,10 +809,8 @@ fn batch_of_many_requests() -> TestResult {
         .collect();
     let mut total = 0usize;
     for round in 0..4 {
-        let t0 = Instant::now();
         // Blocking submit: waits for ring room instead of failing.
         let (r, n) = d.submit(&reqs, 0);
-        println!("kmod: batch round {round}: submit took {:?}", t0.elapsed());
         r.map_err(|e| {
             format!(
                 "round {round}: SUBMIT {} after {n}: {}",
@@ -833,10 +831,6 @@ fn batch_of_many_requests() -> TestResult {
             ensure!(c.result == want, "batched crc32c {:#x}", c.result);
         }
         total += comps.len();
-        println!(
-            "kmod: batch round {round}: submit+reap took {:?}",
-            t0.elapsed()
-        );
     }
     // Non-blocking: either all queued or EAGAIN with a prefix; what was
     // queued completes.
