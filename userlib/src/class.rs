@@ -60,8 +60,18 @@ pub const fn batch(c: usize) -> usize {
 /// hands a batch back.
 #[inline(always)]
 pub const fn cache_limit(c: usize) -> usize {
-    2 * batch(c)
+    CACHE_LIMITS[c]
 }
+
+const CACHE_LIMITS: [usize; NUM_CLASSES] = {
+    let mut t = [0; NUM_CLASSES];
+    let mut c = 0;
+    while c < NUM_CLASSES {
+        t[c] = 2 * batch(c);
+        c += 1;
+    }
+    t
+};
 
 /// Number of slabs a large request of `size` bytes needs.
 #[inline]

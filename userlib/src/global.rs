@@ -189,6 +189,7 @@ pub fn heap() -> Option<&'static Heap> {
 }
 
 /// The process heap if it is already initialised (never initialises).
+#[inline(always)]
 pub fn heap_if_ready() -> Option<&'static Heap> {
     if STATE.load(Ordering::Acquire) == READY {
         // SAFETY: as in heap().
@@ -268,26 +269,33 @@ static REGISTRY: Registry = Registry {
     head: UnsafeCell::new(core::ptr::null_mut()),
 };
 
-/// Runs `f` with the calling thread's cache when it can be used.
+/// The calling thread's cache, or null when it cannot be used (being set
+/// up, or the thread is exiting).
 #[inline(always)]
-pub fn with_cache<R>(heap: &'static Heap, f: impl FnOnce(Option<&mut ThreadCache>) -> R) -> R {
+fn cache_ptr(heap: &'static Heap) -> *mut ThreadCache {
     let tc = TC.with(UnsafeCell::get);
-    // SAFETY: tc is this thread's cache; only this thread touches its state
-    // and bins, and no &mut to it is live here (we never re-enter while one is).
+    // SAFETY: tc is this thread's cache; only this thread touches its state.
     let state = unsafe { (*tc).state };
     if state == TC_ACTIVE {
-        // SAFETY: as above; the &mut lives only for f, which does not re-enter malloc.
-        return f(Some(unsafe { &mut *tc }));
+        return tc;
     }
     if state == TC_UNINIT {
         activate(heap, tc);
         // SAFETY: as above.
         if unsafe { (*tc).state } == TC_ACTIVE {
-            // SAFETY: as above.
-            return f(Some(unsafe { &mut *tc }));
+            return tc;
         }
     }
-    f(None)
+    core::ptr::null_mut()
+}
+
+/// Runs `f` with the calling thread's cache when it can be used.
+#[inline(always)]
+pub fn with_cache<R>(heap: &'static Heap, f: impl FnOnce(Option<&mut ThreadCache>) -> R) -> R {
+    let tc = cache_ptr(heap);
+    // SAFETY: a non-null tc is this thread's live cache; the &mut lives only
+    // for f, which never re-enters malloc on this thread while holding it.
+    f(unsafe { tc.as_mut() })
 }
 
 #[cold]
@@ -408,7 +416,11 @@ static PRINT_STATS_AT_EXIT: extern "C" fn() = print_stats_at_exit;
 #[inline(always)]
 pub fn malloc(size: usize) -> *mut u8 {
     match heap() {
-        Some(h) => with_cache(h, |tc| h.malloc(size, tc)),
+        Some(h) => {
+            let tc = cache_ptr(h);
+            // SAFETY: as in with_cache.
+            h.malloc(size, unsafe { tc.as_mut() })
+        }
         None => fallback_malloc(size),
     }
 }
@@ -435,8 +447,9 @@ pub unsafe fn free(p: *mut u8, call: &str) {
     if let Some(h) = heap_if_ready()
         && h.contains(p)
     {
-        // SAFETY: p is inside the arena; free validates it.
-        return with_cache(h, |tc| unsafe { h.free(p, call, tc) });
+        let tc = cache_ptr(h);
+        // SAFETY: p is inside the arena and free validates it; tc as in with_cache.
+        return unsafe { h.free(p, call, tc.as_mut()) };
     }
     free_foreign(p);
 }

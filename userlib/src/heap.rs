@@ -155,17 +155,23 @@ impl Heap {
         let m = self.arena.meta(slot);
         let (kind, c) = m.kind_class();
         let off = a - self.arena.slot_addr(slot);
-        match kind {
-            KIND_SMALL => {
-                let size = class_size(c);
-                if off & (size - 1) != 0 || off >= m.bump.load(Ordering::Acquire) as usize {
-                    abort_ptr(call, "invalid pointer", a);
-                }
-                Block::Small(c)
+        if kind == KIND_SMALL {
+            let size = class_size(c);
+            if off & (size - 1) != 0 || off >= m.bump.load(Ordering::Acquire) as usize {
+                abort_ptr(call, "invalid pointer", a);
             }
+            return Block::Small(c);
+        }
+        self.classify_large(slot, kind, off, a, call)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn classify_large(&self, slot: usize, kind: u32, off: usize, a: usize, call: &str) -> Block {
+        match kind {
             KIND_LARGE if off == 0 => Block::Large {
                 slot,
-                n: m.run.load(Ordering::Relaxed) as usize,
+                n: self.arena.meta(slot).run.load(Ordering::Relaxed) as usize,
             },
             KIND_FREE_MAPPED | KIND_UNMAPPED if off == 0 => abort_ptr(call, "double free of", a),
             _ => abort_ptr(call, "invalid pointer", a),
@@ -190,7 +196,7 @@ impl Heap {
                 Some(t) => {
                     let p = t.pop(self, c);
                     if !p.is_null() {
-                        t.counters.record_owned(c, size, class_size(c));
+                        t.counters.record_owned(c, size);
                     }
                     p
                 }

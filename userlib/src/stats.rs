@@ -33,27 +33,31 @@ impl Counters {
         }
     }
 
-    /// Records an allocation; only the owning thread may call this (plain
-    /// load + store: no locked instruction on the fast path).
+    /// Records a small allocation of class `c`; only the owning thread may
+    /// call this (plain load + store: no locked instruction on the fast
+    /// path). Usable bytes of small pieces follow from the per-class
+    /// counts, so they are not summed here.
     #[inline(always)]
-    pub fn record_owned(&self, bucket: usize, requested: usize, usable: usize) {
+    pub fn record_owned(&self, c: usize, requested: usize) {
         let bump = |a: &AtomicU64, v: u64| {
             a.store(a.load(Ordering::Relaxed).wrapping_add(v), Ordering::Relaxed)
         };
-        bump(&self.allocs[bucket], 1);
+        bump(&self.allocs[c], 1);
         bump(&self.requested, requested as u64);
-        bump(&self.usable, usable as u64);
         if requested as u64 > self.largest.load(Ordering::Relaxed) {
             self.largest.store(requested as u64, Ordering::Relaxed);
         }
     }
 
-    /// Records an allocation from any thread.
+    /// Records an allocation from any thread; `usable` is summed only for
+    /// large allocations (small ones derive it from the class counts).
     pub fn record_shared(&self, bucket: usize, requested: usize, usable: usize) {
         self.allocs[bucket].fetch_add(1, Ordering::Relaxed);
         self.requested
             .fetch_add(requested as u64, Ordering::Relaxed);
-        self.usable.fetch_add(usable as u64, Ordering::Relaxed);
+        if bucket == LARGE {
+            self.usable.fetch_add(usable as u64, Ordering::Relaxed);
+        }
         self.largest.fetch_max(requested as u64, Ordering::Relaxed);
     }
 
@@ -72,8 +76,12 @@ impl Counters {
 
     /// Adds these counters to a snapshot.
     pub fn add_to(&self, s: &mut Stats) {
-        for (a, b) in self.allocs.iter().zip(s.allocs.iter_mut()) {
-            *b += a.load(Ordering::Relaxed);
+        for (c, (a, b)) in self.allocs.iter().zip(s.allocs.iter_mut()).enumerate() {
+            let n = a.load(Ordering::Relaxed);
+            *b += n;
+            if c < NUM_CLASSES {
+                s.usable += n * class_size(c) as u64;
+            }
         }
         s.requested += self.requested.load(Ordering::Relaxed);
         s.usable += self.usable.load(Ordering::Relaxed);
@@ -173,8 +181,8 @@ mod tests {
     #[test]
     fn counters_merge_and_report() {
         let t = Counters::new();
-        t.record_owned(2, 37, 64);
-        t.record_owned(2, 60, 64);
+        t.record_owned(2, 37);
+        t.record_owned(2, 60);
         let h = Counters::new();
         h.record_shared(LARGE, 3 << 20, 4 << 20);
         t.drain_into(&h);

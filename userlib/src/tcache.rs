@@ -60,14 +60,8 @@ impl ThreadCache {
     #[inline(always)]
     pub fn pop(&mut self, heap: &Heap, c: usize) -> *mut u8 {
         let bin = &mut self.bins[c];
-        if bin.head.is_null() {
-            match heap.take(c, batch(c)) {
-                Some(ch) => {
-                    bin.head = ch.head;
-                    bin.count = ch.count;
-                }
-                None => return core::ptr::null_mut(),
-            }
+        if bin.head.is_null() && !Self::refill(bin, heap, c) {
+            return core::ptr::null_mut();
         }
         let p = bin.head;
         // SAFETY: p is a free piece owned by this cache.
@@ -76,6 +70,19 @@ impl ThreadCache {
         // SAFETY: as above; it now belongs to the caller.
         unsafe { mark_used(p) };
         p
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn refill(bin: &mut Bin, heap: &Heap, c: usize) -> bool {
+        match heap.take(c, batch(c)) {
+            Some(ch) => {
+                bin.head = ch.head;
+                bin.count = ch.count;
+                true
+            }
+            None => false,
+        }
     }
 
     /// Pushes a freed piece of class `c`.
@@ -91,28 +98,34 @@ impl ThreadCache {
         bin.head = p;
         bin.count += 1;
         if bin.count > cache_limit(c) {
-            // Hand the newest batch back; keep the rest hot.
-            let n = batch(c);
-            let head = bin.head;
-            let mut tail = head;
-            for _ in 1..n {
-                // SAFETY: the bin holds more than n free pieces.
-                tail = unsafe { next_of(tail) };
-            }
-            // SAFETY: tail is a free piece.
-            bin.head = unsafe { next_of(tail) };
-            bin.count -= n;
-            // SAFETY: tail is a free piece; terminate the chain handed back.
-            unsafe { *tail.cast::<*mut u8>() = core::ptr::null_mut() };
-            heap.give(
-                c,
-                crate::slab::Chain {
-                    head,
-                    tail,
-                    count: n,
-                },
-            );
+            Self::spill(bin, heap, c);
         }
+    }
+
+    /// Hands the newest batch back to the shared list; keeps the rest hot.
+    #[cold]
+    #[inline(never)]
+    fn spill(bin: &mut Bin, heap: &Heap, c: usize) {
+        let n = batch(c);
+        let head = bin.head;
+        let mut tail = head;
+        for _ in 1..n {
+            // SAFETY: the bin holds more than n free pieces.
+            tail = unsafe { next_of(tail) };
+        }
+        // SAFETY: tail is a free piece.
+        bin.head = unsafe { next_of(tail) };
+        bin.count -= n;
+        // SAFETY: tail is a free piece; terminate the chain handed back.
+        unsafe { *tail.cast::<*mut u8>() = core::ptr::null_mut() };
+        heap.give(
+            c,
+            crate::slab::Chain {
+                head,
+                tail,
+                count: n,
+            },
+        );
     }
 
     /// Returns every cached piece and the counters to the heap.
