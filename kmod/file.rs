@@ -20,7 +20,7 @@ use kernel::{
         poll::{PollCondVar, PollTable},
         Arc, ArcBorrow, CondVarTimeoutResult, Mutex, SpinLock,
     },
-    time::{msecs_to_jiffies, Instant, Monotonic},
+    time::{delay::fsleep, msecs_to_jiffies, Delta, Instant, Monotonic},
     uaccess::{UserPtr, UserSlice},
 };
 
@@ -177,10 +177,7 @@ impl FileState {
         };
         if lost.is_some() {
             // Unreachable: submit reserves room for every completion.
-            pr_err!(
-                "completion queue overflow, completion {:#x} lost\n",
-                cookie
-            );
+            pr_err!("completion queue overflow, completion {:#x} lost\n", cookie);
         }
         self.wait.notify_all();
     }
@@ -697,9 +694,14 @@ impl MiscDevice for FileState {
 
     fn release(device: Arc<Self>, _file: &File) {
         // Requests still in flight keep the state (and their slabs) alive
-        // until they complete; make sure a dead device cannot hold them.
-        if device.inflight() != 0 {
+        // until they complete. Give them up to `request_timeout_ms` to
+        // drain, so that a dead device is noticed here (and everything is
+        // freed now) rather than at unbind.
+        let limit = i64::from(crate::request_timeout_ms());
+        let start = Instant::<Monotonic>::now();
+        while device.inflight() != 0 && limit > 0 && start.elapsed().as_millis() <= limit + 100 {
             device.shared.watchdog();
+            fsleep(Delta::from_millis(10));
         }
         drop(device);
     }

@@ -1552,6 +1552,18 @@ fn device_killed_while_in_flight() -> TestResult {
     let reqs: Vec<IocRequest> = (0..32).map(|i| req(OP_COPY, 0, &segs, i)).collect();
     println!("{KILL_CUE}");
     let _ = std::io::stdout().flush();
+    // A second file submits once the device is gone and closes without
+    // reaping: its release must notice the dead device and free its slab.
+    let closer = std::thread::spawn(|| -> Result<Duration, String> {
+        let b = Scratch::new(SLAB_MIN_SIZE, CACHE_UNCACHED)?;
+        std::thread::sleep(Duration::from_secs(2));
+        let segs = [seg_in(b.phys(0), 4096), seg_out(b.phys(4096), 4096)];
+        let (r, _) = b.dev.submit(&[req(OP_COPY, 0, &segs, 1)], 0);
+        r.map_err(|e| format!("second file: SUBMIT: {}", errname(e)))?;
+        let t = Instant::now();
+        drop(b);
+        Ok(t.elapsed())
+    });
     let start = Instant::now();
     let mut device_errors = 0;
     let mut ok = 0u64;
@@ -1587,6 +1599,10 @@ fn device_killed_while_in_flight() -> TestResult {
         "kmod: {ok} requests completed, then {device_errors} failed with device-error after {:?}",
         start.elapsed()
     );
+    let closed_in = closer
+        .join()
+        .map_err(|_| "second file's thread panicked".to_string())??;
+    println!("kmod: closing a file with a request in flight took {closed_in:?}");
     let (r, _) = sc.dev.submit(&reqs[..1], 0);
     expect_err(r, libc::ENODEV, "submit to a dead device")?;
     let mut pfd = libc::pollfd {
