@@ -121,3 +121,26 @@ pub unsafe extern "C" fn pktslab_usable_size(p: *mut c_void) -> usize {
 pub extern "C" fn pktslab_mode() -> c_int {
     global::heap().map_or(-1, |h| h.mode() as c_int)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::{offset_of, size_of};
+
+    /// The same numbers are `_Static_assert`ed against `pktslab.h` by the
+    /// C test program.
+    #[test]
+    fn c_layouts_match_the_header() {
+        assert_eq!(size_of::<CStats>(), 200);
+        assert_eq!(offset_of!(CStats, mode), 188);
+        assert_eq!(offset_of!(CStats, slab_size), 192);
+        use crate::client::{CIov, COp};
+        assert_eq!(size_of::<COp>(), 88);
+        assert_eq!(offset_of!(COp, inputs), 56);
+        assert_eq!(offset_of!(COp, outputs), 72);
+        assert_eq!(offset_of!(COp, cookie), 80);
+        assert_eq!(size_of::<CIov>(), 16);
+        assert_eq!(size_of::<pktaccel_abi::IocSegment>(), 16);
+        assert_eq!(size_of::<pktaccel_abi::IocCompletion>(), 24);
+    }
+}

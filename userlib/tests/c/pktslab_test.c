@@ -4,6 +4,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <malloc.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -14,6 +15,19 @@
 #include "pktslab.h"
 
 extern void *__libc_malloc(size_t);
+
+/* The header's structs must match the library's #[repr(C)] types
+ * (pinned on the Rust side in src/capi.rs and src/client.rs tests). */
+_Static_assert(sizeof(struct pktslab_stats) == 200, "pktslab_stats size");
+_Static_assert(offsetof(struct pktslab_stats, mode) == 188, "pktslab_stats.mode");
+_Static_assert(offsetof(struct pktslab_stats, slab_size) == 192, "pktslab_stats.slab_size");
+_Static_assert(sizeof(struct pktslab_op) == 88, "pktslab_op size");
+_Static_assert(offsetof(struct pktslab_op, inputs) == 56, "pktslab_op.inputs");
+_Static_assert(offsetof(struct pktslab_op, outputs) == 72, "pktslab_op.outputs");
+_Static_assert(offsetof(struct pktslab_op, cookie) == 80, "pktslab_op.cookie");
+_Static_assert(sizeof(struct pktaccel_segment) == 16, "segment size");
+_Static_assert(sizeof(struct pktaccel_completion) == 24, "completion size");
+_Static_assert(sizeof(struct pktslab_iov) == 16, "iov size");
 
 #define CHECK(c)                                                             \
     do {                                                                     \
