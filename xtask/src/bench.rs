@@ -32,6 +32,8 @@ pub struct BenchOpts {
     pub budget_ms: u64,
     /// Guest timeout.
     pub timeout: Duration,
+    /// Time limit of each host benchmark (build included).
+    pub host_limit: Duration,
 }
 
 /// One pktbench measurement (a JSON line from the guest).
@@ -105,27 +107,54 @@ struct HostRun {
     ok: bool,
 }
 
-fn cargo_bench(ws: &Path, package: &str, bench: &'static str) -> Result<HostRun> {
+fn cargo_bench(ws: &Path, package: &str, bench: &'static str, limit: Duration) -> Result<HostRun> {
+    use std::io::Read;
+    use std::os::unix::process::CommandExt;
     let step = Step::start(format!("cargo bench -p {package} --bench {bench}"));
     let started = Instant::now();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let out = Command::new(cargo)
+    // Own process group, so a benchmark over its time limit is stopped
+    // together with cargo.
+    let mut child = Command::new(cargo)
         .current_dir(ws)
         .args(["bench", "-p", package, "--bench", bench])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
-        .output()
+        .process_group(0)
+        .spawn()
         .context("cannot run cargo bench")?;
+    let mut pipe = child.stdout.take().context("no stdout")?;
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = pipe.read_to_string(&mut s);
+        s
+    });
+    let status = loop {
+        if let Some(st) = child.try_wait()? {
+            break Some(st);
+        }
+        if started.elapsed() > limit {
+            // SAFETY: signals the process group we created above.
+            unsafe { libc::kill(-(child.id() as i32), libc::SIGTERM) };
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let stdout = reader.join().unwrap_or_default();
     let took = started.elapsed();
-    let ok = out.status.success();
-    step.done(&if ok {
-        "done".to_string()
-    } else {
-        format!("failed ({})", out.status)
+    let ok = status.is_some_and(|s| s.success());
+    step.done(&match status {
+        Some(s) if s.success() => "done".to_string(),
+        Some(s) => format!("failed ({s})"),
+        None => format!(
+            "stopped after the {} limit; partial output kept",
+            fmt_duration(limit)
+        ),
     });
     Ok(HostRun {
         name: bench,
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stdout,
         took,
         ok,
     })
@@ -418,8 +447,13 @@ pub fn run(cache: &crate::cache::Cache, args: &VmArgs, opts: &BenchOpts) -> Resu
         .with_context(|| format!("cannot create {}", out_dir.display()))?;
     let mut host = Vec::new();
     if !opts.guest_only {
-        host.push(cargo_bench(&ws, "pktaccel-device", "throughput")?);
-        host.push(cargo_bench(&ws, "pktslab", "alloc")?);
+        host.push(cargo_bench(
+            &ws,
+            "pktaccel-device",
+            "throughput",
+            opts.host_limit,
+        )?);
+        host.push(cargo_bench(&ws, "pktslab", "alloc", opts.host_limit)?);
         for h in &host {
             std::fs::write(out_dir.join(format!("{}.txt", h.name)), &h.stdout)?;
         }
@@ -481,7 +515,7 @@ fn write_report(
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     writeln!(md, "# pktaccel benchmark report\n")?;
     writeln!(md, "| | |\n|---|---|")?;
-    writeln!(md, "| machine | {} , {cores} cores |", cpu_model())?;
+    writeln!(md, "| machine | {}, {cores} cores |", cpu_model())?;
     writeln!(md, "| host kernel | {} |", cmd_line("uname", &["-sr"]))?;
     writeln!(
         md,
@@ -528,7 +562,7 @@ fn guest_sections(md: &mut String, dir: &Path, cells: &[Cell], took: Duration) -
     )?;
     writeln!(
         md,
-        "Full stack: application buffers → libpktslab → v2p → pktaccel.ko → virtqueue → pktaccel-device → back. Every result was checked against software. Pipelines: `csum` = TCP/UDP checksum fill then verify (2 requests/packet), `rss` = Toeplitz hash into 8 flows, `gcm` = ESP-like AES-256-GCM seal then open (2 requests/packet), `copy` = DMA copy. Zero-copy (`zc`) buffers are in uncached pinned slabs; copy mode uses ordinary memory that the driver bounces. Latency is per request, submit to reap.\n"
+        "Full stack: application buffers → libpktslab → v2p → pktaccel.ko → virtqueue → pktaccel-device → back. Every result was checked against software. Pipelines: `csum` = TCP/UDP checksum fill then verify (2 requests/packet), `rss` = Toeplitz hash into 8 flows, `gcm` = ESP-like AES-256-GCM seal then open (2 requests/packet), `copy` = DMA copy. Zero-copy (`zc`) buffers are in uncached pinned slabs; copy mode uses ordinary memory that the driver bounces. Latency is per request, submit to reap. Each row is the median (by packets/s) of 3 runs. Each row is the median (by packets/s) of 3 runs.\n"
     )?;
     let ops: Vec<String> = {
         let mut v: Vec<String> = cells.iter().map(|c| c.op.clone()).collect();

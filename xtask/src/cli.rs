@@ -82,6 +82,10 @@ enum Cmd {
         /// Guest timeout in seconds.
         #[arg(long, default_value_t = 900)]
         timeout: u64,
+        /// Time limit of each host benchmark in seconds, its build included
+        /// (a benchmark over it is stopped and its partial output kept).
+        #[arg(long, default_value_t = 300)]
+        host_limit: u64,
         #[command(flatten)]
         vm: VmArgs,
     },
@@ -174,6 +178,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             host_only,
             budget_ms,
             timeout,
+            host_limit,
             vm: args,
         } => {
             let opts = bench::BenchOpts {
@@ -181,6 +186,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
                 host_only,
                 budget_ms,
                 timeout: Duration::from_secs(timeout),
+                host_limit: Duration::from_secs(host_limit),
             };
             let report = bench::run(&cache, &args, &opts)?;
             println!("report: {}", report.display());
