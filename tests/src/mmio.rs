@@ -7,7 +7,7 @@ use std::path::Path;
 /// Reads `len` bytes (a multiple of 4) at `offset` in the BAR behind `res`,
 /// with 32-bit volatile loads as a driver would.
 pub fn read_bytes(res: &Path, offset: u64, len: usize) -> Result<Vec<u8>, String> {
-    if len % 4 != 0 || offset % 4 != 0 {
+    if !len.is_multiple_of(4) || !offset.is_multiple_of(4) {
         return Err(format!("unaligned MMIO read: offset {offset:#x} len {len}"));
     }
     let file = OpenOptions::new()

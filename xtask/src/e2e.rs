@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Result;
 
 use crate::guest_log;
-use crate::initramfs::Mode;
+use crate::initramfs::{KILL_TEST, Mode};
 use crate::vm::{ConsoleSink, Prepared, VmArgs, boot};
 
 /// Counts of one e2e run.
@@ -67,7 +67,26 @@ pub fn run(
         summary: Summary::default(),
         ran: 0,
     };
-    let outcome = boot(p, args, &Mode::Suite(filter), Some(timeout), &mut sink);
+    let outcome = boot(
+        p,
+        args,
+        &Mode::Suite(filter.clone()),
+        Some(timeout),
+        &mut sink,
+    );
+    // The killed-device test ends the device, so it gets a boot of its own.
+    let kill = filter.is_none_or(|f| KILL_TEST.contains(f.as_str()));
+    let kill_outcome = if kill && outcome.is_ok() {
+        let before = sink.ran;
+        let o = boot(p, args, &Mode::DeviceKill, Some(timeout), &mut sink);
+        if o.is_ok() && sink.ran == before {
+            sink.summary.failed += 1;
+            println!("test {KILL_TEST} ... FAILED\n    the killed-device boot reported no result");
+        }
+        Some(o)
+    } else {
+        None
+    };
     let mut summary = std::mem::take(&mut sink.summary);
     let log_path = match &outcome {
         Ok(o) => Some(o.console_log.clone()),
@@ -80,6 +99,20 @@ pub fn run(
         for l in &r.excerpt {
             println!("    | {l}");
         }
+    }
+    match &kill_outcome {
+        Some(Err(e)) => {
+            summary.failed += 1;
+            println!("test {KILL_TEST} ... FAILED");
+            for l in format!("{e:#}").lines() {
+                println!("    {l}");
+            }
+        }
+        Some(Ok(o)) => println!(
+            "console log (killed-device boot): {}",
+            o.console_log.display()
+        ),
+        None => {}
     }
     match outcome {
         Ok(o) => {

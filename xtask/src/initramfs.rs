@@ -453,7 +453,15 @@ pub enum Mode {
     Exec(String),
     /// Run the guest suite with an optional filter.
     Suite(Option<String>),
+    /// Run only the suite's killed-device test: the host kills
+    /// pktaccel-device when the guest prints [`KILL_CUE`].
+    DeviceKill,
 }
+
+/// Console line on which the host kills pktaccel-device (DeviceKill mode).
+pub const KILL_CUE: &str = "PKTACCEL-KILL-DEVICE-NOW";
+/// The guest test that prints [`KILL_CUE`] and checks the driver's recovery.
+pub const KILL_TEST: &str = "kmod::device_killed_while_in_flight";
 
 /// Writes the per-run archive.
 pub fn write_overlay(out: &Path, mode: &Mode, includes: &[(PathBuf, String)]) -> Result<()> {
@@ -474,6 +482,10 @@ pub fn write_overlay(out: &Path, mode: &Mode, includes: &[(PathBuf, String)]) ->
                 "SUITE_FILTER='{}'\n",
                 filter.clone().unwrap_or_default().replace('\'', "")
             ),
+        ),
+        Mode::DeviceKill => (
+            "suite",
+            format!("SUITE_FILTER='{KILL_TEST}'\nexport PKTACCEL_DEVICE_KILL_TEST=1\n"),
         ),
     };
     a.file(

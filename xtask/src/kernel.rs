@@ -115,6 +115,12 @@ pub fn ensure(cache: &Cache, inputs: &KernelInputs<'_>, variant: Variant) -> Res
     } else {
         step.done("cached");
     }
+    // `bzImage modules_prepare` leaves only vmlinux.symvers; modpost of an
+    // out-of-tree module looks for Module.symvers.
+    let symvers = out.join("Module.symvers");
+    if !symvers.is_file() && out.join("vmlinux.symvers").is_file() {
+        std::fs::copy(out.join("vmlinux.symvers"), &symvers)?;
+    }
     let rel = run_logged(&mut make(&["-s", "kernelrelease"]), "make kernelrelease")?;
     let release = String::from_utf8_lossy(&rel.stdout).trim().to_string();
     Ok(Kernel {

@@ -194,6 +194,28 @@ struct Guard {
 }
 
 impl Guard {
+    fn child(&mut self, name: &str) -> Result<&mut Child> {
+        self.children
+            .iter_mut()
+            .find(|(n, _)| *n == name)
+            .map(|(_, c)| c)
+            .with_context(|| format!("{name} is not running"))
+    }
+
+    /// Kills the device on the guest's cue (the killed-device test) and
+    /// forgets it, so its death is not reported as a failure.
+    fn kill_device_on_cue(&mut self) {
+        if let Some(i) = self
+            .children
+            .iter()
+            .position(|(n, _)| *n == "pktaccel-device")
+        {
+            let (_, mut c) = self.children.remove(i);
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     fn stop_all(&mut self) {
         for (_, c) in &mut self.children {
             if let Ok(None) = c.try_wait() {
@@ -284,7 +306,7 @@ pub fn boot(
     let mode_name = match mode {
         Mode::Shell => "shell",
         Mode::Exec(_) => "exec",
-        Mode::Suite(_) => "suite",
+        Mode::Suite(_) | Mode::DeviceKill => "suite",
     };
     let logs = logs_dir(&p.workspace, mode_name)?;
     let console_log = logs.join("console.log");
@@ -335,7 +357,7 @@ pub fn boot(
     guard.children.push(("pktaccel-device", child));
     let t0 = Instant::now();
     while !sock.exists() {
-        if let Some(status) = guard.children[0].1.try_wait()? {
+        if let Some(status) = guard.child("pktaccel-device")?.try_wait()? {
             bail!(
                 "pktaccel-device exited at start ({status}) before creating its socket; its log ({}):\n{}",
                 device_log.display(),
@@ -358,7 +380,7 @@ pub fn boot(
     let accel = resolve_accel(args.accel)?;
     let mut q = p.qemu.command();
     let cmdline = match mode {
-        Mode::Suite(_) => "console=ttyS0 loglevel=5 panic=-1",
+        Mode::Suite(_) | Mode::DeviceKill => "console=ttyS0 loglevel=5 panic=-1",
         _ => "console=ttyS0 quiet panic=-1",
     };
     q.args([
@@ -419,7 +441,7 @@ pub fn boot(
                 guard.stop_all();
                 bail!("interrupted: QEMU and pktaccel-device stopped");
             }
-            if let Some(status) = guard.children[1].1.try_wait()? {
+            if let Some(status) = guard.child("qemu")?.try_wait()? {
                 break status;
             }
             check_device_alive(&mut guard, &device_log)?;
@@ -490,6 +512,10 @@ pub fn boot(
                 if let Some(rc) = line.strip_prefix("PKTACCEL-EXIT ") {
                     guest_status = rc.trim().parse().ok();
                 }
+                if matches!(mode, Mode::DeviceKill) && line.trim() == initramfs::KILL_CUE {
+                    guard.kill_device_on_cue();
+                    let _ = writeln!(log, "[host] pktaccel-device killed on the guest's cue");
+                }
                 tail.push_back(line.clone());
                 if tail.len() > 30 {
                     tail.pop_front();
@@ -502,7 +528,7 @@ pub fn boot(
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
-    let status = guard.children[1].1.wait()?;
+    let status = guard.child("qemu")?.wait()?;
     {
         use std::io::Write;
         let _ = log.flush();
