@@ -37,6 +37,7 @@ pub(super) fn tests() -> Vec<Test> {
         pktctl_every_op,
         pktctl_errors_by_name,
         pktbench_quick_zero_copy_vs_copy,
+        pktbench_pcap_traffic,
         pktbench_bad_input,
         sqlite3_on_pinned_slabs,
         python3_on_pinned_slabs,
@@ -557,6 +558,64 @@ fn pktbench_quick_zero_copy_vs_copy() -> TestResult {
         seen.len()
     );
     ensure!(out.contains("bytes copied"), "table header missing:\n{out}");
+    Ok(())
+}
+
+fn pktbench_pcap_traffic() -> TestResult {
+    use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
+    let frames = crate::workload::frames::traffic(24, &crate::workload::frames::IMIX, 6, 5);
+    let mut bytes = Vec::new();
+    {
+        let mut w = PcapWriter::with_header(&mut bytes, PcapHeader::default())
+            .map_err(|e| e.to_string())?;
+        for f in frames.iter().map(Vec::as_slice).chain([&[0u8; 60][..]]) {
+            w.write_packet(&PcapPacket::new(
+                std::time::Duration::ZERO,
+                f.len() as u32,
+                f,
+            ))
+            .map_err(|e| e.to_string())?;
+        }
+    }
+    let cap = write_tmp("traffic.pcap", &bytes)?;
+    let json = format!("{cap}.json");
+    let out = ok_stdout(
+        "pktbench",
+        &[
+            "--pcap",
+            &cap,
+            "--ops",
+            "csum,rss",
+            "--packets",
+            "48",
+            "--json",
+            &json,
+        ],
+        &[],
+        None,
+    )?;
+    ensure!(
+        out.contains("24 frames from the capture (1 records skipped)"),
+        "capture summary missing:\n{out}"
+    );
+    let text = std::fs::read_to_string(&json).map_err(|e| format!("{json}: {e}"))?;
+    let rows: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    ensure!(
+        rows.len() == 4,
+        "expected csum and rss in both modes, got {} rows:\n{out}",
+        rows.len()
+    );
+    for r in &rows {
+        ensure!(
+            r["traffic"] == "pcap" && r["packets"].as_u64().unwrap_or(0) >= 48,
+            "bad row {r}"
+        );
+    }
+    std::fs::remove_file(&cap).ok();
+    std::fs::remove_file(&json).ok();
     Ok(())
 }
 
