@@ -455,3 +455,45 @@ fn large_double_free_aborts() {
         "pktslab: free(): double free of 0x",
     );
 }
+
+/// The device backend's error paths, with a node that is not the driver
+/// (/dev/null: opens, but every ioctl fails with ENOTTY).
+#[test]
+fn device_backend_ioctl_failures_follow_the_fallback_rule() {
+    let cfg = Config {
+        backend: BackendChoice::Device,
+        device_path: c"/dev/null",
+        ..host_cfg()
+    };
+    let strict = Pool::new(cfg).unwrap();
+    assert_eq!(strict.mode(), BackendMode::Device);
+    assert!(strict.device_fd().is_some());
+    assert!(strict.alloc_raw(64).is_null());
+    assert_eq!(errno(), libc::ENOMEM);
+    let lenient = Pool::new(Config {
+        fallback: true,
+        ..cfg
+    })
+    .unwrap();
+    let mut b = lenient.alloc(4096).unwrap();
+    b[0] = 1;
+    assert_eq!(b.phys(), Err(V2pError::NotPinned));
+    // The client reaches the ioctl and reports its failure.
+    let mut client = pktslab::Client::open(&lenient).unwrap();
+    let mut reqs = [pktslab::Request::new(pktaccel_abi::OP_CSUM)
+        .input(&b)
+        .unwrap()];
+    assert!(matches!(
+        client.run(&mut reqs),
+        Err(pktslab::ClientError::NotPinned { .. })
+    ));
+    client.allow_copy(true);
+    assert_eq!(
+        client.run(&mut reqs).err(),
+        Some(pktslab::ClientError::Os(libc::ENOTTY))
+    );
+    assert_eq!(
+        client.reap(4, 0).err(),
+        Some(pktslab::ClientError::Os(libc::ENOTTY))
+    );
+}
