@@ -62,6 +62,9 @@ uint64_t pktslab_v2p(const void *p, size_t *contig);
 
 int pktslab_stats(struct pktslab_stats *out); /* 0, or -1 before first use */
 int pktslab_mode(void);                       /* PKTSLAB_MODE_*, -1 on failure */
+/* Gives entirely free slabs back to the driver (after emptying the calling
+ * thread's cache); returns bytes released. malloc_trim() does the same. */
+size_t pktslab_trim(void);
 
 /* ---- accelerator client (mirrors pktaccel_abi.rs) ---- */
 

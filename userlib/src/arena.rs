@@ -41,6 +41,9 @@ pub struct SlotMeta {
     pub bump: AtomicU32,
     /// Device slab id, `u32::MAX` for host memory.
     dev_id: AtomicU32,
+    /// Free pieces counted by a trim (owned by the slab's class lock).
+    pub scratch: AtomicU32,
+    _pad: u32,
 }
 
 impl SlotMeta {
@@ -292,10 +295,10 @@ impl Arena {
         }
     }
 
-    fn release_slot(&self, i: usize) {
+    fn release_slot(&self, i: usize, may_retain: bool) {
         let m = self.meta(i);
         let st = self.state();
-        if st.retained + SLAB_SIZE <= self.retain {
+        if may_retain && st.retained + SLAB_SIZE <= self.retain {
             st.retained += SLAB_SIZE;
             m.set(KIND_FREE_MAPPED, 0, m.pinned());
             return;
@@ -373,7 +376,7 @@ impl Arena {
                 Err(e) => {
                     // Slots already backed stay mapped and free for reuse.
                     for k in start..j {
-                        self.release_slot(k);
+                        self.release_slot(k, true);
                     }
                     self.state().high_water = self.state().high_water.max(j);
                     return Err(e);
@@ -399,8 +402,21 @@ impl Arena {
         let _g = self.lock.lock();
         let n = self.meta(first).run.load(Ordering::Relaxed) as usize;
         for j in first..first + n {
-            self.release_slot(j);
+            self.release_slot(j, true);
         }
+    }
+
+    /// Gives an empty small slab back to the backend (no retention: trim
+    /// exists to return memory).
+    pub fn release_small(&self, slot: usize) {
+        let _g = self.lock.lock();
+        self.release_slot(slot, false);
+    }
+
+    /// Slots below the high-water mark (every slot ever used).
+    pub fn slots_in_use(&self) -> usize {
+        let _g = self.lock.lock();
+        self.state().high_water
     }
 
     /// Extends a large run in place to `new_n` slabs if the slots after it
@@ -415,7 +431,7 @@ impl Arena {
         for j in first + old_n..first + new_n {
             if self.back_slot(j).is_err() {
                 for k in first + old_n..j {
-                    self.release_slot(k);
+                    self.release_slot(k, true);
                 }
                 return false;
             }
@@ -435,7 +451,7 @@ impl Arena {
         let head = self.meta(first);
         let old_n = head.run.load(Ordering::Relaxed) as usize;
         for j in first + new_n..first + old_n {
-            self.release_slot(j);
+            self.release_slot(j, true);
         }
         head.run.store(new_n as u32, Ordering::Relaxed);
         self.fill_contig(first, new_n);

@@ -105,6 +105,12 @@ pub unsafe extern "C" fn pktslab_stats(out: *mut CStats) -> c_int {
     0
 }
 
+/// Gives entirely free slabs back to the driver; returns bytes released.
+#[unsafe(no_mangle)]
+pub extern "C" fn pktslab_trim() -> usize {
+    global::trim()
+}
+
 /// Usable size of a pktslab pointer.
 ///
 /// # Safety

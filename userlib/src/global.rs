@@ -632,6 +632,18 @@ pub unsafe fn arena_realloc(p: *mut u8, size: usize, call: &str) -> *mut u8 {
     }
 }
 
+/// Returns the calling thread's cache to the shared lists, then gives
+/// entirely free small slabs back to the backend. Returns bytes released.
+pub fn trim() -> usize {
+    let Some(h) = heap_if_ready() else { return 0 };
+    let tc = cache_ptr(h);
+    if !tc.is_null() {
+        // SAFETY: this thread's own live cache, not otherwise borrowed here.
+        unsafe { (*tc).flush(h) };
+    }
+    h.trim()
+}
+
 /// Pieces cached by the calling thread for class `c` (tests).
 pub fn cached_here(c: usize) -> usize {
     // SAFETY: reading this thread's own cache.

@@ -404,6 +404,15 @@ impl Heap {
         s
     }
 
+    /// Gives entirely free small slabs back to the backend; returns bytes
+    /// released. Pieces held in thread caches keep their slabs.
+    pub fn trim(&self) -> usize {
+        (0..NUM_CLASSES)
+            .map(|c| self.classes[c].trim(&self.arena, c))
+            .sum::<usize>()
+            * SLAB_SIZE
+    }
+
     /// Fork preparation: take every lock, classes before the arena (the
     /// order allocation uses).
     pub fn lock_all(&self) {

@@ -75,6 +75,16 @@ impl Pool {
         self.heap().v2p(p)
     }
 
+    /// Gives entirely free slabs back to the backend; returns bytes
+    /// released. On the process heap this first empties the calling
+    /// thread's cache.
+    pub fn trim(&self) -> usize {
+        match &self.src {
+            Source::Global(_) => global::trim(),
+            Source::Own(h) => h.trim(),
+        }
+    }
+
     /// Raw allocation (16-aligned, NULL when out of memory).
     pub fn alloc_raw(&self, size: usize) -> *mut u8 {
         match &self.src {

@@ -130,6 +130,12 @@ pub extern "C" fn pvalloc(size: usize) -> *mut c_void {
     }
 }
 
+/// malloc_trim(3): returns entirely free slabs; 1 if memory was released.
+#[unsafe(no_mangle)]
+pub extern "C" fn malloc_trim(_pad: usize) -> c_int {
+    c_int::from(global::trim() > 0)
+}
+
 /// malloc_usable_size(3).
 ///
 /// # Safety

@@ -194,6 +194,71 @@ impl ClassPool {
         inner.free.count += chain.count;
     }
 
+    /// Returns slabs of this class whose every carved piece is on the
+    /// shared free list (pieces in thread caches keep their slab). Returns
+    /// the number of slabs released. O(free pieces), under the class lock.
+    pub fn trim(&self, arena: &Arena, c: usize) -> usize {
+        const RELEASE: u32 = u32::MAX;
+        let _g = self.lock.lock();
+        // SAFETY: lock held.
+        let inner = unsafe { &mut *self.inner.get() };
+        if inner.free.count == 0 {
+            return 0;
+        }
+        let size = class_size(c);
+        // Pass 1: free pieces per slab.
+        let mut p = inner.free.head;
+        while !p.is_null() {
+            let m = arena.meta(arena.slot_of(p as usize));
+            m.scratch
+                .store(m.scratch.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+            // SAFETY: p is on the free list.
+            p = unsafe { next_of(p) };
+        }
+        // Pass 2: unlink pieces of slabs that are entirely free.
+        let mut kept = Chain::EMPTY;
+        let mut p = inner.free.head;
+        while !p.is_null() {
+            // SAFETY: p is on the free list (its slab is still mapped).
+            let next = unsafe { next_of(p) };
+            let slot = arena.slot_of(p as usize);
+            let m = arena.meta(slot);
+            let carved = m.bump.load(Ordering::Relaxed) / size as u32;
+            let n = m.scratch.load(Ordering::Relaxed);
+            if slot != inner.carving && (n == RELEASE || n == carved) {
+                m.scratch.store(RELEASE, Ordering::Relaxed);
+            } else {
+                if kept.count == 0 {
+                    kept.head = p;
+                } else {
+                    // SAFETY: kept.tail is a free piece we own.
+                    unsafe { *kept.tail.cast::<*mut u8>() = p };
+                }
+                kept.tail = p;
+                kept.count += 1;
+            }
+            p = next;
+        }
+        if kept.count > 0 {
+            // SAFETY: kept.tail is a free piece; end the list there.
+            unsafe { *kept.tail.cast::<*mut u8>() = core::ptr::null_mut() };
+        }
+        inner.free = kept;
+        // Pass 3: release marked slabs, reset the counters of the others.
+        let mut released = 0;
+        for slot in 0..arena.slots_in_use() {
+            let m = arena.meta(slot);
+            if m.kind_class() != (KIND_SMALL, c) {
+                continue;
+            }
+            if m.scratch.swap(0, Ordering::Relaxed) == RELEASE {
+                arena.release_small(slot);
+                released += 1;
+            }
+        }
+        released
+    }
+
     /// Free pieces on the shared list (tests and stats).
     pub fn free_count(&self) -> usize {
         let _g = self.lock.lock();

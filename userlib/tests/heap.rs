@@ -497,3 +497,57 @@ fn device_backend_ioctl_failures_follow_the_fallback_rule() {
         Some(pktslab::ClientError::Os(libc::ENOTTY))
     );
 }
+
+#[test]
+fn trim_returns_entirely_free_slabs_only() {
+    let pool = Pool::new(Config {
+        retain: 0,
+        ..host_cfg()
+    })
+    .unwrap();
+    // 64 KiB pieces: 32 per slab; 100 of them fill 3 slabs and start a 4th.
+    let ps: Vec<*mut u8> = (0..100).map(|_| pool.alloc_raw(60_000)).collect();
+    assert!(ps.iter().all(|p| !p.is_null()));
+    assert_eq!(pool.stats().bytes_pinned, 4 * SLAB_SIZE as u64);
+    // Keep one piece of the first slab alive: that slab must stay.
+    for p in &ps[1..] {
+        // SAFETY: live blocks of this pool, freed once.
+        unsafe { pool.free_raw(*p) };
+    }
+    let released = pool.trim();
+    // Slabs 2 and 3 are entirely free; slab 1 has a live piece, slab 4 is
+    // still being carved.
+    assert_eq!(released, 2 * SLAB_SIZE);
+    assert_eq!(pool.stats().bytes_pinned, 2 * SLAB_SIZE as u64);
+    // SAFETY: ps[0] is live.
+    unsafe { ps[0].write_bytes(9, 60_000) };
+    assert!(pool.v2p(ps[0]).is_ok());
+    // Released slabs' addresses no longer translate; allocation goes on.
+    assert_eq!(pool.v2p(ps[40]), Err(V2pError::NotMapped));
+    let again: Vec<*mut u8> = (0..64).map(|_| pool.alloc_raw(60_000)).collect();
+    for p in again.into_iter().chain([ps[0]]) {
+        assert!(!p.is_null());
+        // SAFETY: live blocks freed once.
+        unsafe { pool.free_raw(p) };
+    }
+    assert_eq!(pool.trim() % SLAB_SIZE, 0);
+}
+
+#[test]
+fn trim_on_the_process_heap_flushes_this_threads_cache() {
+    // 300 KiB requests -> 512 KiB class: 4 pieces per slab, unused elsewhere.
+    let ps: Vec<*mut u8> = (0..16).map(|_| global::malloc(300 << 10)).collect();
+    for p in &ps {
+        // SAFETY: live blocks freed once.
+        unsafe { global::free(*p, "free") };
+    }
+    let released = global::trim();
+    assert!(released >= 2 * SLAB_SIZE, "released {released}");
+    let p = global::malloc(300 << 10);
+    assert!(!p.is_null());
+    // SAFETY: live block.
+    unsafe {
+        p.write_bytes(1, 300 << 10);
+        global::free(p, "free");
+    }
+}

@@ -261,6 +261,9 @@ fn c_test_program() -> &'static Path {
             .arg(&out)
             .arg(format!("-L{}", dir.display()))
             .arg("-lpktslab")
+            // DT_RPATH, not RUNPATH: it wins over the LD_LIBRARY_PATH cargo
+            // sets for tests (which holds a non-preload libpktslab.so).
+            .arg("-Wl,--disable-new-dtags")
             .arg(format!("-Wl,-rpath,{}", dir.display()))
             .arg("-lpthread")
             .output()
@@ -277,6 +280,7 @@ fn c_test_program() -> &'static Path {
 #[test]
 fn c_program_uses_the_header_and_the_c_abi() {
     let out = Command::new(c_test_program())
+        .env_remove("LD_LIBRARY_PATH")
         .env("PKTSLAB_BACKEND", "host")
         .output()
         .unwrap();
@@ -293,6 +297,7 @@ fn c_program_faults_abort_with_one_line() {
         ("invalid-realloc", "pktslab: realloc(): invalid pointer 0x"),
     ] {
         let out = Command::new(c_test_program())
+            .env_remove("LD_LIBRARY_PATH")
             .arg(case)
             .env("PKTSLAB_BACKEND", "host")
             .output()
