@@ -364,8 +364,22 @@ extern "C" fn fork_parent() {
 }
 
 extern "C" fn fork_child() {
-    // Only the forking thread exists now; its cache is intact. The others'
-    // caches stay listed (their memory was copied) so stats still count them.
+    // Only the forking thread exists now. Its cache is intact; the other
+    // threads' caches are gone with them (their pieces leak in the child),
+    // and glibc may reuse their stacks and TLS for new threads, so they must
+    // leave the registry: keep just this thread's cache.
+    let tc = TC.with(UnsafeCell::get);
+    // SAFETY: we hold the registry lock (taken in fork_prepare) and are the
+    // only thread; tc is this thread's cache.
+    unsafe {
+        if (*tc).state == TC_ACTIVE {
+            (*tc).next = core::ptr::null_mut();
+            (*tc).prev = core::ptr::null_mut();
+            *REGISTRY.head.get() = tc;
+        } else {
+            *REGISTRY.head.get() = core::ptr::null_mut();
+        }
+    }
     REGISTRY.lock.raw_unlock();
     if let Some(h) = heap_if_ready() {
         h.unlock_all();

@@ -190,6 +190,27 @@ fn fork_while_threads_allocate_then_child_allocates() {
                 fill(b);
                 v.push(b);
             }
+            // Threads in the child reuse the parent's dead threads' stacks
+            // and TLS: their caches must start clean.
+            let hs: Vec<_> = (0..3)
+                .map(|t| {
+                    std::thread::spawn(move || {
+                        for i in 0..500usize {
+                            let p = global::malloc(16 + (i * t) % 900);
+                            // SAFETY: live block freed once.
+                            unsafe { global::free(p, "free") };
+                        }
+                    })
+                })
+                .collect();
+            for h in hs {
+                if h.join().is_err() {
+                    return false;
+                }
+            }
+            if pktslab::global::stats().is_none() {
+                return false;
+            }
             let big = global::malloc(5 << 20);
             // SAFETY: live allocations, each freed once.
             unsafe {
