@@ -422,6 +422,12 @@ fn main() {
         println!("alloc: bench");
         return;
     }
+    // `cargo bench` passes --bench; `cargo test --all-targets` does not and
+    // must not spend a minute here.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("alloc: run with `cargo bench -p pktslab`");
+        return;
+    }
     let threads = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .max(2);

@@ -23,6 +23,7 @@ fn libpktslab() -> &'static Path {
         let st = Command::new(cargo)
             .args([
                 "build",
+                "--quiet",
                 "--release",
                 "-p",
                 "pktslab",
