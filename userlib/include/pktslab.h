@@ -71,6 +71,28 @@ size_t pktslab_trim(void);
 #define PKTACCEL_SEG_IN  0u
 #define PKTACCEL_SEG_OUT 1u
 
+/* Op and status codes (pktaccel_abi.rs; checked by the Rust tests). */
+#define PKTACCEL_OP_NOP          0
+#define PKTACCEL_OP_CSUM         1
+#define PKTACCEL_OP_CRC32C       2
+#define PKTACCEL_OP_CRC32        3
+#define PKTACCEL_OP_RSS          4
+#define PKTACCEL_OP_AES_GCM_SEAL 5
+#define PKTACCEL_OP_AES_GCM_OPEN 6
+#define PKTACCEL_OP_COPY         7
+#define PKTACCEL_OP_KEY_SET      8
+#define PKTACCEL_OP_KEY_CLEAR    9
+
+#define PKTACCEL_STATUS_OK           0
+#define PKTACCEL_STATUS_UNSUPPORTED  1
+#define PKTACCEL_STATUS_BAD_REQUEST  2
+#define PKTACCEL_STATUS_BAD_ADDRESS  3
+#define PKTACCEL_STATUS_TOO_BIG      4
+#define PKTACCEL_STATUS_AUTH_FAILED  5
+#define PKTACCEL_STATUS_NO_KEY       6
+#define PKTACCEL_STATUS_SHORT_OUTPUT 7
+#define PKTACCEL_STATUS_DEVICE_ERROR 8
+
 struct pktaccel_segment {   /* IocSegment */
     uint64_t addr;
     uint32_t len;

@@ -149,4 +149,70 @@ mod tests {
         assert_eq!(size_of::<pktaccel_abi::IocSegment>(), 16);
         assert_eq!(size_of::<pktaccel_abi::IocCompletion>(), 24);
     }
+
+    /// Every `#define PKTACCEL_OP_*` / `PKTACCEL_STATUS_*` / `PKTACCEL_SEG_*`
+    /// in the header equals the ABI crate's constant.
+    #[test]
+    fn header_codes_match_the_abi() {
+        use pktaccel_abi as abi;
+        let expect: &[(&str, u64)] = &[
+            ("PKTACCEL_OP_NOP", abi::OP_NOP.into()),
+            ("PKTACCEL_OP_CSUM", abi::OP_CSUM.into()),
+            ("PKTACCEL_OP_CRC32C", abi::OP_CRC32C.into()),
+            ("PKTACCEL_OP_CRC32", abi::OP_CRC32.into()),
+            ("PKTACCEL_OP_RSS", abi::OP_RSS.into()),
+            ("PKTACCEL_OP_AES_GCM_SEAL", abi::OP_AES_GCM_SEAL.into()),
+            ("PKTACCEL_OP_AES_GCM_OPEN", abi::OP_AES_GCM_OPEN.into()),
+            ("PKTACCEL_OP_COPY", abi::OP_COPY.into()),
+            ("PKTACCEL_OP_KEY_SET", abi::OP_KEY_SET.into()),
+            ("PKTACCEL_OP_KEY_CLEAR", abi::OP_KEY_CLEAR.into()),
+            ("PKTACCEL_STATUS_OK", abi::STATUS_OK.into()),
+            (
+                "PKTACCEL_STATUS_UNSUPPORTED",
+                abi::STATUS_UNSUPPORTED.into(),
+            ),
+            (
+                "PKTACCEL_STATUS_BAD_REQUEST",
+                abi::STATUS_BAD_REQUEST.into(),
+            ),
+            (
+                "PKTACCEL_STATUS_BAD_ADDRESS",
+                abi::STATUS_BAD_ADDRESS.into(),
+            ),
+            ("PKTACCEL_STATUS_TOO_BIG", abi::STATUS_TOO_BIG.into()),
+            (
+                "PKTACCEL_STATUS_AUTH_FAILED",
+                abi::STATUS_AUTH_FAILED.into(),
+            ),
+            ("PKTACCEL_STATUS_NO_KEY", abi::STATUS_NO_KEY.into()),
+            (
+                "PKTACCEL_STATUS_SHORT_OUTPUT",
+                abi::STATUS_SHORT_OUTPUT.into(),
+            ),
+            (
+                "PKTACCEL_STATUS_DEVICE_ERROR",
+                abi::STATUS_DEVICE_ERROR.into(),
+            ),
+            ("PKTACCEL_SEG_IN", abi::SEG_IN.into()),
+            ("PKTACCEL_SEG_OUT", abi::SEG_OUT.into()),
+        ];
+        let header = include_str!("../include/pktslab.h");
+        for (name, value) in expect {
+            let line = header
+                .lines()
+                .find(|l| l.split_whitespace().nth(1) == Some(name))
+                .unwrap_or_else(|| panic!("{name} missing from pktslab.h"));
+            let v = line
+                .split_whitespace()
+                .nth(2)
+                .unwrap()
+                .trim_end_matches('u');
+            assert_eq!(v.parse::<u64>().unwrap(), *value, "{name}");
+        }
+        let defined = header
+            .lines()
+            .filter(|l| l.starts_with("#define PKTACCEL_"))
+            .count();
+        assert_eq!(defined, expect.len(), "a PKTACCEL_ define is not checked");
+    }
 }
