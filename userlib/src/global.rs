@@ -48,7 +48,54 @@ thread_local! {
     /// This thread is inside our initialisation or a dlsym call: serve
     /// nested requests from the bootstrap buffer.
     static BUSY: Cell<bool> = const { Cell::new(false) };
+}
+
+// The thread cache lives in ELF TLS. On x86_64 Linux it is a `.tbss`
+// symbol reached with the initial-exec model (`%fs:0` plus a GOT-held
+// offset): inside the preloaded shared library, Rust's `thread_local!`
+// would use the general-dynamic model, a `__tls_get_addr` call on every
+// malloc and free. An all-zero ThreadCache is exactly `ThreadCache::new()`.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+core::arch::global_asm!(
+    ".pushsection .tbss,\"awT\",@nobits",
+    ".p2align 6",
+    ".globl pktslab_tls_cache",
+    ".hidden pktslab_tls_cache",
+    "pktslab_tls_cache:",
+    ".zero {size}",
+    ".popsection",
+    size = const core::mem::size_of::<ThreadCache>(),
+);
+
+/// This thread's cache.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+#[inline(always)]
+fn tc_here() -> *mut ThreadCache {
+    let p: usize;
+    // SAFETY: reads the thread pointer (%fs:0 holds its own address on
+    // x86_64 Linux) and adds the TLS offset of our .tbss symbol; no memory
+    // is written.
+    unsafe {
+        core::arch::asm!(
+            "mov {p}, qword ptr fs:0",
+            "add {p}, qword ptr [rip + pktslab_tls_cache@GOTTPOFF]",
+            p = out(reg) p,
+            options(nostack, readonly, pure),
+        );
+    }
+    p as *mut ThreadCache
+}
+
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+thread_local! {
     static TC: UnsafeCell<ThreadCache> = const { UnsafeCell::new(ThreadCache::new()) };
+}
+
+/// This thread's cache.
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+#[inline(always)]
+fn tc_here() -> *mut ThreadCache {
+    TC.with(UnsafeCell::get)
 }
 
 // ---------------------------------------------------------------------------
@@ -273,7 +320,7 @@ static REGISTRY: Registry = Registry {
 /// up, or the thread is exiting).
 #[inline(always)]
 fn cache_ptr(heap: &'static Heap) -> *mut ThreadCache {
-    let tc = TC.with(UnsafeCell::get);
+    let tc = tc_here();
     // SAFETY: tc is this thread's cache; only this thread touches its state.
     let state = unsafe { (*tc).state };
     if state == TC_ACTIVE {
@@ -368,7 +415,7 @@ extern "C" fn fork_child() {
     // threads' caches are gone with them (their pieces leak in the child),
     // and glibc may reuse their stacks and TLS for new threads, so they must
     // leave the registry: keep just this thread's cache.
-    let tc = TC.with(UnsafeCell::get);
+    let tc = tc_here();
     // SAFETY: we hold the registry lock (taken in fork_prepare) and are the
     // only thread; tc is this thread's cache.
     unsafe {
@@ -661,11 +708,11 @@ pub fn trim() -> usize {
 /// Pieces cached by the calling thread for class `c` (tests).
 pub fn cached_here(c: usize) -> usize {
     // SAFETY: reading this thread's own cache.
-    TC.with(|t| unsafe { (*t.get()).cached(c) })
+    unsafe { (*tc_here()).cached(c) }
 }
 
 /// Whether the calling thread's cache is active (tests).
 pub fn cache_active_here() -> bool {
     // SAFETY: reading this thread's own cache state.
-    TC.with(|t| unsafe { (*t.get()).state } == TC_ACTIVE)
+    unsafe { (*tc_here()).state == TC_ACTIVE }
 }
