@@ -457,6 +457,64 @@ impl Arena {
         self.fill_contig(first, new_n);
     }
 
+    /// Replaces every pinned slab mapping with a private, unpinned copy of
+    /// its contents, in place (mremap over the slot: no moment without a
+    /// mapping). Used in a forked child in device mode: the device slabs
+    /// are MAP_SHARED, so without this parent and child would allocate from
+    /// the same memory. Returns the slabs copied. The caller holds the
+    /// arena lock (fork handlers) or otherwise excludes allocation.
+    pub fn privatize_pinned(&self) -> usize {
+        // SAFETY: only called with allocation excluded (see above).
+        let hw = unsafe { (*self.state.get()).high_water };
+        let mut n = 0;
+        for i in 0..hw {
+            let m = self.meta(i);
+            let (kind, class) = m.kind_class();
+            if kind == KIND_UNMAPPED || !m.pinned() {
+                continue;
+            }
+            let addr = self.slot_addr(i);
+            // SAFETY: a fresh private mapping, filled from the slot, then
+            // moved over the slot (MREMAP_FIXED replaces the old mapping).
+            let ok = unsafe {
+                let tmp = libc::mmap(
+                    core::ptr::null_mut(),
+                    SLAB_SIZE,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                );
+                if tmp == libc::MAP_FAILED {
+                    false
+                } else {
+                    core::ptr::copy_nonoverlapping(addr as *const u8, tmp.cast::<u8>(), SLAB_SIZE);
+                    let r = libc::mremap(
+                        tmp,
+                        SLAB_SIZE,
+                        SLAB_SIZE,
+                        libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+                        addr as *mut libc::c_void,
+                    );
+                    r != libc::MAP_FAILED
+                }
+            };
+            if !ok {
+                continue;
+            }
+            let first = i * PAGES_PER_SLAB;
+            for k in first..first + PAGES_PER_SLAB {
+                self.page(k).phys.store(PHYS_NOT_PINNED, Ordering::Relaxed);
+            }
+            m.dev_id.store(u32::MAX, Ordering::Relaxed);
+            m.set(kind, class, false);
+            self.fallback_bytes
+                .fetch_add(SLAB_SIZE as u64, Ordering::Relaxed);
+            n += 1;
+        }
+        n
+    }
+
     /// Takes the arena lock (fork preparation).
     pub fn lock_for_fork(&self) {
         self.lock.raw_lock();

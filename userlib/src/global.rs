@@ -429,6 +429,12 @@ extern "C" fn fork_child() {
     }
     REGISTRY.lock.raw_unlock();
     if let Some(h) = heap_if_ready() {
+        if h.arena().backend().is_device() {
+            // Device slabs are shared mappings: give the child its own copy
+            // of the heap in ordinary memory and its own device file.
+            h.arena().privatize_pinned();
+            h.arena().backend().reopen_in_child();
+        }
         h.unlock_all();
     }
 }

@@ -551,3 +551,30 @@ fn trim_on_the_process_heap_flushes_this_threads_cache() {
         global::free(p, "free");
     }
 }
+
+/// What a forked child does in device mode (device slabs are MAP_SHARED):
+/// every pinned slab becomes a private copy in place. Exercised here on
+/// host slabs: contents survive, v2p reports "not pinned", allocation and
+/// free go on.
+#[test]
+fn privatizing_slabs_keeps_contents_and_unpins_them() {
+    let pool = Pool::new(host_cfg()).unwrap();
+    let mut small = pool.alloc(1000).unwrap();
+    let mut large = pool.alloc(3 << 20).unwrap();
+    for (i, b) in small.iter_mut().enumerate() {
+        *b = i as u8;
+    }
+    large[(3 << 20) - 1] = 0x77;
+    assert!(small.phys().is_ok());
+    let copied = pool.heap().arena().privatize_pinned();
+    assert!(copied >= 3, "one small slab and a two-slab run: {copied}");
+    assert!(small.iter().enumerate().all(|(i, &b)| b == i as u8));
+    assert_eq!(large[(3 << 20) - 1], 0x77);
+    assert_eq!(small.phys(), Err(V2pError::NotPinned));
+    assert_eq!(large.phys(), Err(V2pError::NotPinned));
+    assert!(pool.stats().bytes_fallback >= 3 * SLAB_SIZE as u64);
+    let more = pool.alloc(5 << 20).unwrap();
+    assert!(more.phys().is_ok(), "new slabs are pinned again");
+    drop(large);
+    drop(small);
+}

@@ -19,13 +19,14 @@ use crate::class::{PAGE_SIZE, SLAB_SIZE};
 /// An open `/dev/pktaccel`.
 pub struct DeviceBackend {
     fd: i32,
+    path: &'static CStr,
     caching: u32,
     pinned: AtomicU64,
 }
 
 impl DeviceBackend {
     /// Opens the device node; the error is an errno.
-    pub fn open(path: &CStr, caching: u32) -> Result<Self, i32> {
+    pub fn open(path: &'static CStr, caching: u32) -> Result<Self, i32> {
         // SAFETY: path is NUL-terminated.
         let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
         if fd < 0 {
@@ -33,6 +34,7 @@ impl DeviceBackend {
         }
         Ok(Self {
             fd,
+            path,
             caching,
             pinned: AtomicU64::new(0),
         })
@@ -41,6 +43,23 @@ impl DeviceBackend {
     /// The descriptor: submits must use the file that owns the slabs.
     pub fn fd(&self) -> i32 {
         self.fd
+    }
+
+    /// In a forked child: the descriptor still names the parent's open
+    /// file, whose slabs the parent owns. Open the device afresh under the
+    /// same descriptor number so the child's slabs are its own, and forget
+    /// the parent's (the arena has already copied them to private memory).
+    pub fn reopen_in_child(&self) {
+        // SAFETY: path is NUL-terminated; dup2 onto our own descriptor
+        // number atomically replaces the inherited open file in this process.
+        unsafe {
+            let fd = libc::open(self.path.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
+            if fd >= 0 {
+                libc::dup3(fd, self.fd, libc::O_CLOEXEC);
+                libc::close(fd);
+            }
+        }
+        self.pinned.store(0, Ordering::Relaxed);
     }
 
     /// Bytes pinned through this file.

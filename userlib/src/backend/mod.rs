@@ -137,6 +137,19 @@ impl Backend {
         }
     }
 
+    /// Whether slabs are shared mappings of the device, which a forked
+    /// child would otherwise share with its parent.
+    pub fn is_device(&self) -> bool {
+        matches!(self, Backend::Device(_))
+    }
+
+    /// Fork-child fix-up of the backend (see [`device::DeviceBackend::reopen_in_child`]).
+    pub fn reopen_in_child(&self) {
+        if let Backend::Device(d) = self {
+            d.reopen_in_child();
+        }
+    }
+
     /// The device file descriptor, for the accelerator client.
     pub fn device_fd(&self) -> Option<i32> {
         match self {
