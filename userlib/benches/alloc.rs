@@ -408,9 +408,14 @@ fn wanted(name: &str) -> bool {
 
 fn row(name: &str, unit: &str, vals: [f64; 4], higher_is_better: bool) {
     let [p, g, j, m] = vals;
-    let r = |o: f64| if higher_is_better { p / o } else { o / p };
+    // Ratios to three significant digits, so 0.0046 does not print as 0.00.
+    let r = |o: f64| {
+        let x = if higher_is_better { p / o } else { o / p };
+        let digits = (2 - x.abs().log10().floor() as i32).clamp(0, 6) as usize;
+        format!("x{x:.digits$}")
+    };
     println!(
-        "{name:<34} {p:>12.3e} {g:>12.3e} {j:>12.3e} {m:>12.3e} {unit:<6} | x{:>5.2} x{:>5.2} x{:>5.2}",
+        "{name:<34} {p:>12.3e} {g:>12.3e} {j:>12.3e} {m:>12.3e} {unit:<6} | {:>7} {:>7} {:>7}",
         r(g),
         r(j),
         r(m)
@@ -435,7 +440,7 @@ fn main() {
     println!("pktslab benchmark — backend: {}", pool.mode().name());
     println!("ratios are pktslab relative to glibc, jemalloc, mimalloc (>1 = pktslab better)\n");
     println!(
-        "{:<34} {:>12} {:>12} {:>12} {:>12} {:<6} | {:>6} {:>6} {:>6}",
+        "{:<34} {:>12} {:>12} {:>12} {:>12} {:<6} | {:>7} {:>7} {:>7}",
         "workload", "pktslab", "glibc", "jemalloc", "mimalloc", "unit", "/glibc", "/je", "/mi"
     );
     // Each timed workload runs REPEAT times per allocator, interleaved
@@ -530,5 +535,11 @@ fn main() {
         s.total_allocs(),
         s.waste_percent(),
         s.bytes_pinned >> 20
+    );
+    let released = pool.trim();
+    println!(
+        "pktslab trim: released {} MiB of empty slabs, {} MiB pinned now",
+        released >> 20,
+        pool.stats().bytes_pinned >> 20
     );
 }
