@@ -4,7 +4,7 @@
 //! Reserving the whole range up front (PROT_NONE, MAP_NORESERVE: address
 //! space only) is what makes everything else O(1): a pointer's slot is
 //! `(p - base) >> SLAB_SHIFT`, its slab metadata is `slots[slot]` and its
-//! physical address is one page-table load ([`crate::v2p`]). Slabs are
+//! physical address is one page-table load ([`mod@crate::v2p`]). Slabs are
 //! placed with MAP_FIXED over the reservation and put back to PROT_NONE
 //! when released.
 
@@ -216,7 +216,7 @@ impl Arena {
         unsafe { &*self.pages.add(i) }
     }
 
-    /// O(1) physical translation; see [`crate::v2p`].
+    /// O(1) physical translation; see [`mod@crate::v2p`].
     #[inline(always)]
     pub fn v2p(&self, p: usize) -> Result<Phys, V2pError> {
         // SAFETY: `pages` has size >> PAGE_SHIFT entries.

@@ -4,16 +4,16 @@
 //! library maps them into one reserved arena, carves each slab into pieces
 //! of a single power-of-two size, and can replace malloc() in unmodified
 //! programs (`LD_PRELOAD=libpktslab.so`, built with `--features preload`).
-//! Because every buffer then lives in a known slab, [`v2p`] turns a
+//! Because every buffer then lives in a known slab, [`v2p()`] turns a
 //! pointer into a physical address with a table lookup, and the
 //! [`client`] hands those addresses to the device: zero copies.
 //!
 //! Layout: [`class`] (size classes), [`arena`] (reservation, slot and page
 //! tables), [`backend`] (device and host slab sources), [`slab`] (carving,
 //! shared lists), [`tcache`] (thread caches), [`heap`] (malloc semantics),
-//! [`global`] (the process heap: init, fork, RTLD_NEXT), [`preload`]
-//! (the libc ABI), [`capi`] (the explicit C API), [`pool`] (safe Rust API),
-//! [`client`] (requests), [`stats`], [`v2p`].
+//! [`global`] (the process heap: init, fork, RTLD_NEXT), `preload`
+//! (the libc ABI, with `--features preload`), [`capi`] (the explicit C API), [`pool`] (safe Rust API),
+//! [`client`] (requests), [`stats`], [`mod@v2p`].
 
 pub mod arena;
 pub mod backend;
