@@ -28,7 +28,7 @@ pub enum ServeError {
     #[error("{0} exists and is not a socket; refusing to replace it")]
     NotASocket(PathBuf),
     /// Creating, binding or chmod-ing the socket failed.
-    #[error("cannot create socket {path}: {source}")]
+    #[error("cannot create socket {path} (does its directory exist and is it writable?)")]
     Socket {
         /// The socket path.
         path: PathBuf,
