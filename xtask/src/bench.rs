@@ -921,7 +921,8 @@ fn alloc_section(md: &mut String, dir: &Path, h: &HostRun) -> Result<()> {
                 v[0], v[1], v[2], v[3]
             )?;
         }
-        // Throughput relative to glibc (units differ per workload).
+        // Throughput as a fraction of the fastest allocator per workload
+        // (robust to one allocator collapsing on a workload).
         let speed: Vec<&(String, String, [f64; 4])> =
             rows.iter().filter(|r| r.1 == "ops/s").collect();
         let groups: Vec<String> = speed.iter().map(|r| r.0.clone()).collect();
@@ -937,8 +938,8 @@ fn alloc_section(md: &mut String, dir: &Path, h: &HostRun) -> Result<()> {
             .collect();
         bars(
             &dir.join("alloc.svg"),
-            "Allocator throughput relative to glibc (higher is better)",
-            "x glibc",
+            "Allocator throughput, fraction of the fastest (higher is better)",
+            "fraction of fastest",
             &groups,
             &series,
             false,
