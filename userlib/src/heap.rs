@@ -237,7 +237,9 @@ impl Heap {
             set_errno(libc::ENOMEM);
             return None;
         }
-        let n = slabs_for(size);
+        // A zero-byte request still gets its own run: callers expect a
+        // unique, freeable pointer, as glibc gives.
+        let n = slabs_for(size.max(1));
         match self.arena.alloc_run(n, align_slots, KIND_LARGE, 0) {
             Ok((slot, fresh)) => {
                 self.counters.record_shared(LARGE, size, n * SLAB_SIZE);
