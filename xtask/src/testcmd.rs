@@ -37,7 +37,7 @@ pub const STAGES: &[Stage] = &[
     },
     Stage {
         name: "cargo test",
-        args: &["test", "--workspace", "--quiet"],
+        args: &["test", "--workspace", "--quiet", "--no-fail-fast"],
     },
 ];
 
