@@ -943,10 +943,10 @@ fn alloc_section(md: &mut String, dir: &Path, h: &HostRun) -> Result<()> {
             .iter()
             .enumerate()
             .map(|(i, n)| {
-                (
-                    n.to_string(),
-                    speed.iter().map(|r| r.2[i] / r.2[1].max(1e-9)).collect(),
-                )
+                let frac = |r: &&(String, String, [f64; 4])| {
+                    r.2[i] / r.2.iter().copied().fold(1e-9, f64::max)
+                };
+                (n.to_string(), speed.iter().map(frac).collect())
             })
             .collect();
         bars(
