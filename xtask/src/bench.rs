@@ -456,9 +456,28 @@ fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// What the report header says about the run.
+struct RunInfo {
+    accel: &'static str,
+    /// Guest kernel release, QEMU description.
+    versions: (String, String),
+    guest_took: Duration,
+    /// Host 1-minute load average at the start and at the end.
+    load: (String, String),
+}
+
+/// The host's 1-minute load average.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "unknown".into())
+}
+
 /// Runs everything and writes the report; returns its path.
 pub fn run(cache: &crate::cache::Cache, args: &VmArgs, opts: &BenchOpts) -> Result<PathBuf> {
     let started = Instant::now();
+    let load_before = loadavg();
     let ws = vm::workspace_root();
     let out_dir = ws.join("target/bench");
     std::fs::create_dir_all(&out_dir)
@@ -517,7 +536,13 @@ pub fn run(cache: &crate::cache::Cache, args: &VmArgs, opts: &BenchOpts) -> Resu
         std::fs::write(out_dir.join("pktbench.txt"), guest.table.join("\n") + "\n")?;
     }
     let step = Step::start("report");
-    let report = write_report(&out_dir, &host, &guest, accel, &versions, guest_took, args)?;
+    let info = RunInfo {
+        accel,
+        versions,
+        guest_took,
+        load: (load_before, loadavg()),
+    };
+    let report = write_report(&out_dir, &host, &guest, &info, args)?;
     step.done(&format!(
         "{} (total {})",
         report.display(),
@@ -530,11 +555,10 @@ fn write_report(
     dir: &Path,
     host: &[HostRun],
     guest: &GuestSink,
-    accel: &str,
-    versions: &(String, String),
-    guest_took: Duration,
+    info: &RunInfo,
     args: &VmArgs,
 ) -> Result<PathBuf> {
+    let (accel, versions, load) = (info.accel, &info.versions, &info.load);
     let mut md = String::new();
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     writeln!(md, "# pktaccel benchmark report\n")?;
@@ -554,6 +578,11 @@ fn write_report(
     writeln!(md, "| rustc | {} |", cmd_line("rustc", &["--version"]))?;
     writeln!(
         md,
+        "| host load average (1 min) | {} at the start, {} at the end: other work on the host shows up as latency outliers |",
+        load.0, load.1
+    )?;
+    writeln!(
+        md,
         "| date | {} |",
         cmd_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"])
     )?;
@@ -565,7 +594,7 @@ fn write_report(
     )?;
 
     if !guest.cells.is_empty() {
-        guest_sections(&mut md, dir, &guest.cells, guest_took)?;
+        guest_sections(&mut md, dir, &guest.cells, info.guest_took)?;
     }
     if !guest.app.is_empty() {
         app_section(&mut md, &guest.app)?;
