@@ -249,6 +249,40 @@ impl Drop for Guard {
     }
 }
 
+const RUN_DIR_PREFIX: &str = "pktaccel-run-";
+/// Holds the pid of the xtask that owns a run dir.
+const OWNER_FILE: &str = "owner.pid";
+
+/// Removes run dirs whose owning xtask is gone (killed with SIGKILL, say,
+/// where no cleanup code runs): the next run leaves nothing behind either.
+fn sweep_stale_run_dirs(tmp: &Path) {
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        if !e.file_name().to_string_lossy().starts_with(RUN_DIR_PREFIX) {
+            continue;
+        }
+        let owner: Option<libc::pid_t> = std::fs::read_to_string(path.join(OWNER_FILE))
+            .ok()
+            .and_then(|s| s.trim().parse().ok());
+        let alive = owner.is_some_and(|pid| {
+            // SAFETY: signal 0 sends nothing; it only asks whether `pid` exists.
+            unsafe { libc::kill(pid, 0) == 0 }
+        });
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().unwrap_or_default() > Duration::from_secs(60));
+        // A dir without an owner file is either being created right now or
+        // from an older xtask: remove it only once it is a minute old.
+        if (owner.is_some() && !alive) || (owner.is_none() && old) {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
+}
+
 /// Makes a child die with us (PR_SET_PDEATHSIG) and, unless it needs the
 /// terminal, leave our process group so a terminal Ctrl-C reaches only us
 /// and we stop it in order.
@@ -312,13 +346,19 @@ pub fn boot(
     let console_log = logs.join("console.log");
     let device_log = logs.join("device.log");
     let qemu_log = logs.join("qemu.log");
-    let run_dir = tempfile::Builder::new()
-        .prefix("pktaccel-run-")
-        .tempdir()
-        .context("cannot create a private run dir in $TMPDIR")?;
     // Declared before the guard so it drops after it: a Ctrl-C during the
     // guard's cleanup must not exit the process half way.
     let _booting = BootingFlag::set();
+    sweep_stale_run_dirs(&std::env::temp_dir());
+    let run_dir = tempfile::Builder::new()
+        .prefix(RUN_DIR_PREFIX)
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .context("cannot create a private run dir in $TMPDIR")?;
+    std::fs::write(
+        run_dir.path().join(OWNER_FILE),
+        std::process::id().to_string(),
+    )?;
     let mut guard = Guard {
         children: Vec::new(),
         run_dir: None,
@@ -829,6 +869,24 @@ mod tests {
         assert!(err.contains("address in use"), "{err}");
         assert_all_gone(&p);
         drop(f);
+    }
+
+    #[test]
+    fn stale_run_dirs_of_dead_owners_are_swept_live_ones_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dead = tmp.path().join(format!("{RUN_DIR_PREFIX}dead"));
+        let live = tmp.path().join(format!("{RUN_DIR_PREFIX}live"));
+        let other = tmp.path().join("unrelated");
+        for d in [&dead, &live, &other] {
+            std::fs::create_dir(d).unwrap();
+        }
+        // A pid that cannot exist (above pid_max's ceiling of 2^22).
+        std::fs::write(dead.join(OWNER_FILE), "4194305").unwrap();
+        std::fs::write(live.join(OWNER_FILE), std::process::id().to_string()).unwrap();
+        sweep_stale_run_dirs(tmp.path());
+        assert!(!dead.exists());
+        assert!(live.exists());
+        assert!(other.exists());
     }
 
     #[test]
