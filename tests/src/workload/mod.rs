@@ -14,7 +14,14 @@ pub mod vectors;
 
 /// Replaces the default panic message (with its backtrace hint) by one
 /// line: the tools promise a clear message and never a panic trace.
+///
+/// Also restores the default SIGPIPE action, which Rust's runtime ignores:
+/// `pktctl info | head -1` should end quietly, as C tools do, instead of
+/// failing a print on EPIPE.
 pub fn one_line_panics(tool: &'static str) {
+    // SAFETY: called first thing in main, before any thread exists; setting
+    // a signal disposition to SIG_DFL has no other precondition.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     std::panic::set_hook(Box::new(move |info| {
         let msg = info
             .payload()
