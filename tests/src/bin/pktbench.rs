@@ -18,7 +18,7 @@ use pktaccel_tests::workload::{frames, pcap, report};
 
 /// Packet workloads on the pktaccel device.
 #[derive(Parser, Debug)]
-#[command(name = "pktbench", version, about)]
+#[command(name = "pktbench", version)]
 struct Args {
     /// A short run: every pipeline on IMIX, batch 32, one queue, both modes.
     #[arg(long)]

@@ -15,7 +15,7 @@ use pktaccel_tests::workload::soft::MS_RSS_KEY;
 
 /// Drive the pktaccel accelerator.
 #[derive(Parser, Debug)]
-#[command(name = "pktctl", version, about)]
+#[command(name = "pktctl", version)]
 struct Cli {
     /// Slab caching for pinned buffers: uc (default), wc, wb.
     #[arg(long, global = true, default_value = "uc", value_parser = ["uc", "wc", "wb"])]
