@@ -15,7 +15,7 @@ use crate::{bench, e2e, testcmd};
 
 /// pktaccel's developer tasks: provision, build, boot the guest, test.
 #[derive(Parser, Debug)]
-#[command(name = "cargo xtask", version, about)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", version, about)]
 pub struct Cli {
     /// Cache for provisioned artifacts (kernel build, QEMU root, packages).
     /// Default: $PKTACCEL_CACHE, else $XDG_CACHE_HOME/pktaccel, else
