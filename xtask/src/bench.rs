@@ -877,6 +877,22 @@ fn app_section(md: &mut String, lines: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// The line that stands in for a table the benchmark did not print.
+fn no_table(md: &mut String, h: &HostRun, raw_file: &str, missing: &str) -> Result<()> {
+    let what = if h.ok { missing } else { "failed" };
+    writeln!(md, "The benchmark {what} — raw output in `{raw_file}`.\n")?;
+    Ok(())
+}
+
+/// A benchmark's own output, folded away under its tables.
+fn raw_output(md: &mut String, text: &str) -> Result<()> {
+    writeln!(
+        md,
+        "<details><summary>Raw output</summary>\n\n```\n{text}```\n</details>\n"
+    )?;
+    Ok(())
+}
+
 fn device_section(md: &mut String, dir: &Path, h: &HostRun) -> Result<()> {
     writeln!(
         md,
@@ -885,15 +901,7 @@ fn device_section(md: &mut String, dir: &Path, h: &HostRun) -> Result<()> {
     )?;
     let rows = device_rows(&h.stdout);
     if !h.ok || rows.is_empty() {
-        writeln!(
-            md,
-            "The benchmark {} — raw output in `throughput.txt`.\n",
-            if h.ok {
-                "printed no 1500-byte table"
-            } else {
-                "failed"
-            }
-        )?;
+        no_table(md, h, "throughput.txt", "printed no 1500-byte table")?;
     } else {
         writeln!(
             md,
@@ -926,11 +934,7 @@ fn device_section(md: &mut String, dir: &Path, h: &HostRun) -> Result<()> {
         )?;
         writeln!(md, "\n![device vs raw engines](device.svg)\n")?;
     }
-    writeln!(
-        md,
-        "<details><summary>Raw output</summary>\n\n```\n{}```\n</details>\n",
-        h.stdout
-    )?;
+    raw_output(md, &h.stdout)?;
     Ok(())
 }
 
@@ -942,15 +946,7 @@ fn alloc_section(md: &mut String, dir: &Path, h: &HostRun) -> Result<()> {
     )?;
     let rows = alloc_rows(&h.stdout);
     if !h.ok || rows.is_empty() {
-        writeln!(
-            md,
-            "The benchmark {} — raw output in `alloc.txt`.\n",
-            if h.ok {
-                "printed no comparison table"
-            } else {
-                "failed"
-            }
-        )?;
+        no_table(md, h, "alloc.txt", "printed no comparison table")?;
     } else {
         writeln!(
             md,
@@ -1008,11 +1004,7 @@ fn alloc_section(md: &mut String, dir: &Path, h: &HostRun) -> Result<()> {
         )?;
         writeln!(md, "\n![v2p vs pagemap](v2p.svg)\n")?;
     }
-    writeln!(
-        md,
-        "<details><summary>Raw output</summary>\n\n```\n{}```\n</details>\n",
-        h.stdout
-    )?;
+    raw_output(md, &h.stdout)?;
     Ok(())
 }
 
