@@ -321,36 +321,10 @@ fn bars(
     };
     if log_y {
         let mut chart = b.build_cartesian_2d(0f64..n, ((min / 2.0)..(max * 2.0)).log_scale())?;
-        chart
-            .configure_mesh()
-            .x_labels(groups.len() * 2 + 1)
-            .x_label_formatter(&fmt_x)
-            .y_desc(ylabel)
-            .disable_x_mesh()
-            .draw()?;
-        draw_bars(&mut chart, series, base)?;
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()?;
+        draw_chart(&mut chart, groups.len(), &fmt_x, ylabel, series, base)?;
     } else {
         let mut chart = b.build_cartesian_2d(0f64..n, 0f64..max * 1.15)?;
-        chart
-            .configure_mesh()
-            .x_labels(groups.len() * 2 + 1)
-            .x_label_formatter(&fmt_x)
-            .y_desc(ylabel)
-            .disable_x_mesh()
-            .draw()?;
-        draw_bars(&mut chart, series, base)?;
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()?;
+        draw_chart(&mut chart, groups.len(), &fmt_x, ylabel, series, base)?;
     }
     root.present()?;
     Ok(())
@@ -358,6 +332,35 @@ fn bars(
 
 type Chart<'a, Y> =
     ChartContext<'a, SVGBackend<'a>, Cartesian2d<plotters::coord::types::RangedCoordf64, Y>>;
+
+/// Mesh, bars and legend of a bar chart, whatever its y scale.
+fn draw_chart<Y>(
+    chart: &mut Chart<'_, Y>,
+    groups: usize,
+    fmt_x: &dyn Fn(&f64) -> String,
+    ylabel: &str,
+    series: &[Series],
+    base: f64,
+) -> Result<()>
+where
+    Y: Ranged<ValueType = f64> + plotters::coord::ranged1d::ValueFormatter<f64>,
+{
+    chart
+        .configure_mesh()
+        .x_labels(groups * 2 + 1)
+        .x_label_formatter(fmt_x)
+        .y_desc(ylabel)
+        .disable_x_mesh()
+        .draw()?;
+    draw_bars(chart, series, base)?;
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+    Ok(())
+}
 
 fn draw_bars<Y: Ranged<ValueType = f64>>(
     chart: &mut Chart<'_, Y>,

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use anyhow::{Result, anyhow, bail};
 use pktaccel_abi::*;
-use pktslab::client::split_segments;
+use pktslab::client::{ClientError, DeviceTransport, Transport, split_segments};
 use pktslab::{BackendChoice, BackendMode, Config, PinnedBuf, Pool};
 
 /// Default device node.
@@ -261,6 +261,7 @@ impl Device {
             })
             .collect();
         let flags = if copy { SUBMIT_COPY } else { 0 };
+        let mut dev = DeviceTransport::for_pool(&self.pool).map_err(|e| anyhow!("{e}"))?;
         let mut got: Vec<Option<IocCompletion>> = vec![None; jobs.len()];
         let mut left = jobs.len();
         let mut submitted = 0usize;
@@ -269,47 +270,25 @@ impl Device {
         while left > 0 {
             if submitted < reqs.len() {
                 let chunk = &reqs[submitted..(submitted + MAX_BATCH as usize).min(reqs.len())];
-                let mut s = IocSubmit {
-                    reqs: chunk.as_ptr() as u64,
-                    count: chunk.len() as u32,
-                    flags,
-                    submitted: 0,
-                    reserved: 0,
-                };
-                // SAFETY: the driver reads `count` requests and their
-                // segment arrays (alive in `reqs`/`segs`) and writes
-                // `submitted`; the buffers are valid by this fn's contract.
-                let r = unsafe { libc::ioctl(self.fd, PKTACCEL_IOC_SUBMIT as _, &raw mut s) };
-                if r < 0 && s.submitted == 0 {
-                    let e = errno();
-                    if submitted == 0 {
-                        bail!("submit rejected by the driver: {}", errno_name(e));
+                // The segment arrays `chunk` points into stay alive in
+                // `segs` until every request is reaped (this fn's contract).
+                match dev.submit(chunk, flags) {
+                    Ok(n) => submitted += n as usize,
+                    Err(e) => {
+                        // Reap what is in flight before reporting, so no
+                        // buffer stays with the device.
+                        drain(&mut dev, &mut comps, jobs.len() - left, submitted);
+                        bail!("submit rejected by the driver: {}", client_error(&e));
                     }
-                    // Reap what is in flight before reporting, so no
-                    // buffer stays with the device.
-                    drain(self.fd, &mut comps, jobs.len() - left, submitted);
-                    bail!("submit rejected by the driver: {}", errno_name(e));
                 }
-                submitted += s.submitted as usize;
             }
-            let mut r = IocReap {
-                comps: comps.as_mut_ptr() as u64,
-                max: comps.len() as u32,
-                timeout_ms: 10_000,
-                count: 0,
-                reserved: 0,
+            let count = match dev.reap(&mut comps, 10_000) {
+                Ok(0) => bail!("the device did not complete {left} request(s) within 10 s"),
+                Ok(n) => n,
+                Err(e) => bail!("reap failed: {}", client_error(&e)),
             };
-            // SAFETY: the driver writes at most `max` completions.
-            let rc = unsafe { libc::ioctl(self.fd, PKTACCEL_IOC_REAP as _, &raw mut r) };
-            if rc < 0 {
-                let e = errno();
-                if e == libc::EAGAIN || e == libc::ETIMEDOUT {
-                    bail!("the device did not complete {left} request(s) within 10 s");
-                }
-                bail!("reap failed: {}", errno_name(e));
-            }
             let now = t0.elapsed().as_nanos() as u64;
-            for c in &comps[..r.count as usize] {
+            for c in &comps[..count] {
                 if let Some(slot) = got.get_mut(c.cookie as usize)
                     && slot.is_none()
                 {
@@ -346,20 +325,20 @@ impl Device {
 
 /// Best-effort reap of `inflight - done` outstanding completions after an
 /// error, so their buffers are released before the caller frees them.
-fn drain(fd: i32, comps: &mut [IocCompletion], done: usize, inflight: usize) {
+fn drain(dev: &mut DeviceTransport, comps: &mut [IocCompletion], done: usize, inflight: usize) {
     let mut left = inflight.saturating_sub(done);
     while left > 0 {
-        let mut r = IocReap {
-            comps: comps.as_mut_ptr() as u64,
-            max: comps.len() as u32,
-            timeout_ms: 10_000,
-            count: 0,
-            reserved: 0,
-        };
-        // SAFETY: the driver writes at most `max` completions.
-        if unsafe { libc::ioctl(fd, PKTACCEL_IOC_REAP as _, &raw mut r) } < 0 || r.count == 0 {
-            return;
+        match dev.reap(comps, 10_000) {
+            Ok(n) if n > 0 => left = left.saturating_sub(n),
+            _ => return,
         }
-        left = left.saturating_sub(r.count as usize);
+    }
+}
+
+/// A client error as the tools print it: errnos by their name.
+fn client_error(e: &ClientError) -> String {
+    match e {
+        ClientError::Os(errno) => errno_name(*errno).to_string(),
+        other => other.to_string(),
     }
 }
