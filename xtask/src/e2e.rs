@@ -23,11 +23,19 @@ struct SuiteSink {
     lines: Vec<String>,
     summary: Summary,
     ran: usize,
+    /// The guest's answer when the filter selected no test: the filter and
+    /// the names of the tests that exist.
+    no_match: Option<(String, String)>,
 }
 
 impl ConsoleSink for SuiteSink {
     fn line(&mut self, line: &str) {
         self.lines.push(line.to_string());
+        if let Some(rest) = line.strip_prefix("PKTTEST-NOMATCH ") {
+            let (filter, names) = rest.split_once(' ').unwrap_or((rest, ""));
+            self.no_match = Some((filter.to_string(), names.to_string()));
+            return;
+        }
         let Some(rest) = line.strip_prefix("PKTTEST ") else {
             if let Some(w) = line.strip_prefix("PKTACCEL-WARN ") {
                 eprintln!("guest: {w}");
@@ -66,6 +74,7 @@ pub fn run(
         lines: Vec::new(),
         summary: Summary::default(),
         ran: 0,
+        no_match: None,
     };
     let outcome = boot(
         p,
@@ -76,7 +85,7 @@ pub fn run(
     );
     // The killed-device test ends the device, so it gets a boot of its own.
     let kill = filter.is_none_or(|f| KILL_TEST.contains(f.as_str()));
-    let kill_outcome = if kill && outcome.is_ok() {
+    let kill_outcome = if kill && outcome.is_ok() && sink.no_match.is_none() {
         let before = sink.ran;
         let o = boot(p, args, &Mode::DeviceKill, Some(timeout), &mut sink);
         if o.is_ok() && sink.ran == before {
@@ -116,7 +125,15 @@ pub fn run(
     }
     match outcome {
         Ok(o) => {
-            if sink.ran == 0 {
+            if let Some((f, names)) = &sink.no_match {
+                summary.failed += 1;
+                println!(
+                    "test rig::filter ... FAILED\n    no guest test name contains '{f}'; the tests are:"
+                );
+                for n in names.split(',') {
+                    println!("      {n}");
+                }
+            } else if sink.ran == 0 {
                 summary.failed += 1;
                 println!(
                     "test rig::suite_ran ... FAILED\n    the guest suite printed no results (status {:?})",
