@@ -69,3 +69,23 @@ macro_rules! ensure {
         }
     };
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn passes() -> TestResult {
+        Ok(())
+    }
+
+    #[test]
+    fn a_filter_that_selects_nothing_is_a_failure() {
+        let tests = [Test {
+            name: "kmod::open",
+            run: passes,
+        }];
+        assert_eq!(run(&tests, Some("kmod::nope")), 1);
+        assert_eq!(run(&tests, Some("kmod::")), 0);
+        assert_eq!(run(&tests, None), 0);
+    }
+}

@@ -163,3 +163,25 @@ pub fn run(
     println!("{} passed, {} failed", summary.passed, summary.failed);
     Ok(summary)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_no_match_line_is_kept_apart_from_results() {
+        let mut sink = SuiteSink {
+            lines: Vec::new(),
+            summary: Summary::default(),
+            ran: 0,
+            no_match: None,
+        };
+        sink.line("PKTTEST-NOMATCH kmod::nope kmod::open,rig::boot");
+        sink.line("PKTTEST kmod::open ok 3");
+        assert_eq!(
+            sink.no_match,
+            Some(("kmod::nope".to_string(), "kmod::open,rig::boot".to_string()))
+        );
+        assert_eq!((sink.ran, sink.summary.passed), (1, 1));
+    }
+}
