@@ -115,7 +115,7 @@ fn run_device(d: &Daemon, g: &mut Guest, shape: &Shape) -> DeviceRun {
 /// and no thread wake-ups. Returns requests per CPU second of the device
 /// part alone (the ring refills are not timed).
 fn run_in_process(shape: &Shape, key: &[u8; 32]) -> f64 {
-    use pktaccel_device::request::{Processor, Scratch};
+    use pktaccel_device::request::Processor;
     use pktaccel_device::stats::Stats;
     use virtio_queue::{Queue, QueueT};
     use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
@@ -170,7 +170,7 @@ fn run_in_process(shape: &Shape, key: &[u8; 32]) -> f64 {
     let p = Processor::new(pktaccel_device::config::ALL_OPS, 64, 1 << 20, 16);
     p.keys.set(0, key).unwrap();
     let stats = Stats::new(1);
-    let mut scratch = Scratch::default();
+    let mut lane = pktaccel_device::drain::Lane::default();
     let mut avail_idx = 0u16;
     let mut next = 0usize;
     let mut device_cpu = 0.0f64;
@@ -191,7 +191,7 @@ fn run_in_process(shape: &Shape, key: &[u8; 32]) -> f64 {
             .unwrap();
         // Device (timed).
         let c0 = thread_cpu_seconds();
-        n += p.drain(&mut q, &mem, &mut scratch, stats.shard(0));
+        n += p.drain(&mut q, &mem, 0, &mut lane, stats.shard(0)).taken;
         device_cpu += thread_cpu_seconds() - c0;
     }
     assert_eq!(stats.snapshot().errors(), 0, "in-process requests failed");

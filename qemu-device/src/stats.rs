@@ -21,6 +21,7 @@ pub struct Shard {
     status: [AtomicU64; STATUSES],
     no_status: AtomicU64,
     bad_head: AtomicU64,
+    broken: AtomicU64,
 }
 
 fn bump(c: &AtomicU64, n: u64) {
@@ -56,6 +57,12 @@ impl Shard {
     pub fn bad_head(&self) {
         bump(&self.bad_head, 1);
     }
+
+    /// Counts a queue marked broken (e.g. an avail index more than a ring
+    /// ahead).
+    pub fn broken_queue(&self) {
+        bump(&self.broken, 1);
+    }
 }
 
 /// All shards of a device; shared across reconnections.
@@ -77,6 +84,8 @@ pub struct Snapshot {
     pub no_status: u64,
     /// Available-ring heads past the descriptor table.
     pub bad_head: u64,
+    /// Queues marked broken.
+    pub broken: u64,
 }
 
 impl Snapshot {
@@ -112,6 +121,7 @@ impl Stats {
             }
             s.no_status += sh.no_status.load(Relaxed);
             s.bad_head += sh.bad_head.load(Relaxed);
+            s.broken += sh.broken.load(Relaxed);
         }
         s
     }
@@ -139,6 +149,7 @@ impl fmt::Display for Snapshot {
             }
         }
         writeln!(f, "  no-status chains    {:>12}", self.no_status)?;
+        writeln!(f, "  broken queues       {:>12}", self.broken)?;
         write!(f, "  bad ring heads      {:>12}", self.bad_head)
     }
 }
