@@ -158,11 +158,13 @@ impl Ring {
     #[inline]
     pub fn used_event(&self) -> Option<u16> {
         let off = 4 + 2 * usize::from(self.size);
+        if !self.event_idx {
+            return None;
+        }
         // SAFETY: with EVENT_IDX the translated avail ring includes the
         // 2-byte used_event at this even offset.
-        self.event_idx.then(|| {
-            u16::from_le(unsafe { Self::field(self.avail.add(off)) }.load(Ordering::Acquire))
-        })
+        let field = unsafe { Self::field(self.avail.add(off)) };
+        Some(u16::from_le(field.load(Ordering::Acquire)))
     }
 
     /// Head of avail entry `pos` (mod the ring size).
