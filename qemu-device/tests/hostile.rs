@@ -172,7 +172,7 @@ fn descriptors_rewritten_during_processing_never_yield_a_wrong_ok() {
                 let op = [OP_CSUM, OP_CRC32C, 0x77][(r >> 24) as usize % 3];
                 mem.write_obj(op, GuestAddress(h)).unwrap();
                 // Sometimes cut the chain after the header.
-                let flags: u16 = if (r >> 32) % 8 == 0 { 0 } else { 1 };
+                let flags: u16 = if (r >> 32).is_multiple_of(8) { 0 } else { 1 };
                 mem.write_obj(flags, GuestAddress(next_desc[i] + 12))
                     .unwrap();
             }
