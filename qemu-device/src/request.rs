@@ -52,23 +52,6 @@ struct Seg {
 // therefore sound.
 unsafe impl Send for Seg {}
 
-impl Seg {
-    /// The bytes of this piece.
-    ///
-    /// # Safety
-    /// The guest memory mapping `ptr` came from must still be mapped, and no
-    /// `&mut` to the same bytes may be alive.
-    unsafe fn bytes<'a>(&self) -> &'a [u8] {
-        // SAFETY: `ptr..ptr+len` was returned by vm-memory as a valid slice
-        // of a live mapping (caller's contract). Guest memory is shared with
-        // the guest, which could write it concurrently only by breaking the
-        // virtio contract (the device owns buffers until it returns them);
-        // even then every bit pattern is a valid `u8`, so the worst outcome
-        // is a wrong answer for that guest's own request.
-        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
-    }
-}
-
 /// Per-worker reusable buffers, so that the hot path does not allocate.
 #[derive(Debug, Default)]
 pub struct Scratch {
@@ -351,37 +334,52 @@ impl Processor {
         let (in_total, out_total) = (in_total as usize, out_total as usize);
         stats.op(hdr.op, in_total as u64);
 
-        let inputs = || {
-            s.ins.iter().map(|g| {
-                // SAFETY: the segments were just resolved from `mem`, which
-                // the caller keeps alive for this call, and no `&mut` to guest
-                // memory exists while these shared slices are used (outputs
-                // are written only through raw pointers, after the inputs'
-                // last use).
-                unsafe { g.bytes() }
-            })
-        };
+        // The engines read the inputs by host address, each byte once (see
+        // `crate::engines`); nothing makes a `&[u8]` over guest memory.
         match hdr.op {
             OP_NOP => Ok(Done { len: 0, result: 0 }),
             OP_CSUM => {
                 let mut c = Csum::new(hdr.aux);
-                inputs().for_each(|b| c.update(b));
+                for g in &s.ins {
+                    // SAFETY: resolved from `mem`, which the caller keeps
+                    // mapped for this call.
+                    unsafe { c.update_raw(g.ptr, g.len) };
+                }
                 Ok(Done {
                     len: 0,
                     result: u64::from(c.finish()),
                 })
             }
-            OP_CRC32C => Ok(Done {
-                len: 0,
-                result: u64::from(crc::crc32c(hdr.aux, inputs())),
-            }),
-            OP_CRC32 => Ok(Done {
-                len: 0,
-                result: u64::from(crc::crc32(hdr.aux, inputs())),
-            }),
+            OP_CRC32C => {
+                let mut c = crc::Crc32c::new(hdr.aux);
+                for g in &s.ins {
+                    // SAFETY: as for CSUM.
+                    unsafe { c.update_raw(g.ptr, g.len) };
+                }
+                Ok(Done {
+                    len: 0,
+                    result: u64::from(c.finish()),
+                })
+            }
+            OP_CRC32 => {
+                let mut h = crc32fast::Hasher::new_with_initial(hdr.aux);
+                for g in &s.ins {
+                    // SAFETY: as for CSUM.
+                    unsafe { crc::crc32_update_raw(&mut h, g.ptr, g.len) };
+                }
+                Ok(Done {
+                    len: 0,
+                    result: u64::from(h.finalize()),
+                })
+            }
             OP_RSS => {
+                if in_total > rss::RSS_MAX_INPUT {
+                    return Err(fail(STATUS_BAD_REQUEST));
+                }
+                gather(&s.ins, &mut s.buf);
                 let key: &[u8; RSS_KEY_LEN] = &hdr.params;
-                let hash = rss::toeplitz(key, inputs()).map_err(|_| fail(STATUS_BAD_REQUEST))?;
+                let hash =
+                    rss::toeplitz(key, [&s.buf[..]]).map_err(|_| fail(STATUS_BAD_REQUEST))?;
                 Ok(Done {
                     len: 0,
                     result: u64::from(hash),
@@ -500,8 +498,13 @@ fn resolve<M: GuestMemoryBackend>(
 fn gather(ins: &[Seg], buf: &mut Vec<u8>) {
     buf.clear();
     for g in ins {
-        // SAFETY: see `Seg::bytes`; `buf` is host heap memory, not guest memory.
-        buf.extend_from_slice(unsafe { g.bytes() });
+        let at = buf.len();
+        buf.resize(at + g.len, 0);
+        // SAFETY: `g` lies in a live guest mapping (resolved for this
+        // request); `buf` is host heap memory with room for `g.len` bytes
+        // at `at`, so the ranges do not overlap. This copy is the private
+        // snapshot the engine works on.
+        unsafe { ptr::copy_nonoverlapping(g.ptr, buf.as_mut_ptr().add(at), g.len) };
     }
 }
 
