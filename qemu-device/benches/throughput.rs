@@ -49,7 +49,22 @@ fn shape(op: u16, size: u32) -> Shape {
         in_len,
         out_len,
         payload: payload(op, size),
+        segs: 1,
     }
+}
+
+/// Engines streaming across segments: in-process CPU time of 16 input
+/// segments of 1500 B over one segment of 24000 B, per op.
+fn segment_costs() -> Vec<(u16, f64)> {
+    OPS.iter()
+        .map(|&op| {
+            let one = in_process(&shape(op, 24000), &KEY);
+            let mut sixteen = shape(op, 24000);
+            sixteen.segs = 16;
+            let many = in_process(&sixteen, &KEY);
+            (op, one / many)
+        })
+        .collect()
 }
 
 /// The input bytes: for OPEN, a valid ciphertext and tag.
@@ -249,6 +264,11 @@ fn main() {
         }
     }
     print_tables(&points);
+    let segs = segment_costs();
+    println!("\n16 input segments of 1500 B over 1 of 24000 B, in-process CPU time per request:");
+    for (op, r) in &segs {
+        println!("  {:<14} {r:>6.2}", op_name(*op));
+    }
     let over = |p: &Point, rate: f64| 1e9 / rate - 1e9 / p.raw_set;
     let at = |op: u16| {
         points
@@ -280,7 +300,7 @@ fn main() {
             over(c, c.sleeping.0),
         ],
         wake,
-        &points,
+        (&points, &segs),
         &load_end,
     );
     write_summary(&json);
@@ -355,7 +375,7 @@ fn summary_json(
     (nop, nop_inproc): (Rate, f64),
     [over_cpu, over_cpu_sleeping, over_wall, over_wall_sleeping]: [f64; 4],
     wake: f64,
-    points: &[Point],
+    (points, segs): (&[Point], &[(u16, f64)]),
     load: &str,
 ) -> String {
     let ratios = |sleeping: bool, cpu: bool| {
@@ -388,6 +408,14 @@ fn summary_json(
     j += &format!(" \"ratio_sleeping\": {},\n", ratios(true, true));
     j += &format!(" \"ratio_polling_wall\": {},\n", ratios(false, false));
     j += &format!(" \"ratio_sleeping_wall\": {},\n", ratios(true, false));
+    let seg: Vec<String> = segs
+        .iter()
+        .map(|(op, r)| format!("\"{}\": {r:.3}", op_name(*op)))
+        .collect();
+    j += &format!(
+        " \"segments_16x1500_over_1x24000\": {{{}}},\n",
+        seg.join(", ")
+    );
     j += &format!(" \"loadavg\": \"{load}\"}}\n");
     j
 }

@@ -177,10 +177,17 @@ impl Ring {
 
     /// Descriptor `i` of the ring's table (`i < size`), read once.
     #[inline]
-    fn desc(&self, i: u16) -> [u8; 16] {
+    fn desc(&self, i: u16) -> (u64, u64) {
         debug_assert!(i < self.size);
-        // SAFETY: `i < size`, so the 16 bytes lie in the translated table.
-        unsafe { crate::guest::read_bytes::<16>(self.desc.add(16 * usize::from(i))) }
+        // SAFETY: `i < size`, so the 16 bytes lie in the translated table,
+        // which is 16-aligned (checked in `of`): two aligned volatile loads.
+        unsafe {
+            let p = self.desc.add(16 * usize::from(i)).cast::<u64>();
+            (
+                u64::from_le(ptr::read_volatile(p)),
+                u64::from_le(ptr::read_volatile(p.add(1))),
+            )
+        }
     }
 
     /// Writes used element `pos` (mod size) without publishing it.
@@ -225,22 +232,23 @@ impl Ring {
         );
         let mut total = 0u32;
         while ttl != 0 && next < n {
-            let raw = match table {
+            // addr, then len | flags << 32 | next << 48 (little-endian).
+            let (addr, rest) = match table {
                 None => self.desc(next as u16),
                 Some(base) => {
                     let Some(at) = base.checked_add(16 * u64::from(next)) else {
                         return;
                     };
                     match read_guest::<16, M>(regions, mem, at) {
-                        Some(b) => b,
+                        Some(b) => (
+                            u64::from_le_bytes(b[0..8].try_into().unwrap_or_default()),
+                            u64::from_le_bytes(b[8..16].try_into().unwrap_or_default()),
+                        ),
                         None => return,
                     }
                 }
             };
-            let addr = u64::from_le_bytes(raw[0..8].try_into().unwrap_or_default());
-            let len = u32::from_le_bytes(raw[8..12].try_into().unwrap_or_default());
-            let flags = u16::from_le_bytes([raw[12], raw[13]]);
-            let link = u16::from_le_bytes([raw[14], raw[15]]);
+            let (len, flags, link) = (rest as u32, (rest >> 32) as u16, (rest >> 48) as u16);
             if flags & F_INDIRECT != 0 {
                 if table.is_some() || len % 16 != 0 || len / 16 > u32::from(u16::MAX) {
                     return;

@@ -29,6 +29,8 @@ pub struct Shape {
     pub out_len: u32,
     /// The input bytes.
     pub payload: Vec<u8>,
+    /// Input segments the input is split into (in process only).
+    pub segs: u32,
 }
 
 /// Requests completed per wall second and per second of daemon CPU.
@@ -228,7 +230,7 @@ pub fn in_process(shape: &Shape, key: &[u8; 32]) -> f64 {
     q.set_used_ring_address(Some(used as u32), Some(0));
     q.set_event_idx(true);
     q.set_ready(true);
-    let pc = per_chain(shape);
+    let pc = per_chain(shape) + shape.segs.max(1) as u16 - 1;
     let chains = (usize::from(RING / pc))
         .min((16 << 20) / shape.in_len.max(shape.out_len).max(1) as usize)
         / BATCH
@@ -244,7 +246,16 @@ pub fn in_process(shape: &Shape, key: &[u8; 32]) -> f64 {
         if shape.in_len > 0 {
             let a = data + u64::from(shape.in_len) * i;
             mem.write_slice(&shape.payload, GuestAddress(a)).unwrap();
-            d.push((a, shape.in_len, 0));
+            let n = shape.segs.max(1);
+            let each = shape.in_len / n;
+            for k in 0..n {
+                let len = if k + 1 == n {
+                    shape.in_len - each * k
+                } else {
+                    each
+                };
+                d.push((a + u64::from(each * k), len, 0));
+            }
         }
         if shape.out_len > 0 {
             d.push((out + u64::from(shape.out_len) * i, shape.out_len, 2));
