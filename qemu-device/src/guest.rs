@@ -149,6 +149,32 @@ impl Target {
             .then_some(Self::Guest(addr))
     }
 
+    /// Writes two little-endian words (a status record) with two volatile
+    /// stores when the target allows; false when the memory went away.
+    ///
+    /// # Safety
+    /// As for [`write`](Self::write), for 16 bytes.
+    #[inline]
+    pub unsafe fn write_words<M: GuestMemoryBackend>(self, mem: &M, w: [u64; 2]) -> bool {
+        if let Self::Host(p) = self
+            && (p as usize).is_multiple_of(8)
+        {
+            let p = p.cast::<u64>();
+            // SAFETY: 16 bytes in a live mapping (the caller's contract),
+            // 8-aligned (checked).
+            unsafe {
+                ptr::write_volatile(p, w[0].to_le());
+                ptr::write_volatile(p.add(1), w[1].to_le());
+            }
+            return true;
+        }
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&w[0].to_le_bytes());
+        b[8..].copy_from_slice(&w[1].to_le_bytes());
+        // SAFETY: the caller's contract.
+        unsafe { self.write(mem, &b) }
+    }
+
     /// Writes `bytes`; false when the memory went away meanwhile.
     ///
     /// # Safety

@@ -259,9 +259,11 @@ impl Processor {
             stats.no_status();
             return 0;
         };
+        let r = &out.record;
+        let words = [u64::from(r.status) | u64::from(r.len) << 32, r.result];
         // SAFETY: `target` came from `Target::of` on `mem`, which the caller
         // still borrows, so a host target is still mapped.
-        if !unsafe { target.write(mem, &out.record.to_le_bytes()) } {
+        if !unsafe { target.write_words(mem, words) } {
             // Checked in execute; only a concurrent memory-map change gets here.
             stats.no_status();
             return out.written;
