@@ -269,6 +269,21 @@ impl VhostUserBackend for PktAccelBackend {
         config_slice(&self.inner.opts.device_config().to_le_bytes(), offset, size)
     }
 
+    fn reset_device(&self) {
+        for lane in &self.inner.lanes {
+            lane.lock().unwrap_or_else(|e| e.into_inner()).reset();
+        }
+    }
+
+    fn stop_vring(&self, queue_index: u32) -> io::Result<()> {
+        // The frontend stopped the ring: what it starts next (possibly a
+        // repaired ring after a broken one) is served afresh.
+        if let Some(lane) = self.inner.lanes.get(queue_index as usize) {
+            lane.lock().unwrap_or_else(|e| e.into_inner()).reset();
+        }
+        Ok(())
+    }
+
     fn update_memory(&self, _mem: GuestMem) -> io::Result<()> {
         // `inner.mem` is the same atomic the daemon just updated.
         Ok(())
