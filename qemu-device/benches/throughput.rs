@@ -112,11 +112,34 @@ fn raw_engine(op: u16) -> impl FnMut(&[u8], &mut [u8]) {
     }
 }
 
-/// Requests per second: (wall clock, daemon CPU).
-type Rate = (f64, f64);
+/// Requests per second: (wall clock, daemon CPU, worker busy time).
+type Rate = (f64, f64, f64);
 
 fn rate(r: rig::DeviceRun) -> Rate {
-    (r.requests_per_s, r.requests_per_cpu_s)
+    (
+        r.requests_per_s,
+        r.requests_per_cpu_s,
+        r.requests_per_busy_s,
+    )
+}
+
+/// Which clock a device rate is per.
+#[derive(Clone, Copy)]
+enum Basis {
+    /// Wall-clock time (counts time other tasks held the CPUs).
+    Wall,
+    /// The daemon's CPU time (counts spinning and waking).
+    Cpu,
+    /// The worker's time processing requests.
+    Busy,
+}
+
+fn pick(r: Rate, b: Basis) -> f64 {
+    match b {
+        Basis::Wall => r.0,
+        Basis::Cpu => r.1,
+        Basis::Busy => r.2,
+    }
 }
 
 /// One (op, size) point.
@@ -180,6 +203,16 @@ fn gbit(requests_per_s: f64, bytes: u32) -> f64 {
     requests_per_s * f64::from(bytes) * 8.0 / 1e9
 }
 
+/// The "some" line of /proc/pressure/cpu.
+fn pressure() -> String {
+    std::fs::read_to_string("/proc/pressure/cpu")
+        .unwrap_or_default()
+        .lines()
+        .next()
+        .unwrap_or("unavailable")
+        .to_string()
+}
+
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .unwrap_or_default()
@@ -228,33 +261,68 @@ fn main() {
     let path_ns = 1e9 / nop_inproc;
     let wake = wake_us(&mut never, path_ns);
     println!(
-        "{:<34} {:>12} {:>14} {:>12} {:>14}",
-        "batched NOP (64 B input)", "M req/s", "ns/request", "M req/CPU-s", "CPU ns/req"
+        "{:<34} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "batched NOP (64 B input)",
+        "M/s wall",
+        "ns wall",
+        "M/CPU-s",
+        "CPU ns",
+        "M/busy-s",
+        "busy ns"
     );
     println!(
-        "{:<34} {:>12} {:>14} {:>12.2} {:>14.1}",
+        "{:<34} {:>9} {:>9} {:>9.2} {:>9.1}",
         "in process",
         "",
         "",
         nop_inproc / 1e6,
         path_ns
     );
-    for (name, (w, c)) in [
+    for (name, r) in [
         ("vhost-user, non-sleeping worker", nop_poll),
         ("vhost-user, default worker", nop_sleep),
     ] {
         println!(
-            "{name:<34} {:>12.2} {:>14.1} {:>12.2} {:>14.1}",
-            w / 1e6,
-            1e9 / w,
-            c / 1e6,
-            1e9 / c
+            "{name:<34} {:>9.2} {:>9.1} {:>9.2} {:>9.1} {:>9.2} {:>9.1}",
+            r.0 / 1e6,
+            1e9 / r.0,
+            r.1 / 1e6,
+            1e9 / r.1,
+            r.2 / 1e6,
+            1e9 / r.2
         );
     }
     println!(
         "{:<34} {:>12.2} µs of daemon CPU",
         "wake cost (sleep + wake)", wake
     );
+    println!();
+
+    // The adaptive default against no spinning at all, on this host as it
+    // is (alternating, so both see the same load).
+    let mut adaptive = (0.0, 0.0);
+    let mut off = (0.0, 0.0);
+    for _ in 0..3 {
+        for (sh, i) in [(shape(OP_NOP, 64), 0), (shape(OP_CSUM, 9000), 1)] {
+            let a = sleep.run(&sh).requests_per_s;
+            let o = never.run(&sh).requests_per_s;
+            if i == 0 {
+                (adaptive.0, off.0) = (adaptive.0 + a, off.0 + o);
+            } else {
+                (adaptive.1, off.1) = (adaptive.1 + a, off.1 + o);
+            }
+        }
+    }
+    println!(
+        "adaptive spin vs --poll off, wall, 3 alternating runs: NOP {:.2} vs {:.2} M req/s ({:.2}x), CSUM 9000 B {:.2} vs {:.2} Gbit/s ({:.2}x)",
+        adaptive.0 / 3e6,
+        off.0 / 3e6,
+        adaptive.0 / off.0,
+        gbit(adaptive.1 / 3.0, 9000),
+        gbit(off.1 / 3.0, 9000),
+        adaptive.1 / off.1
+    );
+    println!("CPU pressure now: {}", pressure());
     println!();
 
     let mut points = Vec::new();
@@ -277,12 +345,12 @@ fn main() {
             .unwrap()
     };
     let (c, k) = (at(OP_CSUM), at(OP_CRC32C));
-    println!("\nper-request overhead at 1500 B (device time per request minus the raw engine's),");
-    println!("per CPU [per wall]:");
+    println!("\nper-request overhead at 1500 B (device time per request minus the raw engine's):");
     for (name, p) in [("CSUM  ", c), ("CRC32C", k)] {
         println!(
-            "  {name} in process {:>6.1} ns, vhost-user non-sleeping {:>6.1} [{:.1}] ns, default {:>6.1} [{:.1}] ns",
+            "  {name} in process {:>6.1} ns; vhost-user non-sleeping {:>6.1} ns busy, {:.1} CPU, {:.1} wall; default {:>6.1} ns CPU, {:.1} wall",
             over(p, p.in_process),
+            over(p, p.polling.2),
             over(p, p.polling.1),
             over(p, p.polling.0),
             over(p, p.sleeping.1),
@@ -294,12 +362,12 @@ fn main() {
     let json = summary_json(
         (nop_poll, nop_inproc),
         [
-            over(c, c.polling.1),
+            over(c, c.polling.2),
             over(c, c.sleeping.1),
             over(c, c.polling.0),
             over(c, c.sleeping.0),
         ],
-        wake,
+        (wake, (adaptive.0 / off.0, adaptive.1 / off.1)),
         (&points, &segs),
         &load_end,
     );
@@ -345,11 +413,11 @@ fn print_tables(points: &[Point]) {
         );
     }
     println!("(device, sleeping: per wall second; dev/CPU, slp/CPU: per daemon CPU second)");
-    for (title, sleeping, cpu) in [
-        ("device/raw, non-sleeping, per CPU", false, true),
-        ("device/raw, default, per CPU", true, true),
-        ("device/raw, non-sleeping, per wall", false, false),
-        ("device/raw, default, per wall", true, false),
+    for (title, sleeping, basis) in [
+        ("device/raw, non-sleeping, per busy", false, Basis::Busy),
+        ("device/raw, default, per CPU", true, Basis::Cpu),
+        ("device/raw, non-sleeping, per wall", false, Basis::Wall),
+        ("device/raw, default, per wall", true, Basis::Wall),
     ] {
         println!(
             "\n{title:<34} {:>8} {:>8} {:>8} {:>8}",
@@ -358,7 +426,7 @@ fn print_tables(points: &[Point]) {
         for &op in &OPS {
             let row: Vec<String> = SIZES
                 .iter()
-                .map(|&s| format!("{:>8.2}", ratio(point(points, op, s), sleeping, cpu)))
+                .map(|&s| format!("{:>8.2}", ratio(point(points, op, s), sleeping, basis)))
                 .collect();
             println!("{:<34} {}", op_name(op), row.join(" "));
         }
@@ -366,25 +434,29 @@ fn print_tables(points: &[Point]) {
 }
 
 /// Device over raw engine for one point.
-fn ratio(p: &Point, sleeping: bool, cpu: bool) -> f64 {
-    let r = if sleeping { p.sleeping } else { p.polling };
-    (if cpu { r.1 } else { r.0 }) / p.raw_set
+fn ratio(p: &Point, sleeping: bool, basis: Basis) -> f64 {
+    pick(if sleeping { p.sleeping } else { p.polling }, basis) / p.raw_set
 }
 
 fn summary_json(
     (nop, nop_inproc): (Rate, f64),
-    [over_cpu, over_cpu_sleeping, over_wall, over_wall_sleeping]: [f64; 4],
-    wake: f64,
+    [over_busy, over_cpu_sleeping, over_wall, over_wall_sleeping]: [f64; 4],
+    (wake, adaptive): (f64, (f64, f64)),
     (points, segs): (&[Point], &[(u16, f64)]),
     load: &str,
 ) -> String {
-    let ratios = |sleeping: bool, cpu: bool| {
+    let ratios = |sleeping: bool, basis: Basis| {
         let ops: Vec<String> = OPS
             .iter()
             .map(|&op| {
                 let sizes: Vec<String> = SIZES
                     .iter()
-                    .map(|&s| format!("\"{s}\": {:.3}", ratio(point(points, op, s), sleeping, cpu)))
+                    .map(|&s| {
+                        format!(
+                            "\"{s}\": {:.3}",
+                            ratio(point(points, op, s), sleeping, basis)
+                        )
+                    })
                     .collect();
                 format!("\"{}\": {{{}}}", op_name(op), sizes.join(", "))
             })
@@ -392,22 +464,26 @@ fn summary_json(
         format!("{{{}}}", ops.join(", "))
     };
     let mut j = String::from("{");
-    j += "\"basis\": \"device requests per second of daemon CPU time vs raw engine per second of its thread's CPU time; *_wall keys per wall-clock second\",\n";
+    j += "\"basis\": \"raw engines per second of their thread's CPU time; the device with the non-sleeping worker (nop_mreqs_per_s, overhead_ns.vhost_user, ratio_polling) per second the worker spent processing requests (its busy ns counter), with the default worker (overhead_ns.vhost_user_sleeping, ratio_sleeping) per second of daemon CPU time, wakes included; *_wall keys per wall-clock second\",\n";
     j += &format!(
         " \"nop_mreqs_per_s\": {:.3}, \"nop_mreqs_per_s_wall\": {:.3}, \"nop_mreqs_per_s_in_process\": {:.3},\n",
-        nop.1 / 1e6,
+        nop.2 / 1e6,
         nop.0 / 1e6,
         nop_inproc / 1e6
     );
     j += &format!(
-        " \"overhead_ns\": {{\"in_process\": {:.1}, \"vhost_user\": {over_cpu:.1}, \"vhost_user_sleeping\": {over_cpu_sleeping:.1}, \"vhost_user_wall\": {over_wall:.1}, \"vhost_user_sleeping_wall\": {over_wall_sleeping:.1}}},\n",
+        " \"overhead_ns\": {{\"in_process\": {:.1}, \"vhost_user\": {over_busy:.1}, \"vhost_user_sleeping\": {over_cpu_sleeping:.1}, \"vhost_user_wall\": {over_wall:.1}, \"vhost_user_sleeping_wall\": {over_wall_sleeping:.1}}},\n",
         1e9 / nop_inproc
     );
     j += &format!(" \"wake_us\": {wake:.3},\n");
-    j += &format!(" \"ratio_polling\": {},\n", ratios(false, true));
-    j += &format!(" \"ratio_sleeping\": {},\n", ratios(true, true));
-    j += &format!(" \"ratio_polling_wall\": {},\n", ratios(false, false));
-    j += &format!(" \"ratio_sleeping_wall\": {},\n", ratios(true, false));
+    j += &format!(
+        " \"adaptive_over_off_wall\": {{\"nop\": {:.3}, \"csum_9000\": {:.3}}},\n",
+        adaptive.0, adaptive.1
+    );
+    j += &format!(" \"ratio_polling\": {},\n", ratios(false, Basis::Busy));
+    j += &format!(" \"ratio_sleeping\": {},\n", ratios(true, Basis::Cpu));
+    j += &format!(" \"ratio_polling_wall\": {},\n", ratios(false, Basis::Wall));
+    j += &format!(" \"ratio_sleeping_wall\": {},\n", ratios(true, Basis::Wall));
     let seg: Vec<String> = segs
         .iter()
         .map(|(op, r)| format!("\"{}\": {r:.3}", op_name(*op)))

@@ -196,9 +196,13 @@ impl PktAccelBackend {
         if !state.is_enabled() {
             return Some(0);
         }
+        let t0 = Instant::now();
         let d = inner
             .processor
             .drain(state.get_queue_mut(), &*mem, queue, &mut lane, stats);
+        if d.taken > 0 {
+            stats.busy(t0.elapsed());
+        }
         if d.notify
             && let Err(e) = state.signal_used_queue()
         {

@@ -22,6 +22,7 @@ pub struct Shard {
     no_status: AtomicU64,
     bad_head: AtomicU64,
     broken: AtomicU64,
+    busy_ns: AtomicU64,
 }
 
 fn bump(c: &AtomicU64, n: u64) {
@@ -58,6 +59,12 @@ impl Shard {
         bump(&self.bad_head, 1);
     }
 
+    /// Adds time the worker spent taking and completing requests (not
+    /// spinning, not sleeping).
+    pub fn busy(&self, d: std::time::Duration) {
+        bump(&self.busy_ns, d.as_nanos() as u64);
+    }
+
     /// Counts a queue marked broken (e.g. an avail index more than a ring
     /// ahead).
     pub fn broken_queue(&self) {
@@ -86,6 +93,8 @@ pub struct Snapshot {
     pub bad_head: u64,
     /// Queues marked broken.
     pub broken: u64,
+    /// Nanoseconds workers spent processing requests.
+    pub busy_ns: u64,
 }
 
 impl Snapshot {
@@ -122,6 +131,7 @@ impl Stats {
             s.no_status += sh.no_status.load(Relaxed);
             s.bad_head += sh.bad_head.load(Relaxed);
             s.broken += sh.broken.load(Relaxed);
+            s.busy_ns += sh.busy_ns.load(Relaxed);
         }
         s
     }
@@ -150,6 +160,7 @@ impl fmt::Display for Snapshot {
         }
         writeln!(f, "  no-status chains    {:>12}", self.no_status)?;
         writeln!(f, "  broken queues       {:>12}", self.broken)?;
+        writeln!(f, "  busy ns             {:>12}", self.busy_ns)?;
         write!(f, "  bad ring heads      {:>12}", self.bad_head)
     }
 }

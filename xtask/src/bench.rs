@@ -967,28 +967,38 @@ fn device_summary(md: &mut String, dir: &Path) -> Result<()> {
     writeln!(md, "| figure | value |\n|---|---:|")?;
     for (label, p) in [
         (
-            "batched NOP through vhost-user, non-sleeping worker (M req/s)",
+            "batched NOP through vhost-user, non-sleeping worker (M req per busy s)",
             "/nop_mreqs_per_s",
+        ),
+        (
+            "the same per wall second (M req/s)",
+            "/nop_mreqs_per_s_wall",
         ),
         (
             "request path in process, NOP (ns/request)",
             "/overhead_ns/in_process",
         ),
         (
-            "overhead through vhost-user, CSUM 1500 B, non-sleeping (ns)",
+            "overhead through vhost-user, CSUM 1500 B, non-sleeping, busy (ns)",
             "/overhead_ns/vhost_user",
         ),
         (
-            "overhead through vhost-user, CSUM 1500 B, default worker (ns)",
+            "overhead through vhost-user, CSUM 1500 B, default worker, CPU (ns)",
             "/overhead_ns/vhost_user_sleeping",
         ),
         ("sleep + wake, daemon CPU (µs)", "/wake_us"),
+        (
+            "adaptive spin over no spinning, NOP, wall",
+            "/adaptive_over_off_wall/nop",
+        ),
     ] {
         writeln!(md, "| {label} | {} |", show(num(p)))?;
     }
     for (key, title) in [
-        ("ratio_polling", "non-sleeping worker"),
-        ("ratio_sleeping", "default worker"),
+        ("ratio_polling", "non-sleeping worker, per busy second"),
+        ("ratio_sleeping", "default worker, per daemon CPU second"),
+        ("ratio_polling_wall", "non-sleeping worker, per wall second"),
+        ("ratio_sleeping_wall", "default worker, per wall second"),
     ] {
         let Some(ops) = v[key].as_object() else {
             continue;
@@ -1101,7 +1111,7 @@ mod tests {
         device_summary(&mut md, dir.path()).unwrap();
         assert!(
             md.contains(
-                "| batched NOP through vhost-user, non-sleeping worker (M req/s) | 15.50 |"
+                "| batched NOP through vhost-user, non-sleeping worker (M req per busy s) | 15.50 |"
             ),
             "{md}"
         );

@@ -41,6 +41,9 @@ pub struct DeviceRun {
     /// sustains when it has a core (the host is shared, so wall time also
     /// counts the time other tasks held the CPU).
     pub requests_per_cpu_s: f64,
+    /// Requests per second the worker spent processing them (its "busy
+    /// ns" counter: no spinning, sleeping or waking).
+    pub requests_per_busy_s: f64,
 }
 
 /// A daemon, its frontend and guest-memory areas for chains.
@@ -167,9 +170,11 @@ impl Rig {
             (completed, t)
         };
         go(WARMUP);
+        let busy0 = self.d.stats()["busy_ns"];
         let cpu0 = self.d.cpu_seconds();
         let (n, t) = go(MEASURE);
         let cpu = (self.d.cpu_seconds() - cpu0).max(0.01);
+        let busy = (self.d.stats()["busy_ns"] - busy0).max(1) as f64 / 1e9;
         for i in [0, chains / 2, chains - 1] {
             let st = StatusRecord::from_le_bytes(&g.read(self.stat + 16 * i as u64, 16)).unwrap();
             assert_eq!(st.status, STATUS_OK, "benchmark request failed: {st:?}");
@@ -177,6 +182,7 @@ impl Rig {
         DeviceRun {
             requests_per_s: n as f64 / t.as_secs_f64(),
             requests_per_cpu_s: n as f64 / cpu,
+            requests_per_busy_s: n as f64 / busy,
         }
     }
 

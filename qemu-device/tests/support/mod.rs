@@ -193,6 +193,9 @@ pub fn parse_stats(log: &str) -> HashMap<String, u64> {
             ["no-status", "chains", n] => {
                 m.insert("no_status".into(), n.parse().unwrap());
             }
+            ["busy", "ns", n] => {
+                m.insert("busy_ns".into(), n.parse().unwrap());
+            }
             ["broken", "queues", n] => {
                 m.insert("broken".into(), n.parse().unwrap());
             }
