@@ -362,14 +362,14 @@ impl Processor {
                 })
             }
             OP_CRC32 => {
-                let mut h = crc32fast::Hasher::new_with_initial(hdr.aux);
+                let mut c = crc::Crc32Stream::new(hdr.aux, &mut s.buf);
                 for g in &s.ins {
                     // SAFETY: as for CSUM.
-                    unsafe { crc::crc32_update_raw(&mut h, g.ptr, g.len) };
+                    unsafe { c.update_raw(g.ptr, g.len) };
                 }
                 Ok(Done {
                     len: 0,
-                    result: u64::from(h.finalize()),
+                    result: u64::from(c.finish()),
                 })
             }
             OP_RSS => {
@@ -575,45 +575,21 @@ fn zero(outs: &[Seg]) {
 /// The DMA copy: inputs to outputs with `memmove`, so in-place and
 /// overlapping segment pairs are fine.
 fn copy_segs(ins: &[Seg], outs: &[Seg]) {
-    let mut il = [0usize; 8];
-    let mut ol = [0usize; 8];
-    if ins.len() == 1 && outs.len() == 1 {
-        // The common single-segment case without building length lists.
-        // SAFETY: both ranges lie in live guest mappings and the caller
-        // checked that the output is at least as long as the input;
-        // `ptr::copy` allows overlap.
-        unsafe { ptr::copy(ins[0].ptr, outs[0].ptr, ins[0].len) };
-        return;
-    }
-    let lens = |segs: &[Seg], small: &mut [usize; 8]| -> Vec<usize> {
-        if segs.len() <= small.len() {
-            for (d, g) in small.iter_mut().zip(segs) {
-                *d = g.len;
-            }
-            Vec::new()
-        } else {
-            segs.iter().map(|g| g.len).collect()
-        }
-    };
-    let iv = lens(ins, &mut il);
-    let ov = lens(outs, &mut ol);
-    let il: &[usize] = if iv.is_empty() { &il[..ins.len()] } else { &iv };
-    let ol: &[usize] = if ov.is_empty() {
-        &ol[..outs.len()]
-    } else {
-        &ov
-    };
-    copy::plan(il, ol, |c| {
-        // SAFETY: the plan keeps every chunk inside its input and output
-        // piece, both in live guest mappings; `ptr::copy` allows overlap.
-        unsafe {
-            ptr::copy(
-                ins[c.src].ptr.add(c.src_off),
-                outs[c.dst].ptr.add(c.dst_off),
-                c.len,
-            )
-        };
-    });
+    copy::plan_with(
+        (ins.len(), |i| ins[i].len),
+        (outs.len(), |o| outs[o].len),
+        |c| {
+            // SAFETY: the plan keeps every chunk inside its input and output
+            // piece, both in live guest mappings; `ptr::copy` allows overlap.
+            unsafe {
+                ptr::copy(
+                    ins[c.src].ptr.add(c.src_off),
+                    outs[c.dst].ptr.add(c.dst_off),
+                    c.len,
+                )
+            };
+        },
+    );
 }
 
 #[cfg(test)]

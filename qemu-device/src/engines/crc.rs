@@ -9,8 +9,8 @@
 //! volatile 8-byte loads, three independent lanes at a time whose CRCs are
 //! then combined (a CRC shifted over n zero bytes is linear in the CRC, so
 //! the shift is four table lookups). CRC-32 (no instruction for its
-//! polynomial) copies each piece into a private, cache-resident buffer and
-//! runs `crc32fast` (PCLMULQDQ folding) on the copy.
+//! polynomial) copies the pieces back to back into a private,
+//! cache-resident buffer and runs `crc32fast` (PCLMULQDQ folding) on it.
 
 use std::sync::OnceLock;
 
@@ -35,21 +35,57 @@ pub fn crc32<'a>(seed: u32, segments: impl IntoIterator<Item = &'a [u8]>) -> u32
     h.finalize()
 }
 
-/// CRC-32 of guest bytes at `p`, continuing `h`, through a private copy.
-///
-/// # Safety
-/// `p..p+len` must be mapped and readable for the whole call.
-pub unsafe fn crc32_update_raw(h: &mut crc32fast::Hasher, p: *const u8, len: usize) {
-    let mut buf = [0u8; CHUNK];
-    let mut off = 0;
-    while off < len {
-        let n = (len - off).min(CHUNK);
-        // SAFETY: in bounds by the caller's contract; `buf` is a private
-        // stack buffer, so the ranges cannot overlap. The copy is the
-        // snapshot the engine then works on.
-        unsafe { std::ptr::copy_nonoverlapping(p.add(off), buf.as_mut_ptr(), n) };
-        h.update(&buf[..n]);
-        off += n;
+/// CRC-32 over guest pieces through one private, cache-resident buffer:
+/// the pieces are copied in back to back and the CRC runs once per full
+/// buffer, so many small segments cost what one large one does.
+#[derive(Debug)]
+pub struct Crc32Stream<'a> {
+    h: crc32fast::Hasher,
+    buf: &'a mut Vec<u8>,
+}
+
+impl<'a> Crc32Stream<'a> {
+    /// Continues from the finished CRC `seed`, using `buf` (any reusable
+    /// vector; its contents are replaced) as the private copy.
+    pub fn new(seed: u32, buf: &'a mut Vec<u8>) -> Self {
+        buf.clear();
+        buf.reserve(CHUNK);
+        Self {
+            h: crc32fast::Hasher::new_with_initial(seed),
+            buf,
+        }
+    }
+
+    /// Adds the `len` bytes at `p`, copying each exactly once.
+    ///
+    /// # Safety
+    /// `p..p+len` must be mapped and readable for the whole call.
+    pub unsafe fn update_raw(&mut self, p: *const u8, len: usize) {
+        let mut off = 0;
+        while off < len {
+            let at = self.buf.len();
+            let n = (CHUNK - at).min(len - off);
+            // SAFETY: the source is in bounds by the caller's contract; the
+            // vector has capacity for CHUNK bytes (reserved in `new`, never
+            // shrunk) and `at + n <= CHUNK`; host heap memory cannot overlap
+            // guest memory. The copied bytes are initialised before set_len.
+            unsafe {
+                std::ptr::copy_nonoverlapping(p.add(off), self.buf.as_mut_ptr().add(at), n);
+                self.buf.set_len(at + n);
+            }
+            off += n;
+            if self.buf.len() == CHUNK {
+                self.h.update(self.buf);
+                self.buf.clear();
+            }
+        }
+    }
+
+    /// The finished CRC.
+    pub fn finish(mut self) -> u32 {
+        self.h.update(self.buf);
+        self.buf.clear();
+        self.h.finalize()
     }
 }
 
@@ -88,7 +124,8 @@ impl Crc32c {
         let mut off = 0;
         while off < len {
             let n = (len - off).min(CHUNK);
-            // SAFETY: as in `crc32_update_raw`.
+            // SAFETY: in bounds by the caller's contract; `buf` is a
+            // private stack buffer, so the ranges cannot overlap.
             unsafe { std::ptr::copy_nonoverlapping(p.add(off), buf.as_mut_ptr(), n) };
             self.state = !crc32c::crc32c_append(!self.state, &buf[..n]);
             off += n;
@@ -257,6 +294,22 @@ mod tests {
                 crc32c::crc32c_append(0x1234, d),
                 "{start}+{len}"
             );
+        }
+    }
+
+    #[test]
+    fn the_crc32_stream_matches_one_pass_for_any_piece_sizes() {
+        let data: Vec<u8> = (0..20_000u32)
+            .map(|i| (i.wrapping_mul(40_503) >> 7) as u8)
+            .collect();
+        let mut buf = Vec::new();
+        for pieces in [1usize, 3, 16, 97] {
+            let mut c = Crc32Stream::new(7, &mut buf);
+            for p in data.chunks(data.len().div_ceil(pieces)) {
+                // SAFETY: a live slice.
+                unsafe { c.update_raw(p.as_ptr(), p.len()) };
+            }
+            assert_eq!(c.finish(), crc32(7, [&data[..]]), "{pieces} pieces");
         }
     }
 
