@@ -89,17 +89,30 @@ impl<'a> Crc32Stream<'a> {
     }
 }
 
+/// Bytes of the shortest three-lane block. A segment's last bytes that
+/// do not fill one wait in a carry buffer for the next segment, so that
+/// segment boundaries cost no serial tails: the engine streams.
+const BLOCK: usize = 3 * 32;
+
 /// A running CRC-32C.
 #[derive(Clone, Copy, Debug)]
 pub struct Crc32c {
     /// The raw CRC register (the finished CRC, inverted).
     state: u32,
+    /// Stream bytes not yet in the register (a private copy).
+    carry: [u8; BLOCK],
+    /// How many bytes of `carry` are used.
+    n: usize,
 }
 
 impl Crc32c {
     /// Continues from the finished CRC `seed`.
     pub fn new(seed: u32) -> Self {
-        Self { state: !seed }
+        Self {
+            state: !seed,
+            carry: [0; BLOCK],
+            n: 0,
+        }
     }
 
     /// Adds `data`.
@@ -117,7 +130,7 @@ impl Crc32c {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("sse4.2") {
             // SAFETY: the CPU has SSE4.2 (checked); the range is the caller's.
-            self.state = unsafe { hw::crc32c(self.state, p, len) };
+            unsafe { self.stream(p, len) };
             return;
         }
         let mut buf = [0u8; CHUNK];
@@ -132,9 +145,48 @@ impl Crc32c {
         }
     }
 
+    /// The SSE4.2 path: whole blocks straight from `p`, the rest carried.
+    ///
+    /// # Safety
+    /// SSE4.2 present; `p..p+len` mapped and readable.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn stream(&mut self, mut p: *const u8, mut len: usize) {
+        if self.n > 0 {
+            let k = (BLOCK - self.n).min(len);
+            // SAFETY: `k` bytes in bounds on both sides; `carry` is ours.
+            unsafe { std::ptr::copy_nonoverlapping(p, self.carry.as_mut_ptr().add(self.n), k) };
+            self.n += k;
+            // SAFETY: k <= len.
+            (p, len) = (unsafe { p.add(k) }, len - k);
+            if self.n < BLOCK {
+                return;
+            }
+            // SAFETY: SSE4.2 (caller); a full private block.
+            self.state = unsafe { hw::crc32c(self.state, self.carry.as_ptr(), BLOCK) };
+            self.n = 0;
+        }
+        let body = len - len % BLOCK;
+        // SAFETY: SSE4.2 (caller); `body <= len` bytes in bounds.
+        self.state = unsafe { hw::crc32c(self.state, p, body) };
+        let rest = len - body;
+        // SAFETY: the last `rest` bytes of the range, into the empty carry.
+        unsafe { std::ptr::copy_nonoverlapping(p.add(body), self.carry.as_mut_ptr(), rest) };
+        self.n = rest;
+    }
+
     /// The finished CRC.
     pub fn finish(&self) -> u32 {
-        !self.state
+        let mut state = self.state;
+        if self.n > 0 {
+            // Only the SSE4.2 path carries bytes.
+            #[cfg(target_arch = "x86_64")]
+            {
+                // SAFETY: carry bytes exist only on CPUs with SSE4.2;
+                // `carry[..n]` is our own initialised array.
+                state = unsafe { hw::crc32c(state, self.carry.as_ptr(), self.n) };
+            }
+        }
+        !state
     }
 }
 
@@ -192,30 +244,31 @@ mod hw {
 
     use super::{LANES, shift, tables};
 
+    /// An unaligned u64 (what vm-memory reads guest objects through).
+    #[repr(C, packed)]
+    #[derive(Clone, Copy)]
+    struct U64(u64);
+
     /// Advances the raw register `crc` over `p..p+len`.
     ///
     /// # Safety
     /// SSE4.2 present; `p..p+len` mapped and readable.
     #[target_feature(enable = "sse4.2")]
     pub unsafe fn crc32c(mut crc: u32, mut p: *const u8, mut len: usize) -> u32 {
-        // SAFETY: every load is inside `p..p+len` (each loop
-        // checks the remaining length first), the u64 loads are 8-aligned
-        // (after the head loop), and all are volatile: each byte is read
-        // exactly once whatever the guest does meanwhile.
+        // SAFETY: every load is inside `p..p+len` (each loop checks the
+        // remaining length first) and volatile through an alignment-1 type,
+        // so each byte is read exactly once whatever the guest does.
         unsafe {
-            while len > 0 && !(p as usize).is_multiple_of(8) {
-                crc = _mm_crc32_u8(crc, read_volatile(p));
-                (p, len) = (p.add(1), len - 1);
-            }
+            let ld = |w: *const U64, i: usize| u64::from_le(read_volatile(w.add(i)).0);
             for (t, &lane) in tables().iter().zip(&LANES) {
                 let n = lane / 8;
                 while len >= 3 * lane {
-                    let w = p.cast::<u64>();
+                    let w = p.cast::<U64>();
                     let (mut a, mut b, mut c) = (u64::from(crc), 0u64, 0u64);
                     for i in 0..n {
-                        a = _mm_crc32_u64(a, read_volatile(w.add(i)));
-                        b = _mm_crc32_u64(b, read_volatile(w.add(n + i)));
-                        c = _mm_crc32_u64(c, read_volatile(w.add(2 * n + i)));
+                        a = _mm_crc32_u64(a, ld(w, i));
+                        b = _mm_crc32_u64(b, ld(w, n + i));
+                        c = _mm_crc32_u64(c, ld(w, 2 * n + i));
                     }
                     // crc(A||B||C) = shift(shift(A) ^ B) ^ C, by linearity.
                     crc = shift(t, shift(t, a as u32) ^ b as u32) ^ c as u32;
@@ -223,7 +276,7 @@ mod hw {
                 }
             }
             while len >= 8 {
-                crc = _mm_crc32_u64(u64::from(crc), read_volatile(p.cast::<u64>())) as u32;
+                crc = _mm_crc32_u64(u64::from(crc), ld(p.cast::<U64>(), 0)) as u32;
                 (p, len) = (p.add(8), len - 8);
             }
             while len > 0 {
@@ -293,6 +346,24 @@ mod tests {
                 crc32c(0x1234, [d]),
                 crc32c::crc32c_append(0x1234, d),
                 "{start}+{len}"
+            );
+        }
+    }
+
+    #[test]
+    fn crc32c_streams_across_any_piece_sizes() {
+        let data: Vec<u8> = (0..20_000u32)
+            .map(|i| (i.wrapping_mul(40_503) >> 7) as u8)
+            .collect();
+        for pieces in [1usize, 2, 16, 97, 1000] {
+            let mut c = Crc32c::new(7);
+            for p in data.chunks(data.len().div_ceil(pieces)) {
+                c.update(p);
+            }
+            assert_eq!(
+                c.finish(),
+                crc32c::crc32c_append(7, &data),
+                "{pieces} pieces"
             );
         }
     }
