@@ -15,6 +15,7 @@ use vhost_user_backend::{ShutdownHandle, VhostUserDaemon};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
 use crate::backend::PktAccelBackend;
+use crate::completion::CompletionHook;
 use crate::config::DeviceOptions;
 use crate::stats::Stats;
 
@@ -117,6 +118,7 @@ pub struct Server {
     opts: DeviceOptions,
     stats: Arc<Stats>,
     stopper: Stopper,
+    hook: Option<Arc<dyn CompletionHook>>,
 }
 
 impl Server {
@@ -132,7 +134,14 @@ impl Server {
             opts,
             stats,
             stopper,
+            hook: None,
         })
+    }
+
+    /// Has every connection's device consult `hook` before publishing each
+    /// completion (fault injection; see [`crate::completion`]).
+    pub fn set_completion_hook(&mut self, hook: Arc<dyn CompletionHook>) {
+        self.hook = Some(hook);
     }
 
     /// The counters, shared with every connection's device.
@@ -152,7 +161,12 @@ impl Server {
         let mut connection = 0u64;
         while !self.stopper.stopped() {
             let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
-            let backend = PktAccelBackend::new(self.opts.clone(), mem.clone(), self.stats.clone());
+            let backend = PktAccelBackend::with_hook(
+                self.opts.clone(),
+                mem.clone(),
+                self.stats.clone(),
+                self.hook.clone(),
+            );
             let mut daemon = VhostUserDaemon::new("pktaccel-device".into(), backend.clone(), mem)
                 .map_err(|e| ServeError::Daemon(e.to_string()))?;
             info!(path = %self.path.display(), "waiting for a vhost-user frontend");
