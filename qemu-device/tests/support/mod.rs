@@ -649,6 +649,17 @@ impl Guest {
         self.queues[q].kick.write(1).unwrap();
     }
 
+    /// Stops ring `q` (GET_VRING_BASE, as QEMU does on a device reset)
+    /// and starts it again at avail position `base`, with the same rings
+    /// and eventfds; returns the position the backend reported.
+    pub fn restart_ring(&mut self, q: usize, base: u16) -> u32 {
+        let stopped_at = self.front.get_vring_base(q).unwrap();
+        self.front.set_vring_base(q, base).unwrap();
+        self.front.set_vring_call(q, &self.queues[q].call).unwrap();
+        self.front.set_vring_kick(q, &self.queues[q].kick).unwrap();
+        stopped_at
+    }
+
     /// Guest address of descriptor `id` of queue `q`.
     pub fn desc_addr(&self, q: usize, id: u16) -> u64 {
         self.queues[q].desc + u64::from(id) * 16
