@@ -191,6 +191,38 @@ fn measure_point(poll: &mut Rig, sleep: &mut Rig, op: u16, size: u32) -> Point {
     }
 }
 
+/// Adaptive spinning (`a`) against none (`o`), `rounds` runs each in ABBA
+/// order, NOP and CSUM 9000 B; prints and returns (wall, CPU) ratios a/o.
+fn adaptive_vs_off(a: &mut Rig, o: &mut Rig, rounds: usize) -> [(f64, f64); 2] {
+    let mut out = [(0.0, 0.0); 2];
+    for (k, sh) in [shape(OP_NOP, 64), shape(OP_CSUM, 9000)].iter().enumerate() {
+        let (mut sa, mut so) = ((0.0, 0.0), (0.0, 0.0));
+        for round in 0..rounds {
+            let (ra, ro) = if round % 2 == 0 {
+                let ra = a.run(sh);
+                (ra, o.run(sh))
+            } else {
+                let ro = o.run(sh);
+                (a.run(sh), ro)
+            };
+            sa = (sa.0 + ra.requests_per_s, sa.1 + ra.requests_per_cpu_s);
+            so = (so.0 + ro.requests_per_s, so.1 + ro.requests_per_cpu_s);
+        }
+        out[k] = (sa.0 / so.0, sa.1 / so.1);
+        println!(
+            "adaptive spin vs --poll off, {} ({rounds} runs each, ABBA): wall {:.2} vs {:.2} M req/s ({:.2}x); per CPU {:.2} vs {:.2} M req/s ({:.2}x)",
+            if k == 0 { "NOP" } else { "CSUM 9000 B" },
+            sa.0 / rounds as f64 / 1e6,
+            so.0 / rounds as f64 / 1e6,
+            out[k].0,
+            sa.1 / rounds as f64 / 1e6,
+            so.1 / rounds as f64 / 1e6,
+            out[k].1
+        );
+    }
+    out
+}
+
 /// Wake cost: one request at a time to a worker that never spins, so each
 /// one is a kick, a wake-up and a sleep; the daemon's CPU per request minus
 /// the request path's own cost.
@@ -242,6 +274,18 @@ fn main() {
         for (op, r) in segment_costs() {
             println!("16 x 1500 B over 1 x 24000 B, {:<14} {r:.2}", op_name(op));
         }
+        return;
+    }
+    // PKTACCEL_BENCH_SPIN=N: only adaptive vs no spinning, N runs each.
+    if let Some(n) = std::env::var("PKTACCEL_BENCH_SPIN")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        println!("load average: {}; {}", loadavg(), pressure());
+        let mut a = Rig::start(&[], &KEY);
+        let mut o = Rig::start(&["--poll", "off"], &KEY);
+        adaptive_vs_off(&mut a, &mut o, n);
+        println!("load average: {}; {}", loadavg(), pressure());
         return;
     }
     let load_start = loadavg();
@@ -306,35 +350,8 @@ fn main() {
     println!();
 
     // The adaptive default against no spinning at all, on this host as it
-    // is (alternating, so both see the same load).
-    let mut adaptive = (0.0, 0.0);
-    let mut off = (0.0, 0.0);
-    for round in 0..4 {
-        for (sh, i) in [(shape(OP_NOP, 64), 0), (shape(OP_CSUM, 9000), 1)] {
-            // ABBA order, so that neither always runs first.
-            let (a, o) = if round % 2 == 0 {
-                let a = sleep.run(&sh).requests_per_s;
-                (a, never.run(&sh).requests_per_s)
-            } else {
-                let o = never.run(&sh).requests_per_s;
-                (sleep.run(&sh).requests_per_s, o)
-            };
-            if i == 0 {
-                (adaptive.0, off.0) = (adaptive.0 + a, off.0 + o);
-            } else {
-                (adaptive.1, off.1) = (adaptive.1 + a, off.1 + o);
-            }
-        }
-    }
-    println!(
-        "adaptive spin vs --poll off, wall, 4 runs each (ABBA): NOP {:.2} vs {:.2} M req/s ({:.2}x), CSUM 9000 B {:.2} vs {:.2} Gbit/s ({:.2}x)",
-        adaptive.0 / 4e6,
-        off.0 / 4e6,
-        adaptive.0 / off.0,
-        gbit(adaptive.1 / 4.0, 9000),
-        gbit(off.1 / 4.0, 9000),
-        adaptive.1 / off.1
-    );
+    // is (ABBA order, so both see the same load).
+    let adaptive = adaptive_vs_off(&mut sleep, &mut never, 4);
     println!("CPU pressure now: {}", pressure());
     println!();
 
@@ -380,7 +397,7 @@ fn main() {
             over(c, c.polling.0),
             over(c, c.sleeping.0),
         ],
-        (wake, (adaptive.0 / off.0, adaptive.1 / off.1)),
+        (wake, (adaptive[0].0, adaptive[1].0)),
         (&points, &segs),
         &load_end,
     );
