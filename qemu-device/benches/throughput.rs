@@ -421,28 +421,29 @@ fn print_tables(points: &[Point]) {
     println!(
         "{:<17} {:>8} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8}",
         "1500 B (Gbit/s)",
-        "device",
-        "sleeping",
+        "default",
         "in-proc",
+        "spin/busy",
         "raw hot",
         "raw set",
-        "dev/CPU",
-        "slp/CPU"
+        "dflt wall",
+        "spin wall"
     );
     for p in points.iter().filter(|p| p.size == 1500) {
         println!(
             "{:<17} {:>8.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>8.2} {:>8.2}",
             op_name(p.op),
-            gbit(p.polling.0, 1500),
-            gbit(p.sleeping.0, 1500),
+            gbit(p.sleeping.1, 1500),
             gbit(p.in_process, 1500),
+            gbit(p.polling.2, 1500),
             gbit(p.raw_hot, 1500),
             gbit(p.raw_set, 1500),
-            gbit(p.polling.1, 1500),
-            gbit(p.sleeping.1, 1500),
+            gbit(p.sleeping.0, 1500),
+            gbit(p.polling.0, 1500),
         );
     }
-    println!("(device, sleeping: per wall second; dev/CPU, slp/CPU: per daemon CPU second)");
+    println!("(default: the default worker per second of daemon CPU; spin/busy: the non-sleeping");
+    println!(" worker per second it was busy; *wall: per wall-clock second)");
     for (title, sleeping, basis) in [
         ("device/raw, non-sleeping, per busy", false, Basis::Busy),
         ("device/raw, default, per CPU", true, Basis::Cpu),
