@@ -276,6 +276,30 @@ fn main() {
         }
         return;
     }
+    // PKTACCEL_BENCH_NOP=N: only batched NOP, N runs on each worker.
+    if let Some(n) = std::env::var("PKTACCEL_BENCH_NOP")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+    {
+        println!("load average: {}; {}", loadavg(), pressure());
+        let mut rigs = [
+            Rig::start(&["--poll", SPIN_US], &KEY),
+            Rig::start(&[], &KEY),
+        ];
+        for _ in 0..n {
+            for (name, rig) in ["non-sleeping", "default"].iter().zip(&mut rigs) {
+                let r = rate(rig.run(&shape(OP_NOP, 64)));
+                println!(
+                    "NOP {name:<13} {:>7.2} M/s wall {:>7.2} M/CPU-s {:>7.2} M/busy-s",
+                    r.0 / 1e6,
+                    r.1 / 1e6,
+                    r.2 / 1e6
+                );
+                std::thread::sleep(Duration::from_millis(150));
+            }
+        }
+        return;
+    }
     // PKTACCEL_BENCH_SPIN=N: only adaptive vs no spinning, N runs each.
     if let Some(n) = std::env::var("PKTACCEL_BENCH_SPIN")
         .ok()

@@ -166,6 +166,7 @@ impl PktAccelBackend {
         let switches = involuntary_switches();
         let start = Instant::now();
         let mut spins = 0u32;
+        let long = budget > crate::spin::MAX_SPIN;
         let hit = loop {
             if has_work(vring, &*mem) {
                 break true;
@@ -174,6 +175,11 @@ impl PktAccelBackend {
             // Reading the clock costs more than a pause: check it sparingly.
             if spins.is_multiple_of(16) && start.elapsed() >= budget {
                 break false;
+            }
+            // A long fixed spin gives the CPU away now and then, so that on
+            // a busy host the driver it waits for gets to run.
+            if long && spins.is_multiple_of(256) {
+                std::thread::yield_now();
             }
             std::hint::spin_loop();
         };
