@@ -309,6 +309,13 @@ fn main() {
         let mut a = Rig::start(&[], &KEY);
         let mut o = Rig::start(&["--poll", "off"], &KEY);
         adaptive_vs_off(&mut a, &mut o, n);
+        for (name, r) in [("adaptive", &a), ("off", &o)] {
+            let s = r.stats();
+            println!(
+                "{name}: {} spins, {} with work arriving",
+                s["spins"], s["spin_hits"]
+            );
+        }
         println!("load average: {}; {}", loadavg(), pressure());
         return;
     }

@@ -140,7 +140,7 @@ impl PktAccelBackend {
                     return;
                 }
             }
-            if self.spin(vring, spinner) {
+            if self.spin(vring, queue, spinner) {
                 continue;
             }
             match vring.enable_notification() {
@@ -156,7 +156,7 @@ impl PktAccelBackend {
 
     /// Spins until `vring` has work or the spinner's budget runs out;
     /// true when work arrived. Runs without the vring lock.
-    fn spin(&self, vring: &Vring, spinner: &Mutex<Spinner>) -> bool {
+    fn spin(&self, vring: &Vring, queue: usize, spinner: &Mutex<Spinner>) -> bool {
         let mut spinner = spinner.lock().unwrap_or_else(|e| e.into_inner());
         let budget = spinner.budget();
         if budget.is_zero() {
@@ -184,6 +184,7 @@ impl PktAccelBackend {
             std::hint::spin_loop();
         };
         spinner.record(hit, involuntary_switches() != switches);
+        self.inner.stats.shard(queue).spin(hit);
         hit
     }
 

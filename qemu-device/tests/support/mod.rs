@@ -193,6 +193,10 @@ pub fn parse_stats(log: &str) -> HashMap<String, u64> {
             ["no-status", "chains", n] => {
                 m.insert("no_status".into(), n.parse().unwrap());
             }
+            ["spins", "(hits)", n, hits] => {
+                m.insert("spins".into(), n.parse().unwrap());
+                m.insert("spin_hits".into(), hits.parse().unwrap());
+            }
             ["busy", "ns", n] => {
                 m.insert("busy_ns".into(), n.parse().unwrap());
             }
