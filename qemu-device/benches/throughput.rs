@@ -191,6 +191,38 @@ fn measure_point(poll: &mut Rig, sleep: &mut Rig, op: u16, size: u32) -> Point {
     }
 }
 
+/// Adaptive spinning (`a`) against none (`o`), `rounds` runs each in ABBA
+/// order, NOP and CSUM 9000 B; prints and returns (wall, CPU) ratios a/o.
+fn adaptive_vs_off(a: &mut Rig, o: &mut Rig, rounds: usize) -> [(f64, f64); 2] {
+    let mut out = [(0.0, 0.0); 2];
+    for (k, sh) in [shape(OP_NOP, 64), shape(OP_CSUM, 9000)].iter().enumerate() {
+        let (mut sa, mut so) = ((0.0, 0.0), (0.0, 0.0));
+        for round in 0..rounds {
+            let (ra, ro) = if round % 2 == 0 {
+                let ra = a.run(sh);
+                (ra, o.run(sh))
+            } else {
+                let ro = o.run(sh);
+                (a.run(sh), ro)
+            };
+            sa = (sa.0 + ra.requests_per_s, sa.1 + ra.requests_per_cpu_s);
+            so = (so.0 + ro.requests_per_s, so.1 + ro.requests_per_cpu_s);
+        }
+        out[k] = (sa.0 / so.0, sa.1 / so.1);
+        println!(
+            "adaptive spin vs --poll off, {} ({rounds} runs each, ABBA): wall {:.2} vs {:.2} M req/s ({:.2}x); per CPU {:.2} vs {:.2} M req/s ({:.2}x)",
+            if k == 0 { "NOP" } else { "CSUM 9000 B" },
+            sa.0 / rounds as f64 / 1e6,
+            so.0 / rounds as f64 / 1e6,
+            out[k].0,
+            sa.1 / rounds as f64 / 1e6,
+            so.1 / rounds as f64 / 1e6,
+            out[k].1
+        );
+    }
+    out
+}
+
 /// Wake cost: one request at a time to a worker that never spins, so each
 /// one is a kick, a wake-up and a sleep; the daemon's CPU per request minus
 /// the request path's own cost.
@@ -242,6 +274,49 @@ fn main() {
         for (op, r) in segment_costs() {
             println!("16 x 1500 B over 1 x 24000 B, {:<14} {r:.2}", op_name(op));
         }
+        return;
+    }
+    // PKTACCEL_BENCH_NOP=N: only batched NOP, N runs on each worker.
+    if let Some(n) = std::env::var("PKTACCEL_BENCH_NOP")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+    {
+        println!("load average: {}; {}", loadavg(), pressure());
+        let mut rigs = [
+            Rig::start(&["--poll", SPIN_US], &KEY),
+            Rig::start(&[], &KEY),
+        ];
+        for _ in 0..n {
+            for (name, rig) in ["non-sleeping", "default"].iter().zip(&mut rigs) {
+                let r = rate(rig.run(&shape(OP_NOP, 64)));
+                println!(
+                    "NOP {name:<13} {:>7.2} M/s wall {:>7.2} M/CPU-s {:>7.2} M/busy-s",
+                    r.0 / 1e6,
+                    r.1 / 1e6,
+                    r.2 / 1e6
+                );
+                std::thread::sleep(Duration::from_millis(150));
+            }
+        }
+        return;
+    }
+    // PKTACCEL_BENCH_SPIN=N: only adaptive vs no spinning, N runs each.
+    if let Some(n) = std::env::var("PKTACCEL_BENCH_SPIN")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        println!("load average: {}; {}", loadavg(), pressure());
+        let mut a = Rig::start(&[], &KEY);
+        let mut o = Rig::start(&["--poll", "off"], &KEY);
+        adaptive_vs_off(&mut a, &mut o, n);
+        for (name, r) in [("adaptive", &a), ("off", &o)] {
+            let s = r.stats();
+            println!(
+                "{name}: {} spins, {} with work arriving",
+                s["spins"], s["spin_hits"]
+            );
+        }
+        println!("load average: {}; {}", loadavg(), pressure());
         return;
     }
     let load_start = loadavg();
@@ -306,35 +381,8 @@ fn main() {
     println!();
 
     // The adaptive default against no spinning at all, on this host as it
-    // is (alternating, so both see the same load).
-    let mut adaptive = (0.0, 0.0);
-    let mut off = (0.0, 0.0);
-    for round in 0..4 {
-        for (sh, i) in [(shape(OP_NOP, 64), 0), (shape(OP_CSUM, 9000), 1)] {
-            // ABBA order, so that neither always runs first.
-            let (a, o) = if round % 2 == 0 {
-                let a = sleep.run(&sh).requests_per_s;
-                (a, never.run(&sh).requests_per_s)
-            } else {
-                let o = never.run(&sh).requests_per_s;
-                (sleep.run(&sh).requests_per_s, o)
-            };
-            if i == 0 {
-                (adaptive.0, off.0) = (adaptive.0 + a, off.0 + o);
-            } else {
-                (adaptive.1, off.1) = (adaptive.1 + a, off.1 + o);
-            }
-        }
-    }
-    println!(
-        "adaptive spin vs --poll off, wall, 4 runs each (ABBA): NOP {:.2} vs {:.2} M req/s ({:.2}x), CSUM 9000 B {:.2} vs {:.2} Gbit/s ({:.2}x)",
-        adaptive.0 / 4e6,
-        off.0 / 4e6,
-        adaptive.0 / off.0,
-        gbit(adaptive.1 / 4.0, 9000),
-        gbit(off.1 / 4.0, 9000),
-        adaptive.1 / off.1
-    );
+    // is (ABBA order, so both see the same load).
+    let adaptive = adaptive_vs_off(&mut sleep, &mut never, 4);
     println!("CPU pressure now: {}", pressure());
     println!();
 
@@ -380,7 +428,7 @@ fn main() {
             over(c, c.polling.0),
             over(c, c.sleeping.0),
         ],
-        (wake, (adaptive.0 / off.0, adaptive.1 / off.1)),
+        (wake, (adaptive[0].0, adaptive[1].0)),
         (&points, &segs),
         &load_end,
     );
@@ -404,28 +452,29 @@ fn print_tables(points: &[Point]) {
     println!(
         "{:<17} {:>8} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8}",
         "1500 B (Gbit/s)",
-        "device",
-        "sleeping",
+        "default",
         "in-proc",
+        "spin/busy",
         "raw hot",
         "raw set",
-        "dev/CPU",
-        "slp/CPU"
+        "dflt wall",
+        "spin wall"
     );
     for p in points.iter().filter(|p| p.size == 1500) {
         println!(
             "{:<17} {:>8.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>8.2} {:>8.2}",
             op_name(p.op),
-            gbit(p.polling.0, 1500),
-            gbit(p.sleeping.0, 1500),
+            gbit(p.sleeping.1, 1500),
             gbit(p.in_process, 1500),
+            gbit(p.polling.2, 1500),
             gbit(p.raw_hot, 1500),
             gbit(p.raw_set, 1500),
-            gbit(p.polling.1, 1500),
-            gbit(p.sleeping.1, 1500),
+            gbit(p.sleeping.0, 1500),
+            gbit(p.polling.0, 1500),
         );
     }
-    println!("(device, sleeping: per wall second; dev/CPU, slp/CPU: per daemon CPU second)");
+    println!("(default: the default worker per second of daemon CPU; spin/busy: the non-sleeping");
+    println!(" worker per second it was busy; *wall: per wall-clock second)");
     for (title, sleeping, basis) in [
         ("device/raw, non-sleeping, per busy", false, Basis::Busy),
         ("device/raw, default, per CPU", true, Basis::Cpu),

@@ -140,7 +140,7 @@ impl PktAccelBackend {
                     return;
                 }
             }
-            if self.spin(vring, spinner) {
+            if self.spin(vring, queue, spinner) {
                 continue;
             }
             match vring.enable_notification() {
@@ -156,7 +156,7 @@ impl PktAccelBackend {
 
     /// Spins until `vring` has work or the spinner's budget runs out;
     /// true when work arrived. Runs without the vring lock.
-    fn spin(&self, vring: &Vring, spinner: &Mutex<Spinner>) -> bool {
+    fn spin(&self, vring: &Vring, queue: usize, spinner: &Mutex<Spinner>) -> bool {
         let mut spinner = spinner.lock().unwrap_or_else(|e| e.into_inner());
         let budget = spinner.budget();
         if budget.is_zero() {
@@ -166,6 +166,7 @@ impl PktAccelBackend {
         let switches = involuntary_switches();
         let start = Instant::now();
         let mut spins = 0u32;
+        let long = budget > crate::spin::MAX_SPIN;
         let hit = loop {
             if has_work(vring, &*mem) {
                 break true;
@@ -175,9 +176,15 @@ impl PktAccelBackend {
             if spins.is_multiple_of(16) && start.elapsed() >= budget {
                 break false;
             }
+            // A long fixed spin gives the CPU away now and then, so that on
+            // a busy host the driver it waits for gets to run.
+            if long && spins.is_multiple_of(256) {
+                std::thread::yield_now();
+            }
             std::hint::spin_loop();
         };
         spinner.record(hit, involuntary_switches() != switches);
+        self.inner.stats.shard(queue).spin(hit);
         hit
     }
 

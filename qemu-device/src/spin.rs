@@ -117,7 +117,9 @@ impl Spinner {
             return false;
         };
         let prev = self.psi.replace((now, total));
-        prev.is_some_and(|(t, before)| {
+        // Without an earlier sample the pressure is unknown: do not spin
+        // until the next check has one.
+        prev.is_none_or(|(t, before)| {
             let wall = now.duration_since(t).as_micros().max(1) as f64;
             total.saturating_sub(before) as f64 / wall > PRESSURE_LIMIT
         })

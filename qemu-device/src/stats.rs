@@ -23,6 +23,8 @@ pub struct Shard {
     bad_head: AtomicU64,
     broken: AtomicU64,
     busy_ns: AtomicU64,
+    spins: AtomicU64,
+    spin_hits: AtomicU64,
 }
 
 fn bump(c: &AtomicU64, n: u64) {
@@ -65,6 +67,14 @@ impl Shard {
         bump(&self.busy_ns, d.as_nanos() as u64);
     }
 
+    /// Counts a spin on an empty ring, and whether work arrived during it.
+    pub fn spin(&self, hit: bool) {
+        bump(&self.spins, 1);
+        if hit {
+            bump(&self.spin_hits, 1);
+        }
+    }
+
     /// Counts a queue marked broken (e.g. an avail index more than a ring
     /// ahead).
     pub fn broken_queue(&self) {
@@ -95,6 +105,10 @@ pub struct Snapshot {
     pub broken: u64,
     /// Nanoseconds workers spent processing requests.
     pub busy_ns: u64,
+    /// Spins on an empty ring.
+    pub spins: u64,
+    /// Spins during which work arrived.
+    pub spin_hits: u64,
 }
 
 impl Snapshot {
@@ -132,6 +146,8 @@ impl Stats {
             s.bad_head += sh.bad_head.load(Relaxed);
             s.broken += sh.broken.load(Relaxed);
             s.busy_ns += sh.busy_ns.load(Relaxed);
+            s.spins += sh.spins.load(Relaxed);
+            s.spin_hits += sh.spin_hits.load(Relaxed);
         }
         s
     }
@@ -161,6 +177,11 @@ impl fmt::Display for Snapshot {
         writeln!(f, "  no-status chains    {:>12}", self.no_status)?;
         writeln!(f, "  broken queues       {:>12}", self.broken)?;
         writeln!(f, "  busy ns             {:>12}", self.busy_ns)?;
+        writeln!(
+            f,
+            "  spins (hits)        {:>12} {}",
+            self.spins, self.spin_hits
+        )?;
         write!(f, "  bad ring heads      {:>12}", self.bad_head)
     }
 }

@@ -69,6 +69,11 @@ fn event_idx_avail_index_past_the_ring_breaks_only_that_queue() {
         );
         nop_ok(&mut g, 1);
         assert_eq!(d.stats()["broken"], 1);
+        // The driver repairs its index and the frontend restarts the ring
+        // (GET_VRING_BASE, SET_VRING_BASE, SET_VRING_KICK): served again.
+        g.set_avail_idx_raw(0, 1);
+        assert_eq!(g.restart_ring(0, 1), 1, "stopped where it broke");
+        nop_ok(&mut g, 0);
     } // the frontend leaves
     d.wait_for_log("waiting for a vhost-user frontend", 1);
     let mut g = Guest::connect(&d.path, opts);

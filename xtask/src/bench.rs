@@ -910,7 +910,7 @@ fn device_section(md: &mut String, dir: &Path, h: &HostRun) -> Result<()> {
     } else {
         writeln!(
             md,
-            "1500-byte requests, Gbit/s: the daemon driven through a real vhost-user frontend vs the engine called in a loop on one hot buffer and over the device's working set.\n"
+            "1500-byte requests, Gbit/s: the daemon (default worker, per second of its CPU time) driven through a real vhost-user frontend vs the engine called in a loop on one hot buffer and over the device's working set.\n"
         )?;
         writeln!(
             md,

@@ -94,6 +94,11 @@ impl Rig {
         }
     }
 
+    /// The daemon's counters (see `support::parse_stats`).
+    pub fn stats(&self) -> std::collections::HashMap<String, u64> {
+        self.d.stats()
+    }
+
     /// Chains of `s` that fit the ring and the areas, a multiple of BATCH.
     pub fn chains(&self, s: &Shape) -> usize {
         let by_ring = usize::from(RING / per_chain(s));

@@ -193,6 +193,10 @@ pub fn parse_stats(log: &str) -> HashMap<String, u64> {
             ["no-status", "chains", n] => {
                 m.insert("no_status".into(), n.parse().unwrap());
             }
+            ["spins", "(hits)", n, hits] => {
+                m.insert("spins".into(), n.parse().unwrap());
+                m.insert("spin_hits".into(), hits.parse().unwrap());
+            }
             ["busy", "ns", n] => {
                 m.insert("busy_ns".into(), n.parse().unwrap());
             }
@@ -647,6 +651,17 @@ impl Guest {
     /// Kicks queue `q` unconditionally (ignoring EVENT_IDX's avail_event).
     pub fn kick_raw(&self, q: usize) {
         self.queues[q].kick.write(1).unwrap();
+    }
+
+    /// Stops ring `q` (GET_VRING_BASE, as QEMU does on a device reset)
+    /// and starts it again at avail position `base`, with the same rings
+    /// and eventfds; returns the position the backend reported.
+    pub fn restart_ring(&mut self, q: usize, base: u16) -> u32 {
+        let stopped_at = self.front.get_vring_base(q).unwrap();
+        self.front.set_vring_base(q, base).unwrap();
+        self.front.set_vring_call(q, &self.queues[q].call).unwrap();
+        self.front.set_vring_kick(q, &self.queues[q].kick).unwrap();
+        stopped_at
     }
 
     /// Guest address of descriptor `id` of queue `q`.
