@@ -28,29 +28,17 @@ use std::sync::Arc;
 use pktaccel_abi::*;
 use tracing::debug;
 use virtio_queue::desc::split::Descriptor;
-use vm_memory::{GuestAddress, GuestMemoryBackend};
+use vm_memory::GuestMemoryBackend;
 
 use crate::completion::{Completion, CompletionHook, Decision};
-use crate::engines::{copy, crc, csum::Csum, gcm, rss};
 use crate::guest::{Regions, Target, read_guest};
 use crate::keys::KeySlots;
 use crate::ring::Desc;
 use crate::stats::Shard;
+use segments::{Seg, resolve};
 
-/// A host-mapped piece of a guest segment (a segment spanning two guest
-/// memory regions becomes two pieces).
-#[derive(Clone, Copy, Debug)]
-struct Seg {
-    ptr: *mut u8,
-    len: usize,
-}
-
-// SAFETY: a `Seg` is only an address and a length; it is dereferenced only
-// by the worker that resolved it, while that worker holds the guest-memory
-// guard that keeps the mapping alive, and segment lists are cleared at the
-// end of every request. Sending the (empty) scratch lists between threads is
-// therefore sound.
-unsafe impl Send for Seg {}
+mod ops;
+mod segments;
 
 /// Per-worker reusable buffers, so that the hot path does not allocate.
 #[derive(Debug, Default)]
@@ -280,6 +268,7 @@ impl Processor {
         out.used_len()
     }
 
+    /// Checks 2 to 7 of the module's list, then the op itself.
     fn run<M: GuestMemoryBackend>(
         &self,
         mem: &M,
@@ -289,7 +278,44 @@ impl Processor {
         op: &mut Option<u16>,
     ) -> Result<Done, Fail> {
         let n = s.descs.len() - 1; // excluding the status descriptor
-        let Some(&h) = s.descs[..n].first() else {
+        let hdr = self.check_header(mem, regions, s.descs[..n].first(), op)?;
+        let (in_total, out_total) = self.check_segments(mem, regions, s, n)?;
+        stats.op(hdr.op, in_total as u64);
+        let d = ops::Data {
+            ins: &s.ins,
+            outs: &s.outs,
+            buf: &mut s.buf,
+            in_total,
+            out_total,
+        };
+        match hdr.op {
+            OP_NOP => Ok(Done { len: 0, result: 0 }),
+            OP_CSUM | OP_CRC32C | OP_CRC32 => Ok(ops::checksum(&hdr, d)),
+            OP_RSS => ops::rss(&hdr, d),
+            OP_AES_GCM_SEAL | OP_AES_GCM_OPEN => ops::gcm(&self.keys, &hdr, d),
+            OP_COPY => ops::copy(d),
+            OP_KEY_SET => ops::key_set(&self.keys, &hdr, d),
+            OP_KEY_CLEAR => {
+                self.keys
+                    .clear(hdr.key_slot)
+                    .map_err(|_| fail(STATUS_NO_KEY))?;
+                Ok(Done { len: 0, result: 0 })
+            }
+            _ => Err(fail(STATUS_UNSUPPORTED)),
+        }
+    }
+
+    /// Checks 2 to 4: the header descriptor, its fields, and the op.
+    /// Records the op in `op` as soon as the header is read.
+    #[inline]
+    fn check_header<M: GuestMemoryBackend>(
+        &self,
+        mem: &M,
+        regions: &Regions,
+        h: Option<&Desc>,
+        op: &mut Option<u16>,
+    ) -> Result<RequestHeader, Fail> {
+        let Some(&h) = h else {
             return Err(fail(STATUS_BAD_REQUEST));
         };
         if h.write || h.len as usize != REQUEST_HEADER_SIZE {
@@ -303,7 +329,19 @@ impl Processor {
         if hdr.op >= OP_COUNT || self.ops & (1 << hdr.op) == 0 {
             return Err(fail(STATUS_UNSUPPORTED));
         }
+        Ok(hdr)
+    }
 
+    /// Checks 5 to 7 on the data descriptors `descs[1..n]`, resolving them
+    /// into `s.ins` and `s.outs`. Returns the input and output totals.
+    #[inline]
+    fn check_segments<M: GuestMemoryBackend>(
+        &self,
+        mem: &M,
+        regions: &Regions,
+        s: &mut Scratch,
+        n: usize,
+    ) -> Result<(usize, usize), Fail> {
         let segs = &s.descs[1..n];
         if segs.len() > self.max_segments as usize {
             return Err(fail(STATUS_BAD_REQUEST));
@@ -331,140 +369,7 @@ impl Processor {
             resolve(mem, regions, d, list).map_err(|()| fail(STATUS_BAD_ADDRESS))?;
         }
         // Both totals are at most max_request_bytes (u32) from here on.
-        let (in_total, out_total) = (in_total as usize, out_total as usize);
-        stats.op(hdr.op, in_total as u64);
-
-        // The engines read the inputs by host address, each byte once (see
-        // `crate::engines`); nothing makes a `&[u8]` over guest memory.
-        match hdr.op {
-            OP_NOP => Ok(Done { len: 0, result: 0 }),
-            OP_CSUM => {
-                let mut c = Csum::new(hdr.aux);
-                for g in &s.ins {
-                    // SAFETY: resolved from `mem`, which the caller keeps
-                    // mapped for this call.
-                    unsafe { c.update_raw(g.ptr, g.len) };
-                }
-                Ok(Done {
-                    len: 0,
-                    result: u64::from(c.finish()),
-                })
-            }
-            OP_CRC32C => {
-                let mut c = crc::Crc32c::new(hdr.aux);
-                for g in &s.ins {
-                    // SAFETY: as for CSUM.
-                    unsafe { c.update_raw(g.ptr, g.len) };
-                }
-                Ok(Done {
-                    len: 0,
-                    result: u64::from(c.finish()),
-                })
-            }
-            OP_CRC32 => {
-                let mut c = crc::Crc32Stream::new(hdr.aux, &mut s.buf);
-                for g in &s.ins {
-                    // SAFETY: as for CSUM.
-                    unsafe { c.update_raw(g.ptr, g.len) };
-                }
-                Ok(Done {
-                    len: 0,
-                    result: u64::from(c.finish()),
-                })
-            }
-            OP_RSS => {
-                if in_total > rss::RSS_MAX_INPUT {
-                    return Err(fail(STATUS_BAD_REQUEST));
-                }
-                gather(&s.ins, &mut s.buf);
-                let key: &[u8; RSS_KEY_LEN] = &hdr.params;
-                let hash =
-                    rss::toeplitz(key, [&s.buf[..]]).map_err(|_| fail(STATUS_BAD_REQUEST))?;
-                Ok(Done {
-                    len: 0,
-                    result: u64::from(hash),
-                })
-            }
-            OP_AES_GCM_SEAL | OP_AES_GCM_OPEN => {
-                let key = self
-                    .keys
-                    .get(hdr.key_slot)
-                    .map_err(|_| fail(STATUS_NO_KEY))?;
-                let iv: [u8; GCM_IV_LEN] = hdr.params[..GCM_IV_LEN]
-                    .try_into()
-                    .map_err(|_| fail(STATUS_BAD_REQUEST))?;
-                let aad = hdr.aux as usize;
-                let seal = hdr.op == OP_AES_GCM_SEAL;
-                let tail = if seal { 0 } else { GCM_TAG_LEN };
-                if aad + tail > in_total {
-                    return Err(fail(STATUS_BAD_REQUEST));
-                }
-                let data_len = in_total - aad - tail;
-                let need = if seal {
-                    data_len + GCM_TAG_LEN
-                } else {
-                    data_len
-                };
-                if out_total < need {
-                    return Err(fail(STATUS_SHORT_OUTPUT));
-                }
-                gather(&s.ins, &mut s.buf);
-                let (a, rest) = s.buf.split_at_mut(aad);
-                let (data, tag) = rest.split_at_mut(data_len);
-                if seal {
-                    let t = gcm::seal(&key, &iv, a, data);
-                    scatter(&s.outs, &[data, &t]);
-                } else {
-                    let t: &[u8; GCM_TAG_LEN] =
-                        (&*tag).try_into().map_err(|_| fail(STATUS_BAD_REQUEST))?;
-                    if gcm::open(&key, &iv, a, data, t).is_err() {
-                        zero(&s.outs);
-                        return Err(Fail {
-                            status: STATUS_AUTH_FAILED,
-                            written: out_total as u32,
-                        });
-                    }
-                    scatter(&s.outs, &[data]);
-                }
-                Ok(Done {
-                    len: need as u32,
-                    result: 0,
-                })
-            }
-            OP_COPY => {
-                if out_total < in_total {
-                    return Err(fail(STATUS_SHORT_OUTPUT));
-                }
-                copy_segs(&s.ins, &s.outs);
-                Ok(Done {
-                    len: in_total as u32,
-                    result: 0,
-                })
-            }
-            OP_KEY_SET => {
-                if hdr.key_slot >= self.keys.len() {
-                    return Err(fail(STATUS_NO_KEY));
-                }
-                if in_total != AES256_KEY_LEN {
-                    return Err(fail(STATUS_BAD_REQUEST));
-                }
-                gather(&s.ins, &mut s.buf);
-                let key: &[u8; AES256_KEY_LEN] =
-                    s.buf[..].try_into().map_err(|_| fail(STATUS_BAD_REQUEST))?;
-                self.keys
-                    .set(hdr.key_slot, key)
-                    .map_err(|_| fail(STATUS_NO_KEY))?;
-                s.buf.fill(0);
-                Ok(Done { len: 0, result: 0 })
-            }
-            OP_KEY_CLEAR => {
-                self.keys
-                    .clear(hdr.key_slot)
-                    .map_err(|_| fail(STATUS_NO_KEY))?;
-                Ok(Done { len: 0, result: 0 })
-            }
-            _ => Err(fail(STATUS_UNSUPPORTED)),
-        }
+        Ok((in_total as usize, out_total as usize))
     }
 }
 
@@ -501,95 +406,6 @@ fn read_header<M: GuestMemoryBackend>(
     }
     let b = read_guest::<REQUEST_HEADER_SIZE, M>(regions, mem, addr)?;
     RequestHeader::from_le_bytes(&b)
-}
-
-/// Translates one guest segment into host pieces; `Err` when any byte is
-/// outside guest memory or the range wraps.
-fn resolve<M: GuestMemoryBackend>(
-    mem: &M,
-    regions: &Regions,
-    d: &Desc,
-    out: &mut Vec<Seg>,
-) -> Result<(), ()> {
-    d.addr.checked_add(u64::from(d.len)).ok_or(())?;
-    if let Some(ptr) = regions.host(d.addr, u64::from(d.len)) {
-        out.push(Seg {
-            ptr,
-            len: d.len as usize,
-        });
-        return Ok(());
-    }
-    for slice in mem.get_slices(GuestAddress(d.addr), d.len as usize) {
-        let slice = slice.map_err(|_| ())?;
-        out.push(Seg {
-            ptr: slice.ptr_guard_mut().as_ptr(),
-            len: slice.len(),
-        });
-    }
-    Ok(())
-}
-
-/// Copies all input pieces, in order, into `buf` (resized to fit).
-fn gather(ins: &[Seg], buf: &mut Vec<u8>) {
-    buf.clear();
-    for g in ins {
-        let at = buf.len();
-        buf.resize(at + g.len, 0);
-        // SAFETY: `g` lies in a live guest mapping (resolved for this
-        // request); `buf` is host heap memory with room for `g.len` bytes
-        // at `at`, so the ranges do not overlap. This copy is the private
-        // snapshot the engine works on.
-        unsafe { ptr::copy_nonoverlapping(g.ptr, buf.as_mut_ptr().add(at), g.len) };
-    }
-}
-
-/// Writes `parts`, concatenated, to the start of the outputs.
-fn scatter(outs: &[Seg], parts: &[&[u8]]) {
-    let (mut o, mut off) = (0usize, 0usize);
-    for part in parts {
-        let mut p: &[u8] = part;
-        while !p.is_empty() && o < outs.len() {
-            let n = p.len().min(outs[o].len - off);
-            // SAFETY: `outs[o].ptr + off .. + n` lies inside a live, writable
-            // guest mapping (resolved from a device-writable descriptor), and
-            // `p` is host memory (the scratch buffer), so they cannot overlap.
-            unsafe { ptr::copy_nonoverlapping(p.as_ptr(), outs[o].ptr.add(off), n) };
-            p = &p[n..];
-            off += n;
-            if off == outs[o].len {
-                o += 1;
-                off = 0;
-            }
-        }
-    }
-}
-
-/// Zeroes every output piece.
-fn zero(outs: &[Seg]) {
-    for g in outs {
-        // SAFETY: a live, writable guest mapping of `len` bytes.
-        unsafe { ptr::write_bytes(g.ptr, 0, g.len) };
-    }
-}
-
-/// The DMA copy: inputs to outputs with `memmove`, so in-place and
-/// overlapping segment pairs are fine.
-fn copy_segs(ins: &[Seg], outs: &[Seg]) {
-    copy::plan_with(
-        (ins.len(), |i| ins[i].len),
-        (outs.len(), |o| outs[o].len),
-        |c| {
-            // SAFETY: the plan keeps every chunk inside its input and output
-            // piece, both in live guest mappings; `ptr::copy` allows overlap.
-            unsafe {
-                ptr::copy(
-                    ins[c.src].ptr.add(c.src_off),
-                    outs[c.dst].ptr.add(c.dst_off),
-                    c.len,
-                )
-            };
-        },
-    );
 }
 
 #[cfg(test)]

@@ -2,12 +2,13 @@
 //! order, key handling, and proptests against software answers.
 
 use super::*;
+use crate::engines::crc;
 use crate::engines::csum::checksum;
 use crate::stats::Stats;
 use proptest::prelude::*;
 use virtio_queue::desc::RawDescriptor;
 use virtio_queue::mock::MockSplitQueue;
-use vm_memory::{Bytes, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 const MEM: u64 = 0x20_0000;
 const DATA: u64 = 0x10_0000;
