@@ -11,17 +11,8 @@ use std::time::{Duration, Instant};
 
 use pktaccel_abi::*;
 use pktaccel_device::engines::{crc, csum};
-use support::{Daemon, Guest, GuestOpts, RawDesc, hdr};
+use support::{Daemon, Guest, GuestOpts, RawDesc, hdr, still_serves};
 use vm_memory::{Bytes, GuestAddress};
-
-fn nop_ok(g: &mut Guest, q: usize) {
-    let (st, used) = g.call(q, &hdr(OP_NOP), &[], &[]);
-    assert_eq!(
-        (st.status, used),
-        (STATUS_OK, 16),
-        "queue {q} stopped serving"
-    );
-}
 
 /// Issue 10's wedge: with EVENT_IDX, an avail index more than a ring ahead
 /// plus a kick used to make the worker spin at 100% CPU forever and the
@@ -38,8 +29,8 @@ fn event_idx_avail_index_past_the_ring_breaks_only_that_queue() {
     };
     {
         let mut g = Guest::connect(&d.path, opts);
-        nop_ok(&mut g, 0);
-        nop_ok(&mut g, 1);
+        still_serves(&mut g, 0);
+        still_serves(&mut g, 1);
         let size = g.queues[0].size;
         // One request served so far: an index a ring and 5 more ahead.
         g.set_avail_idx_raw(0, 1 + size + 5);
@@ -67,18 +58,18 @@ fn event_idx_avail_index_past_the_ring_breaks_only_that_queue() {
             "the log line says why: {}",
             d.log()
         );
-        nop_ok(&mut g, 1);
+        still_serves(&mut g, 1);
         assert_eq!(d.stats()["broken"], 1);
         // The driver repairs its index and the frontend restarts the ring
         // (GET_VRING_BASE, SET_VRING_BASE, SET_VRING_KICK): served again.
         g.set_avail_idx_raw(0, 1);
         assert_eq!(g.restart_ring(0, 1), 1, "stopped where it broke");
-        nop_ok(&mut g, 0);
+        still_serves(&mut g, 0);
     } // the frontend leaves
     d.wait_for_log("waiting for a vhost-user frontend", 1);
     let mut g = Guest::connect(&d.path, opts);
-    nop_ok(&mut g, 0);
-    nop_ok(&mut g, 1);
+    still_serves(&mut g, 0);
+    still_serves(&mut g, 1);
     drop(g);
     assert!(d.stop().success());
 }
@@ -109,7 +100,7 @@ fn a_full_ring_is_served_and_one_more_is_broken_without_event_idx() {
     g.kick(0);
     assert_eq!(g.wait(0, 16).len(), 16);
     g.give_back(0, &[head, st]);
-    nop_ok(&mut g, 0);
+    still_serves(&mut g, 0);
     let idx = 16 + 1 + 17;
     g.set_avail_idx_raw(0, idx);
     g.kick_raw(0);
@@ -230,6 +221,6 @@ fn descriptors_rewritten_during_processing_never_yield_a_wrong_ok() {
     for (ids, _, _) in &chains {
         g.give_back(0, ids);
     }
-    nop_ok(&mut g, 0);
+    still_serves(&mut g, 0);
     assert!(d.stop().success());
 }
