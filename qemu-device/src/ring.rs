@@ -1,8 +1,9 @@
 //! The split virtqueue as the fast path walks it (the DPDK vhost way): the
 //! three rings are translated to host addresses once per batch, each
 //! descriptor is read exactly once, by volatile loads, into a private copy
-//! that every later check and use looks at, and completions go to a shadow
-//! used ring that is published with one index store per batch.
+//! that every later check and use looks at, and used elements are written
+//! without publishing, so that the drain loop (`crate::drain`) can publish
+//! a whole batch with one index store.
 //!
 //! virtio-queue's [`Queue`] stays the owner of the queue's state (addresses,
 //! size, next_avail, next_used): the fast path reads it at the start of a
@@ -213,9 +214,10 @@ impl Ring {
     /// Walks the chain at `head` into `out`, with virtio-queue's rules (so
     /// both paths see the same chain): a chain ends silently at a `next`
     /// past its table, after as many descriptors as its table has (a loop),
-    /// at a second indirect level, a misshapen indirect table, a descriptor
-    /// outside guest memory, or when the lengths would pass 4 GiB. A head
-    /// past the ring gives an empty chain.
+    /// at a second indirect level, a misshapen indirect table, an indirect
+    /// entry outside guest memory, or when the lengths would pass 4 GiB. A
+    /// head past the ring gives an empty chain. Data addresses are not
+    /// checked here: the request checks them (BAD_ADDRESS).
     pub fn walk<M: GuestMemoryBackend>(
         &self,
         regions: &Regions,
