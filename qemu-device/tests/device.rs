@@ -6,6 +6,8 @@
 mod support;
 
 use pktaccel_abi::*;
+use pktaccel_testvectors::soft;
+use pktaccel_testvectors::vectors::{self, unhex};
 use support::{
     Daemon, Guest, GuestOpts, RawDesc, base_features, gcm_header, hdr, ok, start, still_serves,
 };
@@ -58,34 +60,38 @@ fn nop_csum_crc_and_rss_compute_published_values() {
     let (st, used) = g.call(0, &hdr(OP_NOP), &[], &[]);
     assert_eq!((ok(st).result, used), (0, 16));
 
-    let rfc = g.alloc_with(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]);
+    let rfc = g.alloc_with(&vectors::RFC1071_DATA);
     // Scattered with an odd split: the checksum must not change.
     let st = g.call(0, &hdr(OP_CSUM), &[(rfc, 3), (rfc + 3, 5)], &[]).0;
-    assert_eq!(ok(st).result, 0x220d);
+    assert_eq!(ok(st).result, u64::from(vectors::RFC1071_CSUM));
 
-    let check = g.alloc_with(b"123456789");
+    let check = g.alloc_with(vectors::CHECK_INPUT);
     let st = g
         .call(0, &hdr(OP_CRC32C), &[(check, 4), (check + 4, 5)], &[])
         .0;
-    assert_eq!(ok(st).result, 0xE306_9283);
+    assert_eq!(ok(st).result, u64::from(vectors::CRC32C_CHECK));
     let st = g.call(0, &hdr(OP_CRC32), &[(check, 9)], &[]).0;
-    assert_eq!(ok(st).result, 0xCBF4_3926);
+    assert_eq!(ok(st).result, u64::from(vectors::CRC32_CHECK));
     // Chaining through aux.
     let mut h = hdr(OP_CRC32C);
     let first = g.call(0, &h, &[(check, 5)], &[]).0.result;
     h.aux = first as u32;
-    assert_eq!(g.call(0, &h, &[(check + 5, 4)], &[]).0.result, 0xE306_9283);
+    let st = g.call(0, &h, &[(check + 5, 4)], &[]).0;
+    assert_eq!(st.result, u64::from(vectors::CRC32C_CHECK));
 
-    // Microsoft's RSS verification vector: 66.9.149.187:2794 -> 161.142.100.80:1766.
+    // Microsoft's first RSS verification vector: 66.9.149.187:2794 -> 161.142.100.80:1766.
     let mut h = hdr(OP_RSS);
-    h.params = [
-        0x6d, 0x5a, 0x56, 0xda, 0x25, 0x5b, 0x0e, 0xc2, 0x41, 0x67, 0x25, 0x3d, 0x43, 0xa3, 0x8f,
-        0xb0, 0xd0, 0xca, 0x2b, 0xcb, 0xae, 0x7b, 0x30, 0xb4, 0x77, 0xcb, 0x2d, 0xa3, 0x80, 0x30,
-        0xf2, 0x0c, 0x6a, 0x42, 0xb7, 0x3b, 0xbe, 0xac, 0x01, 0xfa,
-    ];
-    let tuple = g.alloc_with(&[66, 9, 149, 187, 161, 142, 100, 80, 0x0a, 0xea, 0x06, 0xe6]);
-    assert_eq!(ok(g.call(0, &h, &[(tuple, 12)], &[]).0).result, 0x51cc_c178);
-    assert_eq!(ok(g.call(0, &h, &[(tuple, 8)], &[]).0).result, 0x323e_8fc2);
+    h.params = soft::MS_RSS_KEY;
+    let (src, dst, sp, dp, h_ip, h_tcp) = vectors::RSS_V4[0];
+    let tuple = g.alloc_with(&[&src[..], &dst[..], &sp.to_be_bytes(), &dp.to_be_bytes()].concat());
+    assert_eq!(
+        ok(g.call(0, &h, &[(tuple, 12)], &[]).0).result,
+        u64::from(h_tcp)
+    );
+    assert_eq!(
+        ok(g.call(0, &h, &[(tuple, 8)], &[]).0).result,
+        u64::from(h_ip)
+    );
 }
 
 #[test]
@@ -118,26 +124,17 @@ fn copy_scatters_in_place_and_across_memory_regions() {
     assert_eq!(st.result, u64::from(crc32c::crc32c(&data[..300])));
 }
 
-fn hex(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
-}
-
 #[test]
 fn gcm_seal_open_with_key_slots_matches_mcgrew_viega_case_16() {
     let (_d, mut g) = start(&[]);
-    let key = hex("feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308");
-    let iv: [u8; 12] = hex("cafebabefacedbaddecaf888").try_into().unwrap();
-    let aad = hex("feedfacedeadbeeffeedfacedeadbeefabaddad2");
-    let pt = hex(
-        "d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a721c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b39",
-    );
-    let ct = hex(
-        "522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662",
-    );
-    let tag = hex("76fc6ece0f4e1768cddf8853bb2d551b");
+    let case16 = vectors::GCM[2];
+    assert_eq!(case16.name, "test case 16");
+    let key = unhex(case16.key);
+    let iv: [u8; 12] = unhex(case16.iv).try_into().unwrap();
+    let aad = unhex(case16.aad);
+    let pt = unhex(case16.pt);
+    let ct = unhex(case16.ct);
+    let tag = unhex(case16.tag);
 
     let mut ks = hdr(OP_KEY_SET);
     ks.key_slot = 5;
@@ -252,7 +249,7 @@ fn event_idx_and_a_full_ring_of_batched_requests() {
     );
     let data: Vec<u8> = (0..64u8).collect();
     let buf = g.alloc_with(&data);
-    let expect = u64::from(pktaccel_device::engines::csum::checksum(0, [&data[..]]));
+    let expect = u64::from(soft::inet_csum(0, &[&data]));
     for _round in 0..50 {
         let mut heads = Vec::new();
         while g.queues[0].free_descs() >= 3 {
@@ -275,7 +272,7 @@ fn event_idx_and_a_full_ring_of_batched_requests() {
 fn a_request_in_an_indirect_table_is_served() {
     let (_d, mut g) = start(&[]);
     let h = g.alloc_with(&hdr(OP_CRC32C).to_le_bytes());
-    let data = g.alloc_with(b"123456789");
+    let data = g.alloc_with(vectors::CHECK_INPUT);
     let s = g.alloc(16);
     let table = g.alloc(16 * 4);
     let head = g.submit_indirect(
@@ -291,7 +288,10 @@ fn a_request_in_an_indirect_table_is_served() {
     g.kick(0);
     assert_eq!(g.wait(0, 1), vec![(head, 16)]);
     let st = StatusRecord::from_le_bytes(&g.read(s, 16)).unwrap();
-    assert_eq!((st.status, st.result), (STATUS_OK, 0xE306_9283));
+    assert_eq!(
+        (st.status, st.result),
+        (STATUS_OK, u64::from(vectors::CRC32C_CHECK))
+    );
     // A table whose length is not a multiple of 16 ends the chain at once.
     let bad = g.take_desc(0);
     g.write_desc(0, bad, table, 20, 4, 0);

@@ -7,6 +7,7 @@ mod support;
 use std::time::Duration;
 
 use pktaccel_abi::*;
+use pktaccel_testvectors::vectors;
 use support::{Daemon, Guest, GuestOpts, gcm_header, hdr, ok, still_serves};
 
 #[test]
@@ -38,11 +39,11 @@ fn frontend_vanishing_mid_traffic_then_next_connection_is_served() {
             ..Default::default()
         },
     );
-    let c = g.alloc_with(b"123456789");
+    let c = g.alloc_with(vectors::CHECK_INPUT);
     for q in 0..2 {
         assert_eq!(
             ok(g.call(q, &hdr(OP_CRC32C), &[(c, 9)], &[]).0).result,
-            0xE306_9283
+            u64::from(vectors::CRC32C_CHECK)
         );
     }
     // Key slots do not survive the reconnection (a device reset).

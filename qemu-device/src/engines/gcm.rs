@@ -48,86 +48,37 @@ pub fn open(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pktaccel_testvectors::vectors::{GCM, GCM_EMPTY, unhex};
     use proptest::prelude::*;
-
-    fn hex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
-
-    struct Case {
-        key: &'static str,
-        iv: &'static str,
-        pt: &'static str,
-        aad: &'static str,
-        ct: &'static str,
-        tag: &'static str,
-    }
-
-    // McGrew & Viega, "The Galois/Counter Mode of Operation", test cases 13-16
-    // (the AES-256 ones, also in NIST's GCM validation set).
-    const CASES: [Case; 4] = [
-        Case {
-            key: "0000000000000000000000000000000000000000000000000000000000000000",
-            iv: "000000000000000000000000",
-            pt: "",
-            aad: "",
-            ct: "",
-            tag: "530f8afbc74536b9a963b4f1c4cb738b",
-        },
-        Case {
-            key: "0000000000000000000000000000000000000000000000000000000000000000",
-            iv: "000000000000000000000000",
-            pt: "00000000000000000000000000000000",
-            aad: "",
-            ct: "cea7403d4d606b6e074ec5d3baf39d18",
-            tag: "d0d1c8a799996bf0265b98b5d48ab919",
-        },
-        Case {
-            key: "feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308",
-            iv: "cafebabefacedbaddecaf888",
-            pt: "d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a721c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b391aafd255",
-            aad: "",
-            ct: "522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662898015ad",
-            tag: "b094dac5d93471bdec1a502270e3cc6c",
-        },
-        Case {
-            key: "feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308",
-            iv: "cafebabefacedbaddecaf888",
-            pt: "d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a721c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b39",
-            aad: "feedfacedeadbeeffeedfacedeadbeefabaddad2",
-            ct: "522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662",
-            tag: "76fc6ece0f4e1768cddf8853bb2d551b",
-        },
-    ];
 
     #[test]
     fn mcgrew_viega_aes256_vectors() {
-        for (n, c) in CASES.iter().enumerate() {
-            let k = key(&hex(c.key).try_into().unwrap());
-            let iv: [u8; 12] = hex(c.iv).try_into().unwrap();
-            let mut buf = hex(c.pt);
-            let tag = seal(&k, &iv, &hex(c.aad), &mut buf);
-            assert_eq!(buf, hex(c.ct), "case {}", n + 13);
-            assert_eq!(tag.to_vec(), hex(c.tag), "case {}", n + 13);
+        for c in [GCM_EMPTY].iter().chain(&GCM) {
+            let k = key(&unhex(c.key).try_into().unwrap());
+            let iv: [u8; 12] = unhex(c.iv).try_into().unwrap();
+            let mut buf = unhex(c.pt);
+            let tag = seal(&k, &iv, &unhex(c.aad), &mut buf);
+            assert_eq!(buf, unhex(c.ct), "{}", c.name);
+            assert_eq!(tag.to_vec(), unhex(c.tag), "{}", c.name);
             let tag: [u8; 16] = tag;
-            assert_eq!(open(&k, &iv, &hex(c.aad), &mut buf, &tag), Ok(()));
-            assert_eq!(buf, hex(c.pt));
+            assert_eq!(open(&k, &iv, &unhex(c.aad), &mut buf, &tag), Ok(()));
+            assert_eq!(buf, unhex(c.pt));
         }
     }
 
     #[test]
     fn wrong_tag_fails_and_releases_nothing() {
-        let c = &CASES[3];
-        let k = key(&hex(c.key).try_into().unwrap());
-        let iv: [u8; 12] = hex(c.iv).try_into().unwrap();
-        let mut buf = hex(c.ct);
-        let mut tag: [u8; 16] = hex(c.tag).try_into().unwrap();
+        let c = &GCM[2];
+        let k = key(&unhex(c.key).try_into().unwrap());
+        let iv: [u8; 12] = unhex(c.iv).try_into().unwrap();
+        let mut buf = unhex(c.ct);
+        let mut tag: [u8; 16] = unhex(c.tag).try_into().unwrap();
         tag[15] ^= 1;
-        assert_eq!(open(&k, &iv, &hex(c.aad), &mut buf, &tag), Err(AuthFailed));
-        assert_eq!(buf, hex(c.ct));
+        assert_eq!(
+            open(&k, &iv, &unhex(c.aad), &mut buf, &tag),
+            Err(AuthFailed)
+        );
+        assert_eq!(buf, unhex(c.ct));
     }
 
     proptest! {

@@ -1,6 +1,7 @@
 //! Packet workloads: traffic generation and capture reading, software
-//! references, the device wrapper, the pipelines `pktbench` measures and
-//! their report. `pktctl` and `pktbench` (in `src/bin/`) are thin
+//! references (from `pktaccel-testvectors`), the device wrapper, the
+//! pipelines `pktbench` measures and their report. `pktctl` and
+//! `pktbench` (in `src/bin/`) are thin
 //! command-line layers over these modules, and the guest suite's
 //! `workloads::` tests use them too.
 
@@ -9,8 +10,10 @@ pub mod frames;
 pub mod pcap;
 pub mod pipeline;
 pub mod report;
-pub mod soft;
-pub mod vectors;
+
+/// The software references and known answers live in their own crate, so
+/// that the device's host tests use the very same ones.
+pub use pktaccel_testvectors::{soft, vectors};
 
 /// Replaces the default panic message (with its backtrace hint) by one
 /// line: the tools promise a clear message and never a panic trace.

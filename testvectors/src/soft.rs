@@ -1,6 +1,6 @@
 //! Software references for every device op: the workloads check each
 //! device result against these, so a wrong answer is never reported as
-//! throughput.
+//! throughput, and the device's host tests check its engines against them.
 
 use aes_gcm::aead::AeadInPlace;
 use aes_gcm::{Aes256Gcm, KeyInit, Nonce};
