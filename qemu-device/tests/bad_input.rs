@@ -35,15 +35,12 @@ fn short_long_or_writable_header_is_bad_request() {
     ] {
         let used = g.call_raw(0, &[desc, RawDesc::w(s, 16)]);
         assert_eq!(used, 16);
-        let st = StatusRecord::from_le_bytes(&g.read(s, 16)).unwrap();
+        let st = g.status_at(s);
         assert_eq!(st.status, STATUS_BAD_REQUEST, "{desc:?}");
     }
     // Only a status descriptor: no header at all.
     g.call_raw(0, &[RawDesc::w(s, 16)]);
-    assert_eq!(
-        StatusRecord::from_le_bytes(&g.read(s, 16)).unwrap().status,
-        STATUS_BAD_REQUEST
-    );
+    assert_eq!(g.status_at(s).status, STATUS_BAD_REQUEST);
     // Non-zero flags or reserved fields.
     let mut bad = hdr(OP_NOP);
     bad.flags = 1;
@@ -96,10 +93,7 @@ fn writable_before_readable_is_bad_request() {
         ],
     );
     assert_eq!(used, 16);
-    assert_eq!(
-        StatusRecord::from_le_bytes(&g.read(s, 16)).unwrap().status,
-        STATUS_BAD_REQUEST
-    );
+    assert_eq!(g.status_at(s).status, STATUS_BAD_REQUEST);
     still_serves(&mut g, 0);
     assert_eq!(d.stats()["status.bad-request"], 1);
 }
@@ -183,10 +177,7 @@ fn segment_outside_guest_memory_or_wrapping_is_bad_address() {
     // The header itself outside RAM.
     let s = g.alloc(16);
     g.call_raw(0, &[RawDesc::r(end + 64, 64), RawDesc::w(s, 16)]);
-    assert_eq!(
-        StatusRecord::from_le_bytes(&g.read(s, 16)).unwrap().status,
-        STATUS_BAD_ADDRESS
-    );
+    assert_eq!(g.status_at(s).status, STATUS_BAD_ADDRESS);
     still_serves(&mut g, 0);
     assert_eq!(d.stats()["status.bad-address"], 9);
 }

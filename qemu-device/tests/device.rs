@@ -287,7 +287,7 @@ fn a_request_in_an_indirect_table_is_served() {
     );
     g.kick(0);
     assert_eq!(g.wait(0, 1), vec![(head, 16)]);
-    let st = StatusRecord::from_le_bytes(&g.read(s, 16)).unwrap();
+    let st = g.status_at(s);
     assert_eq!(
         (st.status, st.result),
         (STATUS_OK, u64::from(vectors::CRC32C_CHECK))

@@ -39,12 +39,8 @@ impl Guest {
             .unwrap();
     }
 
-    /// Writes a chain of `descs` once into descriptors `first..first+len`
-    /// (for drivers that keep pre-built chains and only recycle heads).
-    pub fn prebuild(&mut self, q: usize, first: u16, descs: &[RawDesc]) {
-        let qu = &mut self.queues[q];
-        let ids: Vec<u16> = (0..descs.len() as u16).map(|i| first + i).collect();
-        qu.free.retain(|id| !ids.contains(id));
+    /// Writes `descs` into descriptors `ids` (one each), linked in order.
+    fn write_chain(&self, q: usize, ids: &[u16], descs: &[RawDesc]) {
         for (i, d) in descs.iter().enumerate() {
             let last = i + 1 == descs.len();
             let flags = if d.write { VRING_DESC_F_WRITE } else { 0 }
@@ -52,6 +48,15 @@ impl Guest {
             let next = if last { 0 } else { ids[i + 1] };
             self.write_desc(q, ids[i], d.addr, d.len, flags, next);
         }
+    }
+
+    /// Writes a chain of `descs` once into descriptors `first..first+len`
+    /// (for drivers that keep pre-built chains and only recycle heads).
+    pub fn prebuild(&mut self, q: usize, first: u16, descs: &[RawDesc]) {
+        let qu = &mut self.queues[q];
+        let ids: Vec<u16> = (0..descs.len() as u16).map(|i| first + i).collect();
+        qu.free.retain(|id| !ids.contains(id));
+        self.write_chain(q, &ids, descs);
     }
 
     /// Makes pre-built chains available with one index update.
@@ -88,13 +93,7 @@ impl Guest {
     /// Builds a chain from `descs` and makes it available; returns the head.
     pub fn submit_raw(&mut self, q: usize, descs: &[RawDesc]) -> u16 {
         let ids: Vec<u16> = (0..descs.len()).map(|_| self.take_desc(q)).collect();
-        for (i, d) in descs.iter().enumerate() {
-            let last = i + 1 == descs.len();
-            let flags = if d.write { VRING_DESC_F_WRITE } else { 0 }
-                | if last { 0 } else { VRING_DESC_F_NEXT };
-            let next = if last { 0 } else { ids[i + 1] };
-            self.write_desc(q, ids[i], d.addr, d.len, flags, next);
-        }
+        self.write_chain(q, &ids, descs);
         let head = ids[0];
         self.queues[q].inflight.insert(head, ids);
         self.push_avail(q, head);
@@ -283,7 +282,12 @@ impl Guest {
 
     /// The status record of the chain whose head is `head`.
     pub fn status(&self, q: usize, head: u16) -> StatusRecord {
-        StatusRecord::from_le_bytes(&self.read(self.queues[q].status_slot(head), 16)).unwrap()
+        self.status_at(self.queues[q].status_slot(head))
+    }
+
+    /// The status record at guest address `gpa`.
+    pub fn status_at(&self, gpa: u64) -> StatusRecord {
+        StatusRecord::from_le_bytes(&self.read(gpa, 16)).unwrap()
     }
 
     /// Submits one request, waits, returns (status record, used length).
