@@ -259,66 +259,77 @@ fn main() {
         println!("throughput: run with `cargo bench -p pktaccel-device`");
         return;
     }
-    let total = Instant::now();
-    // PKTACCEL_BENCH_PROFILE=1: only the in-process NOP path, about 5 s,
-    // to run under a profiler.
+    let runs = |var: &str| std::env::var(var).ok().and_then(|v| v.parse::<u32>().ok());
     if std::env::var_os("PKTACCEL_BENCH_PROFILE").is_some() {
-        let r = (0..12)
-            .map(|_| in_process(&shape(OP_NOP, 64), &KEY))
-            .fold(0.0, f64::max);
-        println!("in-process NOP 64 B: {:.1} ns/request", 1e9 / r);
-        return;
+        profile_only();
+    } else if std::env::var_os("PKTACCEL_BENCH_SEGMENTS").is_some() {
+        segments_only();
+    } else if let Some(n) = runs("PKTACCEL_BENCH_NOP") {
+        nop_only(n);
+    } else if let Some(n) = runs("PKTACCEL_BENCH_SPIN") {
+        spin_only(n);
+    } else {
+        full_run();
     }
-    // PKTACCEL_BENCH_SEGMENTS=1: only the segment-streaming comparison.
-    if std::env::var_os("PKTACCEL_BENCH_SEGMENTS").is_some() {
-        for (op, r) in segment_costs() {
-            println!("16 x 1500 B over 1 x 24000 B, {:<14} {r:.2}", op_name(op));
-        }
-        return;
+}
+
+/// PKTACCEL_BENCH_PROFILE=1: only the in-process NOP path, about 5 s, to
+/// run under a profiler.
+fn profile_only() {
+    let r = (0..12)
+        .map(|_| in_process(&shape(OP_NOP, 64), &KEY))
+        .fold(0.0, f64::max);
+    println!("in-process NOP 64 B: {:.1} ns/request", 1e9 / r);
+}
+
+/// PKTACCEL_BENCH_SEGMENTS=1: only the segment-streaming comparison.
+fn segments_only() {
+    for (op, r) in segment_costs() {
+        println!("16 x 1500 B over 1 x 24000 B, {:<14} {r:.2}", op_name(op));
     }
-    // PKTACCEL_BENCH_NOP=N: only batched NOP, N runs on each worker.
-    if let Some(n) = std::env::var("PKTACCEL_BENCH_NOP")
-        .ok()
-        .and_then(|v| v.parse::<u32>().ok())
-    {
-        println!("load average: {}; {}", loadavg(), pressure());
-        let mut rigs = [
-            Rig::start(&["--poll", SPIN_US], &KEY),
-            Rig::start(&[], &KEY),
-        ];
-        for _ in 0..n {
-            for (name, rig) in ["non-sleeping", "default"].iter().zip(&mut rigs) {
-                let r = rate(rig.run(&shape(OP_NOP, 64)));
-                println!(
-                    "NOP {name:<13} {:>7.2} M/s wall {:>7.2} M/CPU-s {:>7.2} M/busy-s",
-                    r.0 / 1e6,
-                    r.1 / 1e6,
-                    r.2 / 1e6
-                );
-                std::thread::sleep(Duration::from_millis(150));
-            }
-        }
-        return;
-    }
-    // PKTACCEL_BENCH_SPIN=N: only adaptive vs no spinning, N runs each.
-    if let Some(n) = std::env::var("PKTACCEL_BENCH_SPIN")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
-        println!("load average: {}; {}", loadavg(), pressure());
-        let mut a = Rig::start(&[], &KEY);
-        let mut o = Rig::start(&["--poll", "off"], &KEY);
-        adaptive_vs_off(&mut a, &mut o, n);
-        for (name, r) in [("adaptive", &a), ("off", &o)] {
-            let s = r.stats();
+}
+
+/// PKTACCEL_BENCH_NOP=N: only batched NOP, N runs on each worker.
+fn nop_only(n: u32) {
+    println!("load average: {}; {}", loadavg(), pressure());
+    let mut rigs = [
+        Rig::start(&["--poll", SPIN_US], &KEY),
+        Rig::start(&[], &KEY),
+    ];
+    for _ in 0..n {
+        for (name, rig) in ["non-sleeping", "default"].iter().zip(&mut rigs) {
+            let r = rate(rig.run(&shape(OP_NOP, 64)));
             println!(
-                "{name}: {} spins, {} with work arriving",
-                s["spins"], s["spin_hits"]
+                "NOP {name:<13} {:>7.2} M/s wall {:>7.2} M/CPU-s {:>7.2} M/busy-s",
+                r.0 / 1e6,
+                r.1 / 1e6,
+                r.2 / 1e6
             );
+            std::thread::sleep(Duration::from_millis(150));
         }
-        println!("load average: {}; {}", loadavg(), pressure());
-        return;
     }
+}
+
+/// PKTACCEL_BENCH_SPIN=N: only adaptive vs no spinning, N runs each.
+fn spin_only(n: u32) {
+    println!("load average: {}; {}", loadavg(), pressure());
+    let mut a = Rig::start(&[], &KEY);
+    let mut o = Rig::start(&["--poll", "off"], &KEY);
+    adaptive_vs_off(&mut a, &mut o, n as usize);
+    for (name, r) in [("adaptive", &a), ("off", &o)] {
+        let s = r.stats();
+        println!(
+            "{name}: {} spins, {} with work arriving",
+            s["spins"], s["spin_hits"]
+        );
+    }
+    println!("load average: {}; {}", loadavg(), pressure());
+}
+
+/// The whole benchmark: NOP, adaptive spinning, every op at every size,
+/// segment streaming, per-request overhead, and the JSON summary.
+fn full_run() {
+    let total = Instant::now();
     let load_start = loadavg();
     let mut poll = Rig::start(&["--poll", SPIN_US], &KEY);
     let mut sleep = Rig::start(&[], &KEY);
@@ -333,15 +344,55 @@ fn main() {
     println!(
         " count the daemon's CPU time, wall figures also the time other tasks held the CPUs)\n"
     );
+    let (nop_poll, nop_inproc, wake) = nop_section(&mut poll, &mut sleep, &mut never);
 
-    // NOP: the request path alone.
+    // The adaptive default against no spinning at all, on this host as it
+    // is (ABBA order, so both see the same load).
+    let adaptive = adaptive_vs_off(&mut sleep, &mut never, 4);
+    println!("CPU pressure now: {}", pressure());
+    println!();
+
+    let mut points = Vec::new();
+    for &size in &SIZES {
+        for &op in &OPS {
+            points.push(measure_point(&mut poll, &mut sleep, op, size));
+        }
+    }
+    print_tables(&points);
+    let segs = segment_costs();
+    println!("\n16 input segments of 1500 B over 1 of 24000 B, in-process CPU time per request:");
+    for (op, r) in &segs {
+        println!("  {:<14} {r:>6.2}", op_name(*op));
+    }
+    let csum_over = overhead_section(&points);
+    let load_end = loadavg();
+    println!("\nload average at end: {load_end}");
+    let json = summary_json(
+        (nop_poll, nop_inproc),
+        csum_over,
+        (wake, (adaptive[0].0, adaptive[1].0)),
+        (&points, &segs),
+        &load_end,
+    );
+    write_summary(&json);
+    drop((poll, sleep, never));
+    println!(
+        "total benchmark time {:.1} s",
+        total.elapsed().as_secs_f64()
+    );
+}
+
+/// The batched NOP table: in process, non-sleeping and default worker,
+/// and the wake cost. Returns the non-sleeping rate, the in-process rate
+/// and the wake cost in µs.
+fn nop_section(poll: &mut Rig, sleep: &mut Rig, never: &mut Rig) -> (Rate, f64, f64) {
     let nop = shape(OP_NOP, 64);
     let nop_inproc = in_process(&nop, &KEY);
     let nop_poll = rate(poll.run(&nop));
     std::thread::sleep(Duration::from_millis(150));
     let nop_sleep = rate(sleep.run(&nop));
     let path_ns = 1e9 / nop_inproc;
-    let wake = wake_us(&mut never, path_ns);
+    let wake = wake_us(never, path_ns);
     println!(
         "{:<34} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
         "batched NOP (64 B input)",
@@ -379,33 +430,15 @@ fn main() {
         "wake cost (sleep + wake)", wake
     );
     println!();
+    (nop_poll, nop_inproc, wake)
+}
 
-    // The adaptive default against no spinning at all, on this host as it
-    // is (ABBA order, so both see the same load).
-    let adaptive = adaptive_vs_off(&mut sleep, &mut never, 4);
-    println!("CPU pressure now: {}", pressure());
-    println!();
-
-    let mut points = Vec::new();
-    for &size in &SIZES {
-        for &op in &OPS {
-            points.push(measure_point(&mut poll, &mut sleep, op, size));
-        }
-    }
-    print_tables(&points);
-    let segs = segment_costs();
-    println!("\n16 input segments of 1500 B over 1 of 24000 B, in-process CPU time per request:");
-    for (op, r) in &segs {
-        println!("  {:<14} {r:>6.2}", op_name(*op));
-    }
+/// Prints the per-request overhead of CSUM and CRC32C at 1500 B over the
+/// raw engine; returns CSUM's (non-sleeping busy, default CPU,
+/// non-sleeping wall, default wall) for the summary.
+fn overhead_section(points: &[Point]) -> [f64; 4] {
     let over = |p: &Point, rate: f64| 1e9 / rate - 1e9 / p.raw_set;
-    let at = |op: u16| {
-        points
-            .iter()
-            .find(|p| p.op == op && p.size == 1500)
-            .unwrap()
-    };
-    let (c, k) = (at(OP_CSUM), at(OP_CRC32C));
+    let (c, k) = (point(points, OP_CSUM, 1500), point(points, OP_CRC32C, 1500));
     println!("\nper-request overhead at 1500 B (device time per request minus the raw engine's):");
     for (name, p) in [("CSUM  ", c), ("CRC32C", k)] {
         println!(
@@ -418,26 +451,12 @@ fn main() {
             over(p, p.sleeping.0)
         );
     }
-    let load_end = loadavg();
-    println!("\nload average at end: {load_end}");
-    let json = summary_json(
-        (nop_poll, nop_inproc),
-        [
-            over(c, c.polling.2),
-            over(c, c.sleeping.1),
-            over(c, c.polling.0),
-            over(c, c.sleeping.0),
-        ],
-        (wake, (adaptive[0].0, adaptive[1].0)),
-        (&points, &segs),
-        &load_end,
-    );
-    write_summary(&json);
-    drop((poll, sleep, never));
-    println!(
-        "total benchmark time {:.1} s",
-        total.elapsed().as_secs_f64()
-    );
+    [
+        over(c, c.polling.2),
+        over(c, c.sleeping.1),
+        over(c, c.polling.0),
+        over(c, c.sleeping.0),
+    ]
 }
 
 fn point(points: &[Point], op: u16, size: u32) -> &Point {
