@@ -27,7 +27,7 @@ pub struct Regions {
 
 impl Regions {
     /// The table of `mem` (empty when `mem` has more than
-    /// [`MAX_REGIONS`] regions or one without a host mapping).
+    /// `MAX_REGIONS` (8) regions or one without a host mapping).
     pub fn of<M: GuestMemoryBackend>(mem: &M) -> Self {
         let mut me = Self {
             r: [(0, 0, 0); MAX_REGIONS],
