@@ -13,7 +13,11 @@ struct Side {
 impl GcmCtx {
     /// Pinned scratch holding room for the tag and `aad_len` AAD bytes.
     fn scratch(&mut self, aad_len: usize) -> Option<&PinnedBuf> {
-        if self.scratch.as_ref().is_none_or(|s| s.len() < TAG + aad_len) {
+        if self
+            .scratch
+            .as_ref()
+            .is_none_or(|s| s.len() < TAG + aad_len)
+        {
             self.scratch = PinnedBuf::new((TAG + aad_len).max(64));
         }
         self.scratch.as_ref()
@@ -107,14 +111,21 @@ impl GcmCtx {
         let (slot, iv) = self.device_ready(len, aad.len())?;
         let aad_iov = self.aad_iov(aad).ok_or(Reason::DeviceError)?;
         let tag_ptr = self.scratch(aad.len()).ok_or(Reason::DeviceError)?.as_ptr();
-        let (i, o) = self
-            .sides(inp, len, out, len)
-            .ok_or(Reason::DeviceError)?;
+        let (i, o) = self.sides(inp, len, out, len).ok_or(Reason::DeviceError)?;
         let mut ins: Vec<Iov> = aad_iov.into_iter().collect();
-        ins.push(Iov { base: i.ptr.cast(), len });
+        ins.push(Iov {
+            base: i.ptr.cast(),
+            len,
+        });
         let outs = [
-            Iov { base: o.ptr.cast(), len },
-            Iov { base: tag_ptr.cast(), len: TAG },
+            Iov {
+                base: o.ptr.cast(),
+                len,
+            },
+            Iov {
+                base: tag_ptr.cast(),
+                len: TAG,
+            },
         ];
         device::gcm(OP_AES_GCM_SEAL, slot, &iv, aad.len() as u32, &ins, &outs)
             .map_err(Reason::from_dev)?;
@@ -147,13 +158,20 @@ impl GcmCtx {
         let s = self.scratch(aad.len()).ok_or(Reason::DeviceError)?;
         s.slice_mut()[..TAG].copy_from_slice(tag);
         let tag_ptr = s.as_ptr();
-        let (i, o) = self
-            .sides(inp, len, out, len)
-            .ok_or(Reason::DeviceError)?;
+        let (i, o) = self.sides(inp, len, out, len).ok_or(Reason::DeviceError)?;
         let mut ins: Vec<Iov> = aad_iov.into_iter().collect();
-        ins.push(Iov { base: i.ptr.cast(), len });
-        ins.push(Iov { base: tag_ptr.cast(), len: TAG });
-        let outs = [Iov { base: o.ptr.cast(), len }];
+        ins.push(Iov {
+            base: i.ptr.cast(),
+            len,
+        });
+        ins.push(Iov {
+            base: tag_ptr.cast(),
+            len: TAG,
+        });
+        let outs = [Iov {
+            base: o.ptr.cast(),
+            len,
+        }];
         let r = device::gcm(OP_AES_GCM_OPEN, slot, &iv, aad.len() as u32, &ins, &outs);
         match r {
             Ok(_) => {}
@@ -264,7 +282,11 @@ impl GcmCtx {
                 self.msg = Msg::Deferred { inp, out, len };
                 return Some(());
             }
-            Msg::Deferred { inp: i1, out: o1, len: l1 } => {
+            Msg::Deferred {
+                inp: i1,
+                out: o1,
+                len: l1,
+            } => {
                 // A second piece: one request cannot take the stream any
                 // more; software from the start, the recorded piece first.
                 let mut g = self.soft()?;
@@ -309,7 +331,9 @@ impl GcmCtx {
             Msg::Soft(g, _) => g.tag(),
             Msg::Fresh => {
                 // No data: GMAC of the AAD alone, in software.
-                let Some(mut g) = self.soft() else { return false };
+                let Some(mut g) = self.soft() else {
+                    return false;
+                };
                 g.aad(&self.aad);
                 Reason::Unsupported.counter().add(0);
                 g.tag()
@@ -327,7 +351,9 @@ impl GcmCtx {
         match msg {
             Msg::Soft(g, _) => tags_equal(&g.tag()[..tl], &want[..tl]),
             Msg::Fresh => {
-                let Some(mut g) = self.soft() else { return false };
+                let Some(mut g) = self.soft() else {
+                    return false;
+                };
                 g.aad(&self.aad);
                 tags_equal(&g.tag()[..tl], &want[..tl])
             }
@@ -343,7 +369,9 @@ impl GcmCtx {
                 };
                 // Software into a private buffer; released only if the
                 // tag verifies.
-                let Some(mut g) = self.soft() else { return false };
+                let Some(mut g) = self.soft() else {
+                    return false;
+                };
                 g.aad(&aad);
                 // SAFETY: the recorded input is valid (update's contract).
                 let mut buf = unsafe { core::slice::from_raw_parts(inp, len) }.to_vec();

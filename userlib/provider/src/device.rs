@@ -323,8 +323,11 @@ pub fn gcm(
     ins: &[Iov],
     outs: &[Iov],
 ) -> Result<u64, DevError> {
-    with_dev(|d| d.run(&mut op(code, slot, aad_len, iv, ins, outs)).map(|c| c.result))
-        .unwrap_or(Err(DevError::Absent))
+    with_dev(|d| {
+        d.run(&mut op(code, slot, aad_len, iv, ins, outs))
+            .map(|c| c.result)
+    })
+    .unwrap_or(Err(DevError::Absent))
 }
 
 /// Whether all of `[p, p+len)` is in pinned memory this process can hand

@@ -61,7 +61,9 @@ unsafe fn init(
 ) -> c_int {
     guard(0, || {
         // SAFETY: caller contract.
-        let Some(c) = (unsafe { ctx(vctx) }) else { return 0 };
+        let Some(c) = (unsafe { ctx(vctx) }) else {
+            return 0;
+        };
         // SAFETY: caller contract.
         let (k, i) = unsafe { (bytes(key, keylen), bytes(iv, ivlen)) };
         if !c.init(k, i, enc) {
@@ -110,7 +112,9 @@ unsafe fn run(
 ) -> c_int {
     guard(0, || {
         // SAFETY: caller contract.
-        let Some(c) = (unsafe { ctx(vctx) }) else { return 0 };
+        let Some(c) = (unsafe { ctx(vctx) }) else {
+            return 0;
+        };
         if outl.is_null() {
             return 0;
         }
@@ -167,7 +171,9 @@ unsafe extern "C" fn final_(
 ) -> c_int {
     guard(0, || {
         // SAFETY: OpenSSL passes a live context.
-        let Some(c) = (unsafe { ctx(vctx) }) else { return 0 };
+        let Some(c) = (unsafe { ctx(vctx) }) else {
+            return 0;
+        };
         if outl.is_null() || c.tls_pending() {
             return 0;
         }
@@ -288,7 +294,9 @@ fn get_one(c: &mut GcmCtx, p: &mut OsslParam) -> bool {
 unsafe extern "C" fn get_ctx_params(vctx: *mut c_void, params: *mut OsslParam) -> c_int {
     guard(0, || {
         // SAFETY: OpenSSL passes a live context.
-        let Some(c) = (unsafe { ctx(vctx) }) else { return 0 };
+        let Some(c) = (unsafe { ctx(vctx) }) else {
+            return 0;
+        };
         // SAFETY: terminated array or NULL.
         for p in unsafe { iter(params) } {
             if !get_one(c, p) {
@@ -338,7 +346,9 @@ unsafe fn set_params(c: &mut GcmCtx, params: *mut OsslParam) -> c_int {
 unsafe extern "C" fn set_ctx_params(vctx: *mut c_void, params: *const OsslParam) -> c_int {
     guard(0, || {
         // SAFETY: OpenSSL passes a live context.
-        let Some(c) = (unsafe { ctx(vctx) }) else { return 0 };
+        let Some(c) = (unsafe { ctx(vctx) }) else {
+            return 0;
+        };
         // SAFETY: terminated array or NULL.
         unsafe { set_params(c, params.cast_mut()) }
     })
@@ -375,20 +385,60 @@ type TableFn = unsafe extern "C" fn(*mut c_void, *mut c_void) -> *const OsslPara
 
 /// The AES-256-GCM dispatch table.
 pub static AES_256_GCM: [OsslDispatch; 15] = [
-    entry!(FUNC_CIPHER_NEWCTX, newctx, unsafe extern "C" fn(*mut c_void) -> *mut c_void),
+    entry!(
+        FUNC_CIPHER_NEWCTX,
+        newctx,
+        unsafe extern "C" fn(*mut c_void) -> *mut c_void
+    ),
     entry!(FUNC_CIPHER_ENCRYPT_INIT, einit, InitFn),
     entry!(FUNC_CIPHER_DECRYPT_INIT, dinit, InitFn),
     entry!(FUNC_CIPHER_UPDATE, update, UpdFn),
-    entry!(FUNC_CIPHER_FINAL, final_, unsafe extern "C" fn(*mut c_void, *mut c_uchar, *mut usize, usize) -> c_int),
+    entry!(
+        FUNC_CIPHER_FINAL,
+        final_,
+        unsafe extern "C" fn(*mut c_void, *mut c_uchar, *mut usize, usize) -> c_int
+    ),
     entry!(FUNC_CIPHER_CIPHER, cipher, UpdFn),
-    entry!(FUNC_CIPHER_FREECTX, freectx, unsafe extern "C" fn(*mut c_void)),
-    entry!(FUNC_CIPHER_DUPCTX, dupctx, unsafe extern "C" fn(*mut c_void) -> *mut c_void),
-    entry!(FUNC_CIPHER_GET_PARAMS, get_params, unsafe extern "C" fn(*mut OsslParam) -> c_int),
-    entry!(FUNC_CIPHER_GET_CTX_PARAMS, get_ctx_params, unsafe extern "C" fn(*mut c_void, *mut OsslParam) -> c_int),
-    entry!(FUNC_CIPHER_SET_CTX_PARAMS, set_ctx_params, unsafe extern "C" fn(*mut c_void, *const OsslParam) -> c_int),
-    entry!(FUNC_CIPHER_GETTABLE_PARAMS, gettable_params, unsafe extern "C" fn(*mut c_void) -> *const OsslParam),
-    entry!(FUNC_CIPHER_GETTABLE_CTX_PARAMS, gettable_ctx_params, TableFn),
-    entry!(FUNC_CIPHER_SETTABLE_CTX_PARAMS, settable_ctx_params, TableFn),
+    entry!(
+        FUNC_CIPHER_FREECTX,
+        freectx,
+        unsafe extern "C" fn(*mut c_void)
+    ),
+    entry!(
+        FUNC_CIPHER_DUPCTX,
+        dupctx,
+        unsafe extern "C" fn(*mut c_void) -> *mut c_void
+    ),
+    entry!(
+        FUNC_CIPHER_GET_PARAMS,
+        get_params,
+        unsafe extern "C" fn(*mut OsslParam) -> c_int
+    ),
+    entry!(
+        FUNC_CIPHER_GET_CTX_PARAMS,
+        get_ctx_params,
+        unsafe extern "C" fn(*mut c_void, *mut OsslParam) -> c_int
+    ),
+    entry!(
+        FUNC_CIPHER_SET_CTX_PARAMS,
+        set_ctx_params,
+        unsafe extern "C" fn(*mut c_void, *const OsslParam) -> c_int
+    ),
+    entry!(
+        FUNC_CIPHER_GETTABLE_PARAMS,
+        gettable_params,
+        unsafe extern "C" fn(*mut c_void) -> *const OsslParam
+    ),
+    entry!(
+        FUNC_CIPHER_GETTABLE_CTX_PARAMS,
+        gettable_ctx_params,
+        TableFn
+    ),
+    entry!(
+        FUNC_CIPHER_SETTABLE_CTX_PARAMS,
+        settable_ctx_params,
+        TableFn
+    ),
     OsslDispatch {
         function_id: 0,
         function: None,

@@ -73,7 +73,15 @@ fn openssl_cli_uses_the_provider_through_the_config() {
     let path = dir.join("pktaccel.cnf");
     std::fs::write(&path, cnf).unwrap();
     let out = Command::new("openssl")
-        .args(["speed", "-evp", "aes-256-gcm", "-bytes", "1024", "-seconds", "1"])
+        .args([
+            "speed",
+            "-evp",
+            "aes-256-gcm",
+            "-bytes",
+            "1024",
+            "-seconds",
+            "1",
+        ])
         .env("OPENSSL_CONF", &path)
         .env("PKTACCEL_PROVIDER_STATS", "1")
         .output()

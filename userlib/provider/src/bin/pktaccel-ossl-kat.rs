@@ -72,18 +72,28 @@ fn known_answers(c: &Cipher<'_>) -> Result<usize> {
         let (ct, tag) = (unhex(v.ct), unhex(v.tag));
         let s = seal(c, &key, &iv, &aad, &pt, 1)?;
         if s.ct != ct || s.tag[..] != tag[..] {
-            bail!("{}: seal through {} gave a different ciphertext or tag", v.name, c.name);
+            bail!(
+                "{}: seal through {} gave a different ciphertext or tag",
+                v.name,
+                c.name
+            );
         }
         for tag_first in [true, false] {
             let (got, _) = open(c, &key, &iv, &aad, &ct, &tag, tag_first)?;
             if got.as_deref() != Some(&pt[..]) {
-                bail!("{}: open (tag first: {tag_first}) did not return the plaintext", v.name);
+                bail!(
+                    "{}: open (tag first: {tag_first}) did not return the plaintext",
+                    v.name
+                );
             }
             let mut bad = tag.clone();
             bad[0] ^= 1;
             let (got, out) = open(c, &key, &iv, &aad, &ct, &bad, tag_first)?;
             if got.is_some() {
-                bail!("{}: a tampered tag verified (tag first: {tag_first})", v.name);
+                bail!(
+                    "{}: a tampered tag verified (tag first: {tag_first})",
+                    v.name
+                );
             }
             if !pt.is_empty() && out == pt {
                 bail!("{}: a tampered tag released the plaintext", v.name);
@@ -92,13 +102,18 @@ fn known_answers(c: &Cipher<'_>) -> Result<usize> {
         }
         n += 1;
     }
-    println!("known answers: {} GCM spec cases, tampered tags rejected, {n} checks", SPEC.len());
+    println!(
+        "known answers: {} GCM spec cases, tampered tags rejected, {n} checks",
+        SPEC.len()
+    );
     Ok(n)
 }
 
 /// Deterministic filler so failures reproduce.
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
 }
 
 fn differential(ours: &Cipher<'_>, reference: &Cipher<'_>) -> Result<usize> {
@@ -179,8 +194,13 @@ fn tls12_records(ours: &Cipher<'_>, reference: &Cipher<'_>) -> Result<usize> {
                 bail!("{}: TLS 1.2 seal of {len} bytes failed", sender.name);
             }
             let mut bad = rec.clone();
-            if tls12_record(&mut rx, seq as u64, &mut rec, false)? < 0 || rec[8..8 + len] != pt[..] {
-                bail!("{} -> {}: TLS 1.2 record of {len} bytes did not open", sender.name, receiver.name);
+            if tls12_record(&mut rx, seq as u64, &mut rec, false)? < 0 || rec[8..8 + len] != pt[..]
+            {
+                bail!(
+                    "{} -> {}: TLS 1.2 record of {len} bytes did not open",
+                    sender.name,
+                    receiver.name
+                );
             }
             if len > 0 {
                 let last = bad.len() - 1;
@@ -221,16 +241,33 @@ fn tls13_records(ours: &Cipher<'_>, reference: &Cipher<'_>) -> Result<usize> {
             let pt = pattern(len, seq as u8);
             let mut rec = pt.clone();
             let p = rec.as_mut_ptr();
-            if !tx.init(None, Some(&iv), true) || !tx.aad(&hdr) || tx.update(p, p, len) != Some(len) || !tx.finish() {
+            if !tx.init(None, Some(&iv), true)
+                || !tx.aad(&hdr)
+                || tx.update(p, p, len) != Some(len)
+                || !tx.finish()
+            {
                 bail!("{}: TLS 1.3 seal of record {seq} failed", sender.name);
             }
             let tag = tx.tag().unwrap_or_default();
             let p = rec.as_mut_ptr();
-            if !rx.init(None, Some(&iv), false) || !rx.set_tag(&tag) || !rx.aad(&hdr) || rx.update(p, p, len) != Some(len) || !rx.finish() {
-                bail!("{} -> {}: TLS 1.3 record {seq} did not open", sender.name, receiver.name);
+            if !rx.init(None, Some(&iv), false)
+                || !rx.set_tag(&tag)
+                || !rx.aad(&hdr)
+                || rx.update(p, p, len) != Some(len)
+                || !rx.finish()
+            {
+                bail!(
+                    "{} -> {}: TLS 1.3 record {seq} did not open",
+                    sender.name,
+                    receiver.name
+                );
             }
             if rec != pt {
-                bail!("{} -> {}: TLS 1.3 record {seq} opened to different bytes", sender.name, receiver.name);
+                bail!(
+                    "{} -> {}: TLS 1.3 record {seq} opened to different bytes",
+                    sender.name,
+                    receiver.name
+                );
             }
             n += 1;
         }
@@ -277,7 +314,9 @@ fn bad_input(ours: &Cipher<'_>, reference: &Cipher<'_>) -> Result<usize> {
             let mut x = c.ctx();
             let mut b = [0u8; 16];
             let p = b.as_mut_ptr();
-            x.init(Some(&pattern(32, 8)), Some(&[1; 12]), false) && x.update(p, p, 16).is_some() && x.finish()
+            x.init(Some(&pattern(32, 8)), Some(&[1; 12]), false)
+                && x.update(p, p, 16).is_some()
+                && x.finish()
         }),
         ("update without a key", |c| {
             let mut x = c.ctx();
@@ -290,7 +329,11 @@ fn bad_input(ours: &Cipher<'_>, reference: &Cipher<'_>) -> Result<usize> {
         let (a, b) = (f(ours), f(reference));
         ours.ctx().clear_errors();
         if a != b {
-            bail!("bad input {name:?}: pktaccel {} but default {}", verdict(a), verdict(b));
+            bail!(
+                "bad input {name:?}: pktaccel {} but default {}",
+                verdict(a),
+                verdict(b)
+            );
         }
         println!("bad input {name:?}: {} on both providers", verdict(a));
     }

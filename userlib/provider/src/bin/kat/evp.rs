@@ -50,7 +50,9 @@ macro_rules! bind {
 }
 
 impl Evp {
-    /// Opens `lib` (e.g. `libcrypto.so.3`).
+    /// Opens `lib` (e.g. `libcrypto.so.3`). The target type of each
+    /// transmute is the field's declared type.
+    #[allow(clippy::missing_transmute_annotations)]
     pub fn open(lib: &str) -> Result<Self> {
         let c = std::ffi::CString::new(lib)?;
         // SAFETY: dlopen of a C string path.
@@ -88,7 +90,13 @@ impl Evp {
     /// AES-256-GCM from the provider matching `props`; checks its name.
     pub fn fetch(&self, props: &CStr, want: &str) -> Result<Cipher<'_>> {
         // SAFETY: NULL = default library context; C strings.
-        let c = unsafe { (self.fetch)(core::ptr::null_mut(), c"AES-256-GCM".as_ptr(), props.as_ptr()) };
+        let c = unsafe {
+            (self.fetch)(
+                core::ptr::null_mut(),
+                c"AES-256-GCM".as_ptr(),
+                props.as_ptr(),
+            )
+        };
         if c.is_null() {
             bail!("no AES-256-GCM with properties {props:?}");
         }
@@ -132,7 +140,14 @@ impl Cipher<'_> {
         let c = Ctx { evp: self.evp, ctx };
         // SAFETY: binds the cipher; key and IV come later.
         let ok = unsafe {
-            (self.evp.init)(ctx, self.c, core::ptr::null(), core::ptr::null(), 1, core::ptr::null_mut())
+            (self.evp.init)(
+                ctx,
+                self.c,
+                core::ptr::null(),
+                core::ptr::null(),
+                1,
+                core::ptr::null_mut(),
+            )
         };
         assert!(ok == 1, "EVP_CipherInit_ex2 without key failed");
         c
@@ -149,7 +164,14 @@ impl Ctx<'_> {
         // SAFETY: live context; key/iv NULL or as long as the cipher needs
         // (the callers pass 32-byte keys and IVs of the set IV length).
         unsafe {
-            (self.evp.init)(self.ctx, core::ptr::null_mut(), opt(key), opt(iv), c_int::from(enc), core::ptr::null_mut()) == 1
+            (self.evp.init)(
+                self.ctx,
+                core::ptr::null_mut(),
+                opt(key),
+                opt(iv),
+                c_int::from(enc),
+                core::ptr::null_mut(),
+            ) == 1
         }
     }
 
@@ -170,7 +192,15 @@ impl Ctx<'_> {
     pub fn aad(&mut self, aad: &[u8]) -> bool {
         let mut n = 0;
         // SAFETY: live context; `aad` readable.
-        unsafe { (self.evp.update)(self.ctx, core::ptr::null_mut(), &mut n, aad.as_ptr(), aad.len() as c_int) == 1 }
+        unsafe {
+            (self.evp.update)(
+                self.ctx,
+                core::ptr::null_mut(),
+                &mut n,
+                aad.as_ptr(),
+                aad.len() as c_int,
+            ) == 1
+        }
     }
 
     /// Data update from `inp` into `out` (same length); the output length.
@@ -229,12 +259,23 @@ pub struct Sealed {
 }
 
 /// Seals `pt` in `pieces` data updates (1 = one record) with `aad`.
-pub fn seal(c: &Cipher<'_>, key: &[u8], iv: &[u8], aad: &[u8], pt: &[u8], pieces: usize) -> Result<Sealed> {
+pub fn seal(
+    c: &Cipher<'_>,
+    key: &[u8],
+    iv: &[u8],
+    aad: &[u8],
+    pt: &[u8],
+    pieces: usize,
+) -> Result<Sealed> {
     let mut x = c.ctx();
     if iv.len() != 12 {
-        x.set_ivlen(iv.len() as c_int).then_some(()).context("set IV length")?;
+        x.set_ivlen(iv.len() as c_int)
+            .then_some(())
+            .context("set IV length")?;
     }
-    x.init(Some(key), Some(iv), true).then_some(()).context("encrypt init")?;
+    x.init(Some(key), Some(iv), true)
+        .then_some(())
+        .context("encrypt init")?;
     if !aad.is_empty() {
         x.aad(aad).then_some(()).context("AAD update")?;
     }
@@ -251,7 +292,10 @@ pub fn seal(c: &Cipher<'_>, key: &[u8], iv: &[u8], aad: &[u8], pt: &[u8], pieces
         at += n;
     }
     x.finish().then_some(()).context("encrypt final")?;
-    Ok(Sealed { ct, tag: x.tag().context("get tag")? })
+    Ok(Sealed {
+        ct,
+        tag: x.tag().context("get tag")?,
+    })
 }
 
 /// Opens `ct` (tag set before the data when `tag_first`); `Ok(None)` when
@@ -267,9 +311,13 @@ pub fn open(
 ) -> Result<(Option<Vec<u8>>, Vec<u8>)> {
     let mut x = c.ctx();
     if iv.len() != 12 {
-        x.set_ivlen(iv.len() as c_int).then_some(()).context("set IV length")?;
+        x.set_ivlen(iv.len() as c_int)
+            .then_some(())
+            .context("set IV length")?;
     }
-    x.init(Some(key), Some(iv), false).then_some(()).context("decrypt init")?;
+    x.init(Some(key), Some(iv), false)
+        .then_some(())
+        .context("decrypt init")?;
     if tag_first {
         x.set_tag(tag).then_some(()).context("set tag")?;
     }
@@ -279,7 +327,8 @@ pub fn open(
     // Separate output, pre-filled, to see what is released on failure.
     let mut out = vec![0xa5u8; ct.len()];
     if !ct.is_empty() {
-        x.update(out.as_mut_ptr(), ct.as_ptr(), ct.len()).context("decrypt update")?;
+        x.update(out.as_mut_ptr(), ct.as_ptr(), ct.len())
+            .context("decrypt update")?;
     }
     if !tag_first {
         x.set_tag(tag).then_some(()).context("set tag")?;
