@@ -94,3 +94,84 @@ fn openssl_cli_uses_the_provider_through_the_config() {
         "the config did not load the provider: {se}"
     );
 }
+
+/// Builds `mockdev.so` (libpktslab's client API over a software device,
+/// see mockdev.c); `None` when the host has no C compiler or OpenSSL
+/// headers (then the device-path tests are skipped with a note).
+fn mockdev() -> Option<PathBuf> {
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("mockdev.so");
+    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mockdev.c");
+    let ok = Command::new("cc")
+        .args(["-O1", "-shared", "-fPIC", "-o"])
+        .arg(&out)
+        .arg(src)
+        .arg("-lcrypto")
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("skipped: cannot build mockdev.so (apt-get install gcc libssl-dev)");
+    }
+    ok.then_some(out)
+}
+
+/// Runs the KAT with the mock device and `env`; returns the provider's
+/// counters by name (the numbers of its two report lines, in order).
+fn kat_on_mock(mock: &PathBuf, env: &[(&str, &str)]) -> Vec<u64> {
+    let mut c = Command::new(kat_bin());
+    c.arg("--provider")
+        .arg(provider_so())
+        .env("LD_PRELOAD", mock)
+        .env("PKTACCEL_PROVIDER_STATS", "1");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = c.output().expect("run pktaccel-ossl-kat");
+    let (so, se) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "KAT failed with {env:?}:\n{so}\n{se}");
+    se.lines()
+        .filter(|l| {
+            l.starts_with("pktaccel-provider: device")
+                || l.starts_with("pktaccel-provider: software")
+        })
+        .flat_map(|l| {
+            l.split(|ch: char| !ch.is_ascii_digit())
+                .filter_map(|w| w.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+// Counter positions in the two report lines.
+const SEALS: usize = 0;
+const OPENS: usize = 1;
+const ZERO_COPY: usize = 2;
+const STAGED: usize = 3;
+const MULTI: usize = 9;
+const NO_SLOT: usize = 11;
+const DEV_ERRORS: usize = 13;
+
+#[test]
+fn device_path_zero_copy_staged_no_slot_and_errors_on_a_mock_device() {
+    if !have_openssl3() {
+        return;
+    }
+    let Some(mock) = mockdev() else { return };
+    // Every buffer "pinned": one request per record, zero-copy; encrypt
+    // streams of several updates continue in software from the device tag.
+    let c = kat_on_mock(&mock, &[("MOCK_PIN", "all")]);
+    assert!(c[SEALS] > 0 && c[OPENS] > 0, "{c:?}");
+    assert!(c[ZERO_COPY] > 0 && c[STAGED] == 0, "{c:?}");
+    assert!(c[MULTI] > 0, "{c:?}");
+    // Only pktslab_alloc memory pinned: the caller's buffers are staged.
+    let c = kat_on_mock(&mock, &[("MOCK_PIN", "arena")]);
+    assert!(c[SEALS] > 0 && c[ZERO_COPY] == 0 && c[STAGED] > 0, "{c:?}");
+    // One key slot: contexts beyond it fall back (ENOSPC), still correct.
+    let c = kat_on_mock(&mock, &[("MOCK_PIN", "all"), ("MOCK_SLOTS", "1")]);
+    assert!(c[SEALS] > 0 && c[NO_SLOT] > 0, "{c:?}");
+    // Every GCM request fails on the device: all in software, counted.
+    let c = kat_on_mock(&mock, &[("MOCK_PIN", "all"), ("MOCK_FAIL", "1")]);
+    assert!(c[SEALS] == 0 && c[DEV_ERRORS] > 0, "{c:?}");
+}

@@ -95,8 +95,9 @@ fn known_answers(c: &Cipher<'_>) -> Result<usize> {
                     v.name
                 );
             }
-            if !pt.is_empty() && out == pt {
-                bail!("{}: a tampered tag released the plaintext", v.name);
+            // Nothing released: the output is untouched (0xa5) or zeroed.
+            if out.iter().any(|&b| b != 0xa5) && out.iter().any(|&b| b != 0) {
+                bail!("{}: a tampered tag released output bytes", v.name);
             }
             n += 2;
         }
