@@ -154,7 +154,7 @@ printf '[req]\ndistinguished_name=dn\n[dn]\n' > req.cnf
 OPENSSL_CONF=req.cnf openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 \
     -nodes -subj /CN=pktaccel -days 1 -keyout key.pem -out cert.pem 2>req.err
 export OPENSSL_CONF=/etc/ssl/pktaccel.cnf LD_PRELOAD=/usr/lib/libpktslab.so PKTACCEL_PROVIDER_STATS=1
-openssl s_server -accept 4433 -cert cert.pem -key key.pem -tls1_3 \
+openssl s_server -4 -accept 4433 -cert cert.pem -key key.pem -tls1_3 \
     -ciphersuites TLS_AES_256_GCM_SHA384 -naccept 1 -WWW -quiet >server.out 2>server.err &
 spid=$!
 i=0
