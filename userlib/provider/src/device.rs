@@ -64,6 +64,8 @@ struct Dev {
     free: FreeFn,
     /// Bit i set: slot i is taken by a context of this process.
     slots: u64,
+    /// Slots this process may use: `first..key_slots`.
+    first_slot: u32,
     key_slots: u32,
     max_request: usize,
 }
@@ -151,7 +153,9 @@ fn open_dev() -> State {
         );
         return State::Unavailable;
     }
-    let (key_slots, max_request) = device_limits();
+    let (mut key_slots, max_request) = device_limits();
+    let (first_slot, last) = slot_range(key_slots);
+    key_slots = key_slots.min(last + 1);
     State::Open(Dev {
         client,
         submit,
@@ -160,9 +164,34 @@ fn open_dev() -> State {
         alloc,
         free,
         slots: 0,
+        first_slot,
         key_slots,
         max_request,
     })
+}
+
+/// `PKTACCEL_PROVIDER_SLOTS=FIRST-LAST`: the key slots this process may
+/// use. Only needed with a driver whose key slots are shared by all open
+/// files (before per-file slot namespaces): processes sharing the device
+/// must then use disjoint slots. Default: all of them.
+fn slot_range(key_slots: u32) -> (u32, u32) {
+    let all = (0, key_slots.saturating_sub(1));
+    let Ok(v) = std::env::var("PKTACCEL_PROVIDER_SLOTS") else {
+        return all;
+    };
+    let parsed = v
+        .split_once('-')
+        .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)));
+    match parsed {
+        Some((a, b)) if a <= b && b < key_slots => (a, b),
+        _ => {
+            say(&format!(
+                "pktaccel-provider: PKTACCEL_PROVIDER_SLOTS={v:?} is not FIRST-LAST within 0-{}; using all slots\n",
+                key_slots.saturating_sub(1)
+            ));
+            all
+        }
+    }
 }
 
 /// Runs `f` on the open device; `None` when there is none.
@@ -267,7 +296,7 @@ fn op(code: u16, slot: u32, aux: u32, iv: &[u8; 12], ins: &[Iov], outs: &[Iov]) 
 /// Takes a free slot of this process and installs `key` in it.
 pub fn install_key(key: &[u8; AES256_KEY_LEN]) -> Result<u32, DevError> {
     with_dev(|d| {
-        let Some(slot) = (0..d.key_slots).find(|i| d.slots & (1 << i) == 0) else {
+        let Some(slot) = (d.first_slot..d.key_slots).find(|i| d.slots & (1 << i) == 0) else {
             return Err(DevError::NoSlot);
         };
         let kbuf = PinnedBuf::new_in(d, AES256_KEY_LEN).ok_or(DevError::Failed)?;
