@@ -179,12 +179,9 @@ fn slot_range(key_slots: u32) -> (u32, u32) {
     let Ok(v) = std::env::var("PKTACCEL_PROVIDER_SLOTS") else {
         return all;
     };
-    let parsed = v
-        .split_once('-')
-        .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)));
-    match parsed {
-        Some((a, b)) if a <= b && b < key_slots => (a, b),
-        _ => {
+    match parse_slot_range(&v, key_slots) {
+        Some(r) => r,
+        None => {
             say(&format!(
                 "pktaccel-provider: PKTACCEL_PROVIDER_SLOTS={v:?} is not FIRST-LAST within 0-{}; using all slots\n",
                 key_slots.saturating_sub(1)
@@ -192,6 +189,13 @@ fn slot_range(key_slots: u32) -> (u32, u32) {
             all
         }
     }
+}
+
+/// `FIRST-LAST` within `0..key_slots`.
+fn parse_slot_range(v: &str, key_slots: u32) -> Option<(u32, u32)> {
+    let (a, b) = v.split_once('-')?;
+    let (a, b): (u32, u32) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+    (a <= b && b < key_slots).then_some((a, b))
 }
 
 /// Runs `f` on the open device; `None` when there is none.
@@ -442,5 +446,28 @@ impl Drop for PinnedBuf {
             // SAFETY: `p` came from pktslab_alloc and is freed once.
             unsafe { (d.free)(p.cast()) }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slot_ranges() {
+        assert_eq!(parse_slot_range("0-7", 16), Some((0, 7)));
+        assert_eq!(parse_slot_range(" 8 - 15 ", 16), Some((8, 15)));
+        assert_eq!(parse_slot_range("8-16", 16), None);
+        assert_eq!(parse_slot_range("9-8", 16), None);
+        assert_eq!(parse_slot_range("x", 16), None);
+        assert_eq!(parse_slot_range("", 16), None);
+    }
+
+    #[test]
+    fn without_libpktslab_nothing_is_pinned_and_no_slot_is_taken() {
+        assert!(!available());
+        assert!(!pinned(b"abc".as_ptr(), 3));
+        assert_eq!(install_key(&[0; 32]), Err(DevError::Absent));
+        assert!(PinnedBuf::new(16).is_none());
     }
 }
