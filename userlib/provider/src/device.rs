@@ -260,6 +260,11 @@ impl Dev {
                 // out rather than return while the device may write them.
                 continue;
             }
+            if got == -libc::EINTR || got == -libc::EAGAIN {
+                // A signal (openssl speed's alarm, say) interrupted the
+                // wait; the request is still the device's: wait on.
+                continue;
+            }
             if got < 0 {
                 stats::DEVICE_ERRORS.add(1);
                 return Err(DevError::Failed);
