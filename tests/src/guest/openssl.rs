@@ -8,7 +8,9 @@
 //!   `OPENSSL_CONF=/etc/ssl/pktaccel.cnf` move a 4 MB file over TLS 1.3
 //!   with TLS_AES_256_GCM_SHA384: identical bytes, the driver's
 //!   `requests.aes-gcm-seal`/`open` rise by at least the record count, and
-//!   the providers' zero-copy and staged byte counts are printed.
+//!   the providers' zero-copy and staged byte counts are printed;
+//! - the same with TLS 1.2 (ECDHE-ECDSA-AES256-GCM-SHA384, 1 MB), whose
+//!   records reach the provider as whole `EVP_Cipher` calls.
 
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
@@ -26,6 +28,7 @@ pub(super) fn tests() -> Vec<Test> {
         provider_known_answers_on_device,
         provider_without_device_in_software,
         tls13_transfer_on_device,
+        tls12_transfer_on_device,
     ]
 }
 
@@ -147,7 +150,8 @@ fn provider_without_device_in_software() -> TestResult {
 /// The TLS 1.3 transfer, as a shell script (the programs are Debian's own,
 /// unmodified; only the environment differs). Over a Unix-domain socket:
 /// the guest kernel has no TCP/IP, and TLS does not care. `$2`/`$3`
-/// prefix the server/client (an `env` setting, or nothing).
+/// prefix the server/client (an `env` setting, or nothing); `$4` is the
+/// protocol and cipher options of both.
 const TLS_SCRIPT: &str = r#"
 set -e
 cd "$1"
@@ -155,16 +159,16 @@ printf '[req]\ndistinguished_name=dn\n[dn]\n' > req.cnf
 OPENSSL_CONF=req.cnf openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 \
     -nodes -subj /CN=pktaccel -days 1 -keyout key.pem -out cert.pem 2>req.err
 export OPENSSL_CONF=/etc/ssl/pktaccel.cnf LD_PRELOAD=/usr/lib/libpktslab.so PKTACCEL_PROVIDER_STATS=1
-$2 openssl s_server -unix "$1/tls.sock" -cert cert.pem -key key.pem -tls1_3 \
-    -ciphersuites TLS_AES_256_GCM_SHA384 -naccept 1 -WWW -quiet >server.out 2>server.err &
+$2 openssl s_server -unix "$1/tls.sock" -cert cert.pem -key key.pem $4 \
+    -naccept 1 -WWW -quiet >server.out 2>server.err &
 spid=$!
 i=0
 until [ -S tls.sock ]; do
     i=$((i+1)); [ $i -lt 300 ] || { echo "s_server did not listen" >&2; exit 1; }
     sleep 0.2
 done
-printf 'GET /data.bin HTTP/1.0\r\n\r\n' | $3 openssl s_client -unix "$1/tls.sock" -tls1_3 \
-    -ciphersuites TLS_AES_256_GCM_SHA384 -quiet >client.out 2>client.err
+printf 'GET /data.bin HTTP/1.0\r\n\r\n' | $3 openssl s_client -unix "$1/tls.sock" $4 \
+    -quiet >client.out 2>client.err
 wait $spid
 "#;
 
@@ -181,13 +185,34 @@ fn tls_data(len: usize) -> Vec<u8> {
 }
 
 fn tls13_transfer_on_device() -> TestResult {
+    tls_transfer(
+        "tls13",
+        "-tls1_3 -ciphersuites TLS_AES_256_GCM_SHA384",
+        4 << 20,
+    )
+}
+
+/// TLS 1.2 reaches the cipher differently: libssl sets the record header
+/// as a control and hands `EVP_Cipher` the whole record (explicit IV,
+/// payload, tag) in place; the provider's fixed+explicit IV path.
+fn tls12_transfer_on_device() -> TestResult {
+    tls_transfer(
+        "tls12",
+        "-tls1_2 -cipher ECDHE-ECDSA-AES256-GCM-SHA384",
+        1 << 20,
+    )
+}
+
+/// Moves a `size`-byte file from s_server to s_client with `proto`; checks
+/// the bytes, the driver's GCM counters and prints where the bytes went.
+fn tls_transfer(name: &str, proto: &str, size: usize) -> TestResult {
     ensure!(
         std::path::Path::new(CNF).is_file(),
         "{CNF} is missing from the guest image (xtask initramfs adds images/pktaccel.cnf)"
     );
-    let dir = format!("/tmp/pktaccel-tls-{}", std::process::id());
+    let dir = format!("/tmp/pktaccel-{name}-{}", std::process::id());
     std::fs::create_dir_all(&dir).map_err(|e| format!("{dir}: {e}"))?;
-    let data = tls_data(4 << 20);
+    let data = tls_data(size);
     std::fs::write(format!("{dir}/data.bin"), &data).map_err(|e| e.to_string())?;
     let before = debugfs()?;
     // A driver without per-file key slots (no `key_slots_used` in its
@@ -198,7 +223,7 @@ fn tls13_transfer_on_device() -> TestResult {
         ("", "")
     } else {
         println!(
-            "tls13: driver without per-file key slots: s_server uses slots 0-7, s_client 8-15"
+            "{name}: driver without per-file key slots: s_server uses slots 0-7, s_client 8-15"
         );
         (
             "env PKTACCEL_PROVIDER_SLOTS=0-7",
@@ -206,7 +231,7 @@ fn tls13_transfer_on_device() -> TestResult {
         )
     };
     let o = Command::new("sh")
-        .args(["-c", TLS_SCRIPT, "tls", &dir, srv, cli])
+        .args(["-c", TLS_SCRIPT, "tls", &dir, srv, cli, proto])
         .env_remove("LD_PRELOAD")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -217,7 +242,7 @@ fn tls13_transfer_on_device() -> TestResult {
     let (serr, cerr) = (read("server.err"), read("client.err"));
     ensure!(
         o.status.success(),
-        "TLS transfer failed: {}\nserver: {serr}\nclient: {cerr}\nreq: {}",
+        "{name} transfer failed: {}\nserver: {serr}\nclient: {cerr}\nreq: {}",
         String::from_utf8_lossy(&o.stderr),
         read("req.err")
     );
@@ -246,20 +271,21 @@ fn tls13_transfer_on_device() -> TestResult {
     let copied = delta(&before, &after, "bytes_copied");
     let (s, c) = (provider_report(&serr), provider_report(&cerr));
     println!(
-        "tls13: 4 MiB identical (sha256 {}); driver requests.aes-gcm-seal +{ds}, requests.aes-gcm-open +{dopen}, bytes_copied +{copied}; at least {records} records",
+        "{name}: {} bytes identical (sha256 {}); driver requests.aes-gcm-seal +{ds}, requests.aes-gcm-open +{dopen}, bytes_copied +{copied}; at least {records} records",
+        data.len(),
         sums.split_whitespace().next().unwrap_or("?")
     );
     println!(
-        "tls13: s_server {} seal/{} open requests, {} bytes zero-copy, {} bytes staged",
+        "{name}: s_server {} seal/{} open requests, {} bytes zero-copy, {} bytes staged",
         s.0, s.1, s.2, s.3
     );
     println!(
-        "tls13: s_client {} seal/{} open requests, {} bytes zero-copy, {} bytes staged",
+        "{name}: s_client {} seal/{} open requests, {} bytes zero-copy, {} bytes staged",
         c.0, c.1, c.2, c.3
     );
     for l in serr.lines().chain(cerr.lines()) {
         if l.starts_with("pktaccel-provider:") || l.starts_with("pktslab:") {
-            println!("tls13: {l}");
+            println!("{name}: {l}");
         }
     }
     ensure!(
