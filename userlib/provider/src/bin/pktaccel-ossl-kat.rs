@@ -61,6 +61,7 @@ fn run(provider: &str, lib: &str) -> Result<usize> {
     n += differential(&ours, &reference)?;
     n += tls12_records(&ours, &reference)?;
     n += tls13_records(&ours, &reference)?;
+    n += copied_contexts(&ours, &reference)?;
     n += bad_input(&ours, &reference)?;
     Ok(n)
 }
@@ -275,6 +276,38 @@ fn tls13_records(ours: &Cipher<'_>, reference: &Cipher<'_>) -> Result<usize> {
     }
     println!("TLS 1.3 records: per-record IV on one context, {n} checks");
     Ok(n)
+}
+
+/// `EVP_CIPHER_CTX_copy` after the AAD: the copy and the original each
+/// finish the message (the copy takes its own key slot) and must give the
+/// default provider's ciphertext and tag.
+fn copied_contexts(ours: &Cipher<'_>, reference: &Cipher<'_>) -> Result<usize> {
+    let (key, iv, aad, pt) = (
+        pattern(32, 11),
+        pattern(12, 12),
+        pattern(13, 13),
+        pattern(1500, 14),
+    );
+    let want = seal(reference, &key, &iv, &aad, &pt, 1)?;
+    let mut a = ours.ctx();
+    if !a.init(Some(&key), Some(&iv), true) || !a.aad(&aad) {
+        bail!("copy: encrypt init or AAD failed");
+    }
+    let Some(mut b) = a.try_clone() else {
+        bail!("EVP_CIPHER_CTX_copy of a pktaccel context failed");
+    };
+    for (name, x) in [("original", &mut a), ("copy", &mut b)] {
+        let mut ct = pt.clone();
+        let p = ct.as_mut_ptr();
+        if x.update(p, p, ct.len()) != Some(ct.len()) || !x.finish() {
+            bail!("copy: the {name} failed to finish the message");
+        }
+        if ct != want.ct || x.tag() != Some(want.tag) {
+            bail!("copy: the {name} gave a different ciphertext or tag");
+        }
+    }
+    println!("copied contexts: original and copy both finish the message, 2 checks");
+    Ok(2)
 }
 
 /// Each case run on both providers: the outcome (success or failure of

@@ -23,6 +23,7 @@ pub struct Evp {
     provider_name: unsafe extern "C" fn(Ptr) -> *const c_char,
     ctx_new: unsafe extern "C" fn() -> Ptr,
     ctx_free: unsafe extern "C" fn(Ptr),
+    ctx_copy: unsafe extern "C" fn(Ptr, Ptr) -> c_int,
     init: unsafe extern "C" fn(Ptr, Ptr, *const c_uchar, *const c_uchar, c_int, Ptr) -> c_int,
     update: unsafe extern "C" fn(Ptr, *mut c_uchar, *mut c_int, *const c_uchar, c_int) -> c_int,
     final_: unsafe extern "C" fn(Ptr, *mut c_uchar, *mut c_int) -> c_int,
@@ -67,6 +68,7 @@ impl Evp {
             provider_name: bind!(h, c"OSSL_PROVIDER_get0_name"),
             ctx_new: bind!(h, c"EVP_CIPHER_CTX_new"),
             ctx_free: bind!(h, c"EVP_CIPHER_CTX_free"),
+            ctx_copy: bind!(h, c"EVP_CIPHER_CTX_copy"),
             init: bind!(h, c"EVP_CipherInit_ex2"),
             update: bind!(h, c"EVP_CipherUpdate"),
             final_: bind!(h, c"EVP_CipherFinal_ex"),
@@ -224,6 +226,18 @@ impl Ctx<'_> {
         let p = buf.as_mut_ptr();
         // SAFETY: live context; `buf` readable and writable.
         unsafe { (self.evp.cipher)(self.ctx, p, p, buf.len() as u32) }
+    }
+
+    /// `EVP_CIPHER_CTX_copy` into a new context (the provider's dupctx).
+    pub fn try_clone(&self) -> Option<Self> {
+        // SAFETY: no arguments.
+        let ctx = unsafe { (self.evp.ctx_new)() };
+        if ctx.is_null() {
+            return None;
+        }
+        let c = Ctx { evp: self.evp, ctx };
+        // SAFETY: both contexts live; `c` is fresh.
+        (unsafe { (self.evp.ctx_copy)(c.ctx, self.ctx) } == 1).then_some(c)
     }
 
     /// Clears libcrypto's error queue (expected failures leave entries).
