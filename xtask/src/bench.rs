@@ -514,8 +514,9 @@ pub fn run(cache: &crate::cache::Cache, args: &VmArgs, opts: &BenchOpts) -> Resu
         let (k, q) = p.versions();
         versions = (k.to_string(), q.to_string());
         let cmd = format!(
-            "pktbench --budget-ms {} --json /tmp/pktbench.json; rc=$?; sed 's/^/{JSON_PREFIX}/' /tmp/pktbench.json; {APP_DEMO} exit $rc",
-            opts.budget_ms
+            "pktbench --budget-ms {} --json /tmp/pktbench.json; rc=$?; sed 's/^/{JSON_PREFIX}/' /tmp/pktbench.json; {APP_DEMO} {} exit $rc",
+            opts.budget_ms,
+            crate::bench_openssl::guest_snippet()
         );
         let step = vm::boot_step(&p, args.accel);
         let t = Instant::now();
@@ -603,6 +604,7 @@ fn write_report(
     }
     if !guest.app.is_empty() {
         app_section(&mut md, &guest.app)?;
+        crate::bench_openssl::section(&mut md, &guest.app)?;
     }
     for h in host {
         match h.name {
@@ -875,6 +877,7 @@ fn app_section(md: &mut String, lines: &[String]) -> Result<()> {
     for l in lines
         .iter()
         .filter(|l| !l.starts_with("before ") && !l.starts_with("after "))
+        .filter(|l| !l.starts_with(crate::bench_openssl::TAG))
     {
         writeln!(md, "{l}")?;
     }

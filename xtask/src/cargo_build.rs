@@ -23,7 +23,7 @@ pub struct Artifacts {
 }
 
 /// Packages whose binaries go into the guest.
-const GUEST_PACKAGES: &[&str] = &["pktaccel-tests", "pktslab", "pktcrc"];
+const GUEST_PACKAGES: &[&str] = &["pktaccel-tests", "pktslab", "pktcrc", "pktaccel-provider"];
 
 /// `cargo build --release` of the device and the guest programs.
 pub fn build(workspace: &Path) -> Result<Artifacts> {
@@ -80,7 +80,7 @@ pub fn build(workspace: &Path) -> Result<Artifacts> {
                 .filter_map(|f| f.as_str())
             {
                 if f.ends_with(".so") {
-                    arts.guest_libs.push(PathBuf::from(f));
+                    arts.guest_libs.push(guest_lib_name(Path::new(f))?);
                 }
             }
         }
@@ -131,4 +131,17 @@ fn build_preload(workspace: &Path, cargo: &std::ffi::OsStr) -> Result<PathBuf> {
         bail!("cargo build of the preload libpktslab.so failed ({status})");
     }
     Ok(target.join("release/libpktslab.so"))
+}
+
+/// The guest name of a built library: cargo cannot put a hyphen in a
+/// library name, but the provider is documented as
+/// `libpktaccel-provider.so`; it is copied to that name next to cargo's.
+fn guest_lib_name(built: &Path) -> Result<PathBuf> {
+    if built.file_name() != Some("libpktaccel_provider.so".as_ref()) {
+        return Ok(built.to_path_buf());
+    }
+    let to = built.with_file_name("libpktaccel-provider.so");
+    std::fs::copy(built, &to)
+        .with_context(|| format!("copying {} to {}", built.display(), to.display()))?;
+    Ok(to)
 }

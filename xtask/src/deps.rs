@@ -32,6 +32,7 @@ pub const HOST_PACKAGES: &[&str] = &[
     "sqlite3",
     "pigz",
     "python3",
+    "openssl",
     "git",
 ];
 
