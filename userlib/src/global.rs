@@ -13,7 +13,7 @@
 use core::cell::{Cell, UnsafeCell};
 use core::ffi::c_void;
 use core::mem::MaybeUninit;
-use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
 use crate::backend::set_errno;
 use crate::class::MIN_ALIGN;
@@ -158,6 +158,14 @@ static NEXT_MALLOC: AtomicUsize = AtomicUsize::new(0);
 static NEXT_FREE: AtomicUsize = AtomicUsize::new(0);
 static NEXT_REALLOC: AtomicUsize = AtomicUsize::new(0);
 static NEXT_USABLE: AtomicUsize = AtomicUsize::new(0);
+static NEXT_CALLOC: AtomicUsize = AtomicUsize::new(0);
+static NEXT_MEMALIGN: AtomicUsize = AtomicUsize::new(0);
+
+/// Live bytes and calls of malloc() requests above PKTSLAB_PIN_MAX, served
+/// by the next allocator (signed: a pointer the next allocator made before
+/// we counted may be freed through us).
+static ORDINARY_BYTES: AtomicI64 = AtomicI64::new(0);
+static ORDINARY_ALLOCS: AtomicU64 = AtomicU64::new(0);
 
 fn resolve(slot: &AtomicUsize, name: &core::ffi::CStr) -> usize {
     let f = slot.load(Ordering::Acquire);
@@ -204,6 +212,56 @@ fn next_usable(p: *mut u8) -> usize {
     let f: unsafe extern "C" fn(*mut c_void) -> usize = unsafe { core::mem::transmute(f) };
     // SAFETY: p is the next allocator's pointer.
     unsafe { f(p.cast()) }
+}
+
+fn next_calloc(n: usize, size: usize) -> *mut u8 {
+    let f = resolve(&NEXT_CALLOC, c"calloc");
+    if f == 0 {
+        return core::ptr::null_mut();
+    }
+    // SAFETY: f is the next object's `calloc`.
+    let f: unsafe extern "C" fn(usize, usize) -> *mut c_void = unsafe { core::mem::transmute(f) };
+    // SAFETY: calling calloc.
+    unsafe { f(n, size) }.cast()
+}
+
+fn next_memalign(align: usize, size: usize) -> *mut u8 {
+    let f = resolve(&NEXT_MEMALIGN, c"memalign");
+    if f == 0 {
+        return core::ptr::null_mut();
+    }
+    // SAFETY: f is the next object's `memalign`.
+    let f: unsafe extern "C" fn(usize, usize) -> *mut c_void = unsafe { core::mem::transmute(f) };
+    // SAFETY: calling memalign with a power-of-two alignment.
+    unsafe { f(align, size) }.cast()
+}
+
+/// The malloc-family size limit for pinned memory (`all`: no limit).
+#[inline(always)]
+fn pin_max(h: &Heap, all: bool) -> usize {
+    if all { usize::MAX } else { h.config().pin_max }
+}
+
+/// Counts a block the next allocator just handed out for us.
+fn note_ordinary(q: *mut u8) -> *mut u8 {
+    if !q.is_null() {
+        ORDINARY_BYTES.fetch_add(next_usable(q) as i64, Ordering::Relaxed);
+        ORDINARY_ALLOCS.fetch_add(1, Ordering::Relaxed);
+    }
+    q
+}
+
+/// malloc() above PKTSLAB_PIN_MAX: ordinary memory from the next
+/// allocator, which no device will read.
+#[cold]
+fn ordinary_malloc(size: usize) -> *mut u8 {
+    note_ordinary(next_malloc(size))
+}
+
+/// Frees a block of the next allocator, uncounting it.
+fn free_ordinary(p: *mut u8) {
+    ORDINARY_BYTES.fetch_sub(next_usable(p) as i64, Ordering::Relaxed);
+    next_free(p);
 }
 
 fn next_realloc(p: *mut u8, size: usize) -> *mut u8 {
@@ -399,6 +457,9 @@ extern "C" fn thread_exit(v: *mut c_void) {
 extern "C" fn fork_prepare() {
     if let Some(h) = heap_if_ready() {
         h.lock_all();
+        if h.arena().backend().slabs_not_inherited() {
+            h.arena().fork_save();
+        }
     }
     REGISTRY.lock.raw_lock();
 }
@@ -406,6 +467,7 @@ extern "C" fn fork_prepare() {
 extern "C" fn fork_parent() {
     REGISTRY.lock.raw_unlock();
     if let Some(h) = heap_if_ready() {
+        h.arena().fork_parent();
         h.unlock_all();
     }
 }
@@ -429,10 +491,11 @@ extern "C" fn fork_child() {
     }
     REGISTRY.lock.raw_unlock();
     if let Some(h) = heap_if_ready() {
-        if h.arena().backend().is_device() {
-            // Device slabs are shared mappings: give the child its own copy
-            // of the heap in ordinary memory and its own device file.
-            h.arena().privatize_pinned();
+        if h.arena().backend().slabs_not_inherited() {
+            // The slabs were not inherited: move the parent's copies into
+            // place (ordinary memory), and give the child its own device
+            // file so its new slabs are its own.
+            h.arena().fork_child();
             h.arena().backend().reopen_in_child();
         }
         h.unlock_all();
@@ -443,6 +506,8 @@ extern "C" fn fork_child() {
 pub fn stats() -> Option<Stats> {
     let h = heap_if_ready()?;
     let mut s = h.stats();
+    s.bytes_ordinary = ORDINARY_BYTES.load(Ordering::Relaxed).max(0) as u64;
+    s.ordinary_allocs = ORDINARY_ALLOCS.load(Ordering::Relaxed);
     let _g = REGISTRY.lock.lock();
     // SAFETY: registry lock held; listed caches are alive.
     let mut p = unsafe { *REGISTRY.head.get() };
@@ -482,8 +547,22 @@ static PRINT_STATS_AT_EXIT: extern "C" fn() = print_stats_at_exit;
 /// malloc().
 #[inline(always)]
 pub fn malloc(size: usize) -> *mut u8 {
+    malloc_in(size, false)
+}
+
+/// [`malloc`] for [`crate::PktslabAlloc`]: pinned at any size (a Rust program
+/// that chose the pinned heap as its global allocator).
+pub fn malloc_pinned(size: usize) -> *mut u8 {
+    malloc_in(size, true)
+}
+
+#[inline(always)]
+fn malloc_in(size: usize, all: bool) -> *mut u8 {
     match heap() {
         Some(h) => {
+            if size > pin_max(h, all) {
+                return ordinary_malloc(size);
+            }
             let tc = cache_ptr(h);
             // SAFETY: as in with_cache.
             h.malloc(size, unsafe { tc.as_mut() })
@@ -526,13 +605,30 @@ fn free_foreign(p: *mut u8) {
     if is_boot(p) {
         return;
     }
-    next_free(p);
+    free_ordinary(p);
 }
 
 /// calloc().
 pub fn calloc(n: usize, size: usize) -> *mut u8 {
+    calloc_in(n, size, false)
+}
+
+/// [`calloc`] for [`crate::PktslabAlloc`]: pinned at any size (a Rust program
+/// that chose the pinned heap as its global allocator).
+pub fn calloc_pinned(n: usize, size: usize) -> *mut u8 {
+    calloc_in(n, size, true)
+}
+
+#[inline(always)]
+fn calloc_in(n: usize, size: usize, all: bool) -> *mut u8 {
     match heap() {
-        Some(h) => with_cache(h, |tc| h.calloc(n, size, tc)),
+        Some(h) => {
+            if n.checked_mul(size).is_some_and(|t| t > pin_max(h, all)) {
+                // The next allocator knows when fresh memory is already zero.
+                return note_ordinary(next_calloc(n, size));
+            }
+            with_cache(h, |tc| h.calloc(n, size, tc))
+        }
         None => match n.checked_mul(size) {
             // The bootstrap buffer starts zeroed and is never reused.
             Some(t) => fallback_calloc(t),
@@ -558,8 +654,22 @@ fn fallback_calloc(total: usize) -> *mut u8 {
 /// # Safety
 /// As [`free`].
 pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
+    // SAFETY: forwarded.
+    unsafe { realloc_in(p, size, false) }
+}
+
+/// [`realloc`] for [`crate::PktslabAlloc`] (pinned at any size).
+///
+/// # Safety
+/// As [`free`].
+pub unsafe fn realloc_pinned(p: *mut u8, size: usize) -> *mut u8 {
+    // SAFETY: forwarded.
+    unsafe { realloc_in(p, size, true) }
+}
+
+unsafe fn realloc_in(p: *mut u8, size: usize, all: bool) -> *mut u8 {
     if p.is_null() {
-        return malloc(size);
+        return malloc_in(size, all);
     }
     if let Some(h) = heap_if_ready()
         && h.contains(p)
@@ -569,11 +679,15 @@ pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
             unsafe { free(p, "realloc") };
             return core::ptr::null_mut();
         }
+        if size > pin_max(h, all) {
+            // SAFETY: arena pointer, validated inside.
+            return unsafe { realloc_to_ordinary(h, p, size) };
+        }
         // SAFETY: arena pointer, validated inside.
         return with_cache(h, |tc| unsafe { h.realloc(p, size, "realloc", tc) });
     }
     if is_boot(p) {
-        let q = malloc(size);
+        let q = malloc_in(size, all);
         if !q.is_null() {
             // SAFETY: both live; copy what the old block held.
             unsafe { core::ptr::copy_nonoverlapping(p, q, boot_size(p).min(size)) };
@@ -581,24 +695,53 @@ pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
         return q;
     }
     match heap() {
-        // A pointer from the allocator that ran before us: move it into the
-        // arena so it becomes pinned, and give the old block back.
+        // Still above the pin limit: the next allocator grows it (often in
+        // place, or by mremap for big blocks).
+        Some(h) if size > pin_max(h, all) => {
+            let old = next_usable(p);
+            let q = next_realloc(p, size);
+            if !q.is_null() {
+                ORDINARY_BYTES.fetch_add(next_usable(q) as i64 - old as i64, Ordering::Relaxed);
+            }
+            q
+        }
+        // A pointer of the next allocator shrunk below the pin limit (or
+        // made before we ran): move it into the arena so it becomes
+        // pinned, and give the old block back.
         Some(_) => {
             if size == 0 {
-                next_free(p);
+                free_ordinary(p);
                 return core::ptr::null_mut();
             }
-            let q = malloc(size);
+            let q = malloc_in(size, all);
             if !q.is_null() {
                 let old = next_usable(p);
                 // SAFETY: both live; `old` is the next allocator's usable size of p.
                 unsafe { core::ptr::copy_nonoverlapping(p, q, old.min(size)) };
-                next_free(p);
+                free_ordinary(p);
             }
             q
         }
         None => next_realloc(p, size),
     }
+}
+
+/// realloc() of an arena block to a size above PKTSLAB_PIN_MAX: the data
+/// moves to ordinary memory.
+///
+/// # Safety
+/// `p` must be inside the arena; it is validated (bad pointers abort).
+#[cold]
+unsafe fn realloc_to_ordinary(h: &'static Heap, p: *mut u8, size: usize) -> *mut u8 {
+    let old = h.live_size(p, "realloc");
+    let q = ordinary_malloc(size);
+    if !q.is_null() {
+        // SAFETY: both live and distinct; old is p's usable size.
+        unsafe { core::ptr::copy_nonoverlapping(p, q, old.min(size)) };
+        // SAFETY: p is a validated arena pointer, freed once.
+        unsafe { free(p, "realloc") };
+    }
+    q
 }
 
 /// reallocarray().
@@ -618,7 +761,19 @@ pub unsafe fn reallocarray(p: *mut u8, n: usize, size: usize) -> *mut u8 {
 
 /// memalign()-style allocation; `align` must be a power of two.
 pub fn memalign(align: usize, size: usize) -> *mut u8 {
+    memalign_in(align, size, false)
+}
+
+/// [`memalign`] for [`crate::PktslabAlloc`]: pinned at any size (a Rust program
+/// that chose the pinned heap as its global allocator).
+pub fn memalign_pinned(align: usize, size: usize) -> *mut u8 {
+    memalign_in(align, size, true)
+}
+
+#[inline(always)]
+fn memalign_in(align: usize, size: usize, all: bool) -> *mut u8 {
     match heap() {
+        Some(h) if size.max(align) > pin_max(h, all) => note_ordinary(next_memalign(align, size)),
         Some(h) => with_cache(h, |tc| h.memalign(align, size, tc)),
         None => {
             // Bootstrap pieces are 16-aligned; more is not needed this early.

@@ -73,11 +73,11 @@ impl Heap {
                 .unwrap_or("error");
             if cfg.fallback {
                 notice(format_args!(
-                    "{path}: {msg}; no pinned memory, using ordinary memory (PKTSLAB_FALLBACK=1)"
+                    "{path}: {msg}; no pinned memory, using ordinary memory (PKTSLAB_STRICT=1 makes allocations fail instead)"
                 ));
             } else {
                 notice(format_args!(
-                    "{path}: {msg}; no pinned memory, allocations will fail (set PKTSLAB_FALLBACK=1 to use ordinary memory)"
+                    "{path}: {msg}; no pinned memory, allocations will fail (PKTSLAB_STRICT=1; unset it to use ordinary memory)"
                 ));
             }
         }
@@ -300,6 +300,17 @@ impl Heap {
             }
             Block::Large { slot, .. } => self.arena.free_run(slot),
         }
+    }
+
+    /// Usable size of a live arena block; aborts (naming `call`) on an
+    /// invalid pointer or a freed piece.
+    pub(crate) fn live_size(&self, p: *mut u8, call: &str) -> usize {
+        let b = self.classify(p, call);
+        // SAFETY: classify proved p is a carved piece; the key is readable.
+        if matches!(b, Block::Small(_)) && unsafe { has_free_key(p, self.key) } {
+            abort_ptr(call, "use after free of", p as usize);
+        }
+        Self::block_size(b)
     }
 
     /// usable size of an arena pointer.

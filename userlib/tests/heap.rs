@@ -57,7 +57,7 @@ fn every_size_is_16_aligned_and_usable_is_the_power_of_two() {
         MAX_SMALL + 1,
         5 << 20,
     ] {
-        let p = global::malloc(s);
+        let p = global::malloc_pinned(s);
         assert!(!p.is_null(), "size {s}");
         assert_eq!(p as usize % 16, 0, "size {s}");
         // SAFETY: live allocation.
@@ -144,23 +144,58 @@ fn overflow_and_huge_sizes_give_null_and_enomem() {
     }
 }
 
+/// malloc() above PKTSLAB_PIN_MAX (128 KiB by default) is ordinary memory
+/// from the next allocator; realloc moves data across the limit both ways.
+#[test]
+fn malloc_above_the_pin_limit_is_ordinary_and_realloc_crosses_it() {
+    let limit = global::heap().unwrap().config().pin_max;
+    let p = global::malloc(limit);
+    assert!(pktslab::v2p(p).is_ok(), "at the limit: pinned");
+    // SAFETY: live allocations, sizes within what was asked.
+    unsafe {
+        for i in 0..limit {
+            *p.add(i) = (i % 253) as u8;
+        }
+        let q = global::realloc(p, limit + 1);
+        assert_eq!(
+            pktslab::v2p(q),
+            Err(V2pError::OutsideArena),
+            "above: ordinary"
+        );
+        assert!(global::usable_size(q) > limit);
+        let r = global::realloc(q, 4 * limit);
+        let s = global::realloc(r, 1000);
+        assert!(pktslab::v2p(s).is_ok(), "back below: pinned again");
+        for i in 0..1000 {
+            assert_eq!(*s.add(i), (i % 253) as u8);
+        }
+        global::free(s, "free");
+        let z = global::calloc(3, limit);
+        assert_eq!(pktslab::v2p(z), Err(V2pError::OutsideArena));
+        assert!((0..3 * limit).all(|i| *z.add(i) == 0));
+        global::free(z, "free");
+    }
+    let s = global::stats().unwrap();
+    assert!(s.ordinary_allocs >= 3, "counted: {s:?}");
+}
+
 #[test]
 fn large_realloc_grows_in_place_and_keeps_contents() {
-    let p = global::malloc(3 << 20);
+    let p = global::malloc_pinned(3 << 20);
     // SAFETY: live allocation; sizes within usable.
     unsafe {
         for i in 0..(3 << 20) {
             *p.add(i) = (i % 251) as u8;
         }
-        let q = global::realloc(p, 9 << 20);
+        let q = global::realloc_pinned(p, 9 << 20);
         assert!(!q.is_null());
         for i in (0..(3 << 20)).step_by(4093) {
             assert_eq!(*q.add(i), (i % 251) as u8);
         }
-        let r = global::realloc(q, (2 << 20) + 1);
+        let r = global::realloc_pinned(q, (2 << 20) + 1);
         assert_eq!(r, q, "shrinking a large run stays in place");
         assert_eq!(global::usable_size(r), 4 << 20);
-        let s = global::realloc(r, 100);
+        let s = global::realloc_pinned(r, 100);
         assert_eq!(global::usable_size(s), 128);
         assert_eq!(*s.add(99), 99);
         global::free(s, "free");
@@ -371,7 +406,7 @@ fn crash(case: &str) {
                 global::realloc(p, 300);
             }
             "large-double-free" => {
-                let p = global::malloc(3 << 20);
+                let p = global::malloc_pinned(3 << 20);
                 global::free(p, "free");
                 global::free(p, "free");
             }
@@ -539,14 +574,14 @@ fn trim_returns_entirely_free_slabs_only() {
 #[test]
 fn trim_on_the_process_heap_flushes_this_threads_cache() {
     // 300 KiB requests -> 512 KiB class: 4 pieces per slab, unused elsewhere.
-    let ps: Vec<*mut u8> = (0..16).map(|_| global::malloc(300 << 10)).collect();
+    let ps: Vec<*mut u8> = (0..16).map(|_| global::malloc_pinned(300 << 10)).collect();
     for p in &ps {
         // SAFETY: live blocks freed once.
         unsafe { global::free(*p, "free") };
     }
     let released = global::trim();
     assert!(released >= 2 * SLAB_SIZE, "released {released}");
-    let p = global::malloc(300 << 10);
+    let p = global::malloc_pinned(300 << 10);
     assert!(!p.is_null());
     // SAFETY: live block.
     unsafe {

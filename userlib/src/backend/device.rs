@@ -59,7 +59,17 @@ impl DeviceBackend {
                 libc::close(fd);
             }
         }
+        // The new file holds nothing yet.
         self.pinned.store(0, Ordering::Relaxed);
+    }
+
+    /// Stops counting `len` bytes (see [`super::Backend::forget`]).
+    pub fn forget(&self, len: usize) {
+        let _ = self
+            .pinned
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                Some(v.saturating_sub(len as u64))
+            });
     }
 
     /// Bytes pinned through this file.

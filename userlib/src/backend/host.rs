@@ -22,6 +22,7 @@ pub struct HostBackend {
     pagemap_fd: i32,
     max_pinned: u64,
     pinned: AtomicU64,
+    dontfork: bool,
 }
 
 const PFN_MASK: u64 = (1 << 55) - 1;
@@ -60,7 +61,7 @@ fn pagemap_phys(fd: i32, addr: usize) -> u64 {
 impl HostBackend {
     /// Opens /proc/self/pagemap and checks that it shows real PFNs (it
     /// shows zeros without CAP_SYS_ADMIN); otherwise synthetic mode.
-    pub fn new(max_pinned: u64, force_synthetic: bool) -> Self {
+    pub fn new(max_pinned: u64, force_synthetic: bool, dontfork: bool) -> Self {
         let mut fd = -1;
         if !force_synthetic {
             // SAFETY: a constant NUL-terminated path.
@@ -85,7 +86,22 @@ impl HostBackend {
             pagemap_fd: fd,
             max_pinned,
             pinned: AtomicU64::new(0),
+            dontfork,
         }
+    }
+
+    /// Whether slabs are MADV_DONTFORK (like the device's).
+    pub fn dontfork(&self) -> bool {
+        self.dontfork
+    }
+
+    /// Stops counting `len` bytes (see [`super::Backend::forget`]).
+    pub fn forget(&self, len: usize) {
+        let _ = self
+            .pinned
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                Some(v.saturating_sub(len as u64))
+            });
     }
 
     /// Which kind of physical addresses this backend reports.
@@ -143,6 +159,10 @@ impl HostBackend {
         // unlocked; a test rig on the host can live with that.
         // SAFETY: the range was just mapped.
         unsafe { libc::mlock(addr as *const libc::c_void, SLAB_SIZE) };
+        if self.dontfork {
+            // SAFETY: advice on the range just mapped.
+            unsafe { libc::madvise(addr as *mut libc::c_void, SLAB_SIZE, libc::MADV_DONTFORK) };
+        }
         if self.pagemap_fd >= 0 {
             let mut raw = [0u64; PAGES_PER_SLAB];
             // SAFETY: reads PAGES_PER_SLAB u64 entries into `raw`.

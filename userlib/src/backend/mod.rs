@@ -84,7 +84,11 @@ impl Backend {
             }
         } else {
             (
-                Backend::Host(host::HostBackend::new(cfg.max_pinned, cfg.force_synthetic)),
+                Backend::Host(host::HostBackend::new(
+                    cfg.max_pinned,
+                    cfg.force_synthetic,
+                    cfg.host_dontfork,
+                )),
                 None,
             )
         }
@@ -141,6 +145,27 @@ impl Backend {
     /// child would otherwise share with its parent.
     pub fn is_device(&self) -> bool {
         matches!(self, Backend::Device(_))
+    }
+
+    /// Whether a forked child inherits no slab mappings (the device's are
+    /// `VM_DONTCOPY`; host slabs with `PKTSLAB_HOST_DONTFORK=1`), so the
+    /// fork handlers must copy the heap for it.
+    pub fn slabs_not_inherited(&self) -> bool {
+        match self {
+            Backend::Device(_) => true,
+            Backend::Host(h) => h.dontfork(),
+            Backend::Missing => false,
+        }
+    }
+
+    /// Stops counting `len` pinned bytes that became ordinary memory (a
+    /// forked child's copy of its parent's slab).
+    pub fn forget(&self, len: usize) {
+        match self {
+            Backend::Device(d) => d.forget(len),
+            Backend::Host(h) => h.forget(len),
+            Backend::Missing => {}
+        }
     }
 
     /// Fork-child fix-up of the backend (see [`device::DeviceBackend::reopen_in_child`]).
