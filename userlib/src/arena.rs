@@ -28,6 +28,8 @@ pub const KIND_LARGE: u32 = 3;
 /// Slot is a later slab of a large allocation.
 pub const KIND_TAIL: u32 = 4;
 
+mod fork;
+
 const PINNED_BIT: u32 = 1 << 16;
 
 /// Per-slot metadata, kept out of band so pieces have no headers.
@@ -43,7 +45,9 @@ pub struct SlotMeta {
     dev_id: AtomicU32,
     /// Free pieces counted by a trim (owned by the slab's class lock).
     pub scratch: AtomicU32,
-    _pad: u32,
+    /// Bytes mapped at the start of the slot (a power of two from 64 KiB
+    /// for device slabs, pages for host memory); the rest is reservation.
+    len: AtomicU32,
 }
 
 impl SlotMeta {
@@ -56,6 +60,12 @@ impl SlotMeta {
 
     fn pinned(&self) -> bool {
         self.info.load(Ordering::Relaxed) & PINNED_BIT != 0
+    }
+
+    /// Bytes mapped in the slot.
+    #[inline(always)]
+    pub fn mapped(&self) -> usize {
+        self.len.load(Ordering::Relaxed) as usize
     }
 
     fn set(&self, kind: u32, class: usize, pinned: bool) {
@@ -244,26 +254,30 @@ impl Arena {
         unsafe { &mut *self.state.get() }
     }
 
-    /// Gives slot `i` memory. Returns whether it is freshly mapped (zeroed).
-    fn back_slot(&self, i: usize) -> Result<bool, BackendError> {
+    /// Gives slot `i` `len` bytes of memory (`len` already a backend
+    /// granule). Returns whether it is freshly mapped (zeroed).
+    fn back_slot(&self, i: usize, len: usize) -> Result<bool, BackendError> {
         let m = self.meta(i);
         if m.kind_class().0 == KIND_FREE_MAPPED {
-            self.state().retained -= SLAB_SIZE;
-            return Ok(false);
+            if m.mapped() == len {
+                self.state().retained -= len;
+                return Ok(false);
+            }
+            self.state().retained -= m.mapped();
+            self.unmap_slot(i);
         }
         let addr = self.slot_addr(i);
-        let mut phys: SlabPhys = [0; PAGES_PER_SLAB];
+        let mut phys: SlabPhys = [PHYS_NOT_PINNED; PAGES_PER_SLAB];
         // SAFETY: the slot is unmapped (reservation only) and inside the arena.
-        let (pinned, id) = match unsafe { self.backend.map_slab(addr, i, &mut phys) } {
+        let (pinned, id) = match unsafe { self.backend.map_slab(addr, i, len, &mut phys) } {
             Ok(id) => (true, id),
             Err(e) => {
                 if !self.fallback {
                     return Err(e);
                 }
                 // SAFETY: as above.
-                unsafe { backend::map_unpinned(addr, SLAB_SIZE) }?;
-                self.fallback_bytes
-                    .fetch_add(SLAB_SIZE as u64, Ordering::Relaxed);
+                unsafe { backend::map_unpinned(addr, len) }?;
+                self.fallback_bytes.fetch_add(len as u64, Ordering::Relaxed);
                 phys = [PHYS_NOT_PINNED; PAGES_PER_SLAB];
                 (false, u32::MAX)
             }
@@ -272,60 +286,81 @@ impl Arena {
         for (k, ph) in phys.iter().enumerate() {
             self.page(first + k).phys.store(*ph, Ordering::Relaxed);
         }
+        m.len.store(len as u32, Ordering::Relaxed);
         m.dev_id.store(id, Ordering::Relaxed);
         m.set(KIND_FREE_MAPPED, 0, pinned);
         Ok(true)
     }
 
-    /// Recomputes contiguity for pages of slots `first..first+n` (one run).
+    /// Recomputes contiguity for pages of slots `first..first+n` (one run);
+    /// pages past a slot's mapped length get none (v2p: not mapped).
     fn fill_contig(&self, first: usize, n: usize) {
-        let p0 = first * PAGES_PER_SLAB;
-        let np = n * PAGES_PER_SLAB;
         let mut next_phys = PHYS_NOT_PINNED;
         let mut next_contig = 0u64;
-        for k in (p0..p0 + np).rev() {
-            let e = self.page(k);
-            let ph = e.phys.load(Ordering::Relaxed);
-            let c = if ph != PHYS_NOT_PINNED
-                && next_phys != PHYS_NOT_PINNED
-                && ph + PAGE_SIZE as u64 == next_phys
-            {
-                PAGE_SIZE as u64 + next_contig
-            } else {
-                PAGE_SIZE as u64
-            };
-            e.contig.store(c, Ordering::Relaxed);
-            next_phys = ph;
-            next_contig = c;
+        for slot in (first..first + n).rev() {
+            let mapped = self.meta(slot).mapped() / PAGE_SIZE;
+            for k in (0..PAGES_PER_SLAB).rev() {
+                let e = self.page(slot * PAGES_PER_SLAB + k);
+                if k >= mapped {
+                    e.contig.store(0, Ordering::Relaxed);
+                    (next_phys, next_contig) = (PHYS_NOT_PINNED, 0);
+                    continue;
+                }
+                let ph = e.phys.load(Ordering::Relaxed);
+                let c = if ph != PHYS_NOT_PINNED
+                    && next_phys != PHYS_NOT_PINNED
+                    && ph + PAGE_SIZE as u64 == next_phys
+                {
+                    PAGE_SIZE as u64 + next_contig
+                } else {
+                    PAGE_SIZE as u64
+                };
+                e.contig.store(c, Ordering::Relaxed);
+                (next_phys, next_contig) = (ph, c);
+            }
         }
     }
 
+    /// Frees slot `i` for reuse: kept mapped while the retained bytes stay
+    /// under PKTSLAB_RETAIN (the hysteresis that spares the driver a
+    /// free/alloc pair per loop iteration), else returned to the backend.
     fn release_slot(&self, i: usize, may_retain: bool) {
         let m = self.meta(i);
         let st = self.state();
-        if may_retain && st.retained + SLAB_SIZE <= self.retain {
-            st.retained += SLAB_SIZE;
+        if may_retain && st.retained + m.mapped() <= self.retain {
+            st.retained += m.mapped();
             m.set(KIND_FREE_MAPPED, 0, m.pinned());
             return;
         }
-        let addr = self.slot_addr(i);
-        let first = i * PAGES_PER_SLAB;
-        for k in first..first + PAGES_PER_SLAB {
-            self.page(k).contig.store(0, Ordering::Relaxed);
-        }
+        self.unmap_slot(i);
+    }
+
+    /// Returns slot `i`'s memory to where it came from; the slot becomes
+    /// reservation only.
+    fn unmap_slot(&self, i: usize) {
+        let m = self.meta(i);
+        let (addr, len) = (self.slot_addr(i), m.mapped());
+        self.clear_pages(i);
         if m.pinned() {
             // SAFETY: the slot's allocation was freed; nothing uses it.
             unsafe {
                 self.backend
-                    .unmap_slab(addr, m.dev_id.load(Ordering::Relaxed))
+                    .unmap_slab(addr, m.dev_id.load(Ordering::Relaxed), len)
             };
         } else {
             // SAFETY: as above.
-            unsafe { backend::reserve_fixed(addr, SLAB_SIZE) };
-            self.fallback_bytes
-                .fetch_sub(SLAB_SIZE as u64, Ordering::Relaxed);
+            unsafe { backend::reserve_fixed(addr, len) };
+            self.fallback_bytes.fetch_sub(len as u64, Ordering::Relaxed);
         }
+        m.len.store(0, Ordering::Relaxed);
         m.set(KIND_UNMAPPED, 0, false);
+    }
+
+    fn clear_pages(&self, i: usize) {
+        let first = i * PAGES_PER_SLAB;
+        for k in first..first + PAGES_PER_SLAB {
+            self.page(k).contig.store(0, Ordering::Relaxed);
+        }
     }
 
     fn is_free(&self, i: usize) -> bool {
@@ -335,9 +370,20 @@ impl Arena {
         )
     }
 
+    /// Slot lengths of a run of `n` slots whose last one holds `tail` bytes.
+    fn slot_len(&self, j: usize, last: usize, tail: usize) -> usize {
+        if j == last {
+            self.backend.granule(tail.max(1))
+        } else {
+            SLAB_SIZE
+        }
+    }
+
     /// Claims `n` consecutive slots whose first address is a multiple of
-    /// `align_slots` slabs, backs them, and marks them as one allocation
-    /// (`kind` = [`KIND_SMALL`] with `class`, or [`KIND_LARGE`]).
+    /// `align_slots` slabs, backs them (the last with `tail` bytes, rounded
+    /// to the backend's granule: a small slab, or the page-granular end of
+    /// a large run), and marks them as one allocation (`kind` =
+    /// [`KIND_SMALL`] with `class`, or [`KIND_LARGE`]).
     /// Returns the first slot and whether all memory is fresh (zeroed).
     pub fn alloc_run(
         &self,
@@ -345,6 +391,7 @@ impl Arena {
         align_slots: usize,
         kind: u32,
         class: usize,
+        tail: usize,
     ) -> Result<(usize, bool), BackendError> {
         if n == 0 || n > self.nslots {
             return Err(BackendError::OutOfPinned);
@@ -375,8 +422,9 @@ impl Arena {
             }
         };
         let mut fresh = true;
+        let last = start + n - 1;
         for j in start..start + n {
-            match self.back_slot(j) {
+            match self.back_slot(j, self.slot_len(j, last, tail)) {
                 Ok(f) => fresh &= f,
                 Err(e) => {
                     // Slots already backed stay mapped and free for reuse.
@@ -402,6 +450,11 @@ impl Arena {
         Ok((start, fresh))
     }
 
+    /// Bytes mapped in the run starting at `first` (`n` slots).
+    pub fn run_bytes(&self, first: usize, n: usize) -> usize {
+        (n - 1) * SLAB_SIZE + self.meta(first + n - 1).mapped()
+    }
+
     /// Frees a run made by [`Arena::alloc_run`].
     pub fn free_run(&self, first: usize) {
         let _g = self.lock.lock();
@@ -412,10 +465,12 @@ impl Arena {
     }
 
     /// Gives an empty small slab back to the backend (no retention: trim
-    /// exists to return memory).
-    pub fn release_small(&self, slot: usize) {
+    /// exists to return memory). Returns the bytes released.
+    pub fn release_small(&self, slot: usize) -> usize {
         let _g = self.lock.lock();
+        let len = self.meta(slot).mapped();
         self.release_slot(slot, false);
+        len
     }
 
     /// Slots below the high-water mark (every slot ever used).
@@ -424,17 +479,60 @@ impl Arena {
         self.state().high_water
     }
 
-    /// Extends a large run in place to `new_n` slabs if the slots after it
-    /// are free. Returns false (nothing changed) otherwise.
-    pub fn grow_run(&self, first: usize, new_n: usize) -> bool {
+    /// Re-backs the in-use slot `i` with `len` bytes, keeping its contents
+    /// (device slabs cannot grow, so the bytes move through a copy; the
+    /// address stays). False, with nothing changed, when memory is short.
+    fn regrow_slot(&self, i: usize, len: usize) -> bool {
+        let m = self.meta(i);
+        let (old, kind_class, addr) = (m.mapped(), m.kind_class(), self.slot_addr(i));
+        if old >= len {
+            return true;
+        }
+        // SAFETY: a fresh private mapping for the copy.
+        let tmp = unsafe {
+            libc::mmap(
+                core::ptr::null_mut(),
+                old,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if tmp == libc::MAP_FAILED {
+            return false;
+        }
+        // SAFETY: the slot has `old` mapped bytes; tmp has `old` bytes.
+        unsafe { core::ptr::copy_nonoverlapping(addr as *const u8, tmp.cast::<u8>(), old) };
+        self.unmap_slot(i);
+        let ok = self.back_slot(i, len).is_ok() || self.back_slot(i, old).is_ok();
+        if ok {
+            // SAFETY: the slot has at least `old` bytes mapped again.
+            unsafe { core::ptr::copy_nonoverlapping(tmp.cast::<u8>(), addr as *mut u8, old) };
+            let pinned = m.pinned();
+            m.set(kind_class.0, kind_class.1, pinned);
+        }
+        // SAFETY: our own temporary mapping.
+        unsafe { libc::munmap(tmp, old) };
+        ok && m.mapped() >= len
+    }
+
+    /// Extends a large run in place to `new_n` slots, the last holding
+    /// `tail` bytes, if the slots after it are free. Returns false (the
+    /// run as it was) otherwise.
+    pub fn grow_run(&self, first: usize, new_n: usize, tail: usize) -> bool {
         let _g = self.lock.lock();
         let head = self.meta(first);
         let old_n = head.run.load(Ordering::Relaxed) as usize;
-        if first + new_n > self.nslots || !(first + old_n..first + new_n).all(|j| self.is_free(j)) {
+        if new_n < old_n
+            || first + new_n > self.nslots
+            || !(first + old_n..first + new_n).all(|j| self.is_free(j))
+        {
             return false;
         }
+        let last = first + new_n - 1;
         for j in first + old_n..first + new_n {
-            if self.back_slot(j).is_err() {
+            if self.back_slot(j, self.slot_len(j, last, tail)).is_err() {
                 for k in first + old_n..j {
                     self.release_slot(k, true);
                 }
@@ -442,6 +540,13 @@ impl Arena {
             }
             let m = self.meta(j);
             m.set(KIND_TAIL, 0, m.pinned());
+        }
+        let old_last = first + old_n - 1;
+        if !self.regrow_slot(old_last, self.slot_len(old_last, last, tail)) {
+            for k in first + old_n..first + new_n {
+                self.release_slot(k, true);
+            }
+            return false;
         }
         let st = self.state();
         st.high_water = st.high_water.max(first + new_n);
@@ -460,159 +565,6 @@ impl Arena {
         }
         head.run.store(new_n as u32, Ordering::Relaxed);
         self.fill_contig(first, new_n);
-    }
-
-    /// Bytes of slot `i` worth copying for a forked child: the carved part
-    /// of a small slab (the rest was never handed out), all of a run.
-    fn live_bytes(&self, i: usize) -> usize {
-        let m = self.meta(i);
-        match m.kind_class().0 {
-            KIND_SMALL => (m.bump.load(Ordering::Relaxed) as usize).next_multiple_of(PAGE_SIZE),
-            _ => SLAB_SIZE,
-        }
-    }
-
-    /// Slots whose memory a forked child does not inherit: pinned and in use.
-    fn shadowed(&self, i: usize) -> bool {
-        let m = self.meta(i);
-        m.pinned() && !matches!(m.kind_class().0, KIND_UNMAPPED | KIND_FREE_MAPPED)
-    }
-
-    /// Fork preparation in the parent, with the arena lock held: the
-    /// pinned slabs are `VM_DONTCOPY` (the driver's mappings; host slabs
-    /// with `PKTSLAB_HOST_DONTFORK=1`), so the child would find holes where
-    /// its heap was. Copy their live bytes into one private mapping the
-    /// child inherits copy-on-write; [`Arena::fork_child`] moves the copies
-    /// into place and [`Arena::fork_parent`] drops them here. Writes other
-    /// threads make between this copy and the fork itself are not seen by
-    /// the child: they race with fork() in the program anyway.
-    pub fn fork_save(&self) {
-        let st = self.state();
-        let total: usize = (0..st.high_water).filter(|&i| self.shadowed(i)).count() * SLAB_SIZE;
-        st.shadow = 0;
-        if total == 0 {
-            return;
-        }
-        // SAFETY: a fresh private mapping, ours alone.
-        let sh = unsafe {
-            libc::mmap(
-                core::ptr::null_mut(),
-                total,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                -1,
-                0,
-            )
-        };
-        if sh == libc::MAP_FAILED {
-            return;
-        }
-        let mut off = 0;
-        for i in (0..st.high_water).filter(|&i| self.shadowed(i)) {
-            // SAFETY: the slot is mapped (pinned, in use) and the shadow
-            // has SLAB_SIZE bytes at off; live_bytes <= SLAB_SIZE.
-            unsafe {
-                core::ptr::copy_nonoverlapping(
-                    self.slot_addr(i) as *const u8,
-                    sh.cast::<u8>().add(off),
-                    self.live_bytes(i),
-                )
-            };
-            off += SLAB_SIZE;
-        }
-        st.shadow = sh as usize;
-        st.shadow_len = total;
-    }
-
-    /// The parent's side after fork(): drop the copies.
-    pub fn fork_parent(&self) {
-        let st = self.state();
-        if st.shadow != 0 {
-            // SAFETY: the shadow is our own mapping and nothing points into it.
-            unsafe { libc::munmap(st.shadow as *mut libc::c_void, st.shadow_len) };
-            st.shadow = 0;
-        }
-    }
-
-    /// The child's side after fork(): every pinned slab becomes ordinary
-    /// memory holding the parent's bytes (`mremap` of the copy over the
-    /// slot), v2p says "not pinned" for it, and slabs kept mapped for reuse
-    /// are dropped. The caller then reopens the device, so the child's new
-    /// slabs are its own. Returns the slabs moved into place.
-    pub fn fork_child(&self) -> usize {
-        let st = self.state();
-        let (shadow, mut off, mut n) = (st.shadow, 0, 0);
-        for i in 0..st.high_water {
-            let m = self.meta(i);
-            let (kind, class) = m.kind_class();
-            if !m.pinned() || kind == KIND_UNMAPPED {
-                continue;
-            }
-            let addr = self.slot_addr(i);
-            if kind == KIND_FREE_MAPPED {
-                // SAFETY: a free slot: nothing lives there.
-                unsafe { backend::reserve_fixed(addr, SLAB_SIZE) };
-                st.retained -= SLAB_SIZE;
-                self.clear_pages(i);
-                m.set(KIND_UNMAPPED, 0, false);
-                continue;
-            }
-            let moved = shadow != 0 && {
-                // SAFETY: moves our shadow's chunk over the slot (which
-                // the child did not inherit); MREMAP_FIXED replaces it.
-                let r = unsafe {
-                    libc::mremap(
-                        (shadow + off) as *mut libc::c_void,
-                        SLAB_SIZE,
-                        SLAB_SIZE,
-                        libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
-                        addr as *mut libc::c_void,
-                    )
-                };
-                r != libc::MAP_FAILED
-            };
-            off += SLAB_SIZE;
-            if !moved {
-                crate::fault::notice(format_args!(
-                    "fork: no memory to copy the heap for the child; slab {addr:#x} is lost"
-                ));
-                // SAFETY: the child has no mapping there; map zeroes so a
-                // stray read does not crash in our own metadata walk.
-                let _ = unsafe { backend::map_unpinned(addr, SLAB_SIZE) };
-            }
-            let first = i * PAGES_PER_SLAB;
-            for k in first..first + PAGES_PER_SLAB {
-                self.page(k).phys.store(PHYS_NOT_PINNED, Ordering::Relaxed);
-            }
-            m.dev_id.store(u32::MAX, Ordering::Relaxed);
-            m.set(kind, class, false);
-            self.backend.forget(SLAB_SIZE);
-            self.fallback_bytes
-                .fetch_add(SLAB_SIZE as u64, Ordering::Relaxed);
-            n += 1;
-        }
-        if shadow != 0 && off < st.shadow_len {
-            // SAFETY: the rest of the shadow (if any) is ours and unused.
-            unsafe { libc::munmap((shadow + off) as *mut libc::c_void, st.shadow_len - off) };
-        }
-        st.shadow = 0;
-        n
-    }
-
-    fn clear_pages(&self, i: usize) {
-        let first = i * PAGES_PER_SLAB;
-        for k in first..first + PAGES_PER_SLAB {
-            self.page(k).contig.store(0, Ordering::Relaxed);
-        }
-    }
-
-    /// Replaces every pinned slab mapping with a private, unpinned copy of
-    /// its contents, in place: what a forked child does, without the fork
-    /// (tests). Returns the slabs copied.
-    pub fn privatize_pinned(&self) -> usize {
-        let _g = self.lock.lock();
-        self.fork_save();
-        self.fork_child()
     }
 
     /// Takes the arena lock (fork preparation).
@@ -634,8 +586,11 @@ impl Drop for Arena {
             if m.kind_class().0 != KIND_UNMAPPED && m.pinned() {
                 // SAFETY: the arena is being dropped; nothing uses its memory.
                 unsafe {
-                    self.backend
-                        .unmap_slab(self.slot_addr(i), m.dev_id.load(Ordering::Relaxed))
+                    self.backend.unmap_slab(
+                        self.slot_addr(i),
+                        m.dev_id.load(Ordering::Relaxed),
+                        m.mapped(),
+                    )
                 };
             }
         }

@@ -29,6 +29,8 @@ pub enum Block {
         slot: usize,
         /// Slabs in the run.
         n: usize,
+        /// Bytes mapped in the run (the last slab may be partial).
+        bytes: usize,
     },
 }
 
@@ -40,6 +42,11 @@ pub struct Heap {
     counters: Counters,
     mode: BackendMode,
     cfg: Config,
+}
+
+/// Bytes in the last slab of an `n`-slab run holding `size` bytes.
+fn tail_of(size: usize, n: usize) -> usize {
+    size - (n - 1) * SLAB_SIZE
 }
 
 /// A per-process random value for the free key (glibc's tcache_key idea):
@@ -169,10 +176,14 @@ impl Heap {
     #[inline(never)]
     fn classify_large(&self, slot: usize, kind: u32, off: usize, a: usize, call: &str) -> Block {
         match kind {
-            KIND_LARGE if off == 0 => Block::Large {
-                slot,
-                n: self.arena.meta(slot).run.load(Ordering::Relaxed) as usize,
-            },
+            KIND_LARGE if off == 0 => {
+                let n = self.arena.meta(slot).run.load(Ordering::Relaxed) as usize;
+                Block::Large {
+                    slot,
+                    n,
+                    bytes: self.arena.run_bytes(slot, n),
+                }
+            }
             KIND_FREE_MAPPED | KIND_UNMAPPED if off == 0 => abort_ptr(call, "double free of", a),
             _ => abort_ptr(call, "invalid pointer", a),
         }
@@ -183,7 +194,7 @@ impl Heap {
     pub fn block_size(b: Block) -> usize {
         match b {
             Block::Small(c) => class_size(c),
-            Block::Large { n, .. } => n * SLAB_SIZE,
+            Block::Large { bytes, .. } => bytes,
         }
     }
 
@@ -240,9 +251,13 @@ impl Heap {
         // A zero-byte request still gets its own run: callers expect a
         // unique, freeable pointer, as glibc gives.
         let n = slabs_for(size.max(1));
-        match self.arena.alloc_run(n, align_slots, KIND_LARGE, 0) {
+        match self
+            .arena
+            .alloc_run(n, align_slots, KIND_LARGE, 0, tail_of(size.max(1), n))
+        {
             Ok((slot, fresh)) => {
-                self.counters.record_shared(LARGE, size, n * SLAB_SIZE);
+                self.counters
+                    .record_shared(LARGE, size, self.arena.run_bytes(slot, n));
                 Some((self.arena.slot_addr(slot) as *mut u8, fresh))
             }
             Err(_) => {
@@ -339,16 +354,18 @@ impl Heap {
         }
         match b {
             Block::Small(c) if size <= MAX_SMALL && class_of(size) == c => return p,
-            Block::Large { slot, n } if size > MAX_SMALL => {
+            // A run keeps its place unless it would be more than half empty
+            // and a small piece can hold the data.
+            Block::Large { slot, n, bytes } if size > MAX_SMALL || size > bytes / 2 => {
                 let want = slabs_for(size);
-                if want == n {
-                    return p;
-                }
                 if want < n {
                     self.arena.shrink_run(slot, want);
                     return p;
                 }
-                if self.arena.grow_run(slot, want) {
+                // In place: the slots after the run are free address space
+                // (the arena is a reservation), or only its last, partial
+                // slab needs more bytes.
+                if size <= bytes || self.arena.grow_run(slot, want, tail_of(size, want)) {
                     return p;
                 }
             }
@@ -423,7 +440,6 @@ impl Heap {
         (0..NUM_CLASSES)
             .map(|c| self.classes[c].trim(&self.arena, c))
             .sum::<usize>()
-            * SLAB_SIZE
     }
 
     /// Fork preparation: take every lock, classes before the arena (the

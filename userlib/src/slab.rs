@@ -81,6 +81,24 @@ struct ClassInner {
     free: Chain,
     /// Slab being carved: slot index, or usize::MAX.
     carving: usize,
+    /// Slabs this class has taken so far: each is twice the last.
+    grown: u32,
+}
+
+/// The first slab of a class: the driver's smallest (64 KiB). A program
+/// that uses a class lightly pins 64 KiB for it, not 2 MiB; a busy class
+/// doubles its slabs up to [`SLAB_SIZE`], so the number of slabs (and
+/// driver calls) stays logarithmic in the memory used.
+pub const FIRST_SLAB: usize = 64 * 1024;
+
+/// Length of the next slab of class `c` after `grown` slabs: doubling from
+/// [`FIRST_SLAB`], at least two pieces, at most a slab slot.
+pub const fn slab_len(c: usize, grown: u32) -> usize {
+    let g = if grown > 5 { 5 } else { grown };
+    let by_growth = FIRST_SLAB << g;
+    let two = 2 * class_size(c);
+    let len = if by_growth > two { by_growth } else { two };
+    if len > SLAB_SIZE { SLAB_SIZE } else { len }
 }
 
 /// Shared state of one class.
@@ -101,6 +119,7 @@ impl Default for ClassPool {
             inner: UnsafeCell::new(ClassInner {
                 free: Chain::EMPTY,
                 carving: usize::MAX,
+                grown: 0,
             }),
         }
     }
@@ -142,15 +161,19 @@ impl ClassPool {
         let size = class_size(c);
         while out.count < want {
             if inner.carving == usize::MAX {
-                match arena.alloc_run(1, 1, KIND_SMALL, c) {
-                    Ok((slot, _)) => inner.carving = slot,
+                match arena.alloc_run(1, 1, KIND_SMALL, c, slab_len(c, inner.grown)) {
+                    Ok((slot, _)) => {
+                        inner.carving = slot;
+                        inner.grown = inner.grown.saturating_add(1);
+                    }
                     Err(e) if out.count == 0 => return Err(e),
                     Err(_) => break,
                 }
             }
             let meta = arena.meta(inner.carving);
+            let slab_end = meta.mapped();
             let bump = meta.bump.load(Ordering::Relaxed) as usize;
-            let n = (want - out.count).min((SLAB_SIZE - bump) / size);
+            let n = (want - out.count).min((slab_end - bump) / size);
             let base = arena.slot_addr(inner.carving) + bump;
             // Link the new pieces in address order, then prepend to `out`.
             let first = base as *mut u8;
@@ -173,7 +196,7 @@ impl ClassPool {
             let new_bump = bump + n * size;
             // Publish the carve mark after the keys are written.
             meta.bump.store(new_bump as u32, Ordering::Release);
-            if new_bump + size > SLAB_SIZE {
+            if new_bump + size > slab_end {
                 inner.carving = usize::MAX;
             }
         }
@@ -196,7 +219,7 @@ impl ClassPool {
 
     /// Returns slabs of this class whose every carved piece is on the
     /// shared free list (pieces in thread caches keep their slab). Returns
-    /// the number of slabs released. O(free pieces), under the class lock.
+    /// the bytes released. O(free pieces), under the class lock.
     pub fn trim(&self, arena: &Arena, c: usize) -> usize {
         const RELEASE: u32 = u32::MAX;
         let _g = self.lock.lock();
@@ -252,8 +275,7 @@ impl ClassPool {
                 continue;
             }
             if m.scratch.swap(0, Ordering::Relaxed) == RELEASE {
-                arena.release_small(slot);
-                released += 1;
+                released += arena.release_small(slot);
             }
         }
         released

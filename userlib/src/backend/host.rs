@@ -126,9 +126,10 @@ impl HostBackend {
         &self,
         addr: usize,
         slot: usize,
+        len: usize,
         phys: &mut SlabPhys,
     ) -> Result<(), BackendError> {
-        let size = SLAB_SIZE as u64;
+        let size = len as u64;
         let before = self.pinned.fetch_add(size, Ordering::Relaxed);
         if before.saturating_add(size) > self.max_pinned {
             self.pinned.fetch_sub(size, Ordering::Relaxed);
@@ -138,7 +139,7 @@ impl HostBackend {
         let p = unsafe {
             libc::mmap(
                 addr as *mut libc::c_void,
-                SLAB_SIZE,
+                len,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED | libc::MAP_POPULATE,
                 -1,
@@ -158,24 +159,25 @@ impl HostBackend {
         // the privilege (RLIMIT_MEMLOCK) the pages stay populated but
         // unlocked; a test rig on the host can live with that.
         // SAFETY: the range was just mapped.
-        unsafe { libc::mlock(addr as *const libc::c_void, SLAB_SIZE) };
+        unsafe { libc::mlock(addr as *const libc::c_void, len) };
         if self.dontfork {
             // SAFETY: advice on the range just mapped.
-            unsafe { libc::madvise(addr as *mut libc::c_void, SLAB_SIZE, libc::MADV_DONTFORK) };
+            unsafe { libc::madvise(addr as *mut libc::c_void, len, libc::MADV_DONTFORK) };
         }
+        let pages = len / PAGE_SIZE;
         if self.pagemap_fd >= 0 {
             let mut raw = [0u64; PAGES_PER_SLAB];
-            // SAFETY: reads PAGES_PER_SLAB u64 entries into `raw`.
+            // SAFETY: reads `pages` (<= PAGES_PER_SLAB) u64 entries into `raw`.
             let n = unsafe {
                 libc::pread(
                     self.pagemap_fd,
                     raw.as_mut_ptr().cast(),
-                    PAGES_PER_SLAB * 8,
+                    pages * 8,
                     ((addr >> PAGE_SHIFT) * 8) as libc::off_t,
                 )
             };
-            let full = n == (PAGES_PER_SLAB * 8) as isize;
-            for (i, out) in phys.iter_mut().enumerate() {
+            let full = n == (pages * 8) as isize;
+            for (i, out) in phys.iter_mut().take(pages).enumerate() {
                 let e = raw[i];
                 *out = if full && e & PRESENT != 0 && e & PFN_MASK != 0 {
                     (e & PFN_MASK) << PAGE_SHIFT
@@ -186,7 +188,7 @@ impl HostBackend {
                 };
             }
         } else {
-            for (i, out) in phys.iter_mut().enumerate() {
+            for (i, out) in phys.iter_mut().take(pages).enumerate() {
                 *out = synthetic_phys(slot, i);
             }
         }
@@ -197,10 +199,10 @@ impl HostBackend {
     ///
     /// # Safety
     /// As there.
-    pub unsafe fn unmap_slab(&self, addr: usize) {
+    pub unsafe fn unmap_slab(&self, addr: usize, len: usize) {
         // SAFETY: forwarded caller contract.
-        unsafe { reserve_fixed(addr, SLAB_SIZE) };
-        self.pinned.fetch_sub(SLAB_SIZE as u64, Ordering::Relaxed);
+        unsafe { reserve_fixed(addr, len) };
+        self.forget(len);
     }
 }
 
