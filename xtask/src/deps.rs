@@ -33,6 +33,9 @@ pub const HOST_PACKAGES: &[&str] = &[
     "pigz",
     "python3",
     "git",
+    // The allocators `cargo xtask bench` compares pktslab with.
+    "libjemalloc2",
+    "libmimalloc2.0",
 ];
 
 /// Whether we run as root (apt and chroot need it).

@@ -6,6 +6,7 @@
 //! second clone or a repeat run reuses them.
 
 mod bench;
+mod bench_programs;
 mod cache;
 mod cargo_build;
 mod cli;

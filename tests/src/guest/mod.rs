@@ -3,6 +3,7 @@
 use crate::harness::Test;
 
 mod kmod;
+mod pinned_programs;
 mod rig;
 mod workloads;
 
@@ -12,5 +13,6 @@ pub fn all() -> Vec<Test> {
     v.extend(rig::tests());
     v.extend(kmod::tests());
     v.extend(workloads::tests());
+    v.extend(pinned_programs::tests());
     v
 }
