@@ -282,8 +282,10 @@ impl Arena {
                 (false, u32::MAX)
             }
         };
+        // Only the mapped pages' entries: the rest stay untouched (no page
+        // faults in the table for address space nobody uses).
         let first = i * PAGES_PER_SLAB;
-        for (k, ph) in phys.iter().enumerate() {
+        for (k, ph) in phys.iter().take(len / PAGE_SIZE).enumerate() {
             self.page(first + k).phys.store(*ph, Ordering::Relaxed);
         }
         m.len.store(len as u32, Ordering::Relaxed);
@@ -292,20 +294,19 @@ impl Arena {
         Ok(true)
     }
 
-    /// Recomputes contiguity for pages of slots `first..first+n` (one run);
-    /// pages past a slot's mapped length get none (v2p: not mapped).
+    /// Recomputes contiguity for pages of slots `first..first+n` (one run).
+    /// Pages past a slot's mapped length keep contiguity 0 (v2p: not
+    /// mapped): [`Arena::unmap_slot`] clears a slot's pages, so they are.
     fn fill_contig(&self, first: usize, n: usize) {
         let mut next_phys = PHYS_NOT_PINNED;
         let mut next_contig = 0u64;
         for slot in (first..first + n).rev() {
             let mapped = self.meta(slot).mapped() / PAGE_SIZE;
-            for k in (0..PAGES_PER_SLAB).rev() {
+            if mapped < PAGES_PER_SLAB {
+                (next_phys, next_contig) = (PHYS_NOT_PINNED, 0);
+            }
+            for k in (0..mapped).rev() {
                 let e = self.page(slot * PAGES_PER_SLAB + k);
-                if k >= mapped {
-                    e.contig.store(0, Ordering::Relaxed);
-                    (next_phys, next_contig) = (PHYS_NOT_PINNED, 0);
-                    continue;
-                }
                 let ph = e.phys.load(Ordering::Relaxed);
                 let c = if ph != PHYS_NOT_PINNED
                     && next_phys != PHYS_NOT_PINNED
@@ -356,9 +357,11 @@ impl Arena {
         m.set(KIND_UNMAPPED, 0, false);
     }
 
+    /// Marks slot `i`'s mapped pages "not mapped" for v2p (pages past the
+    /// mapped length never had contiguity). Call before the length is reset.
     fn clear_pages(&self, i: usize) {
         let first = i * PAGES_PER_SLAB;
-        for k in first..first + PAGES_PER_SLAB {
+        for k in first..first + self.meta(i).mapped() / PAGE_SIZE {
             self.page(k).contig.store(0, Ordering::Relaxed);
         }
     }

@@ -5,11 +5,14 @@
 //! rotates every round) and each figure is the median over rounds. CPU
 //! time and max RSS come from `wait4()` for the program and the children
 //! it waited for; every run's stdout must be byte-identical to glibc's.
+//!
+//! The programs start from a tiny C launcher, not from this process: Linux
+//! carries a process's peak RSS across fork and exec, so a program
+//! started by xtask directly would report at least xtask's own peak.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
@@ -153,6 +156,60 @@ fn programs(ws: &Path, dir: &Path) -> Result<Vec<Program>> {
     ])
 }
 
+/// The launcher: `launch OUT PRELOAD PROG ARGS...` runs PROG with
+/// LD_PRELOAD=PRELOAD ("-" for none) and writes "cpu_s wall_s maxrss_kib
+/// wait_status" to OUT.
+const LAUNCHER_C: &str = r#"
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    if (argc < 4) return 2;
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    pid_t pid = fork();
+    if (pid < 0) return 3;
+    if (pid == 0) {
+        if (argv[2][0] != '-') setenv("LD_PRELOAD", argv[2], 1);
+        execvp(argv[3], argv + 3);
+        _exit(127);
+    }
+    int st = 0;
+    struct rusage ru;
+    if (wait4(pid, &st, 0, &ru) < 0) return 4;
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    FILE *f = fopen(argv[1], "w");
+    if (!f) return 5;
+    fprintf(f, "%.6f %.6f %ld %d
+",
+            ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6,
+            (b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) / 1e9, ru.ru_maxrss, st);
+    return fclose(f) != 0;
+}
+"#;
+
+fn build_launcher(dir: &Path) -> Result<PathBuf> {
+    let src = dir.join("launch.c");
+    let exe = dir.join("launch");
+    std::fs::write(&src, LAUNCHER_C)?;
+    let st = Command::new("cc")
+        .args(["-O2", "-static", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .status()
+        .context("cannot run cc (apt-get install build-essential)")?;
+    if !st.success() {
+        bail!(
+            "compiling the benchmark launcher {} failed ({st})",
+            src.display()
+        );
+    }
+    Ok(exe)
+}
+
 /// Builds libpktslab.so with the malloc exports (own target directory so
 /// the workspace's build is not invalidated).
 fn build_preload(ws: &Path) -> Result<PathBuf> {
@@ -182,49 +239,53 @@ fn build_preload(ws: &Path) -> Result<PathBuf> {
     Ok(target.join("release/libpktslab.so"))
 }
 
-/// Runs `p` once under allocator `alloc`; returns the figures and the
-/// hash of its stdout.
-fn run_once(p: &Program, alloc: &str, lib: &Path, dir: &Path) -> Result<(Sample, [u8; 32])> {
-    let out_path = dir.join("out.bin");
-    let err_path = dir.join("err.txt");
-    let mut c = Command::new(&p.argv[0]);
-    c.args(&p.argv[1..])
+/// Runs `p` once under allocator `alloc` through the launcher; returns
+/// the figures and the hash of its stdout. `stats`: pktslab prints its
+/// report (for the pinned bytes; such runs are not timed).
+fn run_once(p: &Program, alloc: &str, env: &Env, stats: bool) -> Result<(Sample, [u8; 32])> {
+    let (out_path, err_path, res_path) = (
+        env.dir.join("out.bin"),
+        env.dir.join("err.txt"),
+        env.dir.join("res.txt"),
+    );
+    let preload = match alloc {
+        "jemalloc" => Path::new(JEMALLOC),
+        "mimalloc" => Path::new(MIMALLOC),
+        "pktslab" => env.lib.as_path(),
+        _ => Path::new("-"),
+    };
+    let mut c = Command::new(&env.launcher);
+    c.arg(&res_path)
+        .arg(preload)
+        .args(&p.argv)
         .env("LC_ALL", "C")
         .env_remove("LD_PRELOAD")
+        .env("PKTSLAB_BACKEND", "host")
         .stdout(std::fs::File::create(&out_path)?)
         .stderr(std::fs::File::create(&err_path)?)
         .stdin(match &p.stdin {
             Some(f) => Stdio::from(std::fs::File::open(f)?),
             None => Stdio::null(),
         });
-    match alloc {
-        "jemalloc" => c.env("LD_PRELOAD", JEMALLOC),
-        "mimalloc" => c.env("LD_PRELOAD", MIMALLOC),
-        "pktslab" => c
-            .env("LD_PRELOAD", lib)
-            .env("PKTSLAB_BACKEND", "host")
-            .env("PKTSLAB_STATS", "1"),
-        _ => &mut c,
-    };
-    let t = Instant::now();
-    let child = c
-        .spawn()
-        .with_context(|| format!("cannot run {}", p.argv[0]))?;
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is valid; wait4 fills it.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: waits for our own child (std never reaps it: we do not call wait()).
-    let r = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut ru) };
-    let wall_s = t.elapsed().as_secs_f64();
+    if stats {
+        c.env("PKTSLAB_STATS", "1");
+    }
+    let st = c
+        .status()
+        .with_context(|| format!("cannot run {}", env.launcher.display()))?;
     let err = std::fs::read_to_string(&err_path).unwrap_or_default();
-    if r < 0 || !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+    let res = std::fs::read_to_string(&res_path).unwrap_or_default();
+    let f: Vec<f64> = res
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    if !st.success() || f.len() != 4 || f[3] != 0.0 {
         bail!(
-            "{} under {alloc} failed (wait status {status:#x}): {}",
+            "{} under {alloc} failed ({st}, wait status {res:?}): {}",
             p.name,
             err.trim()
         );
     }
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     let pinned = err
         .lines()
         .filter_map(|l| {
@@ -239,13 +300,20 @@ fn run_once(p: &Program, alloc: &str, lib: &Path, dir: &Path) -> Result<(Sample,
     let hash = Sha256::digest(std::fs::read(&out_path)?).into();
     Ok((
         Sample {
-            cpu_s: tv(ru.ru_utime) + tv(ru.ru_stime),
-            wall_s,
-            rss_kib: ru.ru_maxrss as u64,
+            cpu_s: f[0],
+            wall_s: f[1],
+            rss_kib: f[2] as u64,
             pinned,
         },
         hash,
     ))
+}
+
+/// What every run needs.
+struct Env {
+    lib: PathBuf,
+    launcher: PathBuf,
+    dir: PathBuf,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -267,7 +335,13 @@ pub fn run(ws: &Path, out_dir: &Path) -> Result<String> {
     let lib = build_preload(ws)?;
     let dir = out_dir.join("programs");
     std::fs::create_dir_all(&dir)?;
+    let launcher = build_launcher(&dir)?;
     let progs = programs(ws, &dir)?;
+    let env = Env {
+        lib,
+        launcher,
+        dir: dir.clone(),
+    };
     let load_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     // samples[program][allocator] over rounds; hashes must all agree.
     let mut samples = vec![vec![Vec::<Sample>::new(); ALLOCATORS.len()]; progs.len()];
@@ -277,11 +351,16 @@ pub fn run(ws: &Path, out_dir: &Path) -> Result<String> {
             let mut want = None;
             for k in 0..ALLOCATORS.len() {
                 let ai = (k + round) % ALLOCATORS.len();
-                let (s, h) = run_once(p, ALLOCATORS[ai], &lib, &dir)?;
+                let (s, h) = run_once(p, ALLOCATORS[ai], &env, false)?;
                 same[pi] &= *want.get_or_insert(h) == h;
                 samples[pi][ai].push(s);
             }
         }
+    }
+    // Pinned bytes from one more, untimed pktslab run with the report on.
+    for (pi, p) in progs.iter().enumerate() {
+        let (s, _) = run_once(p, "pktslab", &env, true)?;
+        samples[pi][3].iter_mut().for_each(|x| x.pinned = s.pinned);
     }
     let load_after = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let md = table(&progs, &samples, &same, (&load_before, &load_after))?;

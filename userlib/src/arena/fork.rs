@@ -108,8 +108,8 @@ impl Arena {
                 // SAFETY: a free slot: nothing lives there.
                 unsafe { backend::reserve_fixed(addr, len) };
                 st.retained -= len;
-                m.len.store(0, Ordering::Relaxed);
                 self.clear_pages(i);
+                m.len.store(0, Ordering::Relaxed);
                 m.set(KIND_UNMAPPED, 0, false);
                 continue;
             }

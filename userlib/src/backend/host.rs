@@ -135,17 +135,31 @@ impl HostBackend {
             self.pinned.fetch_sub(size, Ordering::Relaxed);
             return Err(BackendError::OutOfPinned);
         }
-        // SAFETY: MAP_FIXED over the caller's reservation range.
-        let p = unsafe {
-            libc::mmap(
-                addr as *mut libc::c_void,
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED | libc::MAP_POPULATE,
-                -1,
-                0,
-            )
-        };
+        // One call maps, populates and locks (pinned: physical addresses
+        // must not change under the device). Without the privilege
+        // (RLIMIT_MEMLOCK) the lock fails; the pages then stay populated
+        // but unlocked, which a test rig on the host can live with.
+        let mut p = libc::MAP_FAILED;
+        for lock in [libc::MAP_LOCKED, 0] {
+            // SAFETY: MAP_FIXED over the caller's reservation range.
+            p = unsafe {
+                libc::mmap(
+                    addr as *mut libc::c_void,
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE
+                        | libc::MAP_ANONYMOUS
+                        | libc::MAP_FIXED
+                        | libc::MAP_POPULATE
+                        | lock,
+                    -1,
+                    0,
+                )
+            };
+            if p != libc::MAP_FAILED || !matches!(errno(), libc::EAGAIN | libc::EPERM) {
+                break;
+            }
+        }
         if p == libc::MAP_FAILED {
             let e = errno();
             self.pinned.fetch_sub(size, Ordering::Relaxed);
@@ -155,11 +169,6 @@ impl HostBackend {
                 BackendError::Os(e)
             });
         }
-        // Pin: physical addresses must not change under the device. Without
-        // the privilege (RLIMIT_MEMLOCK) the pages stay populated but
-        // unlocked; a test rig on the host can live with that.
-        // SAFETY: the range was just mapped.
-        unsafe { libc::mlock(addr as *const libc::c_void, len) };
         if self.dontfork {
             // SAFETY: advice on the range just mapped.
             unsafe { libc::madvise(addr as *mut libc::c_void, len, libc::MADV_DONTFORK) };
