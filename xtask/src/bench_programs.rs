@@ -183,8 +183,7 @@ int main(int argc, char **argv) {
     clock_gettime(CLOCK_MONOTONIC, &b);
     FILE *f = fopen(argv[1], "w");
     if (!f) return 5;
-    fprintf(f, "%.6f %.6f %ld %d
-",
+    fprintf(f, "%.6f %.6f %ld %d\n",
             ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6,
             (b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) / 1e9, ru.ru_maxrss, st);
     return fclose(f) != 0;
