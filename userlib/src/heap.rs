@@ -13,7 +13,7 @@ use crate::backend::{Backend, BackendMode, set_errno};
 use crate::class::{MAX_SMALL, MIN_ALIGN, NUM_CLASSES, SLAB_SIZE, class_of, class_size, slabs_for};
 use crate::config::Config;
 use crate::fault::{abort_ptr, notice};
-use crate::slab::{Chain, ClassPool, has_free_key, mark_free, mark_used, next_of};
+use crate::slab::{Chain, ClassPool, has_free_key, mark_free, mark_used};
 use crate::stats::{Counters, LARGE, Stats};
 use crate::tcache::ThreadCache;
 use crate::v2p::{Phys, V2pError};
@@ -457,18 +457,5 @@ impl Heap {
         for c in &self.classes {
             c.unlock_after_fork();
         }
-    }
-
-    /// Moves a thread cache's pieces back to the shared lists.
-    pub(crate) fn drain_chain(&self, c: usize, head: *mut u8, count: usize) {
-        if count == 0 {
-            return;
-        }
-        let mut tail = head;
-        for _ in 1..count {
-            // SAFETY: the cache's list holds `count` free pieces.
-            tail = unsafe { next_of(tail) };
-        }
-        self.give(c, Chain { head, tail, count });
     }
 }

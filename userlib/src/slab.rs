@@ -57,6 +57,17 @@ pub unsafe fn mark_free(p: *mut u8, next: *mut u8, key: u64) {
     }
 }
 
+/// Stores the free key only (a piece going into a thread cache: its link
+/// is written when a batch leaves the cache).
+///
+/// # Safety
+/// As [`next_of`].
+#[inline(always)]
+pub unsafe fn set_free_key(p: *mut u8, key: u64) {
+    // SAFETY: caller contract: p has 16 writable, 16-aligned bytes.
+    unsafe { *p.cast::<u64>().add(1) = key };
+}
+
 /// Clears the free key of a piece being handed out.
 ///
 /// # Safety
