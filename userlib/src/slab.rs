@@ -88,7 +88,16 @@ pub unsafe fn has_free_key(p: *mut u8, key: u64) -> bool {
     unsafe { *p.cast::<u64>().add(1) == key }
 }
 
+/// Whole batches kept as they arrived, so moving one between a thread
+/// cache and the shared list is O(1) under the lock (no walk to find a
+/// tail through memory another core just wrote).
+const BATCHES: usize = 32;
+
 struct ClassInner {
+    /// Batches handed back by thread caches, newest last.
+    batches: [Chain; BATCHES],
+    nbatches: usize,
+    /// Everything else (single pieces, overflow), one list.
     free: Chain,
     /// Slab being carved: slot index, or usize::MAX.
     carving: usize,
@@ -128,6 +137,8 @@ impl Default for ClassPool {
         Self {
             lock: SpinLock::new(),
             inner: UnsafeCell::new(ClassInner {
+                batches: [Chain::EMPTY; BATCHES],
+                nbatches: 0,
                 free: Chain::EMPTY,
                 carving: usize::MAX,
                 grown: 0,
@@ -138,7 +149,10 @@ impl Default for ClassPool {
 
 impl ClassPool {
     /// Takes up to `want` free pieces (at least one unless memory ran out),
-    /// first from the free list, then by carving slabs.
+    /// first from the free list, then by carving slabs. With `want > 1` a
+    /// whole batch a thread cache gave back may come instead, of up to
+    /// [`crate::class::cache_limit`] pieces: exactly what fits an empty
+    /// thread-cache bin.
     pub fn take(
         &self,
         arena: &Arena,
@@ -149,6 +163,11 @@ impl ClassPool {
         let _g = self.lock.lock();
         // SAFETY: lock held.
         let inner = unsafe { &mut *self.inner.get() };
+        if want > 1 && inner.nbatches > 0 {
+            // A whole batch as it came back: O(1), whatever its size.
+            inner.nbatches -= 1;
+            return Ok(inner.batches[inner.nbatches]);
+        }
         let mut out = Chain::EMPTY;
         if inner.free.count > 0 {
             let n = want.min(inner.free.count);
@@ -222,10 +241,32 @@ impl ClassPool {
         let _g = self.lock.lock();
         // SAFETY: lock held.
         let inner = unsafe { &mut *self.inner.get() };
+        if chain.count > 1 && inner.nbatches < BATCHES {
+            inner.batches[inner.nbatches] = chain;
+            inner.nbatches += 1;
+            return;
+        }
+        Self::prepend(&mut inner.free, chain);
+    }
+
+    /// Links `chain` (whose tail we own) in front of `list`.
+    fn prepend(list: &mut Chain, chain: Chain) {
         // SAFETY: tail is a free piece of the chain we now own.
-        unsafe { *chain.tail.cast::<*mut u8>() = inner.free.head };
-        inner.free.head = chain.head;
-        inner.free.count += chain.count;
+        unsafe { *chain.tail.cast::<*mut u8>() = list.head };
+        if list.count == 0 {
+            list.tail = chain.tail;
+        }
+        list.head = chain.head;
+        list.count += chain.count;
+    }
+
+    /// Moves every kept batch onto the one list (trim and counts).
+    fn merge_batches(inner: &mut ClassInner) {
+        while inner.nbatches > 0 {
+            inner.nbatches -= 1;
+            let b = inner.batches[inner.nbatches];
+            Self::prepend(&mut inner.free, b);
+        }
     }
 
     /// Returns slabs of this class whose every carved piece is on the
@@ -236,6 +277,7 @@ impl ClassPool {
         let _g = self.lock.lock();
         // SAFETY: lock held.
         let inner = unsafe { &mut *self.inner.get() };
+        Self::merge_batches(inner);
         if inner.free.count == 0 {
             return 0;
         }
@@ -296,7 +338,12 @@ impl ClassPool {
     pub fn free_count(&self) -> usize {
         let _g = self.lock.lock();
         // SAFETY: lock held.
-        unsafe { (*self.inner.get()).free.count }
+        let inner = unsafe { &*self.inner.get() };
+        inner.free.count
+            + inner.batches[..inner.nbatches]
+                .iter()
+                .map(|b| b.count)
+                .sum::<usize>()
     }
 
     /// Fork preparation: hold the lock across fork().

@@ -97,6 +97,8 @@ impl ThreadCache {
             return 0;
         };
         let base = OFFSETS[c];
+        // A batch is at most a full bin (see ClassPool::take).
+        assert!(ch.count <= cache_limit(c));
         let mut p = ch.head;
         for k in 0..ch.count {
             self.slots[base + k] = p;
