@@ -125,9 +125,10 @@ fn numbers(n: usize) -> String {
 
 fn xz_9_small_file() -> TestResult {
     let words = ["packet ", "slab ", "pinned ", "ring ", "queue "];
-    let text: String = (0..256_000 / 6)
+    let text: String = (0..256_000 / 4)
         .map(|i| words[(i * 7 + i / 13) % 5])
         .collect();
+    ensure!(text.len() >= 256_000, "test data too short");
     let f = tmp("xz-in", &text.as_bytes()[..256_000])?;
     let err = same_output("xz -9", &["/usr/bin/xz", "-9", "-c", &f], None)?;
     std::fs::remove_file(&f).ok();
