@@ -106,15 +106,20 @@ struct ClassInner {
 }
 
 /// The first slab of a class: the driver's smallest (64 KiB). A program
-/// that uses a class lightly pins 64 KiB for it, not 2 MiB; a busy class
-/// doubles its slabs up to [`SLAB_SIZE`], so the number of slabs (and
-/// driver calls) stays logarithmic in the memory used.
+/// that uses a class lightly pins 64 KiB for it, not 2 MiB; a busier class
+/// doubles its slabs up to [`GROWN_SLAB`].
 pub const FIRST_SLAB: usize = 64 * 1024;
 
+/// Where slab growth stops (unless two pieces need more): every slab is
+/// populated and pinned in full, so the last one of a class is on average
+/// half unused; 256 KiB bounds that at 128 KiB per class, while a program
+/// at the driver's 64 MiB cap still needs only ~256 slabs (driver calls).
+pub const GROWN_SLAB: usize = 256 * 1024;
+
 /// Length of the next slab of class `c` after `grown` slabs: doubling from
-/// [`FIRST_SLAB`], at least two pieces, at most a slab slot.
+/// [`FIRST_SLAB`] to [`GROWN_SLAB`], at least two pieces, at most a slot.
 pub const fn slab_len(c: usize, grown: u32) -> usize {
-    let g = if grown > 5 { 5 } else { grown };
+    let g = if grown > 2 { 2 } else { grown };
     let by_growth = FIRST_SLAB << g;
     let two = 2 * class_size(c);
     let len = if by_growth > two { by_growth } else { two };
