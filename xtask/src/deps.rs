@@ -34,6 +34,9 @@ pub const HOST_PACKAGES: &[&str] = &[
     "python3",
     "openssl",
     "git",
+    // The allocators `cargo xtask bench` compares pktslab with.
+    "libjemalloc2",
+    "libmimalloc2.0",
 ];
 
 /// Whether we run as root (apt and chroot need it).

@@ -7,6 +7,7 @@
 
 mod bench;
 mod bench_openssl;
+mod bench_programs;
 mod cache;
 mod cargo_build;
 mod cli;

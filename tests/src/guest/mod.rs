@@ -4,6 +4,7 @@ use crate::harness::Test;
 
 mod kmod;
 mod openssl;
+mod pinned_programs;
 mod rig;
 mod workloads;
 
@@ -14,5 +15,6 @@ pub fn all() -> Vec<Test> {
     v.extend(kmod::tests());
     v.extend(workloads::tests());
     v.extend(openssl::tests());
+    v.extend(pinned_programs::tests());
     v
 }
