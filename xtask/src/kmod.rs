@@ -46,7 +46,7 @@ pub fn build(workspace: &Path, kernel: &Kernel, variant: Variant) -> Result<Path
     let (build_dir, make_vars) = (&kernel.build_dir, &kernel.make_vars);
     let make = cmd!(sh, "make -C {build_dir} M={mirror} {make_vars...} modules")
         .env("PATH", &kernel.path_env);
-    run_quiet(make).context("the kernel module does not build; the compiler output is above")?;
+    run_quiet(make).context("the kernel module does not build")?;
     if !ko.is_file() {
         bail!(
             "kmod build succeeded but produced no pktaccel.ko in {}",
