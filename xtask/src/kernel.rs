@@ -147,10 +147,9 @@ fn configure<'s>(
     sh.change_dir(inputs.src);
     let config = out.join(".config");
     let fragments = variant.fragments(inputs.workspace);
-    run_quiet(cmd!(
-        sh,
-        "scripts/kconfig/merge_config.sh -m -O {out} {config} {fragments...}"
-    ))?;
+    // Absolute: a relative program path with a changed cwd is ambiguous.
+    let merge = inputs.src.join("scripts/kconfig/merge_config.sh");
+    run_quiet(cmd!(sh, "{merge} -m -O {out} {config} {fragments...}"))?;
     run_quiet(make(&["olddefconfig"]))?;
     // Fail early, with the reason, when Kconfig silently dropped an option
     // we rely on (a missing dependency does that).

@@ -66,3 +66,23 @@ pub fn run_stage(workspace: &std::path::Path, stage: &Stage) -> Result<bool> {
     );
     Ok(ok)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stage_passes_or_fails_with_cargo_exit_status() {
+        let ws = std::env::temp_dir();
+        let ok = Stage {
+            name: "version",
+            args: &["--version"],
+        };
+        assert!(run_stage(&ws, &ok).unwrap());
+        let bad = Stage {
+            name: "no such subcommand",
+            args: &["pktaccel-no-such-subcommand"],
+        };
+        assert!(!run_stage(&ws, &bad).unwrap());
+    }
+}
