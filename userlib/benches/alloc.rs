@@ -2,8 +2,9 @@
 //! mimalloc, side by side in one run, with ratios.
 //!
 //! - single-thread small alloc/free pairs (and a 1000-object window),
-//! - larson-like multi-thread with cross-thread frees,
-//! - realloc growth,
+//! - larson-like multi-thread with cross-thread frees, and a producer
+//!   thread whose blocks a consumer thread frees,
+//! - realloc growth, doubling, and one doubling cycle in a fresh process,
 //! - v2p ns per lookup vs one /proc/self/pagemap lookup,
 //! - internal waste for a realistic size distribution vs the others'
 //!   usable sizes.
@@ -305,6 +306,85 @@ fn realloc_doubling<A: Alloc>(a: &A) -> f64 {
     })
 }
 
+/// Producer -> consumer: one thread allocates, another frees everything
+/// (every free is a cross-thread free), blocks handed over 256 at a time.
+fn producer_consumer<A: Alloc>(a: &'static A) -> f64 {
+    const BATCH: usize = 256;
+    const BATCHES: usize = 4_000;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<usize>>(8);
+    let start = Instant::now();
+    let consumer = std::thread::spawn(move || {
+        for v in rx {
+            for (i, p) in v.into_iter().enumerate() {
+                // SAFETY: live blocks handed over once; size as allocated.
+                unsafe { a.free(p as *mut u8, SMALL[i & 7]) };
+            }
+        }
+    });
+    for _ in 0..BATCHES {
+        let mut v = Vec::with_capacity(BATCH);
+        for i in 0..BATCH {
+            let p = black_box(a.malloc(SMALL[i & 7]));
+            // SAFETY: p is live.
+            unsafe { *p = 1 };
+            v.push(p as usize);
+        }
+        tx.send(v).unwrap();
+    }
+    drop(tx);
+    consumer.join().unwrap();
+    (BATCH * BATCHES) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// One realloc doubling cycle (4 KiB .. 16 MiB, 12 calls) in a process
+/// whose allocator has done nothing yet: what a short-lived program pays.
+/// Run in a fresh copy of this binary (`--fresh-realloc N`); returns calls/s.
+fn fresh_realloc_child(i: usize) -> f64 {
+    let t = Instant::now();
+    let ops = match i {
+        0 => realloc_cycle(&Pktslab),
+        1 => realloc_cycle(&Glibc),
+        2 => realloc_cycle(&Je),
+        _ => realloc_cycle(&Mi),
+    };
+    ops as f64 / t.elapsed().as_secs_f64()
+}
+
+fn realloc_cycle<A: Alloc>(a: &A) -> u64 {
+    let mut size = 4096;
+    let mut p = a.malloc(size);
+    let mut ops = 0;
+    while size < 16 << 20 {
+        // SAFETY: p is live with `size` bytes.
+        unsafe {
+            p = black_box(a.realloc(p, size, size * 2));
+            size *= 2;
+            *p.add(size - 1) = 1;
+        }
+        ops += 1;
+    }
+    // SAFETY: live block.
+    unsafe { a.free(p, size) };
+    ops
+}
+
+fn fresh_realloc(i: usize) -> f64 {
+    let mut rates: Vec<f64> = (0..7)
+        .map(|_| {
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--bench", "--fresh-realloc", &i.to_string()])
+                .output()
+                .expect("run the bench binary again");
+            String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse()
+                .unwrap_or(0.0)
+        })
+        .collect();
+    rates.sort_by(f64::total_cmp);
+    rates[3]
+}
+
 /// Sizes from a web-server/packet-processing-like mix.
 fn size_mix() -> Vec<usize> {
     let mut rng = Rng(7);
@@ -423,6 +503,12 @@ fn row(name: &str, unit: &str, vals: [f64; 4], higher_is_better: bool) {
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(k) = args.iter().position(|a| a == "--fresh-realloc") {
+        let i = args.get(k + 1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        println!("{}", fresh_realloc_child(i));
+        return;
+    }
     if std::env::args().any(|a| a == "--list") {
         println!("alloc: bench");
         return;
@@ -482,6 +568,19 @@ fn main() {
             _ => larson(&Mi, threads),
         });
         row(&name, "ops/s", v, true);
+    }
+    if wanted("producer->consumer, 2 threads") {
+        let v = best(&|i| match i {
+            0 => producer_consumer(&Pktslab),
+            1 => producer_consumer(&Glibc),
+            2 => producer_consumer(&Je),
+            _ => producer_consumer(&Mi),
+        });
+        row("producer->consumer, 2 threads", "ops/s", v, true);
+    }
+    if wanted("first realloc cycle, fresh process") {
+        let v = best(&fresh_realloc);
+        row("first realloc cycle, fresh process", "ops/s", v, true);
     }
     if wanted("realloc +64 B to 64 KiB") {
         let v = best(&|i| match i {

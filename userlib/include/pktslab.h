@@ -48,6 +48,8 @@ struct pktslab_stats {
     uint32_t waste_permille;  /* internal waste, 1/1000 */
     uint32_t mode;            /* PKTSLAB_MODE_* */
     uint64_t slab_size;
+    uint64_t bytes_ordinary;  /* live malloc() bytes above PKTSLAB_PIN_MAX */
+    uint64_t ordinary_allocs; /* malloc() calls served above PKTSLAB_PIN_MAX */
 };
 
 /* Allocation that must come from the arena (never from another allocator). */

@@ -28,6 +28,8 @@ pub const KIND_LARGE: u32 = 3;
 /// Slot is a later slab of a large allocation.
 pub const KIND_TAIL: u32 = 4;
 
+mod fork;
+
 const PINNED_BIT: u32 = 1 << 16;
 
 /// Per-slot metadata, kept out of band so pieces have no headers.
@@ -43,7 +45,9 @@ pub struct SlotMeta {
     dev_id: AtomicU32,
     /// Free pieces counted by a trim (owned by the slab's class lock).
     pub scratch: AtomicU32,
-    _pad: u32,
+    /// Bytes mapped at the start of the slot (a power of two from 64 KiB
+    /// for device slabs, pages for host memory); the rest is reservation.
+    len: AtomicU32,
 }
 
 impl SlotMeta {
@@ -58,6 +62,12 @@ impl SlotMeta {
         self.info.load(Ordering::Relaxed) & PINNED_BIT != 0
     }
 
+    /// Bytes mapped in the slot.
+    #[inline(always)]
+    pub fn mapped(&self) -> usize {
+        self.len.load(Ordering::Relaxed) as usize
+    }
+
     fn set(&self, kind: u32, class: usize, pinned: bool) {
         let p = if pinned { PINNED_BIT } else { 0 };
         self.info
@@ -68,6 +78,9 @@ impl SlotMeta {
 struct ArenaState {
     high_water: usize,
     retained: usize,
+    /// Fork: copies of the pinned slabs for the child (0 = none).
+    shadow: usize,
+    shadow_len: usize,
 }
 
 /// The reserved range plus the slot and page tables.
@@ -164,6 +177,8 @@ impl Arena {
             state: UnsafeCell::new(ArenaState {
                 high_water: 0,
                 retained: 0,
+                shadow: 0,
+                shadow_len: 0,
             }),
             backend,
             fallback,
@@ -239,88 +254,116 @@ impl Arena {
         unsafe { &mut *self.state.get() }
     }
 
-    /// Gives slot `i` memory. Returns whether it is freshly mapped (zeroed).
-    fn back_slot(&self, i: usize) -> Result<bool, BackendError> {
+    /// Gives slot `i` `len` bytes of memory (`len` already a backend
+    /// granule). Returns whether it is freshly mapped (zeroed).
+    fn back_slot(&self, i: usize, len: usize) -> Result<bool, BackendError> {
         let m = self.meta(i);
         if m.kind_class().0 == KIND_FREE_MAPPED {
-            self.state().retained -= SLAB_SIZE;
-            return Ok(false);
+            if m.mapped() == len {
+                self.state().retained -= len;
+                return Ok(false);
+            }
+            self.state().retained -= m.mapped();
+            self.unmap_slot(i);
         }
         let addr = self.slot_addr(i);
-        let mut phys: SlabPhys = [0; PAGES_PER_SLAB];
+        let mut phys: SlabPhys = [PHYS_NOT_PINNED; PAGES_PER_SLAB];
         // SAFETY: the slot is unmapped (reservation only) and inside the arena.
-        let (pinned, id) = match unsafe { self.backend.map_slab(addr, i, &mut phys) } {
+        let (pinned, id) = match unsafe { self.backend.map_slab(addr, i, len, &mut phys) } {
             Ok(id) => (true, id),
             Err(e) => {
                 if !self.fallback {
                     return Err(e);
                 }
                 // SAFETY: as above.
-                unsafe { backend::map_unpinned(addr, SLAB_SIZE) }?;
-                self.fallback_bytes
-                    .fetch_add(SLAB_SIZE as u64, Ordering::Relaxed);
+                unsafe { backend::map_unpinned(addr, len) }?;
+                self.fallback_bytes.fetch_add(len as u64, Ordering::Relaxed);
                 phys = [PHYS_NOT_PINNED; PAGES_PER_SLAB];
                 (false, u32::MAX)
             }
         };
+        // Only the mapped pages' entries: the rest stay untouched (no page
+        // faults in the table for address space nobody uses).
         let first = i * PAGES_PER_SLAB;
-        for (k, ph) in phys.iter().enumerate() {
+        for (k, ph) in phys.iter().take(len / PAGE_SIZE).enumerate() {
             self.page(first + k).phys.store(*ph, Ordering::Relaxed);
         }
+        m.len.store(len as u32, Ordering::Relaxed);
         m.dev_id.store(id, Ordering::Relaxed);
         m.set(KIND_FREE_MAPPED, 0, pinned);
         Ok(true)
     }
 
     /// Recomputes contiguity for pages of slots `first..first+n` (one run).
+    /// Pages past a slot's mapped length keep contiguity 0 (v2p: not
+    /// mapped): [`Arena::unmap_slot`] clears a slot's pages, so they are.
     fn fill_contig(&self, first: usize, n: usize) {
-        let p0 = first * PAGES_PER_SLAB;
-        let np = n * PAGES_PER_SLAB;
         let mut next_phys = PHYS_NOT_PINNED;
         let mut next_contig = 0u64;
-        for k in (p0..p0 + np).rev() {
-            let e = self.page(k);
-            let ph = e.phys.load(Ordering::Relaxed);
-            let c = if ph != PHYS_NOT_PINNED
-                && next_phys != PHYS_NOT_PINNED
-                && ph + PAGE_SIZE as u64 == next_phys
-            {
-                PAGE_SIZE as u64 + next_contig
-            } else {
-                PAGE_SIZE as u64
-            };
-            e.contig.store(c, Ordering::Relaxed);
-            next_phys = ph;
-            next_contig = c;
+        for slot in (first..first + n).rev() {
+            let mapped = self.meta(slot).mapped() / PAGE_SIZE;
+            if mapped < PAGES_PER_SLAB {
+                (next_phys, next_contig) = (PHYS_NOT_PINNED, 0);
+            }
+            for k in (0..mapped).rev() {
+                let e = self.page(slot * PAGES_PER_SLAB + k);
+                let ph = e.phys.load(Ordering::Relaxed);
+                let c = if ph != PHYS_NOT_PINNED
+                    && next_phys != PHYS_NOT_PINNED
+                    && ph + PAGE_SIZE as u64 == next_phys
+                {
+                    PAGE_SIZE as u64 + next_contig
+                } else {
+                    PAGE_SIZE as u64
+                };
+                e.contig.store(c, Ordering::Relaxed);
+                (next_phys, next_contig) = (ph, c);
+            }
         }
     }
 
+    /// Frees slot `i` for reuse: kept mapped while the retained bytes stay
+    /// under PKTSLAB_RETAIN (the hysteresis that spares the driver a
+    /// free/alloc pair per loop iteration), else returned to the backend.
     fn release_slot(&self, i: usize, may_retain: bool) {
         let m = self.meta(i);
         let st = self.state();
-        if may_retain && st.retained + SLAB_SIZE <= self.retain {
-            st.retained += SLAB_SIZE;
+        if may_retain && st.retained + m.mapped() <= self.retain {
+            st.retained += m.mapped();
             m.set(KIND_FREE_MAPPED, 0, m.pinned());
             return;
         }
-        let addr = self.slot_addr(i);
-        let first = i * PAGES_PER_SLAB;
-        for k in first..first + PAGES_PER_SLAB {
-            self.page(k).contig.store(0, Ordering::Relaxed);
-        }
+        self.unmap_slot(i);
+    }
+
+    /// Returns slot `i`'s memory to where it came from; the slot becomes
+    /// reservation only.
+    fn unmap_slot(&self, i: usize) {
+        let m = self.meta(i);
+        let (addr, len) = (self.slot_addr(i), m.mapped());
+        self.clear_pages(i);
         if m.pinned() {
             // SAFETY: the slot's allocation was freed; nothing uses it.
             unsafe {
                 self.backend
-                    .unmap_slab(addr, m.dev_id.load(Ordering::Relaxed))
+                    .unmap_slab(addr, m.dev_id.load(Ordering::Relaxed), len)
             };
         } else {
             // SAFETY: as above.
-            unsafe { backend::reserve_fixed(addr, SLAB_SIZE) };
-            self.fallback_bytes
-                .fetch_sub(SLAB_SIZE as u64, Ordering::Relaxed);
+            unsafe { backend::reserve_fixed(addr, len) };
+            self.fallback_bytes.fetch_sub(len as u64, Ordering::Relaxed);
         }
+        m.len.store(0, Ordering::Relaxed);
         m.set(KIND_UNMAPPED, 0, false);
+    }
+
+    /// Marks slot `i`'s mapped pages "not mapped" for v2p (pages past the
+    /// mapped length never had contiguity). Call before the length is reset.
+    fn clear_pages(&self, i: usize) {
+        let first = i * PAGES_PER_SLAB;
+        for k in first..first + self.meta(i).mapped() / PAGE_SIZE {
+            self.page(k).contig.store(0, Ordering::Relaxed);
+        }
     }
 
     fn is_free(&self, i: usize) -> bool {
@@ -330,9 +373,20 @@ impl Arena {
         )
     }
 
+    /// Slot lengths of a run of `n` slots whose last one holds `tail` bytes.
+    fn slot_len(&self, j: usize, last: usize, tail: usize) -> usize {
+        if j == last {
+            self.backend.granule(tail.max(1))
+        } else {
+            SLAB_SIZE
+        }
+    }
+
     /// Claims `n` consecutive slots whose first address is a multiple of
-    /// `align_slots` slabs, backs them, and marks them as one allocation
-    /// (`kind` = [`KIND_SMALL`] with `class`, or [`KIND_LARGE`]).
+    /// `align_slots` slabs, backs them (the last with `tail` bytes, rounded
+    /// to the backend's granule: a small slab, or the page-granular end of
+    /// a large run), and marks them as one allocation (`kind` =
+    /// [`KIND_SMALL`] with `class`, or [`KIND_LARGE`]).
     /// Returns the first slot and whether all memory is fresh (zeroed).
     pub fn alloc_run(
         &self,
@@ -340,6 +394,7 @@ impl Arena {
         align_slots: usize,
         kind: u32,
         class: usize,
+        tail: usize,
     ) -> Result<(usize, bool), BackendError> {
         if n == 0 || n > self.nslots {
             return Err(BackendError::OutOfPinned);
@@ -370,8 +425,9 @@ impl Arena {
             }
         };
         let mut fresh = true;
+        let last = start + n - 1;
         for j in start..start + n {
-            match self.back_slot(j) {
+            match self.back_slot(j, self.slot_len(j, last, tail)) {
                 Ok(f) => fresh &= f,
                 Err(e) => {
                     // Slots already backed stay mapped and free for reuse.
@@ -397,6 +453,11 @@ impl Arena {
         Ok((start, fresh))
     }
 
+    /// Bytes mapped in the run starting at `first` (`n` slots).
+    pub fn run_bytes(&self, first: usize, n: usize) -> usize {
+        (n - 1) * SLAB_SIZE + self.meta(first + n - 1).mapped()
+    }
+
     /// Frees a run made by [`Arena::alloc_run`].
     pub fn free_run(&self, first: usize) {
         let _g = self.lock.lock();
@@ -407,10 +468,12 @@ impl Arena {
     }
 
     /// Gives an empty small slab back to the backend (no retention: trim
-    /// exists to return memory).
-    pub fn release_small(&self, slot: usize) {
+    /// exists to return memory). Returns the bytes released.
+    pub fn release_small(&self, slot: usize) -> usize {
         let _g = self.lock.lock();
+        let len = self.meta(slot).mapped();
         self.release_slot(slot, false);
+        len
     }
 
     /// Slots below the high-water mark (every slot ever used).
@@ -419,17 +482,60 @@ impl Arena {
         self.state().high_water
     }
 
-    /// Extends a large run in place to `new_n` slabs if the slots after it
-    /// are free. Returns false (nothing changed) otherwise.
-    pub fn grow_run(&self, first: usize, new_n: usize) -> bool {
+    /// Re-backs the in-use slot `i` with `len` bytes, keeping its contents
+    /// (device slabs cannot grow, so the bytes move through a copy; the
+    /// address stays). False, with nothing changed, when memory is short.
+    fn regrow_slot(&self, i: usize, len: usize) -> bool {
+        let m = self.meta(i);
+        let (old, kind_class, addr) = (m.mapped(), m.kind_class(), self.slot_addr(i));
+        if old >= len {
+            return true;
+        }
+        // SAFETY: a fresh private mapping for the copy.
+        let tmp = unsafe {
+            libc::mmap(
+                core::ptr::null_mut(),
+                old,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if tmp == libc::MAP_FAILED {
+            return false;
+        }
+        // SAFETY: the slot has `old` mapped bytes; tmp has `old` bytes.
+        unsafe { core::ptr::copy_nonoverlapping(addr as *const u8, tmp.cast::<u8>(), old) };
+        self.unmap_slot(i);
+        let ok = self.back_slot(i, len).is_ok() || self.back_slot(i, old).is_ok();
+        if ok {
+            // SAFETY: the slot has at least `old` bytes mapped again.
+            unsafe { core::ptr::copy_nonoverlapping(tmp.cast::<u8>(), addr as *mut u8, old) };
+            let pinned = m.pinned();
+            m.set(kind_class.0, kind_class.1, pinned);
+        }
+        // SAFETY: our own temporary mapping.
+        unsafe { libc::munmap(tmp, old) };
+        ok && m.mapped() >= len
+    }
+
+    /// Extends a large run in place to `new_n` slots, the last holding
+    /// `tail` bytes, if the slots after it are free. Returns false (the
+    /// run as it was) otherwise.
+    pub fn grow_run(&self, first: usize, new_n: usize, tail: usize) -> bool {
         let _g = self.lock.lock();
         let head = self.meta(first);
         let old_n = head.run.load(Ordering::Relaxed) as usize;
-        if first + new_n > self.nslots || !(first + old_n..first + new_n).all(|j| self.is_free(j)) {
+        if new_n < old_n
+            || first + new_n > self.nslots
+            || !(first + old_n..first + new_n).all(|j| self.is_free(j))
+        {
             return false;
         }
+        let last = first + new_n - 1;
         for j in first + old_n..first + new_n {
-            if self.back_slot(j).is_err() {
+            if self.back_slot(j, self.slot_len(j, last, tail)).is_err() {
                 for k in first + old_n..j {
                     self.release_slot(k, true);
                 }
@@ -437,6 +543,13 @@ impl Arena {
             }
             let m = self.meta(j);
             m.set(KIND_TAIL, 0, m.pinned());
+        }
+        let old_last = first + old_n - 1;
+        if !self.regrow_slot(old_last, self.slot_len(old_last, last, tail)) {
+            for k in first + old_n..first + new_n {
+                self.release_slot(k, true);
+            }
+            return false;
         }
         let st = self.state();
         st.high_water = st.high_water.max(first + new_n);
@@ -455,64 +568,6 @@ impl Arena {
         }
         head.run.store(new_n as u32, Ordering::Relaxed);
         self.fill_contig(first, new_n);
-    }
-
-    /// Replaces every pinned slab mapping with a private, unpinned copy of
-    /// its contents, in place (mremap over the slot: no moment without a
-    /// mapping). Used in a forked child in device mode: the device slabs
-    /// are MAP_SHARED, so without this parent and child would allocate from
-    /// the same memory. Returns the slabs copied. The caller holds the
-    /// arena lock (fork handlers) or otherwise excludes allocation.
-    pub fn privatize_pinned(&self) -> usize {
-        // SAFETY: only called with allocation excluded (see above).
-        let hw = unsafe { (*self.state.get()).high_water };
-        let mut n = 0;
-        for i in 0..hw {
-            let m = self.meta(i);
-            let (kind, class) = m.kind_class();
-            if kind == KIND_UNMAPPED || !m.pinned() {
-                continue;
-            }
-            let addr = self.slot_addr(i);
-            // SAFETY: a fresh private mapping, filled from the slot, then
-            // moved over the slot (MREMAP_FIXED replaces the old mapping).
-            let ok = unsafe {
-                let tmp = libc::mmap(
-                    core::ptr::null_mut(),
-                    SLAB_SIZE,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                    -1,
-                    0,
-                );
-                if tmp == libc::MAP_FAILED {
-                    false
-                } else {
-                    core::ptr::copy_nonoverlapping(addr as *const u8, tmp.cast::<u8>(), SLAB_SIZE);
-                    let r = libc::mremap(
-                        tmp,
-                        SLAB_SIZE,
-                        SLAB_SIZE,
-                        libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
-                        addr as *mut libc::c_void,
-                    );
-                    r != libc::MAP_FAILED
-                }
-            };
-            if !ok {
-                continue;
-            }
-            let first = i * PAGES_PER_SLAB;
-            for k in first..first + PAGES_PER_SLAB {
-                self.page(k).phys.store(PHYS_NOT_PINNED, Ordering::Relaxed);
-            }
-            m.dev_id.store(u32::MAX, Ordering::Relaxed);
-            m.set(kind, class, false);
-            self.fallback_bytes
-                .fetch_add(SLAB_SIZE as u64, Ordering::Relaxed);
-            n += 1;
-        }
-        n
     }
 
     /// Takes the arena lock (fork preparation).
@@ -534,8 +589,11 @@ impl Drop for Arena {
             if m.kind_class().0 != KIND_UNMAPPED && m.pinned() {
                 // SAFETY: the arena is being dropped; nothing uses its memory.
                 unsafe {
-                    self.backend
-                        .unmap_slab(self.slot_addr(i), m.dev_id.load(Ordering::Relaxed))
+                    self.backend.unmap_slab(
+                        self.slot_addr(i),
+                        m.dev_id.load(Ordering::Relaxed),
+                        m.mapped(),
+                    )
                 };
             }
         }

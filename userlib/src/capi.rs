@@ -30,6 +30,10 @@ pub struct CStats {
     pub mode: u32,
     /// Slab size in bytes.
     pub slab_size: u64,
+    /// Live bytes of malloc() requests above PKTSLAB_PIN_MAX (ordinary memory).
+    pub bytes_ordinary: u64,
+    /// malloc() calls served from ordinary memory above PKTSLAB_PIN_MAX.
+    pub ordinary_allocs: u64,
 }
 
 /// Allocates from pinned slabs (or fallback memory when enabled); NULL +
@@ -99,6 +103,8 @@ pub unsafe extern "C" fn pktslab_stats(out: *mut CStats) -> c_int {
         waste_permille: (s.waste_percent() * 10.0) as u32,
         mode: s.mode as u32,
         slab_size: SLAB_SIZE as u64,
+        bytes_ordinary: s.bytes_ordinary,
+        ordinary_allocs: s.ordinary_allocs,
     };
     // SAFETY: C contract.
     unsafe { *out = c };
@@ -137,7 +143,7 @@ mod tests {
     /// C test program.
     #[test]
     fn c_layouts_match_the_header() {
-        assert_eq!(size_of::<CStats>(), 200);
+        assert_eq!(size_of::<CStats>(), 216);
         assert_eq!(offset_of!(CStats, mode), 188);
         assert_eq!(offset_of!(CStats, slab_size), 192);
         use crate::client::{CIov, COp};

@@ -226,6 +226,7 @@ pub struct Client<'p, T: Transport> {
     transport: T,
     next_cookie: u64,
     allow_copy: bool,
+    copy_fallbacks: u64,
 }
 
 impl<'p> Client<'p, DeviceTransport> {
@@ -253,6 +254,7 @@ impl<'p, T: Transport> Client<'p, T> {
             transport,
             next_cookie: 1,
             allow_copy: false,
+            copy_fallbacks: 0,
         }
     }
 
@@ -260,6 +262,13 @@ impl<'p, T: Transport> Client<'p, T> {
     /// path instead of failing.
     pub fn allow_copy(&mut self, yes: bool) {
         self.allow_copy = yes;
+    }
+
+    /// Batches sent in copy mode because a buffer was not pinned (ordinary
+    /// memory: above PKTSLAB_PIN_MAX, past the pin cap, or a forked
+    /// child's copy of its parent's heap).
+    pub fn copy_fallbacks(&self) -> u64 {
+        self.copy_fallbacks
     }
 
     /// The transport.
@@ -339,7 +348,10 @@ impl<'p, T: Transport> Client<'p, T> {
     pub unsafe fn submit(&mut self, reqs: &[Request<'_>]) -> Result<Vec<u64>, ClientError> {
         let built = match self.build(reqs) {
             Ok(b) => b,
-            Err(ClientError::NotPinned { .. }) if self.allow_copy => self.build_copy(reqs),
+            Err(ClientError::NotPinned { .. }) if self.allow_copy => {
+                self.copy_fallbacks += 1;
+                self.build_copy(reqs)
+            }
             Err(e) => return Err(e),
         };
         let mut done = 0usize;

@@ -18,11 +18,21 @@ use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use crate::backend::set_errno;
 use crate::class::MIN_ALIGN;
 use crate::config::Config;
-use crate::fault::{FixedBuf, abort_ptr, notice};
+use crate::fault::{FixedBuf, notice};
 use crate::heap::Heap;
 use crate::lock::SpinLock;
 use crate::stats::Stats;
 use crate::tcache::{TC_ACTIVE, TC_DEAD, TC_SETUP, TC_UNINIT, ThreadCache};
+
+mod explicit;
+mod next;
+
+pub use explicit::{arena_alloc, arena_free, arena_realloc, cache_active_here, cached_here, trim};
+
+use next::{
+    ORDINARY_ALLOCS, ORDINARY_BYTES, free_ordinary, next_calloc, next_malloc, next_memalign,
+    next_realloc, next_usable, note_ordinary, ordinary_malloc, pin_max, realloc_to_ordinary,
+};
 
 const UNINIT: u8 = 0;
 const INITIALIZING: u8 = 1;
@@ -148,74 +158,6 @@ fn boot_alloc(size: usize) -> *mut u8 {
 fn boot_size(p: *const u8) -> usize {
     // SAFETY: p is a bootstrap pointer; its header is 16 bytes before it.
     unsafe { *((p as usize - MIN_ALIGN) as *const usize) }
-}
-
-// ---------------------------------------------------------------------------
-// The next allocator (RTLD_NEXT)
-// ---------------------------------------------------------------------------
-
-static NEXT_MALLOC: AtomicUsize = AtomicUsize::new(0);
-static NEXT_FREE: AtomicUsize = AtomicUsize::new(0);
-static NEXT_REALLOC: AtomicUsize = AtomicUsize::new(0);
-static NEXT_USABLE: AtomicUsize = AtomicUsize::new(0);
-
-fn resolve(slot: &AtomicUsize, name: &core::ffi::CStr) -> usize {
-    let f = slot.load(Ordering::Acquire);
-    if f != 0 {
-        return f;
-    }
-    let was = BUSY.with(|b| b.replace(true));
-    // SAFETY: dlsym with a NUL-terminated name; it may call calloc, which
-    // BUSY routes to the bootstrap buffer.
-    let f = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) } as usize;
-    BUSY.with(|b| b.set(was));
-    slot.store(f, Ordering::Release);
-    f
-}
-
-fn next_malloc(size: usize) -> *mut u8 {
-    let f = resolve(&NEXT_MALLOC, c"malloc");
-    if f == 0 {
-        return boot_alloc(size);
-    }
-    // SAFETY: f is the next object's `malloc`, with the C signature.
-    let f: unsafe extern "C" fn(usize) -> *mut c_void = unsafe { core::mem::transmute(f) };
-    // SAFETY: calling malloc.
-    unsafe { f(size) }.cast()
-}
-
-fn next_free(p: *mut u8) {
-    let f = resolve(&NEXT_FREE, c"free");
-    if f == 0 {
-        return;
-    }
-    // SAFETY: f is the next object's `free`.
-    let f: unsafe extern "C" fn(*mut c_void) = unsafe { core::mem::transmute(f) };
-    // SAFETY: p did not come from us, so it is the next allocator's to free.
-    unsafe { f(p.cast()) }
-}
-
-fn next_usable(p: *mut u8) -> usize {
-    let f = resolve(&NEXT_USABLE, c"malloc_usable_size");
-    if f == 0 {
-        return 0;
-    }
-    // SAFETY: f is the next object's `malloc_usable_size`.
-    let f: unsafe extern "C" fn(*mut c_void) -> usize = unsafe { core::mem::transmute(f) };
-    // SAFETY: p is the next allocator's pointer.
-    unsafe { f(p.cast()) }
-}
-
-fn next_realloc(p: *mut u8, size: usize) -> *mut u8 {
-    let f = resolve(&NEXT_REALLOC, c"realloc");
-    if f == 0 {
-        return core::ptr::null_mut();
-    }
-    // SAFETY: f is the next object's `realloc`.
-    let f: unsafe extern "C" fn(*mut c_void, usize) -> *mut c_void =
-        unsafe { core::mem::transmute(f) };
-    // SAFETY: p is the next allocator's pointer.
-    unsafe { f(p.cast(), size) }.cast()
 }
 
 // ---------------------------------------------------------------------------
@@ -399,6 +341,9 @@ extern "C" fn thread_exit(v: *mut c_void) {
 extern "C" fn fork_prepare() {
     if let Some(h) = heap_if_ready() {
         h.lock_all();
+        if h.arena().backend().slabs_not_inherited() {
+            h.arena().fork_save();
+        }
     }
     REGISTRY.lock.raw_lock();
 }
@@ -406,6 +351,7 @@ extern "C" fn fork_prepare() {
 extern "C" fn fork_parent() {
     REGISTRY.lock.raw_unlock();
     if let Some(h) = heap_if_ready() {
+        h.arena().fork_parent();
         h.unlock_all();
     }
 }
@@ -429,10 +375,11 @@ extern "C" fn fork_child() {
     }
     REGISTRY.lock.raw_unlock();
     if let Some(h) = heap_if_ready() {
-        if h.arena().backend().is_device() {
-            // Device slabs are shared mappings: give the child its own copy
-            // of the heap in ordinary memory and its own device file.
-            h.arena().privatize_pinned();
+        if h.arena().backend().slabs_not_inherited() {
+            // The slabs were not inherited: move the parent's copies into
+            // place (ordinary memory), and give the child its own device
+            // file so its new slabs are its own.
+            h.arena().fork_child();
             h.arena().backend().reopen_in_child();
         }
         h.unlock_all();
@@ -443,6 +390,8 @@ extern "C" fn fork_child() {
 pub fn stats() -> Option<Stats> {
     let h = heap_if_ready()?;
     let mut s = h.stats();
+    s.bytes_ordinary = ORDINARY_BYTES.load(Ordering::Relaxed).max(0) as u64;
+    s.ordinary_allocs = ORDINARY_ALLOCS.load(Ordering::Relaxed);
     let _g = REGISTRY.lock.lock();
     // SAFETY: registry lock held; listed caches are alive.
     let mut p = unsafe { *REGISTRY.head.get() };
@@ -482,8 +431,22 @@ static PRINT_STATS_AT_EXIT: extern "C" fn() = print_stats_at_exit;
 /// malloc().
 #[inline(always)]
 pub fn malloc(size: usize) -> *mut u8 {
+    malloc_in(size, false)
+}
+
+/// [`malloc`] for [`crate::PktslabAlloc`]: pinned at any size (a Rust program
+/// that chose the pinned heap as its global allocator).
+pub fn malloc_pinned(size: usize) -> *mut u8 {
+    malloc_in(size, true)
+}
+
+#[inline(always)]
+fn malloc_in(size: usize, all: bool) -> *mut u8 {
     match heap() {
         Some(h) => {
+            if size > pin_max(h, all) {
+                return ordinary_malloc(size);
+            }
             let tc = cache_ptr(h);
             // SAFETY: as in with_cache.
             h.malloc(size, unsafe { tc.as_mut() })
@@ -526,13 +489,30 @@ fn free_foreign(p: *mut u8) {
     if is_boot(p) {
         return;
     }
-    next_free(p);
+    free_ordinary(p);
 }
 
 /// calloc().
 pub fn calloc(n: usize, size: usize) -> *mut u8 {
+    calloc_in(n, size, false)
+}
+
+/// [`calloc`] for [`crate::PktslabAlloc`]: pinned at any size (a Rust program
+/// that chose the pinned heap as its global allocator).
+pub fn calloc_pinned(n: usize, size: usize) -> *mut u8 {
+    calloc_in(n, size, true)
+}
+
+#[inline(always)]
+fn calloc_in(n: usize, size: usize, all: bool) -> *mut u8 {
     match heap() {
-        Some(h) => with_cache(h, |tc| h.calloc(n, size, tc)),
+        Some(h) => {
+            if n.checked_mul(size).is_some_and(|t| t > pin_max(h, all)) {
+                // The next allocator knows when fresh memory is already zero.
+                return note_ordinary(next_calloc(n, size));
+            }
+            with_cache(h, |tc| h.calloc(n, size, tc))
+        }
         None => match n.checked_mul(size) {
             // The bootstrap buffer starts zeroed and is never reused.
             Some(t) => fallback_calloc(t),
@@ -558,8 +538,22 @@ fn fallback_calloc(total: usize) -> *mut u8 {
 /// # Safety
 /// As [`free`].
 pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
+    // SAFETY: forwarded.
+    unsafe { realloc_in(p, size, false) }
+}
+
+/// [`realloc`] for [`crate::PktslabAlloc`] (pinned at any size).
+///
+/// # Safety
+/// As [`free`].
+pub unsafe fn realloc_pinned(p: *mut u8, size: usize) -> *mut u8 {
+    // SAFETY: forwarded.
+    unsafe { realloc_in(p, size, true) }
+}
+
+unsafe fn realloc_in(p: *mut u8, size: usize, all: bool) -> *mut u8 {
     if p.is_null() {
-        return malloc(size);
+        return malloc_in(size, all);
     }
     if let Some(h) = heap_if_ready()
         && h.contains(p)
@@ -569,11 +563,15 @@ pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
             unsafe { free(p, "realloc") };
             return core::ptr::null_mut();
         }
+        if size > pin_max(h, all) {
+            // SAFETY: arena pointer, validated inside.
+            return unsafe { realloc_to_ordinary(h, p, size) };
+        }
         // SAFETY: arena pointer, validated inside.
         return with_cache(h, |tc| unsafe { h.realloc(p, size, "realloc", tc) });
     }
     if is_boot(p) {
-        let q = malloc(size);
+        let q = malloc_in(size, all);
         if !q.is_null() {
             // SAFETY: both live; copy what the old block held.
             unsafe { core::ptr::copy_nonoverlapping(p, q, boot_size(p).min(size)) };
@@ -581,19 +579,30 @@ pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
         return q;
     }
     match heap() {
-        // A pointer from the allocator that ran before us: move it into the
-        // arena so it becomes pinned, and give the old block back.
+        // Still above the pin limit: the next allocator grows it (often in
+        // place, or by mremap for big blocks).
+        Some(h) if size > pin_max(h, all) => {
+            let old = next_usable(p);
+            let q = next_realloc(p, size);
+            if !q.is_null() {
+                ORDINARY_BYTES.fetch_add(next_usable(q) as i64 - old as i64, Ordering::Relaxed);
+            }
+            q
+        }
+        // A pointer of the next allocator shrunk below the pin limit (or
+        // made before we ran): move it into the arena so it becomes
+        // pinned, and give the old block back.
         Some(_) => {
             if size == 0 {
-                next_free(p);
+                free_ordinary(p);
                 return core::ptr::null_mut();
             }
-            let q = malloc(size);
+            let q = malloc_in(size, all);
             if !q.is_null() {
                 let old = next_usable(p);
                 // SAFETY: both live; `old` is the next allocator's usable size of p.
                 unsafe { core::ptr::copy_nonoverlapping(p, q, old.min(size)) };
-                next_free(p);
+                free_ordinary(p);
             }
             q
         }
@@ -618,7 +627,19 @@ pub unsafe fn reallocarray(p: *mut u8, n: usize, size: usize) -> *mut u8 {
 
 /// memalign()-style allocation; `align` must be a power of two.
 pub fn memalign(align: usize, size: usize) -> *mut u8 {
+    memalign_in(align, size, false)
+}
+
+/// [`memalign`] for [`crate::PktslabAlloc`]: pinned at any size (a Rust program
+/// that chose the pinned heap as its global allocator).
+pub fn memalign_pinned(align: usize, size: usize) -> *mut u8 {
+    memalign_in(align, size, true)
+}
+
+#[inline(always)]
+fn memalign_in(align: usize, size: usize, all: bool) -> *mut u8 {
     match heap() {
+        Some(h) if size.max(align) > pin_max(h, all) => note_ordinary(next_memalign(align, size)),
         Some(h) => with_cache(h, |tc| h.memalign(align, size, tc)),
         None => {
             // Bootstrap pieces are 16-aligned; more is not needed this early.
@@ -649,76 +670,4 @@ pub unsafe fn usable_size(p: *mut u8) -> usize {
         return boot_size(p);
     }
     next_usable(p)
-}
-
-/// Explicit API: allocation that must come from the arena.
-pub fn arena_alloc(size: usize) -> *mut u8 {
-    match heap() {
-        Some(h) => with_cache(h, |tc| h.malloc(size, tc)),
-        None => {
-            set_errno(libc::ENOMEM);
-            core::ptr::null_mut()
-        }
-    }
-}
-
-/// Explicit API: free of an arena pointer; anything else aborts.
-///
-/// # Safety
-/// `p` must be NULL or from [`arena_alloc`] / [`malloc`].
-pub unsafe fn arena_free(p: *mut u8, call: &str) {
-    if p.is_null() {
-        return;
-    }
-    match heap_if_ready() {
-        // SAFETY: in the arena; validated inside.
-        Some(h) if h.contains(p) => with_cache(h, |tc| unsafe { h.free(p, call, tc) }),
-        _ => abort_ptr(call, "pointer not from the pktslab arena", p as usize),
-    }
-}
-
-/// Explicit API: realloc within the arena.
-///
-/// # Safety
-/// As [`arena_free`].
-pub unsafe fn arena_realloc(p: *mut u8, size: usize, call: &str) -> *mut u8 {
-    if p.is_null() {
-        return arena_alloc(size);
-    }
-    match heap_if_ready() {
-        Some(h) if h.contains(p) => {
-            if size == 0 {
-                // SAFETY: in the arena; validated inside.
-                with_cache(h, |tc| unsafe { h.free(p, call, tc) });
-                return core::ptr::null_mut();
-            }
-            // SAFETY: in the arena; validated inside.
-            with_cache(h, |tc| unsafe { h.realloc(p, size, call, tc) })
-        }
-        _ => abort_ptr(call, "pointer not from the pktslab arena", p as usize),
-    }
-}
-
-/// Returns the calling thread's cache to the shared lists, then gives
-/// entirely free small slabs back to the backend. Returns bytes released.
-pub fn trim() -> usize {
-    let Some(h) = heap_if_ready() else { return 0 };
-    let tc = cache_ptr(h);
-    if !tc.is_null() {
-        // SAFETY: this thread's own live cache, not otherwise borrowed here.
-        unsafe { (*tc).flush(h) };
-    }
-    h.trim()
-}
-
-/// Pieces cached by the calling thread for class `c` (tests).
-pub fn cached_here(c: usize) -> usize {
-    // SAFETY: reading this thread's own cache.
-    unsafe { (*tc_here()).cached(c) }
-}
-
-/// Whether the calling thread's cache is active (tests).
-pub fn cache_active_here() -> bool {
-    // SAFETY: reading this thread's own cache state.
-    unsafe { (*tc_here()).state == TC_ACTIVE }
 }

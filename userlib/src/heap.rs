@@ -13,7 +13,7 @@ use crate::backend::{Backend, BackendMode, set_errno};
 use crate::class::{MAX_SMALL, MIN_ALIGN, NUM_CLASSES, SLAB_SIZE, class_of, class_size, slabs_for};
 use crate::config::Config;
 use crate::fault::{abort_ptr, notice};
-use crate::slab::{Chain, ClassPool, has_free_key, mark_free, mark_used, next_of};
+use crate::slab::{Chain, ClassPool, has_free_key, mark_free, mark_used};
 use crate::stats::{Counters, LARGE, Stats};
 use crate::tcache::ThreadCache;
 use crate::v2p::{Phys, V2pError};
@@ -29,6 +29,8 @@ pub enum Block {
         slot: usize,
         /// Slabs in the run.
         n: usize,
+        /// Bytes mapped in the run (the last slab may be partial).
+        bytes: usize,
     },
 }
 
@@ -40,6 +42,11 @@ pub struct Heap {
     counters: Counters,
     mode: BackendMode,
     cfg: Config,
+}
+
+/// Bytes in the last slab of an `n`-slab run holding `size` bytes.
+fn tail_of(size: usize, n: usize) -> usize {
+    size - (n - 1) * SLAB_SIZE
 }
 
 /// A per-process random value for the free key (glibc's tcache_key idea):
@@ -73,11 +80,11 @@ impl Heap {
                 .unwrap_or("error");
             if cfg.fallback {
                 notice(format_args!(
-                    "{path}: {msg}; no pinned memory, using ordinary memory (PKTSLAB_FALLBACK=1)"
+                    "{path}: {msg}; no pinned memory, using ordinary memory (PKTSLAB_STRICT=1 makes allocations fail instead)"
                 ));
             } else {
                 notice(format_args!(
-                    "{path}: {msg}; no pinned memory, allocations will fail (set PKTSLAB_FALLBACK=1 to use ordinary memory)"
+                    "{path}: {msg}; no pinned memory, allocations will fail (PKTSLAB_STRICT=1; unset it to use ordinary memory)"
                 ));
             }
         }
@@ -169,10 +176,14 @@ impl Heap {
     #[inline(never)]
     fn classify_large(&self, slot: usize, kind: u32, off: usize, a: usize, call: &str) -> Block {
         match kind {
-            KIND_LARGE if off == 0 => Block::Large {
-                slot,
-                n: self.arena.meta(slot).run.load(Ordering::Relaxed) as usize,
-            },
+            KIND_LARGE if off == 0 => {
+                let n = self.arena.meta(slot).run.load(Ordering::Relaxed) as usize;
+                Block::Large {
+                    slot,
+                    n,
+                    bytes: self.arena.run_bytes(slot, n),
+                }
+            }
             KIND_FREE_MAPPED | KIND_UNMAPPED if off == 0 => abort_ptr(call, "double free of", a),
             _ => abort_ptr(call, "invalid pointer", a),
         }
@@ -183,7 +194,7 @@ impl Heap {
     pub fn block_size(b: Block) -> usize {
         match b {
             Block::Small(c) => class_size(c),
-            Block::Large { n, .. } => n * SLAB_SIZE,
+            Block::Large { bytes, .. } => bytes,
         }
     }
 
@@ -240,9 +251,13 @@ impl Heap {
         // A zero-byte request still gets its own run: callers expect a
         // unique, freeable pointer, as glibc gives.
         let n = slabs_for(size.max(1));
-        match self.arena.alloc_run(n, align_slots, KIND_LARGE, 0) {
+        match self
+            .arena
+            .alloc_run(n, align_slots, KIND_LARGE, 0, tail_of(size.max(1), n))
+        {
             Ok((slot, fresh)) => {
-                self.counters.record_shared(LARGE, size, n * SLAB_SIZE);
+                self.counters
+                    .record_shared(LARGE, size, self.arena.run_bytes(slot, n));
                 Some((self.arena.slot_addr(slot) as *mut u8, fresh))
             }
             Err(_) => {
@@ -302,6 +317,17 @@ impl Heap {
         }
     }
 
+    /// Usable size of a live arena block; aborts (naming `call`) on an
+    /// invalid pointer or a freed piece.
+    pub(crate) fn live_size(&self, p: *mut u8, call: &str) -> usize {
+        let b = self.classify(p, call);
+        // SAFETY: classify proved p is a carved piece; the key is readable.
+        if matches!(b, Block::Small(_)) && unsafe { has_free_key(p, self.key) } {
+            abort_ptr(call, "use after free of", p as usize);
+        }
+        Self::block_size(b)
+    }
+
     /// usable size of an arena pointer.
     pub fn usable_size(&self, p: *mut u8, call: &str) -> usize {
         Self::block_size(self.classify(p, call))
@@ -328,16 +354,18 @@ impl Heap {
         }
         match b {
             Block::Small(c) if size <= MAX_SMALL && class_of(size) == c => return p,
-            Block::Large { slot, n } if size > MAX_SMALL => {
+            // A run keeps its place unless it would be more than half empty
+            // and a small piece can hold the data.
+            Block::Large { slot, n, bytes } if size > MAX_SMALL || size > bytes / 2 => {
                 let want = slabs_for(size);
-                if want == n {
-                    return p;
-                }
                 if want < n {
                     self.arena.shrink_run(slot, want);
                     return p;
                 }
-                if self.arena.grow_run(slot, want) {
+                // In place: the slots after the run are free address space
+                // (the arena is a reservation), or only its last, partial
+                // slab needs more bytes.
+                if size <= bytes || self.arena.grow_run(slot, want, tail_of(size, want)) {
                     return p;
                 }
             }
@@ -412,7 +440,6 @@ impl Heap {
         (0..NUM_CLASSES)
             .map(|c| self.classes[c].trim(&self.arena, c))
             .sum::<usize>()
-            * SLAB_SIZE
     }
 
     /// Fork preparation: take every lock, classes before the arena (the
@@ -430,18 +457,5 @@ impl Heap {
         for c in &self.classes {
             c.unlock_after_fork();
         }
-    }
-
-    /// Moves a thread cache's pieces back to the shared lists.
-    pub(crate) fn drain_chain(&self, c: usize, head: *mut u8, count: usize) {
-        if count == 0 {
-            return;
-        }
-        let mut tail = head;
-        for _ in 1..count {
-            // SAFETY: the cache's list holds `count` free pieces.
-            tail = unsafe { next_of(tail) };
-        }
-        self.give(c, Chain { head, tail, count });
     }
 }

@@ -325,17 +325,17 @@ pub struct PktslabAlloc;
 unsafe impl GlobalAlloc for PktslabAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if layout.align() <= MIN_ALIGN {
-            global::malloc(layout.size())
+            global::malloc_pinned(layout.size())
         } else {
-            global::memalign(layout.align(), layout.size())
+            global::memalign_pinned(layout.align(), layout.size())
         }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         if layout.align() <= MIN_ALIGN {
-            global::calloc(1, layout.size())
+            global::calloc_pinned(1, layout.size())
         } else {
-            let p = global::memalign(layout.align(), layout.size());
+            let p = global::memalign_pinned(layout.align(), layout.size());
             if !p.is_null() {
                 // SAFETY: p has layout.size() writable bytes.
                 unsafe { core::ptr::write_bytes(p, 0, layout.size()) };
@@ -352,7 +352,7 @@ unsafe impl GlobalAlloc for PktslabAlloc {
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         if layout.align() <= MIN_ALIGN {
             // SAFETY: GlobalAlloc contract; new_size > 0.
-            return unsafe { global::realloc(ptr, new_size) };
+            return unsafe { global::realloc_pinned(ptr, new_size) };
         }
         let Ok(nl) = Layout::from_size_align(new_size, layout.align()) else {
             return core::ptr::null_mut();

@@ -57,6 +57,17 @@ pub unsafe fn mark_free(p: *mut u8, next: *mut u8, key: u64) {
     }
 }
 
+/// Stores the free key only (a piece going into a thread cache: its link
+/// is written when a batch leaves the cache).
+///
+/// # Safety
+/// As [`next_of`].
+#[inline(always)]
+pub unsafe fn set_free_key(p: *mut u8, key: u64) {
+    // SAFETY: caller contract: p has 16 writable, 16-aligned bytes.
+    unsafe { *p.cast::<u64>().add(1) = key };
+}
+
 /// Clears the free key of a piece being handed out.
 ///
 /// # Safety
@@ -77,10 +88,42 @@ pub unsafe fn has_free_key(p: *mut u8, key: u64) -> bool {
     unsafe { *p.cast::<u64>().add(1) == key }
 }
 
+/// Whole batches kept as they arrived, so moving one between a thread
+/// cache and the shared list is O(1) under the lock (no walk to find a
+/// tail through memory another core just wrote).
+const BATCHES: usize = 32;
+
 struct ClassInner {
+    /// Batches handed back by thread caches, newest last.
+    batches: [Chain; BATCHES],
+    nbatches: usize,
+    /// Everything else (single pieces, overflow), one list.
     free: Chain,
     /// Slab being carved: slot index, or usize::MAX.
     carving: usize,
+    /// Slabs this class has taken so far: each is twice the last.
+    grown: u32,
+}
+
+/// The first slab of a class: the driver's smallest (64 KiB). A program
+/// that uses a class lightly pins 64 KiB for it, not 2 MiB; a busier class
+/// doubles its slabs up to [`GROWN_SLAB`].
+pub const FIRST_SLAB: usize = 64 * 1024;
+
+/// Where slab growth stops (unless two pieces need more): every slab is
+/// populated and pinned in full, so the last one of a class is on average
+/// half unused; 256 KiB bounds that at 128 KiB per class, while a program
+/// at the driver's 64 MiB cap still needs only ~256 slabs (driver calls).
+pub const GROWN_SLAB: usize = 256 * 1024;
+
+/// Length of the next slab of class `c` after `grown` slabs: doubling from
+/// [`FIRST_SLAB`] to [`GROWN_SLAB`], at least two pieces, at most a slot.
+pub const fn slab_len(c: usize, grown: u32) -> usize {
+    let g = if grown > 2 { 2 } else { grown };
+    let by_growth = FIRST_SLAB << g;
+    let two = 2 * class_size(c);
+    let len = if by_growth > two { by_growth } else { two };
+    if len > SLAB_SIZE { SLAB_SIZE } else { len }
 }
 
 /// Shared state of one class.
@@ -99,8 +142,11 @@ impl Default for ClassPool {
         Self {
             lock: SpinLock::new(),
             inner: UnsafeCell::new(ClassInner {
+                batches: [Chain::EMPTY; BATCHES],
+                nbatches: 0,
                 free: Chain::EMPTY,
                 carving: usize::MAX,
+                grown: 0,
             }),
         }
     }
@@ -108,7 +154,10 @@ impl Default for ClassPool {
 
 impl ClassPool {
     /// Takes up to `want` free pieces (at least one unless memory ran out),
-    /// first from the free list, then by carving slabs.
+    /// first from the free list, then by carving slabs. With `want > 1` a
+    /// whole batch a thread cache gave back may come instead, of up to
+    /// [`crate::class::cache_limit`] pieces: exactly what fits an empty
+    /// thread-cache bin.
     pub fn take(
         &self,
         arena: &Arena,
@@ -119,6 +168,11 @@ impl ClassPool {
         let _g = self.lock.lock();
         // SAFETY: lock held.
         let inner = unsafe { &mut *self.inner.get() };
+        if want > 1 && inner.nbatches > 0 {
+            // A whole batch as it came back: O(1), whatever its size.
+            inner.nbatches -= 1;
+            return Ok(inner.batches[inner.nbatches]);
+        }
         let mut out = Chain::EMPTY;
         if inner.free.count > 0 {
             let n = want.min(inner.free.count);
@@ -142,15 +196,19 @@ impl ClassPool {
         let size = class_size(c);
         while out.count < want {
             if inner.carving == usize::MAX {
-                match arena.alloc_run(1, 1, KIND_SMALL, c) {
-                    Ok((slot, _)) => inner.carving = slot,
+                match arena.alloc_run(1, 1, KIND_SMALL, c, slab_len(c, inner.grown)) {
+                    Ok((slot, _)) => {
+                        inner.carving = slot;
+                        inner.grown = inner.grown.saturating_add(1);
+                    }
                     Err(e) if out.count == 0 => return Err(e),
                     Err(_) => break,
                 }
             }
             let meta = arena.meta(inner.carving);
+            let slab_end = meta.mapped();
             let bump = meta.bump.load(Ordering::Relaxed) as usize;
-            let n = (want - out.count).min((SLAB_SIZE - bump) / size);
+            let n = (want - out.count).min((slab_end - bump) / size);
             let base = arena.slot_addr(inner.carving) + bump;
             // Link the new pieces in address order, then prepend to `out`.
             let first = base as *mut u8;
@@ -173,7 +231,7 @@ impl ClassPool {
             let new_bump = bump + n * size;
             // Publish the carve mark after the keys are written.
             meta.bump.store(new_bump as u32, Ordering::Release);
-            if new_bump + size > SLAB_SIZE {
+            if new_bump + size > slab_end {
                 inner.carving = usize::MAX;
             }
         }
@@ -188,20 +246,43 @@ impl ClassPool {
         let _g = self.lock.lock();
         // SAFETY: lock held.
         let inner = unsafe { &mut *self.inner.get() };
+        if chain.count > 1 && inner.nbatches < BATCHES {
+            inner.batches[inner.nbatches] = chain;
+            inner.nbatches += 1;
+            return;
+        }
+        Self::prepend(&mut inner.free, chain);
+    }
+
+    /// Links `chain` (whose tail we own) in front of `list`.
+    fn prepend(list: &mut Chain, chain: Chain) {
         // SAFETY: tail is a free piece of the chain we now own.
-        unsafe { *chain.tail.cast::<*mut u8>() = inner.free.head };
-        inner.free.head = chain.head;
-        inner.free.count += chain.count;
+        unsafe { *chain.tail.cast::<*mut u8>() = list.head };
+        if list.count == 0 {
+            list.tail = chain.tail;
+        }
+        list.head = chain.head;
+        list.count += chain.count;
+    }
+
+    /// Moves every kept batch onto the one list (trim and counts).
+    fn merge_batches(inner: &mut ClassInner) {
+        while inner.nbatches > 0 {
+            inner.nbatches -= 1;
+            let b = inner.batches[inner.nbatches];
+            Self::prepend(&mut inner.free, b);
+        }
     }
 
     /// Returns slabs of this class whose every carved piece is on the
     /// shared free list (pieces in thread caches keep their slab). Returns
-    /// the number of slabs released. O(free pieces), under the class lock.
+    /// the bytes released. O(free pieces), under the class lock.
     pub fn trim(&self, arena: &Arena, c: usize) -> usize {
         const RELEASE: u32 = u32::MAX;
         let _g = self.lock.lock();
         // SAFETY: lock held.
         let inner = unsafe { &mut *self.inner.get() };
+        Self::merge_batches(inner);
         if inner.free.count == 0 {
             return 0;
         }
@@ -252,8 +333,7 @@ impl ClassPool {
                 continue;
             }
             if m.scratch.swap(0, Ordering::Relaxed) == RELEASE {
-                arena.release_small(slot);
-                released += 1;
+                released += arena.release_small(slot);
             }
         }
         released
@@ -263,7 +343,12 @@ impl ClassPool {
     pub fn free_count(&self) -> usize {
         let _g = self.lock.lock();
         // SAFETY: lock held.
-        unsafe { (*self.inner.get()).free.count }
+        let inner = unsafe { &*self.inner.get() };
+        inner.free.count
+            + inner.batches[..inner.nbatches]
+                .iter()
+                .map(|b| b.count)
+                .sum::<usize>()
     }
 
     /// Fork preparation: hold the lock across fork().

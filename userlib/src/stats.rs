@@ -108,8 +108,14 @@ pub struct Stats {
     pub largest: u64,
     /// Pinned bytes held from the backend now.
     pub bytes_pinned: u64,
-    /// Unpinned fallback bytes mapped now.
+    /// Unpinned fallback bytes mapped in the arena now (pinned cap reached,
+    /// or a forked child's copy of its parent's pinned heap).
     pub bytes_fallback: u64,
+    /// Live bytes of malloc() requests above PKTSLAB_PIN_MAX, served from
+    /// ordinary memory by the next allocator.
+    pub bytes_ordinary: u64,
+    /// malloc() calls served from ordinary memory (above PKTSLAB_PIN_MAX).
+    pub ordinary_allocs: u64,
     /// Where physical addresses come from.
     pub mode: BackendMode,
 }
@@ -124,6 +130,8 @@ impl Stats {
             largest: 0,
             bytes_pinned: 0,
             bytes_fallback: 0,
+            bytes_ordinary: 0,
+            ordinary_allocs: 0,
             mode,
         }
     }
@@ -169,6 +177,15 @@ impl Stats {
             self.bytes_fallback,
             self.waste_percent(),
             self.largest
+        )?;
+        writeln!(
+            w,
+            "pktslab: memory now: pinned {} B, ordinary {} B ({} B in the arena past the pin cap or copied at fork, {} B live above PKTSLAB_PIN_MAX from {} allocations)",
+            self.bytes_pinned,
+            self.bytes_fallback + self.bytes_ordinary,
+            self.bytes_fallback,
+            self.bytes_ordinary,
+            self.ordinary_allocs
         )
     }
 }

@@ -1,14 +1,14 @@
 //! Per-thread caches of free pieces.
 //!
-//! The fast path of malloc/free is a pop/push on the calling thread's list
-//! for the class: no lock, no atomic read-modify-write. A freed piece goes
+//! The fast path of malloc/free is a pop/push on the calling thread's
+//! pointer stack for the class: no lock, no atomic read-modify-write. A freed piece goes
 //! to the freeing thread's cache whichever thread allocated it (frees from
 //! other threads need no message passing); a cache above its limit hands a
 //! batch back to the shared list, and a thread's exit hands everything back.
 
 use crate::class::{NUM_CLASSES, batch, cache_limit};
 use crate::heap::Heap;
-use crate::slab::{mark_free, mark_used, next_of};
+use crate::slab::{Chain, mark_used, next_of, set_free_key};
 use crate::stats::Counters;
 
 /// Cache not yet set up on this thread.
@@ -20,18 +20,34 @@ pub const TC_ACTIVE: u8 = 2;
 /// The thread is exiting and its cache was returned: go to shared lists.
 pub const TC_DEAD: u8 = 3;
 
-#[derive(Clone, Copy)]
-struct Bin {
-    head: *mut u8,
-    count: usize,
-}
+/// Where class `c`'s slots start in [`ThreadCache::slots`].
+const OFFSETS: [usize; NUM_CLASSES + 1] = {
+    let mut t = [0; NUM_CLASSES + 1];
+    let mut c = 0;
+    while c < NUM_CLASSES {
+        t[c + 1] = t[c] + cache_limit(c);
+        c += 1;
+    }
+    t
+};
+
+/// Slots in all bins: each class has its own capacity ([`cache_limit`]:
+/// two batches, 128 pieces for small classes down to 2 for the largest).
+const SLOTS: usize = OFFSETS[NUM_CLASSES];
 
 /// One thread's cache. Lives in thread-local storage; `const`-initialised
 /// and without Drop, so touching it never allocates or registers anything.
+///
+/// Each class's bin is a stack of pointers (as jemalloc's cache bins),
+/// not a list threaded through the pieces: a malloc right after a free
+/// reads the pointer from the cache, not from the piece just written, so
+/// the pair is not one dependency chain through memory. Pieces are linked
+/// only when a batch goes to or comes from the shared lists.
 pub struct ThreadCache {
     /// One of the `TC_*` states.
     pub state: u8,
-    bins: [Bin; NUM_CLASSES],
+    counts: [u32; NUM_CLASSES],
+    slots: [*mut u8; SLOTS],
     /// This thread's allocation counters.
     pub counters: Counters,
     /// Registry links (guarded by the registry lock).
@@ -45,10 +61,8 @@ impl ThreadCache {
     pub const fn new() -> Self {
         Self {
             state: TC_UNINIT,
-            bins: [Bin {
-                head: core::ptr::null_mut(),
-                count: 0,
-            }; NUM_CLASSES],
+            counts: [0; NUM_CLASSES],
+            slots: [core::ptr::null_mut(); SLOTS],
             counters: Counters::new(),
             next: core::ptr::null_mut(),
             prev: core::ptr::null_mut(),
@@ -59,30 +73,40 @@ impl ThreadCache {
     /// when empty. NULL when memory ran out.
     #[inline(always)]
     pub fn pop(&mut self, heap: &Heap, c: usize) -> *mut u8 {
-        let bin = &mut self.bins[c];
-        if bin.head.is_null() && !Self::refill(bin, heap, c) {
-            return core::ptr::null_mut();
+        let mut n = self.counts[c] as usize;
+        if n == 0 {
+            n = self.refill(heap, c);
+            if n == 0 {
+                return core::ptr::null_mut();
+            }
         }
-        let p = bin.head;
-        // SAFETY: p is a free piece owned by this cache.
-        bin.head = unsafe { next_of(p) };
-        bin.count -= 1;
-        // SAFETY: as above; it now belongs to the caller.
+        n -= 1;
+        self.counts[c] = n as u32;
+        let p = self.slots[OFFSETS[c] + n];
+        // SAFETY: p is a free piece owned by this cache; it now belongs to
+        // the caller.
         unsafe { mark_used(p) };
         p
     }
 
+    /// Takes a batch from the shared list into the empty bin `c`.
     #[cold]
     #[inline(never)]
-    fn refill(bin: &mut Bin, heap: &Heap, c: usize) -> bool {
-        match heap.take(c, batch(c)) {
-            Some(ch) => {
-                bin.head = ch.head;
-                bin.count = ch.count;
-                true
-            }
-            None => false,
+    fn refill(&mut self, heap: &Heap, c: usize) -> usize {
+        let Some(ch) = heap.take(c, batch(c)) else {
+            return 0;
+        };
+        let base = OFFSETS[c];
+        // A batch is at most a full bin (see ClassPool::take).
+        assert!(ch.count <= cache_limit(c));
+        let mut p = ch.head;
+        for k in 0..ch.count {
+            self.slots[base + k] = p;
+            // SAFETY: the chain holds ch.count free pieces.
+            p = unsafe { next_of(p) };
         }
+        self.counts[c] = ch.count as u32;
+        ch.count
     }
 
     /// Pushes a freed piece of class `c`.
@@ -92,57 +116,61 @@ impl ThreadCache {
     /// [`Heap::classify`], and not used by the caller afterwards.
     #[inline(always)]
     pub unsafe fn push(&mut self, heap: &Heap, p: *mut u8, c: usize) {
-        let bin = &mut self.bins[c];
         // SAFETY: the caller validated p as a live piece of class c.
-        unsafe { mark_free(p, bin.head, heap.key()) };
-        bin.head = p;
-        bin.count += 1;
-        if bin.count > cache_limit(c) {
-            Self::spill(bin, heap, c);
+        unsafe { set_free_key(p, heap.key()) };
+        let mut n = self.counts[c] as usize;
+        if n == cache_limit(c) {
+            n = self.spill(heap, c);
+        }
+        self.slots[OFFSETS[c] + n] = p;
+        self.counts[c] = n as u32 + 1;
+    }
+
+    /// Links `n` cached pieces of bin `c` from slot `from` into a chain.
+    fn chain(&self, c: usize, from: usize, n: usize) -> Chain {
+        let s = &self.slots[OFFSETS[c] + from..OFFSETS[c] + from + n];
+        for w in s.windows(2) {
+            // SAFETY: cached pieces are free pieces this cache owns.
+            unsafe { *w[0].cast::<*mut u8>() = w[1] };
+        }
+        // SAFETY: as above; end the chain.
+        unsafe { *s[n - 1].cast::<*mut u8>() = core::ptr::null_mut() };
+        Chain {
+            head: s[0],
+            tail: s[n - 1],
+            count: n,
         }
     }
 
-    /// Hands the newest batch back to the shared list; keeps the rest hot.
+    /// Hands the oldest batch of a full bin back to the shared list and
+    /// keeps the most recently freed pieces (still in cache). Returns the
+    /// new count.
     #[cold]
     #[inline(never)]
-    fn spill(bin: &mut Bin, heap: &Heap, c: usize) {
-        let n = batch(c);
-        let head = bin.head;
-        let mut tail = head;
-        for _ in 1..n {
-            // SAFETY: the bin holds more than n free pieces.
-            tail = unsafe { next_of(tail) };
-        }
-        // SAFETY: tail is a free piece.
-        bin.head = unsafe { next_of(tail) };
-        bin.count -= n;
-        // SAFETY: tail is a free piece; terminate the chain handed back.
-        unsafe { *tail.cast::<*mut u8>() = core::ptr::null_mut() };
-        heap.give(
-            c,
-            crate::slab::Chain {
-                head,
-                tail,
-                count: n,
-            },
-        );
+    fn spill(&mut self, heap: &Heap, c: usize) -> usize {
+        let (n, b) = (self.counts[c] as usize, batch(c));
+        heap.give(c, self.chain(c, 0, b));
+        self.slots
+            .copy_within(OFFSETS[c] + b..OFFSETS[c] + n, OFFSETS[c]);
+        self.counts[c] = (n - b) as u32;
+        n - b
     }
 
     /// Returns every cached piece and the counters to the heap.
     pub fn flush(&mut self, heap: &Heap) {
-        for (c, bin) in self.bins.iter_mut().enumerate() {
-            heap.drain_chain(c, bin.head, bin.count);
-            *bin = Bin {
-                head: core::ptr::null_mut(),
-                count: 0,
-            };
+        for c in 0..NUM_CLASSES {
+            let n = self.counts[c] as usize;
+            if n > 0 {
+                heap.give(c, self.chain(c, 0, n));
+            }
+            self.counts[c] = 0;
         }
         self.counters.drain_into(heap.counters());
     }
 
     /// Pieces cached for class `c` (tests).
     pub fn cached(&self, c: usize) -> usize {
-        self.bins[c].count
+        self.counts[c] as usize
     }
 }
 

@@ -32,8 +32,9 @@ pub enum V2pError {
     /// The pointer is not inside the pktslab arena at all.
     #[error("pointer is outside the pktslab arena")]
     OutsideArena,
-    /// Inside the arena, but in ordinary memory handed out because pinned
-    /// memory ran out and PKTSLAB_FALLBACK=1.
+    /// Ordinary memory: inside the arena because pinned memory ran out (or
+    /// a forked child's copy of its parent's heap), or a malloc() above
+    /// PKTSLAB_PIN_MAX. Copy it or compute in software.
     #[error("memory is not pinned (fallback allocation)")]
     NotPinned,
     /// Inside the arena, but no slab is mapped there.

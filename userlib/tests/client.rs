@@ -223,6 +223,7 @@ fn unpinned_buffers_are_refused_or_sent_for_copying() {
         matches!(e, ClientError::NotPinned { addr, .. } if addr == ordinary.as_ptr() as usize),
         "{e}"
     );
+    assert_eq!(client.copy_fallbacks(), 0);
     client.allow_copy(true);
     let mut reqs = [Request::new(OP_COPY)
         .input(&ordinary)
@@ -231,6 +232,7 @@ fn unpinned_buffers_are_refused_or_sent_for_copying() {
         .unwrap()];
     let c = client.run(&mut reqs).unwrap();
     assert_eq!(c[0].status, STATUS_OK);
+    assert_eq!(client.copy_fallbacks(), 1, "the copy fallback is counted");
     drop(reqs);
     assert_eq!(out, ordinary);
     assert_eq!(dev.batches.last(), Some(&(1, SUBMIT_COPY)));

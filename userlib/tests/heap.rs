@@ -57,7 +57,7 @@ fn every_size_is_16_aligned_and_usable_is_the_power_of_two() {
         MAX_SMALL + 1,
         5 << 20,
     ] {
-        let p = global::malloc(s);
+        let p = global::malloc_pinned(s);
         assert!(!p.is_null(), "size {s}");
         assert_eq!(p as usize % 16, 0, "size {s}");
         // SAFETY: live allocation.
@@ -69,7 +69,8 @@ fn every_size_is_16_aligned_and_usable_is_the_power_of_two() {
                 "size {s} usable {u}"
             );
         } else {
-            assert_eq!(u % SLAB_SIZE, 0);
+            // Large runs are page-granular (host memory).
+            assert!(u % 4096 == 0 && u < s + 4096, "size {s} usable {u}");
         }
         // SAFETY: u bytes are usable.
         unsafe { p.write_bytes(0x5a, u) };
@@ -144,23 +145,58 @@ fn overflow_and_huge_sizes_give_null_and_enomem() {
     }
 }
 
+/// malloc() above PKTSLAB_PIN_MAX (128 KiB by default) is ordinary memory
+/// from the next allocator; realloc moves data across the limit both ways.
+#[test]
+fn malloc_above_the_pin_limit_is_ordinary_and_realloc_crosses_it() {
+    let limit = global::heap().unwrap().config().pin_max;
+    let p = global::malloc(limit);
+    assert!(pktslab::v2p(p).is_ok(), "at the limit: pinned");
+    // SAFETY: live allocations, sizes within what was asked.
+    unsafe {
+        for i in 0..limit {
+            *p.add(i) = (i % 253) as u8;
+        }
+        let q = global::realloc(p, limit + 1);
+        assert_eq!(
+            pktslab::v2p(q),
+            Err(V2pError::OutsideArena),
+            "above: ordinary"
+        );
+        assert!(global::usable_size(q) > limit);
+        let r = global::realloc(q, 4 * limit);
+        let s = global::realloc(r, 1000);
+        assert!(pktslab::v2p(s).is_ok(), "back below: pinned again");
+        for i in 0..1000 {
+            assert_eq!(*s.add(i), (i % 253) as u8);
+        }
+        global::free(s, "free");
+        let z = global::calloc(3, limit);
+        assert_eq!(pktslab::v2p(z), Err(V2pError::OutsideArena));
+        assert!((0..3 * limit).all(|i| *z.add(i) == 0));
+        global::free(z, "free");
+    }
+    let s = global::stats().unwrap();
+    assert!(s.ordinary_allocs >= 3, "counted: {s:?}");
+}
+
 #[test]
 fn large_realloc_grows_in_place_and_keeps_contents() {
-    let p = global::malloc(3 << 20);
+    let p = global::malloc_pinned(3 << 20);
     // SAFETY: live allocation; sizes within usable.
     unsafe {
         for i in 0..(3 << 20) {
             *p.add(i) = (i % 251) as u8;
         }
-        let q = global::realloc(p, 9 << 20);
+        let q = global::realloc_pinned(p, 9 << 20);
         assert!(!q.is_null());
         for i in (0..(3 << 20)).step_by(4093) {
             assert_eq!(*q.add(i), (i % 251) as u8);
         }
-        let r = global::realloc(q, (2 << 20) + 1);
+        let r = global::realloc_pinned(q, (2 << 20) + 1);
         assert_eq!(r, q, "shrinking a large run stays in place");
         assert_eq!(global::usable_size(r), 4 << 20);
-        let s = global::realloc(r, 100);
+        let s = global::realloc_pinned(r, 100);
         assert_eq!(global::usable_size(s), 128);
         assert_eq!(*s.add(99), 99);
         global::free(s, "free");
@@ -283,7 +319,8 @@ fn fallback_hands_out_unpinned_memory_and_counts_it() {
     c[5 << 19] = 7;
     assert_eq!(c.phys(), Err(V2pError::NotPinned));
     let s = pool.stats();
-    assert_eq!(s.bytes_fallback, 6 << 20);
+    // Page-granular: the 5 MiB run maps exactly 5 MiB.
+    assert_eq!(s.bytes_fallback, 5 << 20);
     assert_eq!(s.bytes_pinned, 2 << 20);
 }
 
@@ -321,7 +358,7 @@ fn pinned_box_and_buffer_round_trip() {
     assert!(bx.phys().is_ok());
     let s = pool.stats();
     assert!(s.allocs.iter().sum::<u64>() >= 1);
-    assert!(s.bytes_pinned >= SLAB_SIZE as u64);
+    assert!(s.bytes_pinned >= 64 * 1024);
 }
 
 #[test]
@@ -371,7 +408,7 @@ fn crash(case: &str) {
                 global::realloc(p, 300);
             }
             "large-double-free" => {
-                let p = global::malloc(3 << 20);
+                let p = global::malloc_pinned(3 << 20);
                 global::free(p, "free");
                 global::free(p, "free");
             }
@@ -508,20 +545,39 @@ fn trim_returns_entirely_free_slabs_only() {
         ..host_cfg()
     })
     .unwrap();
-    // 64 KiB pieces: 32 per slab; 100 of them fill 3 slabs and start a 4th.
-    let ps: Vec<*mut u8> = (0..100).map(|_| pool.alloc_raw(60_000)).collect();
+    // 64 KiB pieces in slabs that grow (at least two pieces each): 101 of
+    // them fill some slabs and start one more.
+    let ps: Vec<*mut u8> = (0..101).map(|_| pool.alloc_raw(60_000)).collect();
     assert!(ps.iter().all(|p| !p.is_null()));
-    assert_eq!(pool.stats().bytes_pinned, 4 * SLAB_SIZE as u64);
+    let arena = pool.heap().arena();
+    let slot = |p: *mut u8| arena.slot_of(p as usize);
+    let len = |p: *mut u8| arena.meta(slot(p)).mapped() as u64;
+    let mut slots: Vec<usize> = ps.iter().map(|&p| slot(p)).collect();
+    slots.dedup();
+    let c = pktslab::class::class_of(60_000);
+    let (mut need, mut carved) = (0u32, 0usize);
+    while carved < 101 {
+        carved += pktslab::slab::slab_len(c, need) / (64 << 10);
+        need += 1;
+    }
+    assert!(carved > 101, "the last slab is still being carved");
+    assert_eq!(slots.len(), need as usize, "{slots:?}");
+    let first = pktslab::slab::slab_len(c, 0) as u64;
+    let last = pktslab::slab::slab_len(c, need - 1) as u64;
+    assert_eq!((len(ps[0]), len(ps[100])), (first, last));
+    let all: u64 = slots.iter().map(|&s| arena.meta(s).mapped() as u64).sum();
+    assert_eq!(pool.stats().bytes_pinned, all);
     // Keep one piece of the first slab alive: that slab must stay.
     for p in &ps[1..] {
         // SAFETY: live blocks of this pool, freed once.
         unsafe { pool.free_raw(*p) };
     }
-    let released = pool.trim();
-    // Slabs 2 and 3 are entirely free; slab 1 has a live piece, slab 4 is
-    // still being carved.
-    assert_eq!(released, 2 * SLAB_SIZE);
-    assert_eq!(pool.stats().bytes_pinned, 2 * SLAB_SIZE as u64);
+    let released = pool.trim() as u64;
+    // The middle slabs are entirely free; the first has a live piece, the
+    // last is still being carved.
+    let kept = len(ps[0]) + len(ps[100]);
+    assert_eq!(released, all - kept);
+    assert_eq!(pool.stats().bytes_pinned, kept);
     // SAFETY: ps[0] is live.
     unsafe { ps[0].write_bytes(9, 60_000) };
     assert!(pool.v2p(ps[0]).is_ok());
@@ -533,20 +589,20 @@ fn trim_returns_entirely_free_slabs_only() {
         // SAFETY: live blocks freed once.
         unsafe { pool.free_raw(p) };
     }
-    assert_eq!(pool.trim() % SLAB_SIZE, 0);
+    assert_eq!(pool.trim() % (64 << 10), 0);
 }
 
 #[test]
 fn trim_on_the_process_heap_flushes_this_threads_cache() {
     // 300 KiB requests -> 512 KiB class: 4 pieces per slab, unused elsewhere.
-    let ps: Vec<*mut u8> = (0..16).map(|_| global::malloc(300 << 10)).collect();
+    let ps: Vec<*mut u8> = (0..16).map(|_| global::malloc_pinned(300 << 10)).collect();
     for p in &ps {
         // SAFETY: live blocks freed once.
         unsafe { global::free(*p, "free") };
     }
     let released = global::trim();
     assert!(released >= 2 * SLAB_SIZE, "released {released}");
-    let p = global::malloc(300 << 10);
+    let p = global::malloc_pinned(300 << 10);
     assert!(!p.is_null());
     // SAFETY: live block.
     unsafe {
@@ -575,7 +631,7 @@ fn privatizing_slabs_keeps_contents_and_unpins_them() {
     assert_eq!(large[(3 << 20) - 1], 0x77);
     assert_eq!(small.phys(), Err(V2pError::NotPinned));
     assert_eq!(large.phys(), Err(V2pError::NotPinned));
-    assert!(pool.stats().bytes_fallback >= 3 * SLAB_SIZE as u64);
+    assert!(pool.stats().bytes_fallback >= 3 << 20);
     let more = pool.alloc(5 << 20).unwrap();
     assert!(more.phys().is_ok(), "new slabs are pinned again");
     drop(large);

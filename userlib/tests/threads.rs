@@ -169,6 +169,17 @@ fn fork_while_threads_allocate_then_child_allocates() {
         })
         .collect();
     start.wait();
+    // Run again by preload.rs with PKTSLAB_HOST_DONTFORK=1: the children
+    // then get copies of slabs they did not inherit, which are not pinned.
+    let not_inherited = global::heap()
+        .unwrap()
+        .arena()
+        .backend()
+        .slabs_not_inherited();
+    assert_eq!(
+        not_inherited,
+        std::env::var_os("PKTSLAB_HOST_DONTFORK").is_some()
+    );
     let parent = global::malloc(777);
     let pb = Block {
         addr: parent as usize,
@@ -179,6 +190,11 @@ fn fork_while_threads_allocate_then_child_allocates() {
     for _ in 0..20 {
         let status = run_child(move || {
             check(pb);
+            if not_inherited
+                && pktslab::v2p(pb.addr as *const u8) != Err(pktslab::V2pError::NotPinned)
+            {
+                return false;
+            }
             let mut v = Vec::new();
             for i in 1..2000usize {
                 let p = global::malloc(i * 3);

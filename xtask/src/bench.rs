@@ -34,6 +34,8 @@ pub struct BenchOpts {
     pub timeout: Duration,
     /// Time limit of each host benchmark (build included).
     pub host_limit: Duration,
+    /// Only the real programs under the four allocators (no boot).
+    pub programs_only: bool,
 }
 
 /// One pktbench measurement (a JSON line from the guest).
@@ -485,6 +487,12 @@ pub fn run(cache: &crate::cache::Cache, args: &VmArgs, opts: &BenchOpts) -> Resu
     let out_dir = ws.join("target/bench");
     std::fs::create_dir_all(&out_dir)
         .with_context(|| format!("cannot create {}", out_dir.display()))?;
+    if opts.programs_only {
+        return crate::bench_programs::run_alone(&ws, &out_dir);
+    }
+    let programs = (!opts.guest_only)
+        .then(|| crate::bench_programs::run(&ws, &out_dir))
+        .transpose()?;
     let mut host = Vec::new();
     if !opts.guest_only {
         // The device bench writes this afresh; a stale one must not pass for it.
@@ -514,8 +522,9 @@ pub fn run(cache: &crate::cache::Cache, args: &VmArgs, opts: &BenchOpts) -> Resu
         let (k, q) = p.versions();
         versions = (k.to_string(), q.to_string());
         let cmd = format!(
-            "pktbench --budget-ms {} --json /tmp/pktbench.json; rc=$?; sed 's/^/{JSON_PREFIX}/' /tmp/pktbench.json; {APP_DEMO} exit $rc",
-            opts.budget_ms
+            "pktbench --budget-ms {} --json /tmp/pktbench.json; rc=$?; sed 's/^/{JSON_PREFIX}/' /tmp/pktbench.json; {APP_DEMO} {} exit $rc",
+            opts.budget_ms,
+            crate::bench_openssl::guest_snippet()
         );
         let step = vm::boot_step(&p, args.accel);
         let t = Instant::now();
@@ -548,6 +557,9 @@ pub fn run(cache: &crate::cache::Cache, args: &VmArgs, opts: &BenchOpts) -> Resu
         load: (load_before, loadavg()),
     };
     let report = write_report(&out_dir, &host, &guest, &info, args)?;
+    if let Some(section) = &programs {
+        crate::bench_programs::append(&report, section)?;
+    }
     step.done(&format!(
         "{} (total {})",
         report.display(),
@@ -603,6 +615,7 @@ fn write_report(
     }
     if !guest.app.is_empty() {
         app_section(&mut md, &guest.app)?;
+        crate::bench_openssl::section(&mut md, &guest.app)?;
     }
     for h in host {
         match h.name {
@@ -875,6 +888,7 @@ fn app_section(md: &mut String, lines: &[String]) -> Result<()> {
     for l in lines
         .iter()
         .filter(|l| !l.starts_with("before ") && !l.starts_with("after "))
+        .filter(|l| !l.starts_with(crate::bench_openssl::TAG))
     {
         writeln!(md, "{l}")?;
     }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
+use xshell::{Shell, cmd};
 
 use crate::step::Step;
 
@@ -23,24 +24,24 @@ pub struct Artifacts {
 }
 
 /// Packages whose binaries go into the guest.
-const GUEST_PACKAGES: &[&str] = &["pktaccel-tests", "pktslab", "pktcrc"];
+const GUEST_PACKAGES: &[&str] = &["pktaccel-tests", "pktslab", "pktcrc", "pktaccel-provider"];
 
 /// `cargo build --release` of the device and the guest programs.
 pub fn build(workspace: &Path) -> Result<Artifacts> {
     let step = Step::start("cargo build (device, guest programs, libpktslab)");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(&cargo);
-    cmd.current_dir(workspace).args([
-        "build",
-        "--release",
-        "--message-format=json-render-diagnostics",
-        "-p",
-        "pktaccel-device",
-    ]);
-    for p in GUEST_PACKAGES {
-        cmd.args(["-p", p]);
-    }
-    let mut child = cmd
+    let sh = Shell::new()?;
+    sh.change_dir(workspace);
+    let packages = GUEST_PACKAGES.iter().flat_map(|p| ["-p", p]);
+    let build = cmd!(
+        sh,
+        "{cargo} build --release --message-format=json-render-diagnostics
+            -p pktaccel-device {packages...}"
+    );
+    // A std `Command` (built by xshell's `cmd!`): cargo's JSON messages
+    // are read as they come while its diagnostics pass through, and xshell
+    // only hands back output once a command has ended.
+    let mut child = Command::from(build)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -80,7 +81,7 @@ pub fn build(workspace: &Path) -> Result<Artifacts> {
                 .filter_map(|f| f.as_str())
             {
                 if f.ends_with(".so") {
-                    arts.guest_libs.push(PathBuf::from(f));
+                    arts.guest_libs.push(guest_lib_name(Path::new(f))?);
                 }
             }
         }
@@ -95,7 +96,7 @@ pub fn build(workspace: &Path) -> Result<Artifacts> {
     // The guest's libpktslab.so must export malloc & co. for LD_PRELOAD;
     // the workspace build cannot enable `preload`, which would also
     // replace the allocator of every guest program linking the rlib.
-    let preload = build_preload(workspace, &cargo)?;
+    let preload = build_preload(&sh, workspace, &cargo)?;
     arts.guest_libs
         .retain(|l| l.file_name() != preload.file_name());
     arts.guest_libs.push(preload);
@@ -109,26 +110,28 @@ pub fn build(workspace: &Path) -> Result<Artifacts> {
 
 /// `libpktslab.so` built with `--features preload` in a target directory
 /// of its own (`target/preload`), so both builds stay incremental.
-fn build_preload(workspace: &Path, cargo: &std::ffi::OsStr) -> Result<PathBuf> {
+fn build_preload(sh: &Shell, workspace: &Path, cargo: &std::ffi::OsStr) -> Result<PathBuf> {
     let target = workspace.join("target/preload");
-    let status = Command::new(cargo)
-        .current_dir(workspace)
-        .args([
-            "build",
-            "--release",
-            "--quiet",
-            "-p",
-            "pktslab",
-            "--features",
-            "preload",
-            "--lib",
-        ])
-        .arg("--target-dir")
-        .arg(&target)
-        .status()
-        .context("cannot run cargo")?;
-    if !status.success() {
-        bail!("cargo build of the preload libpktslab.so failed ({status})");
-    }
+    cmd!(
+        sh,
+        "{cargo} build --release --quiet -p pktslab --features preload --lib
+            --target-dir {target}"
+    )
+    .quiet()
+    .run()
+    .context("cargo build of the preload libpktslab.so failed; the compiler output is above")?;
     Ok(target.join("release/libpktslab.so"))
+}
+
+/// The guest name of a built library: cargo cannot put a hyphen in a
+/// library name, but the provider is documented as
+/// `libpktaccel-provider.so`; it is copied to that name next to cargo's.
+fn guest_lib_name(built: &Path) -> Result<PathBuf> {
+    if built.file_name() != Some("libpktaccel_provider.so".as_ref()) {
+        return Ok(built.to_path_buf());
+    }
+    let to = built.with_file_name("libpktaccel-provider.so");
+    std::fs::copy(built, &to)
+        .with_context(|| format!("copying {} to {}", built.display(), to.display()))?;
+    Ok(to)
 }

@@ -73,6 +73,10 @@ enum Cmd {
         /// Only pktbench in the guest.
         #[arg(long, conflicts_with = "host_only")]
         guest_only: bool,
+        /// Only the real programs (sort, xz, sqlite3, python3, git, ls, a
+        /// shell loop) under glibc, jemalloc, mimalloc and pktslab.
+        #[arg(long, conflicts_with_all = ["guest_only", "host_only"])]
+        programs_only: bool,
         /// Only the host benchmarks (no boot).
         #[arg(long)]
         host_only: bool,
@@ -175,6 +179,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Cmd::Bench {
             guest_only,
+            programs_only,
             host_only,
             budget_ms,
             timeout,
@@ -187,6 +192,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
                 budget_ms,
                 timeout: Duration::from_secs(timeout),
                 host_limit: Duration::from_secs(host_limit),
+                programs_only,
             };
             let report = bench::run(&cache, &args, &opts)?;
             println!("report: {}", report.display());

@@ -1,11 +1,12 @@
-//! Host packages from the machine's own Debian release, and small helpers
-//! for running commands with errors a person can act on.
+//! Host packages from the machine's own Debian release, and the one helper
+//! xshell lacks: running a command quietly (the step line is the progress)
+//! with its last output lines in the error when it fails.
 
-use std::ffi::OsStr;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::Output;
 
 use anyhow::{Context, Result, bail};
+use xshell::{Cmd, Shell, cmd};
 
 use crate::step::Step;
 
@@ -32,7 +33,11 @@ pub const HOST_PACKAGES: &[&str] = &[
     "sqlite3",
     "pigz",
     "python3",
+    "openssl",
     "git",
+    // The allocators `cargo xtask bench` compares pktslab with.
+    "libjemalloc2",
+    "libmimalloc2.0",
 ];
 
 /// Whether we run as root (apt and chroot need it).
@@ -45,11 +50,13 @@ pub fn is_root() -> bool {
 pub fn missing_packages(wanted: &[&str]) -> Result<Vec<String>> {
     // One dpkg-query for all: it prints a line per known package and
     // complains on stderr about unknown ones.
-    let out = Command::new("dpkg-query")
-        .arg("-W")
-        .arg("-f=${Package} ${db:Status-Abbrev}\n")
-        .args(wanted)
-        .stderr(Stdio::null())
+    // dpkg-query exits 1 when some package is unknown: that is an answer.
+    let sh = Shell::new()?;
+    let format = "-f=${Package} ${db:Status-Abbrev}\n";
+    let out = cmd!(sh, "dpkg-query -W {format} {wanted...}")
+        .quiet()
+        .ignore_status()
+        .ignore_stderr()
         .output()
         .context("dpkg-query not found: the rig needs a Debian (12 bookworm) host")?;
     let text = String::from_utf8_lossy(&out.stdout);
@@ -80,17 +87,16 @@ pub fn ensure_host_packages() -> Result<()> {
         bail!("{}", not_root_message(&missing));
     }
     eprintln!("    installing {}", missing.join(" "));
-    run_logged(
-        Command::new("apt-get").args(["update", "-q"]),
-        "apt-get update",
-    )
-    .context("cannot reach the Debian mirror: check the network or the proxy apt uses")?;
-    run_logged(
-        Command::new("apt-get")
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .args(["install", "-y", "-q", "--no-install-recommends"])
-            .args(&missing),
-        "apt-get install",
+    let sh = Shell::new()?;
+    let pkgs = &missing;
+    run_quiet(cmd!(sh, "apt-get update -q"))
+        .context("cannot reach the Debian mirror: check the network or the proxy apt uses")?;
+    run_quiet(
+        cmd!(
+            sh,
+            "apt-get install -y -q --no-install-recommends {pkgs...}"
+        )
+        .env("DEBIAN_FRONTEND", "noninteractive"),
     )
     .with_context(|| format!("installing host packages failed; try by hand: {line}"))?;
     step.done(&format!("installed {}", missing.len()));
@@ -114,16 +120,15 @@ fn not_root_message(missing: &[String]) -> String {
     )
 }
 
-/// Runs `cmd`, capturing output; on failure the error carries the last
-/// lines of its output.
-pub fn run_logged(cmd: &mut Command, what: &str) -> Result<Output> {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("{what}: cannot start {:?}", cmd.get_program()))?;
+/// Runs `cmd` with stdin closed and its output captured. xshell's own
+/// error names the command but drops the output, so on failure this one
+/// shows the command, its exit status and the last lines it printed.
+pub fn run_quiet(cmd: Cmd<'_>) -> Result<Output> {
+    let cmd = cmd.quiet().ignore_status();
+    let out = cmd.output()?;
     if !out.status.success() {
         bail!(
-            "{what} failed ({}):\n{}",
+            "`{cmd}` failed ({}):\n{}",
             out.status,
             tail_of(&[&out.stdout, &out.stderr], 25)
         );
@@ -132,7 +137,7 @@ pub fn run_logged(cmd: &mut Command, what: &str) -> Result<Output> {
 }
 
 /// The last `n` lines of the concatenated outputs, indented.
-pub fn tail_of(parts: &[&[u8]], n: usize) -> String {
+fn tail_of(parts: &[&[u8]], n: usize) -> String {
     let text: String = parts
         .iter()
         .map(|p| String::from_utf8_lossy(p).into_owned())
@@ -153,16 +158,6 @@ pub fn file_tail(path: &Path, n: usize) -> String {
         Ok(b) => tail_of(&[&b], n),
         Err(e) => format!("    | (cannot read {}: {e})", path.display()),
     }
-}
-
-/// Finds `name` in PATH.
-pub fn which(name: impl AsRef<OsStr>) -> Option<PathBuf> {
-    let name = name.as_ref();
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join(name))
-            .find(|p| p.is_file())
-    })
 }
 
 /// Parses the first `X.Y[.Z]` in `text` into a comparable triple.
@@ -205,6 +200,26 @@ mod tests {
         assert_eq!(missing, ["pktaccel-no-such-package"]);
         let msg = not_root_message(&missing);
         assert!(msg.contains("sudo sh -c 'apt-get update && apt-get install -y --no-install-recommends pktaccel-no-such-package'"), "{msg}");
+    }
+
+    #[test]
+    fn a_failing_command_is_shown_with_its_status_and_last_output() {
+        let sh = Shell::new().unwrap();
+        let script = "echo compiling; echo boom >&2; exit 3";
+        let err = format!("{:#}", run_quiet(cmd!(sh, "sh -c {script}")).unwrap_err());
+        assert!(err.contains("`sh -c \"echo compiling;"), "{err}");
+        assert!(err.contains("exit status: 3"), "{err}");
+        assert!(err.contains("    | compiling\n    | boom"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_program_is_named() {
+        let sh = Shell::new().unwrap();
+        let err = format!(
+            "{:#}",
+            run_quiet(cmd!(sh, "pktaccel-no-such-tool --version")).unwrap_err()
+        );
+        assert!(err.contains("pktaccel-no-such-tool"), "{err}");
     }
 
     #[test]

@@ -271,6 +271,12 @@ pub fn ensure_base(inp: &BaseInputs<'_>) -> Result<PathBuf> {
     if header.is_file() {
         a.host_file("/usr/include/pktslab.h", &header)?;
     }
+    // OPENSSL_CONF for the OpenSSL provider (userlib/provider).
+    let ossl_cnf = inp.workspace.join("images/pktaccel.cnf");
+    if ossl_cnf.is_file() {
+        a.dir("/etc/ssl");
+        a.host_file("/etc/ssl/pktaccel.cnf", &ossl_cnf)?;
+    }
     write_if_changed(a, &elfs, inp.out, step)
 }
 

@@ -8,9 +8,10 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
+use xshell::{Cmd, Shell, cmd};
 
 use crate::cache::Cache;
-use crate::deps::{file_tail, run_logged};
+use crate::deps::{file_tail, run_quiet};
 use crate::step::{Step, bar};
 
 /// Bump when the build recipe below changes in a way the inputs don't show.
@@ -94,19 +95,16 @@ pub fn ensure(cache: &Cache, inputs: &KernelInputs<'_>, variant: Variant) -> Res
         inputs.src_version,
         variant.name()
     ));
+    let sh = Shell::new()?;
+    sh.change_dir(inputs.src);
     let make = |args: &[&str]| {
-        let mut c = Command::new("make");
-        c.current_dir(inputs.src)
-            .env("PATH", &path_env)
-            .arg(format!("O={}", out.display()))
-            .args(&make_vars)
-            .args(args);
-        c
+        let vars = &make_vars;
+        cmd!(sh, "make O={out} {vars...} {args...}").env("PATH", &path_env)
     };
     if std::fs::read_to_string(&stamp).ok().as_deref() != Some(key.as_str()) || !bzimage.is_file() {
         configure(inputs, variant, &out, &make)?;
         build_with_progress(
-            make(&[&format!("-j{}", jobs()), "bzImage", "modules_prepare"]),
+            make(&[&format!("-j{}", jobs()), "bzImage", "modules_prepare"]).into(),
             &out,
             variant,
         )?;
@@ -121,7 +119,7 @@ pub fn ensure(cache: &Cache, inputs: &KernelInputs<'_>, variant: Variant) -> Res
     if !symvers.is_file() && out.join("vmlinux.symvers").is_file() {
         std::fs::copy(out.join("vmlinux.symvers"), &symvers)?;
     }
-    let rel = run_logged(&mut make(&["-s", "kernelrelease"]), "make kernelrelease")?;
+    let rel = run_quiet(make(&["-s", "kernelrelease"]))?;
     let release = String::from_utf8_lossy(&rel.stdout).trim().to_string();
     Ok(Kernel {
         build_dir: out,
@@ -138,24 +136,21 @@ fn jobs() -> usize {
         .unwrap_or(2)
 }
 
-fn configure(
+fn configure<'s>(
     inputs: &KernelInputs<'_>,
     variant: Variant,
     out: &Path,
-    make: &dyn Fn(&[&str]) -> Command,
+    make: &dyn Fn(&[&str]) -> Cmd<'s>,
 ) -> Result<()> {
-    run_logged(&mut make(&["tinyconfig"]), "make tinyconfig")?;
-    let mut merge = Command::new(inputs.src.join("scripts/kconfig/merge_config.sh"));
-    merge
-        .current_dir(inputs.src)
-        .args(["-m", "-O"])
-        .arg(out)
-        .arg(out.join(".config"));
-    for f in variant.fragments(inputs.workspace) {
-        merge.arg(f);
-    }
-    run_logged(&mut merge, "merge_config.sh")?;
-    run_logged(&mut make(&["olddefconfig"]), "make olddefconfig")?;
+    run_quiet(make(&["tinyconfig"]))?;
+    let sh = Shell::new()?;
+    sh.change_dir(inputs.src);
+    let config = out.join(".config");
+    let fragments = variant.fragments(inputs.workspace);
+    // Absolute: a relative program path with a changed cwd is ambiguous.
+    let merge = inputs.src.join("scripts/kconfig/merge_config.sh");
+    run_quiet(cmd!(sh, "{merge} -m -O {out} {config} {fragments...}"))?;
+    run_quiet(make(&["olddefconfig"]))?;
     // Fail early, with the reason, when Kconfig silently dropped an option
     // we rely on (a missing dependency does that).
     let config = std::fs::read_to_string(out.join(".config"))?;
@@ -167,7 +162,7 @@ fn configure(
                 && !config.lines().any(|l| l == line)
             {
                 if line == "CONFIG_RUST=y" {
-                    let avail = run_logged(&mut make(&["rustavailable"]), "make rustavailable");
+                    let avail = run_quiet(make(&["rustavailable"]));
                     bail!(
                         "the kernel config lost CONFIG_RUST=y: the Rust toolchain is not usable for this kernel\n{}",
                         match avail {
@@ -187,7 +182,9 @@ fn configure(
 }
 
 /// Runs the kernel make with a progress bar of compiled objects, estimated
-/// from the previous build of this variant.
+/// from the previous build of this variant. A std `Command` (built by
+/// xshell's `cmd!`): xshell only hands back output once the command ends,
+/// and the bar needs make's lines as they come.
 fn build_with_progress(mut cmd: Command, out: &Path, variant: Variant) -> Result<()> {
     let count_file = out.with_extension("steps");
     let expected: u64 = std::fs::read_to_string(&count_file)
@@ -248,11 +245,13 @@ fn input_key(inputs: &KernelInputs<'_>, variant: Variant) -> Result<String> {
     for f in variant.fragments(inputs.workspace) {
         h.update(std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?);
     }
-    for tool in [&["rustc", "--version"][..], &["clang-19", "--version"][..]] {
-        let out = Command::new(tool[0])
-            .args(&tool[1..])
+    let sh = Shell::new()?;
+    for tool in ["rustc", "clang-19"] {
+        let out = cmd!(sh, "{tool} --version")
+            .quiet()
+            .ignore_status()
             .output()
-            .with_context(|| format!("{} not found", tool[0]))?;
+            .with_context(|| format!("{tool} not found"))?;
         h.update(&out.stdout);
     }
     Ok(hex::encode(h.finalize()))

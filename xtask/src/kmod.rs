@@ -3,11 +3,11 @@
 //! build leaves no artifacts in the clone and the two variants don't clash.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{Context, Result, bail};
+use xshell::{Shell, cmd};
 
-use crate::deps::run_logged;
+use crate::deps::run_quiet;
 use crate::kernel::{Kernel, Variant};
 use crate::step::Step;
 
@@ -42,15 +42,11 @@ pub fn build(workspace: &Path, kernel: &Kernel, variant: Variant) -> Result<Path
         step.done("up to date");
         return Ok(ko);
     }
-    let mut make = Command::new("make");
-    make.env("PATH", &kernel.path_env)
-        .arg("-C")
-        .arg(&kernel.build_dir)
-        .arg(format!("M={}", mirror.display()))
-        .args(&kernel.make_vars)
-        .arg("modules");
-    run_logged(&mut make, "building kmod/")
-        .context("the kernel module does not build; the compiler output is above")?;
+    let sh = Shell::new()?;
+    let (build_dir, make_vars) = (&kernel.build_dir, &kernel.make_vars);
+    let make = cmd!(sh, "make -C {build_dir} M={mirror} {make_vars...} modules")
+        .env("PATH", &kernel.path_env);
+    run_quiet(make).context("the kernel module does not build")?;
     if !ko.is_file() {
         bail!(
             "kmod build succeeded but produced no pktaccel.ko in {}",

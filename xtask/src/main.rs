@@ -6,6 +6,8 @@
 //! second clone or a repeat run reuses them.
 
 mod bench;
+mod bench_openssl;
+mod bench_programs;
 mod cache;
 mod cargo_build;
 mod cli;

@@ -8,9 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
+use xshell::{Cmd, Shell, cmd};
 
 use crate::cache::Cache;
-use crate::deps::{is_root, parse_version, run_logged, which};
+use crate::deps::{is_root, parse_version, run_quiet};
 use crate::step::Step;
 
 /// The first QEMU version whose vhost-user-test-device users may create.
@@ -39,6 +40,8 @@ impl Qemu {
     }
 
     /// A command with the binary and its firmware dirs set; add the rest.
+    /// A std `Command`, not xshell's: the VM runs QEMU as a long-lived
+    /// child that it talks to, waits on and kills, which xshell cannot do.
     pub fn command(&self) -> Command {
         let mut c = Command::new(&self.program);
         c.args(&self.prefix);
@@ -47,13 +50,20 @@ impl Qemu {
         }
         c
     }
+
+    /// `qemu-system-x86_64 --version`, through the same binary and loader.
+    fn version_cmd<'a>(&self, sh: &'a Shell) -> Cmd<'a> {
+        let (program, prefix) = (&self.program, &self.prefix);
+        cmd!(sh, "{program} {prefix...} --version")
+    }
 }
 
 /// Resolves the QEMU to use, provisioning the trixie root when needed.
 pub fn ensure(cache: &Cache, flag: Option<PathBuf>) -> Result<Qemu> {
     let step = Step::start("QEMU");
+    let sh = Shell::new()?;
     if let Some(p) = flag.or_else(|| std::env::var_os("PKTACCEL_QEMU").map(PathBuf::from)) {
-        let v = version_of(&mut Command::new(&p))
+        let v = version_of(cmd!(sh, "{p} --version"))
             .with_context(|| format!("{} (from --qemu/PKTACCEL_QEMU) does not run", p.display()))?;
         if v < MIN_QEMU {
             bail!(
@@ -73,8 +83,8 @@ pub fn ensure(cache: &Cache, flag: Option<PathBuf>) -> Result<Qemu> {
         });
     }
     let mut system_note = String::new();
-    if let Some(sys) = which("qemu-system-x86_64") {
-        match version_of(&mut Command::new(&sys)) {
+    if let Ok(sys) = which::which("qemu-system-x86_64") {
+        match version_of(cmd!(sh, "{sys} --version")) {
             Ok(v) if v >= MIN_QEMU => {
                 step.done(&format!("{}.{}.{} (system)", v.0, v.1, v.2));
                 return Ok(Qemu {
@@ -99,7 +109,7 @@ pub fn ensure(cache: &Cache, flag: Option<PathBuf>) -> Result<Qemu> {
         provision_root(&root)?;
     }
     let q = from_root(&root)?;
-    let v = version_of(&mut q.command()).context(
+    let v = version_of(q.version_cmd(&sh)).context(
         "the provisioned QEMU does not run; remove the qemu-root dir in the cache and retry",
     )?;
     let desc = format!("{}.{}.{} (provisioned trixie root)", v.0, v.1, v.2);
@@ -129,8 +139,8 @@ fn from_root(root: &Path) -> Result<Qemu> {
     })
 }
 
-fn version_of(cmd: &mut Command) -> Result<(u32, u32, u32)> {
-    let out = run_logged(cmd.arg("--version"), "qemu --version")?;
+fn version_of(version_cmd: Cmd<'_>) -> Result<(u32, u32, u32)> {
+    let out = run_quiet(version_cmd)?;
     let text = String::from_utf8_lossy(&out.stdout);
     parse_version(&text).with_context(|| format!("cannot parse QEMU version from {text:?}"))
 }
@@ -147,13 +157,11 @@ fn provision_root(root: &Path) -> Result<()> {
     let _ = std::fs::remove_dir_all(&part);
     let mirror = crate::rustsrc::host_mirror();
     let step = Step::start("debootstrap trixie (for QEMU)");
-    run_logged(
-        Command::new("debootstrap")
-            .args(["--variant=minbase", "trixie"])
-            .arg(&part)
-            .arg(&mirror),
-        "debootstrap trixie",
-    )
+    let sh = Shell::new()?;
+    run_quiet(cmd!(
+        sh,
+        "debootstrap --variant=minbase trixie {part} {mirror}"
+    ))
     .with_context(|| format!("cannot debootstrap from {mirror}: check the network"))?;
     step.done("done");
     let step = Step::start("qemu-system-x86 from trixie-backports");
@@ -161,27 +169,14 @@ fn provision_root(root: &Path) -> Result<()> {
         part.join("etc/apt/sources.list.d/backports.list"),
         format!("deb {mirror} trixie-backports main\n"),
     )?;
-    run_logged(
-        Command::new("chroot")
-            .arg(&part)
-            .args(["apt-get", "update", "-q"]),
-        "apt-get update in the QEMU root",
-    )?;
-    run_logged(
-        Command::new("chroot").arg(&part).args([
-            "env",
-            "DEBIAN_FRONTEND=noninteractive",
-            "apt-get",
-            "install",
-            "-y",
-            "-q",
-            "--no-install-recommends",
-            "-t",
-            "trixie-backports",
-            "qemu-system-x86",
-        ]),
-        "installing qemu-system-x86 in the QEMU root",
-    )?;
+    run_quiet(cmd!(sh, "chroot {part} apt-get update -q"))
+        .context("apt-get update in the QEMU root")?;
+    run_quiet(cmd!(
+        sh,
+        "chroot {part} env DEBIAN_FRONTEND=noninteractive
+            apt-get install -y -q --no-install-recommends -t trixie-backports qemu-system-x86"
+    ))
+    .context("installing qemu-system-x86 in the QEMU root")?;
     let _ = std::fs::remove_dir_all(part.join("var/cache/apt/archives"));
     std::fs::write(
         part.join(".pktaccel-ready"),

@@ -8,14 +8,16 @@ use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, bail};
+use xshell::{Cmd, Shell, cmd};
 
 use crate::cache::Cache;
-use crate::deps::{parse_version, run_logged};
+use crate::deps::{parse_version, run_quiet};
 use crate::step::{Step, bar};
 
 /// Private apt state under the cache: sources list and package lists.
 pub struct PrivateApt {
     dir: PathBuf,
+    sh: Shell,
 }
 
 impl PrivateApt {
@@ -36,7 +38,10 @@ impl PrivateApt {
         let list_path = dir.join("sources.list");
         let changed = std::fs::read_to_string(&list_path).ok().as_deref() != Some(list.as_str());
         std::fs::write(&list_path, &list)?;
-        let apt = Self { dir };
+        let apt = Self {
+            dir,
+            sh: Shell::new()?,
+        };
         let stamp = apt.dir.join("lists/.updated");
         let fresh = std::fs::metadata(&stamp)
             .and_then(|m| m.modified())
@@ -47,13 +52,9 @@ impl PrivateApt {
             .unwrap_or(false);
         if changed || !fresh {
             let step = Step::start("package lists for trixie-backports");
-            run_logged(
-                apt.command("apt-get").args(["update", "--error-on=any"]),
-                "apt-get update (private trixie-backports lists)",
-            )
-            .with_context(|| {
-                format!("cannot reach the Debian mirror {mirror}: check the network")
-            })?;
+            run_quiet(apt.command("apt-get").args(["update", "--error-on=any"])).with_context(
+                || format!("cannot reach the Debian mirror {mirror}: check the network"),
+            )?;
             std::fs::write(&stamp, b"")?;
             step.done("updated");
         }
@@ -61,28 +62,20 @@ impl PrivateApt {
     }
 
     /// An apt command reading only our private configuration.
-    pub fn command(&self, tool: &str) -> Command {
+    pub fn command(&self, tool: &str) -> Cmd<'_> {
         let d = &self.dir;
-        let mut c = Command::new(tool);
-        c.arg(format!(
-            "-oDir::Etc::SourceList={}",
-            d.join("sources.list").display()
-        ))
-        .arg("-oDir::Etc::SourceParts=/dev/null")
-        .arg(format!("-oDir::State::Lists={}", d.join("lists").display()))
-        .arg(format!("-oDir::Cache={}", d.join("cache").display()))
-        .arg("-oAPT::Get::List-Cleanup=0")
-        .arg("-oAPT::Sandbox::User=root")
-        .arg("-q");
-        c
+        let (sources, lists, cache) = (d.join("sources.list"), d.join("lists"), d.join("cache"));
+        cmd!(
+            self.sh,
+            "{tool} -oDir::Etc::SourceList={sources} -oDir::Etc::SourceParts=/dev/null
+                -oDir::State::Lists={lists} -oDir::Cache={cache}
+                -oAPT::Get::List-Cleanup=0 -oAPT::Sandbox::User=root -q"
+        )
     }
 
     /// Every version of `pkg` the private lists know, newest first.
     pub fn versions(&self, pkg: &str) -> Result<Vec<String>> {
-        let out = run_logged(
-            self.command("apt-cache").args(["madison", pkg]),
-            "apt-cache madison",
-        )?;
+        let out = run_quiet(self.command("apt-cache").args(["madison", pkg]))?;
         let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter_map(|l| l.split('|').nth(1).map(|s| s.trim().to_string()))
@@ -93,10 +86,9 @@ impl PrivateApt {
 
     /// Package names matching a regex.
     pub fn search_names(&self, regex: &str) -> Result<Vec<String>> {
-        let out = run_logged(
+        let out = run_quiet(
             self.command("apt-cache")
                 .args(["search", "--names-only", regex]),
-            "apt-cache search",
         )?;
         Ok(String::from_utf8_lossy(&out.stdout)
             .lines()
@@ -128,9 +120,14 @@ impl PrivateApt {
         let step = Step::start(format!("download {pkg} {version}"));
         let size = self.size_of(pkg, version).unwrap_or(0);
         let pb = bar(size.max(1), pkg, true);
-        let mut child = self
-            .command("apt-get")
-            .args(["download", &format!("{pkg}={version}")])
+        // A std `Command` (built by xshell's `cmd!`): the bar polls the
+        // download's size while apt-get runs, and xshell only returns
+        // once a command has ended.
+        let mut child = Command::from(
+            self.command("apt-get")
+                .args(["download", &format!("{pkg}={version}")]),
+        );
+        let mut child = child
             .current_dir(&debs)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
@@ -172,6 +169,8 @@ impl PrivateApt {
         let out = self
             .command("apt-cache")
             .args(["show", &format!("{pkg}={version}")])
+            .quiet()
+            .ignore_status()
             .output()
             .ok()?;
         String::from_utf8_lossy(&out.stdout)
@@ -238,20 +237,17 @@ pub fn unpack_deb(deb: &Path, dest: &Path) -> Result<()> {
     let part = dest.with_extension("part");
     let _ = std::fs::remove_dir_all(&part);
     std::fs::create_dir_all(&part)?;
-    run_logged(
-        Command::new("dpkg-deb").arg("-x").arg(deb).arg(&part),
-        "dpkg-deb -x",
-    )?;
+    let sh = Shell::new()?;
+    run_quiet(cmd!(sh, "dpkg-deb -x {deb} {part}"))?;
     std::fs::rename(&part, dest)?;
     Ok(())
 }
 
 /// The active rustc's version, e.g. `1.95.0`.
 pub fn rustc_version() -> Result<String> {
-    let out = run_logged(
-        Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into())).arg("--version"),
-        "rustc --version",
-    )?;
+    let sh = Shell::new()?;
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let out = run_quiet(cmd!(sh, "{rustc} --version"))?;
     let text = String::from_utf8_lossy(&out.stdout);
     let (a, b, c) = parse_version(&text)
         .with_context(|| format!("cannot parse rustc version from {text:?}"))?;
@@ -335,15 +331,12 @@ pub fn ensure_linux_src(cache: &Cache, apt: &mut Option<PrivateApt>) -> Result<(
     let part = dest.with_extension("part");
     let _ = std::fs::remove_dir_all(&part);
     std::fs::create_dir_all(&part)?;
-    run_logged(
-        Command::new("tar")
-            .arg("-xJf")
-            .arg(&tarball)
-            .arg("-C")
-            .arg(&part)
-            .arg("--strip-components=1"),
-        "unpacking the kernel source",
-    )?;
+    let sh = Shell::new()?;
+    run_quiet(cmd!(
+        sh,
+        "tar -xJf {tarball} -C {part} --strip-components=1"
+    ))
+    .context("unpacking the kernel source")?;
     std::fs::rename(&part, &dest)?;
     std::fs::remove_dir_all(&unpacked)?;
     step.done("unpacked");
@@ -379,9 +372,12 @@ fn open_apt<'a>(cache: &Cache, apt: &'a mut Option<PrivateApt>) -> Result<&'a Pr
 pub fn ensure_bindgen(cache: &Cache) -> Result<PathBuf> {
     let step = Step::start("bindgen-cli");
     let bin_dir = cache.tools_dir().join("bin");
+    let sh = Shell::new()?;
     let ok = |p: &Path| {
-        Command::new(p)
-            .arg("--version")
+        cmd!(sh, "{p} --version")
+            .quiet()
+            .ignore_status()
+            .ignore_stderr()
             .output()
             .ok()
             .and_then(|o| parse_version(&String::from_utf8_lossy(&o.stdout)))
@@ -392,12 +388,11 @@ pub fn ensure_bindgen(cache: &Cache) -> Result<PathBuf> {
         return Ok(bin_dir);
     }
     eprintln!("    cargo install --locked bindgen-cli (about 80 s)");
-    run_logged(
-        Command::new("cargo")
-            .args(["install", "--locked", "--quiet", "bindgen-cli", "--root"])
-            .arg(cache.tools_dir()),
-        "cargo install bindgen-cli",
-    )
+    let root = cache.tools_dir();
+    run_quiet(cmd!(
+        sh,
+        "cargo install --locked --quiet bindgen-cli --root {root}"
+    ))
     .context("cannot install bindgen-cli from the crate registry: check the network")?;
     if !ok(&bin_dir.join("bindgen")) {
         bail!(

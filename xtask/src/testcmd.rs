@@ -2,10 +2,10 @@
 //! tests, clippy with warnings denied, the rustfmt check, then the guest
 //! suite; the last line is the overall `N passed, N failed`.
 
-use std::process::Command;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
+use xshell::{Shell, cmd};
 
 use crate::step::fmt_duration;
 
@@ -45,13 +45,19 @@ pub const STAGES: &[Stage] = &[
 pub fn run_stage(workspace: &std::path::Path, stage: &Stage) -> Result<bool> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     eprintln!("==> {}", stage.name);
+    let sh = Shell::new()?;
+    sh.change_dir(workspace);
+    let args = stage.args;
     let t = Instant::now();
-    let status = Command::new(cargo)
-        .current_dir(workspace)
-        .args(stage.args)
-        .status()
-        .with_context(|| format!("cannot run cargo {}", stage.args.join(" ")))?;
-    let ok = status.success();
+    // The stage's own output is the report; xshell's error adds the
+    // command and its exit code (or why it did not start).
+    let ok = match cmd!(sh, "{cargo} {args...}").quiet().run() {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!("    {e}");
+            false
+        }
+    };
     println!(
         "stage {} ... {} ({})",
         stage.name,
@@ -59,4 +65,24 @@ pub fn run_stage(workspace: &std::path::Path, stage: &Stage) -> Result<bool> {
         fmt_duration(t.elapsed())
     );
     Ok(ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stage_passes_or_fails_with_cargo_exit_status() {
+        let ws = std::env::temp_dir();
+        let ok = Stage {
+            name: "version",
+            args: &["--version"],
+        };
+        assert!(run_stage(&ws, &ok).unwrap());
+        let bad = Stage {
+            name: "no such subcommand",
+            args: &["pktaccel-no-such-subcommand"],
+        };
+        assert!(!run_stage(&ws, &bad).unwrap());
+    }
 }

@@ -3,6 +3,8 @@
 use crate::harness::Test;
 
 mod kmod;
+mod openssl;
+mod pinned_programs;
 mod rig;
 mod workloads;
 
@@ -12,5 +14,7 @@ pub fn all() -> Vec<Test> {
     v.extend(rig::tests());
     v.extend(kmod::tests());
     v.extend(workloads::tests());
+    v.extend(openssl::tests());
+    v.extend(pinned_programs::tests());
     v
 }

@@ -14,7 +14,10 @@ use pktaccel_abi::{
 };
 
 use super::{BackendError, SlabPhys, errno, reserve_fixed};
-use crate::class::{PAGE_SIZE, SLAB_SIZE};
+use crate::class::PAGE_SIZE;
+
+/// The smallest slab the driver hands out.
+pub const MIN_SLAB: usize = pktaccel_abi::SLAB_MIN_SIZE as usize;
 
 /// An open `/dev/pktaccel`.
 pub struct DeviceBackend {
@@ -59,7 +62,17 @@ impl DeviceBackend {
                 libc::close(fd);
             }
         }
+        // The new file holds nothing yet.
         self.pinned.store(0, Ordering::Relaxed);
+    }
+
+    /// Stops counting `len` bytes (see [`super::Backend::forget`]).
+    pub fn forget(&self, len: usize) {
+        let _ = self
+            .pinned
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                Some(v.saturating_sub(len as u64))
+            });
     }
 
     /// Bytes pinned through this file.
@@ -79,9 +92,14 @@ impl DeviceBackend {
     ///
     /// # Safety
     /// As there.
-    pub unsafe fn map_slab(&self, addr: usize, phys: &mut SlabPhys) -> Result<u32, BackendError> {
+    pub unsafe fn map_slab(
+        &self,
+        addr: usize,
+        len: usize,
+        phys: &mut SlabPhys,
+    ) -> Result<u32, BackendError> {
         let mut req = IocSlabAlloc {
-            size: SLAB_SIZE as u64,
+            size: len as u64,
             caching: self.caching,
             ..Default::default()
         };
@@ -99,7 +117,7 @@ impl DeviceBackend {
         let p = unsafe {
             libc::mmap(
                 addr as *mut libc::c_void,
-                SLAB_SIZE,
+                len,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_SHARED | libc::MAP_FIXED,
                 self.fd,
@@ -115,13 +133,13 @@ impl DeviceBackend {
             // SAFETY: returns the slab we just got; the ioctl reads one IocSlabFree.
             unsafe { libc::ioctl(self.fd, PKTACCEL_IOC_SLAB_FREE as _, &raw mut f) };
             // SAFETY: the failed MAP_FIXED may have removed the reservation; restore it.
-            unsafe { reserve_fixed(addr, SLAB_SIZE) };
+            unsafe { reserve_fixed(addr, len) };
             return Err(BackendError::Os(e));
         }
-        for (i, out) in phys.iter_mut().enumerate() {
+        for (i, out) in phys.iter_mut().take(len / PAGE_SIZE).enumerate() {
             *out = req.phys + (i * PAGE_SIZE) as u64;
         }
-        self.pinned.fetch_add(SLAB_SIZE as u64, Ordering::Relaxed);
+        self.pinned.fetch_add(len as u64, Ordering::Relaxed);
         Ok(req.id)
     }
 
@@ -129,13 +147,13 @@ impl DeviceBackend {
     ///
     /// # Safety
     /// As there.
-    pub unsafe fn unmap_slab(&self, addr: usize, id: u32) {
+    pub unsafe fn unmap_slab(&self, addr: usize, id: u32, len: usize) {
         // SAFETY: the caller guarantees the slab is dead; this drops our mapping.
-        unsafe { reserve_fixed(addr, SLAB_SIZE) };
+        unsafe { reserve_fixed(addr, len) };
         let mut f = IocSlabFree { id, reserved: 0 };
         // SAFETY: the ioctl reads one IocSlabFree.
         unsafe { libc::ioctl(self.fd, PKTACCEL_IOC_SLAB_FREE as _, &raw mut f) };
-        self.pinned.fetch_sub(SLAB_SIZE as u64, Ordering::Relaxed);
+        self.forget(len);
     }
 }
 

@@ -22,6 +22,7 @@ pub struct HostBackend {
     pagemap_fd: i32,
     max_pinned: u64,
     pinned: AtomicU64,
+    dontfork: bool,
 }
 
 const PFN_MASK: u64 = (1 << 55) - 1;
@@ -60,7 +61,7 @@ fn pagemap_phys(fd: i32, addr: usize) -> u64 {
 impl HostBackend {
     /// Opens /proc/self/pagemap and checks that it shows real PFNs (it
     /// shows zeros without CAP_SYS_ADMIN); otherwise synthetic mode.
-    pub fn new(max_pinned: u64, force_synthetic: bool) -> Self {
+    pub fn new(max_pinned: u64, force_synthetic: bool, dontfork: bool) -> Self {
         let mut fd = -1;
         if !force_synthetic {
             // SAFETY: a constant NUL-terminated path.
@@ -85,7 +86,22 @@ impl HostBackend {
             pagemap_fd: fd,
             max_pinned,
             pinned: AtomicU64::new(0),
+            dontfork,
         }
+    }
+
+    /// Whether slabs are MADV_DONTFORK (like the device's).
+    pub fn dontfork(&self) -> bool {
+        self.dontfork
+    }
+
+    /// Stops counting `len` bytes (see [`super::Backend::forget`]).
+    pub fn forget(&self, len: usize) {
+        let _ = self
+            .pinned
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                Some(v.saturating_sub(len as u64))
+            });
     }
 
     /// Which kind of physical addresses this backend reports.
@@ -110,25 +126,40 @@ impl HostBackend {
         &self,
         addr: usize,
         slot: usize,
+        len: usize,
         phys: &mut SlabPhys,
     ) -> Result<(), BackendError> {
-        let size = SLAB_SIZE as u64;
+        let size = len as u64;
         let before = self.pinned.fetch_add(size, Ordering::Relaxed);
         if before.saturating_add(size) > self.max_pinned {
             self.pinned.fetch_sub(size, Ordering::Relaxed);
             return Err(BackendError::OutOfPinned);
         }
-        // SAFETY: MAP_FIXED over the caller's reservation range.
-        let p = unsafe {
-            libc::mmap(
-                addr as *mut libc::c_void,
-                SLAB_SIZE,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED | libc::MAP_POPULATE,
-                -1,
-                0,
-            )
-        };
+        // One call maps, populates and locks (pinned: physical addresses
+        // must not change under the device). Without the privilege
+        // (RLIMIT_MEMLOCK) the lock fails; the pages then stay populated
+        // but unlocked, which a test rig on the host can live with.
+        let mut p = libc::MAP_FAILED;
+        for lock in [libc::MAP_LOCKED, 0] {
+            // SAFETY: MAP_FIXED over the caller's reservation range.
+            p = unsafe {
+                libc::mmap(
+                    addr as *mut libc::c_void,
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE
+                        | libc::MAP_ANONYMOUS
+                        | libc::MAP_FIXED
+                        | libc::MAP_POPULATE
+                        | lock,
+                    -1,
+                    0,
+                )
+            };
+            if p != libc::MAP_FAILED || !matches!(errno(), libc::EAGAIN | libc::EPERM) {
+                break;
+            }
+        }
         if p == libc::MAP_FAILED {
             let e = errno();
             self.pinned.fetch_sub(size, Ordering::Relaxed);
@@ -138,24 +169,24 @@ impl HostBackend {
                 BackendError::Os(e)
             });
         }
-        // Pin: physical addresses must not change under the device. Without
-        // the privilege (RLIMIT_MEMLOCK) the pages stay populated but
-        // unlocked; a test rig on the host can live with that.
-        // SAFETY: the range was just mapped.
-        unsafe { libc::mlock(addr as *const libc::c_void, SLAB_SIZE) };
+        if self.dontfork {
+            // SAFETY: advice on the range just mapped.
+            unsafe { libc::madvise(addr as *mut libc::c_void, len, libc::MADV_DONTFORK) };
+        }
+        let pages = len / PAGE_SIZE;
         if self.pagemap_fd >= 0 {
             let mut raw = [0u64; PAGES_PER_SLAB];
-            // SAFETY: reads PAGES_PER_SLAB u64 entries into `raw`.
+            // SAFETY: reads `pages` (<= PAGES_PER_SLAB) u64 entries into `raw`.
             let n = unsafe {
                 libc::pread(
                     self.pagemap_fd,
                     raw.as_mut_ptr().cast(),
-                    PAGES_PER_SLAB * 8,
+                    pages * 8,
                     ((addr >> PAGE_SHIFT) * 8) as libc::off_t,
                 )
             };
-            let full = n == (PAGES_PER_SLAB * 8) as isize;
-            for (i, out) in phys.iter_mut().enumerate() {
+            let full = n == (pages * 8) as isize;
+            for (i, out) in phys.iter_mut().take(pages).enumerate() {
                 let e = raw[i];
                 *out = if full && e & PRESENT != 0 && e & PFN_MASK != 0 {
                     (e & PFN_MASK) << PAGE_SHIFT
@@ -166,7 +197,7 @@ impl HostBackend {
                 };
             }
         } else {
-            for (i, out) in phys.iter_mut().enumerate() {
+            for (i, out) in phys.iter_mut().take(pages).enumerate() {
                 *out = synthetic_phys(slot, i);
             }
         }
@@ -177,10 +208,10 @@ impl HostBackend {
     ///
     /// # Safety
     /// As there.
-    pub unsafe fn unmap_slab(&self, addr: usize) {
+    pub unsafe fn unmap_slab(&self, addr: usize, len: usize) {
         // SAFETY: forwarded caller contract.
-        unsafe { reserve_fixed(addr, SLAB_SIZE) };
-        self.pinned.fetch_sub(SLAB_SIZE as u64, Ordering::Relaxed);
+        unsafe { reserve_fixed(addr, len) };
+        self.forget(len);
     }
 }
 

@@ -84,7 +84,11 @@ impl Backend {
             }
         } else {
             (
-                Backend::Host(host::HostBackend::new(cfg.max_pinned, cfg.force_synthetic)),
+                Backend::Host(host::HostBackend::new(
+                    cfg.max_pinned,
+                    cfg.force_synthetic,
+                    cfg.host_dontfork,
+                )),
                 None,
             )
         }
@@ -99,24 +103,36 @@ impl Backend {
         }
     }
 
-    /// Maps one pinned slab at `addr` (slab-aligned, inside the arena's
-    /// PROT_NONE reservation) and fills `phys`. Returns the device slab id
-    /// (or `u32::MAX` for host memory).
+    /// The length a slab of at least `len` bytes really takes: the driver
+    /// hands out powers of two from 64 KiB, host memory comes in pages.
+    pub fn granule(&self, len: usize) -> usize {
+        match self {
+            Backend::Device(_) => len.next_power_of_two().max(device::MIN_SLAB),
+            _ => len.next_multiple_of(crate::class::PAGE_SIZE),
+        }
+        .min(SLAB_SIZE)
+    }
+
+    /// Maps one pinned slab of `len` bytes ([`Backend::granule`]) at `addr`
+    /// (slab-aligned, inside the arena's PROT_NONE reservation) and fills
+    /// the first `len / PAGE_SIZE` entries of `phys`. Returns the device
+    /// slab id (or `u32::MAX` for host memory).
     ///
     /// # Safety
-    /// `addr..addr+SLAB_SIZE` must be a part of the arena reservation that
+    /// `addr..addr+len` must be a part of the arena reservation that
     /// holds nothing live; it is replaced.
     pub unsafe fn map_slab(
         &self,
         addr: usize,
         slot: usize,
+        len: usize,
         phys: &mut SlabPhys,
     ) -> Result<u32, BackendError> {
         match self {
             // SAFETY: forwarded caller contract.
-            Backend::Device(d) => unsafe { d.map_slab(addr, phys) },
+            Backend::Device(d) => unsafe { d.map_slab(addr, len, phys) },
             // SAFETY: forwarded caller contract.
-            Backend::Host(h) => unsafe { h.map_slab(addr, slot, phys) }.map(|()| u32::MAX),
+            Backend::Host(h) => unsafe { h.map_slab(addr, slot, len, phys) }.map(|()| u32::MAX),
             Backend::Missing => Err(BackendError::Unavailable),
         }
     }
@@ -126,14 +142,14 @@ impl Backend {
     ///
     /// # Safety
     /// Nothing may use the slab's memory any more.
-    pub unsafe fn unmap_slab(&self, addr: usize, id: u32) {
+    pub unsafe fn unmap_slab(&self, addr: usize, id: u32, len: usize) {
         match self {
             // SAFETY: forwarded caller contract.
-            Backend::Device(d) => unsafe { d.unmap_slab(addr, id) },
+            Backend::Device(d) => unsafe { d.unmap_slab(addr, id, len) },
             // SAFETY: forwarded caller contract.
-            Backend::Host(h) => unsafe { h.unmap_slab(addr) },
+            Backend::Host(h) => unsafe { h.unmap_slab(addr, len) },
             // SAFETY: forwarded caller contract.
-            Backend::Missing => unsafe { reserve_fixed(addr, SLAB_SIZE) },
+            Backend::Missing => unsafe { reserve_fixed(addr, len) },
         }
     }
 
@@ -141,6 +157,27 @@ impl Backend {
     /// child would otherwise share with its parent.
     pub fn is_device(&self) -> bool {
         matches!(self, Backend::Device(_))
+    }
+
+    /// Whether a forked child inherits no slab mappings (the device's are
+    /// `VM_DONTCOPY`; host slabs with `PKTSLAB_HOST_DONTFORK=1`), so the
+    /// fork handlers must copy the heap for it.
+    pub fn slabs_not_inherited(&self) -> bool {
+        match self {
+            Backend::Device(_) => true,
+            Backend::Host(h) => h.dontfork(),
+            Backend::Missing => false,
+        }
+    }
+
+    /// Stops counting `len` pinned bytes that became ordinary memory (a
+    /// forked child's copy of its parent's slab).
+    pub fn forget(&self, len: usize) {
+        match self {
+            Backend::Device(d) => d.forget(len),
+            Backend::Host(h) => h.forget(len),
+            Backend::Missing => {}
+        }
     }
 
     /// Fork-child fix-up of the backend (see [`device::DeviceBackend::reopen_in_child`]).

@@ -1,0 +1,478 @@
+//! The device, reached through libpktslab's own client (found with
+//! `dlsym` at run time, as libpktcrc does): only the client that mapped
+//! the process's pinned slabs may name their physical addresses, so the
+//! caller's buffers go to the device as they are.
+//!
+//! One process-wide state: the client, a bitmap of this file's key slots
+//! (the driver gives every open file its own slot namespace), and the
+//! device limits. Requests run one at a time under its mutex, submit then
+//! reap, so each completion is the request's own.
+
+use core::ffi::{CStr, c_int, c_void};
+use std::sync::Mutex;
+
+use pktaccel_abi::{
+    AES256_KEY_LEN, IocCompletion, IocInfo, OP_KEY_CLEAR, OP_KEY_SET, PKTACCEL_IOC_INFO,
+    STATUS_AUTH_FAILED, STATUS_OK,
+};
+
+use crate::stats;
+
+/// `struct pktslab_iov` of pktslab.h.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Iov {
+    /// First byte.
+    pub base: *const c_void,
+    /// Length in bytes.
+    pub len: usize,
+}
+
+/// `struct pktslab_op` of pktslab.h.
+#[repr(C)]
+struct COp {
+    op: u16,
+    flags: u16,
+    key_slot: u32,
+    aux: u32,
+    reserved: u32,
+    params: [u8; 40],
+    inputs: *const Iov,
+    n_in: u32,
+    n_out: u32,
+    outputs: *const Iov,
+    cookie: u64,
+}
+
+type OpenFn = unsafe extern "C" fn() -> *mut c_void;
+type SubmitFn = unsafe extern "C" fn(*mut c_void, *mut COp, u32) -> c_int;
+type ReapFn = unsafe extern "C" fn(*mut c_void, *mut IocCompletion, u32, c_int) -> c_int;
+type V2pFn = unsafe extern "C" fn(*const c_void, *mut usize) -> u64;
+type AllocFn = unsafe extern "C" fn(usize) -> *mut c_void;
+type FreeFn = unsafe extern "C" fn(*mut c_void);
+
+/// `PKTSLAB_V2P_NOT_MAPPED`: v2p values at or above it are errors.
+const V2P_ERROR_MIN: u64 = u64::MAX - 2;
+
+/// The bound libpktslab client and this file's key slots.
+struct Dev {
+    client: *mut c_void,
+    submit: SubmitFn,
+    reap: ReapFn,
+    v2p: V2pFn,
+    alloc: AllocFn,
+    free: FreeFn,
+    /// Bit i set: slot i is taken by a context of this process.
+    slots: u64,
+    /// Slots this process may use: `first..key_slots`.
+    first_slot: u32,
+    key_slots: u32,
+    max_request: usize,
+}
+
+// SAFETY: the client handle is only used while DEV is locked; the function
+// pointers are plain C functions.
+unsafe impl Send for Dev {}
+
+enum State {
+    Unopened,
+    Open(Dev),
+    Unavailable,
+}
+
+static DEV: Mutex<State> = Mutex::new(State::Unopened);
+
+fn sym(name: &CStr) -> *mut c_void {
+    // SAFETY: dlsym with the default pseudo-handle and a C string.
+    unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) }
+}
+
+fn say(msg: &str) {
+    // SAFETY: writes a live buffer to stderr; a failed write is ignored.
+    unsafe { libc::write(2, msg.as_ptr().cast(), msg.len()) };
+}
+
+/// The driver's limits (key slots, request size) from `PKTACCEL_IOC_INFO`
+/// on a file of our own; the datasheet defaults if that fails.
+fn device_limits() -> (u32, usize) {
+    let path = std::env::var("PKTSLAB_DEVICE").unwrap_or_else(|_| "/dev/pktaccel".into());
+    let Ok(c) = std::ffi::CString::new(path) else {
+        return (16, 1 << 20);
+    };
+    // SAFETY: open of a C string path.
+    let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return (16, 1 << 20);
+    }
+    let mut info = IocInfo::default();
+    // SAFETY: the ioctl writes one IocInfo.
+    let r = unsafe { libc::ioctl(fd, PKTACCEL_IOC_INFO as _, &raw mut info) };
+    // SAFETY: closing the fd we opened.
+    unsafe { libc::close(fd) };
+    if r < 0 {
+        return (16, 1 << 20);
+    }
+    (
+        info.config.key_slots.min(64),
+        info.config.max_request_bytes as usize,
+    )
+}
+
+fn open_dev() -> State {
+    let names = [
+        c"pktslab_client_open",
+        c"pktslab_client_submit",
+        c"pktslab_client_reap",
+        c"pktslab_v2p",
+        c"pktslab_alloc",
+        c"pktslab_free",
+    ];
+    let p: Vec<*mut c_void> = names.iter().map(|n| sym(n)).collect();
+    if p.iter().any(|p| p.is_null()) {
+        say(
+            "pktaccel-provider: libpktslab.so is not loaded (run under LD_PRELOAD=libpktslab.so); AES-GCM stays in software\n",
+        );
+        return State::Unavailable;
+    }
+    // SAFETY: the symbols are libpktslab's, with the signatures of pktslab.h.
+    let (open, submit, reap, v2p, alloc, free) = unsafe {
+        (
+            core::mem::transmute::<*mut c_void, OpenFn>(p[0]),
+            core::mem::transmute::<*mut c_void, SubmitFn>(p[1]),
+            core::mem::transmute::<*mut c_void, ReapFn>(p[2]),
+            core::mem::transmute::<*mut c_void, V2pFn>(p[3]),
+            core::mem::transmute::<*mut c_void, AllocFn>(p[4]),
+            core::mem::transmute::<*mut c_void, FreeFn>(p[5]),
+        )
+    };
+    // SAFETY: no arguments; NULL when the heap has no device behind it.
+    let client = unsafe { open() };
+    if client.is_null() {
+        say(
+            "pktaccel-provider: no /dev/pktaccel behind the pktslab heap (is pktaccel.ko loaded?); AES-GCM stays in software\n",
+        );
+        return State::Unavailable;
+    }
+    let (mut key_slots, max_request) = device_limits();
+    let (first_slot, last) = slot_range(key_slots);
+    key_slots = key_slots.min(last + 1);
+    State::Open(Dev {
+        client,
+        submit,
+        reap,
+        v2p,
+        alloc,
+        free,
+        slots: 0,
+        first_slot,
+        key_slots,
+        max_request,
+    })
+}
+
+/// `PKTACCEL_PROVIDER_SLOTS=FIRST-LAST`: the key slots this process may
+/// use. Only needed with a driver whose key slots are shared by all open
+/// files (before per-file slot namespaces): processes sharing the device
+/// must then use disjoint slots. Default: all of them.
+fn slot_range(key_slots: u32) -> (u32, u32) {
+    let all = (0, key_slots.saturating_sub(1));
+    let Ok(v) = std::env::var("PKTACCEL_PROVIDER_SLOTS") else {
+        return all;
+    };
+    match parse_slot_range(&v, key_slots) {
+        Some(r) => r,
+        None => {
+            say(&format!(
+                "pktaccel-provider: PKTACCEL_PROVIDER_SLOTS={v:?} is not FIRST-LAST within 0-{}; using all slots\n",
+                key_slots.saturating_sub(1)
+            ));
+            all
+        }
+    }
+}
+
+/// `FIRST-LAST` within `0..key_slots`.
+fn parse_slot_range(v: &str, key_slots: u32) -> Option<(u32, u32)> {
+    let (a, b) = v.split_once('-')?;
+    let (a, b): (u32, u32) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+    (a <= b && b < key_slots).then_some((a, b))
+}
+
+/// Runs `f` on the open device; `None` when there is none.
+fn with_dev<R>(f: impl FnOnce(&mut Dev) -> R) -> Option<R> {
+    let mut g = DEV.lock().unwrap_or_else(|e| e.into_inner());
+    if matches!(*g, State::Unopened) {
+        *g = open_dev();
+    }
+    match &mut *g {
+        State::Open(d) => Some(f(d)),
+        _ => None,
+    }
+}
+
+/// Whether the device is there (opens it on first call).
+pub fn available() -> bool {
+    with_dev(|_| ()).is_some()
+}
+
+/// Largest request the device takes, bytes.
+pub fn max_request() -> usize {
+    with_dev(|d| d.max_request).unwrap_or(0)
+}
+
+/// Why a request did not produce a result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DevError {
+    /// No device (or no libpktslab).
+    Absent,
+    /// A buffer is not in this process's pinned slabs (submit said EFAULT).
+    NotPinned,
+    /// No free key slot (ENOSPC, or all of this file's slots taken).
+    NoSlot,
+    /// The tag did not verify; the device zeroed the outputs.
+    AuthFailed,
+    /// Any other failure: errno or device status.
+    Failed,
+}
+
+impl Dev {
+    /// Submits one request and waits for its completion.
+    fn run(&mut self, op: &mut COp) -> Result<IocCompletion, DevError> {
+        // SAFETY: `op` and its iov arrays are valid; the buffers they name
+        // stay alive until the completion is reaped below.
+        let r = unsafe { (self.submit)(self.client, op, 1) };
+        if r != 1 {
+            return Err(match -r {
+                libc::EFAULT => DevError::NotPinned,
+                libc::ENOSPC => DevError::NoSlot,
+                _ => {
+                    stats::DEVICE_ERRORS.add(1);
+                    DevError::Failed
+                }
+            });
+        }
+        loop {
+            let mut c = IocCompletion::default();
+            // SAFETY: room for one completion.
+            let got = unsafe { (self.reap)(self.client, &mut c, 1, 10_000) };
+            if got == 0 {
+                // Still in flight: the buffers are the caller's, so wait it
+                // out rather than return while the device may write them.
+                continue;
+            }
+            if got == -libc::EINTR || got == -libc::EAGAIN {
+                // A signal (openssl speed's alarm, say) interrupted the
+                // wait; the request is still the device's: wait on.
+                continue;
+            }
+            if got < 0 {
+                stats::DEVICE_ERRORS.add(1);
+                return Err(DevError::Failed);
+            }
+            if c.cookie != op.cookie {
+                continue;
+            }
+            return match c.status {
+                STATUS_OK => Ok(c),
+                STATUS_AUTH_FAILED => Err(DevError::AuthFailed),
+                _ => {
+                    stats::DEVICE_ERRORS.add(1);
+                    Err(DevError::Failed)
+                }
+            };
+        }
+    }
+}
+
+fn op(code: u16, slot: u32, aux: u32, iv: &[u8; 12], ins: &[Iov], outs: &[Iov]) -> COp {
+    let mut params = [0u8; 40];
+    params[..12].copy_from_slice(iv);
+    COp {
+        op: code,
+        flags: 0,
+        key_slot: slot,
+        aux,
+        reserved: 0,
+        params,
+        inputs: ins.as_ptr(),
+        n_in: ins.len() as u32,
+        n_out: outs.len() as u32,
+        outputs: outs.as_ptr(),
+        cookie: 0,
+    }
+}
+
+/// Takes a free slot of this process and installs `key` in it.
+pub fn install_key(key: &[u8; AES256_KEY_LEN]) -> Result<u32, DevError> {
+    with_dev(|d| {
+        let Some(slot) = (d.first_slot..d.key_slots).find(|i| d.slots & (1 << i) == 0) else {
+            return Err(DevError::NoSlot);
+        };
+        let kbuf = PinnedBuf::new_in(d, AES256_KEY_LEN).ok_or(DevError::Failed)?;
+        kbuf.slice_mut().copy_from_slice(key);
+        let ins = [Iov {
+            base: kbuf.ptr.cast(),
+            len: AES256_KEY_LEN,
+        }];
+        let r = d.run(&mut op(OP_KEY_SET, slot, 0, &[0; 12], &ins, &[]));
+        kbuf.wipe();
+        kbuf.release(d);
+        r?;
+        d.slots |= 1 << slot;
+        stats::KEY_SETS.add(1);
+        Ok(slot)
+    })
+    .unwrap_or(Err(DevError::Absent))
+}
+
+/// Re-installs `key` in a slot this context already owns (rekey).
+pub fn replace_key(slot: u32, key: &[u8; AES256_KEY_LEN]) -> Result<(), DevError> {
+    with_dev(|d| {
+        let kbuf = PinnedBuf::new_in(d, AES256_KEY_LEN).ok_or(DevError::Failed)?;
+        kbuf.slice_mut().copy_from_slice(key);
+        let ins = [Iov {
+            base: kbuf.ptr.cast(),
+            len: AES256_KEY_LEN,
+        }];
+        let r = d.run(&mut op(OP_KEY_SET, slot, 0, &[0; 12], &ins, &[]));
+        kbuf.wipe();
+        kbuf.release(d);
+        r.map(|_| stats::KEY_SETS.add(1))
+    })
+    .unwrap_or(Err(DevError::Absent))
+}
+
+/// Erases `slot` on the device and gives it back to the bitmap.
+pub fn free_slot(slot: u32) {
+    with_dev(|d| {
+        // A failed clear still frees the bit: the driver clears the file's
+        // slots when it is closed, and a later KEY_SET overwrites.
+        let _ = d.run(&mut op(OP_KEY_CLEAR, slot, 0, &[0; 12], &[], &[]));
+        d.slots &= !(1u64 << slot);
+    });
+}
+
+/// One GCM request: `code` is OP_AES_GCM_SEAL or OPEN.
+pub fn gcm(
+    code: u16,
+    slot: u32,
+    iv: &[u8; 12],
+    aad_len: u32,
+    ins: &[Iov],
+    outs: &[Iov],
+) -> Result<u64, DevError> {
+    with_dev(|d| {
+        d.run(&mut op(code, slot, aad_len, iv, ins, outs))
+            .map(|c| c.result)
+    })
+    .unwrap_or(Err(DevError::Absent))
+}
+
+/// Whether all of `[p, p+len)` is in pinned memory this process can hand
+/// to the device (first byte checked by v2p; the submit re-checks all).
+pub fn pinned(p: *const u8, len: usize) -> bool {
+    if p.is_null() || len == 0 {
+        return false;
+    }
+    with_dev(|d| {
+        let mut contig = 0usize;
+        // SAFETY: v2p only looks the address up; `contig` is writable.
+        let a = unsafe { (d.v2p)(p.cast(), &mut contig) };
+        a < V2P_ERROR_MIN
+    })
+    .unwrap_or(false)
+}
+
+/// A buffer from `pktslab_alloc` (pinned), freed with `pktslab_free`.
+pub struct PinnedBuf {
+    ptr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: the buffer is owned memory like a Box<[u8]>.
+unsafe impl Send for PinnedBuf {}
+
+impl PinnedBuf {
+    fn new_in(d: &Dev, len: usize) -> Option<Self> {
+        // SAFETY: pktslab_alloc takes any size; NULL on failure.
+        let ptr = unsafe { (d.alloc)(len.max(1)) }.cast::<u8>();
+        (!ptr.is_null()).then_some(Self { ptr, len })
+    }
+
+    /// A pinned buffer of `len` bytes, or `None` (no device, no memory).
+    pub fn new(len: usize) -> Option<Self> {
+        with_dev(|d| Self::new_in(d, len)).flatten()
+    }
+
+    /// Its bytes.
+    #[allow(clippy::mut_from_ref)]
+    pub fn slice_mut(&self) -> &mut [u8] {
+        // SAFETY: `ptr` owns `len` bytes; the provider never hands out two
+        // live slices of one buffer at a time.
+        unsafe { core::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+
+    /// First byte.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether it has no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn wipe(&self) {
+        for b in self.slice_mut() {
+            // SAFETY: a live byte of the buffer; volatile so the key wipe
+            // is not optimised away.
+            unsafe { core::ptr::write_volatile(b, 0) };
+        }
+    }
+
+    fn release(self, d: &Dev) {
+        let p = self.ptr;
+        core::mem::forget(self);
+        // SAFETY: `p` came from pktslab_alloc and is freed once.
+        unsafe { (d.free)(p.cast()) };
+    }
+}
+
+impl Drop for PinnedBuf {
+    fn drop(&mut self) {
+        self.wipe();
+        let p = self.ptr;
+        with_dev(|d| {
+            // SAFETY: `p` came from pktslab_alloc and is freed once.
+            unsafe { (d.free)(p.cast()) }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slot_ranges() {
+        assert_eq!(parse_slot_range("0-7", 16), Some((0, 7)));
+        assert_eq!(parse_slot_range(" 8 - 15 ", 16), Some((8, 15)));
+        assert_eq!(parse_slot_range("8-16", 16), None);
+        assert_eq!(parse_slot_range("9-8", 16), None);
+        assert_eq!(parse_slot_range("x", 16), None);
+        assert_eq!(parse_slot_range("", 16), None);
+    }
+
+    #[test]
+    fn without_libpktslab_nothing_is_pinned_and_no_slot_is_taken() {
+        assert!(!available());
+        assert!(!pinned(b"abc".as_ptr(), 3));
+        assert_eq!(install_key(&[0; 32]), Err(DevError::Absent));
+        assert!(PinnedBuf::new(16).is_none());
+    }
+}
