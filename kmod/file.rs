@@ -26,11 +26,16 @@ use kernel::{
 
 use crate::{
     abi::{self, IocCompletion, IocReap, IocRequest, IocSegment, IocSlabAlloc, IocSubmit},
+    bounce::{Bounce, BounceBytes},
     dev::{InFlight, Shared, PINNED_TOTAL, SLABS_TOTAL},
+    keys::{self, KeyClaim},
     misc::{MiscPoll, PollMiscRegistration},
     ring::Seg,
-    slab::{kmalloc_phys, Slab},
+    slab::{reject_log_allowed, Slab},
 };
+
+/// Source of file ids (0 means "no file" in the key table).
+static NEXT_FILE_ID: Atomic<u64> = Atomic::new(1);
 
 // The ioctl structs cross the user boundary as plain bytes.
 macro_rules! plain_old_data {
@@ -62,14 +67,6 @@ const EPOLLHUP: u32 = 0x10;
 const EPOLLRDNORM: u32 = 0x40;
 const EPOLLWRNORM: u32 = 0x100;
 
-/// Copy-mode bounce buffer of one request: inputs then outputs, in one
-/// physically contiguous kmalloc() allocation.
-pub(crate) struct Bounce {
-    buf: KVec<u8>,
-    /// Outputs: (user address, length, offset in `buf`).
-    outs: KVec<(u64, u32, usize)>,
-}
-
 struct CompEntry {
     comp: IocCompletion,
     bounce: Option<Bounce>,
@@ -94,6 +91,16 @@ impl CompQueue {
         self.ring[i] = Some(e);
         self.len += 1;
         Ok(())
+    }
+
+    /// Whether the next completion has copy-mode outputs for another
+    /// process's memory.
+    fn head_is_foreign(&self) -> bool {
+        self.len > 0
+            && self.ring[self.head]
+                .as_ref()
+                .and_then(|e| e.bounce.as_ref())
+                .is_some_and(|b| !b.is_current_mm())
     }
 
     fn pop(&mut self) -> Option<CompEntry> {
@@ -131,6 +138,13 @@ pub(crate) struct FileStats {
 #[pin_data(PinnedDrop)]
 pub(crate) struct FileState {
     shared: Arc<Shared>,
+    /// Unique over the module's life: names this file in the key table.
+    id: u64,
+    /// Copy-mode bounce bytes held (in flight or unreaped).
+    bounce: BounceBytes,
+    /// Set when the device did not acknowledge a reset while this file
+    /// had requests in flight: its slabs are then never freed.
+    quarantined: Atomic<u32>,
     #[pin]
     inner: Mutex<FileInner>,
     #[pin]
@@ -148,7 +162,29 @@ fn free_slab(pinned: &mut u64, s: Slab) {
     drop(s);
 }
 
+/// Like `free_slab`, but keeps the pages for good (quarantine).
+fn quarantine_slab(pinned: &mut u64, s: Slab) {
+    *pinned -= s.size;
+    PINNED_TOTAL.fetch_sub(s.size, Relaxed);
+    SLABS_TOTAL.fetch_sub(1, Relaxed);
+    s.quarantine();
+}
+
 impl FileState {
+    /// The device may still write to this file's memory: never free it.
+    pub(crate) fn quarantine(&self) {
+        self.quarantined.store(1, Relaxed);
+    }
+
+    fn is_quarantined(&self) -> bool {
+        self.quarantined.load(Relaxed) != 0
+    }
+
+    /// Bytes this file pins: its slabs and its bounce buffers.
+    fn pinned_by_file(&self, inner: &FileInner) -> u64 {
+        inner.pinned + self.bounce.load(Relaxed)
+    }
+
     /// Called by the device for each finished request of this file.
     pub(crate) fn complete(
         &self,
@@ -203,7 +239,7 @@ impl FileState {
 
     /// Frees freed-but-busy slabs that nothing references any more.
     fn reap_zombies(&self, inner: &mut FileInner) {
-        if inner.zombies.is_empty() || self.inflight() != 0 {
+        if inner.zombies.is_empty() || self.inflight() != 0 || self.is_quarantined() {
             return;
         }
         let mut i = 0;
@@ -217,7 +253,7 @@ impl FileState {
     }
 
     fn info(&self, ptr: UserPtr) -> Result {
-        let pinned = self.inner.lock().pinned;
+        let pinned = self.pinned_by_file(&self.inner.lock());
         let info = abi::IocInfo {
             config: self.shared.cfg,
             queue_size: u32::from(self.shared.queue_size),
@@ -249,11 +285,12 @@ impl FileState {
         let out = {
             let mut inner = self.inner.lock();
             self.reap_zombies(&mut inner);
-            if inner.pinned + size > crate::max_pinned_per_file() {
+            let held = self.pinned_by_file(&inner);
+            if held + size > crate::max_pinned_per_file() {
                 pr_info!(
                     "slab of {} bytes refused: file would pin {} of max_pinned_per_file={}\n",
                     size,
-                    inner.pinned + size,
+                    held + size,
                     crate::max_pinned_per_file()
                 );
                 return Err(ENOMEM);
@@ -335,7 +372,7 @@ impl FileState {
             let inner = self.inner.lock();
             (
                 (inner.slabs.len() + inner.zombies.len()) as u64,
-                inner.pinned,
+                self.pinned_by_file(&inner),
             )
         };
         let mut out = abi::IocStats {
@@ -372,6 +409,12 @@ impl FileState {
         {
             return Err(EINVAL);
         }
+        // Nothing may be queued unless `submitted` can be written back:
+        // check that now, with nothing queued yet.
+        sub.submitted = 0;
+        UserSlice::new(ptr, size_of::<IocSubmit>())
+            .writer()
+            .write(&sub)?;
         if me.shared.is_dead() {
             return Err(ENODEV);
         }
@@ -408,6 +451,8 @@ impl FileState {
         result
     }
 
+    /// Reads and checks one request (on a private copy), maps its key slot
+    /// and queues it.
     fn submit_one(
         me: ArcBorrow<'_, Self>,
         uptr: UserPtr,
@@ -416,7 +461,7 @@ impl FileState {
         touched: &mut u64,
     ) -> Result {
         let shared = &me.shared;
-        let req: IocRequest = UserSlice::new(uptr, size_of::<IocRequest>())
+        let mut req: IocRequest = UserSlice::new(uptr, size_of::<IocRequest>())
             .reader()
             .read()?;
         let h = &req.header;
@@ -460,46 +505,57 @@ impl FileState {
         if tin > max || tout > max {
             return Err(me.reject(E2BIG));
         }
+        let key = if keys::uses_key(h.op) {
+            let c = shared
+                .keys
+                .lock()
+                .claim(me.id, h.op, h.key_slot)
+                .map_err(|e| me.reject(e))?;
+            // The device sees the device slot, never the file's number.
+            req.header.key_slot = c.dev;
+            Some(c)
+        } else {
+            None
+        };
+        let r = Self::queue_one(me, &req, &segs, (tin, tout), copy, nonblock, touched, key);
+        if let (Err(_), Some(c)) = (&r, key) {
+            shared.keys.lock().unclaim(c);
+        }
+        r
+    }
 
-        let mut dsegs = KVec::<Seg>::with_capacity(n, GFP_KERNEL)?;
+    /// Builds the device segments of a checked request (bounce buffers in
+    /// copy mode, slab ranges in zero copy) and queues it.
+    #[allow(clippy::too_many_arguments)]
+    fn queue_one(
+        me: ArcBorrow<'_, Self>,
+        req: &IocRequest,
+        segs: &[IocSegment],
+        (tin, tout): (u64, u64),
+        copy: bool,
+        nonblock: bool,
+        touched: &mut u64,
+        key: Option<KeyClaim>,
+    ) -> Result {
+        let shared = &me.shared;
+        let h = &req.header;
+        let mut dsegs = KVec::<Seg>::with_capacity(segs.len(), GFP_KERNEL)?;
         let bounce = if copy {
-            let total = (tin + tout) as usize;
-            let mut buf = KVec::<u8>::new();
-            buf.resize(total, 0, GFP_KERNEL)?;
-            let mut outs = KVec::with_capacity(n, GFP_KERNEL)?;
-            let mut off = 0usize;
-            for s in segs.iter() {
-                let len = s.len as usize;
-                let dst = &mut buf[off..off + len];
-                if s.dir == abi::SEG_IN {
-                    UserSlice::new(UserPtr::from_addr(s.addr as usize), len)
-                        .reader()
-                        .read_slice(dst)
-                        .map_err(|e| me.reject(e))?;
-                } else {
-                    outs.push((s.addr, s.len, off), GFP_KERNEL)?;
-                }
-                off += len;
-            }
-            // The allocation does not move from here on: the physical
-            // addresses stay valid while the request is in flight.
-            let base = kmalloc_phys(buf.as_ptr());
-            let mut off = 0u64;
-            for s in segs.iter() {
-                dsegs.push(
-                    Seg {
-                        addr: base + off,
-                        len: s.len,
-                        write: s.dir == abi::SEG_OUT,
-                    },
-                    GFP_KERNEL,
-                )?;
-                off += u64::from(s.len);
-            }
+            let slab_pinned = me.inner.lock().pinned;
+            let b = Bounce::new(
+                segs,
+                tin as usize,
+                tout as usize,
+                usize::from(shared.max_segs),
+                &me.bounce,
+                slab_pinned,
+            )
+            .map_err(|e| if e == EFAULT { me.reject(e) } else { e })?;
+            b.segs(&mut dsegs)?;
             me.reserve()?;
             me.stats.bytes_copied.add(tin, Relaxed);
             shared.stats.bytes_copied.add(tin, Relaxed);
-            Some(Bounce { buf, outs })
+            Some(b)
         } else {
             for s in segs.iter() {
                 dsegs.push(
@@ -519,13 +575,15 @@ impl FileState {
                     .any(|sl| sl.contains(s.addr, u64::from(s.len)))
                 {
                     drop(inner);
-                    dev_warn!(
-                        shared.pdev.as_ref(),
-                        "request {:#x} rejected: segment {:#x}+{} is not inside a slab of this file\n",
-                        h.cookie,
-                        s.addr,
-                        s.len
-                    );
+                    if reject_log_allowed() {
+                        dev_warn!(
+                            shared.pdev.as_ref(),
+                            "request {:#x} rejected: segment {:#x}+{} is not inside a slab of this file\n",
+                            h.cookie,
+                            s.addr,
+                            s.len
+                        );
+                    }
                     return Err(me.reject(EFAULT));
                 }
             }
@@ -540,6 +598,7 @@ impl FileState {
             cookie: h.cookie,
             op: h.op,
             bounce,
+            key,
         };
         match shared.submit(req.queue, &h.to_le_bytes(), &dsegs, inf, nonblock, touched) {
             Ok(()) => {
@@ -556,18 +615,20 @@ impl FileState {
         }
     }
 
-    fn reap(me: ArcBorrow<'_, Self>, ptr: UserPtr) -> Result {
-        let (mut r, mut w) = UserSlice::new(ptr, size_of::<IocReap>()).reader_writer();
-        let mut req: IocReap = r.read()?;
-        if req.max == 0 || req.max > abi::MAX_BATCH || req.reserved != 0 {
-            return Err(EINVAL);
-        }
-        let max = req.max as usize;
+    /// Takes up to `max` completions off the queue, waiting as `timeout_ms`
+    /// says. Stops before a copy-mode completion of another process
+    /// (`EPERM` if that is the first).
+    fn take_completions(me: ArcBorrow<'_, Self>, max: usize, timeout_ms: i32) -> Result<KVec<CompEntry>> {
         let mut got = KVec::<CompEntry>::with_capacity(max, GFP_KERNEL)?;
         let start = Instant::<Monotonic>::now();
         let mut g = me.comp.lock();
         loop {
+            let mut foreign = false;
             while got.len() < max {
+                if g.head_is_foreign() {
+                    foreign = true;
+                    break;
+                }
                 match g.pop() {
                     Some(e) => {
                         let _ = got.push_within_capacity(e);
@@ -576,17 +637,20 @@ impl FileState {
                 }
             }
             if !got.is_empty() {
-                break;
+                return Ok(got);
+            }
+            if foreign {
+                return Err(EPERM);
             }
             if g.inflight == 0 {
                 return Err(ENOENT);
             }
-            if req.timeout_ms == 0 {
+            if timeout_ms == 0 {
                 return Err(EAGAIN);
             }
             let elapsed = start.elapsed().as_millis();
-            let chunk = if req.timeout_ms > 0 {
-                let left = i64::from(req.timeout_ms) - elapsed;
+            let chunk = if timeout_ms > 0 {
+                let left = i64::from(timeout_ms) - elapsed;
                 if left <= 0 {
                     return Err(ETIMEDOUT);
                 }
@@ -606,7 +670,31 @@ impl FileState {
             me.shared.watchdog();
             g = me.comp.lock();
         }
-        drop(g);
+    }
+
+    fn reap(me: ArcBorrow<'_, Self>, ptr: UserPtr) -> Result {
+        let (mut r, mut w) = UserSlice::new(ptr, size_of::<IocReap>()).reader_writer();
+        let mut req: IocReap = r.read()?;
+        if req.max == 0 || req.max > abi::MAX_BATCH || req.reserved != 0 {
+            return Err(EINVAL);
+        }
+        let max = req.max as usize;
+        // Completions taken off the queue cannot be put back: check that
+        // both the argument struct and the completion array are writable
+        // before taking any.
+        req.count = 0;
+        UserSlice::new(ptr, size_of::<IocReap>())
+            .writer()
+            .write(&req)?;
+        let mut probe = UserSlice::new(
+            UserPtr::from_addr(req.comps as usize),
+            max * size_of::<IocCompletion>(),
+        )
+        .writer();
+        for _ in 0..max {
+            probe.write(&IocCompletion::default())?;
+        }
+        let mut got = Self::take_completions(me, max, req.timeout_ms)?;
 
         let mut cw = UserSlice::new(
             UserPtr::from_addr(req.comps as usize),
@@ -618,23 +706,13 @@ impl FileState {
         for e in got.drain_all() {
             let mut c = e.comp;
             if let Some(b) = e.bounce {
-                let mut left = c.len as usize;
-                for &(uaddr, len, off) in b.outs.iter() {
-                    let n = left.min(len as usize);
-                    if n == 0 {
-                        break;
-                    }
-                    let copied = UserSlice::new(UserPtr::from_addr(uaddr as usize), n)
-                        .writer()
-                        .write_slice(&b.buf[off..off + n]);
-                    if copied.is_err() && c.status == abi::STATUS_OK {
-                        c.status = abi::STATUS_BAD_ADDRESS;
-                        me.stats.errors.add(1, Relaxed);
-                    }
-                    me.stats.bytes_copied.add(n as u64, Relaxed);
-                    me.shared.stats.bytes_copied.add(n as u64, Relaxed);
-                    left -= n;
+                let (n, copied) = b.copy_out(c.len as usize);
+                if copied.is_err() && c.status == abi::STATUS_OK {
+                    c.status = abi::STATUS_BAD_ADDRESS;
+                    me.stats.errors.add(1, Relaxed);
                 }
+                me.stats.bytes_copied.add(n, Relaxed);
+                me.shared.stats.bytes_copied.add(n, Relaxed);
             }
             if result.is_ok() {
                 match cw.write(&c) {
@@ -647,17 +725,103 @@ impl FileState {
         w.write(&req)?;
         result
     }
+
+    /// Waits up to `request_timeout_ms` for this file's requests in
+    /// flight, checking for a dead device meanwhile.
+    fn drain(&self) {
+        let limit = i64::from(crate::request_timeout_ms());
+        let start = Instant::<Monotonic>::now();
+        while self.inflight() != 0 && limit > 0 && start.elapsed().as_millis() <= limit + 100 {
+            self.shared.watchdog();
+            fsleep(Delta::from_millis(10));
+        }
+    }
+
+    /// At close: clears every device key slot this file holds, so no key
+    /// outlives its file and the slots can serve other files.
+    fn clear_keys(me: &Arc<Self>) {
+        let shared = &me.shared;
+        let Ok(mut claims) = KVec::<KeyClaim>::with_capacity(shared.keys.lock().len(), GFP_KERNEL) else {
+            // The slots stay owned by this file's id, which is never
+            // reused: lost, but never handed to anyone else.
+            return;
+        };
+        shared.keys.lock().release(me.id, &mut claims);
+        if claims.is_empty() {
+            return;
+        }
+        // Nobody reaps any more: make room for the clears' completions.
+        loop {
+            let popped = me.comp.lock().pop();
+            if popped.is_none() {
+                break;
+            }
+            // Dropped here, outside the lock (freeing a bounce buffer
+            // drops an mm reference).
+            drop(popped);
+        }
+        let mut touched = 0u64;
+        for c in claims.drain_all() {
+            if Self::send_clear(me, c, &mut touched).is_err() {
+                // Never sent: the slot stays out of use for good.
+                shared.keys.lock().complete(c, abi::STATUS_DEVICE_ERROR);
+            }
+        }
+        shared.kick_touched(touched);
+    }
+
+    /// Queues the driver's own KEY_CLEAR of device slot `c.dev`. Does not
+    /// sleep on the rings (a dying process has a fatal signal pending):
+    /// retries a full ring for up to `request_timeout_ms`.
+    fn send_clear(me: &Arc<Self>, c: KeyClaim, touched: &mut u64) -> Result {
+        let hdr = abi::RequestHeader {
+            op: abi::OP_KEY_CLEAR,
+            key_slot: c.dev,
+            cookie: u64::MAX,
+            ..Default::default()
+        }
+        .to_le_bytes();
+        me.reserve()?;
+        let start = Instant::<Monotonic>::now();
+        let limit = i64::from(crate::request_timeout_ms()).max(1000);
+        loop {
+            let inf = InFlight {
+                file: me.clone(),
+                cookie: u64::MAX,
+                op: abi::OP_KEY_CLEAR,
+                bounce: None,
+                key: Some(c),
+            };
+            match me.shared.submit(u32::MAX, &hdr, &[], inf, true, touched) {
+                Ok(()) => return Ok(()),
+                Err(e) if e == EAGAIN && start.elapsed().as_millis() < limit => {
+                    me.shared.kick_touched(*touched);
+                    *touched = 0;
+                    fsleep(Delta::from_millis(1));
+                }
+                Err(e) => {
+                    me.unreserve();
+                    return Err(e);
+                }
+            }
+        }
+    }
 }
 
 #[pinned_drop]
 impl PinnedDrop for FileState {
     fn drop(self: Pin<&mut Self>) {
+        let release = if self.is_quarantined() {
+            quarantine_slab
+        } else {
+            free_slab
+        };
         let mut inner = self.inner.lock();
         while let Some(s) = inner.slabs.pop() {
-            free_slab(&mut inner.pinned, s);
+            release(&mut inner.pinned, s);
         }
         while let Some(s) = inner.zombies.pop() {
-            free_slab(&mut inner.pinned, s);
+            release(&mut inner.pinned, s);
         }
     }
 }
@@ -673,9 +837,13 @@ impl MiscDevice for FileState {
         for _ in 0..cap {
             ring.push(None, GFP_KERNEL)?;
         }
+        let bounce = Arc::new(Atomic::new(0), GFP_KERNEL)?;
         Arc::pin_init(
             try_pin_init!(FileState {
                 shared,
+                id: NEXT_FILE_ID.fetch_add(1, Relaxed),
+                bounce,
+                quarantined: Atomic::new(0),
                 inner <- new_mutex!(FileInner::default()),
                 comp <- new_spinlock!(CompQueue { ring, head: 0, len: 0, inflight: 0 }),
                 wait <- new_poll_condvar!(),
@@ -696,13 +864,11 @@ impl MiscDevice for FileState {
         // Requests still in flight keep the state (and their slabs) alive
         // until they complete. Give them up to `request_timeout_ms` to
         // drain, so that a dead device is noticed here (and everything is
-        // freed now) rather than at unbind.
-        let limit = i64::from(crate::request_timeout_ms());
-        let start = Instant::<Monotonic>::now();
-        while device.inflight() != 0 && limit > 0 && start.elapsed().as_millis() <= limit + 100 {
-            device.shared.watchdog();
-            fsleep(Delta::from_millis(10));
-        }
+        // freed now) rather than at unbind. Then clear this file's keys
+        // on the device and wait for that too.
+        device.drain();
+        Self::clear_keys(&device);
+        device.drain();
         drop(device);
     }
 
@@ -712,6 +878,15 @@ impl MiscDevice for FileState {
         let pgoff = unsafe { (*vma.as_ptr()).vm_pgoff } as u64;
         let off = pgoff.checked_mul(PAGE_SIZE as u64).ok_or(EINVAL)?;
         let len = vma.end() - vma.start();
+        // A private writable mapping would give the writer copy-on-write
+        // pages the device never sees: refuse it, and keep read-only
+        // private mappings from becoming writable.
+        if vma.flags() & kernel::mm::virt::flags::SHARED == 0 {
+            if vma.writable() {
+                return Err(EACCES);
+            }
+            vma.try_clear_maywrite()?;
+        }
         let inner = me.inner.lock();
         let Some(slab) = inner.slabs.iter().find(|s| s.mmap_offset == off) else {
             return Err(EINVAL);

@@ -11,6 +11,7 @@
 #include <linux/io.h>
 #include <linux/pgtable.h>
 #include <asm/set_memory.h>
+#include <linux/ratelimit.h>
 #include "pktaccel_helpers.h"
 
 /* Physical address of @page (a slab's first page). */
@@ -66,8 +67,14 @@ void pktaccel_vma_set_cache_mode(struct vm_area_struct *vma, int mode)
 	}
 }
 
-/* Physical address of a kmalloc()ed (physically contiguous) buffer. */
-phys_addr_t pktaccel_virt_to_phys(const void *addr)
+/*
+ * Whether a log line about a rejected request may be printed now: at most
+ * 10 per 5 s for the whole driver (a hostile process can provoke them at
+ * will); the kernel prints how many were suppressed.
+ */
+static DEFINE_RATELIMIT_STATE(pktaccel_reject_rs, 5 * HZ, 10);
+
+int pktaccel_reject_ratelimit(void)
 {
-	return virt_to_phys((void *)addr);
+	return __ratelimit(&pktaccel_reject_rs);
 }

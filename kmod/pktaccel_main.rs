@@ -21,8 +21,10 @@ use kernel::{
 #[allow(dead_code, unreachable_pub, clippy::all)]
 #[path = "../abi/src/pktaccel_abi.rs"]
 mod abi;
+mod bounce;
 mod dev;
 mod file;
+mod keys;
 mod misc;
 mod ring;
 mod slab;
@@ -37,6 +39,8 @@ use virtio::{common, status, Regs};
 /// Most data segments per request the driver supports, whatever the
 /// device advertises.
 const MAX_SEGS: u32 = 64;
+/// Most device key slots the driver tracks, whatever the device advertises.
+const MAX_KEY_SLOTS: u32 = 1024;
 
 pub(crate) fn max_pinned_per_file() -> u64 {
     module_parameters::max_pinned_per_file.value()
@@ -261,6 +265,7 @@ impl pci::Driver for PktDriver {
                 .map(|q| q.vq.as_ref().map_or(0, |v| usize::from(v.nslots())))
                 .sum();
             let bar = bar.into_devres()?;
+            let key_table = keys::KeyTable::new(cfg.key_slots.min(MAX_KEY_SLOTS))?;
             let shared = Arc::pin_init(
                 try_pin_init!(Shared {
                     pdev: pdev.into(),
@@ -275,6 +280,7 @@ impl pci::Driver for PktDriver {
                     hw <- new_spinlock!(Hw::new(queues)),
                     space <- new_condvar!(),
                     stats: Stats::new(),
+                    keys <- new_spinlock!(key_table),
                 }),
                 GFP_KERNEL,
             )?;

@@ -2,6 +2,7 @@
 
 use crate::harness::Test;
 
+mod isolation;
 mod kmod;
 mod rig;
 mod workloads;
@@ -11,6 +12,7 @@ pub fn all() -> Vec<Test> {
     let mut v = Vec::new();
     v.extend(rig::tests());
     v.extend(kmod::tests());
+    v.extend(isolation::tests());
     v.extend(workloads::tests());
     v
 }
