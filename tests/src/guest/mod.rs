@@ -2,6 +2,7 @@
 
 use crate::harness::Test;
 
+mod fuzz;
 mod isolation;
 mod kmod;
 mod rig;
@@ -13,6 +14,7 @@ pub fn all() -> Vec<Test> {
     v.extend(rig::tests());
     v.extend(kmod::tests());
     v.extend(isolation::tests());
+    v.extend(fuzz::tests());
     v.extend(workloads::tests());
     v
 }
