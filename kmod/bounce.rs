@@ -20,7 +20,7 @@ use core::ptr::NonNull;
 use kernel::{
     bindings,
     mm::Mm,
-    page::PAGE_SIZE,
+    page::{PAGE_SHIFT, PAGE_SIZE},
     prelude::*,
     sync::{
         aref::ARef,
@@ -70,6 +70,13 @@ unsafe impl Send for Bounce {}
 // SAFETY: `&Bounce` only reads.
 unsafe impl Sync for Bounce {}
 
+/// Chunks of `PAGE_SIZE << order` bytes needed for `len` bytes (shifts,
+/// not divisions: the chunk size is a power of two).
+fn chunks_of(len: usize, order: u32) -> usize {
+    let shift = PAGE_SHIFT + order as usize;
+    (len >> shift) + usize::from(len & ((1 << shift) - 1) != 0)
+}
+
 /// Why a bounce buffer could not be set up.
 fn over_cap(before: u64) -> Error {
     // Bounce memory already held comes back at reap: worth retrying then.
@@ -88,19 +95,19 @@ impl Bounce {
         acct: &BounceBytes,
         slab_pinned: u64,
     ) -> Result<Self> {
-        let mut chunk = PAGE_SIZE;
-        while tin.div_ceil(chunk) + tout.div_ceil(chunk) > max_segs {
-            if chunk >= abi::SLAB_MAX_SIZE as usize {
+        let mut order = 0u32;
+        while chunks_of(tin, order) + chunks_of(tout, order) > max_segs {
+            if PAGE_SIZE << order >= abi::SLAB_MAX_SIZE as usize {
                 return Err(E2BIG);
             }
-            chunk *= 2;
+            order += 1;
         }
-        let n = tin.div_ceil(chunk) + tout.div_ceil(chunk);
-        let bytes = (n * chunk) as u64;
+        let n = chunks_of(tin, order) + chunks_of(tout, order);
+        let bytes = (n << (PAGE_SHIFT + order as usize)) as u64;
         let before = acct.fetch_add(bytes, Relaxed);
         let mut b = Bounce {
             chunks: KVec::new(),
-            order: (chunk / PAGE_SIZE).trailing_zeros(),
+            order,
             tin,
             tout,
             outs: KVec::new(),
@@ -141,6 +148,12 @@ impl Bounce {
         PAGE_SIZE << self.order
     }
 
+    /// (chunk index, offset in it) of stream byte `off`.
+    fn locate(&self, off: usize) -> (usize, usize) {
+        let shift = PAGE_SHIFT + self.order as usize;
+        (off >> shift, off & ((1 << shift) - 1))
+    }
+
     /// Chunk `k` as bytes.
     fn chunk(&self, k: usize) -> &[u8] {
         // SAFETY: chunk `k` is a live, direct-mapped (x86-64: no highmem)
@@ -162,7 +175,7 @@ impl Bounce {
         let c = self.chunk_size();
         let mut left = s.len as usize;
         while left > 0 {
-            let (k, o) = (off / c, off % c);
+            let (k, o) = self.locate(off);
             let n = left.min(c - o);
             r.read_slice(&mut self.chunk_mut(k)[o..o + n])?;
             off += n;
@@ -174,7 +187,7 @@ impl Bounce {
     /// The device segments: input chunks, then output chunks.
     pub(crate) fn segs(&self, out: &mut KVec<Seg>) -> Result {
         let c = self.chunk_size();
-        let nin = self.tin.div_ceil(c);
+        let nin = chunks_of(self.tin, self.order);
         for (k, p) in self.chunks.iter().enumerate() {
             let (len, write) = if k < nin {
                 ((self.tin - k * c).min(c), false)
@@ -203,7 +216,7 @@ impl Bounce {
     /// Returns the bytes copied, or the error of the first that failed.
     pub(crate) fn copy_out(&self, len: usize) -> (u64, Result) {
         let c = self.chunk_size();
-        let base = self.tin.div_ceil(c) * c;
+        let base = chunks_of(self.tin, self.order) * c;
         let mut left = len.min(self.tout);
         let mut off = 0usize;
         let mut copied = 0u64;
@@ -211,7 +224,7 @@ impl Bounce {
             let mut w = UserSlice::new(UserPtr::from_addr(uaddr as usize), slen as usize).writer();
             let mut n = left.min(slen as usize);
             while n > 0 {
-                let (k, o) = ((base + off) / c, (base + off) % c);
+                let (k, o) = self.locate(base + off);
                 let m = n.min(c - o);
                 if let Err(e) = w.write_slice(&self.chunk(k)[o..o + m]) {
                     return (copied, Err(e));

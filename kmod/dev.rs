@@ -397,6 +397,9 @@ impl Shared {
         if !matches!(write, Some(Ok(()))) {
             return false;
         }
+        if crate::test_unacked_reset() {
+            return false;
+        }
         for _ in 0..1000 {
             let st = self.bar.try_access().map(|bar| {
                 Regs {

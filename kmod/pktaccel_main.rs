@@ -48,6 +48,12 @@ pub(crate) fn max_pinned_per_file() -> u64 {
 pub(crate) fn max_pinned_total() -> u64 {
     module_parameters::max_pinned_total.value()
 }
+/// Test hook (issue 9): the rig's device always acknowledges a reset
+/// (QEMU completes it synchronously), so the quarantine path of an
+/// unacknowledged one is reached only through this parameter.
+pub(crate) fn test_unacked_reset() -> bool {
+    module_parameters::test_unacked_reset.value() != 0
+}
 pub(crate) fn request_timeout_ms() -> u32 {
     module_parameters::request_timeout_ms.value()
 }
@@ -369,6 +375,10 @@ kernel::module_pci_driver! {
         request_timeout_ms: u32 {
             default: 5000,
             description: "A device that completes nothing for this long is declared dead (0 = never)",
+        },
+        test_unacked_reset: u32 {
+            default: 0,
+            description: "Test hook: treat every device reset as unacknowledged (quarantine path); 0 = off",
         },
         queue_size: u32 {
             default: 256,

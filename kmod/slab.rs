@@ -49,7 +49,6 @@ pub(crate) fn reject_log_allowed() -> bool {
     // SAFETY: `__ratelimit` on a static state; callable from any context.
     unsafe { pktaccel_reject_ratelimit() != 0 }
 }
-}
 
 /// Kernel (direct-map) address of a page.
 pub(crate) fn page_kaddr(p: NonNull<bindings::page>) -> *mut u8 {
