@@ -4,6 +4,7 @@ use crate::harness::Test;
 
 mod fuzz;
 mod isolation;
+mod isolation_classes;
 mod isolation_unbind;
 mod kmod;
 mod rig;
@@ -15,6 +16,7 @@ pub fn all() -> Vec<Test> {
     v.extend(rig::tests());
     v.extend(kmod::tests());
     v.extend(isolation::tests());
+    v.extend(isolation_classes::tests());
     v.extend(isolation_unbind::tests());
     v.extend(fuzz::tests());
     v.extend(workloads::tests());
