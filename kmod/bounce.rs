@@ -13,17 +13,15 @@
 //! Their bytes count against the pinning caps like slabs do, from submit
 //! until the completion is reaped (or the file is closed).
 //!
-//! A bounce buffer remembers the address space of the process that
-//! submitted it: only that process may reap its outputs.
+//! A bounce buffer remembers the process that submitted it (thread group
+//! id and address space): only that process may reap its outputs.
 
 use core::ptr::NonNull;
 use kernel::{
     bindings,
-    mm::Mm,
     page::{PAGE_SHIFT, PAGE_SIZE},
     prelude::*,
     sync::{
-        aref::ARef,
         atomic::{Atomic, Relaxed},
         Arc,
     },
@@ -55,9 +53,9 @@ pub(crate) struct Bounce {
     tout: usize,
     /// User output segments: (address, length), in order.
     outs: KVec<(u64, u32)>,
-    /// The submitter's address space (identity only: a grab keeps the
-    /// pointer from being reused).
-    mm: Option<ARef<Mm>>,
+    /// The submitter: its process (thread group) id and its address space
+    /// (as an identity only, never dereferenced).
+    owner: (i32, usize),
     acct: BounceBytes,
     bytes: u64,
     /// Never freed: the device may still write to it.
@@ -75,6 +73,12 @@ unsafe impl Sync for Bounce {}
 fn chunks_of(len: usize, order: u32) -> usize {
     let shift = PAGE_SHIFT + order as usize;
     (len >> shift) + usize::from(len & ((1 << shift) - 1) != 0)
+}
+
+/// The calling process: thread group id and address space identity.
+pub(crate) fn current_owner() -> (i32, usize) {
+    let cur = kernel::current!();
+    (cur.tgid(), cur.mm().map_or(0, |m| m.as_raw() as usize))
 }
 
 /// Why a bounce buffer could not be set up.
@@ -111,7 +115,7 @@ impl Bounce {
             tin,
             tout,
             outs: KVec::new(),
-            mm: kernel::current!().mm().map(|m| ARef::from(&**m)),
+            owner: current_owner(),
             acct: acct.clone(),
             bytes,
             quarantined: false,
@@ -208,8 +212,12 @@ impl Bounce {
 
     /// Whether the calling process submitted this request.
     pub(crate) fn is_current_mm(&self) -> bool {
-        let cur = kernel::current!().mm().map(|m| m.as_raw());
-        cur == self.mm.as_ref().map(|m| m.as_raw())
+        current_owner() == self.owner
+    }
+
+    /// The submitting process's id (for log lines).
+    pub(crate) fn owner_pid(&self) -> i32 {
+        self.owner.0
     }
 
     /// Copies the first `len` output bytes to the user's output segments.

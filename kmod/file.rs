@@ -93,14 +93,17 @@ impl CompQueue {
         Ok(())
     }
 
-    /// Whether the next completion has copy-mode outputs for another
-    /// process's memory.
-    fn head_is_foreign(&self) -> bool {
-        self.len > 0
-            && self.ring[self.head]
-                .as_ref()
-                .and_then(|e| e.bounce.as_ref())
-                .is_some_and(|b| !b.is_current_mm())
+    /// The submitter's pid if the next completion has copy-mode outputs
+    /// for another process's memory.
+    fn head_foreign_owner(&self) -> Option<i32> {
+        if self.len == 0 {
+            return None;
+        }
+        self.ring[self.head]
+            .as_ref()
+            .and_then(|e| e.bounce.as_ref())
+            .filter(|b| !b.is_current_mm())
+            .map(|b| b.owner_pid())
     }
 
     fn pop(&mut self) -> Option<CompEntry> {
@@ -623,10 +626,10 @@ impl FileState {
         let start = Instant::<Monotonic>::now();
         let mut g = me.comp.lock();
         loop {
-            let mut foreign = false;
+            let mut foreign = None;
             while got.len() < max {
-                if g.head_is_foreign() {
-                    foreign = true;
+                foreign = g.head_foreign_owner();
+                if foreign.is_some() {
                     break;
                 }
                 match g.pop() {
@@ -639,7 +642,16 @@ impl FileState {
             if !got.is_empty() {
                 return Ok(got);
             }
-            if foreign {
+            if let Some(pid) = foreign {
+                drop(g);
+                if reject_log_allowed() {
+                    dev_info!(
+                        me.shared.pdev.as_ref(),
+                        "reap refused: the next completion's copy-mode outputs belong to process {}, not {}\n",
+                        pid,
+                        crate::bounce::current_owner().0
+                    );
+                }
                 return Err(EPERM);
             }
             if g.inflight == 0 {
@@ -741,7 +753,8 @@ impl FileState {
     /// outlives its file and the slots can serve other files.
     fn clear_keys(me: &Arc<Self>) {
         let shared = &me.shared;
-        let Ok(mut claims) = KVec::<KeyClaim>::with_capacity(shared.keys.lock().len(), GFP_KERNEL) else {
+        let nslots = shared.keys.lock().len();
+        let Ok(mut claims) = KVec::<KeyClaim>::with_capacity(nslots, GFP_KERNEL) else {
             // The slots stay owned by this file's id, which is never
             // reused: lost, but never handed to anyone else.
             return;

@@ -88,10 +88,12 @@ impl Drop for Page {
 /// Writes an ioctl's argument struct into a page; returns its address.
 pub(super) type Filler<'a> = Box<dyn Fn(&Page) -> usize + 'a>;
 
-/// An address no mapping covers (a page mapped then unmapped).
-pub(super) fn unmapped_addr() -> Result<usize, String> {
+/// A page no access is allowed to (PROT_NONE), kept mapped so that no
+/// other mapping can take its address while it is in use.
+pub(super) fn inaccessible_page() -> Result<Page, String> {
     let p = Page::new()?;
-    Ok(p.ptr as usize)
+    p.protect(libc::PROT_NONE)?;
+    Ok(p)
 }
 
 /// ioctl with a raw argument pointer.

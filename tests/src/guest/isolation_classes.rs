@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use pktaccel_abi::*;
 
-use super::isolation::{Filler, Page, ioctl_raw, unmapped_addr};
+use super::isolation::{Filler, Page, inaccessible_page, ioctl_raw};
 use super::kmod::{
     Dev, Map, Scratch, child_exit, errname, errno, expect_err, expect_ok, req, seg_in, seg_out,
     wait_child, wait_pinned_zero,
@@ -38,7 +38,8 @@ pub(super) fn tests() -> Vec<Test> {
 fn arg_structs_readonly_and_unmapped() -> TestResult {
     wait_pinned_zero()?;
     let d = Dev::open()?;
-    let gone = unmapped_addr()?;
+    let gone_page = inaccessible_page()?;
+    let gone = gone_page.ptr as usize;
     let page = Page::new()?;
     let reqs = [req(OP_NOP, 0, &[], 1)];
     let mut comps = [IocCompletion::default(); 2];
@@ -94,6 +95,12 @@ fn arg_structs_readonly_and_unmapped() -> TestResult {
     for (name, cmd, fill) in &cases {
         expect_err(
             ioctl_raw(&d, *cmd, gone),
+            libc::EFAULT,
+            &format!("{name} with a PROT_NONE struct"),
+        )?;
+        // Page 0 is never mapped (mmap_min_addr).
+        expect_err(
+            ioctl_raw(&d, *cmd, 0x8),
             libc::EFAULT,
             &format!("{name} with an unmapped struct"),
         )?;

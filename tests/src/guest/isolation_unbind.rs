@@ -163,7 +163,16 @@ fn unacknowledged_reset_quarantines_memory() -> TestResult {
         ];
         let creqs: Vec<IocRequest> = (100..108).map(|i| req(OP_COPY, 0, &csegs, i)).collect();
         let (_, n1) = sc.dev.submit(&creqs, SUBMIT_COPY | SUBMIT_NONBLOCK);
-        let (_, n2) = sc.dev.submit(&reqs, SUBMIT_NONBLOCK);
+        // Fill every ring, so that requests are certainly in flight when
+        // the driver resets the device.
+        let mut n2 = 0;
+        for _ in 0..64 {
+            let (r, n) = sc.dev.submit(&reqs, SUBMIT_NONBLOCK);
+            n2 += n;
+            if r.is_err() {
+                break;
+            }
+        }
         unbind(&name)?;
         let comps = sc.dev.reap_n((n1 + n2) as usize)?;
         let failed = comps
