@@ -32,7 +32,7 @@ use crate::{
     abi::{self, IocSegment},
     dev::{PINNED_TOTAL, QUARANTINED_TOTAL},
     ring::Seg,
-    slab::{page_kaddr, page_phys},
+    slab::{current_owner, page_kaddr, page_phys},
 };
 
 /// Bytes of bounce memory one file holds; shared by its buffers, which
@@ -75,11 +75,6 @@ fn chunks_of(len: usize, order: u32) -> usize {
     (len >> shift) + usize::from(len & ((1 << shift) - 1) != 0)
 }
 
-/// The calling process: thread group id and address space identity.
-pub(crate) fn current_owner() -> (i32, usize) {
-    let cur = kernel::current!();
-    (cur.tgid(), cur.mm().map_or(0, |m| m.as_raw() as usize))
-}
 
 /// Why a bounce buffer could not be set up.
 fn over_cap(before: u64) -> Error {

@@ -649,7 +649,7 @@ impl FileState {
                         me.shared.pdev.as_ref(),
                         "reap refused: the next completion's copy-mode outputs belong to process {}, not {}\n",
                         pid,
-                        crate::bounce::current_owner().0
+                        crate::slab::current_owner().0
                     );
                 }
                 return Err(EPERM);

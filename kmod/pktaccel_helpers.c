@@ -12,6 +12,7 @@
 #include <linux/pgtable.h>
 #include <asm/set_memory.h>
 #include <linux/ratelimit.h>
+#include <linux/sched.h>
 #include "pktaccel_helpers.h"
 
 /* Physical address of @page (a slab's first page). */
@@ -77,4 +78,20 @@ static DEFINE_RATELIMIT_STATE(pktaccel_reject_rs, 5 * HZ, 10);
 int pktaccel_reject_ratelimit(void)
 {
 	return __ratelimit(&pktaccel_reject_rs);
+}
+
+/*
+ * The calling process, as (thread group id, address space) identities.
+ * Read in C: the Rust bindings' idea of the task_struct layout did not
+ * match this kernel's (Task::tgid() read -1 and Task::mm() a pointer into
+ * the task itself on the rig's 7.3 build).
+ */
+int pktaccel_current_tgid(void)
+{
+	return task_tgid_nr(current);
+}
+
+unsigned long pktaccel_current_mm(void)
+{
+	return (unsigned long)current->mm;
 }

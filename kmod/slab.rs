@@ -41,6 +41,8 @@ unsafe extern "C" {
     ) -> ffi::c_int;
     fn pktaccel_vma_set_cache_mode(vma: *mut bindings::vm_area_struct, mode: ffi::c_int);
     fn pktaccel_reject_ratelimit() -> ffi::c_int;
+    fn pktaccel_current_tgid() -> ffi::c_int;
+    fn pktaccel_current_mm() -> ffi::c_ulong;
 }
 
 /// Whether a rejected-request log line may be printed now (the driver
@@ -48,6 +50,15 @@ unsafe extern "C" {
 pub(crate) fn reject_log_allowed() -> bool {
     // SAFETY: `__ratelimit` on a static state; callable from any context.
     unsafe { pktaccel_reject_ratelimit() != 0 }
+}
+
+/// The calling process: thread group id and address-space identity (the
+/// `mm_struct` address, compared only, never dereferenced). Read by C
+/// helpers because `kernel::task::Task`'s field reads were wrong on the
+/// rig's kernel (see pktaccel_helpers.c).
+pub(crate) fn current_owner() -> (i32, usize) {
+    // SAFETY: both helpers only read `current`'s own fields.
+    unsafe { (pktaccel_current_tgid(), pktaccel_current_mm() as usize) }
 }
 
 /// Kernel (direct-map) address of a page.
