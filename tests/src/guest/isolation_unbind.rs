@@ -150,43 +150,48 @@ fn unacknowledged_reset_quarantines_memory() -> TestResult {
     let r = (|| -> TestResult {
         sh("insmod", &[KO, "test_unacked_reset=1"])?;
         let logs0 = dmesg_count("is quarantined")?;
-        let sc = Scratch::new(SLAB_MAX_SIZE, CACHE_UNCACHED)?;
-        let len =
-            (sc.dev.info()?.config.max_request_bytes as usize).min(SLAB_MAX_SIZE as usize / 2);
-        let segs = [seg_in(sc.phys(0), len), seg_out(sc.phys(len), len)];
-        let reqs: Vec<IocRequest> = (0..64).map(|i| req(OP_COPY, 0, &segs, i)).collect();
-        let src = vec![1u8; 256 * 1024];
-        let mut dst = vec![0u8; 256 * 1024];
-        let csegs = [
-            seg_in(src.as_ptr() as u64, src.len()),
-            seg_out(dst.as_mut_ptr() as u64, dst.len()),
-        ];
-        let creqs: Vec<IocRequest> = (100..108).map(|i| req(OP_COPY, 0, &csegs, i)).collect();
-        let (_, n1) = sc.dev.submit(&creqs, SUBMIT_COPY | SUBMIT_NONBLOCK);
-        // Fill every ring, so that requests are certainly in flight when
-        // the driver resets the device.
-        let mut n2 = 0;
-        for _ in 0..64 {
-            let (r, n) = sc.dev.submit(&reqs, SUBMIT_NONBLOCK);
-            n2 += n;
-            if r.is_err() {
-                break;
+        // Keep the rings busy from another thread so that requests are in
+        // flight whenever the unbind resets the device.
+        let traffic = std::thread::spawn(|| -> Result<usize, String> {
+            let sc = Scratch::new(SLAB_MAX_SIZE, CACHE_UNCACHED)?;
+            let len =
+                (sc.dev.info()?.config.max_request_bytes as usize).min(SLAB_MAX_SIZE as usize / 2);
+            let segs = [seg_in(sc.phys(0), len), seg_out(sc.phys(len), len)];
+            let reqs: Vec<IocRequest> = (0..64).map(|i| req(OP_COPY, 0, &segs, i)).collect();
+            let src = vec![1u8; 256 * 1024];
+            let mut dst = vec![0u8; 256 * 1024];
+            let csegs = [
+                seg_in(src.as_ptr() as u64, src.len()),
+                seg_out(dst.as_mut_ptr() as u64, dst.len()),
+            ];
+            let creqs: Vec<IocRequest> = (100..104).map(|i| req(OP_COPY, 0, &csegs, i)).collect();
+            let mut failed = 0;
+            for round in 0..100_000 {
+                let (batch, flags) = if round % 2 == 0 {
+                    (&reqs, 0)
+                } else {
+                    (&creqs, SUBMIT_COPY)
+                };
+                let (r, n) = sc.dev.submit(batch, flags);
+                let comps = sc.dev.reap_n(n as usize)?;
+                failed += comps
+                    .iter()
+                    .filter(|c| c.status == STATUS_DEVICE_ERROR)
+                    .count();
+                match r {
+                    Ok(()) => {}
+                    Err(libc::ENODEV) => return Ok(failed),
+                    Err(e) => return Err(format!("SUBMIT: {}", errname(e))),
+                }
             }
-        }
+            Err("the device never went away".into())
+        });
+        std::thread::sleep(std::time::Duration::from_millis(500));
         unbind(&name)?;
-        let comps = sc.dev.reap_n((n1 + n2) as usize)?;
-        let failed = comps
-            .iter()
-            .filter(|c| c.status == STATUS_DEVICE_ERROR)
-            .count();
-        ensure!(
-            failed > 0,
-            "no request was in flight at unbind ({} completed first)",
-            comps.len()
-        );
+        let failed = traffic.join().map_err(|_| "traffic thread panicked")??;
+        ensure!(failed > 0, "no request was in flight at unbind");
         let logs = dmesg_count("is quarantined")? - logs0;
         ensure!(logs == 1, "{logs} quarantine log lines, expected 1");
-        drop(sc);
         bind(&name)?;
         let q = debugfs_u64("quarantined_bytes")?;
         ensure!(
