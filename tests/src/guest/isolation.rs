@@ -368,11 +368,12 @@ fn private_writable_mapping_refused() -> TestResult {
         }
     };
     let rw = libc::PROT_READ | libc::PROT_WRITE;
-    expect_err(
-        map(rw, libc::MAP_PRIVATE),
-        libc::EACCES,
-        "MAP_PRIVATE writable",
-    )?;
+    let private = map(rw, libc::MAP_PRIVATE);
+    if let Ok(p) = private {
+        // SAFETY: unmapping the mapping that should not exist.
+        unsafe { libc::munmap(p, 65536) };
+    }
+    expect_err(private, libc::EACCES, "MAP_PRIVATE writable")?;
     let ro = map(libc::PROT_READ, libc::MAP_PRIVATE)
         .map_err(|e| format!("MAP_PRIVATE read-only: {}", errname(e)))?;
     // SAFETY: changing the protection of the mapping just made.
