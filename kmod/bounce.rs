@@ -75,11 +75,14 @@ fn chunks_of(len: usize, order: u32) -> usize {
     (len >> shift) + usize::from(len & ((1 << shift) - 1) != 0)
 }
 
-
 /// Why a bounce buffer could not be set up.
 fn over_cap(before: u64) -> Error {
     // Bounce memory already held comes back at reap: worth retrying then.
-    if before > 0 { EAGAIN } else { ENOMEM }
+    if before > 0 {
+        EAGAIN
+    } else {
+        ENOMEM
+    }
 }
 
 impl Bounce {

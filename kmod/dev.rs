@@ -487,11 +487,7 @@ impl fmt::Debug for StatsView {
         let (used, clearing) = s.keys.lock().counts();
         writeln!(f, "key_slots_used {}", used)?;
         writeln!(f, "key_slots_clearing {}", clearing)?;
-        writeln!(
-            f,
-            "quarantined_bytes {}",
-            QUARANTINED_TOTAL.load(Relaxed)
-        )?;
+        writeln!(f, "quarantined_bytes {}", QUARANTINED_TOTAL.load(Relaxed))?;
         writeln!(f, "device_errors {}", s.stats.device_errors.load(Relaxed))
     }
 }

@@ -82,15 +82,17 @@ struct CompQueue {
 }
 
 impl CompQueue {
-    fn push(&mut self, e: CompEntry) -> core::result::Result<(), CompEntry> {
+    /// Queues `e`; gives it back if the ring is full (to be dropped by the
+    /// caller outside the lock).
+    fn push(&mut self, e: CompEntry) -> Option<CompEntry> {
         let cap = self.ring.len();
         if self.len == cap {
-            return Err(e);
+            return Some(e);
         }
         let i = (self.head + self.len).checked_rem(cap).unwrap_or(0);
         self.ring[i] = Some(e);
         self.len += 1;
-        Ok(())
+        None
     }
 
     /// The submitter's pid if the next completion has copy-mode outputs
@@ -212,7 +214,7 @@ impl FileState {
         let lost = {
             let mut g = self.comp.lock();
             g.inflight = g.inflight.saturating_sub(1);
-            g.push(e).err()
+            g.push(e)
         };
         if lost.is_some() {
             // Unreachable: submit reserves room for every completion.
@@ -621,7 +623,11 @@ impl FileState {
     /// Takes up to `max` completions off the queue, waiting as `timeout_ms`
     /// says. Stops before a copy-mode completion of another process
     /// (`EPERM` if that is the first).
-    fn take_completions(me: ArcBorrow<'_, Self>, max: usize, timeout_ms: i32) -> Result<KVec<CompEntry>> {
+    fn take_completions(
+        me: ArcBorrow<'_, Self>,
+        max: usize,
+        timeout_ms: i32,
+    ) -> Result<KVec<CompEntry>> {
         let mut got = KVec::<CompEntry>::with_capacity(max, GFP_KERNEL)?;
         let start = Instant::<Monotonic>::now();
         let mut g = me.comp.lock();

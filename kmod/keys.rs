@@ -87,16 +87,16 @@ impl KeyTable {
     /// for a SEAL/OPEN/KEY_CLEAR naming a slot the file has not installed.
     pub(crate) fn claim(&mut self, owner: u64, op: u16, vslot: u32) -> Result<KeyClaim> {
         let n = self.slots.len() as u32;
-        let found = if vslot < n { self.find(owner, vslot) } else { None };
+        let found = if vslot < n {
+            self.find(owner, vslot)
+        } else {
+            None
+        };
         let (i, fresh) = match (op, found) {
             (abi::OP_KEY_SET, _) if vslot >= n => return Err(EINVAL),
             (abi::OP_KEY_SET, Some(i)) => (i, false),
             (abi::OP_KEY_SET, None) => {
-                let i = self
-                    .slots
-                    .iter()
-                    .position(DevSlot::is_free)
-                    .ok_or(ENOSPC)?;
+                let i = self.slots.iter().position(DevSlot::is_free).ok_or(ENOSPC)?;
                 let s = &mut self.slots[i];
                 s.owner = owner;
                 s.vslot = vslot;
