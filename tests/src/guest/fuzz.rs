@@ -272,10 +272,17 @@ fn slab_alloc(_ctx: &Ctx, f: &FileM, rng: &mut Rng) -> Found {
 fn slab_free(ctx: &Ctx, f: &FileM, rng: &mut Rng) -> Found {
     let mut m = lock(f)?;
     if m.slabs.is_empty() || rng.chance(10) {
-        let id = rng.below(100) as u32 + 1000;
-        return match f.dev.free(id) {
-            Ok(()) => Err(format!("SLAB_FREE of unknown id {id} succeeded")),
-            Err(e) => allowed("SLAB_FREE", e, &[libc::ENOENT]),
+        // Any id: it must succeed exactly when it names a live slab.
+        let id = rng.below(2000) as u32;
+        let live = m.slabs.iter().position(|s| s.id == id);
+        return match (f.dev.free(id), live) {
+            (Ok(()), Some(i)) => {
+                m.slabs.swap_remove(i);
+                Ok(())
+            }
+            (Ok(()), None) => Err(format!("SLAB_FREE of unknown id {id} succeeded")),
+            (Err(e), Some(_)) => Err(format!("SLAB_FREE of live slab {id}: {}", errname(e))),
+            (Err(e), None) => allowed("SLAB_FREE", e, &[libc::ENOENT]),
         };
     }
     let i = rng.below(m.slabs.len() as u64) as usize;
