@@ -22,7 +22,9 @@ use kernel::{
 
 use crate::{
     abi,
-    file::{Bounce, FileState},
+    bounce::Bounce,
+    file::FileState,
+    keys::{KeyClaim, KeyTable},
     ring::{Seg, Vq, STATUS_UNWRITTEN},
     virtio::{self, common, Caps, Regs},
 };
@@ -32,6 +34,9 @@ use kernel::sync::Arc;
 pub(crate) static PINNED_TOTAL: Atomic<u64> = Atomic::new(0);
 /// Slabs allocated, over all files and devices.
 pub(crate) static SLABS_TOTAL: Atomic<u64> = Atomic::new(0);
+/// Bytes given up for good because a device did not acknowledge its reset
+/// while it might still write to them (slabs and bounce buffers).
+pub(crate) static QUARANTINED_TOTAL: Atomic<u64> = Atomic::new(0);
 
 /// A request the device holds.
 pub(crate) struct InFlight {
@@ -41,6 +46,8 @@ pub(crate) struct InFlight {
     pub(crate) cookie: u64,
     pub(crate) op: u16,
     pub(crate) bounce: Option<Bounce>,
+    /// The device key slot this request names, if any.
+    pub(crate) key: Option<KeyClaim>,
 }
 
 pub(crate) struct QueueState {
@@ -108,6 +115,9 @@ pub(crate) struct Shared {
     #[pin]
     pub(crate) space: CondVar,
     pub(crate) stats: Stats,
+    /// Which file holds which device key slot (see `keys.rs`).
+    #[pin]
+    pub(crate) keys: SpinLock<KeyTable>,
 }
 
 impl Shared {
@@ -265,7 +275,7 @@ impl Shared {
 
     /// Hands one finished request to its file. Called without locks held:
     /// dropping the last reference to a closed file frees its slabs.
-    fn deliver(&self, inf: InFlight, mut st: abi::StatusRecord) {
+    pub(crate) fn deliver(&self, inf: InFlight, mut st: abi::StatusRecord) {
         if st.status == STATUS_UNWRITTEN {
             st = abi::StatusRecord {
                 status: abi::STATUS_DEVICE_ERROR,
@@ -276,6 +286,9 @@ impl Shared {
         self.stats.requests[op].add(1, Relaxed);
         if st.status != abi::STATUS_OK {
             self.stats.errors[op].add(1, Relaxed);
+        }
+        if let Some(k) = inf.key {
+            self.keys.lock().complete(k, st.status);
         }
         inf.file.complete(inf.cookie, inf.op, st, inf.bounce);
     }
@@ -321,7 +334,8 @@ impl Shared {
                 why
             );
         }
-        self.reset_device();
+        let acked = self.reset_device();
+        let mut quarantined = 0usize;
         loop {
             let inf = {
                 let mut hw = self.hw.lock();
@@ -334,13 +348,29 @@ impl Shared {
                 }
                 found
             };
-            let Some(inf) = inf else { break };
+            let Some(mut inf) = inf else { break };
+            if !acked {
+                // The device may still write to this request's memory:
+                // never free it.
+                if let Some(b) = inf.bounce.as_mut() {
+                    b.quarantine();
+                }
+                inf.file.quarantine();
+                quarantined += 1;
+            }
             self.stats.device_errors.add(1, Relaxed);
             let st = abi::StatusRecord {
                 status: abi::STATUS_DEVICE_ERROR,
                 ..Default::default()
             };
             self.deliver(inf, st);
+        }
+        if quarantined > 0 {
+            dev_err!(
+                self.pdev.as_ref(),
+                "device did not acknowledge its reset: the memory of {} requests in flight (their slabs and bounce buffers) is quarantined and never reused\n",
+                quarantined
+            );
         }
         {
             let mut hw = self.hw.lock();
@@ -354,8 +384,9 @@ impl Shared {
     }
 
     /// Resets the device through the (revocable) BAR, waiting up to 100 ms
-    /// for it to acknowledge.
-    fn reset_device(&self) {
+    /// for it to acknowledge. False if it did not (or could not be asked):
+    /// it may still write to memory it was given.
+    fn reset_device(&self) -> bool {
         let write = self.bar.try_access().map(|bar| {
             Regs {
                 bar: &bar,
@@ -364,7 +395,10 @@ impl Shared {
             .write8(0, common::DEVICE_STATUS)
         });
         if !matches!(write, Some(Ok(()))) {
-            return;
+            return false;
+        }
+        if crate::test_unacked_reset() {
+            return false;
         }
         for _ in 0..1000 {
             let st = self.bar.try_access().map(|bar| {
@@ -375,11 +409,12 @@ impl Shared {
                 .status()
             });
             match st {
-                Some(Ok(0)) | None | Some(Err(_)) => return,
+                Some(Ok(0)) => return true,
+                None | Some(Err(_)) => return false,
                 Some(Ok(_)) => fsleep(Delta::from_micros(100)),
             }
         }
-        dev_err!(self.pdev.as_ref(), "device did not acknowledge reset\n");
+        false
     }
 
     /// Unbind: stop everything and free the rings while still bound.
@@ -449,6 +484,10 @@ impl fmt::Debug for StatsView {
             s.stats.bytes_zero_copy.load(Relaxed)
         )?;
         writeln!(f, "ring_full {}", s.stats.ring_full.load(Relaxed))?;
+        let (used, clearing) = s.keys.lock().counts();
+        writeln!(f, "key_slots_used {}", used)?;
+        writeln!(f, "key_slots_clearing {}", clearing)?;
+        writeln!(f, "quarantined_bytes {}", QUARANTINED_TOTAL.load(Relaxed))?;
         writeln!(f, "device_errors {}", s.stats.device_errors.load(Relaxed))
     }
 }

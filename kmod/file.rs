@@ -26,11 +26,19 @@ use kernel::{
 
 use crate::{
     abi::{self, IocCompletion, IocReap, IocRequest, IocSegment, IocSlabAlloc, IocSubmit},
+    bounce::{Bounce, BounceBytes},
     dev::{InFlight, Shared, PINNED_TOTAL, SLABS_TOTAL},
+    keys::{self, KeyClaim},
     misc::{MiscPoll, PollMiscRegistration},
     ring::Seg,
-    slab::{kmalloc_phys, Slab},
+    slab::{reject_log_allowed, Slab},
 };
+
+#[path = "file_io.rs"]
+mod io;
+
+/// Source of file ids (0 means "no file" in the key table).
+static NEXT_FILE_ID: Atomic<u64> = Atomic::new(1);
 
 // The ioctl structs cross the user boundary as plain bytes.
 macro_rules! plain_old_data {
@@ -62,14 +70,6 @@ const EPOLLHUP: u32 = 0x10;
 const EPOLLRDNORM: u32 = 0x40;
 const EPOLLWRNORM: u32 = 0x100;
 
-/// Copy-mode bounce buffer of one request: inputs then outputs, in one
-/// physically contiguous kmalloc() allocation.
-pub(crate) struct Bounce {
-    buf: KVec<u8>,
-    /// Outputs: (user address, length, offset in `buf`).
-    outs: KVec<(u64, u32, usize)>,
-}
-
 struct CompEntry {
     comp: IocCompletion,
     bounce: Option<Bounce>,
@@ -85,15 +85,30 @@ struct CompQueue {
 }
 
 impl CompQueue {
-    fn push(&mut self, e: CompEntry) -> core::result::Result<(), CompEntry> {
+    /// Queues `e`; gives it back if the ring is full (to be dropped by the
+    /// caller outside the lock).
+    fn push(&mut self, e: CompEntry) -> Option<CompEntry> {
         let cap = self.ring.len();
         if self.len == cap {
-            return Err(e);
+            return Some(e);
         }
         let i = (self.head + self.len).checked_rem(cap).unwrap_or(0);
         self.ring[i] = Some(e);
         self.len += 1;
-        Ok(())
+        None
+    }
+
+    /// The submitter's pid if the next completion has copy-mode outputs
+    /// for another process's memory.
+    fn head_foreign_owner(&self) -> Option<i32> {
+        if self.len == 0 {
+            return None;
+        }
+        self.ring[self.head]
+            .as_ref()
+            .and_then(|e| e.bounce.as_ref())
+            .filter(|b| !b.is_current_mm())
+            .map(|b| b.owner_pid())
     }
 
     fn pop(&mut self) -> Option<CompEntry> {
@@ -131,6 +146,13 @@ pub(crate) struct FileStats {
 #[pin_data(PinnedDrop)]
 pub(crate) struct FileState {
     shared: Arc<Shared>,
+    /// Unique over the module's life: names this file in the key table.
+    id: u64,
+    /// Copy-mode bounce bytes held (in flight or unreaped).
+    bounce: BounceBytes,
+    /// Set when the device did not acknowledge a reset while this file
+    /// had requests in flight: its slabs are then never freed.
+    quarantined: Atomic<u32>,
     #[pin]
     inner: Mutex<FileInner>,
     #[pin]
@@ -148,7 +170,29 @@ fn free_slab(pinned: &mut u64, s: Slab) {
     drop(s);
 }
 
+/// Like `free_slab`, but keeps the pages for good (quarantine).
+fn quarantine_slab(pinned: &mut u64, s: Slab) {
+    *pinned -= s.size;
+    PINNED_TOTAL.fetch_sub(s.size, Relaxed);
+    SLABS_TOTAL.fetch_sub(1, Relaxed);
+    s.quarantine();
+}
+
 impl FileState {
+    /// The device may still write to this file's memory: never free it.
+    pub(crate) fn quarantine(&self) {
+        self.quarantined.store(1, Relaxed);
+    }
+
+    fn is_quarantined(&self) -> bool {
+        self.quarantined.load(Relaxed) != 0
+    }
+
+    /// Bytes this file pins: its slabs and its bounce buffers.
+    fn pinned_by_file(&self, inner: &FileInner) -> u64 {
+        inner.pinned + self.bounce.load(Relaxed)
+    }
+
     /// Called by the device for each finished request of this file.
     pub(crate) fn complete(
         &self,
@@ -173,7 +217,7 @@ impl FileState {
         let lost = {
             let mut g = self.comp.lock();
             g.inflight = g.inflight.saturating_sub(1);
-            g.push(e).err()
+            g.push(e)
         };
         if lost.is_some() {
             // Unreachable: submit reserves room for every completion.
@@ -203,7 +247,7 @@ impl FileState {
 
     /// Frees freed-but-busy slabs that nothing references any more.
     fn reap_zombies(&self, inner: &mut FileInner) {
-        if inner.zombies.is_empty() || self.inflight() != 0 {
+        if inner.zombies.is_empty() || self.inflight() != 0 || self.is_quarantined() {
             return;
         }
         let mut i = 0;
@@ -217,7 +261,7 @@ impl FileState {
     }
 
     fn info(&self, ptr: UserPtr) -> Result {
-        let pinned = self.inner.lock().pinned;
+        let pinned = self.pinned_by_file(&self.inner.lock());
         let info = abi::IocInfo {
             config: self.shared.cfg,
             queue_size: u32::from(self.shared.queue_size),
@@ -249,11 +293,12 @@ impl FileState {
         let out = {
             let mut inner = self.inner.lock();
             self.reap_zombies(&mut inner);
-            if inner.pinned + size > crate::max_pinned_per_file() {
+            let held = self.pinned_by_file(&inner);
+            if held + size > crate::max_pinned_per_file() {
                 pr_info!(
                     "slab of {} bytes refused: file would pin {} of max_pinned_per_file={}\n",
                     size,
-                    inner.pinned + size,
+                    held + size,
                     crate::max_pinned_per_file()
                 );
                 return Err(ENOMEM);
@@ -335,7 +380,7 @@ impl FileState {
             let inner = self.inner.lock();
             (
                 (inner.slabs.len() + inner.zombies.len()) as u64,
-                inner.pinned,
+                self.pinned_by_file(&inner),
             )
         };
         let mut out = abi::IocStats {
@@ -362,302 +407,103 @@ impl FileState {
         e
     }
 
-    fn submit(me: ArcBorrow<'_, Self>, ptr: UserPtr) -> Result {
-        let (mut r, mut w) = UserSlice::new(ptr, size_of::<IocSubmit>()).reader_writer();
-        let mut sub: IocSubmit = r.read()?;
-        if sub.count == 0
-            || sub.count > abi::MAX_BATCH
-            || sub.flags & !(abi::SUBMIT_NONBLOCK | abi::SUBMIT_COPY) != 0
-            || sub.reserved != 0
-        {
-            return Err(EINVAL);
-        }
-        if me.shared.is_dead() {
-            return Err(ENODEV);
-        }
-        let nonblock = sub.flags & abi::SUBMIT_NONBLOCK != 0;
-        let copy = sub.flags & abi::SUBMIT_COPY != 0;
-        let mut touched = 0u64;
-        let mut done = 0u32;
-        let mut result = Ok(());
-        for i in 0..sub.count {
-            let addr = u64::from(i)
-                .checked_mul(size_of::<IocRequest>() as u64)
-                .and_then(|o| sub.reqs.checked_add(o))
-                .ok_or(EFAULT);
-            let r = addr.and_then(|a| {
-                Self::submit_one(
-                    me,
-                    UserPtr::from_addr(a as usize),
-                    nonblock,
-                    copy,
-                    &mut touched,
-                )
-            });
-            match r {
-                Ok(()) => done += 1,
-                Err(e) => {
-                    result = Err(e);
-                    break;
-                }
-            }
-        }
-        me.shared.kick_touched(touched);
-        sub.submitted = done;
-        w.write(&sub)?;
-        result
-    }
-
-    fn submit_one(
-        me: ArcBorrow<'_, Self>,
-        uptr: UserPtr,
-        nonblock: bool,
-        copy: bool,
-        touched: &mut u64,
-    ) -> Result {
-        let shared = &me.shared;
-        let req: IocRequest = UserSlice::new(uptr, size_of::<IocRequest>())
-            .reader()
-            .read()?;
-        let h = &req.header;
-        if h.op >= 16 || h.flags != 0 || h.reserved != 0 {
-            return Err(me.reject(EINVAL));
-        }
-        if req.queue != u32::MAX && req.queue as usize >= shared.nq {
-            return Err(me.reject(EINVAL));
-        }
-        let n = req.nsegs as usize;
-        if n > usize::from(shared.max_segs) {
-            return Err(me.reject(E2BIG));
-        }
-        let mut segs = KVec::<IocSegment>::with_capacity(n, GFP_KERNEL)?;
-        if n > 0 {
-            let mut r = UserSlice::new(
-                UserPtr::from_addr(req.segs as usize),
-                n * size_of::<IocSegment>(),
-            )
-            .reader();
-            for _ in 0..n {
-                segs.push(r.read::<IocSegment>()?, GFP_KERNEL)?;
-            }
-        }
-        let (mut tin, mut tout) = (0u64, 0u64);
-        let mut seen_out = false;
-        for s in segs.iter() {
-            if s.len == 0 || s.addr.checked_add(u64::from(s.len)).is_none() {
-                return Err(me.reject(EINVAL));
-            }
-            match s.dir {
-                abi::SEG_IN if !seen_out => tin += u64::from(s.len),
-                abi::SEG_OUT => {
-                    seen_out = true;
-                    tout += u64::from(s.len);
-                }
-                _ => return Err(me.reject(EINVAL)),
-            }
-        }
-        let max = u64::from(shared.cfg.max_request_bytes);
-        if tin > max || tout > max {
-            return Err(me.reject(E2BIG));
-        }
-
-        let mut dsegs = KVec::<Seg>::with_capacity(n, GFP_KERNEL)?;
-        let bounce = if copy {
-            let total = (tin + tout) as usize;
-            let mut buf = KVec::<u8>::new();
-            buf.resize(total, 0, GFP_KERNEL)?;
-            let mut outs = KVec::with_capacity(n, GFP_KERNEL)?;
-            let mut off = 0usize;
-            for s in segs.iter() {
-                let len = s.len as usize;
-                let dst = &mut buf[off..off + len];
-                if s.dir == abi::SEG_IN {
-                    UserSlice::new(UserPtr::from_addr(s.addr as usize), len)
-                        .reader()
-                        .read_slice(dst)
-                        .map_err(|e| me.reject(e))?;
-                } else {
-                    outs.push((s.addr, s.len, off), GFP_KERNEL)?;
-                }
-                off += len;
-            }
-            // The allocation does not move from here on: the physical
-            // addresses stay valid while the request is in flight.
-            let base = kmalloc_phys(buf.as_ptr());
-            let mut off = 0u64;
-            for s in segs.iter() {
-                dsegs.push(
-                    Seg {
-                        addr: base + off,
-                        len: s.len,
-                        write: s.dir == abi::SEG_OUT,
-                    },
-                    GFP_KERNEL,
-                )?;
-                off += u64::from(s.len);
-            }
-            me.reserve()?;
-            me.stats.bytes_copied.add(tin, Relaxed);
-            shared.stats.bytes_copied.add(tin, Relaxed);
-            Some(Bounce { buf, outs })
-        } else {
-            for s in segs.iter() {
-                dsegs.push(
-                    Seg {
-                        addr: s.addr,
-                        len: s.len,
-                        write: s.dir == abi::SEG_OUT,
-                    },
-                    GFP_KERNEL,
-                )?;
-            }
-            let inner = me.inner.lock();
-            for s in segs.iter() {
-                if !inner
-                    .slabs
-                    .iter()
-                    .any(|sl| sl.contains(s.addr, u64::from(s.len)))
-                {
-                    drop(inner);
-                    dev_warn!(
-                        shared.pdev.as_ref(),
-                        "request {:#x} rejected: segment {:#x}+{} is not inside a slab of this file\n",
-                        h.cookie,
-                        s.addr,
-                        s.len
-                    );
-                    return Err(me.reject(EFAULT));
-                }
-            }
-            // Count the request in flight before `inner` is released: a
-            // slab freed from now on waits as a zombie until it completes.
-            me.reserve()?;
-            drop(inner);
-            None
-        };
-        let inf = InFlight {
-            file: me.into(),
-            cookie: h.cookie,
-            op: h.op,
-            bounce,
-        };
-        match shared.submit(req.queue, &h.to_le_bytes(), &dsegs, inf, nonblock, touched) {
-            Ok(()) => {
-                if !copy {
-                    me.stats.bytes_zero_copy.add(tin + tout, Relaxed);
-                    shared.stats.bytes_zero_copy.add(tin + tout, Relaxed);
-                }
-                Ok(())
-            }
-            Err(e) => {
-                me.unreserve();
-                Err(e)
-            }
-        }
-    }
-
-    fn reap(me: ArcBorrow<'_, Self>, ptr: UserPtr) -> Result {
-        let (mut r, mut w) = UserSlice::new(ptr, size_of::<IocReap>()).reader_writer();
-        let mut req: IocReap = r.read()?;
-        if req.max == 0 || req.max > abi::MAX_BATCH || req.reserved != 0 {
-            return Err(EINVAL);
-        }
-        let max = req.max as usize;
-        let mut got = KVec::<CompEntry>::with_capacity(max, GFP_KERNEL)?;
+    /// Waits up to `request_timeout_ms` for this file's requests in
+    /// flight, checking for a dead device meanwhile.
+    fn drain(&self) {
+        let limit = i64::from(crate::request_timeout_ms());
         let start = Instant::<Monotonic>::now();
-        let mut g = me.comp.lock();
+        while self.inflight() != 0 && limit > 0 && start.elapsed().as_millis() <= limit + 100 {
+            self.shared.watchdog();
+            fsleep(Delta::from_millis(10));
+        }
+    }
+
+    /// At close: clears every device key slot this file holds, so no key
+    /// outlives its file and the slots can serve other files.
+    fn clear_keys(me: &Arc<Self>) {
+        let shared = &me.shared;
+        let nslots = shared.keys.lock().len();
+        let Ok(mut claims) = KVec::<KeyClaim>::with_capacity(nslots, GFP_KERNEL) else {
+            // The slots stay owned by this file's id, which is never
+            // reused: lost, but never handed to anyone else.
+            return;
+        };
+        shared.keys.lock().release(me.id, &mut claims);
+        if claims.is_empty() {
+            return;
+        }
+        // Nobody reaps any more: make room for the clears' completions.
         loop {
-            while got.len() < max {
-                match g.pop() {
-                    Some(e) => {
-                        let _ = got.push_within_capacity(e);
-                    }
-                    None => break,
-                }
-            }
-            if !got.is_empty() {
+            let popped = me.comp.lock().pop();
+            if popped.is_none() {
                 break;
             }
-            if g.inflight == 0 {
-                return Err(ENOENT);
-            }
-            if req.timeout_ms == 0 {
-                return Err(EAGAIN);
-            }
-            let elapsed = start.elapsed().as_millis();
-            let chunk = if req.timeout_ms > 0 {
-                let left = i64::from(req.timeout_ms) - elapsed;
-                if left <= 0 {
-                    return Err(ETIMEDOUT);
-                }
-                left.min(100)
-            } else {
-                100
-            };
-            if let CondVarTimeoutResult::Signal { .. } = me
-                .wait
-                .wait_interruptible_timeout(&mut g, msecs_to_jiffies(chunk as u32))
-            {
-                return Err(EINTR);
-            }
-            // A device that stopped completing is declared dead here, which
-            // completes everything outstanding with STATUS_DEVICE_ERROR.
-            drop(g);
-            me.shared.watchdog();
-            g = me.comp.lock();
+            // Dropped here, outside the lock (freeing a bounce buffer
+            // drops an mm reference).
+            drop(popped);
         }
-        drop(g);
+        let mut touched = 0u64;
+        for c in claims.drain_all() {
+            if Self::send_clear(me, c, &mut touched).is_err() {
+                // Never sent: the slot stays out of use for good.
+                shared.keys.lock().complete(c, abi::STATUS_DEVICE_ERROR);
+            }
+        }
+        shared.kick_touched(touched);
+    }
 
-        let mut cw = UserSlice::new(
-            UserPtr::from_addr(req.comps as usize),
-            max * size_of::<IocCompletion>(),
-        )
-        .writer();
-        let mut count = 0u32;
-        let mut result = Ok(());
-        for e in got.drain_all() {
-            let mut c = e.comp;
-            if let Some(b) = e.bounce {
-                let mut left = c.len as usize;
-                for &(uaddr, len, off) in b.outs.iter() {
-                    let n = left.min(len as usize);
-                    if n == 0 {
-                        break;
-                    }
-                    let copied = UserSlice::new(UserPtr::from_addr(uaddr as usize), n)
-                        .writer()
-                        .write_slice(&b.buf[off..off + n]);
-                    if copied.is_err() && c.status == abi::STATUS_OK {
-                        c.status = abi::STATUS_BAD_ADDRESS;
-                        me.stats.errors.add(1, Relaxed);
-                    }
-                    me.stats.bytes_copied.add(n as u64, Relaxed);
-                    me.shared.stats.bytes_copied.add(n as u64, Relaxed);
-                    left -= n;
+    /// Queues the driver's own KEY_CLEAR of device slot `c.dev`. Does not
+    /// sleep on the rings (a dying process has a fatal signal pending):
+    /// retries a full ring for up to `request_timeout_ms`.
+    fn send_clear(me: &Arc<Self>, c: KeyClaim, touched: &mut u64) -> Result {
+        let hdr = abi::RequestHeader {
+            op: abi::OP_KEY_CLEAR,
+            key_slot: c.dev,
+            cookie: u64::MAX,
+            ..Default::default()
+        }
+        .to_le_bytes();
+        me.reserve()?;
+        let start = Instant::<Monotonic>::now();
+        let limit = i64::from(crate::request_timeout_ms()).max(1000);
+        loop {
+            let inf = InFlight {
+                file: me.clone(),
+                cookie: u64::MAX,
+                op: abi::OP_KEY_CLEAR,
+                bounce: None,
+                key: Some(c),
+            };
+            match me.shared.submit(u32::MAX, &hdr, &[], inf, true, touched) {
+                Ok(()) => return Ok(()),
+                Err(e) if e == EAGAIN && start.elapsed().as_millis() < limit => {
+                    me.shared.kick_touched(*touched);
+                    *touched = 0;
+                    fsleep(Delta::from_millis(1));
                 }
-            }
-            if result.is_ok() {
-                match cw.write(&c) {
-                    Ok(()) => count += 1,
-                    Err(e) => result = Err(e),
+                Err(e) => {
+                    me.unreserve();
+                    return Err(e);
                 }
             }
         }
-        req.count = count;
-        w.write(&req)?;
-        result
     }
 }
 
 #[pinned_drop]
 impl PinnedDrop for FileState {
     fn drop(self: Pin<&mut Self>) {
+        let release = if self.is_quarantined() {
+            quarantine_slab
+        } else {
+            free_slab
+        };
         let mut inner = self.inner.lock();
         while let Some(s) = inner.slabs.pop() {
-            free_slab(&mut inner.pinned, s);
+            release(&mut inner.pinned, s);
         }
         while let Some(s) = inner.zombies.pop() {
-            free_slab(&mut inner.pinned, s);
+            release(&mut inner.pinned, s);
         }
     }
 }
@@ -673,9 +519,13 @@ impl MiscDevice for FileState {
         for _ in 0..cap {
             ring.push(None, GFP_KERNEL)?;
         }
+        let bounce = Arc::new(Atomic::new(0), GFP_KERNEL)?;
         Arc::pin_init(
             try_pin_init!(FileState {
                 shared,
+                id: NEXT_FILE_ID.fetch_add(1, Relaxed),
+                bounce,
+                quarantined: Atomic::new(0),
                 inner <- new_mutex!(FileInner::default()),
                 comp <- new_spinlock!(CompQueue { ring, head: 0, len: 0, inflight: 0 }),
                 wait <- new_poll_condvar!(),
@@ -696,13 +546,11 @@ impl MiscDevice for FileState {
         // Requests still in flight keep the state (and their slabs) alive
         // until they complete. Give them up to `request_timeout_ms` to
         // drain, so that a dead device is noticed here (and everything is
-        // freed now) rather than at unbind.
-        let limit = i64::from(crate::request_timeout_ms());
-        let start = Instant::<Monotonic>::now();
-        while device.inflight() != 0 && limit > 0 && start.elapsed().as_millis() <= limit + 100 {
-            device.shared.watchdog();
-            fsleep(Delta::from_millis(10));
-        }
+        // freed now) rather than at unbind. Then clear this file's keys
+        // on the device and wait for that too.
+        device.drain();
+        Self::clear_keys(&device);
+        device.drain();
         drop(device);
     }
 
@@ -712,6 +560,15 @@ impl MiscDevice for FileState {
         let pgoff = unsafe { (*vma.as_ptr()).vm_pgoff } as u64;
         let off = pgoff.checked_mul(PAGE_SIZE as u64).ok_or(EINVAL)?;
         let len = vma.end() - vma.start();
+        // A private writable mapping would give the writer copy-on-write
+        // pages the device never sees: refuse it, and keep read-only
+        // private mappings from becoming writable.
+        if vma.flags() & kernel::mm::virt::flags::SHARED == 0 {
+            if vma.writable() {
+                return Err(EACCES);
+            }
+            vma.try_clear_maywrite()?;
+        }
         let inner = me.inner.lock();
         let Some(slab) = inner.slabs.iter().find(|s| s.mmap_offset == off) else {
             return Err(EINVAL);

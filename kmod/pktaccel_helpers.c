@@ -11,6 +11,8 @@
 #include <linux/io.h>
 #include <linux/pgtable.h>
 #include <asm/set_memory.h>
+#include <linux/ratelimit.h>
+#include <linux/sched.h>
 #include "pktaccel_helpers.h"
 
 /* Physical address of @page (a slab's first page). */
@@ -66,8 +68,30 @@ void pktaccel_vma_set_cache_mode(struct vm_area_struct *vma, int mode)
 	}
 }
 
-/* Physical address of a kmalloc()ed (physically contiguous) buffer. */
-phys_addr_t pktaccel_virt_to_phys(const void *addr)
+/*
+ * Whether a log line about a rejected request may be printed now: at most
+ * 10 per 5 s for the whole driver (a hostile process can provoke them at
+ * will); the kernel prints how many were suppressed.
+ */
+static DEFINE_RATELIMIT_STATE(pktaccel_reject_rs, 5 * HZ, 10);
+
+int pktaccel_reject_ratelimit(void)
 {
-	return virt_to_phys((void *)addr);
+	return __ratelimit(&pktaccel_reject_rs);
+}
+
+/*
+ * The calling process, as (thread group id, address space) identities.
+ * Read in C: the Rust bindings' idea of the task_struct layout did not
+ * match this kernel's (Task::tgid() read -1 and Task::mm() a pointer into
+ * the task itself on the rig's 7.3 build).
+ */
+int pktaccel_current_tgid(void)
+{
+	return task_tgid_nr(current);
+}
+
+unsigned long pktaccel_current_mm(void)
+{
+	return (unsigned long)current->mm;
 }

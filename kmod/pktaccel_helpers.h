@@ -13,6 +13,8 @@ void *pktaccel_page_address(struct page *page);
 int pktaccel_page_count(struct page *page);
 int pktaccel_set_memory(void *addr, int numpages, int mode);
 void pktaccel_vma_set_cache_mode(struct vm_area_struct *vma, int mode);
-phys_addr_t pktaccel_virt_to_phys(const void *addr);
+int pktaccel_reject_ratelimit(void);
+int pktaccel_current_tgid(void);
+unsigned long pktaccel_current_mm(void);
 
 #endif

@@ -21,8 +21,10 @@ use kernel::{
 #[allow(dead_code, unreachable_pub, clippy::all)]
 #[path = "../abi/src/pktaccel_abi.rs"]
 mod abi;
+mod bounce;
 mod dev;
 mod file;
+mod keys;
 mod misc;
 mod ring;
 mod slab;
@@ -37,12 +39,20 @@ use virtio::{common, status, Regs};
 /// Most data segments per request the driver supports, whatever the
 /// device advertises.
 const MAX_SEGS: u32 = 64;
+/// Most device key slots the driver tracks, whatever the device advertises.
+const MAX_KEY_SLOTS: u32 = 1024;
 
 pub(crate) fn max_pinned_per_file() -> u64 {
     module_parameters::max_pinned_per_file.value()
 }
 pub(crate) fn max_pinned_total() -> u64 {
     module_parameters::max_pinned_total.value()
+}
+/// Test hook (issue 9): the rig's device always acknowledges a reset
+/// (QEMU completes it synchronously), so the quarantine path of an
+/// unacknowledged one is reached only through this parameter.
+pub(crate) fn test_unacked_reset() -> bool {
+    module_parameters::test_unacked_reset.value() != 0
 }
 pub(crate) fn request_timeout_ms() -> u32 {
     module_parameters::request_timeout_ms.value()
@@ -261,6 +271,7 @@ impl pci::Driver for PktDriver {
                 .map(|q| q.vq.as_ref().map_or(0, |v| usize::from(v.nslots())))
                 .sum();
             let bar = bar.into_devres()?;
+            let key_table = keys::KeyTable::new(cfg.key_slots.min(MAX_KEY_SLOTS))?;
             let shared = Arc::pin_init(
                 try_pin_init!(Shared {
                     pdev: pdev.into(),
@@ -275,6 +286,7 @@ impl pci::Driver for PktDriver {
                     hw <- new_spinlock!(Hw::new(queues)),
                     space <- new_condvar!(),
                     stats: Stats::new(),
+                    keys <- new_spinlock!(key_table),
                 }),
                 GFP_KERNEL,
             )?;
@@ -363,6 +375,10 @@ kernel::module_pci_driver! {
         request_timeout_ms: u32 {
             default: 5000,
             description: "A device that completes nothing for this long is declared dead (0 = never)",
+        },
+        test_unacked_reset: u32 {
+            default: 0,
+            description: "Test hook: treat every device reset as unacknowledged (quarantine path); 0 = off",
         },
         queue_size: u32 {
             default: 256,

@@ -40,14 +40,38 @@ unsafe extern "C" {
         mode: ffi::c_int,
     ) -> ffi::c_int;
     fn pktaccel_vma_set_cache_mode(vma: *mut bindings::vm_area_struct, mode: ffi::c_int);
-    fn pktaccel_virt_to_phys(addr: *const ffi::c_void) -> bindings::phys_addr_t;
+    fn pktaccel_reject_ratelimit() -> ffi::c_int;
+    fn pktaccel_current_tgid() -> ffi::c_int;
+    fn pktaccel_current_mm() -> ffi::c_ulong;
 }
 
-/// Physical address of kmalloc()ed memory (physically contiguous).
-pub(crate) fn kmalloc_phys(p: *const u8) -> u64 {
-    // SAFETY: `virt_to_phys` only computes an address; callers pass
-    // pointers into live kmalloc allocations, which are direct-mapped.
-    unsafe { pktaccel_virt_to_phys(p.cast()) }
+/// Whether a rejected-request log line may be printed now (the driver
+/// prints at most 10 per 5 s; the kernel reports the suppressed count).
+pub(crate) fn reject_log_allowed() -> bool {
+    // SAFETY: `__ratelimit` on a static state; callable from any context.
+    unsafe { pktaccel_reject_ratelimit() != 0 }
+}
+
+/// The calling process: thread group id and address-space identity (the
+/// `mm_struct` address, compared only, never dereferenced). Read by C
+/// helpers because `kernel::task::Task`'s field reads were wrong on the
+/// rig's kernel (see pktaccel_helpers.c).
+pub(crate) fn current_owner() -> (i32, usize) {
+    // SAFETY: both helpers only read `current`'s own fields.
+    unsafe { (pktaccel_current_tgid(), pktaccel_current_mm() as usize) }
+}
+
+/// Kernel (direct-map) address of a page.
+pub(crate) fn page_kaddr(p: NonNull<bindings::page>) -> *mut u8 {
+    // SAFETY: callers pass pages they own; x86-64 has no highmem, so
+    // every page has a direct-map address.
+    unsafe { pktaccel_page_address(p.as_ptr()) }.cast()
+}
+
+/// Physical address of a page.
+pub(crate) fn page_phys(p: NonNull<bindings::page>) -> u64 {
+    // SAFETY: callers pass pages they own; this only computes an address.
+    unsafe { pktaccel_page_to_phys(p.as_ptr()) }
 }
 
 /// Cache-mode name for logs and debugfs.
@@ -176,6 +200,15 @@ impl Slab {
             mm.vm_insert_page(start + i * PAGE_SIZE, &page)?;
         }
         Ok(())
+    }
+}
+
+impl Slab {
+    /// Gives the slab up without freeing its pages: the device did not
+    /// acknowledge a reset and may still write to them.
+    pub(crate) fn quarantine(self) {
+        crate::dev::QUARANTINED_TOTAL.fetch_add(self.size, kernel::sync::atomic::Relaxed);
+        core::mem::forget(self);
     }
 }
 

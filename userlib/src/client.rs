@@ -375,24 +375,74 @@ impl<'p, T: Transport> Client<'p, T> {
 
     /// Submits a batch and waits for all of its completions, returned in
     /// request order. The borrows of the buffers last until then, so this
-    /// is safe.
+    /// is safe. When the driver takes only part of the batch and then
+    /// fails, the part it took is still reaped before the error returns:
+    /// the device may write into those buffers until it completes them.
     pub fn run(&mut self, reqs: &mut [Request<'_>]) -> Result<Vec<IocCompletion>, ClientError> {
-        // SAFETY: we reap every completion of this batch before returning,
-        // while `reqs` (and so its buffer borrows) is still held.
-        let cookies = unsafe { self.submit(reqs) }?;
-        let mut got: Vec<Option<IocCompletion>> = vec![None; cookies.len()];
-        let first = cookies[0];
-        let mut left = cookies.len();
+        let built = match self.build(reqs) {
+            Ok(b) => b,
+            Err(ClientError::NotPinned { .. }) if self.allow_copy => self.build_copy(reqs),
+            Err(e) => return Err(e),
+        };
+        let first = built.reqs[0].header.cookie;
+        let mut accepted = 0usize;
+        let mut failed = None;
+        while accepted < built.reqs.len() {
+            match self.transport.submit(&built.reqs[accepted..], built.flags) {
+                Ok(0) => failed = Some(ClientError::Os(libc::EAGAIN)),
+                Ok(n) => accepted += n as usize,
+                Err(e) => failed = Some(e),
+            }
+            if failed.is_some() {
+                break;
+            }
+        }
+        let mut got: Vec<Option<IocCompletion>> = vec![None; accepted];
+        let drained = self.reap_accepted(first, &mut got);
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        drained?;
+        Ok(got.into_iter().map(|c| c.unwrap_or_default()).collect())
+    }
+
+    /// Reaps the completions of cookies `first..first + got.len()`. Returns
+    /// early only when the driver says nothing is in flight (`ENOENT`);
+    /// other reap errors are retried, and if they persist the process is
+    /// aborted: returning would end the buffers' borrows while the device
+    /// may still write into them.
+    fn reap_accepted(
+        &mut self,
+        first: u64,
+        got: &mut [Option<IocCompletion>],
+    ) -> Result<(), ClientError> {
+        let mut left = got.len();
+        let mut failures = 0u32;
         while left > 0 {
-            for c in self.reap(left, -1)? {
-                let i = c.cookie.wrapping_sub(first) as usize;
-                if i < got.len() && got[i].is_none() {
-                    got[i] = Some(c);
-                    left -= 1;
+            match self.reap(left, -1) {
+                Ok(cs) => {
+                    for c in cs {
+                        let i = c.cookie.wrapping_sub(first) as usize;
+                        if i < got.len() && got[i].is_none() {
+                            got[i] = Some(c);
+                            left -= 1;
+                        }
+                    }
+                }
+                Err(ClientError::Os(libc::ENOENT)) => return Err(ClientError::Os(libc::ENOENT)),
+                Err(e) => {
+                    failures += 1;
+                    if failures > 1000 {
+                        eprintln!(
+                            "pktslab: cannot reap {left} requests still in flight ({e}); aborting, as returning would let the device write into freed buffers"
+                        );
+                        std::process::abort();
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
                 }
             }
         }
-        Ok(got.into_iter().map(|c| c.unwrap_or_default()).collect())
+        Ok(())
     }
 }
 

@@ -8,6 +8,7 @@ use anyhow::Result;
 
 use crate::guest_log;
 use crate::initramfs::{KILL_TEST, Mode};
+use crate::kernel::Variant;
 use crate::vm::{ConsoleSink, Prepared, VmArgs, boot};
 
 /// Counts of one e2e run.
@@ -63,6 +64,28 @@ impl ConsoleSink for SuiteSink {
     }
 }
 
+/// Printed by the guest's init after its end-of-suite kmemleak scan.
+const KMEMLEAK_SCANNED: &str = "PKTACCEL-KMEMLEAK-SCANNED";
+
+/// On the debug kernel the suite must end with a kmemleak scan (its
+/// reports are then found by the log scan); say why if it did not run.
+fn kmemleak_missing(
+    p: &Prepared,
+    outcome: &Result<crate::vm::Outcome>,
+    lines: &[String],
+) -> Option<String> {
+    let finished = matches!(outcome, Ok(o) if o.guest_status.is_some());
+    (p.variant() == Variant::Debug
+        && finished
+        && !lines.iter().any(|l| l.trim() == KMEMLEAK_SCANNED))
+    .then(|| {
+        "the debug kernel ran no kmemleak scan at the end of the suite: \
+             /sys/kernel/debug/kmemleak is missing (is CONFIG_DEBUG_KMEMLEAK=y in \
+             images/kernel-debug.config and the kernel rebuilt?)"
+            .to_string()
+    })
+}
+
 /// Runs the suite once and prints its report; the summary decides the exit.
 pub fn run(
     p: &Prepared,
@@ -102,6 +125,10 @@ pub fn run(
         Err(_) => None,
     };
     let reports = guest_log::scan(&sink.lines);
+    if let Some(why) = kmemleak_missing(p, &outcome, &sink.lines) {
+        summary.failed += 1;
+        println!("test kernel::kmemleak_scan ... FAILED\n    {why}");
+    }
     for r in &reports {
         summary.failed += 1;
         println!("test kernel::{} ... FAILED", r.kind.replace(' ', "_"));

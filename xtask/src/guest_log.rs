@@ -1,8 +1,14 @@
 //! Finding kernel trouble in a guest console log: an oops, panic, BUG,
-//! WARN or KASAN report anywhere fails the run, with the report shown.
+//! WARN, KASAN, lockdep, soft-lockup, hung-task or kmemleak report anywhere
+//! fails the run, with the report shown.
 
 /// Markers that start a kernel report, with the kind we name it by.
 const MARKERS: &[(&str, &str)] = &[
+    ("BUG: soft lockup", "soft lockup"),
+    ("BUG: workqueue lockup", "workqueue lockup"),
+    ("blocked for more than", "hung task"),
+    ("new suspected memory leaks", "kmemleak report"),
+    ("unreferenced object 0x", "kmemleak report"),
     ("BUG: KASAN:", "KASAN report"),
     ("BUG:", "kernel BUG"),
     ("Oops:", "kernel oops"),
@@ -96,6 +102,27 @@ mod tests {
         let kinds: Vec<&str> = r.iter().map(|r| r.kind).collect();
         assert_eq!(kinds, ["KASAN report", "kernel WARN", "kernel oops"]);
         assert!(r[0].excerpt[1].contains("Read of size 8"));
+    }
+
+    #[test]
+    fn finds_lockup_hung_task_and_kmemleak_reports() {
+        let log = v(
+            "[   30.0] watchdog: BUG: soft lockup - CPU#0 stuck for 22s! [sh:1]\n\
+             [   40.0] INFO: task pktaccel-guest:88 blocked for more than 30 seconds.\n\
+             [   50.0] kmemleak: 2 new suspected memory leaks (see /sys/kernel/debug/kmemleak)\n\
+             unreferenced object 0xffff888003a1b000 (size 64):\n\
+               comm \"insmod\", pid 70, jiffies 4294670000",
+        );
+        let kinds: Vec<&str> = scan(&log).iter().map(|r| r.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                "soft lockup",
+                "hung task",
+                "kmemleak report",
+                "kmemleak report"
+            ]
+        );
     }
 
     #[test]

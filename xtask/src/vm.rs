@@ -81,6 +81,11 @@ impl Prepared {
     pub fn versions(&self) -> (&str, &str) {
         (&self.kernel.release, &self.qemu.description)
     }
+
+    /// Which kernel this run boots.
+    pub fn variant(&self) -> Variant {
+        self.variant
+    }
 }
 
 /// The workspace root (xtask lives one level below it).

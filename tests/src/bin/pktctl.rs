@@ -55,7 +55,9 @@ struct RunArgs {
     /// File holding the 32-byte AES-256 key.
     #[arg(long, value_name = "FILE", conflicts_with = "key")]
     key_file: Option<PathBuf>,
-    /// Key slot.
+    /// Key slot, in this process's own slot namespace: the driver gives
+    /// each open file its own slots, cleared when the file closes (so a
+    /// key lives only as long as this pktctl run).
     #[arg(long, default_value_t = 0)]
     slot: u32,
     /// AES-GCM IV, 24 hex digits.
@@ -141,7 +143,7 @@ fn info(dev: &Device) -> Result<()> {
     println!("ops           {}", ops.join(" "));
     println!("queues        {} x {} entries", c.num_queues, i.queue_size);
     println!(
-        "limits        {} segments, {} bytes per request, {} key slots",
+        "limits        {} segments, {} bytes per request, {} key slots (per open file, shared device slots)",
         c.max_segments, c.max_request_bytes, c.key_slots
     );
     println!(
@@ -245,9 +247,15 @@ impl Buf<'_> {
 
 fn run_op(op: u16, a: &RunArgs, caching: u32) -> Result<()> {
     // Check arguments before touching the device.
-    let key = matches!(op, OP_AES_GCM_SEAL | OP_AES_GCM_OPEN | OP_KEY_SET)
-        .then(|| key_bytes(a, op))
-        .transpose()?;
+    let key = if op == OP_KEY_CLEAR {
+        (a.key.is_some() || a.key_file.is_some())
+            .then(|| key_bytes(a, OP_KEY_SET))
+            .transpose()?
+    } else {
+        matches!(op, OP_AES_GCM_SEAL | OP_AES_GCM_OPEN | OP_KEY_SET)
+            .then(|| key_bytes(a, op))
+            .transpose()?
+    };
     let iv = match op {
         OP_AES_GCM_SEAL | OP_AES_GCM_OPEN => {
             let Some(iv) = &a.iv else {
@@ -279,6 +287,7 @@ fn run_op(op: u16, a: &RunArgs, caching: u32) -> Result<()> {
     }
     if let Some(k) = &key
         && op != OP_KEY_SET
+        && op != OP_KEY_CLEAR
     {
         key_set(&dev, copy, a.slot, k)?;
     }
@@ -290,12 +299,28 @@ fn run_op(op: u16, a: &RunArgs, caching: u32) -> Result<()> {
         }
         OP_KEY_SET => {
             key_set(&dev, copy, a.slot, key.as_deref().unwrap_or_default())?;
-            println!("key-set slot {} ok", a.slot);
+            println!(
+                "key-set slot {} ok (the key is cleared again when pktctl exits: key slots belong to the open file)",
+                a.slot
+            );
         }
         OP_KEY_CLEAR => {
+            // Slots belong to the open file: a fresh pktctl holds none
+            // unless given a key to install first.
+            if let Some(k) = &key {
+                key_set(&dev, copy, a.slot, k)?;
+            }
             // SAFETY: no buffers.
-            unsafe { dev.call(&Job::new(OP_KEY_CLEAR, 0).slot(a.slot), copy) }?;
-            println!("key-clear slot {} ok", a.slot);
+            match unsafe { dev.call(&Job::new(OP_KEY_CLEAR, 0).slot(a.slot), copy) } {
+                Ok(_) => println!("key-clear slot {} ok", a.slot),
+                // The driver's ENOKEY: this file holds no key there, which
+                // is what a clear asks for.
+                Err(e) if format!("{e:#}").contains("ENOKEY") => println!(
+                    "key-clear slot {} ok: nothing to clear (this pktctl run installed no key there; key slots belong to the open file and are cleared when it closes)",
+                    a.slot
+                ),
+                Err(e) => return Err(e.context(format!("clearing slot {}", a.slot))),
+            }
         }
         OP_CSUM | OP_CRC32 | OP_CRC32C => {
             // Long inputs are chained in even-sized chunks: the CRCs take the

@@ -2,6 +2,10 @@
 
 use crate::harness::Test;
 
+mod fuzz;
+mod isolation;
+mod isolation_classes;
+mod isolation_unbind;
 mod kmod;
 mod openssl;
 mod pinned_programs;
@@ -13,6 +17,10 @@ pub fn all() -> Vec<Test> {
     let mut v = Vec::new();
     v.extend(rig::tests());
     v.extend(kmod::tests());
+    v.extend(isolation::tests());
+    v.extend(isolation_classes::tests());
+    v.extend(isolation_unbind::tests());
+    v.extend(fuzz::tests());
     v.extend(workloads::tests());
     v.extend(openssl::tests());
     v.extend(pinned_programs::tests());

@@ -33,6 +33,7 @@ pub fn errno_name(e: i32) -> String {
         libc::EINVAL => "EINVAL",
         libc::ENOTTY => "ENOTTY",
         libc::ENOSPC => "ENOSPC",
+        libc::ENOKEY => "ENOKEY",
         libc::ETIMEDOUT => "ETIMEDOUT",
         libc::EOVERFLOW => "EOVERFLOW",
         libc::EMSGSIZE => "EMSGSIZE",
