@@ -18,7 +18,10 @@ use kernel::{
     sync::Arc,
 };
 
+// The ABI is formatted and linted with the workspace (`cargo fmt`,
+// `cargo clippy`), not by the kernel's rules.
 #[allow(dead_code, unreachable_pub, clippy::all)]
+#[rustfmt::skip]
 #[path = "../abi/src/pktaccel_abi.rs"]
 mod abi;
 mod bounce;

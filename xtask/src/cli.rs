@@ -215,6 +215,11 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             if !no_e2e {
                 eprintln!("==> guest suite");
                 let p = vm::prepare(&cache, Variant::Debug, args.qemu.clone())?;
+                if testcmd::kmod_lint_stage(&p) {
+                    passed += 1;
+                } else {
+                    failed += 1;
+                }
                 let s = e2e::run(&p, &args, None, Duration::from_secs(timeout))?;
                 passed += s.passed;
                 failed += s.failed;

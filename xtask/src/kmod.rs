@@ -58,6 +58,42 @@ pub fn build(workspace: &Path, kernel: &Kernel, variant: Variant) -> Result<Path
     Ok(ko)
 }
 
+/// Checks `kmod/` as the kernel checks its own Rust: rustfmt with the
+/// kernel's `.rustfmt.toml`, then a clippy build (`CLIPPY=1`) with warnings
+/// denied. The kernel's `rustfmtcheck` target only walks the kernel tree, so
+/// rustfmt is called directly; the clippy build has a mirror of its own so it
+/// never replaces the module the guest boots.
+pub fn lint(workspace: &Path, kernel: &Kernel) -> Result<()> {
+    let sh = Shell::new()?;
+    let src = workspace.join("kmod");
+    let config = kernel.build_dir.join("source/.rustfmt.toml");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&src)
+        .with_context(|| format!("reading {}", src.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "rs"))
+        .collect();
+    files.sort();
+    run_quiet(cmd!(sh, "rustfmt --check --config-path {config} {files...}")).context(
+        "kmod/ is not formatted the kernel's way; run `rustfmt --config-path <linux source>/.rustfmt.toml kmod/*.rs`",
+    )?;
+    let root = workspace.join("target/kmod/clippy");
+    let mirror = root.join("kmod");
+    sync_dir(&src, &mirror)?;
+    sync_file(
+        &workspace.join("abi/src/pktaccel_abi.rs"),
+        &root.join("abi/src/pktaccel_abi.rs"),
+    )?;
+    let (build_dir, make_vars) = (&kernel.build_dir, &kernel.make_vars);
+    let make = cmd!(
+        sh,
+        "make -C {build_dir} M={mirror} {make_vars...} CLIPPY=1 KRUSTFLAGS=-Dwarnings modules"
+    )
+    .env("PATH", &kernel.path_env);
+    run_quiet(make)
+        .context("clippy (the kernel's CLIPPY=1 build, warnings denied) rejects kmod/")?;
+    Ok(())
+}
+
 /// Mirrors the regular files of `src` (recursively) into `dst`; returns
 /// whether anything changed. Stale files from a previous mirror are removed
 /// only if they were sources (build outputs stay for incremental builds).

@@ -67,6 +67,26 @@ pub fn run_stage(workspace: &std::path::Path, stage: &Stage) -> Result<bool> {
     Ok(ok)
 }
 
+/// The kernel module's rustfmt and clippy checks (they need the guest
+/// kernel's build tree, so they run once it is prepared).
+pub fn kmod_lint_stage(p: &crate::vm::Prepared) -> bool {
+    eprintln!("==> kmod rustfmt + clippy");
+    let t = Instant::now();
+    let ok = match p.lint_kmod() {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!("{e:#}");
+            false
+        }
+    };
+    println!(
+        "stage kmod lints ... {} ({})",
+        if ok { "ok" } else { "FAILED" },
+        fmt_duration(t.elapsed())
+    );
+    ok
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -86,6 +86,11 @@ impl Prepared {
     pub fn variant(&self) -> Variant {
         self.variant
     }
+
+    /// rustfmt and clippy over `kmod/`, against this run's kernel.
+    pub fn lint_kmod(&self) -> Result<()> {
+        crate::kmod::lint(&self.workspace, &self.kernel)
+    }
 }
 
 /// The workspace root (xtask lives one level below it).
