@@ -8,6 +8,7 @@
 pub mod backend;
 pub mod config;
 pub mod engines;
+pub mod faults;
 pub mod keys;
 pub mod request;
 pub mod server;

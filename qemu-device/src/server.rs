@@ -16,6 +16,7 @@ use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
 use crate::backend::PktAccelBackend;
 use crate::config::DeviceOptions;
+use crate::faults::Faults;
 use crate::stats::Stats;
 
 /// Why the server could not start or keep serving.
@@ -117,6 +118,7 @@ pub struct Server {
     opts: DeviceOptions,
     stats: Arc<Stats>,
     stopper: Stopper,
+    faults: Arc<Faults>,
 }
 
 impl Server {
@@ -132,7 +134,15 @@ impl Server {
             opts,
             stats,
             stopper,
+            faults: Arc::new(Faults::new()),
         })
+    }
+
+    /// Injects `faults` into every connection's device from now on (and
+    /// reports their counters with the stats).
+    pub fn set_faults(&mut self, faults: Arc<Faults>) {
+        self.stats.attach_faults(faults.clone());
+        self.faults = faults;
     }
 
     /// The counters, shared with every connection's device.

@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
 
 use pktaccel_abi::{OP_COUNT, STATUS_COUNT, op_name, status_name};
 
@@ -62,6 +63,7 @@ impl Shard {
 #[derive(Debug)]
 pub struct Stats {
     shards: Vec<Shard>,
+    faults: OnceLock<Arc<crate::faults::Faults>>,
 }
 
 /// Summed counters at one moment.
@@ -77,6 +79,8 @@ pub struct Snapshot {
     pub no_status: u64,
     /// Available-ring heads past the descriptor table.
     pub bad_head: u64,
+    /// Injected faults installed now: (spec, times fired).
+    pub faults: Vec<(String, u64)>,
 }
 
 impl Snapshot {
@@ -91,7 +95,14 @@ impl Stats {
     pub fn new(shards: usize) -> Self {
         Self {
             shards: (0..shards).map(|_| Shard::default()).collect(),
+            faults: OnceLock::new(),
         }
+    }
+
+    /// Reports `faults`' fired counters with the other counters (once; a
+    /// second call is ignored).
+    pub fn attach_faults(&self, faults: Arc<crate::faults::Faults>) {
+        let _ = self.faults.set(faults);
     }
 
     /// The shard of writer `i` (clamped, so a bad index cannot panic).
@@ -112,6 +123,9 @@ impl Stats {
             }
             s.no_status += sh.no_status.load(Relaxed);
             s.bad_head += sh.bad_head.load(Relaxed);
+        }
+        if let Some(f) = self.faults.get() {
+            s.faults = f.counts();
         }
         s
     }
@@ -139,7 +153,11 @@ impl fmt::Display for Snapshot {
             }
         }
         writeln!(f, "  no-status chains    {:>12}", self.no_status)?;
-        write!(f, "  bad ring heads      {:>12}", self.bad_head)
+        write!(f, "  bad ring heads      {:>12}", self.bad_head)?;
+        for (spec, fired) in &self.faults {
+            write!(f, "\n  fault {spec:<30} fired {fired:>12}")?;
+        }
+        Ok(())
     }
 }
 
@@ -163,5 +181,13 @@ mod tests {
         let text = snap.to_string();
         assert!(text.contains("csum"), "{text}");
         assert!(text.contains("bad-address"), "{text}");
+        let f = Arc::new(crate::faults::Faults::from_specs(&["drop,count=1"]).unwrap());
+        s.attach_faults(f.clone());
+        assert!(f.on_request(0, None).drop);
+        let text = s.snapshot().to_string();
+        assert!(
+            text.contains("fault drop,count=1") && text.ends_with(" 1"),
+            "{text}"
+        );
     }
 }
