@@ -214,8 +214,17 @@ impl VhostUserBackend for PktAccelBackend {
         config_slice(&self.inner.opts.device_config().to_le_bytes(), offset, size)
     }
 
-    fn update_memory(&self, _mem: GuestMem) -> io::Result<()> {
-        // `inner.mem` is the same atomic the daemon just updated.
+    fn update_memory(&self, mem: GuestMem) -> io::Result<()> {
+        // `inner.mem` is the same atomic the daemon just updated. A region
+        // past its file's end would SIGBUS the first worker that reads it:
+        // drop the whole table and refuse (the connection then ends).
+        if let Err(e) = crate::mem_table::check_files(&*mem.memory()) {
+            warn!(error = %e, "memory table refused");
+            mem.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .replace(GuestMemoryMmap::new());
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, e));
+        }
         Ok(())
     }
 

@@ -10,6 +10,7 @@ pub mod config;
 pub mod engines;
 pub mod faults;
 pub mod keys;
+pub mod mem_table;
 pub mod request;
 pub mod server;
 pub mod stats;
