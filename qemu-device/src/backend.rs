@@ -24,6 +24,7 @@ use vmm_sys_util::event::{
 };
 
 use crate::config::DeviceOptions;
+use crate::faults::Faults;
 
 /// virtio: the driver does not want used-buffer notifications.
 const VRING_AVAIL_F_NO_INTERRUPT: u16 =
@@ -46,6 +47,7 @@ struct Inner {
     negotiated: AtomicBool,
     scratch: Vec<Mutex<Scratch>>,
     stats: Arc<Stats>,
+    faults: Arc<Faults>,
 }
 
 /// The pktaccel device behind one vhost-user connection. Cheap to clone
@@ -60,6 +62,16 @@ impl PktAccelBackend {
     /// `GuestMemoryAtomic` given to the `VhostUserDaemon`, which updates it
     /// on SET_MEM_TABLE), counting into `stats` (which outlives connections).
     pub fn new(opts: DeviceOptions, mem: GuestMem, stats: Arc<Stats>) -> Self {
+        Self::with_faults(opts, mem, stats, Arc::new(Faults::new()))
+    }
+
+    /// [`new`](Self::new) with `faults` injected into its request path.
+    pub fn with_faults(
+        opts: DeviceOptions,
+        mem: GuestMem,
+        stats: Arc<Stats>,
+        faults: Arc<Faults>,
+    ) -> Self {
         let processor = Processor::new(
             opts.ops,
             opts.max_segments,
@@ -79,6 +91,7 @@ impl PktAccelBackend {
                 negotiated: AtomicBool::new(false),
                 scratch,
                 stats,
+                faults,
             }),
         }
     }
@@ -148,9 +161,19 @@ impl PktAccelBackend {
             .unwrap_or_else(|e| e.into_inner());
         let mem = inner.mem.memory();
         let mut state = vring.get_mut();
-        let done = inner
-            .processor
-            .drain(state.get_queue_mut(), &*mem, &mut scratch, stats);
+        let qidx = queue as u16;
+        if inner.faults.spurious_interrupt(qidx) {
+            // Before anything new is on the used ring: nothing to find.
+            let _ = state.signal_used_queue();
+        }
+        let done = inner.processor.drain_with_faults(
+            state.get_queue_mut(),
+            &*mem,
+            &mut scratch,
+            stats,
+            &inner.faults,
+            qidx,
+        );
         if done > 0 {
             let q = state.get_queue_mut();
             let notify = if q.event_idx_enabled() {
@@ -164,6 +187,7 @@ impl PktAccelBackend {
                     .unwrap_or(0);
                 flags & VRING_AVAIL_F_NO_INTERRUPT == 0
             };
+            let notify = notify && !inner.faults.lose_interrupt(qidx);
             if notify && let Err(e) = state.signal_used_queue() {
                 warn!(queue, error = %e, "failed to signal the used queue");
             }
@@ -204,6 +228,20 @@ impl VhostUserBackend for PktAccelBackend {
     fn protocol_features(&self) -> VhostUserProtocolFeatures {
         self.inner.negotiated.store(true, Ordering::Relaxed);
         VhostUserProtocolFeatures::CONFIG | VhostUserProtocolFeatures::MQ
+    }
+
+    fn stop_vring(&self, queue_index: u32) -> io::Result<()> {
+        // vhost-user's form of a device reset: the frontend stops each ring
+        // (GET_VRING_BASE) and waits for the answer.
+        if let Some(stall) = self.inner.faults.on_ring_stop(queue_index as u16) {
+            warn!(
+                queue = queue_index,
+                ?stall,
+                "injected fault: holding the ring stop (reset)"
+            );
+            std::thread::sleep(stall);
+        }
+        Ok(())
     }
 
     fn set_event_idx(&self, enabled: bool) {

@@ -31,6 +31,8 @@ use vm_memory::{
 };
 
 use crate::engines::{copy, crc, csum::Csum, gcm, rss};
+use crate::faults::Faults;
+use crate::faults::inject::{Completion, Processed, after_request};
 use crate::keys::KeySlots;
 use crate::stats::Shard;
 
@@ -177,6 +179,21 @@ impl Processor {
         scratch: &mut Scratch,
         stats: &Shard,
     ) -> usize {
+        static NO_FAULTS: Faults = Faults::new();
+        self.drain_with_faults(queue, mem, scratch, stats, &NO_FAULTS, 0)
+    }
+
+    /// [`drain`](Self::drain) with `faults` applied to each request of
+    /// queue `qidx` between processing and completion.
+    pub fn drain_with_faults<M: GuestMemoryBackend + GuestMemory>(
+        &self,
+        queue: &mut Queue,
+        mem: &M,
+        scratch: &mut Scratch,
+        stats: &Shard,
+        faults: &Faults,
+        qidx: u16,
+    ) -> usize {
         let mut done = 0usize;
         loop {
             let chains: Vec<_> = match queue.iter(mem) {
@@ -194,6 +211,23 @@ impl Processor {
             for chain in chains {
                 let head = chain.head_index();
                 let used = self.process(mem, chain, scratch, stats);
+                let req = Processed {
+                    queue: qidx,
+                    op: scratch.op,
+                    status_addr: scratch
+                        .descs
+                        .last()
+                        .filter(|_| used as usize >= STATUS_RECORD_SIZE)
+                        .map(|d| d.addr),
+                    used,
+                };
+                let used = match after_request(faults, mem, req) {
+                    Completion::Used(u) => u,
+                    Completion::Dropped => {
+                        done += 1;
+                        continue;
+                    }
+                };
                 if let Err(e) = queue.add_used(mem, head, used) {
                     // A head past the descriptor table cannot be returned.
                     debug!(head, error = %e, "cannot return chain");

@@ -162,7 +162,12 @@ impl Server {
         let mut connection = 0u64;
         while !self.stopper.stopped() {
             let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
-            let backend = PktAccelBackend::new(self.opts.clone(), mem.clone(), self.stats.clone());
+            let backend = PktAccelBackend::with_faults(
+                self.opts.clone(),
+                mem.clone(),
+                self.stats.clone(),
+                self.faults.clone(),
+            );
             let mut daemon = VhostUserDaemon::new("pktaccel-device".into(), backend.clone(), mem)
                 .map_err(|e| ServeError::Daemon(e.to_string()))?;
             info!(path = %self.path.display(), "waiting for a vhost-user frontend");

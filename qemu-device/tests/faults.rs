@@ -142,3 +142,159 @@ fn memory_region_past_its_file_is_refused_and_daemon_survives() {
     drop(g);
     assert!(d.stop().success());
 }
+
+/// The fired counter of the fault whose spec is `spec`, from the daemon's
+/// stats dump (SIGUSR1).
+fn fired(d: &Daemon, spec: &str) -> u64 {
+    d.stats();
+    let log = d.log();
+    let dump = &log[log.rfind("pktaccel-device stats:").unwrap()..];
+    dump.lines()
+        .find_map(|l| {
+            let rest = l.trim().strip_prefix("fault ")?.strip_prefix(spec)?;
+            rest.split_whitespace().nth(1)?.parse().ok()
+        })
+        .unwrap_or_else(|| panic!("no counter for fault {spec:?} in:\n{dump}"))
+}
+
+/// Polls queue `q` for `ms` milliseconds; returns what completed.
+fn completions_within(g: &mut Guest, q: usize, ms: u64) -> Vec<(u16, u32)> {
+    let end = std::time::Instant::now() + std::time::Duration::from_millis(ms);
+    let mut out = Vec::new();
+    while std::time::Instant::now() < end {
+        g.poll_into(q, &mut out);
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    out
+}
+
+#[test]
+fn status_fault_answers_its_op_and_queue_only_and_is_counted() {
+    let spec = "status=no-key,op=csum,queue=1";
+    let d = Daemon::spawn(&["--queues", "2", "--fault", spec]);
+    let mut g = Guest::connect(
+        &d.path,
+        GuestOpts {
+            queues: 2,
+            ..Default::default()
+        },
+    );
+    let a = g.alloc_with(b"abcdefgh");
+    let (st, used) = g.call(1, &hdr(OP_CSUM), &[(a, 8)], &[]);
+    assert_eq!(
+        (st.status, st.len, st.result, used),
+        (STATUS_NO_KEY, 0, 0, 16)
+    );
+    assert_eq!(g.call(0, &hdr(OP_CSUM), &[(a, 8)], &[]).0.status, STATUS_OK);
+    assert_eq!(g.call(1, &hdr(OP_NOP), &[], &[]).0.status, STATUS_OK);
+    assert_eq!(fired(&d, spec), 1);
+    // Every error status of the ABI can be injected by name.
+    let ctl = ctl_path(&d);
+    control(&ctl, "clear");
+    for s in 1..STATUS_COUNT {
+        let id = control(&ctl, &format!("add status={},count=1", status_name(s)));
+        assert!(id[0].starts_with("ok "), "{id:?}");
+        assert_eq!(g.call(0, &hdr(OP_NOP), &[], &[]).0.status, s);
+    }
+    assert_eq!(g.call(0, &hdr(OP_NOP), &[], &[]).0.status, STATUS_OK);
+}
+
+#[test]
+fn dropped_completion_never_comes_and_traffic_resumes_once_lifted() {
+    let d = Daemon::spawn(&[]);
+    let ctl = ctl_path(&d);
+    let mut g = Guest::connect(&d.path, GuestOpts::default());
+    assert_eq!(control(&ctl, "add drop"), ["ok 1"]);
+    g.submit(0, &hdr(OP_NOP), &[], &[]);
+    g.kick(0);
+    assert!(completions_within(&mut g, 0, 300).is_empty());
+    assert_eq!(fired(&d, "drop"), 1);
+    assert_eq!(control(&ctl, "del 1"), ["ok"]);
+    assert_eq!(g.call(0, &hdr(OP_NOP), &[], &[]).0.status, STATUS_OK);
+}
+
+#[test]
+fn wrong_used_length_and_delay_are_seen_by_the_driver() {
+    let d = Daemon::spawn(&[
+        "--fault",
+        "used-len=7,count=1",
+        "--fault",
+        "delay=150ms,op=crc32c",
+    ]);
+    let mut g = Guest::connect(&d.path, GuestOpts::default());
+    assert_eq!(g.call(0, &hdr(OP_NOP), &[], &[]).1, 7);
+    assert_eq!(g.call(0, &hdr(OP_NOP), &[], &[]).1, 16);
+    let a = g.alloc_with(b"123456789");
+    let t = std::time::Instant::now();
+    let st = g.call(0, &hdr(OP_CRC32C), &[(a, 9)], &[]).0;
+    assert!(
+        t.elapsed() >= std::time::Duration::from_millis(150),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(st.result, 0xE306_9283, "a delayed answer is still right");
+}
+
+#[test]
+fn lost_and_spurious_interrupts() {
+    let d = Daemon::spawn(&["--fault", "lose-irq,count=1"]);
+    let ctl = ctl_path(&d);
+    let mut g = Guest::connect(&d.path, GuestOpts::default());
+    // Lost: the completion is on the used ring, the call eventfd is silent.
+    g.submit(0, &hdr(OP_NOP), &[], &[]);
+    g.kick(0);
+    assert_eq!(g.wait(0, 1).len(), 1);
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert_eq!(g.try_call(0), None, "interrupt was not lost");
+    g.submit(0, &hdr(OP_NOP), &[], &[]);
+    g.kick(0);
+    assert_eq!(g.wait(0, 1).len(), 1);
+    assert!(g.wait_call(0) >= 1, "the next interrupt is sent");
+    // Spurious: a kick with nothing new gets an interrupt with nothing new.
+    assert_eq!(control(&ctl, "add spurious-irq,count=1"), ["ok 2"]);
+    g.kick(0);
+    assert!(g.wait_call(0) >= 1);
+    assert!(
+        g.poll(0).is_empty(),
+        "a spurious interrupt completes nothing"
+    );
+    assert_eq!(fired(&d, "spurious-irq,count=1"), 1);
+    assert_eq!(fired(&d, "lose-irq,count=1"), 1);
+}
+
+#[test]
+fn reset_not_acknowledged_holds_the_ring_stop() {
+    let d = Daemon::spawn(&["--fault", "no-reset-ack=1s"]);
+    let mut g = Guest::connect(&d.path, GuestOpts::default());
+    assert_eq!(g.call(0, &hdr(OP_NOP), &[], &[]).0.status, STATUS_OK);
+    let t = std::time::Instant::now();
+    let _ = g.front.get_vring_base(0);
+    assert!(
+        t.elapsed() >= std::time::Duration::from_secs(1),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(fired(&d, "no-reset-ack=1s"), 1);
+}
+
+#[test]
+fn death_after_n_requests_exits_with_one_line() {
+    let mut d = Daemon::spawn(&["--fault", "die-after=2"]);
+    let mut g = Guest::connect(&d.path, GuestOpts::default());
+    for _ in 0..2 {
+        assert_eq!(g.call(0, &hdr(OP_NOP), &[], &[]).0.status, STATUS_OK);
+    }
+    g.submit(0, &hdr(OP_NOP), &[], &[]);
+    g.kick(0);
+    let st = d
+        .wait_exit(std::time::Duration::from_secs(10))
+        .expect("the device did not die");
+    assert_eq!(st.code(), Some(3));
+    assert!(
+        d.log()
+            .contains("pktaccel-device: fault \"die-after=2\" fired: exiting as a dead device"),
+        "{}",
+        d.log()
+    );
+    assert!(g.poll(0).is_empty(), "the fatal request was completed");
+}

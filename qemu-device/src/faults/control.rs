@@ -282,7 +282,7 @@ mod tests {
             );
             assert_eq!(ask(&s, b"list\n"), "1 lose-irq fired=0\n");
         }
-        assert!(faults.on_interrupt(0).lose, "kept across bad commands");
+        assert!(faults.lose_interrupt(0), "kept across bad commands");
         // A second client, after the first hung up.
         let s = UnixStream::connect(ctl.path()).unwrap();
         assert_eq!(ask(&s, b"del 1\n"), "ok\n");

@@ -5,12 +5,14 @@
 //!
 //! Faults come from `--fault SPEC` (grammar in [`spec`]) and from the
 //! control socket ([`control`]) at run time. The request path asks
-//! [`Faults::on_request`], [`Faults::on_interrupt`] and
+//! [`Faults::on_request`], [`Faults::lose_interrupt`],
+//! [`Faults::spurious_interrupt`] and
 //! [`Faults::on_ring_stop`] what to do; with no fault installed each call
 //! is one relaxed load. Every fault counts how often it fired; the counts
 //! appear in the device stats.
 
 pub mod control;
+pub mod inject;
 pub mod spec;
 
 use std::fmt;
@@ -110,15 +112,6 @@ pub struct RequestFaults {
     pub die: Option<u32>,
 }
 
-/// What the faults decided for one interrupt.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct IrqFaults {
-    /// Do not send the interrupt that is due.
-    pub lose: bool,
-    /// Send an interrupt with nothing new on the used ring first.
-    pub spurious: bool,
-}
-
 /// The faults installed in a device, shared by its workers, the control
 /// socket and the stats. Survives reconnections, like the counters.
 #[derive(Debug, Default)]
@@ -129,9 +122,14 @@ pub struct Faults {
 }
 
 impl Faults {
-    /// No faults.
-    pub fn new() -> Self {
-        Self::default()
+    /// No faults (a `const fn`, so a static empty table can stand in
+    /// where no faults were configured).
+    pub const fn new() -> Self {
+        Self {
+            list: RwLock::new(Vec::new()),
+            any: AtomicBool::new(false),
+            next_id: AtomicU32::new(0),
+        }
     }
 
     /// Parses and installs every spec, or none of them.
@@ -238,20 +236,25 @@ impl Faults {
         r
     }
 
-    /// Decides the interrupt faults for an interrupt due on `queue`.
-    pub fn on_interrupt(&self, queue: u16) -> IrqFaults {
-        let mut r = IrqFaults::default();
+    /// True when the interrupt now due on `queue` is to be lost.
+    pub fn lose_interrupt(&self, queue: u16) -> bool {
+        self.irq(queue, Kind::LoseIrq)
+    }
+
+    /// True when the worker, woken on `queue`, is to interrupt the driver
+    /// before it completed anything (an interrupt with nothing new).
+    pub fn spurious_interrupt(&self, queue: u16) -> bool {
+        self.irq(queue, Kind::SpuriousIrq)
+    }
+
+    fn irq(&self, queue: u16, kind: Kind) -> bool {
+        let mut fired = false;
         self.each(|f| {
-            if !f.matches(queue, None) {
-                return;
-            }
-            match f.spec.kind {
-                Kind::LoseIrq => r.lose |= f.fire(),
-                Kind::SpuriousIrq => r.spurious |= f.fire(),
-                _ => {}
+            if f.spec.kind == kind && f.matches(queue, None) {
+                fired |= f.fire();
             }
         });
-        r
+        fired
     }
 
     /// How long to hold the frontend's stop of `queue` (its reset).
@@ -302,7 +305,7 @@ mod tests {
         let f = Faults::new();
         assert!(!f.active());
         assert_eq!(f.on_request(0, Some(OP_CSUM)), RequestFaults::default());
-        assert_eq!(f.on_interrupt(0), IrqFaults::default());
+        assert!(!f.lose_interrupt(0) && !f.spurious_interrupt(0));
         assert_eq!(f.on_ring_stop(0), None);
     }
 
@@ -351,12 +354,13 @@ mod tests {
     #[test]
     fn irq_and_reset_faults_and_runtime_changes() {
         let f = Faults::from_specs(&["lose-irq,queue=0", "no-reset-ack=2s"]).unwrap();
-        assert!(f.on_interrupt(0).lose);
-        assert!(!f.on_interrupt(1).lose);
+        assert!(f.lose_interrupt(0));
+        assert!(!f.lose_interrupt(1));
+        assert!(!f.spurious_interrupt(0));
         assert_eq!(f.on_ring_stop(1), Some(Duration::from_secs(2)));
         let id = f.add(spec::parse("spurious-irq,count=1").unwrap());
-        assert!(f.on_interrupt(1).spurious);
-        assert!(!f.on_interrupt(1).spurious, "count=1");
+        assert!(f.spurious_interrupt(1));
+        assert!(!f.spurious_interrupt(1), "count=1");
         assert!(f.remove(id));
         assert!(!f.remove(id));
         assert_eq!(f.clear(), 2);
