@@ -2,6 +2,7 @@
 
 use crate::harness::Test;
 
+mod faults;
 mod kmod;
 mod rig;
 mod workloads;
@@ -12,5 +13,6 @@ pub fn all() -> Vec<Test> {
     v.extend(rig::tests());
     v.extend(kmod::tests());
     v.extend(workloads::tests());
+    v.extend(faults::tests());
     v
 }
