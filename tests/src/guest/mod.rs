@@ -3,6 +3,7 @@
 use crate::harness::Test;
 
 mod faults;
+mod hostile;
 mod kmod;
 mod rig;
 mod workloads;
@@ -14,5 +15,6 @@ pub fn all() -> Vec<Test> {
     v.extend(kmod::tests());
     v.extend(workloads::tests());
     v.extend(faults::tests());
+    v.extend(hostile::tests());
     v
 }
