@@ -39,7 +39,8 @@ fn queue(size: u16, event_idx: bool) -> Queue {
         .expect("aligned");
     q.try_set_avail_ring_address(GuestAddress(AVAIL))
         .expect("aligned");
-    q.try_set_used_ring_address(GuestAddress(USED)).expect("aligned");
+    q.try_set_used_ring_address(GuestAddress(USED))
+        .expect("aligned");
     q.set_event_idx(event_idx);
     q.set_ready(true);
     q
@@ -68,7 +69,8 @@ fuzz_target!(|data: &[u8]| {
     };
     let mem = memory();
     let image = &image[..image.len().min(0x8000)];
-    mem.write_slice(image, GuestAddress(0)).expect("inside region 0");
+    mem.write_slice(image, GuestAddress(0))
+        .expect("inside region 0");
     let size = 1u16 << (flags & 7).min(6);
     let mut q = queue(size, flags & 0x10 != 0);
     let processor = Processor::new(u32::MAX, 64, 1 << 20, 4);

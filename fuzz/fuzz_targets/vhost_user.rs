@@ -60,7 +60,11 @@ fn eventfd() -> OwnedFd {
 
 /// The descriptors to attach to a message, and the kick eventfds among them.
 fn fds_for(request: u32, payload: &[u8], image: &[u8], kicks: &mut Vec<OwnedFd>) -> Vec<OwnedFd> {
-    let word = |i: usize| payload.get(i..i + 8).map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap()));
+    let word = |i: usize| {
+        payload
+            .get(i..i + 8)
+            .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap()))
+    };
     match request {
         SET_MEM_TABLE => {
             let n = payload.first().map_or(0, |&b| usize::from(b).min(8));
