@@ -7,8 +7,8 @@ use std::time::Duration;
 use anyhow::Result;
 
 use crate::guest_log;
-use crate::initramfs::{KILL_TEST, Mode};
-use crate::vm::{ConsoleSink, Prepared, VmArgs, boot};
+use crate::initramfs::{DEATH_TEST, KILL_TEST, Mode};
+use crate::vm::{ConsoleSink, Outcome, Prepared, VmArgs, boot};
 
 /// Counts of one e2e run.
 #[derive(Debug, Default)]
@@ -74,6 +74,7 @@ pub fn run(
         Some(timeout),
         &mut sink,
     );
+    let death_selected = filter.as_deref().is_none_or(|f| DEATH_TEST.contains(f));
     // The killed-device test ends the device, so it gets a boot of its own.
     let kill = filter.is_none_or(|f| KILL_TEST.contains(f.as_str()));
     let kill_outcome = if kill && outcome.is_ok() {
@@ -87,7 +88,22 @@ pub fn run(
     } else {
         None
     };
+    let death = own_boot(
+        p,
+        args,
+        (&Mode::FaultDeath, DEATH_TEST),
+        death_selected && outcome.is_ok(),
+        timeout,
+        &mut sink,
+    );
     let mut summary = std::mem::take(&mut sink.summary);
+    if let Some(Err(e)) = &death {
+        summary.failed += 1;
+        println!("test {DEATH_TEST} ... FAILED");
+        for l in format!("{e:#}").lines() {
+            println!("    {l}");
+        }
+    }
     let log_path = match &outcome {
         Ok(o) => Some(o.console_log.clone()),
         Err(_) => None,
@@ -145,4 +161,27 @@ pub fn run(
     }
     println!("{} passed, {} failed", summary.passed, summary.failed);
     Ok(summary)
+}
+
+/// Boots once more for a test that ends the device (`mode` runs only
+/// `test`), when `wanted` (selected by the filter, main boot went well); a
+/// boot that reports no result counts as a failure.
+fn own_boot(
+    p: &Prepared,
+    args: &VmArgs,
+    (mode, test): (&Mode, &str),
+    wanted: bool,
+    timeout: Duration,
+    sink: &mut SuiteSink,
+) -> Option<Result<Outcome>> {
+    if !wanted {
+        return None;
+    }
+    let before = sink.ran;
+    let o = boot(p, args, mode, Some(timeout), sink);
+    if o.is_ok() && sink.ran == before {
+        sink.summary.failed += 1;
+        println!("test {test} ... FAILED\n    its own boot reported no result");
+    }
+    Some(o)
 }

@@ -209,6 +209,15 @@ impl Guard {
 
     /// Kills the device on the guest's cue (the killed-device test) and
     /// forgets it, so its death is not reported as a failure.
+    /// Forgets pktaccel-device if it exited with status `code` (an
+    /// injected `die-after` fault); true if it did.
+    fn forget_device_exited_with(&mut self, code: i32) -> bool {
+        let dead = self.children.iter_mut().position(|(n, c)| {
+            *n == "pktaccel-device" && matches!(c.try_wait(), Ok(Some(s)) if s.code() == Some(code))
+        });
+        dead.map(|i| self.children.remove(i)).is_some()
+    }
+
     fn kill_device_on_cue(&mut self) {
         if let Some(i) = self
             .children
@@ -345,7 +354,7 @@ pub fn boot(
     let mode_name = match mode {
         Mode::Shell => "shell",
         Mode::Exec(_) => "exec",
-        Mode::Suite(_) | Mode::DeviceKill => "suite",
+        Mode::Suite(_) | Mode::DeviceKill | Mode::FaultDeath => "suite",
     };
     let logs = logs_dir(&p.workspace, mode_name)?;
     let console_log = logs.join("console.log");
@@ -429,7 +438,7 @@ pub fn boot(
     let accel = resolve_accel(args.accel)?;
     let mut q = p.qemu.command();
     let cmdline = match mode {
-        Mode::Suite(_) | Mode::DeviceKill => "console=ttyS0 loglevel=5 panic=-1",
+        Mode::Suite(_) | Mode::DeviceKill | Mode::FaultDeath => "console=ttyS0 loglevel=5 panic=-1",
         _ => "console=ttyS0 quiet panic=-1",
     };
     q.args([
@@ -576,6 +585,10 @@ pub fn boot(
                 sink.line(&line);
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
+                if matches!(mode, Mode::FaultDeath) && guard.forget_device_exited_with(3) {
+                    use std::io::Write;
+                    let _ = writeln!(log, "[host] pktaccel-device died of its injected fault");
+                }
                 check_device_alive(&mut guard, &device_log)?;
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => break,

@@ -29,7 +29,7 @@ pub fn tests() -> Vec<Test> {
             vec![$(Test { name: concat!("faults::", stringify!($f)), run: $f }),*]
         };
     }
-    t![
+    let mut v = t![
         error_statuses_reach_pktctl_and_pktbench_by_name,
         delayed_completions_still_complete,
         dropped_completion_times_out_wakes_waiters_and_traffic_resumes,
@@ -37,7 +37,13 @@ pub fn tests() -> Vec<Test> {
         spurious_interrupts_are_harmless,
         wrong_used_length_is_survived,
         reset_not_acknowledged_holds_rmmod,
-    ]
+    ];
+    // It ends the device: `cargo xtask test-e2e` gives it a boot of its own
+    // and sets this variable there.
+    if std::env::var_os("PKTACCEL_DEVICE_DEATH_TEST").is_some() {
+        v.extend(t![device_dies_after_n_requests]);
+    }
+    v
 }
 
 /// Asks the host to send `cmd` to the device's fault control socket.
@@ -284,4 +290,37 @@ fn reset_not_acknowledged_holds_rmmod() -> TestResult {
         "rmmod took {took:?}: the held ring stop was not seen"
     );
     recovered()
+}
+
+/// `die-after`: the device process exits after N requests. The waiter of
+/// the next one wakes with device-error once the watchdog fires, later
+/// submits fail, nothing stays pinned and rmmod works.
+fn device_dies_after_n_requests() -> TestResult {
+    reload(&[&format!("request_timeout_ms={TIMEOUT_MS}")])?;
+    crc_ok()?;
+    host("add die-after=20");
+    let mut done = 0;
+    let failed = loop {
+        ensure!(done < 100, "the device still answers after {done} requests");
+        let f = input()?;
+        let o = tool("pktctl", &["run", "crc32c", &f])?;
+        if !o.status.success() {
+            break String::from_utf8_lossy(&o.stderr).trim().to_string();
+        }
+        done += 1;
+    };
+    println!("faults: {done} requests completed, then pktctl: {failed}");
+    ensure!(
+        (1..=20).contains(&done) && failed.contains("device-error"),
+        "after {done} pktctl runs pktctl said {failed:?}; expected device-error within 20 requests"
+    );
+    let o = tool("pktctl", &["run", "crc32c", &input()?])?;
+    ensure!(
+        !o.status.success() && String::from_utf8_lossy(&o.stderr).trim().lines().count() == 1,
+        "pktctl on a dead device: {} {}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr).trim()
+    );
+    nothing_pinned()?;
+    sh("rmmod", &["pktaccel"])
 }
