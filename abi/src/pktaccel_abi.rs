@@ -269,6 +269,7 @@ impl Default for RequestHeader {
 
 impl RequestHeader {
     /// Little-endian wire image.
+    #[inline]
     pub fn to_le_bytes(&self) -> [u8; REQUEST_HEADER_SIZE] {
         let mut o = [0u8; REQUEST_HEADER_SIZE];
         o[0..2].copy_from_slice(&self.op.to_le_bytes());
@@ -282,6 +283,7 @@ impl RequestHeader {
     }
 
     /// Parses the wire image; `None` when `b` is shorter than the header.
+    #[inline]
     pub fn from_le_bytes(b: &[u8]) -> Option<Self> {
         if b.len() < REQUEST_HEADER_SIZE {
             return None;
@@ -317,6 +319,7 @@ pub const STATUS_RECORD_SIZE: usize = 16;
 
 impl StatusRecord {
     /// Little-endian wire image.
+    #[inline]
     pub fn to_le_bytes(&self) -> [u8; STATUS_RECORD_SIZE] {
         let mut o = [0u8; STATUS_RECORD_SIZE];
         o[0..4].copy_from_slice(&self.status.to_le_bytes());
@@ -326,6 +329,7 @@ impl StatusRecord {
     }
 
     /// Parses the wire image; `None` when `b` is too short.
+    #[inline]
     pub fn from_le_bytes(b: &[u8]) -> Option<Self> {
         if b.len() < STATUS_RECORD_SIZE {
             return None;

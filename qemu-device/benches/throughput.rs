@@ -1,236 +1,223 @@
-//! Throughput of the real daemon driven through the vhost-user frontend,
-//! side by side with the raw engines called in a loop (and memcpy for COPY).
+//! The device's request path measured side by side in one run: the real
+//! daemon through a real vhost-user socket (a non-sleeping worker and the
+//! default one), the same request path in process, and the raw engines
+//! called in a loop.
 //!
-//! `cargo bench -p pktaccel-device` — prints requests/s for batched (32)
-//! 64-byte NOP and CSUM, Gbit/s for 1500-byte CSUM, CRC32C, CRC-32,
-//! AES-256-GCM seal and COPY, and the device/raw ratios. No assertions:
-//! figures depend on the machine and its load.
+//! `cargo bench -p pktaccel-device` prints the tables and writes the
+//! summary to `target/bench/device-summary.json`. No assertions: figures
+//! depend on the machine and its load (printed with them).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
+
+#[path = "common/rig.rs"]
+mod rig;
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use pktaccel_abi::*;
-use pktaccel_device::engines::{crc, csum, gcm};
-use support::{Daemon, Guest, GuestOpts, RawDesc, hdr};
+use pktaccel_device::engines::{crc, csum::Csum, gcm};
+use rig::{Rig, Shape, in_process, raw_rate};
+use support::hdr;
 
-const BATCH: usize = 32;
-const RING: u16 = 1024;
-const MEASURE: Duration = Duration::from_millis(1500);
+const SIZES: [u32; 4] = [64, 1500, 9000, 65536];
+const OPS: [u16; 6] = [
+    OP_CSUM,
+    OP_CRC32C,
+    OP_CRC32,
+    OP_AES_GCM_SEAL,
+    OP_AES_GCM_OPEN,
+    OP_COPY,
+];
+/// The non-sleeping worker spins this long (µs) on an empty ring.
+const SPIN_US: &str = "100000";
+const KEY: [u8; 32] = [0x5a; 32];
+const IV: [u8; 12] = [1; 12];
 
-/// One request shape, pre-built into as many chains as the ring holds.
-struct Shape {
-    header: RequestHeader,
-    in_len: u32,
-    out_len: u32,
-}
-
-struct DeviceRun {
-    /// Wall-clock requests per second.
-    requests_per_s: f64,
-    /// Wall-clock input bytes per second.
-    bytes_per_s: f64,
-    /// Requests per second of daemon CPU time: what one fully available
-    /// core would sustain (the host is shared, so wall time understates it).
-    requests_per_cpu_s: f64,
-}
-
-fn run_device(d: &Daemon, g: &mut Guest, shape: &Shape) -> DeviceRun {
-    let q = 0;
-    let per_chain = 2 + u16::from(shape.in_len > 0) + u16::from(shape.out_len > 0);
-    let chains = (RING / per_chain) as usize / BATCH * BATCH;
-    let mut heads = Vec::with_capacity(chains);
-    let hdr_area = g.alloc(64 * chains as u64);
-    let st_area = g.alloc(16 * chains as u64);
-    let data = g.alloc(u64::from(shape.in_len.max(1)) * chains as u64);
-    let out = g.alloc(u64::from(shape.out_len.max(1)) * chains as u64);
-    let payload: Vec<u8> = (0..shape.in_len).map(|i| (i * 31 + 7) as u8).collect();
-    for i in 0..chains {
-        let h = hdr_area + 64 * i as u64;
-        g.write(h, &shape.header.to_le_bytes());
-        let mut d = vec![RawDesc::r(h, 64)];
-        if shape.in_len > 0 {
-            let a = data + u64::from(shape.in_len) * i as u64;
-            g.write(a, &payload);
-            d.push(RawDesc::r(a, shape.in_len));
-        }
-        if shape.out_len > 0 {
-            d.push(RawDesc::w(
-                out + u64::from(shape.out_len) * i as u64,
-                shape.out_len,
-            ));
-        }
-        d.push(RawDesc::w(st_area + 16 * i as u64, 16));
-        let first = i as u16 * per_chain;
-        g.prebuild(q, first, &d);
-        heads.push(first);
-    }
-    g.queues[q].interrupts = false;
-    let batches = chains / BATCH;
-    let mut run = |dur: Duration| -> (usize, Duration) {
-        let start = Instant::now();
-        let (mut submitted, mut completed, mut next) = (0usize, 0usize, 0usize);
-        // Keep every pre-built chain in flight, in batches of 32.
-        loop {
-            while submitted - completed + BATCH <= chains {
-                let b = next % batches;
-                g.push_avail_batch(q, &heads[b * BATCH..(b + 1) * BATCH]);
-                g.kick(q);
-                submitted += BATCH;
-                next += 1;
-            }
-            completed += g.reap(q);
-            if start.elapsed() >= dur && completed >= submitted.saturating_sub(chains) {
-                break;
-            }
-            std::hint::spin_loop();
-        }
-        // Drain so the next run starts with an empty ring.
-        while completed < submitted {
-            completed += g.reap(q);
-        }
-        (completed, start.elapsed())
+fn shape(op: u16, size: u32) -> Shape {
+    let mut header = hdr(op);
+    header.params[..12].copy_from_slice(&IV);
+    let (in_len, out_len) = match op {
+        OP_AES_GCM_SEAL => (size, size + 16),
+        OP_AES_GCM_OPEN => (size + 16, size),
+        OP_COPY => (size, size),
+        _ => (size, 0),
     };
-    run(Duration::from_millis(200)); // warm-up
-    let cpu0 = d.cpu_seconds();
-    let (n, t) = run(MEASURE);
-    let cpu = (d.cpu_seconds() - cpu0).max(0.01);
-    // Spot-check results: every status record says OK.
-    for i in [0, chains / 2, chains - 1] {
-        let st = StatusRecord::from_le_bytes(&g.read(st_area + 16 * i as u64, 16)).unwrap();
-        assert_eq!(st.status, STATUS_OK, "benchmark request failed: {st:?}");
-    }
-    let rps = n as f64 / t.as_secs_f64();
-    DeviceRun {
-        requests_per_s: rps,
-        bytes_per_s: rps * f64::from(shape.in_len),
-        requests_per_cpu_s: n as f64 / cpu,
+    Shape {
+        header,
+        in_len,
+        out_len,
+        payload: payload(op, size),
+        segs: 1,
     }
 }
 
-/// The device's request path in-process: the same `Processor::drain` the
-/// daemon runs, on a ring in local memory, with no vhost-user, no eventfds
-/// and no thread wake-ups. Returns requests per CPU second of the device
-/// part alone (the ring refills are not timed).
-fn run_in_process(shape: &Shape, key: &[u8; 32]) -> f64 {
-    use pktaccel_device::request::{Processor, Scratch};
-    use pktaccel_device::stats::Stats;
-    use virtio_queue::{Queue, QueueT};
-    use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+/// Engines streaming across segments: in-process CPU time of 16 input
+/// segments of 1500 B over one segment of 24000 B, per op.
+fn segment_costs() -> Vec<(u16, f64)> {
+    OPS.iter()
+        .map(|&op| {
+            let one = in_process(&shape(op, 24000), &KEY);
+            let mut sixteen = shape(op, 24000);
+            sixteen.segs = 16;
+            let many = in_process(&sixteen, &KEY);
+            (op, one / many)
+        })
+        .collect()
+}
 
-    let mem: GuestMemoryMmap<()> =
-        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 16 << 20)]).unwrap();
-    let (desc, avail, used) = (0u64, 0x4000u64, 0x8000u64);
-    let mut q = Queue::new(RING).unwrap();
-    q.set_size(RING);
-    q.set_desc_table_address(Some(desc as u32), Some(0));
-    q.set_avail_ring_address(Some(avail as u32), Some(0));
-    q.set_used_ring_address(Some(used as u32), Some(0));
-    q.set_ready(true);
-    let per_chain = 2 + u16::from(shape.in_len > 0) + u16::from(shape.out_len > 0);
-    let chains = (RING / per_chain) as usize / BATCH * BATCH;
-    let (hdrs, stat, data) = (0x10_0000u64, 0x20_0000u64, 0x30_0000u64);
-    let out = data + 0x40_0000;
-    let payload: Vec<u8> = (0..shape.in_len).map(|i| (i * 31 + 7) as u8).collect();
-    let mut heads = Vec::new();
-    for i in 0..chains as u64 {
-        let h = hdrs + 64 * i;
-        mem.write_slice(&shape.header.to_le_bytes(), GuestAddress(h))
-            .unwrap();
-        let mut d = vec![(h, 64u32, 0u16)];
-        if shape.in_len > 0 {
-            let a = data + u64::from(shape.in_len) * i;
-            mem.write_slice(&payload, GuestAddress(a)).unwrap();
-            d.push((a, shape.in_len, 0));
-        }
-        if shape.out_len > 0 {
-            d.push((out + u64::from(shape.out_len) * i, shape.out_len, 2));
-        }
-        d.push((stat + 16 * i, 16, 2));
-        let first = i as u16 * per_chain;
-        for (j, &(a, l, f)) in d.iter().enumerate() {
-            let last = j + 1 == d.len();
-            let id = first + j as u16;
-            let at = GuestAddress(desc + 16 * u64::from(id));
-            mem.write_obj(a.to_le(), at).unwrap();
-            mem.write_obj(l.to_le(), GuestAddress(at.0 + 8)).unwrap();
-            let flags = f | if last { 0 } else { 1 };
-            mem.write_obj(flags.to_le(), GuestAddress(at.0 + 12))
-                .unwrap();
-            mem.write_obj(
-                (if last { 0 } else { id + 1 }).to_le(),
-                GuestAddress(at.0 + 14),
-            )
-            .unwrap();
-        }
-        heads.push(first);
+/// The input bytes: for OPEN, a valid ciphertext and tag.
+fn payload(op: u16, size: u32) -> Vec<u8> {
+    let mut p: Vec<u8> = (0..size).map(|i| (i * 31 + 7) as u8).collect();
+    if op == OP_AES_GCM_OPEN {
+        let tag = gcm::seal(&gcm::key(&KEY), &IV, &[], &mut p);
+        p.extend_from_slice(&tag);
     }
-    let p = Processor::new(pktaccel_device::config::ALL_OPS, 64, 1 << 20, 16);
-    p.keys.set(0, key).unwrap();
-    let stats = Stats::new(1);
-    let mut scratch = Scratch::default();
-    let mut avail_idx = 0u16;
-    let mut next = 0usize;
-    let mut device_cpu = 0.0f64;
+    p
+}
+
+/// The raw engine for `op` on one buffer: what the device's op costs
+/// without the device (for GCM including the gather copy the device does).
+fn raw_engine(op: u16) -> impl FnMut(&[u8], &mut [u8]) {
+    let key = gcm::key(&KEY);
+    move |i: &[u8], o: &mut [u8]| match op {
+        OP_CSUM => {
+            let mut c = Csum::new(0);
+            c.update(black_box(i));
+            black_box(c.finish());
+        }
+        OP_CRC32C => {
+            black_box(crc::crc32c(0, [black_box(i)]));
+        }
+        OP_CRC32 => {
+            black_box(crc::crc32(0, [black_box(i)]));
+        }
+        OP_AES_GCM_SEAL => {
+            let n = i.len();
+            o[..n].copy_from_slice(i);
+            let tag = gcm::seal(&key, &IV, &[], black_box(&mut o[..n]));
+            o[n..n + 16].copy_from_slice(&tag);
+        }
+        OP_AES_GCM_OPEN => {
+            let n = i.len() - 16;
+            o[..n].copy_from_slice(&i[..n]);
+            let tag: &[u8; 16] = i[n..].try_into().unwrap();
+            gcm::open(&key, &IV, &[], black_box(&mut o[..n]), tag).unwrap();
+        }
+        _ => {
+            o[..i.len()].copy_from_slice(black_box(i));
+            black_box(o);
+        }
+    }
+}
+
+/// Requests per second: (wall clock, daemon CPU, worker busy time).
+type Rate = (f64, f64, f64);
+
+fn rate(r: rig::DeviceRun) -> Rate {
+    (
+        r.requests_per_s,
+        r.requests_per_cpu_s,
+        r.requests_per_busy_s,
+    )
+}
+
+/// Which clock a device rate is per.
+#[derive(Clone, Copy)]
+enum Basis {
+    /// Wall-clock time (counts time other tasks held the CPUs).
+    Wall,
+    /// The daemon's CPU time (counts spinning and waking).
+    Cpu,
+    /// The worker's time processing requests.
+    Busy,
+}
+
+fn pick(r: Rate, b: Basis) -> f64 {
+    match b {
+        Basis::Wall => r.0,
+        Basis::Cpu => r.1,
+        Basis::Busy => r.2,
+    }
+}
+
+/// One (op, size) point.
+struct Point {
+    op: u16,
+    size: u32,
+    /// Raw engine, requests per CPU second, over the device's working set.
+    raw_set: f64,
+    /// Raw engine on one hot buffer (1500 B only).
+    raw_hot: f64,
+    polling: Rate,
+    sleeping: Rate,
+    in_process: f64,
+}
+
+fn measure_point(poll: &mut Rig, sleep: &mut Rig, op: u16, size: u32) -> Point {
+    let sh = shape(op, size);
+    let chains = poll.chains(&sh);
+    let bufs: Vec<Vec<u8>> = (0..chains).map(|_| sh.payload.clone()).collect();
+    let mut outs: Vec<Vec<u8>> = vec![vec![0u8; sh.out_len.max(size + 16) as usize]; chains];
+    let mut raw = raw_engine(op);
     let mut n = 0usize;
-    let start = Instant::now();
-    while start.elapsed() < MEASURE {
-        // Driver: offer a whole ring's worth, in batches of 32 (untimed).
-        for _ in 0..chains / BATCH {
-            for k in 0..BATCH {
-                let slot = GuestAddress(avail + 4 + 2 * u64::from(avail_idx % RING));
-                mem.write_obj(heads[(next + k) % chains].to_le(), slot)
-                    .unwrap();
-                avail_idx = avail_idx.wrapping_add(1);
-            }
-            next += BATCH;
-        }
-        mem.write_obj(avail_idx.to_le(), GuestAddress(avail + 2))
-            .unwrap();
-        // Device (timed).
-        let c0 = thread_cpu_seconds();
-        n += p.drain(&mut q, &mem, &mut scratch, stats.shard(0));
-        device_cpu += thread_cpu_seconds() - c0;
-    }
-    assert_eq!(stats.snapshot().errors(), 0, "in-process requests failed");
-    n as f64 / device_cpu.max(1e-6)
-}
-
-/// CPU time of the calling thread, in seconds.
-fn thread_cpu_seconds() -> f64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
+    let raw_set = raw_rate(|| {
+        raw(&bufs[n % chains], &mut outs[n % chains]);
+        n += 1;
+    });
+    let raw_hot = if size == 1500 {
+        raw_rate(|| raw(&bufs[0], &mut outs[0]))
+    } else {
+        0.0
     };
-    // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant
-    // Linux supports.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+    let polling = rate(poll.run(&sh));
+    // Let the spinning worker go to sleep before anything else is timed.
+    std::thread::sleep(Duration::from_millis(150));
+    let sleeping = rate(sleep.run(&sh));
+    let in_process = if size == 1500 {
+        in_process(&sh, &KEY)
+    } else {
+        0.0
+    };
+    Point {
+        op,
+        size,
+        raw_set,
+        raw_hot,
+        polling,
+        sleeping,
+        in_process,
+    }
 }
 
-/// Calls `f` in a loop for about MEASURE; returns calls per wall second and
-/// per CPU second of this thread.
-fn run_raw(mut f: impl FnMut()) -> (f64, f64) {
-    for _ in 0..1000 {
-        f();
-    }
-    let start = Instant::now();
-    let cpu0 = thread_cpu_seconds();
-    let mut n = 0u64;
-    while start.elapsed() < MEASURE {
-        for _ in 0..256 {
-            f();
-        }
-        n += 256;
-    }
-    let cpu = (thread_cpu_seconds() - cpu0).max(1e-6);
-    (n as f64 / start.elapsed().as_secs_f64(), n as f64 / cpu)
+/// Wake cost: one request at a time to a worker that never spins, so each
+/// one is a kick, a wake-up and a sleep; the daemon's CPU per request minus
+/// the request path's own cost.
+fn wake_us(rig: &mut Rig, path_ns: f64) -> f64 {
+    let per_req_s = rig.one_at_a_time(&shape(OP_NOP, 0));
+    (per_req_s * 1e9 - path_ns).max(0.0) / 1e3
 }
 
-fn gbit(bytes_per_s: f64) -> f64 {
-    bytes_per_s * 8.0 / 1e9
+fn gbit(requests_per_s: f64, bytes: u32) -> f64 {
+    requests_per_s * f64::from(bytes) * 8.0 / 1e9
+}
+
+/// The "some" line of /proc/pressure/cpu.
+fn pressure() -> String {
+    std::fs::read_to_string("/proc/pressure/cpu")
+        .unwrap_or_default()
+        .lines()
+        .next()
+        .unwrap_or("unavailable")
+        .to_string()
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .trim()
+        .to_string()
 }
 
 fn main() {
@@ -241,216 +228,300 @@ fn main() {
         return;
     }
     let total = Instant::now();
-    // PKTACCEL_BENCH_PROFILE=1: only the in-process NOP path, for ~5 s, to
-    // run under a profiler.
+    // PKTACCEL_BENCH_PROFILE=1: only the in-process NOP path, about 5 s,
+    // to run under a profiler.
     if std::env::var_os("PKTACCEL_BENCH_PROFILE").is_some() {
-        let shape = Shape {
-            header: hdr(OP_NOP),
-            in_len: 64,
-            out_len: 0,
-        };
-        let rate = (0..3)
-            .map(|_| run_in_process(&shape, &[0; 32]))
+        let r = (0..12)
+            .map(|_| in_process(&shape(OP_NOP, 64), &KEY))
             .fold(0.0, f64::max);
-        println!("in-process NOP 64 B: {rate:.0} requests per CPU second");
+        println!("in-process NOP 64 B: {:.1} ns/request", 1e9 / r);
         return;
     }
-    // PKTACCEL_BENCH_POLL_US overrides the daemon's --poll-us (to compare).
-    let poll = std::env::var("PKTACCEL_BENCH_POLL_US").ok();
-    let mut args = vec!["--queue-size", "1024"];
-    if let Some(p) = poll.as_deref() {
-        args.extend(["--poll-us", p]);
+    // PKTACCEL_BENCH_SEGMENTS=1: only the segment-streaming comparison.
+    if std::env::var_os("PKTACCEL_BENCH_SEGMENTS").is_some() {
+        for (op, r) in segment_costs() {
+            println!("16 x 1500 B over 1 x 24000 B, {:<14} {r:.2}", op_name(op));
+        }
+        return;
     }
-    let d = Daemon::spawn(&args);
-    let mut g = Guest::connect(
-        &d.path,
-        GuestOpts {
-            queues: 1,
-            queue_size: RING,
-            event_idx: true,
-        },
+    let load_start = loadavg();
+    let mut poll = Rig::start(&["--poll", SPIN_US], &KEY);
+    let mut sleep = Rig::start(&[], &KEY);
+    let mut never = Rig::start(&["--poll", "off"], &KEY);
+    println!(
+        "pktaccel-device request path (1 queue, ring {}, batches of {}, EVENT_IDX, polling driver)",
+        rig::RING,
+        rig::BATCH
     );
-    let key = [0x5au8; 32];
-    let k = g.alloc_with(&key);
-    let mut ks = hdr(OP_KEY_SET);
-    ks.key_slot = 0;
-    assert_eq!(g.call(0, &ks, &[(k, 32)], &[]).0.status, STATUS_OK);
-    // Descriptors used by that setup call are free again; pre-built chains
-    // below claim the ring from descriptor 0.
+    println!("load average at start: {load_start}");
+    println!("(shared host: every figure below was measured in this one run; \"per CPU\" figures");
+    println!(
+        " count the daemon's CPU time, wall figures also the time other tasks held the CPUs)\n"
+    );
 
+    // NOP: the request path alone.
+    let nop = shape(OP_NOP, 64);
+    let nop_inproc = in_process(&nop, &KEY);
+    let nop_poll = rate(poll.run(&nop));
+    std::thread::sleep(Duration::from_millis(150));
+    let nop_sleep = rate(sleep.run(&nop));
+    let path_ns = 1e9 / nop_inproc;
+    let wake = wake_us(&mut never, path_ns);
     println!(
-        "pktaccel-device throughput (1 queue, ring {RING}, batches of {BATCH}, EVENT_IDX, polling driver)"
+        "{:<34} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "batched NOP (64 B input)",
+        "M/s wall",
+        "ns wall",
+        "M/CPU-s",
+        "CPU ns",
+        "M/busy-s",
+        "busy ns"
     );
-    println!();
     println!(
-        "{:<28} {:>14} {:>18} {:>14}",
-        "small requests", "requests/s", "per device CPU-s", "in-process"
+        "{:<34} {:>9} {:>9} {:>9.2} {:>9.1}",
+        "in process",
+        "",
+        "",
+        nop_inproc / 1e6,
+        path_ns
     );
-    for (name, op) in [("NOP 64 B", OP_NOP), ("CSUM 64 B", OP_CSUM)] {
-        let r = run_device(
-            &d,
-            &mut g,
-            &Shape {
-                header: hdr(op),
-                in_len: 64,
-                out_len: 0,
-            },
-        );
-        let shape = Shape {
-            header: hdr(op),
-            in_len: 64,
-            out_len: 0,
-        };
-        let inproc = run_in_process(&shape, &key);
+    for (name, r) in [
+        ("vhost-user, non-sleeping worker", nop_poll),
+        ("vhost-user, default worker", nop_sleep),
+    ] {
         println!(
-            "{:<28} {:>14.0} {:>18.0} {:>14.0}",
-            format!("device {name}"),
-            r.requests_per_s,
-            r.requests_per_cpu_s,
-            inproc
+            "{name:<34} {:>9.2} {:>9.1} {:>9.2} {:>9.1} {:>9.2} {:>9.1}",
+            r.0 / 1e6,
+            1e9 / r.0,
+            r.1 / 1e6,
+            1e9 / r.1,
+            r.2 / 1e6,
+            1e9 / r.2
         );
     }
-    let small = [0xabu8; 64];
-    let (raw_csum64, raw_csum64_cpu) = run_raw(|| {
-        black_box(csum::checksum(0, [black_box(&small[..])]));
-    });
     println!(
-        "{:<28} {:>14.0} {:>18.0}",
-        "raw csum 64 B", raw_csum64, raw_csum64_cpu
+        "{:<34} {:>12.2} µs of daemon CPU",
+        "wake cost (sleep + wake)", wake
     );
-
-    // Raw ceilings: the engine on one hot buffer (L1), and the engine over
-    // as many distinct buffers as the device has requests in flight (the
-    // same working set the device streams through, ~512 KiB).
-    let set = (usize::from(RING) / 3) / BATCH * BATCH;
-    let bufs: Vec<Vec<u8>> = (0..set)
-        .map(|b| (0..1500u32).map(|i| (i * 13 + b as u32) as u8).collect())
-        .collect();
-    let mut outs: Vec<Vec<u8>> = vec![vec![0u8; 1516]; set];
-    let gkey = gcm::key(&key);
-    let iv = [1u8; 12];
-    let mut seal_hdr = hdr(OP_AES_GCM_SEAL);
-    seal_hdr.params[..12].copy_from_slice(&iv);
-
     println!();
+
+    // The adaptive default against no spinning at all, on this host as it
+    // is (alternating, so both see the same load).
+    let mut adaptive = (0.0, 0.0);
+    let mut off = (0.0, 0.0);
+    for round in 0..4 {
+        for (sh, i) in [(shape(OP_NOP, 64), 0), (shape(OP_CSUM, 9000), 1)] {
+            // ABBA order, so that neither always runs first.
+            let (a, o) = if round % 2 == 0 {
+                let a = sleep.run(&sh).requests_per_s;
+                (a, never.run(&sh).requests_per_s)
+            } else {
+                let o = never.run(&sh).requests_per_s;
+                (sleep.run(&sh).requests_per_s, o)
+            };
+            if i == 0 {
+                (adaptive.0, off.0) = (adaptive.0 + a, off.0 + o);
+            } else {
+                (adaptive.1, off.1) = (adaptive.1 + a, off.1 + o);
+            }
+        }
+    }
     println!(
-        "{:<17} {:>8} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8}",
-        "1500 B (Gbit/s)",
-        "device",
-        "dev/CPU",
-        "in-proc",
-        "raw hot",
-        "raw set",
-        "wall",
-        "CPU",
-        "CPU/set",
-        "inp/set"
+        "adaptive spin vs --poll off, wall, 4 runs each (ABBA): NOP {:.2} vs {:.2} M req/s ({:.2}x), CSUM 9000 B {:.2} vs {:.2} Gbit/s ({:.2}x)",
+        adaptive.0 / 4e6,
+        off.0 / 4e6,
+        adaptive.0 / off.0,
+        gbit(adaptive.1 / 4.0, 9000),
+        gbit(off.1 / 4.0, 9000),
+        adaptive.1 / off.1
     );
-    println!(
-        "{:<17} {:>8} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8}",
-        "", "wall", "", "per CPU", "per CPU", "per CPU", "dev/hot", "dev/hot", "dev/set", ""
-    );
-    type Raw<'a> = Box<dyn FnMut(&[u8], &mut [u8]) + 'a>;
-    let cases: Vec<(&str, RequestHeader, u32, Raw)> = vec![
-        (
-            "CSUM",
-            hdr(OP_CSUM),
-            0,
-            Box::new(|i: &[u8], _: &mut [u8]| {
-                black_box(csum::checksum(0, [black_box(i)]));
-            }),
-        ),
-        (
-            "CRC32C",
-            hdr(OP_CRC32C),
-            0,
-            Box::new(|i: &[u8], _: &mut [u8]| {
-                black_box(crc::crc32c(0, [black_box(i)]));
-            }),
-        ),
-        (
-            "CRC-32",
-            hdr(OP_CRC32),
-            0,
-            Box::new(|i: &[u8], _: &mut [u8]| {
-                black_box(crc::crc32(0, [black_box(i)]));
-            }),
-        ),
-        (
-            "AES-256-GCM seal",
-            seal_hdr,
-            1516,
-            // The device seals from guest memory into guest memory; the raw
-            // engine seals in place, after the same copy the device does.
-            Box::new(|i: &[u8], o: &mut [u8]| {
-                o[..1500].copy_from_slice(i);
-                let tag = gcm::seal(&gkey, &iv, &[], black_box(&mut o[..1500]));
-                o[1500..].copy_from_slice(&tag);
-            }),
-        ),
-        (
-            "COPY (memcpy)",
-            hdr(OP_COPY),
-            1500,
-            Box::new(|i: &[u8], o: &mut [u8]| {
-                o[..1500].copy_from_slice(black_box(i));
-                black_box(o);
-            }),
-        ),
-    ];
-    for (name, header, out_len, mut raw) in cases {
-        let dev = run_device(
-            &d,
-            &mut g,
-            &Shape {
-                header,
-                in_len: 1500,
-                out_len,
-            },
-        );
-        let inproc_bps = run_in_process(
-            &Shape {
-                header,
-                in_len: 1500,
-                out_len,
-            },
-            &key,
-        ) * 1500.0;
-        let (_, hot_cpu) = run_raw(|| raw(&bufs[0], &mut outs[0]));
-        let mut n = 0usize;
-        let (_, set_cpu) = run_raw(|| {
-            raw(&bufs[n % set], &mut outs[n % set]);
-            n += 1;
-        });
-        let (dev_bps, dev_cpu_bps) = (dev.bytes_per_s, dev.requests_per_cpu_s * 1500.0);
-        let (hot_bps, set_bps) = (hot_cpu * 1500.0, set_cpu * 1500.0);
+    println!("CPU pressure now: {}", pressure());
+    println!();
+
+    let mut points = Vec::new();
+    for &size in &SIZES {
+        for &op in &OPS {
+            points.push(measure_point(&mut poll, &mut sleep, op, size));
+        }
+    }
+    print_tables(&points);
+    let segs = segment_costs();
+    println!("\n16 input segments of 1500 B over 1 of 24000 B, in-process CPU time per request:");
+    for (op, r) in &segs {
+        println!("  {:<14} {r:>6.2}", op_name(*op));
+    }
+    let over = |p: &Point, rate: f64| 1e9 / rate - 1e9 / p.raw_set;
+    let at = |op: u16| {
+        points
+            .iter()
+            .find(|p| p.op == op && p.size == 1500)
+            .unwrap()
+    };
+    let (c, k) = (at(OP_CSUM), at(OP_CRC32C));
+    println!("\nper-request overhead at 1500 B (device time per request minus the raw engine's):");
+    for (name, p) in [("CSUM  ", c), ("CRC32C", k)] {
         println!(
-            "{:<17} {:>8.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
-            name,
-            gbit(dev_bps),
-            gbit(dev_cpu_bps),
-            gbit(inproc_bps),
-            gbit(hot_bps),
-            gbit(set_bps),
-            dev_bps / hot_bps,
-            dev_cpu_bps / hot_bps,
-            dev_cpu_bps / set_bps,
-            inproc_bps / set_bps,
+            "  {name} in process {:>6.1} ns; vhost-user non-sleeping {:>6.1} ns busy, {:.1} CPU, {:.1} wall; default {:>6.1} ns CPU, {:.1} wall",
+            over(p, p.in_process),
+            over(p, p.polling.2),
+            over(p, p.polling.1),
+            over(p, p.polling.0),
+            over(p, p.sleeping.1),
+            over(p, p.sleeping.0)
         );
     }
-    drop(g);
-    let _ = d.stop();
-    println!();
-    println!("device wall: requests completed per wall-clock second through the frontend.");
-    println!("dev/CPU: the same per second of daemon CPU time (what one free core sustains).");
-    println!("raw hot / raw set: the engine called in a loop, per second of its thread's CPU");
-    println!("  time, on one hot buffer / over as many buffers as the device has in flight.");
-    println!("in-process: the daemon's request path (Processor::drain) on a local ring, no");
-    println!("  vhost-user, eventfds or wake-ups, per CPU second of the device part.");
-    println!("Ratios: wall device over raw hot; dev/CPU over raw hot; dev/CPU over raw set;");
-    println!("  in-process over raw set.");
+    let load_end = loadavg();
+    println!("\nload average at end: {load_end}");
+    let json = summary_json(
+        (nop_poll, nop_inproc),
+        [
+            over(c, c.polling.2),
+            over(c, c.sleeping.1),
+            over(c, c.polling.0),
+            over(c, c.sleeping.0),
+        ],
+        (wake, (adaptive.0 / off.0, adaptive.1 / off.1)),
+        (&points, &segs),
+        &load_end,
+    );
+    write_summary(&json);
+    drop((poll, sleep, never));
     println!(
         "total benchmark time {:.1} s",
         total.elapsed().as_secs_f64()
     );
+}
+
+fn point(points: &[Point], op: u16, size: u32) -> &Point {
+    points
+        .iter()
+        .find(|p| p.op == op && p.size == size)
+        .expect("every op was measured at every size")
+}
+
+fn print_tables(points: &[Point]) {
+    // The 1500-byte table `cargo xtask bench` reads (columns 1, 4, 5).
+    println!(
+        "{:<17} {:>8} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8}",
+        "1500 B (Gbit/s)",
+        "device",
+        "sleeping",
+        "in-proc",
+        "raw hot",
+        "raw set",
+        "dev/CPU",
+        "slp/CPU"
+    );
+    for p in points.iter().filter(|p| p.size == 1500) {
+        println!(
+            "{:<17} {:>8.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>8.2} {:>8.2}",
+            op_name(p.op),
+            gbit(p.polling.0, 1500),
+            gbit(p.sleeping.0, 1500),
+            gbit(p.in_process, 1500),
+            gbit(p.raw_hot, 1500),
+            gbit(p.raw_set, 1500),
+            gbit(p.polling.1, 1500),
+            gbit(p.sleeping.1, 1500),
+        );
+    }
+    println!("(device, sleeping: per wall second; dev/CPU, slp/CPU: per daemon CPU second)");
+    for (title, sleeping, basis) in [
+        ("device/raw, non-sleeping, per busy", false, Basis::Busy),
+        ("device/raw, default, per CPU", true, Basis::Cpu),
+        ("device/raw, non-sleeping, per wall", false, Basis::Wall),
+        ("device/raw, default, per wall", true, Basis::Wall),
+    ] {
+        println!(
+            "\n{title:<34} {:>8} {:>8} {:>8} {:>8}",
+            "64", "1500", "9000", "65536"
+        );
+        for &op in &OPS {
+            let row: Vec<String> = SIZES
+                .iter()
+                .map(|&s| format!("{:>8.2}", ratio(point(points, op, s), sleeping, basis)))
+                .collect();
+            println!("{:<34} {}", op_name(op), row.join(" "));
+        }
+    }
+}
+
+/// Device over raw engine for one point.
+fn ratio(p: &Point, sleeping: bool, basis: Basis) -> f64 {
+    pick(if sleeping { p.sleeping } else { p.polling }, basis) / p.raw_set
+}
+
+fn summary_json(
+    (nop, nop_inproc): (Rate, f64),
+    [over_busy, over_cpu_sleeping, over_wall, over_wall_sleeping]: [f64; 4],
+    (wake, adaptive): (f64, (f64, f64)),
+    (points, segs): (&[Point], &[(u16, f64)]),
+    load: &str,
+) -> String {
+    let ratios = |sleeping: bool, basis: Basis| {
+        let ops: Vec<String> = OPS
+            .iter()
+            .map(|&op| {
+                let sizes: Vec<String> = SIZES
+                    .iter()
+                    .map(|&s| {
+                        format!(
+                            "\"{s}\": {:.3}",
+                            ratio(point(points, op, s), sleeping, basis)
+                        )
+                    })
+                    .collect();
+                format!("\"{}\": {{{}}}", op_name(op), sizes.join(", "))
+            })
+            .collect();
+        format!("{{{}}}", ops.join(", "))
+    };
+    let mut j = String::from("{");
+    j += "\"basis\": \"raw engines per second of their thread's CPU time; the device with the non-sleeping worker (nop_mreqs_per_s, overhead_ns.vhost_user, ratio_polling) per second the worker spent processing requests (its busy ns counter), with the default worker (overhead_ns.vhost_user_sleeping, ratio_sleeping) per second of daemon CPU time, wakes included; *_wall keys per wall-clock second\",\n";
+    j += &format!(
+        " \"nop_mreqs_per_s\": {:.3}, \"nop_mreqs_per_s_wall\": {:.3}, \"nop_mreqs_per_s_in_process\": {:.3},\n",
+        nop.2 / 1e6,
+        nop.0 / 1e6,
+        nop_inproc / 1e6
+    );
+    j += &format!(
+        " \"overhead_ns\": {{\"in_process\": {:.1}, \"vhost_user\": {over_busy:.1}, \"vhost_user_sleeping\": {over_cpu_sleeping:.1}, \"vhost_user_wall\": {over_wall:.1}, \"vhost_user_sleeping_wall\": {over_wall_sleeping:.1}}},\n",
+        1e9 / nop_inproc
+    );
+    j += &format!(" \"wake_us\": {wake:.3},\n");
+    j += &format!(
+        " \"adaptive_over_off_wall\": {{\"nop\": {:.3}, \"csum_9000\": {:.3}}},\n",
+        adaptive.0, adaptive.1
+    );
+    j += &format!(" \"ratio_polling\": {},\n", ratios(false, Basis::Busy));
+    j += &format!(" \"ratio_sleeping\": {},\n", ratios(true, Basis::Cpu));
+    j += &format!(" \"ratio_polling_wall\": {},\n", ratios(false, Basis::Wall));
+    j += &format!(" \"ratio_sleeping_wall\": {},\n", ratios(true, Basis::Wall));
+    let seg: Vec<String> = segs
+        .iter()
+        .map(|(op, r)| format!("\"{}\": {r:.3}", op_name(*op)))
+        .collect();
+    j += &format!(
+        " \"segments_16x1500_over_1x24000\": {{{}}},\n",
+        seg.join(", ")
+    );
+    j += &format!(" \"loadavg\": \"{load}\"}}\n");
+    j
+}
+
+/// Writes `target/bench/device-summary.json` (the target directory is the
+/// one this benchmark binary was built into).
+fn write_summary(json: &str) {
+    let exe = std::env::current_exe().expect("benchmark path");
+    // target/<profile>/deps/throughput-<hash>
+    let target = exe
+        .ancestors()
+        .nth(3)
+        .expect("benchmark binary inside a target directory");
+    let dir = target.join("bench");
+    let path = dir.join("device-summary.json");
+    match std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, json)) {
+        Ok(()) => println!("summary written to {}", path.display()),
+        Err(e) => eprintln!("cannot write {}: {e}", path.display()),
+    }
 }

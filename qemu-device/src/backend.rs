@@ -10,26 +10,26 @@
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use pktaccel_abi::VIRTIO_F_VERSION_1;
-use tracing::warn;
+use tracing::{debug, warn};
 use vhost::vhost_user::message::VhostUserProtocolFeatures;
 use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
 use virtio_queue::QueueT;
-use vm_memory::{Bytes, GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
+use vm_memory::{GuestAddressSpace, GuestMemory, GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{
     EventConsumer, EventFlag, EventNotifier, new_event_consumer_and_notifier,
 };
 
 use crate::config::DeviceOptions;
-use crate::faults::Faults;
 
-/// virtio: the driver does not want used-buffer notifications.
-const VRING_AVAIL_F_NO_INTERRUPT: u16 =
-    virtio_bindings::bindings::virtio_ring::VRING_AVAIL_F_NO_INTERRUPT as u16;
-use crate::request::{Processor, Scratch};
+use crate::completion::CompletionHook;
+use crate::drain::Lane;
+use crate::faults::Faults;
+use crate::request::Processor;
+use crate::spin::{Spinner, involuntary_switches};
 use crate::stats::Stats;
 
 /// Guest memory as the backend sees it (no dirty-page bitmap: the device
@@ -45,8 +45,11 @@ struct Inner {
     event_idx: AtomicBool,
     acked: AtomicU64,
     negotiated: AtomicBool,
-    scratch: Vec<Mutex<Scratch>>,
+    lanes: Vec<Mutex<Lane>>,
+    spinners: Vec<Mutex<Spinner>>,
     stats: Arc<Stats>,
+    /// Injected faults the request path does not see: interrupts and the
+    /// ring stop (the completion faults reach it through `processor.hook`).
     faults: Arc<Faults>,
 }
 
@@ -62,24 +65,42 @@ impl PktAccelBackend {
     /// `GuestMemoryAtomic` given to the `VhostUserDaemon`, which updates it
     /// on SET_MEM_TABLE), counting into `stats` (which outlives connections).
     pub fn new(opts: DeviceOptions, mem: GuestMem, stats: Arc<Stats>) -> Self {
-        Self::with_faults(opts, mem, stats, Arc::new(Faults::new()))
+        Self::with_hook(opts, mem, stats, None)
     }
 
-    /// [`new`](Self::new) with `faults` injected into its request path.
+    /// The same, with `hook` deciding about every completion (see
+    /// [`crate::completion`]).
+    pub fn with_hook(
+        opts: DeviceOptions,
+        mem: GuestMem,
+        stats: Arc<Stats>,
+        hook: Option<Arc<dyn CompletionHook>>,
+    ) -> Self {
+        Self::with_faults(opts, mem, stats, hook, Arc::new(Faults::new()))
+    }
+
+    /// The same, with `faults` also deciding about interrupts and ring
+    /// stops (see [`crate::faults`]; pass them as `hook` too for the
+    /// completion faults).
     pub fn with_faults(
         opts: DeviceOptions,
         mem: GuestMem,
         stats: Arc<Stats>,
+        hook: Option<Arc<dyn CompletionHook>>,
         faults: Arc<Faults>,
     ) -> Self {
-        let processor = Processor::new(
+        let mut processor = Processor::new(
             opts.ops,
             opts.max_segments,
             opts.max_request_bytes,
             opts.key_slots,
         );
-        let scratch = (0..opts.num_queues)
-            .map(|_| Mutex::new(Scratch::default()))
+        processor.hook = hook;
+        let lanes = (0..opts.num_queues)
+            .map(|_| Mutex::new(Lane::default()))
+            .collect();
+        let spinners = (0..opts.num_queues)
+            .map(|_| Mutex::new(Spinner::new(opts.poll)))
             .collect();
         Self {
             inner: Arc::new(Inner {
@@ -89,7 +110,8 @@ impl PktAccelBackend {
                 event_idx: AtomicBool::new(false),
                 acked: AtomicU64::new(0),
                 negotiated: AtomicBool::new(false),
-                scratch,
+                lanes,
+                spinners,
                 stats,
                 faults,
             }),
@@ -108,92 +130,128 @@ impl PktAccelBackend {
         &self.inner.processor
     }
 
-    /// Polls `vring` for up to `budget` after it ran empty, processing
-    /// whatever arrives (each arrival restarts the budget). This is the
-    /// device's answer to back-to-back batches: no kick, no wake-up.
-    fn poll_queue(&self, vring: &Vring, queue: usize, budget: Duration) {
-        if budget.is_zero() {
-            return;
-        }
-        let mut since = Instant::now();
-        let mut spins = 0u32;
+    /// One kick's worth of work: drain, spin while work keeps coming, then
+    /// re-enable notifications and check once more (a request published
+    /// just before would otherwise wait for a kick that never comes).
+    ///
+    /// The loop always ends: a broken queue returns at once, and a queue
+    /// that keeps reporting work the device cannot take (passes without
+    /// progress) stops being polled, so the worker gets back to its event
+    /// loop, where it sees the exit event and the next kick.
+    fn serve(&self, vring: &Vring, queue: usize) {
+        let spinner = &self.inner.spinners[queue.min(self.inner.spinners.len() - 1)];
+        let mut idle = 0u32;
         loop {
-            if self.has_work(vring) {
-                if self.process_queue(vring, queue) == 0 {
-                    // The avail index is ahead but nothing can be popped (a
-                    // driver bug, e.g. an index more than a ring ahead):
-                    // stop polling rather than spin on it.
+            let _ = vring.disable_notification();
+            let Some(taken) = self.process_queue(vring, queue) else {
+                return;
+            };
+            if taken > 0 {
+                idle = 0;
+            } else {
+                idle += 1;
+                if idle > 2 {
+                    debug!(
+                        queue,
+                        "queue reports work but none can be taken; waiting for a kick"
+                    );
                     return;
                 }
-                since = Instant::now();
+            }
+            if self.spin(vring, spinner) {
                 continue;
+            }
+            match vring.enable_notification() {
+                Ok(true) => continue,
+                Ok(false) => return,
+                Err(e) => {
+                    warn!(queue, error = %e, "cannot re-enable notifications");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Spins until `vring` has work or the spinner's budget runs out;
+    /// true when work arrived. Runs without the vring lock.
+    fn spin(&self, vring: &Vring, spinner: &Mutex<Spinner>) -> bool {
+        let mut spinner = spinner.lock().unwrap_or_else(|e| e.into_inner());
+        let budget = spinner.budget();
+        if budget.is_zero() {
+            return false;
+        }
+        let mem = self.inner.mem.memory();
+        let switches = involuntary_switches();
+        let start = Instant::now();
+        let mut spins = 0u32;
+        let hit = loop {
+            if has_work(vring, &*mem) {
+                break true;
             }
             spins += 1;
             // Reading the clock costs more than a pause: check it sparingly.
-            if spins.is_multiple_of(64) && since.elapsed() >= budget {
-                return;
+            if spins.is_multiple_of(16) && start.elapsed() >= budget {
+                break false;
             }
             std::hint::spin_loop();
-        }
+        };
+        spinner.record(hit, involuntary_switches() != switches);
+        hit
     }
 
-    /// True when the driver made requests available that were not taken yet.
-    fn has_work(&self, vring: &Vring) -> bool {
-        let mem = self.inner.mem.memory();
-        let state = vring.get_ref();
-        let q = state.get_queue();
-        if !q.ready() || !state.is_enabled() {
-            return false;
-        }
-        q.avail_idx(&*mem, Ordering::Acquire)
-            .map(|idx| idx.0 != q.next_avail())
-            .unwrap_or(false)
-    }
-
-    /// Completes every available request on `vring`; returns how many.
-    /// Guest faults are answered and counted, never returned as errors: an
-    /// error here would end the queue's worker thread.
-    pub fn process_queue(&self, vring: &Vring, queue: usize) -> usize {
+    /// Completes every available request on `vring` and notifies the
+    /// driver if it asked; returns how many chains were taken, or `None`
+    /// when the queue is broken (then it is not served until the frontend
+    /// sets it up again; it broke with one log line).
+    pub fn process_queue(&self, vring: &Vring, queue: usize) -> Option<usize> {
         let inner = &*self.inner;
         let stats = inner.stats.shard(queue);
-        let mut scratch = inner.scratch[queue.min(inner.scratch.len() - 1)]
+        let mut lane = inner.lanes[queue.min(inner.lanes.len() - 1)]
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         let mem = inner.mem.memory();
         let mut state = vring.get_mut();
-        let qidx = queue as u16;
-        if inner.faults.spurious_interrupt(qidx) {
+        if !state.is_enabled() {
+            return Some(0);
+        }
+        if inner.faults.spurious_interrupt(queue as u16) {
             // Before anything new is on the used ring: nothing to find.
             let _ = state.signal_used_queue();
         }
-        let done = inner.processor.drain_with_faults(
-            state.get_queue_mut(),
-            &*mem,
-            &mut scratch,
-            stats,
-            &inner.faults,
-            qidx,
-        );
-        if done > 0 {
-            let q = state.get_queue_mut();
-            let notify = if q.event_idx_enabled() {
-                q.needs_notification(&*mem).unwrap_or(true)
-            } else {
-                // virtio-queue does not implement VRING_AVAIL_F_NO_INTERRUPT;
-                // honour it here (a polling driver sets it).
-                let flags: u16 = mem
-                    .load(GuestAddress(q.avail_ring()), Ordering::Acquire)
-                    .map(u16::from_le)
-                    .unwrap_or(0);
-                flags & VRING_AVAIL_F_NO_INTERRUPT == 0
-            };
-            let notify = notify && !inner.faults.lose_interrupt(qidx);
-            if notify && let Err(e) = state.signal_used_queue() {
-                warn!(queue, error = %e, "failed to signal the used queue");
-            }
+        let t0 = Instant::now();
+        let d = inner
+            .processor
+            .drain(state.get_queue_mut(), &*mem, queue, &mut lane, stats);
+        if d.taken > 0 {
+            stats.busy(t0.elapsed());
         }
-        done
+        if d.notify
+            && !inner.faults.lose_interrupt(queue as u16)
+            && let Err(e) = state.signal_used_queue()
+        {
+            warn!(queue, error = %e, "failed to signal the used queue");
+        }
+        if let Some(b) = d.broke {
+            stats.broken_queue();
+            warn!(
+                queue,
+                "queue {queue} is broken and no longer served until the driver resets it: {b}"
+            );
+        }
+        (!lane.is_broken()).then_some(d.taken)
     }
+}
+
+/// True when the driver made requests available that were not taken yet.
+fn has_work<M: GuestMemory>(vring: &Vring, mem: &M) -> bool {
+    let state = vring.get_ref();
+    let q = state.get_queue();
+    if !q.ready() || !state.is_enabled() {
+        return false;
+    }
+    q.avail_idx(mem, Ordering::Acquire)
+        .map(|idx| idx.0 != q.next_avail())
+        .unwrap_or(false)
 }
 
 impl VhostUserBackend for PktAccelBackend {
@@ -230,6 +288,20 @@ impl VhostUserBackend for PktAccelBackend {
         VhostUserProtocolFeatures::CONFIG | VhostUserProtocolFeatures::MQ
     }
 
+    fn set_event_idx(&self, enabled: bool) {
+        self.inner.event_idx.store(enabled, Ordering::Relaxed);
+    }
+
+    fn get_config(&self, offset: u32, size: u32) -> Vec<u8> {
+        config_slice(&self.inner.opts.device_config().to_le_bytes(), offset, size)
+    }
+
+    fn reset_device(&self) {
+        for lane in &self.inner.lanes {
+            lane.lock().unwrap_or_else(|e| e.into_inner()).reset();
+        }
+    }
+
     fn stop_vring(&self, queue_index: u32) -> io::Result<()> {
         // vhost-user's form of a device reset: the frontend stops each ring
         // (GET_VRING_BASE) and waits for the answer.
@@ -241,15 +313,12 @@ impl VhostUserBackend for PktAccelBackend {
             );
             std::thread::sleep(stall);
         }
+        // The frontend stopped the ring: what it starts next (possibly a
+        // repaired ring after a broken one) is served afresh.
+        if let Some(lane) = self.inner.lanes.get(queue_index as usize) {
+            lane.lock().unwrap_or_else(|e| e.into_inner()).reset();
+        }
         Ok(())
-    }
-
-    fn set_event_idx(&self, enabled: bool) {
-        self.inner.event_idx.store(enabled, Ordering::Relaxed);
-    }
-
-    fn get_config(&self, offset: u32, size: u32) -> Vec<u8> {
-        config_slice(&self.inner.opts.device_config().to_le_bytes(), offset, size)
     }
 
     fn update_memory(&self, mem: GuestMem) -> io::Result<()> {
@@ -296,28 +365,7 @@ impl VhostUserBackend for PktAccelBackend {
             return Ok(());
         };
         // Thread i serves exactly queue i (see queues_per_thread).
-        let queue = thread_id;
-        let poll = Duration::from_micros(u64::from(self.inner.opts.poll_us));
-        if self.inner.event_idx.load(Ordering::Relaxed) {
-            // Keep going until no new request arrived while notifications
-            // were off, so that none is left unseen.
-            loop {
-                let _ = vring.disable_notification();
-                self.process_queue(vring, queue);
-                self.poll_queue(vring, queue, poll);
-                match vring.enable_notification() {
-                    Ok(true) => continue,
-                    Ok(false) => break,
-                    Err(e) => {
-                        warn!(queue, error = %e, "cannot re-enable notifications");
-                        break;
-                    }
-                }
-            }
-        } else {
-            self.process_queue(vring, queue);
-            self.poll_queue(vring, queue, poll);
-        }
+        self.serve(vring, thread_id);
         Ok(())
     }
 }

@@ -7,6 +7,8 @@ use pktaccel_abi::{
 };
 use vhost::vhost_user::message::VhostUserVirtioFeatures;
 
+use crate::spin::PollMode;
+
 /// Maximum data segments (inputs + outputs) in one request. Generous for
 /// scatter-gather packets, small enough to bound per-request work.
 pub const MAX_SEGMENTS: u32 = 64;
@@ -15,8 +17,6 @@ pub const MAX_SEGMENTS: u32 = 64;
 pub const MAX_REQUEST_BYTES: u32 = 1 << 20;
 /// Number of AES key slots.
 pub const KEY_SLOTS: u32 = 16;
-/// Default for [`DeviceOptions::poll_us`].
-pub const DEFAULT_POLL_US: u32 = 0;
 /// Largest virtqueue the split-ring layout allows.
 pub const MAX_QUEUE_SIZE: u16 = 32768;
 
@@ -73,13 +73,13 @@ pub struct DeviceOptions {
     pub max_request_bytes: u32,
     /// See [`KEY_SLOTS`].
     pub key_slots: u32,
-    /// How long a queue worker keeps polling an empty ring before it
-    /// re-enables notifications and sleeps, in microseconds. Polling saves
-    /// the kick and the thread wake-up (tens of microseconds under load)
-    /// when requests arrive back to back, but on a machine without a spare
-    /// core it steals time from the guest (measured: 6x slower on a loaded
-    /// 2-core host), so it is off (0) by default.
-    pub poll_us: u32,
+    /// Whether and how long a queue worker spins on an empty ring before
+    /// it sleeps until the next kick. Fixed spinning saves the wake-up when
+    /// requests come back to back but steals the guest's CPU on a busy host
+    /// (measured: 2-6x slower on a contended 2-core host); the adaptive
+    /// default spins at most about one wake's cost and stops when it
+    /// competes with other tasks (see [`crate::spin`]).
+    pub poll: PollMode,
 }
 
 impl Default for DeviceOptions {
@@ -91,7 +91,7 @@ impl Default for DeviceOptions {
             max_segments: MAX_SEGMENTS,
             max_request_bytes: MAX_REQUEST_BYTES,
             key_slots: KEY_SLOTS,
-            poll_us: DEFAULT_POLL_US,
+            poll: PollMode::Adaptive,
         }
     }
 }

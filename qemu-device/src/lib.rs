@@ -6,11 +6,16 @@
 //! datasheet is `docs/datasheet.md`.
 
 pub mod backend;
+pub mod completion;
 pub mod config;
+pub mod drain;
 pub mod engines;
 pub mod faults;
+pub mod guest;
 pub mod keys;
 pub mod mem_table;
 pub mod request;
+pub mod ring;
 pub mod server;
+pub mod spin;
 pub mod stats;

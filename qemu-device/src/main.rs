@@ -11,6 +11,7 @@ use pktaccel_device::config::DeviceOptions;
 use pktaccel_device::faults::Faults;
 use pktaccel_device::faults::control::{self, ControlSocket};
 use pktaccel_device::server::{Server, Stopper};
+use pktaccel_device::spin::PollMode;
 use pktaccel_device::stats::Stats;
 use tracing::info;
 
@@ -37,10 +38,14 @@ struct Cli {
     /// aes-gcm-seal, aes-gcm-open, copy, key-set, key-clear) or "all".
     #[arg(long, default_value = "all")]
     ops: String,
-    /// Microseconds a queue worker keeps polling an empty ring before it
-    /// sleeps until the next kick (0: never poll).
-    #[arg(long, default_value_t = pktaccel_device::config::DEFAULT_POLL_US)]
-    poll_us: u32,
+    /// Spinning on an empty ring before sleeping until the next kick:
+    /// "adaptive" (at most about one wake's cost, off while other tasks wait
+    /// for a CPU), "off", or a fixed number of microseconds.
+    #[arg(long, default_value = "adaptive", value_parser = parse_poll)]
+    poll: PollMode,
+    /// Same as --poll N (fixed spinning, 0 = off); kept for old scripts.
+    #[arg(long, conflicts_with = "poll", hide = true)]
+    poll_us: Option<u32>,
     /// Exit when the first frontend disconnects (default: serve reconnections).
     #[arg(long)]
     once: bool,
@@ -55,6 +60,10 @@ struct Cli {
     /// Log level (error, warn, info, debug, trace) or a tracing filter.
     #[arg(long, default_value = "info")]
     log_level: String,
+}
+
+fn parse_poll(s: &str) -> Result<PollMode, String> {
+    s.parse()
 }
 
 const SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGUSR1];
@@ -136,8 +145,12 @@ fn run() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    let poll = match cli.poll_us {
+        Some(us) => us.to_string().parse().map_err(anyhow::Error::msg)?,
+        None => cli.poll,
+    };
     let opts = DeviceOptions {
-        poll_us: cli.poll_us,
+        poll,
         ..DeviceOptions::new(cli.queues, cli.queue_size, &cli.ops)?
     };
     let faults = Arc::new(Faults::from_specs(&cli.faults)?);

@@ -18,31 +18,24 @@
 //! 7. every segment inside guest memory, without wrapping (BAD_ADDRESS);
 //! 8. the op's own checks: NO_KEY, BAD_REQUEST (input size), SHORT_OUTPUT,
 //!    AUTH_FAILED.
+//!
+//! Every check runs on the device's private copy of the descriptors and of
+//! the header (see [`crate::ring`]), never on guest memory itself.
 
 use std::ptr;
+use std::sync::Arc;
 
 use pktaccel_abi::*;
 use tracing::debug;
 use virtio_queue::desc::split::Descriptor;
-use virtio_queue::{Queue, QueueOwnedT, QueueT};
-use vm_memory::{
-    Address, Bytes, GuestAddress, GuestMemory, GuestMemoryBackend, GuestMemoryRegion,
-    MemoryRegionAddress,
-};
+use vm_memory::{GuestAddress, GuestMemoryBackend};
 
+use crate::completion::{Completion, CompletionHook, Decision};
 use crate::engines::{copy, crc, csum::Csum, gcm, rss};
-use crate::faults::Faults;
-use crate::faults::inject::{Completion, Processed, after_request};
+use crate::guest::{Regions, Target, read_guest};
 use crate::keys::KeySlots;
+use crate::ring::Desc;
 use crate::stats::Shard;
-
-/// A descriptor as the device saw it.
-#[derive(Clone, Copy, Debug)]
-struct Desc {
-    addr: u64,
-    len: u32,
-    write: bool,
-}
 
 /// A host-mapped piece of a guest segment (a segment spanning two guest
 /// memory regions becomes two pieces).
@@ -59,71 +52,13 @@ struct Seg {
 // therefore sound.
 unsafe impl Send for Seg {}
 
-impl Seg {
-    /// The bytes of this piece.
-    ///
-    /// # Safety
-    /// The guest memory mapping `ptr` came from must still be mapped, and no
-    /// `&mut` to the same bytes may be alive.
-    unsafe fn bytes<'a>(&self) -> &'a [u8] {
-        // SAFETY: `ptr..ptr+len` was returned by vm-memory as a valid slice
-        // of a live mapping (caller's contract). Guest memory is shared with
-        // the guest, which could write it concurrently only by breaking the
-        // virtio contract (the device owns buffers until it returns them);
-        // even then every bit pattern is a valid `u8`, so the worst outcome
-        // is a wrong answer for that guest's own request.
-        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
-    }
-}
-
 /// Per-worker reusable buffers, so that the hot path does not allocate.
 #[derive(Debug, Default)]
 pub struct Scratch {
-    descs: Vec<Desc>,
+    pub(crate) descs: Vec<Desc>,
     ins: Vec<Seg>,
     outs: Vec<Seg>,
     buf: Vec<u8>,
-    /// Op code of the request being processed, once its header was read.
-    op: Option<u16>,
-}
-
-/// Guest RAM as (guest start, length, host address) triples, captured from
-/// the memory map for one request so that the header, the status record and
-/// each segment are translated with a compare instead of a vm-memory lookup
-/// apiece. More regions than fit fall back to vm-memory for everything.
-struct Regions {
-    r: [(u64, u64, usize); 8],
-    n: usize,
-}
-
-impl Regions {
-    fn of<M: GuestMemoryBackend>(mem: &M) -> Self {
-        let mut me = Self {
-            r: [(0, 0, 0); 8],
-            n: 0,
-        };
-        for region in mem.iter() {
-            let Ok(host) = region.get_host_address(MemoryRegionAddress(0)) else {
-                return Self { n: 0, ..me };
-            };
-            if me.n == me.r.len() {
-                return Self { n: 0, ..me };
-            }
-            me.r[me.n] = (region.start_addr().raw_value(), region.len(), host as usize);
-            me.n += 1;
-        }
-        me
-    }
-
-    /// Host address of `addr..addr+len` when that range lies inside one
-    /// region (`None` also when it does not: the caller then asks
-    /// vm-memory, which handles ranges spanning regions and reports errors).
-    fn host(&self, addr: u64, len: u64) -> Option<*mut u8> {
-        self.r[..self.n].iter().find_map(|&(start, size, host)| {
-            let off = addr.checked_sub(start)?;
-            (off < size && len <= size - off).then(|| (host + off as usize) as *mut u8)
-        })
-    }
 }
 
 /// What the device does to a request: the engines plus the limits it
@@ -138,6 +73,9 @@ pub struct Processor {
     pub max_request_bytes: u32,
     /// AES key slots.
     pub keys: KeySlots,
+    /// Consulted for every finished request before it is published (fault
+    /// injection); `None` publishes every completion as it is.
+    pub hook: Option<Arc<dyn CompletionHook>>,
 }
 
 /// A successful op: what goes in the status record.
@@ -157,6 +95,32 @@ fn fail(status: u32) -> Fail {
     Fail { status, written: 0 }
 }
 
+/// A processed request whose status record is not written yet.
+#[derive(Clone, Copy, Debug)]
+pub struct Outcome {
+    /// Where the status record goes; `None` when the chain has no usable
+    /// status descriptor (it is returned unanswered, used length 0).
+    target: Option<Target>,
+    /// The record to write.
+    pub record: StatusRecord,
+    /// Bytes written to the outputs.
+    pub written: u32,
+    /// The op, once the header was read.
+    pub op: Option<u16>,
+}
+
+impl Outcome {
+    /// The used length this outcome publishes: the output bytes plus the
+    /// status record, or 0 for a chain returned unanswered.
+    #[inline]
+    pub fn used_len(&self) -> u32 {
+        match self.target {
+            Some(_) => self.written.saturating_add(STATUS_RECORD_SIZE as u32),
+            None => 0,
+        }
+    }
+}
+
 impl Processor {
     /// A processor for the given limits with `key_slots` empty key slots.
     pub fn new(ops: u32, max_segments: u32, max_request_bytes: u32, key_slots: u32) -> Self {
@@ -165,83 +129,13 @@ impl Processor {
             max_segments,
             max_request_bytes,
             keys: KeySlots::new(key_slots),
+            hook: None,
         }
     }
 
-    /// Completes every request available on `queue`: takes all chains
-    /// offered with one read of the avail index, processes them in order,
-    /// puts each on the used ring, and repeats until none is left. Returns
-    /// how many chains were taken. Signalling the driver is the caller's job.
-    pub fn drain<M: GuestMemoryBackend + GuestMemory>(
-        &self,
-        queue: &mut Queue,
-        mem: &M,
-        scratch: &mut Scratch,
-        stats: &Shard,
-    ) -> usize {
-        static NO_FAULTS: Faults = Faults::new();
-        self.drain_with_faults(queue, mem, scratch, stats, &NO_FAULTS, 0)
-    }
-
-    /// [`drain`](Self::drain) with `faults` applied to each request of
-    /// queue `qidx` between processing and completion.
-    pub fn drain_with_faults<M: GuestMemoryBackend + GuestMemory>(
-        &self,
-        queue: &mut Queue,
-        mem: &M,
-        scratch: &mut Scratch,
-        stats: &Shard,
-        faults: &Faults,
-        qidx: u16,
-    ) -> usize {
-        let mut done = 0usize;
-        loop {
-            let chains: Vec<_> = match queue.iter(mem) {
-                Ok(it) => it.collect(),
-                Err(e) => {
-                    // E.g. an avail index more than a ring ahead: nothing can
-                    // be taken until the driver repairs it.
-                    debug!(error = %e, "cannot read the available ring");
-                    break;
-                }
-            };
-            if chains.is_empty() {
-                break;
-            }
-            for chain in chains {
-                let head = chain.head_index();
-                let used = self.process(mem, chain, scratch, stats);
-                let req = Processed {
-                    queue: qidx,
-                    op: scratch.op,
-                    status_addr: scratch
-                        .descs
-                        .last()
-                        .filter(|_| used as usize >= STATUS_RECORD_SIZE)
-                        .map(|d| d.addr),
-                    used,
-                };
-                let used = match after_request(faults, mem, req) {
-                    Completion::Used(u) => u,
-                    Completion::Dropped => {
-                        done += 1;
-                        continue;
-                    }
-                };
-                if let Err(e) = queue.add_used(mem, head, used) {
-                    // A head past the descriptor table cannot be returned.
-                    debug!(head, error = %e, "cannot return chain");
-                    stats.bad_head();
-                }
-                done += 1;
-            }
-        }
-        done
-    }
-
-    /// Processes one chain and returns the used length to report (bytes
-    /// written into device-writable descriptors, status record included).
-    /// Never panics on guest input; every outcome is counted in `stats`.
+    /// Processes one chain given as descriptors (the slow path and tests)
+    /// and returns the used length to report. Never panics on guest input;
+    /// every outcome is counted in `stats`.
     pub fn process<M: GuestMemoryBackend>(
         &self,
         mem: &M,
@@ -250,35 +144,87 @@ impl Processor {
         stats: &Shard,
     ) -> u32 {
         scratch.descs.clear();
-        scratch.op = None;
         scratch.descs.extend(chain.map(|d| Desc {
-            addr: d.addr().raw_value(),
+            addr: d.addr().0,
             len: d.len(),
             write: d.is_write_only(),
         }));
-        let Some(&status_desc) = scratch.descs.last() else {
-            debug!("empty descriptor chain returned unanswered");
-            stats.no_status();
-            return 0;
-        };
-        let status_addr = GuestAddress(status_desc.addr);
         let regions = Regions::of(mem);
-        let status_host = regions.host(status_desc.addr, STATUS_RECORD_SIZE as u64);
-        if !status_desc.write
-            || status_desc.len as usize != STATUS_RECORD_SIZE
-            || (status_host.is_none() && !mem.check_range(status_addr, STATUS_RECORD_SIZE))
-        {
-            debug!(
-                descriptors = scratch.descs.len(),
-                last_addr = format_args!("{:#x}", status_desc.addr),
-                last_len = status_desc.len,
-                last_writable = status_desc.write,
-                "no usable status descriptor: chain returned unanswered"
-            );
-            stats.no_status();
-            return 0;
+        let out = self.execute(mem, &regions, scratch, stats);
+        self.finish(mem, out, stats)
+    }
+
+    /// Processes the chain in `scratch.descs` for queue `queue`, head
+    /// `head`, lets the hook decide, and writes the status record. Returns
+    /// the used length to publish and the decision (whose `drop` and
+    /// `delay` the caller carries out).
+    #[inline]
+    pub fn complete<M: GuestMemoryBackend>(
+        &self,
+        mem: &M,
+        regions: &Regions,
+        (queue, head): (usize, u16),
+        scratch: &mut Scratch,
+        stats: &Shard,
+    ) -> (u32, Decision) {
+        let mut out = self.execute(mem, regions, scratch, stats);
+        let Some(hook) = &self.hook else {
+            return (self.finish(mem, out, stats), Decision::default());
+        };
+        // The seam for injected faults: the request is done, nothing of its
+        // completion is visible to the driver yet.
+        let d = hook.decide(&Completion {
+            queue,
+            head,
+            op: out.op,
+            status: out.target.map(|_| out.record.status),
+            used_len: out.used_len(),
+        });
+        if d.drop {
+            return (0, d);
         }
-        let (record, written) = match self.run(mem, &regions, scratch, stats) {
+        if let Some(s) = d.status {
+            out.record = StatusRecord {
+                status: s,
+                len: if s == STATUS_OK { out.record.len } else { 0 },
+                result: if s == STATUS_OK { out.record.result } else { 0 },
+            };
+        }
+        let used = self.finish(mem, out, stats);
+        (d.used_len.unwrap_or(used), d)
+    }
+
+    /// Validates and runs the chain in `scratch.descs`; the status record
+    /// is left for [`finish`](Self::finish).
+    pub fn execute<M: GuestMemoryBackend>(
+        &self,
+        mem: &M,
+        regions: &Regions,
+        scratch: &mut Scratch,
+        stats: &Shard,
+    ) -> Outcome {
+        let none = Outcome {
+            target: None,
+            record: StatusRecord::default(),
+            written: 0,
+            op: None,
+        };
+        let Some(&status_desc) = scratch.descs.last() else {
+            return none;
+        };
+        let target = if status_desc.write && status_desc.len as usize == STATUS_RECORD_SIZE {
+            Target::of(regions, mem, status_desc.addr, STATUS_RECORD_SIZE)
+        } else {
+            None
+        };
+        if target.is_none() {
+            return none;
+        }
+        let mut op = None;
+        let res = self.run(mem, regions, scratch, stats, &mut op);
+        scratch.ins.clear();
+        scratch.outs.clear();
+        let (record, written) = match res {
             Ok(d) => (
                 StatusRecord {
                     status: STATUS_OK,
@@ -296,29 +242,42 @@ impl Processor {
                 f.written,
             ),
         };
-        scratch.ins.clear();
-        scratch.outs.clear();
-        let bytes = record.to_le_bytes();
-        if let Some(p) = status_host {
-            // SAFETY: `p..p+16` lies inside a mapped guest region of `mem`,
-            // which is borrowed for this whole call; `bytes` is on our stack.
-            unsafe { ptr::copy_nonoverlapping(bytes.as_ptr(), p, bytes.len()) };
-        } else if mem.write_slice(&bytes, status_addr).is_err() {
-            // Checked above; only a concurrent memory-map change gets here.
-            stats.no_status();
-            return written;
+        Outcome {
+            target,
+            record,
+            written,
+            op,
         }
-        stats.status(record.status);
-        if record.status != STATUS_OK {
+    }
+
+    /// Writes the status record of `out` and counts it; returns the used
+    /// length (bytes written into device-writable descriptors).
+    #[inline]
+    pub fn finish<M: GuestMemoryBackend>(&self, mem: &M, out: Outcome, stats: &Shard) -> u32 {
+        let Some(target) = out.target else {
+            debug!("no usable status descriptor: chain returned unanswered");
+            stats.no_status();
+            return 0;
+        };
+        let r = &out.record;
+        let words = [u64::from(r.status) | u64::from(r.len) << 32, r.result];
+        // SAFETY: `target` came from `Target::of` on `mem`, which the caller
+        // still borrows, so a host target is still mapped.
+        if !unsafe { target.write_words(mem, words) } {
+            // Checked in execute; only a concurrent memory-map change gets here.
+            stats.no_status();
+            return out.written;
+        }
+        stats.status(out.record.status);
+        if out.record.status != STATUS_OK {
             debug!(
-                status = status_name(record.status),
-                op = scratch.op.map(op_name),
-                op_code = scratch.op,
-                descriptors = scratch.descs.len(),
+                status = status_name(out.record.status),
+                op = out.op.map(op_name),
+                op_code = out.op,
                 "request rejected"
             );
         }
-        written.saturating_add(STATUS_RECORD_SIZE as u32)
+        out.used_len()
     }
 
     fn run<M: GuestMemoryBackend>(
@@ -327,6 +286,7 @@ impl Processor {
         regions: &Regions,
         s: &mut Scratch,
         stats: &Shard,
+        op: &mut Option<u16>,
     ) -> Result<Done, Fail> {
         let n = s.descs.len() - 1; // excluding the status descriptor
         let Some(&h) = s.descs[..n].first() else {
@@ -335,18 +295,8 @@ impl Processor {
         if h.write || h.len as usize != REQUEST_HEADER_SIZE {
             return Err(fail(STATUS_BAD_REQUEST));
         }
-        let mut hb = [0u8; REQUEST_HEADER_SIZE];
-        if let Some(p) = regions.host(h.addr, REQUEST_HEADER_SIZE as u64) {
-            // SAFETY: `p..p+64` lies inside a mapped guest region of `mem`,
-            // borrowed for this call; `hb` is a distinct stack buffer. A
-            // guest racing with this read only changes its own header bytes.
-            unsafe { ptr::copy_nonoverlapping(p, hb.as_mut_ptr(), hb.len()) };
-        } else {
-            mem.read_slice(&mut hb, GuestAddress(h.addr))
-                .map_err(|_| fail(STATUS_BAD_ADDRESS))?;
-        }
-        let hdr = RequestHeader::from_le_bytes(&hb).ok_or(fail(STATUS_BAD_REQUEST))?;
-        s.op = Some(hdr.op);
+        let hdr = read_header(regions, mem, h.addr).ok_or(fail(STATUS_BAD_ADDRESS))?;
+        *op = Some(hdr.op);
         if hdr.flags != 0 || hdr.reserved != 0 {
             return Err(fail(STATUS_BAD_REQUEST));
         }
@@ -384,37 +334,52 @@ impl Processor {
         let (in_total, out_total) = (in_total as usize, out_total as usize);
         stats.op(hdr.op, in_total as u64);
 
-        let inputs = || {
-            s.ins.iter().map(|g| {
-                // SAFETY: the segments were just resolved from `mem`, which
-                // the caller keeps alive for this call, and no `&mut` to guest
-                // memory exists while these shared slices are used (outputs
-                // are written only through raw pointers, after the inputs'
-                // last use).
-                unsafe { g.bytes() }
-            })
-        };
+        // The engines read the inputs by host address, each byte once (see
+        // `crate::engines`); nothing makes a `&[u8]` over guest memory.
         match hdr.op {
             OP_NOP => Ok(Done { len: 0, result: 0 }),
             OP_CSUM => {
                 let mut c = Csum::new(hdr.aux);
-                inputs().for_each(|b| c.update(b));
+                for g in &s.ins {
+                    // SAFETY: resolved from `mem`, which the caller keeps
+                    // mapped for this call.
+                    unsafe { c.update_raw(g.ptr, g.len) };
+                }
                 Ok(Done {
                     len: 0,
                     result: u64::from(c.finish()),
                 })
             }
-            OP_CRC32C => Ok(Done {
-                len: 0,
-                result: u64::from(crc::crc32c(hdr.aux, inputs())),
-            }),
-            OP_CRC32 => Ok(Done {
-                len: 0,
-                result: u64::from(crc::crc32(hdr.aux, inputs())),
-            }),
+            OP_CRC32C => {
+                let mut c = crc::Crc32c::new(hdr.aux);
+                for g in &s.ins {
+                    // SAFETY: as for CSUM.
+                    unsafe { c.update_raw(g.ptr, g.len) };
+                }
+                Ok(Done {
+                    len: 0,
+                    result: u64::from(c.finish()),
+                })
+            }
+            OP_CRC32 => {
+                let mut c = crc::Crc32Stream::new(hdr.aux, &mut s.buf);
+                for g in &s.ins {
+                    // SAFETY: as for CSUM.
+                    unsafe { c.update_raw(g.ptr, g.len) };
+                }
+                Ok(Done {
+                    len: 0,
+                    result: u64::from(c.finish()),
+                })
+            }
             OP_RSS => {
+                if in_total > rss::RSS_MAX_INPUT {
+                    return Err(fail(STATUS_BAD_REQUEST));
+                }
+                gather(&s.ins, &mut s.buf);
                 let key: &[u8; RSS_KEY_LEN] = &hdr.params;
-                let hash = rss::toeplitz(key, inputs()).map_err(|_| fail(STATUS_BAD_REQUEST))?;
+                let hash =
+                    rss::toeplitz(key, [&s.buf[..]]).map_err(|_| fail(STATUS_BAD_REQUEST))?;
                 Ok(Done {
                     len: 0,
                     result: u64::from(hash),
@@ -503,6 +468,41 @@ impl Processor {
     }
 }
 
+/// Reads the request header at `addr` once (eight volatile 8-byte loads
+/// when it is aligned inside one region) and parses it without a detour
+/// through a byte array; `None` when it is outside guest memory.
+#[inline]
+fn read_header<M: GuestMemoryBackend>(
+    regions: &Regions,
+    mem: &M,
+    addr: u64,
+) -> Option<RequestHeader> {
+    if let Some(p) = regions.host(addr, REQUEST_HEADER_SIZE as u64)
+        && (p as usize).is_multiple_of(8)
+    {
+        let p = p.cast::<u64>();
+        // SAFETY: `p..p+64` lies in a region of `mem` (borrowed for this
+        // call) and is 8-aligned; each word is loaded once.
+        let w: [u64; 8] =
+            std::array::from_fn(|i| u64::from_le(unsafe { ptr::read_volatile(p.add(i)) }));
+        let mut params = [0u8; 40];
+        for (i, chunk) in params.chunks_exact_mut(8).enumerate() {
+            chunk.copy_from_slice(&w[3 + i].to_le_bytes());
+        }
+        return Some(RequestHeader {
+            op: w[0] as u16,
+            flags: (w[0] >> 16) as u16,
+            key_slot: (w[0] >> 32) as u32,
+            cookie: w[1],
+            aux: w[2] as u32,
+            reserved: (w[2] >> 32) as u32,
+            params,
+        });
+    }
+    let b = read_guest::<REQUEST_HEADER_SIZE, M>(regions, mem, addr)?;
+    RequestHeader::from_le_bytes(&b)
+}
+
 /// Translates one guest segment into host pieces; `Err` when any byte is
 /// outside guest memory or the range wraps.
 fn resolve<M: GuestMemoryBackend>(
@@ -533,8 +533,13 @@ fn resolve<M: GuestMemoryBackend>(
 fn gather(ins: &[Seg], buf: &mut Vec<u8>) {
     buf.clear();
     for g in ins {
-        // SAFETY: see `Seg::bytes`; `buf` is host heap memory, not guest memory.
-        buf.extend_from_slice(unsafe { g.bytes() });
+        let at = buf.len();
+        buf.resize(at + g.len, 0);
+        // SAFETY: `g` lies in a live guest mapping (resolved for this
+        // request); `buf` is host heap memory with room for `g.len` bytes
+        // at `at`, so the ranges do not overlap. This copy is the private
+        // snapshot the engine works on.
+        unsafe { ptr::copy_nonoverlapping(g.ptr, buf.as_mut_ptr().add(at), g.len) };
     }
 }
 
@@ -570,45 +575,21 @@ fn zero(outs: &[Seg]) {
 /// The DMA copy: inputs to outputs with `memmove`, so in-place and
 /// overlapping segment pairs are fine.
 fn copy_segs(ins: &[Seg], outs: &[Seg]) {
-    let mut il = [0usize; 8];
-    let mut ol = [0usize; 8];
-    if ins.len() == 1 && outs.len() == 1 {
-        // The common single-segment case without building length lists.
-        // SAFETY: both ranges lie in live guest mappings and the caller
-        // checked that the output is at least as long as the input;
-        // `ptr::copy` allows overlap.
-        unsafe { ptr::copy(ins[0].ptr, outs[0].ptr, ins[0].len) };
-        return;
-    }
-    let lens = |segs: &[Seg], small: &mut [usize; 8]| -> Vec<usize> {
-        if segs.len() <= small.len() {
-            for (d, g) in small.iter_mut().zip(segs) {
-                *d = g.len;
-            }
-            Vec::new()
-        } else {
-            segs.iter().map(|g| g.len).collect()
-        }
-    };
-    let iv = lens(ins, &mut il);
-    let ov = lens(outs, &mut ol);
-    let il: &[usize] = if iv.is_empty() { &il[..ins.len()] } else { &iv };
-    let ol: &[usize] = if ov.is_empty() {
-        &ol[..outs.len()]
-    } else {
-        &ov
-    };
-    copy::plan(il, ol, |c| {
-        // SAFETY: the plan keeps every chunk inside its input and output
-        // piece, both in live guest mappings; `ptr::copy` allows overlap.
-        unsafe {
-            ptr::copy(
-                ins[c.src].ptr.add(c.src_off),
-                outs[c.dst].ptr.add(c.dst_off),
-                c.len,
-            )
-        };
-    });
+    copy::plan_with(
+        (ins.len(), |i| ins[i].len),
+        (outs.len(), |o| outs[o].len),
+        |c| {
+            // SAFETY: the plan keeps every chunk inside its input and output
+            // piece, both in live guest mappings; `ptr::copy` allows overlap.
+            unsafe {
+                ptr::copy(
+                    ins[c.src].ptr.add(c.src_off),
+                    outs[c.dst].ptr.add(c.dst_off),
+                    c.len,
+                )
+            };
+        },
+    );
 }
 
 #[cfg(test)]
@@ -619,7 +600,7 @@ mod tests {
     use proptest::prelude::*;
     use virtio_queue::desc::RawDescriptor;
     use virtio_queue::mock::MockSplitQueue;
-    use vm_memory::GuestMemoryMmap;
+    use vm_memory::{Bytes, GuestMemoryMmap};
 
     const MEM: u64 = 0x20_0000;
     const DATA: u64 = 0x10_0000;

@@ -15,6 +15,7 @@ use vhost_user_backend::{ShutdownHandle, VhostUserDaemon};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
 use crate::backend::PktAccelBackend;
+use crate::completion::CompletionHook;
 use crate::config::DeviceOptions;
 use crate::faults::Faults;
 use crate::stats::Stats;
@@ -118,6 +119,7 @@ pub struct Server {
     opts: DeviceOptions,
     stats: Arc<Stats>,
     stopper: Stopper,
+    hook: Option<Arc<dyn CompletionHook>>,
     faults: Arc<Faults>,
 }
 
@@ -134,15 +136,24 @@ impl Server {
             opts,
             stats,
             stopper,
+            hook: None,
             faults: Arc::new(Faults::new()),
         })
     }
 
-    /// Injects `faults` into every connection's device from now on (and
-    /// reports their counters with the stats).
+    /// Injects `faults` into every connection's device from now on: as the
+    /// completion hook, and for interrupts and ring stops. Their fired
+    /// counters join the stats.
     pub fn set_faults(&mut self, faults: Arc<Faults>) {
         self.stats.attach_faults(faults.clone());
+        self.set_completion_hook(faults.clone());
         self.faults = faults;
+    }
+
+    /// Has every connection's device consult `hook` before publishing each
+    /// completion (fault injection; see [`crate::completion`]).
+    pub fn set_completion_hook(&mut self, hook: Arc<dyn CompletionHook>) {
+        self.hook = Some(hook);
     }
 
     /// The counters, shared with every connection's device.
@@ -166,6 +177,7 @@ impl Server {
                 self.opts.clone(),
                 mem.clone(),
                 self.stats.clone(),
+                self.hook.clone(),
                 self.faults.clone(),
             );
             let mut daemon = VhostUserDaemon::new("pktaccel-device".into(), backend.clone(), mem)

@@ -22,6 +22,8 @@ pub struct Shard {
     status: [AtomicU64; STATUSES],
     no_status: AtomicU64,
     bad_head: AtomicU64,
+    broken: AtomicU64,
+    busy_ns: AtomicU64,
 }
 
 fn bump(c: &AtomicU64, n: u64) {
@@ -57,6 +59,18 @@ impl Shard {
     pub fn bad_head(&self) {
         bump(&self.bad_head, 1);
     }
+
+    /// Adds time the worker spent taking and completing requests (not
+    /// spinning, not sleeping).
+    pub fn busy(&self, d: std::time::Duration) {
+        bump(&self.busy_ns, d.as_nanos() as u64);
+    }
+
+    /// Counts a queue marked broken (e.g. an avail index more than a ring
+    /// ahead).
+    pub fn broken_queue(&self) {
+        bump(&self.broken, 1);
+    }
 }
 
 /// All shards of a device; shared across reconnections.
@@ -79,6 +93,10 @@ pub struct Snapshot {
     pub no_status: u64,
     /// Available-ring heads past the descriptor table.
     pub bad_head: u64,
+    /// Queues marked broken.
+    pub broken: u64,
+    /// Nanoseconds workers spent processing requests.
+    pub busy_ns: u64,
     /// Injected faults installed now: (spec, times fired).
     pub faults: Vec<(String, u64)>,
 }
@@ -123,6 +141,8 @@ impl Stats {
             }
             s.no_status += sh.no_status.load(Relaxed);
             s.bad_head += sh.bad_head.load(Relaxed);
+            s.broken += sh.broken.load(Relaxed);
+            s.busy_ns += sh.busy_ns.load(Relaxed);
         }
         if let Some(f) = self.faults.get() {
             s.faults = f.counts();
@@ -153,6 +173,8 @@ impl fmt::Display for Snapshot {
             }
         }
         writeln!(f, "  no-status chains    {:>12}", self.no_status)?;
+        writeln!(f, "  broken queues       {:>12}", self.broken)?;
+        writeln!(f, "  busy ns             {:>12}", self.busy_ns)?;
         write!(f, "  bad ring heads      {:>12}", self.bad_head)?;
         for (spec, fired) in &self.faults {
             write!(f, "\n  fault {spec:<30} fired {fired:>12}")?;

@@ -824,7 +824,7 @@ fn once_exits_cleanly_when_the_frontend_leaves_and_removes_the_socket() {
     let st = d
         .wait_exit(Duration::from_secs(10))
         .expect("--once daemon kept running");
-    assert!(st.success(), "{st:?}");
+    assert!(st.success(), "{st:?}; log:\n{}", d.log());
     assert!(!d.path.exists(), "socket left behind");
     assert!(
         d.log().contains("op nop"),

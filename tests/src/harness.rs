@@ -17,10 +17,22 @@ pub struct Test {
 /// Prefix of every result line; the host parser keys on it.
 pub const LINE_PREFIX: &str = "PKTTEST";
 
+/// Prefix of the one line printed when a filter selects no test, followed
+/// by the filter and the comma-separated test names, so the host can say
+/// which filter was wrong and what exists.
+pub const NO_MATCH_PREFIX: &str = "PKTTEST-NOMATCH";
+
 /// Runs every test whose name contains `filter` and prints one line each.
 /// Returns the number of failures. A panicking test is a failure, not an
 /// abort of the suite.
 pub fn run(tests: &[Test], filter: Option<&str>) -> usize {
+    if let Some(f) = filter
+        && !tests.iter().any(|t| t.name.contains(f))
+    {
+        let names: Vec<&str> = tests.iter().map(|t| t.name).collect();
+        println!("{NO_MATCH_PREFIX} {f} {}", names.join(","));
+        return 1;
+    }
     let mut failed = 0;
     for t in tests
         .iter()
@@ -56,4 +68,24 @@ macro_rules! ensure {
             return Err(format!($($fmt)+));
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn passes() -> TestResult {
+        Ok(())
+    }
+
+    #[test]
+    fn a_filter_that_selects_nothing_is_a_failure() {
+        let tests = [Test {
+            name: "kmod::open",
+            run: passes,
+        }];
+        assert_eq!(run(&tests, Some("kmod::nope")), 1);
+        assert_eq!(run(&tests, Some("kmod::")), 0);
+        assert_eq!(run(&tests, None), 0);
+    }
 }

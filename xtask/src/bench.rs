@@ -487,6 +487,8 @@ pub fn run(cache: &crate::cache::Cache, args: &VmArgs, opts: &BenchOpts) -> Resu
         .with_context(|| format!("cannot create {}", out_dir.display()))?;
     let mut host = Vec::new();
     if !opts.guest_only {
+        // The device bench writes this afresh; a stale one must not pass for it.
+        let _ = std::fs::remove_file(out_dir.join(DEVICE_SUMMARY));
         host.push(cargo_bench(
             &ws,
             "pktaccel-device",
@@ -937,7 +939,84 @@ fn device_section(md: &mut String, dir: &Path, h: &HostRun) -> Result<()> {
         )?;
         writeln!(md, "\n![device vs raw engines](device.svg)\n")?;
     }
+    device_summary(md, dir)?;
     raw_output(md, &h.stdout)?;
+    Ok(())
+}
+
+/// The device bench's summary file, beside the report.
+const DEVICE_SUMMARY: &str = "device-summary.json";
+
+/// The device bench's summary (`device-summary.json`): request rate,
+/// per-request overhead, wake cost and device/raw ratios per op and size.
+fn device_summary(md: &mut String, dir: &Path) -> Result<()> {
+    let path = dir.join(DEVICE_SUMMARY);
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        writeln!(md, "The device benchmark wrote no `{DEVICE_SUMMARY}`.\n")?;
+        return Ok(());
+    };
+    let v: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    let num = |p: &str| v.pointer(p).and_then(serde_json::Value::as_f64);
+    let show = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{x:.2}"));
+    writeln!(
+        md,
+        "Request path (`{DEVICE_SUMMARY}`, host load average {}):\n",
+        v["loadavg"].as_str().unwrap_or("?")
+    )?;
+    writeln!(md, "| figure | value |\n|---|---:|")?;
+    for (label, p) in [
+        (
+            "batched NOP through vhost-user, non-sleeping worker (M req per busy s)",
+            "/nop_mreqs_per_s",
+        ),
+        (
+            "the same per wall second (M req/s)",
+            "/nop_mreqs_per_s_wall",
+        ),
+        (
+            "request path in process, NOP (ns/request)",
+            "/overhead_ns/in_process",
+        ),
+        (
+            "overhead through vhost-user, CSUM 1500 B, non-sleeping, busy (ns)",
+            "/overhead_ns/vhost_user",
+        ),
+        (
+            "overhead through vhost-user, CSUM 1500 B, default worker, CPU (ns)",
+            "/overhead_ns/vhost_user_sleeping",
+        ),
+        ("sleep + wake, daemon CPU (µs)", "/wake_us"),
+        (
+            "adaptive spin over no spinning, NOP, wall",
+            "/adaptive_over_off_wall/nop",
+        ),
+    ] {
+        writeln!(md, "| {label} | {} |", show(num(p)))?;
+    }
+    for (key, title) in [
+        ("ratio_polling", "non-sleeping worker, per busy second"),
+        ("ratio_sleeping", "default worker, per daemon CPU second"),
+        ("ratio_polling_wall", "non-sleeping worker, per wall second"),
+        ("ratio_sleeping_wall", "default worker, per wall second"),
+    ] {
+        let Some(ops) = v[key].as_object() else {
+            continue;
+        };
+        writeln!(md, "\nDevice/raw engine, {title}, by request size:\n")?;
+        writeln!(
+            md,
+            "| op | 64 | 1500 | 9000 | 65536 |\n|---|---:|---:|---:|---:|"
+        )?;
+        for (op, sizes) in ops {
+            let cells: Vec<String> = ["64", "1500", "9000", "65536"]
+                .iter()
+                .map(|s| show(sizes[*s].as_f64()))
+                .collect();
+            writeln!(md, "| {op} | {} |", cells.join(" | "))?;
+        }
+    }
+    writeln!(md)?;
     Ok(())
 }
 
@@ -1014,6 +1093,32 @@ fn alloc_section(md: &mut String, dir: &Path, h: &HostRun) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn device_summary_becomes_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut md = String::new();
+        device_summary(&mut md, dir.path()).unwrap();
+        assert!(md.contains("wrote no"), "{md}");
+        std::fs::write(
+            dir.path().join(DEVICE_SUMMARY),
+            r#"{"nop_mreqs_per_s": 15.5, "overhead_ns": {"in_process": 20.1, "vhost_user": 28.0},
+               "wake_us": 3.3, "ratio_polling": {"csum": {"64": 0.5, "1500": 0.91, "9000": 0.95, "65536": 0.99}},
+               "ratio_sleeping": {"csum": {"64": 0.1, "1500": 0.5}}, "loadavg": "1.00 2.00 3.00 1/100 5"}"#,
+        )
+        .unwrap();
+        let mut md = String::new();
+        device_summary(&mut md, dir.path()).unwrap();
+        assert!(
+            md.contains(
+                "| batched NOP through vhost-user, non-sleeping worker (M req per busy s) | 15.50 |"
+            ),
+            "{md}"
+        );
+        assert!(md.contains("| csum | 0.50 | 0.91 | 0.95 | 0.99 |"), "{md}");
+        assert!(md.contains("| csum | 0.10 | 0.50 | - | - |"), "{md}");
+        assert!(md.contains("1.00 2.00 3.00"), "{md}");
+    }
 
     #[test]
     fn parses_the_benchmarks_tables() {

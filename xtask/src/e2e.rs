@@ -23,11 +23,19 @@ struct SuiteSink {
     lines: Vec<String>,
     summary: Summary,
     ran: usize,
+    /// The guest's answer when the filter selected no test: the filter and
+    /// the names of the tests that exist.
+    no_match: Option<(String, String)>,
 }
 
 impl ConsoleSink for SuiteSink {
     fn line(&mut self, line: &str) {
         self.lines.push(line.to_string());
+        if let Some(rest) = line.strip_prefix("PKTTEST-NOMATCH ") {
+            let (filter, names) = rest.split_once(' ').unwrap_or((rest, ""));
+            self.no_match = Some((filter.to_string(), names.to_string()));
+            return;
+        }
         let Some(rest) = line.strip_prefix("PKTTEST ") else {
             if let Some(w) = line.strip_prefix("PKTACCEL-WARN ") {
                 eprintln!("guest: {w}");
@@ -66,6 +74,7 @@ pub fn run(
         lines: Vec::new(),
         summary: Summary::default(),
         ran: 0,
+        no_match: None,
     };
     let outcome = boot(
         p,
@@ -77,7 +86,7 @@ pub fn run(
     let death_selected = filter.as_deref().is_none_or(|f| DEATH_TEST.contains(f));
     // The killed-device test ends the device, so it gets a boot of its own.
     let kill = filter.is_none_or(|f| KILL_TEST.contains(f.as_str()));
-    let kill_outcome = if kill && outcome.is_ok() {
+    let kill_outcome = if kill && outcome.is_ok() && sink.no_match.is_none() {
         let before = sink.ran;
         let o = boot(p, args, &Mode::DeviceKill, Some(timeout), &mut sink);
         if o.is_ok() && sink.ran == before {
@@ -132,7 +141,17 @@ pub fn run(
     }
     match outcome {
         Ok(o) => {
-            if sink.ran == 0 {
+            if let Some((f, names)) = &sink.no_match
+                && !DEATH_TEST.contains(f.as_str())
+            {
+                summary.failed += 1;
+                println!(
+                    "test rig::filter ... FAILED\n    no guest test name contains '{f}'; the tests are:"
+                );
+                for n in names.split(',') {
+                    println!("      {n}");
+                }
+            } else if sink.ran == 0 {
                 summary.failed += 1;
                 println!(
                     "test rig::suite_ran ... FAILED\n    the guest suite printed no results (status {:?})",
@@ -184,4 +203,26 @@ fn own_boot(
         println!("test {test} ... FAILED\n    its own boot reported no result");
     }
     Some(o)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_no_match_line_is_kept_apart_from_results() {
+        let mut sink = SuiteSink {
+            lines: Vec::new(),
+            summary: Summary::default(),
+            ran: 0,
+            no_match: None,
+        };
+        sink.line("PKTTEST-NOMATCH kmod::nope kmod::open,rig::boot");
+        sink.line("PKTTEST kmod::open ok 3");
+        assert_eq!(
+            sink.no_match,
+            Some(("kmod::nope".to_string(), "kmod::open,rig::boot".to_string()))
+        );
+        assert_eq!((sink.ran, sink.summary.passed), (1, 1));
+    }
 }

@@ -25,10 +25,22 @@ pub struct Chunk {
 /// Calls `f` for each chunk that copies the inputs (lengths `ins`) in order
 /// into the outputs (lengths `outs`), stopping when either side runs out.
 /// Returns the bytes covered.
-pub fn plan(ins: &[usize], outs: &[usize], mut f: impl FnMut(Chunk)) -> usize {
+pub fn plan(ins: &[usize], outs: &[usize], f: impl FnMut(Chunk)) -> usize {
+    plan_with((ins.len(), |i| ins[i]), (outs.len(), |o| outs[o]), f)
+}
+
+/// [`plan`] over `(count, length of segment i)` on each side, so that a
+/// caller with its own segment lists needs no length arrays.
+#[inline]
+pub fn plan_with(
+    (n_in, in_len): (usize, impl Fn(usize) -> usize),
+    (n_out, out_len): (usize, impl Fn(usize) -> usize),
+    mut f: impl FnMut(Chunk),
+) -> usize {
     let (mut i, mut io, mut o, mut oo, mut done) = (0, 0, 0, 0, 0);
-    while i < ins.len() && o < outs.len() {
-        let len = (ins[i] - io).min(outs[o] - oo);
+    while i < n_in && o < n_out {
+        let (il, ol) = (in_len(i), out_len(o));
+        let len = (il - io).min(ol - oo);
         if len > 0 {
             f(Chunk {
                 src: i,
@@ -41,11 +53,11 @@ pub fn plan(ins: &[usize], outs: &[usize], mut f: impl FnMut(Chunk)) -> usize {
         io += len;
         oo += len;
         done += len;
-        if io == ins[i] {
+        if io == il {
             i += 1;
             io = 0;
         }
-        if oo == outs[o] {
+        if oo == ol {
             o += 1;
             oo = 0;
         }

@@ -1,13 +1,29 @@
 //! CRC-32C (Castagnoli) and CRC-32 (IEEE 802.3) over scattered segments.
 //!
-//! Both use hardware-accelerated crates (`crc32c`: SSE4.2/ARMv8 CRC
-//! instructions; `crc32fast`: PCLMULQDQ folding). `seed` is a finished CRC of
-//! the preceding data (0 to start), so a long buffer can be split over
-//! requests by passing each result as the next seed.
+//! Both continue from `seed`, a finished CRC of the preceding data (0 to
+//! start), so a long buffer can be split over requests by passing each
+//! result as the next seed.
+//!
+//! Guest memory may change under the device, so the engines never see it
+//! as a `&[u8]`. CRC-32C runs the SSE4.2 `crc32` instruction directly on
+//! volatile 8-byte loads, three independent lanes at a time whose CRCs are
+//! then combined (a CRC shifted over n zero bytes is linear in the CRC, so
+//! the shift is four table lookups). CRC-32 (no instruction for its
+//! polynomial) copies the pieces back to back into a private,
+//! cache-resident buffer and runs `crc32fast` (PCLMULQDQ folding) on it.
+
+use std::sync::OnceLock;
+
+/// Bytes copied at a time for the engines that work on a private copy.
+pub const CHUNK: usize = 4096;
 
 /// CRC-32C of the concatenated segments, continuing from `seed`.
 pub fn crc32c<'a>(seed: u32, segments: impl IntoIterator<Item = &'a [u8]>) -> u32 {
-    segments.into_iter().fold(seed, crc32c::crc32c_append)
+    let mut c = Crc32c::new(seed);
+    for s in segments {
+        c.update(s);
+    }
+    c.finish()
 }
 
 /// CRC-32 (Ethernet FCS / zlib) of the concatenated segments, continuing from `seed`.
@@ -17,6 +33,265 @@ pub fn crc32<'a>(seed: u32, segments: impl IntoIterator<Item = &'a [u8]>) -> u32
         h.update(s);
     }
     h.finalize()
+}
+
+/// CRC-32 over guest pieces through one private, cache-resident buffer:
+/// the pieces are copied in back to back and the CRC runs once per full
+/// buffer, so many small segments cost what one large one does.
+#[derive(Debug)]
+pub struct Crc32Stream<'a> {
+    h: crc32fast::Hasher,
+    buf: &'a mut Vec<u8>,
+}
+
+impl<'a> Crc32Stream<'a> {
+    /// Continues from the finished CRC `seed`, using `buf` (any reusable
+    /// vector; its contents are replaced) as the private copy.
+    pub fn new(seed: u32, buf: &'a mut Vec<u8>) -> Self {
+        buf.clear();
+        buf.reserve(CHUNK);
+        Self {
+            h: crc32fast::Hasher::new_with_initial(seed),
+            buf,
+        }
+    }
+
+    /// Adds the `len` bytes at `p`, copying each exactly once.
+    ///
+    /// # Safety
+    /// `p..p+len` must be mapped and readable for the whole call.
+    pub unsafe fn update_raw(&mut self, p: *const u8, len: usize) {
+        let mut off = 0;
+        while off < len {
+            let at = self.buf.len();
+            let n = (CHUNK - at).min(len - off);
+            // SAFETY: the source is in bounds by the caller's contract; the
+            // vector has capacity for CHUNK bytes (reserved in `new`, never
+            // shrunk) and `at + n <= CHUNK`; host heap memory cannot overlap
+            // guest memory. The copied bytes are initialised before set_len.
+            unsafe {
+                std::ptr::copy_nonoverlapping(p.add(off), self.buf.as_mut_ptr().add(at), n);
+                self.buf.set_len(at + n);
+            }
+            off += n;
+            if self.buf.len() == CHUNK {
+                self.h.update(self.buf);
+                self.buf.clear();
+            }
+        }
+    }
+
+    /// The finished CRC.
+    pub fn finish(mut self) -> u32 {
+        self.h.update(self.buf);
+        self.buf.clear();
+        self.h.finalize()
+    }
+}
+
+/// Bytes of a middle-sized three-lane block. A segment's last bytes that
+/// do not fill one wait in a carry buffer for the next segment, so that
+/// segment boundaries cost neither serial tails nor short lanes (whose
+/// combine steps dominate): the engine streams.
+const BLOCK: usize = 3 * 128;
+
+/// A running CRC-32C.
+#[derive(Clone, Copy, Debug)]
+pub struct Crc32c {
+    /// The raw CRC register (the finished CRC, inverted).
+    state: u32,
+    /// Stream bytes not yet in the register (a private copy).
+    carry: [u8; BLOCK],
+    /// How many bytes of `carry` are used.
+    n: usize,
+}
+
+impl Crc32c {
+    /// Continues from the finished CRC `seed`.
+    pub fn new(seed: u32) -> Self {
+        Self {
+            state: !seed,
+            carry: [0; BLOCK],
+            n: 0,
+        }
+    }
+
+    /// Adds `data`.
+    pub fn update(&mut self, data: &[u8]) {
+        // SAFETY: a slice is readable for its length.
+        unsafe { self.update_raw(data.as_ptr(), data.len()) }
+    }
+
+    /// Adds the `len` bytes at `p`, each read exactly once.
+    ///
+    /// # Safety
+    /// `p..p+len` must be mapped and readable for the whole call.
+    #[inline]
+    pub unsafe fn update_raw(&mut self, p: *const u8, len: usize) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("sse4.2") {
+            // SAFETY: the CPU has SSE4.2 (checked); the range is the caller's.
+            unsafe { self.stream(p, len) };
+            return;
+        }
+        let mut buf = [0u8; CHUNK];
+        let mut off = 0;
+        while off < len {
+            let n = (len - off).min(CHUNK);
+            // SAFETY: in bounds by the caller's contract; `buf` is a
+            // private stack buffer, so the ranges cannot overlap.
+            unsafe { std::ptr::copy_nonoverlapping(p.add(off), buf.as_mut_ptr(), n) };
+            self.state = !crc32c::crc32c_append(!self.state, &buf[..n]);
+            off += n;
+        }
+    }
+
+    /// The SSE4.2 path: whole blocks straight from `p`, the rest carried.
+    ///
+    /// # Safety
+    /// SSE4.2 present; `p..p+len` mapped and readable.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn stream(&mut self, mut p: *const u8, mut len: usize) {
+        if self.n > 0 {
+            let k = (BLOCK - self.n).min(len);
+            // SAFETY: `k` bytes in bounds on both sides; `carry` is ours.
+            unsafe { std::ptr::copy_nonoverlapping(p, self.carry.as_mut_ptr().add(self.n), k) };
+            self.n += k;
+            // SAFETY: k <= len.
+            (p, len) = (unsafe { p.add(k) }, len - k);
+            if self.n < BLOCK {
+                return;
+            }
+            // SAFETY: SSE4.2 (caller); a full private block.
+            self.state = unsafe { hw::crc32c(self.state, self.carry.as_ptr(), BLOCK) };
+            self.n = 0;
+        }
+        let body = len - len % BLOCK;
+        // SAFETY: SSE4.2 (caller); `body <= len` bytes in bounds.
+        self.state = unsafe { hw::crc32c(self.state, p, body) };
+        let rest = len - body;
+        // SAFETY: the last `rest` bytes of the range, into the empty carry.
+        unsafe { std::ptr::copy_nonoverlapping(p.add(body), self.carry.as_mut_ptr(), rest) };
+        self.n = rest;
+    }
+
+    /// The finished CRC.
+    pub fn finish(&self) -> u32 {
+        let mut state = self.state;
+        if self.n > 0 {
+            // Only the SSE4.2 path carries bytes.
+            #[cfg(target_arch = "x86_64")]
+            {
+                // SAFETY: carry bytes exist only on CPUs with SSE4.2;
+                // `carry[..n]` is our own initialised array.
+                state = unsafe { hw::crc32c(state, self.carry.as_ptr(), self.n) };
+            }
+        }
+        !state
+    }
+}
+
+/// Lane lengths of the three-way loop, longest first, and their shift
+/// tables.
+const LANES: [usize; 3] = [1024, 128, 32];
+
+/// `T[k][b]`: the raw CRC register `b << 8k` advanced over `lane` zero bytes.
+type ShiftTable = [[u32; 256]; 4];
+
+fn tables() -> &'static [ShiftTable; 3] {
+    static T: OnceLock<Box<[ShiftTable; 3]>> = OnceLock::new();
+    T.get_or_init(|| {
+        let mut t = Box::new([[[0u32; 256]; 4]; 3]);
+        for (li, &lane) in LANES.iter().enumerate() {
+            // Columns: each basis bit advanced over `lane` zero bytes, the
+            // same bitwise way the instruction does it.
+            let cols: Vec<u32> = (0..32).map(|i| zeros(1 << i, lane)).collect();
+            for k in 0..4 {
+                for b in 0..256usize {
+                    t[li][k][b] = (0..8)
+                        .filter(|j| b >> j & 1 == 1)
+                        .fold(0, |acc, j| acc ^ cols[8 * k + j]);
+                }
+            }
+        }
+        t
+    })
+}
+
+/// The raw CRC-32C register `v` advanced over `n` zero bytes, bitwise.
+fn zeros(mut v: u32, n: usize) -> u32 {
+    for _ in 0..n * 8 {
+        v = if v & 1 != 0 {
+            (v >> 1) ^ 0x82F6_3B78
+        } else {
+            v >> 1
+        };
+    }
+    v
+}
+
+#[inline]
+fn shift(t: &ShiftTable, v: u32) -> u32 {
+    t[0][(v & 0xff) as usize]
+        ^ t[1][(v >> 8 & 0xff) as usize]
+        ^ t[2][(v >> 16 & 0xff) as usize]
+        ^ t[3][(v >> 24) as usize]
+}
+
+#[cfg(target_arch = "x86_64")]
+mod hw {
+    use std::arch::x86_64::{_mm_crc32_u8, _mm_crc32_u64};
+    use std::ptr::read_volatile;
+
+    use super::{LANES, shift, tables};
+
+    /// An unaligned u64 (what vm-memory reads guest objects through).
+    #[repr(C, packed)]
+    #[derive(Clone, Copy)]
+    struct U64(u64);
+
+    /// Advances the raw register `crc` over `p..p+len`.
+    ///
+    /// # Safety
+    /// SSE4.2 present; `p..p+len` mapped and readable.
+    #[target_feature(enable = "sse4.2")]
+    pub unsafe fn crc32c(mut crc: u32, mut p: *const u8, mut len: usize) -> u32 {
+        // SAFETY: every load is inside `p..p+len` (each loop checks the
+        // remaining length first) and volatile through an alignment-1 type,
+        // so each byte is read exactly once whatever the guest does.
+        unsafe {
+            let ld = |w: *const U64, i: usize| u64::from_le(read_volatile(w.add(i)).0);
+            for (t, &lane) in tables().iter().zip(&LANES) {
+                let n = lane / 8;
+                while len >= 3 * lane {
+                    let w = p.cast::<U64>();
+                    // All three lanes start from 0, so a block does not
+                    // wait for the previous block's combine; the register
+                    // is shifted over the block and added at the end.
+                    let (mut a, mut b, mut c) = (0u64, 0u64, 0u64);
+                    for i in 0..n {
+                        a = _mm_crc32_u64(a, ld(w, i));
+                        b = _mm_crc32_u64(b, ld(w, n + i));
+                        c = _mm_crc32_u64(c, ld(w, 2 * n + i));
+                    }
+                    // By linearity: crc(s, A||B||C) = shift3(s) ^
+                    // shift2(crc(0, A)) ^ shift(crc(0, B)) ^ crc(0, C).
+                    let x = shift(t, shift(t, a as u32) ^ b as u32) ^ c as u32;
+                    crc = shift(t, shift(t, shift(t, crc))) ^ x;
+                    (p, len) = (p.add(3 * lane), len - 3 * lane);
+                }
+            }
+            while len >= 8 {
+                crc = _mm_crc32_u64(u64::from(crc), ld(p.cast::<U64>(), 0)) as u32;
+                (p, len) = (p.add(8), len - 8);
+            }
+            while len > 0 {
+                crc = _mm_crc32_u8(crc, read_volatile(p));
+                (p, len) = (p.add(1), len - 1);
+            }
+        }
+        crc
+    }
 }
 
 #[cfg(test)]
@@ -58,6 +333,61 @@ mod tests {
         assert_eq!(crc32c(a, [&b"6789"[..]]), 0xE306_9283);
         let b = crc32(0, [&b"1234"[..]]);
         assert_eq!(crc32(b, [&b"56789"[..]]), 0xCBF4_3926);
+    }
+
+    #[test]
+    fn long_unaligned_inputs_match_the_crate() {
+        let data: Vec<u8> = (0..70_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        for (start, len) in [
+            (0, 70_000),
+            (3, 65_536),
+            (1, 3 * 1024 + 5),
+            (5, 1500),
+            (7, 97),
+        ] {
+            let d = &data[start..start + len.min(data.len() - start)];
+            assert_eq!(
+                crc32c(0x1234, [d]),
+                crc32c::crc32c_append(0x1234, d),
+                "{start}+{len}"
+            );
+        }
+    }
+
+    #[test]
+    fn crc32c_streams_across_any_piece_sizes() {
+        let data: Vec<u8> = (0..20_000u32)
+            .map(|i| (i.wrapping_mul(40_503) >> 7) as u8)
+            .collect();
+        for pieces in [1usize, 2, 16, 97, 1000] {
+            let mut c = Crc32c::new(7);
+            for p in data.chunks(data.len().div_ceil(pieces)) {
+                c.update(p);
+            }
+            assert_eq!(
+                c.finish(),
+                crc32c::crc32c_append(7, &data),
+                "{pieces} pieces"
+            );
+        }
+    }
+
+    #[test]
+    fn the_crc32_stream_matches_one_pass_for_any_piece_sizes() {
+        let data: Vec<u8> = (0..20_000u32)
+            .map(|i| (i.wrapping_mul(40_503) >> 7) as u8)
+            .collect();
+        let mut buf = Vec::new();
+        for pieces in [1usize, 3, 16, 97] {
+            let mut c = Crc32Stream::new(7, &mut buf);
+            for p in data.chunks(data.len().div_ceil(pieces)) {
+                // SAFETY: a live slice.
+                unsafe { c.update_raw(p.as_ptr(), p.len()) };
+            }
+            assert_eq!(c.finish(), crc32(7, [&data[..]]), "{pieces} pieces");
+        }
     }
 
     proptest! {

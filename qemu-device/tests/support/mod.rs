@@ -193,6 +193,12 @@ pub fn parse_stats(log: &str) -> HashMap<String, u64> {
             ["no-status", "chains", n] => {
                 m.insert("no_status".into(), n.parse().unwrap());
             }
+            ["busy", "ns", n] => {
+                m.insert("busy_ns".into(), n.parse().unwrap());
+            }
+            ["broken", "queues", n] => {
+                m.insert("broken".into(), n.parse().unwrap());
+            }
             ["bad", "ring", "heads", n] => {
                 m.insert("bad_head".into(), n.parse().unwrap());
                 break;
@@ -628,6 +634,24 @@ impl Guest {
             }
         }
         qu.kick.write(1).unwrap();
+    }
+
+    /// Publishes `idx` as the avail index verbatim (a hostile driver).
+    pub fn set_avail_idx_raw(&mut self, q: usize, idx: u16) {
+        let at = self.queues[q].avail + 2;
+        self.mem
+            .store(idx.to_le(), GuestAddress(at), Ordering::Release)
+            .unwrap();
+    }
+
+    /// Kicks queue `q` unconditionally (ignoring EVENT_IDX's avail_event).
+    pub fn kick_raw(&self, q: usize) {
+        self.queues[q].kick.write(1).unwrap();
+    }
+
+    /// Guest address of descriptor `id` of queue `q`.
+    pub fn desc_addr(&self, q: usize, id: u16) -> u64 {
+        self.queues[q].desc + u64::from(id) * 16
     }
 
     /// Sets the available ring's flags (1 = VRING_AVAIL_F_NO_INTERRUPT).
