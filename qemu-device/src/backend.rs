@@ -8,6 +8,7 @@
 //! shard. Key slots are the only state shared between queues.
 
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -51,6 +52,36 @@ struct Inner {
     /// Injected faults the request path does not see: interrupts and the
     /// ring stop (the completion faults reach it through `processor.hook`).
     faults: Arc<Faults>,
+    /// The exit-event consumer fds handed to vhost-user-backend, which it
+    /// never closes (see `Drop for Inner`).
+    exit_fds: Mutex<Vec<RawFd>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // vhost-user-backend 0.24.0 registers each worker's exit-event
+        // consumer in its epoll with `into_raw_fd()` and never closes it
+        // (event_loop.rs, VringEpollHandler::new): one fd per queue per
+        // connection, until the daemon runs out (found by the vhost_user
+        // fuzz target; test `reconnections_do_not_leak_file_descriptors`).
+        // The dependency is pinned to =0.24.0 so this cannot turn into a
+        // double close unnoticed.
+        for fd in self
+            .exit_fds
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            // SAFETY: `fd` is the consumer side of an eventfd we created in
+            // `exit_event`; the library took it over as a raw fd, added it to
+            // its epoll and never closes it. Every VringEpollHandler holds a
+            // clone of the backend, so when the last `Inner` reference goes
+            // those handlers, their epoll fds and their threads are gone and
+            // nothing can use `fd` any more: closing it is the release the
+            // library omits, and happens exactly once (the list is drained).
+            unsafe { libc::close(fd) };
+        }
+    }
 }
 
 /// The pktaccel device behind one vhost-user connection. Cheap to clone
@@ -114,6 +145,7 @@ impl PktAccelBackend {
                 spinners,
                 stats,
                 faults,
+                exit_fds: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -341,7 +373,14 @@ impl VhostUserBackend for PktAccelBackend {
 
     fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
         match new_event_consumer_and_notifier(EventFlag::NONBLOCK | EventFlag::CLOEXEC) {
-            Ok(pair) => Some(pair),
+            Ok(pair) => {
+                self.inner
+                    .exit_fds
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(pair.0.as_raw_fd());
+                Some(pair)
+            }
             Err(e) => {
                 warn!(error = %e, "cannot create a worker exit event");
                 None

@@ -298,3 +298,41 @@ fn death_after_n_requests_exits_with_one_line() {
     );
     assert!(g.poll(0).is_empty(), "the fatal request was completed");
 }
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+/// Connections come and go for the daemon's whole life: each one's
+/// eventfds and mappings must go with it (fuzz find: the `vhost_user`
+/// target ran out of file descriptors).
+#[test]
+fn reconnections_do_not_leak_file_descriptors() {
+    let d = Daemon::spawn(&["--queues", "2"]);
+    let mut served = 0;
+    let mut cycle = |n: usize| {
+        for _ in 0..n {
+            let mut g = Guest::connect(
+                &d.path,
+                GuestOpts {
+                    queues: 2,
+                    ..Default::default()
+                },
+            );
+            assert_eq!(g.call(0, &hdr(OP_NOP), &[], &[]).0.status, STATUS_OK);
+            drop(g);
+            served += 1;
+            d.wait_for_log("waiting for a vhost-user frontend", served);
+        }
+    };
+    cycle(3);
+    let before = open_fds(d.pid());
+    cycle(20);
+    let after = open_fds(d.pid());
+    assert!(
+        after <= before + 2,
+        "{before} fds before 20 connections, {after} after"
+    );
+}
