@@ -8,6 +8,7 @@
 //! shard. Key slots are the only state shared between queues.
 
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -27,6 +28,7 @@ use crate::config::DeviceOptions;
 
 use crate::completion::CompletionHook;
 use crate::drain::Lane;
+use crate::faults::Faults;
 use crate::request::Processor;
 use crate::spin::{Spinner, involuntary_switches};
 use crate::stats::Stats;
@@ -47,6 +49,39 @@ struct Inner {
     lanes: Vec<Mutex<Lane>>,
     spinners: Vec<Mutex<Spinner>>,
     stats: Arc<Stats>,
+    /// Injected faults the request path does not see: interrupts and the
+    /// ring stop (the completion faults reach it through `processor.hook`).
+    faults: Arc<Faults>,
+    /// The exit-event consumer fds handed to vhost-user-backend, which it
+    /// never closes (see `Drop for Inner`).
+    exit_fds: Mutex<Vec<RawFd>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // vhost-user-backend 0.24.0 registers each worker's exit-event
+        // consumer in its epoll with `into_raw_fd()` and never closes it
+        // (event_loop.rs, VringEpollHandler::new): one fd per queue per
+        // connection, until the daemon runs out (found by the vhost_user
+        // fuzz target; test `reconnections_do_not_leak_file_descriptors`).
+        // The dependency is pinned to =0.24.0 so this cannot turn into a
+        // double close unnoticed.
+        for fd in self
+            .exit_fds
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            // SAFETY: `fd` is the consumer side of an eventfd we created in
+            // `exit_event`; the library took it over as a raw fd, added it to
+            // its epoll and never closes it. Every VringEpollHandler holds a
+            // clone of the backend, so when the last `Inner` reference goes
+            // those handlers, their epoll fds and their threads are gone and
+            // nothing can use `fd` any more: closing it is the release the
+            // library omits, and happens exactly once (the list is drained).
+            unsafe { libc::close(fd) };
+        }
+    }
 }
 
 /// The pktaccel device behind one vhost-user connection. Cheap to clone
@@ -72,6 +107,19 @@ impl PktAccelBackend {
         stats: Arc<Stats>,
         hook: Option<Arc<dyn CompletionHook>>,
     ) -> Self {
+        Self::with_faults(opts, mem, stats, hook, Arc::new(Faults::new()))
+    }
+
+    /// The same, with `faults` also deciding about interrupts and ring
+    /// stops (see [`crate::faults`]; pass them as `hook` too for the
+    /// completion faults).
+    pub fn with_faults(
+        opts: DeviceOptions,
+        mem: GuestMem,
+        stats: Arc<Stats>,
+        hook: Option<Arc<dyn CompletionHook>>,
+        faults: Arc<Faults>,
+    ) -> Self {
         let mut processor = Processor::new(
             opts.ops,
             opts.max_segments,
@@ -96,6 +144,8 @@ impl PktAccelBackend {
                 lanes,
                 spinners,
                 stats,
+                faults,
+                exit_fds: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -203,6 +253,10 @@ impl PktAccelBackend {
         if !state.is_enabled() {
             return Some(0);
         }
+        if inner.faults.spurious_interrupt(queue as u16) {
+            // Before anything new is on the used ring: nothing to find.
+            let _ = state.signal_used_queue();
+        }
         let t0 = Instant::now();
         let d = inner
             .processor
@@ -211,6 +265,7 @@ impl PktAccelBackend {
             stats.busy(t0.elapsed());
         }
         if d.notify
+            && !inner.faults.lose_interrupt(queue as u16)
             && let Err(e) = state.signal_used_queue()
         {
             warn!(queue, error = %e, "failed to signal the used queue");
@@ -287,6 +342,16 @@ impl VhostUserBackend for PktAccelBackend {
     }
 
     fn stop_vring(&self, queue_index: u32) -> io::Result<()> {
+        // vhost-user's form of a device reset: the frontend stops each ring
+        // (GET_VRING_BASE) and waits for the answer.
+        if let Some(stall) = self.inner.faults.on_ring_stop(queue_index as u16) {
+            warn!(
+                queue = queue_index,
+                ?stall,
+                "injected fault: holding the ring stop (reset)"
+            );
+            std::thread::sleep(stall);
+        }
         // The frontend stopped the ring: what it starts next (possibly a
         // repaired ring after a broken one) is served afresh.
         if let Some(lane) = self.inner.lanes.get(queue_index as usize) {
@@ -295,8 +360,17 @@ impl VhostUserBackend for PktAccelBackend {
         Ok(())
     }
 
-    fn update_memory(&self, _mem: GuestMem) -> io::Result<()> {
-        // `inner.mem` is the same atomic the daemon just updated.
+    fn update_memory(&self, mem: GuestMem) -> io::Result<()> {
+        // `inner.mem` is the same atomic the daemon just updated. A region
+        // past its file's end would SIGBUS the first worker that reads it:
+        // drop the whole table and refuse (the connection then ends).
+        if let Err(e) = crate::mem_table::check_files(&*mem.memory()) {
+            warn!(error = %e, "memory table refused");
+            mem.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .replace(GuestMemoryMmap::new());
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, e));
+        }
         Ok(())
     }
 
@@ -306,7 +380,14 @@ impl VhostUserBackend for PktAccelBackend {
 
     fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
         match new_event_consumer_and_notifier(EventFlag::NONBLOCK | EventFlag::CLOEXEC) {
-            Ok(pair) => Some(pair),
+            Ok(pair) => {
+                self.inner
+                    .exit_fds
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(pair.0.as_raw_fd());
+                Some(pair)
+            }
             Err(e) => {
                 warn!(error = %e, "cannot create a worker exit event");
                 None

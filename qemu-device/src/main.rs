@@ -8,6 +8,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use pktaccel_device::config::DeviceOptions;
+use pktaccel_device::faults::Faults;
+use pktaccel_device::faults::control::{self, ControlSocket};
 use pktaccel_device::server::{Server, Stopper};
 use pktaccel_device::spin::PollMode;
 use pktaccel_device::stats::Stats;
@@ -47,6 +49,14 @@ struct Cli {
     /// Exit when the first frontend disconnects (default: serve reconnections).
     #[arg(long)]
     once: bool,
+    /// Inject a fault (repeatable), e.g. `status=device-error,op=csum,rate=0.1`,
+    /// `drop,queue=0,count=1`, `delay=1ms..20ms`; see docs/datasheet.md,
+    /// "Fault injection". The control socket changes them at run time.
+    #[arg(long = "fault", value_name = "SPEC")]
+    faults: Vec<String>,
+    /// Path of the fault control socket (default: the --socket path + ".ctl").
+    #[arg(long, value_name = "PATH")]
+    control: Option<PathBuf>,
     /// Log level (error, warn, info, debug, trace) or a tracing filter.
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -143,8 +153,16 @@ fn run() -> anyhow::Result<()> {
         poll,
         ..DeviceOptions::new(cli.queues, cli.queue_size, &cli.ops)?
     };
+    let faults = Arc::new(Faults::from_specs(&cli.faults)?);
     block_signals()?;
     let mut server = Server::bind(&cli.socket, opts.clone())?;
+    server.set_faults(faults.clone());
+    let ctl_path = cli
+        .control
+        .clone()
+        .unwrap_or_else(|| control::default_path(&cli.socket));
+    let ctl = ControlSocket::spawn(&ctl_path, faults.clone())
+        .with_context(|| format!("fault control socket {}", ctl_path.display()))?;
     spawn_signal_thread(server.stopper(), server.stats())?;
     info!(
         socket = %cli.socket.display(),
@@ -152,9 +170,12 @@ fn run() -> anyhow::Result<()> {
         queue_size = opts.queue_size,
         ops = format_args!("{:#x}", opts.ops),
         once = cli.once,
+        control = %ctl.path().display(),
+        faults = faults.list().len(),
         "pktaccel-device ready"
     );
     let result = server.serve(cli.once);
+    drop(ctl);
     eprintln!("{}", server.stats().snapshot());
     result?;
     Ok(())

@@ -17,6 +17,7 @@ use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 use crate::backend::PktAccelBackend;
 use crate::completion::CompletionHook;
 use crate::config::DeviceOptions;
+use crate::faults::Faults;
 use crate::stats::Stats;
 
 /// Why the server could not start or keep serving.
@@ -119,6 +120,7 @@ pub struct Server {
     stats: Arc<Stats>,
     stopper: Stopper,
     hook: Option<Arc<dyn CompletionHook>>,
+    faults: Arc<Faults>,
 }
 
 impl Server {
@@ -135,7 +137,17 @@ impl Server {
             stats,
             stopper,
             hook: None,
+            faults: Arc::new(Faults::new()),
         })
+    }
+
+    /// Injects `faults` into every connection's device from now on: as the
+    /// completion hook, and for interrupts and ring stops. Their fired
+    /// counters join the stats.
+    pub fn set_faults(&mut self, faults: Arc<Faults>) {
+        self.stats.attach_faults(faults.clone());
+        self.set_completion_hook(faults.clone());
+        self.faults = faults;
     }
 
     /// Has every connection's device consult `hook` before publishing each
@@ -161,11 +173,12 @@ impl Server {
         let mut connection = 0u64;
         while !self.stopper.stopped() {
             let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
-            let backend = PktAccelBackend::with_hook(
+            let backend = PktAccelBackend::with_faults(
                 self.opts.clone(),
                 mem.clone(),
                 self.stats.clone(),
                 self.hook.clone(),
+                self.faults.clone(),
             );
             let mut daemon = VhostUserDaemon::new("pktaccel-device".into(), backend.clone(), mem)
                 .map_err(|e| ServeError::Daemon(e.to_string()))?;

@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
 
 use pktaccel_abi::{OP_COUNT, STATUS_COUNT, op_name, status_name};
 
@@ -86,6 +87,7 @@ impl Shard {
 #[derive(Debug)]
 pub struct Stats {
     shards: Vec<Shard>,
+    faults: OnceLock<Arc<crate::faults::Faults>>,
 }
 
 /// Summed counters at one moment.
@@ -109,6 +111,8 @@ pub struct Snapshot {
     pub spins: u64,
     /// Spins during which work arrived.
     pub spin_hits: u64,
+    /// Injected faults installed now: (spec, times fired).
+    pub faults: Vec<(String, u64)>,
 }
 
 impl Snapshot {
@@ -123,7 +127,14 @@ impl Stats {
     pub fn new(shards: usize) -> Self {
         Self {
             shards: (0..shards).map(|_| Shard::default()).collect(),
+            faults: OnceLock::new(),
         }
+    }
+
+    /// Reports `faults`' fired counters with the other counters (once; a
+    /// second call is ignored).
+    pub fn attach_faults(&self, faults: Arc<crate::faults::Faults>) {
+        let _ = self.faults.set(faults);
     }
 
     /// The shard of writer `i` (clamped, so a bad index cannot panic).
@@ -148,6 +159,9 @@ impl Stats {
             s.busy_ns += sh.busy_ns.load(Relaxed);
             s.spins += sh.spins.load(Relaxed);
             s.spin_hits += sh.spin_hits.load(Relaxed);
+        }
+        if let Some(f) = self.faults.get() {
+            s.faults = f.counts();
         }
         s
     }
@@ -182,7 +196,11 @@ impl fmt::Display for Snapshot {
             "  spins (hits)        {:>12} {}",
             self.spins, self.spin_hits
         )?;
-        write!(f, "  bad ring heads      {:>12}", self.bad_head)
+        write!(f, "  bad ring heads      {:>12}", self.bad_head)?;
+        for (spec, fired) in &self.faults {
+            write!(f, "\n  fault {spec:<30} fired {fired:>12}")?;
+        }
+        Ok(())
     }
 }
 
@@ -206,5 +224,13 @@ mod tests {
         let text = snap.to_string();
         assert!(text.contains("csum"), "{text}");
         assert!(text.contains("bad-address"), "{text}");
+        let f = Arc::new(crate::faults::Faults::from_specs(&["drop,count=1"]).unwrap());
+        s.attach_faults(f.clone());
+        assert!(f.on_request(0, None).drop);
+        let text = s.snapshot().to_string();
+        assert!(
+            text.contains("fault drop,count=1") && text.ends_with(" 1"),
+            "{text}"
+        );
     }
 }

@@ -10,4 +10,5 @@ pub mod guest;
 pub mod harness;
 pub mod mmio;
 pub mod pci;
+pub mod uvirtio;
 pub mod workload;

@@ -11,7 +11,7 @@ use crate::cache::Cache;
 use crate::initramfs::Mode;
 use crate::kernel::Variant;
 use crate::vm::{self, ConsoleSink, VmArgs};
-use crate::{bench, e2e, testcmd};
+use crate::{bench, e2e, fuzz, testcmd};
 
 /// pktaccel's developer tasks: provision, build, boot the guest, test.
 #[derive(Parser, Debug)]
@@ -93,8 +93,17 @@ enum Cmd {
         #[command(flatten)]
         vm: VmArgs,
     },
-    /// The full test: rustfmt check, clippy -D warnings, cargo test, and
-    /// the guest suite. This is what CI runs.
+    /// Fuzz with cargo-fuzz (libFuzzer + AddressSanitizer): every target,
+    /// or TARGET, for --time seconds each (fuzz/README.md).
+    Fuzz {
+        /// One of abi_codec, pcap_reader, request_ring, vhost_user.
+        target: Option<String>,
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        time: u64,
+    },
+    /// The full test: rustfmt check, clippy -D warnings, cargo test, each
+    /// fuzz target for 10 s, and the guest suite. This is what CI runs.
     Test {
         /// Skip the guest suite (host checks only).
         #[arg(long)]
@@ -198,6 +207,19 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             println!("report: {}", report.display());
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Fuzz { target, time } => {
+            let runs = fuzz::run(
+                &vm::workspace_root(),
+                target.as_deref(),
+                Duration::from_secs(time),
+            )?;
+            let crashed = runs.iter().filter(|r| r.crash.is_some()).count();
+            Ok(if crashed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
         Cmd::Test {
             no_e2e,
             timeout,
@@ -211,6 +233,11 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
                 } else {
                     failed += 1;
                 }
+            }
+            if testcmd::fuzz_stage(&ws) {
+                passed += 1;
+            } else {
+                failed += 1;
             }
             if !no_e2e {
                 eprintln!("==> guest suite");

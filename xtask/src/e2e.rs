@@ -7,9 +7,9 @@ use std::time::Duration;
 use anyhow::Result;
 
 use crate::guest_log;
-use crate::initramfs::{KILL_TEST, Mode};
+use crate::initramfs::{DEATH_TEST, KILL_TEST, Mode};
 use crate::kernel::Variant;
-use crate::vm::{ConsoleSink, Prepared, VmArgs, boot};
+use crate::vm::{ConsoleSink, Outcome, Prepared, VmArgs, boot};
 
 /// Counts of one e2e run.
 #[derive(Debug, Default)]
@@ -106,20 +106,34 @@ pub fn run(
         Some(timeout),
         &mut sink,
     );
-    // The killed-device test ends the device, so it gets a boot of its own.
-    let kill = filter.is_none_or(|f| KILL_TEST.contains(f.as_str()));
-    let kill_outcome = if kill && outcome.is_ok() && sink.no_match.is_none() {
-        let before = sink.ran;
-        let o = boot(p, args, &Mode::DeviceKill, Some(timeout), &mut sink);
-        if o.is_ok() && sink.ran == before {
-            sink.summary.failed += 1;
-            println!("test {KILL_TEST} ... FAILED\n    the killed-device boot reported no result");
-        }
-        Some(o)
-    } else {
-        None
-    };
+    // The killed-device and device-death tests end the device, so each gets
+    // a boot of its own; a filter may select only them.
+    let selects = |test: &str| filter.as_deref().is_none_or(|f| test.contains(f));
+    let (kill, death_selected) = (selects(KILL_TEST), selects(DEATH_TEST));
+    let kill_outcome = own_boot(
+        p,
+        args,
+        (&Mode::DeviceKill, KILL_TEST),
+        kill && outcome.is_ok(),
+        timeout,
+        &mut sink,
+    );
+    let death = own_boot(
+        p,
+        args,
+        (&Mode::FaultDeath, DEATH_TEST),
+        death_selected && outcome.is_ok(),
+        timeout,
+        &mut sink,
+    );
     let mut summary = std::mem::take(&mut sink.summary);
+    if let Some(Err(e)) = &death {
+        summary.failed += 1;
+        println!("test {DEATH_TEST} ... FAILED");
+        for l in format!("{e:#}").lines() {
+            println!("    {l}");
+        }
+    }
     let log_path = match &outcome {
         Ok(o) => Some(o.console_log.clone()),
         Err(_) => None,
@@ -152,7 +166,10 @@ pub fn run(
     }
     match outcome {
         Ok(o) => {
-            if let Some((f, names)) = &sink.no_match {
+            if let Some((f, names)) = &sink.no_match
+                && !kill
+                && !death_selected
+            {
                 summary.failed += 1;
                 println!(
                     "test rig::filter ... FAILED\n    no guest test name contains '{f}'; the tests are:"
@@ -189,6 +206,29 @@ pub fn run(
     }
     println!("{} passed, {} failed", summary.passed, summary.failed);
     Ok(summary)
+}
+
+/// Boots once more for a test that ends the device (`mode` runs only
+/// `test`), when `wanted` (selected by the filter, main boot went well); a
+/// boot that reports no result counts as a failure.
+fn own_boot(
+    p: &Prepared,
+    args: &VmArgs,
+    (mode, test): (&Mode, &str),
+    wanted: bool,
+    timeout: Duration,
+    sink: &mut SuiteSink,
+) -> Option<Result<Outcome>> {
+    if !wanted {
+        return None;
+    }
+    let before = sink.ran;
+    let o = boot(p, args, mode, Some(timeout), sink);
+    if o.is_ok() && sink.ran == before {
+        sink.summary.failed += 1;
+        println!("test {test} ... FAILED\n    its own boot reported no result");
+    }
+    Some(o)
 }
 
 #[cfg(test)]

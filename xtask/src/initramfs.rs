@@ -462,7 +462,14 @@ pub enum Mode {
     /// Run only the suite's killed-device test: the host kills
     /// pktaccel-device when the guest prints [`KILL_CUE`].
     DeviceKill,
+    /// Run only [`DEATH_TEST`]: the device dies of an injected fault.
+    FaultDeath,
 }
+
+/// Run only the suite's injected-death test: on the guest's cue the
+/// device gets a `die-after` fault and exits by itself (status 3), which
+/// the host then expects instead of treating it as a crash.
+pub const DEATH_TEST: &str = "faults::device_dies_after_n_requests";
 
 /// Console line on which the host kills pktaccel-device (DeviceKill mode).
 pub const KILL_CUE: &str = "PKTACCEL-KILL-DEVICE-NOW";
@@ -488,6 +495,10 @@ pub fn write_overlay(out: &Path, mode: &Mode, includes: &[(PathBuf, String)]) ->
                 "SUITE_FILTER='{}'\n",
                 filter.clone().unwrap_or_default().replace('\'', "")
             ),
+        ),
+        Mode::FaultDeath => (
+            "suite",
+            format!("SUITE_FILTER='{DEATH_TEST}'\nexport PKTACCEL_DEVICE_DEATH_TEST=1\n"),
         ),
         Mode::DeviceKill => (
             "suite",

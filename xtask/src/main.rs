@@ -13,6 +13,7 @@ mod cargo_build;
 mod cli;
 mod deps;
 mod e2e;
+mod fuzz;
 mod guest_log;
 mod initramfs;
 mod kernel;

@@ -67,6 +67,29 @@ pub fn run_stage(workspace: &std::path::Path, stage: &Stage) -> Result<bool> {
     Ok(ok)
 }
 
+/// Seconds each fuzz target runs in `cargo xtask test`.
+pub const FUZZ_SECS: u64 = 10;
+
+/// Builds the fuzz targets and runs each for [`FUZZ_SECS`], printing its
+/// executions; passes when none crashed.
+pub fn fuzz_stage(workspace: &std::path::Path) -> bool {
+    eprintln!("==> fuzz ({FUZZ_SECS} s per target)");
+    let t = Instant::now();
+    let ok = match crate::fuzz::run(workspace, None, std::time::Duration::from_secs(FUZZ_SECS)) {
+        Ok(runs) => runs.iter().all(|r| r.crash.is_none()),
+        Err(e) => {
+            eprintln!("fuzz: {e:#}");
+            false
+        }
+    };
+    println!(
+        "stage fuzz ... {} ({})",
+        if ok { "ok" } else { "FAILED" },
+        fmt_duration(t.elapsed())
+    );
+    ok
+}
+
 /// The kernel module's rustfmt and clippy checks (they need the guest
 /// kernel's build tree, so they run once it is prepared).
 pub fn kmod_lint_stage(p: &crate::vm::Prepared) -> bool {

@@ -63,6 +63,11 @@ pub struct VmArgs {
     /// provisioned one. Also PKTACCEL_QEMU.
     #[arg(long, value_name = "PATH")]
     pub qemu: Option<PathBuf>,
+    /// Start pktaccel-device with this fault injected (repeatable; see
+    /// docs/datasheet.md, "Fault injection"). A guest line
+    /// `PKTACCEL-FAULT CMD` sends CMD to the device's fault control socket.
+    #[arg(long = "fault", value_name = "SPEC")]
+    pub faults: Vec<String>,
 }
 
 /// Everything built and ready to boot.
@@ -214,6 +219,15 @@ impl Guard {
 
     /// Kills the device on the guest's cue (the killed-device test) and
     /// forgets it, so its death is not reported as a failure.
+    /// Forgets pktaccel-device if it exited with status `code` (an
+    /// injected `die-after` fault); true if it did.
+    fn forget_device_exited_with(&mut self, code: i32) -> bool {
+        let dead = self.children.iter_mut().position(|(n, c)| {
+            *n == "pktaccel-device" && matches!(c.try_wait(), Ok(Some(s)) if s.code() == Some(code))
+        });
+        dead.map(|i| self.children.remove(i)).is_some()
+    }
+
     fn kill_device_on_cue(&mut self) {
         if let Some(i) = self
             .children
@@ -350,7 +364,7 @@ pub fn boot(
     let mode_name = match mode {
         Mode::Shell => "shell",
         Mode::Exec(_) => "exec",
-        Mode::Suite(_) | Mode::DeviceKill => "suite",
+        Mode::Suite(_) | Mode::DeviceKill | Mode::FaultDeath => "suite",
     };
     let logs = logs_dir(&p.workspace, mode_name)?;
     let console_log = logs.join("console.log");
@@ -396,6 +410,10 @@ pub fn boot(
         .arg("--queues")
         .arg(args.queues.to_string())
         .arg("--once");
+    for f in &args.faults {
+        dev.arg("--fault").arg(f);
+    }
+    let fault_ctl = rd.join("pktaccel.sock.ctl");
     let dlog = std::fs::File::create(&device_log)?;
     dev.stdin(Stdio::null())
         .stdout(dlog.try_clone()?)
@@ -430,7 +448,7 @@ pub fn boot(
     let accel = resolve_accel(args.accel)?;
     let mut q = p.qemu.command();
     let cmdline = match mode {
-        Mode::Suite(_) | Mode::DeviceKill => "console=ttyS0 loglevel=5 panic=-1",
+        Mode::Suite(_) | Mode::DeviceKill | Mode::FaultDeath => "console=ttyS0 loglevel=5 panic=-1",
         _ => "console=ttyS0 quiet panic=-1",
     };
     q.args([
@@ -562,6 +580,10 @@ pub fn boot(
                 if let Some(rc) = line.strip_prefix("PKTACCEL-EXIT ") {
                     guest_status = rc.trim().parse().ok();
                 }
+                if let Some(cmd) = line.trim().strip_prefix(FAULT_CUE) {
+                    let answer = fault_control(&fault_ctl, cmd);
+                    let _ = writeln!(log, "[host] fault control: {cmd} -> {answer}");
+                }
                 if matches!(mode, Mode::DeviceKill) && line.trim() == initramfs::KILL_CUE {
                     guard.kill_device_on_cue();
                     let _ = writeln!(log, "[host] pktaccel-device killed on the guest's cue");
@@ -573,6 +595,10 @@ pub fn boot(
                 sink.line(&line);
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
+                if matches!(mode, Mode::FaultDeath) && guard.forget_device_exited_with(3) {
+                    use std::io::Write;
+                    let _ = writeln!(log, "[host] pktaccel-device died of its injected fault");
+                }
                 check_device_alive(&mut guard, &device_log)?;
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
@@ -599,6 +625,31 @@ pub fn boot(
         guest_status,
         console_log,
     })
+}
+
+/// Console prefix of a guest's request to change the device's faults.
+pub const FAULT_CUE: &str = "PKTACCEL-FAULT ";
+
+/// Sends one command to the device's fault control socket; returns its
+/// answer lines joined, or what went wrong.
+fn fault_control(path: &Path, cmd: &str) -> String {
+    use std::io::{BufRead, Write};
+    let talk = || -> std::io::Result<String> {
+        let s = std::os::unix::net::UnixStream::connect(path)?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        (&s).write_all(format!("{}\n", cmd.trim()).as_bytes())?;
+        let mut out = Vec::new();
+        for line in std::io::BufReader::new(&s).lines() {
+            let line = line?;
+            let last = line.starts_with("ok") || line.starts_with("error:");
+            out.push(line);
+            if last {
+                break;
+            }
+        }
+        Ok(out.join(" | "))
+    };
+    talk().unwrap_or_else(|e| format!("cannot reach {}: {e}", path.display()))
 }
 
 fn check_device_alive(guard: &mut Guard, device_log: &Path) -> Result<()> {
@@ -753,6 +804,7 @@ mod tests {
             programs: false,
             keep: false,
             qemu: None,
+            faults: vec![],
         }
     }
 
@@ -802,6 +854,39 @@ mod tests {
             std::fs::read_to_string(&out.console_log)
                 .unwrap()
                 .contains("hello")
+        );
+        assert_all_gone(&f);
+    }
+
+    #[test]
+    fn faults_reach_the_device_and_guest_fault_cues_reach_its_control_socket() {
+        let f = fake(
+            "echo \"$@\" > \"$(dirname \"$0\")/device.args\"\nexec sleep 30",
+            "echo PKTACCEL-READY\necho 'PKTACCEL-FAULT add drop'\necho PKTACCEL-EXIT 0",
+        );
+        let mut sink = Lines(vec![]);
+        let a = VmArgs {
+            faults: vec!["drop,queue=0".into(), "delay=1ms".into()],
+            ..args()
+        };
+        let out = boot(
+            &f.prepared,
+            &a,
+            &Mode::Exec("true".into()),
+            Some(Duration::from_secs(20)),
+            &mut sink,
+        )
+        .unwrap();
+        let dev_args = std::fs::read_to_string(f.dir.path().join("device.args")).unwrap();
+        assert!(
+            dev_args.contains("--fault drop,queue=0 --fault delay=1ms"),
+            "{dev_args}"
+        );
+        // The stand-in has no control socket: the attempt is logged.
+        let log = std::fs::read_to_string(&out.console_log).unwrap();
+        assert!(
+            log.contains("[host] fault control: add drop -> cannot reach"),
+            "{log}"
         );
         assert_all_gone(&f);
     }

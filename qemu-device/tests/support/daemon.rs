@@ -91,6 +91,11 @@ impl Daemon {
         ticks / hz
     }
 
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends a signal to the daemon.
     pub fn signal(&self, sig: libc::c_int) {
         // SAFETY: kill() on our own child's pid has no memory-safety

@@ -228,6 +228,12 @@ impl Guest {
         }
     }
 
+    /// The call eventfd's counter if it fired since the last read, without
+    /// waiting.
+    pub fn try_call(&mut self, q: usize) -> Option<u64> {
+        self.queues[q].call.read().ok()
+    }
+
     /// Completions available now: (head, used length).
     pub fn poll(&mut self, q: usize) -> Vec<(u16, u32)> {
         let mut out = Vec::new();

@@ -2,7 +2,9 @@
 
 use crate::harness::Test;
 
+mod faults;
 mod fuzz;
+mod hostile;
 mod isolation;
 mod isolation_classes;
 mod isolation_unbind;
@@ -24,5 +26,7 @@ pub fn all() -> Vec<Test> {
     v.extend(workloads::tests());
     v.extend(openssl::tests());
     v.extend(pinned_programs::tests());
+    v.extend(faults::tests());
+    v.extend(hostile::tests());
     v
 }

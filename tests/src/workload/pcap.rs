@@ -22,21 +22,23 @@ pub struct Capture {
 pub fn read(path: &Path) -> Result<Capture> {
     let file = std::fs::File::open(path)
         .with_context(|| format!("cannot open pcap file {}", path.display()))?;
-    let mut r = PcapReader::new(file)
-        .map_err(|e| anyhow::anyhow!("{} is not a readable pcap file: {e}", path.display()))?;
+    parse(file, &path.display().to_string())
+}
+
+/// Reads a capture from `input`; `name` (the file name) heads every error.
+/// Split from [`read`] so that the fuzzer can feed it bytes.
+pub fn parse<R: std::io::Read>(input: R, name: &str) -> Result<Capture> {
+    let mut r = PcapReader::new(input)
+        .map_err(|e| anyhow::anyhow!("{name} is not a readable pcap file: {e}"))?;
     let link = r.header().datalink;
     if link != DataLink::ETHERNET {
-        bail!(
-            "{}: link type {link:?} is not supported (Ethernet only)",
-            path.display()
-        );
+        bail!("{name}: link type {link:?} is not supported (Ethernet only)");
     }
     let mut cap = Capture::default();
     let mut n = 0usize;
     while let Some(pkt) = r.next_packet() {
         n += 1;
-        let pkt =
-            pkt.map_err(|e| anyhow::anyhow!("{}: record {n} is malformed: {e}", path.display()))?;
+        let pkt = pkt.map_err(|e| anyhow::anyhow!("{name}: record {n} is malformed: {e}"))?;
         let data = pkt.data;
         if (pkt.orig_len as usize) == data.len()
             && data.len() <= frames::MAX_FRAME
@@ -48,10 +50,7 @@ pub fn read(path: &Path) -> Result<Capture> {
         }
     }
     if cap.frames.is_empty() {
-        bail!(
-            "{}: none of its {n} records is a complete Ethernet IPv4/IPv6 UDP/TCP frame",
-            path.display()
-        );
+        bail!("{name}: none of its {n} records is a complete Ethernet IPv4/IPv6 UDP/TCP frame");
     }
     Ok(cap)
 }
