@@ -6,6 +6,8 @@
 
 include!("pktaccel_abi.rs");
 
+pub mod console;
+
 #[cfg(test)]
 mod tests {
     use super::*;

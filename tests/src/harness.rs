@@ -15,12 +15,12 @@ pub struct Test {
 }
 
 /// Prefix of every result line; the host parser keys on it.
-pub const LINE_PREFIX: &str = "PKTTEST";
+pub const LINE_PREFIX: &str = pktaccel_abi::console::TEST;
 
 /// Prefix of the one line printed when a filter selects no test, followed
 /// by the filter and the comma-separated test names, so the host can say
 /// which filter was wrong and what exists.
-pub const NO_MATCH_PREFIX: &str = "PKTTEST-NOMATCH";
+pub const NO_MATCH_PREFIX: &str = pktaccel_abi::console::TEST_NO_MATCH;
 
 /// Runs every test whose name contains `filter` and prints one line each.
 /// Returns the number of failures. A panicking test is a failure, not an

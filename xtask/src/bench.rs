@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use plotters::prelude::*;
 
+use pktaccel_abi::console;
+
 use crate::initramfs::Mode;
 use crate::step::{Step, fmt_duration};
 use crate::vm::{self, ConsoleSink, Prepared, VmArgs};
@@ -84,7 +86,6 @@ struct GuestSink {
 }
 
 const JSON_PREFIX: &str = "PKTBENCH-JSON ";
-const APP_PREFIX: &str = "PKTBENCH-APP ";
 
 /// Guest shell snippet: Debian's pigz compresses 4 MB plain, then with its
 /// heap on pinned slabs and zlib's crc32() on the device (libpktcrc), and
@@ -102,12 +103,12 @@ const APP_DEMO: &str = "if command -v pigz >/dev/null; then \
 
 impl ConsoleSink for GuestSink {
     fn line(&mut self, line: &str) {
-        if line.starts_with("PKTACCEL-READY") {
+        if line.starts_with(console::READY) {
             self.ready = true;
         } else if line.starts_with("PKTACCEL-") {
-        } else if let Some(a) = line.strip_prefix(APP_PREFIX) {
+        } else if let Some(a) = console::after(line, console::BENCH_APP) {
             self.app.push(a.to_string());
-        } else if let Some(j) = line.strip_prefix(JSON_PREFIX) {
+        } else if let Some(j) = console::after(line, console::BENCH_JSON) {
             if let Some(c) = serde_json::from_str(j).ok().as_ref().and_then(Cell::parse) {
                 self.cells.push(c);
             }

@@ -7,6 +7,8 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use clap::{Parser, Subcommand};
 
+use pktaccel_abi::console;
+
 use crate::cache::Cache;
 use crate::initramfs::Mode;
 use crate::kernel::Variant;
@@ -122,13 +124,13 @@ struct ExecSink {
 
 impl ConsoleSink for ExecSink {
     fn line(&mut self, line: &str) {
-        if line.starts_with("PKTACCEL-READY") {
+        if line.starts_with(console::READY) {
             self.ready = true;
-        } else if let Some(w) = line.strip_prefix("PKTACCEL-WARN ") {
+        } else if let Some(w) = console::after(line, console::WARN) {
             eprintln!("guest: {w}");
-        } else if line.starts_with("PKTACCEL-EXIT") {
+        } else if line.starts_with(console::EXIT) {
             self.ready = false;
-        } else if line.starts_with("PKTACCEL-") {
+        } else if console::is_marker_line(line) {
         } else if self.ready {
             println!("{line}");
         }

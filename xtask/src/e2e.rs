@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use anyhow::Result;
 
+use pktaccel_abi::console;
+
 use crate::guest_log;
 use crate::initramfs::{DEATH_TEST, KILL_TEST, Mode};
 use crate::kernel::Variant;
@@ -32,13 +34,13 @@ struct SuiteSink {
 impl ConsoleSink for SuiteSink {
     fn line(&mut self, line: &str) {
         self.lines.push(line.to_string());
-        if let Some(rest) = line.strip_prefix("PKTTEST-NOMATCH ") {
+        if let Some(rest) = console::after(line, console::TEST_NO_MATCH) {
             let (filter, names) = rest.split_once(' ').unwrap_or((rest, ""));
             self.no_match = Some((filter.to_string(), names.to_string()));
             return;
         }
-        let Some(rest) = line.strip_prefix("PKTTEST ") else {
-            if let Some(w) = line.strip_prefix("PKTACCEL-WARN ") {
+        let Some(rest) = console::after(line, console::TEST) else {
+            if let Some(w) = console::after(line, console::WARN) {
                 eprintln!("guest: {w}");
             }
             return;
@@ -65,7 +67,7 @@ impl ConsoleSink for SuiteSink {
 }
 
 /// Printed by the guest's init after its end-of-suite kmemleak scan.
-const KMEMLEAK_SCANNED: &str = "PKTACCEL-KMEMLEAK-SCANNED";
+const KMEMLEAK_SCANNED: &str = console::KMEMLEAK_SCANNED;
 
 /// On the debug kernel the suite must end with a kmemleak scan (its
 /// reports are then found by the log scan); say why if it did not run.

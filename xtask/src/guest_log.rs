@@ -2,6 +2,8 @@
 //! WARN, KASAN, lockdep, soft-lockup, hung-task or kmemleak report anywhere
 //! fails the run, with the report shown.
 
+use pktaccel_abi::console;
+
 /// Markers that start a kernel report, with the kind we name it by.
 const MARKERS: &[(&str, &str)] = &[
     ("BUG: soft lockup", "soft lockup"),
@@ -55,7 +57,7 @@ pub fn scan(lines: &[String]) -> Vec<Report> {
     let mut i = 0;
     while i < lines.len() {
         let b = body(&lines[i]);
-        let hit = if b.starts_with("PKTTEST") || b.starts_with("PKTACCEL") {
+        let hit = if console::is_marker_line(b) {
             None
         } else {
             MARKERS
@@ -66,7 +68,7 @@ pub fn scan(lines: &[String]) -> Vec<Report> {
             let end = (i + 40).min(lines.len());
             let mut excerpt = Vec::new();
             for l in &lines[i..end] {
-                if l.starts_with("PKTTEST") || l.starts_with("PKTACCEL") {
+                if console::is_marker_line(l) {
                     break;
                 }
                 excerpt.push(l.clone());

@@ -460,7 +460,7 @@ pub enum Mode {
     /// Run the guest suite with an optional filter.
     Suite(Option<String>),
     /// Run only the suite's killed-device test: the host kills
-    /// pktaccel-device when the guest prints [`KILL_CUE`].
+    /// pktaccel-device when the guest prints [`pktaccel_abi::console::KILL_DEVICE`].
     DeviceKill,
     /// Run only [`DEATH_TEST`]: the device dies of an injected fault.
     FaultDeath,
@@ -472,8 +472,7 @@ pub enum Mode {
 pub const DEATH_TEST: &str = "faults::device_dies_after_n_requests";
 
 /// Console line on which the host kills pktaccel-device (DeviceKill mode).
-pub const KILL_CUE: &str = "PKTACCEL-KILL-DEVICE-NOW";
-/// The guest test that prints [`KILL_CUE`] and checks the driver's recovery.
+/// The guest test that prints [`pktaccel_abi::console::KILL_DEVICE`] and checks the driver's recovery.
 pub const KILL_TEST: &str = "kmod::device_killed_while_in_flight";
 
 /// Writes the per-run archive.
@@ -528,4 +527,45 @@ pub fn concat(parts: &[&Path], out: &Path) -> Result<()> {
         w.write_all(&data)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod console_marker_tests {
+    use pktaccel_abi::console;
+
+    /// Words in `text` that look like console markers (family prefixes such
+    /// as a bare `PKTACCEL-` are not markers).
+    fn marker_words(text: &str) -> Vec<&str> {
+        text.split(|c: char| !(c.is_ascii_uppercase() || c == '-'))
+            .map(|w| w.trim_end_matches('-'))
+            .filter(|w| {
+                w.starts_with("PKTTEST")
+                    || (w.starts_with("PKTACCEL-") || w.starts_with("PKTBENCH-"))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn scripts_use_only_the_defined_console_markers() {
+        let ws = crate::vm::workspace_root();
+        let files = [
+            "images/init",
+            "xtask/src/bench.rs",
+            "xtask/src/bench_openssl.rs",
+            "xtask/src/bench_programs.rs",
+        ];
+        let mut seen = 0;
+        for f in files {
+            let text = std::fs::read_to_string(ws.join(f)).unwrap();
+            for w in marker_words(&text) {
+                assert!(
+                    console::ALL.contains(&w),
+                    "{f} uses console marker {w}, which pktaccel_abi::console does not define"
+                );
+                seen += 1;
+            }
+        }
+        assert!(seen > 5, "found only {seen} markers: the scan is broken");
+        assert_eq!(marker_words("echo PKTACCEL-NOPE x"), ["PKTACCEL-NOPE"]);
+    }
 }

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use pktaccel_abi::console;
+
 use crate::cache::Cache;
 use crate::deps::file_tail;
 use crate::initramfs::{self, Mode};
@@ -577,14 +579,14 @@ pub fn boot(
             Ok(line) => {
                 use std::io::Write;
                 let _ = writeln!(log, "{line}");
-                if let Some(rc) = line.strip_prefix("PKTACCEL-EXIT ") {
+                if let Some(rc) = console::after(&line, console::EXIT) {
                     guest_status = rc.trim().parse().ok();
                 }
-                if let Some(cmd) = line.trim().strip_prefix(FAULT_CUE) {
+                if let Some(cmd) = console::after(line.trim(), console::FAULT) {
                     let answer = fault_control(&fault_ctl, cmd);
                     let _ = writeln!(log, "[host] fault control: {cmd} -> {answer}");
                 }
-                if matches!(mode, Mode::DeviceKill) && line.trim() == initramfs::KILL_CUE {
+                if matches!(mode, Mode::DeviceKill) && line.trim() == console::KILL_DEVICE {
                     guard.kill_device_on_cue();
                     let _ = writeln!(log, "[host] pktaccel-device killed on the guest's cue");
                 }
@@ -626,9 +628,6 @@ pub fn boot(
         console_log,
     })
 }
-
-/// Console prefix of a guest's request to change the device's faults.
-pub const FAULT_CUE: &str = "PKTACCEL-FAULT ";
 
 /// Sends one command to the device's fault control socket; returns its
 /// answer lines joined, or what went wrong.

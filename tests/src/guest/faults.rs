@@ -48,7 +48,7 @@ pub fn tests() -> Vec<Test> {
 
 /// Asks the host to send `cmd` to the device's fault control socket.
 fn host(cmd: &str) {
-    println!("PKTACCEL-FAULT {cmd}");
+    println!("{} {cmd}", pktaccel_abi::console::FAULT);
     let _ = std::io::stdout().flush();
     // The host reads the console as it comes; give it time to act.
     std::thread::sleep(Duration::from_millis(400));

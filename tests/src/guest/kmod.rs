@@ -64,7 +64,7 @@ pub(super) fn tests() -> Vec<Test> {
 /// Set in the guest to enable `kmod::device_killed_while_in_flight`.
 const KILL_TEST_ENV: &str = "PKTACCEL_DEVICE_KILL_TEST";
 /// Console line on which the host kills pktaccel-device.
-const KILL_CUE: &str = "PKTACCEL-KILL-DEVICE-NOW";
+const KILL_CUE: &str = pktaccel_abi::console::KILL_DEVICE;
 
 // ---------------------------------------------------------------------------
 // Helpers
