@@ -261,7 +261,7 @@ static REGISTRY: Registry = Registry {
 /// The calling thread's cache, or null when it cannot be used (being set
 /// up, or the thread is exiting).
 #[inline(always)]
-fn cache_ptr(heap: &'static Heap) -> *mut ThreadCache {
+fn cache_ptr() -> *mut ThreadCache {
     let tc = tc_here();
     // SAFETY: tc is this thread's cache; only this thread touches its state.
     let state = unsafe { (*tc).state };
@@ -269,7 +269,7 @@ fn cache_ptr(heap: &'static Heap) -> *mut ThreadCache {
         return tc;
     }
     if state == TC_UNINIT {
-        activate(heap, tc);
+        activate(tc);
         // SAFETY: as above.
         if unsafe { (*tc).state } == TC_ACTIVE {
             return tc;
@@ -280,15 +280,15 @@ fn cache_ptr(heap: &'static Heap) -> *mut ThreadCache {
 
 /// Runs `f` with the calling thread's cache when it can be used.
 #[inline(always)]
-pub fn with_cache<R>(heap: &'static Heap, f: impl FnOnce(Option<&mut ThreadCache>) -> R) -> R {
-    let tc = cache_ptr(heap);
+pub fn with_cache<R>(f: impl FnOnce(Option<&mut ThreadCache>) -> R) -> R {
+    let tc = cache_ptr();
     // SAFETY: a non-null tc is this thread's live cache; the &mut lives only
     // for f, which never re-enters malloc on this thread while holding it.
     f(unsafe { tc.as_mut() })
 }
 
 #[cold]
-fn activate(_heap: &'static Heap, tc: *mut ThreadCache) {
+fn activate(tc: *mut ThreadCache) {
     // SAFETY: tc is this thread's cache; raw writes, no reference is held
     // across pthread_setspecific (which may call calloc and re-enter).
     unsafe { (*tc).state = TC_SETUP };
@@ -447,7 +447,7 @@ fn malloc_in(size: usize, all: bool) -> *mut u8 {
             if size > pin_max(h, all) {
                 return ordinary_malloc(size);
             }
-            let tc = cache_ptr(h);
+            let tc = cache_ptr();
             // SAFETY: as in with_cache.
             h.malloc(size, unsafe { tc.as_mut() })
         }
@@ -477,7 +477,7 @@ pub unsafe fn free(p: *mut u8, call: &str) {
     if let Some(h) = heap_if_ready()
         && h.contains(p)
     {
-        let tc = cache_ptr(h);
+        let tc = cache_ptr();
         // SAFETY: p is inside the arena and free validates it; tc as in with_cache.
         return unsafe { h.free(p, call, tc.as_mut()) };
     }
@@ -511,7 +511,7 @@ fn calloc_in(n: usize, size: usize, all: bool) -> *mut u8 {
                 // The next allocator knows when fresh memory is already zero.
                 return note_ordinary(next_calloc(n, size));
             }
-            with_cache(h, |tc| h.calloc(n, size, tc))
+            with_cache(|tc| h.calloc(n, size, tc))
         }
         None => match n.checked_mul(size) {
             // The bootstrap buffer starts zeroed and is never reused.
@@ -568,7 +568,7 @@ unsafe fn realloc_in(p: *mut u8, size: usize, all: bool) -> *mut u8 {
             return unsafe { realloc_to_ordinary(h, p, size) };
         }
         // SAFETY: arena pointer, validated inside.
-        return with_cache(h, |tc| unsafe { h.realloc(p, size, "realloc", tc) });
+        return with_cache(|tc| unsafe { h.realloc(p, size, "realloc", tc) });
     }
     if is_boot(p) {
         let q = malloc_in(size, all);
@@ -640,7 +640,7 @@ pub fn memalign_pinned(align: usize, size: usize) -> *mut u8 {
 fn memalign_in(align: usize, size: usize, all: bool) -> *mut u8 {
     match heap() {
         Some(h) if size.max(align) > pin_max(h, all) => note_ordinary(next_memalign(align, size)),
-        Some(h) => with_cache(h, |tc| h.memalign(align, size, tc)),
+        Some(h) => with_cache(|tc| h.memalign(align, size, tc)),
         None => {
             // Bootstrap pieces are 16-aligned; more is not needed this early.
             if align <= MIN_ALIGN {

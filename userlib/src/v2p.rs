@@ -142,9 +142,23 @@ mod tests {
         assert_eq!(l(base + 3 * 4096), Err(V2pError::NotMapped));
         assert_eq!(l(base + size), Err(V2pError::OutsideArena));
         assert_eq!(l(base - 1), Err(V2pError::OutsideArena));
-        assert_ne!(
-            V2pError::OutsideArena.c_value(),
-            V2pError::NotPinned.c_value()
-        );
+    }
+
+    /// The C API tells errors from addresses by value: each error needs its
+    /// own value, and all must lie above any physical address (x86-64 and
+    /// arm64 physical addresses have at most 52 bits).
+    #[test]
+    fn c_values_are_distinct_and_above_physical_addresses() {
+        let all = [
+            V2pError::OutsideArena,
+            V2pError::NotPinned,
+            V2pError::NotMapped,
+        ];
+        for (i, a) in all.iter().enumerate() {
+            assert!(a.c_value() >= 1 << 52, "{a:?} could be a physical address");
+            for b in &all[i + 1..] {
+                assert_ne!(a.c_value(), b.c_value(), "{a:?} and {b:?} share a C value");
+            }
+        }
     }
 }

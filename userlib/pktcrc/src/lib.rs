@@ -320,6 +320,29 @@ pub unsafe extern "C" fn crc32_z(crc: u64, buf: *const u8, len: usize) -> u64 {
 mod tests {
     use super::*;
 
+    /// `Iov` and `COp` are copies of libpktslab's C structs (pktcrc loads the
+    /// library with dlopen, so it cannot name them): every field must sit
+    /// where libpktslab's `CIov`/`COp` have it.
+    #[test]
+    fn abi_copies_match_libpktslab() {
+        use core::mem::{align_of, offset_of, size_of};
+        use pktslab::client::{CIov, COp as LibOp};
+        assert_eq!(size_of::<Iov>(), size_of::<CIov>());
+        assert_eq!(align_of::<Iov>(), align_of::<CIov>());
+        assert_eq!(offset_of!(Iov, base), offset_of!(CIov, base));
+        assert_eq!(offset_of!(Iov, len), offset_of!(CIov, len));
+        assert_eq!(size_of::<COp>(), size_of::<LibOp>());
+        assert_eq!(align_of::<COp>(), align_of::<LibOp>());
+        macro_rules! same_offsets {
+            ($($f:ident),*) => {$(
+                assert_eq!(offset_of!(COp, $f), offset_of!(LibOp, $f), stringify!($f));
+            )*};
+        }
+        same_offsets!(
+            op, flags, key_slot, aux, reserved, params, inputs, n_in, n_out, outputs, cookie
+        );
+    }
+
     #[test]
     fn falls_back_to_software_without_libpktslab() {
         // In the test binary libpktslab is not loaded: the real/soft path
