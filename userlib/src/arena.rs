@@ -15,7 +15,7 @@ use crate::Error;
 use crate::backend::{self, Backend, BackendError, SlabPhys};
 use crate::class::{PAGE_SHIFT, PAGE_SIZE, PAGES_PER_SLAB, SLAB_SHIFT, SLAB_SIZE};
 use crate::lock::SpinLock;
-use crate::v2p::{self, PHYS_NOT_PINNED, PageEntry, Phys, V2pError};
+use crate::v2p::{PHYS_NOT_PINNED, PageEntry, Phys, V2pError};
 
 /// Slot holds nothing; reservation only.
 pub const KIND_UNMAPPED: u32 = 0;
@@ -29,6 +29,8 @@ pub const KIND_LARGE: u32 = 3;
 pub const KIND_TAIL: u32 = 4;
 
 mod fork;
+#[cfg(test)]
+mod tests;
 
 const PINNED_BIT: u32 = 1 << 16;
 
@@ -231,11 +233,29 @@ impl Arena {
         unsafe { &*self.pages.add(i) }
     }
 
-    /// O(1) physical translation; see [`mod@crate::v2p`].
+    /// Physical address of `p` and the bytes physically contiguous from it:
+    /// one page-table load, no syscall, no lock; see [`mod@crate::v2p`].
     #[inline(always)]
     pub fn v2p(&self, p: usize) -> Result<Phys, V2pError> {
-        // SAFETY: `pages` has size >> PAGE_SHIFT entries.
-        unsafe { v2p::lookup(self.base, self.size, self.pages, p) }
+        let off = p.wrapping_sub(self.base);
+        if off >= self.size {
+            return Err(V2pError::OutsideArena);
+        }
+        // SAFETY: off < size and `pages` has size >> PAGE_SHIFT entries.
+        let e = unsafe { &*self.pages.add(off >> PAGE_SHIFT) };
+        let contig = e.contig.load(Ordering::Relaxed);
+        let phys = e.phys.load(Ordering::Relaxed);
+        if contig == 0 {
+            return Err(V2pError::NotMapped);
+        }
+        if phys == PHYS_NOT_PINNED {
+            return Err(V2pError::NotPinned);
+        }
+        let in_page = off & (PAGE_SIZE - 1);
+        Ok(Phys {
+            addr: phys + in_page as u64,
+            contig: contig as usize - in_page,
+        })
     }
 
     /// The slab source.

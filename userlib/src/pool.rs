@@ -72,7 +72,7 @@ impl Pool {
     /// O(1) physical translation of any address.
     #[inline(always)]
     pub fn v2p(&self, p: *const u8) -> Result<Phys, V2pError> {
-        self.heap().v2p(p)
+        self.heap().arena().v2p(p as usize)
     }
 
     /// Gives entirely free slabs back to the backend; returns bytes
