@@ -30,28 +30,10 @@ use pktaccel_abi::{IocCompletion, OP_CRC32, STATUS_OK};
 /// few enough pinned slabs (2 MiB each) to stay far below its segment limit.
 pub const CHUNK: usize = 256 * 1024;
 
-/// `struct pktslab_iov` of pktslab.h.
-#[repr(C)]
-struct Iov {
-    base: *const c_void,
-    len: usize,
-}
-
-/// `struct pktslab_op` of pktslab.h.
-#[repr(C)]
-struct COp {
-    op: u16,
-    flags: u16,
-    key_slot: u32,
-    aux: u32,
-    reserved: u32,
-    params: [u8; 40],
-    inputs: *const Iov,
-    n_in: u32,
-    n_out: u32,
-    outputs: *const Iov,
-    cookie: u64,
-}
+/// `struct pktslab_iov` / `struct pktslab_op`: libpktslab's own definition.
+#[path = "../../src/client/c_types.rs"]
+mod c_types;
+use c_types::{CIov as Iov, COp};
 
 type OpenFn = unsafe extern "C" fn() -> *mut c_void;
 type SubmitFn = unsafe extern "C" fn(*mut c_void, *mut COp, u32) -> c_int;
@@ -319,29 +301,6 @@ pub unsafe extern "C" fn crc32_z(crc: u64, buf: *const u8, len: usize) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// `Iov` and `COp` are copies of libpktslab's C structs (pktcrc loads the
-    /// library with dlopen, so it cannot name them): every field must sit
-    /// where libpktslab's `CIov`/`COp` have it.
-    #[test]
-    fn abi_copies_match_libpktslab() {
-        use core::mem::{align_of, offset_of, size_of};
-        use pktslab::client::{CIov, COp as LibOp};
-        assert_eq!(size_of::<Iov>(), size_of::<CIov>());
-        assert_eq!(align_of::<Iov>(), align_of::<CIov>());
-        assert_eq!(offset_of!(Iov, base), offset_of!(CIov, base));
-        assert_eq!(offset_of!(Iov, len), offset_of!(CIov, len));
-        assert_eq!(size_of::<COp>(), size_of::<LibOp>());
-        assert_eq!(align_of::<COp>(), align_of::<LibOp>());
-        macro_rules! same_offsets {
-            ($($f:ident),*) => {$(
-                assert_eq!(offset_of!(COp, $f), offset_of!(LibOp, $f), stringify!($f));
-            )*};
-        }
-        same_offsets!(
-            op, flags, key_slot, aux, reserved, params, inputs, n_in, n_out, outputs, cookie
-        );
-    }
 
     #[test]
     fn falls_back_to_software_without_libpktslab() {
