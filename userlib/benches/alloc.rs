@@ -509,19 +509,16 @@ fn main() {
         println!("{}", fresh_realloc_child(i));
         return;
     }
-    if std::env::args().any(|a| a == "--list") {
+    if args.iter().any(|a| a == "--list") {
         println!("alloc: bench");
         return;
     }
     // `cargo bench` passes --bench; `cargo test --all-targets` does not and
     // must not spend a minute here.
-    if !std::env::args().any(|a| a == "--bench") {
+    if !args.iter().any(|a| a == "--bench") {
         println!("alloc: run with `cargo bench -p pktslab`");
         return;
     }
-    let threads = std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .max(2);
     let pool = pktslab::Pool::global().expect("pktslab heap");
     println!("pktslab benchmark — backend: {}", pool.mode().name());
     println!("ratios are pktslab relative to glibc, jemalloc, mimalloc (>1 = pktslab better)\n");
@@ -529,94 +526,72 @@ fn main() {
         "{:<34} {:>12} {:>12} {:>12} {:>12} {:<6} | {:>7} {:>7} {:>7}",
         "workload", "pktslab", "glibc", "jemalloc", "mimalloc", "unit", "/glibc", "/je", "/mi"
     );
-    // Each timed workload runs REPEAT times per allocator, interleaved
-    // round-robin, and the best rate counts: on a shared machine the best
-    // run is the one least disturbed by other load.
-    let best = |f: &dyn Fn(usize) -> f64| -> [f64; 4] {
-        let mut out = [0f64; 4];
-        for _ in 0..REPEAT {
-            for (i, o) in out.iter_mut().enumerate() {
-                *o = o.max(f(i));
-            }
+    allocator_rows();
+    if wanted("v2p") {
+        v2p_section(&pool);
+    }
+}
+
+/// Each timed workload runs REPEAT times per allocator, interleaved
+/// round-robin, and the best rate counts: on a shared machine the best run
+/// is the one least disturbed by other load.
+fn best(f: &dyn Fn(usize) -> f64) -> [f64; 4] {
+    let mut out = [0f64; 4];
+    for _ in 0..REPEAT {
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = o.max(f(i));
         }
-        out
+    }
+    out
+}
+
+/// `|i| workload(allocator i, args...)`, statically dispatched: pktslab,
+/// glibc, jemalloc, mimalloc.
+macro_rules! each {
+    ($f:ident $(, $arg:expr)*) => {
+        |i: usize| match i {
+            0 => $f(&Pktslab $(, $arg)*),
+            1 => $f(&Glibc $(, $arg)*),
+            2 => $f(&Je $(, $arg)*),
+            _ => $f(&Mi $(, $arg)*),
+        }
     };
-    if wanted("small alloc+free pairs (1 thread)") {
-        let v = best(&|i| match i {
-            0 => small_pairs(&Pktslab),
-            1 => small_pairs(&Glibc),
-            2 => small_pairs(&Je),
-            _ => small_pairs(&Mi),
-        });
-        row("small alloc+free pairs (1 thread)", "ops/s", v, true);
-    }
-    if wanted("small, 1000-object window") {
-        let v = best(&|i| match i {
-            0 => small_window(&Pktslab),
-            1 => small_window(&Glibc),
-            2 => small_window(&Je),
-            _ => small_window(&Mi),
-        });
-        row("small, 1000-object window", "ops/s", v, true);
-    }
-    let name = format!("larson-like, {threads} threads, x-frees");
-    if wanted(&name) {
-        let v = best(&|i| match i {
-            0 => larson(&Pktslab, threads),
-            1 => larson(&Glibc, threads),
-            2 => larson(&Je, threads),
-            _ => larson(&Mi, threads),
-        });
-        row(&name, "ops/s", v, true);
-    }
-    if wanted("producer->consumer, 2 threads") {
-        let v = best(&|i| match i {
-            0 => producer_consumer(&Pktslab),
-            1 => producer_consumer(&Glibc),
-            2 => producer_consumer(&Je),
-            _ => producer_consumer(&Mi),
-        });
-        row("producer->consumer, 2 threads", "ops/s", v, true);
-    }
-    if wanted("first realloc cycle, fresh process") {
-        let v = best(&fresh_realloc);
-        row("first realloc cycle, fresh process", "ops/s", v, true);
-    }
-    if wanted("realloc +64 B to 64 KiB") {
-        let v = best(&|i| match i {
-            0 => realloc_growth(&Pktslab),
-            1 => realloc_growth(&Glibc),
-            2 => realloc_growth(&Je),
-            _ => realloc_growth(&Mi),
-        });
-        row("realloc +64 B to 64 KiB", "ops/s", v, true);
-    }
-    if wanted("realloc doubling 4 KiB..16 MiB") {
-        let v = best(&|i| match i {
-            0 => realloc_doubling(&Pktslab),
-            1 => realloc_doubling(&Glibc),
-            2 => realloc_doubling(&Je),
-            _ => realloc_doubling(&Mi),
-        });
-        row("realloc doubling 4 KiB..16 MiB", "ops/s", v, true);
+}
+
+/// The workload rows, pktslab against the three other allocators.
+fn allocator_rows() {
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .max(2);
+    let larson_name = format!("larson-like, {threads} threads, x-frees");
+    let timed: [(&str, &dyn Fn(usize) -> f64); 7] = [
+        ("small alloc+free pairs (1 thread)", &each!(small_pairs)),
+        ("small, 1000-object window", &each!(small_window)),
+        (&larson_name, &each!(larson, threads)),
+        ("producer->consumer, 2 threads", &each!(producer_consumer)),
+        ("first realloc cycle, fresh process", &fresh_realloc),
+        ("realloc +64 B to 64 KiB", &each!(realloc_growth)),
+        ("realloc doubling 4 KiB..16 MiB", &each!(realloc_doubling)),
+    ];
+    for (name, f) in timed {
+        if wanted(name) {
+            row(name, "ops/s", best(f), true);
+        }
     }
     let sizes = size_mix();
     if wanted("internal waste, realistic mix") {
+        let w = each!(waste, &sizes);
         row(
             "internal waste, realistic mix",
             "%",
-            [
-                waste(&Pktslab, &sizes),
-                waste(&Glibc, &sizes),
-                waste(&Je, &sizes),
-                waste(&Mi, &sizes),
-            ],
+            [w(0), w(1), w(2), w(3)],
             false,
         );
     }
-    if !wanted("v2p") {
-        return;
-    }
+}
+
+/// v2p against /proc/self/pagemap, then the pool's statistics and a trim.
+fn v2p_section(pool: &pktslab::Pool) {
     let (v, open_read, pread_only) = v2p_ns();
     println!();
     println!("v2p: pktslab {v:.2} ns/lookup");

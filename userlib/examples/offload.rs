@@ -7,19 +7,8 @@
 //! 1 = wrong result, 2 = no device here).
 
 use pktaccel_abi::{OP_COPY, OP_CSUM, OP_NOP, STATUS_OK, status_name};
+use pktaccel_testvectors::soft::inet_csum;
 use pktslab::{Client, Pool, Request, global};
-
-/// RFC 1071 checksum, folded from a 32-bit seed.
-fn csum(data: &[u8], seed: u32) -> u16 {
-    let mut sum = u64::from(seed);
-    for c in data.chunks(2) {
-        sum += u64::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
-    }
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
 
 fn main() {
     let pool = match Pool::global() {
@@ -89,11 +78,11 @@ fn main() {
             std::slice::from_raw_parts(dst, len),
         )
     };
-    if comps[1].result != u64::from(csum(s, 0)) {
+    if comps[1].result != u64::from(inet_csum(0, &[s])) {
         eprintln!(
             "offload: csum {:#x}, software {:#x}",
             comps[1].result,
-            csum(s, 0)
+            inet_csum(0, &[s])
         );
         ok = false;
     }

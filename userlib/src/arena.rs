@@ -15,7 +15,7 @@ use crate::Error;
 use crate::backend::{self, Backend, BackendError, SlabPhys};
 use crate::class::{PAGE_SHIFT, PAGE_SIZE, PAGES_PER_SLAB, SLAB_SHIFT, SLAB_SIZE};
 use crate::lock::SpinLock;
-use crate::v2p::{self, PHYS_NOT_PINNED, PageEntry, Phys, V2pError};
+use crate::v2p::{PHYS_NOT_PINNED, PageEntry, Phys, V2pError};
 
 /// Slot holds nothing; reservation only.
 pub const KIND_UNMAPPED: u32 = 0;
@@ -29,6 +29,9 @@ pub const KIND_LARGE: u32 = 3;
 pub const KIND_TAIL: u32 = 4;
 
 mod fork;
+mod resize;
+#[cfg(test)]
+mod tests;
 
 const PINNED_BIT: u32 = 1 << 16;
 
@@ -231,11 +234,29 @@ impl Arena {
         unsafe { &*self.pages.add(i) }
     }
 
-    /// O(1) physical translation; see [`mod@crate::v2p`].
+    /// Physical address of `p` and the bytes physically contiguous from it:
+    /// one page-table load, no syscall, no lock; see [`mod@crate::v2p`].
     #[inline(always)]
     pub fn v2p(&self, p: usize) -> Result<Phys, V2pError> {
-        // SAFETY: `pages` has size >> PAGE_SHIFT entries.
-        unsafe { v2p::lookup(self.base, self.size, self.pages, p) }
+        let off = p.wrapping_sub(self.base);
+        if off >= self.size {
+            return Err(V2pError::OutsideArena);
+        }
+        // SAFETY: off < size and `pages` has size >> PAGE_SHIFT entries.
+        let e = unsafe { &*self.pages.add(off >> PAGE_SHIFT) };
+        let contig = e.contig.load(Ordering::Relaxed);
+        let phys = e.phys.load(Ordering::Relaxed);
+        if contig == 0 {
+            return Err(V2pError::NotMapped);
+        }
+        if phys == PHYS_NOT_PINNED {
+            return Err(V2pError::NotPinned);
+        }
+        let in_page = off & (PAGE_SIZE - 1);
+        Ok(Phys {
+            addr: phys + in_page as u64,
+            contig: contig as usize - in_page,
+        })
     }
 
     /// The slab source.
@@ -480,94 +501,6 @@ impl Arena {
     pub fn slots_in_use(&self) -> usize {
         let _g = self.lock.lock();
         self.state().high_water
-    }
-
-    /// Re-backs the in-use slot `i` with `len` bytes, keeping its contents
-    /// (device slabs cannot grow, so the bytes move through a copy; the
-    /// address stays). False, with nothing changed, when memory is short.
-    fn regrow_slot(&self, i: usize, len: usize) -> bool {
-        let m = self.meta(i);
-        let (old, kind_class, addr) = (m.mapped(), m.kind_class(), self.slot_addr(i));
-        if old >= len {
-            return true;
-        }
-        // SAFETY: a fresh private mapping for the copy.
-        let tmp = unsafe {
-            libc::mmap(
-                core::ptr::null_mut(),
-                old,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if tmp == libc::MAP_FAILED {
-            return false;
-        }
-        // SAFETY: the slot has `old` mapped bytes; tmp has `old` bytes.
-        unsafe { core::ptr::copy_nonoverlapping(addr as *const u8, tmp.cast::<u8>(), old) };
-        self.unmap_slot(i);
-        let ok = self.back_slot(i, len).is_ok() || self.back_slot(i, old).is_ok();
-        if ok {
-            // SAFETY: the slot has at least `old` bytes mapped again.
-            unsafe { core::ptr::copy_nonoverlapping(tmp.cast::<u8>(), addr as *mut u8, old) };
-            let pinned = m.pinned();
-            m.set(kind_class.0, kind_class.1, pinned);
-        }
-        // SAFETY: our own temporary mapping.
-        unsafe { libc::munmap(tmp, old) };
-        ok && m.mapped() >= len
-    }
-
-    /// Extends a large run in place to `new_n` slots, the last holding
-    /// `tail` bytes, if the slots after it are free. Returns false (the
-    /// run as it was) otherwise.
-    pub fn grow_run(&self, first: usize, new_n: usize, tail: usize) -> bool {
-        let _g = self.lock.lock();
-        let head = self.meta(first);
-        let old_n = head.run.load(Ordering::Relaxed) as usize;
-        if new_n < old_n
-            || first + new_n > self.nslots
-            || !(first + old_n..first + new_n).all(|j| self.is_free(j))
-        {
-            return false;
-        }
-        let last = first + new_n - 1;
-        for j in first + old_n..first + new_n {
-            if self.back_slot(j, self.slot_len(j, last, tail)).is_err() {
-                for k in first + old_n..j {
-                    self.release_slot(k, true);
-                }
-                return false;
-            }
-            let m = self.meta(j);
-            m.set(KIND_TAIL, 0, m.pinned());
-        }
-        let old_last = first + old_n - 1;
-        if !self.regrow_slot(old_last, self.slot_len(old_last, last, tail)) {
-            for k in first + old_n..first + new_n {
-                self.release_slot(k, true);
-            }
-            return false;
-        }
-        let st = self.state();
-        st.high_water = st.high_water.max(first + new_n);
-        head.run.store(new_n as u32, Ordering::Relaxed);
-        self.fill_contig(first, new_n);
-        true
-    }
-
-    /// Shrinks a large run in place to `new_n >= 1` slabs.
-    pub fn shrink_run(&self, first: usize, new_n: usize) {
-        let _g = self.lock.lock();
-        let head = self.meta(first);
-        let old_n = head.run.load(Ordering::Relaxed) as usize;
-        for j in first + new_n..first + old_n {
-            self.release_slot(j, true);
-        }
-        head.run.store(new_n as u32, Ordering::Relaxed);
-        self.fill_contig(first, new_n);
     }
 
     /// Takes the arena lock (fork preparation).

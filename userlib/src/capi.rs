@@ -72,7 +72,7 @@ pub unsafe extern "C" fn pktslab_realloc(p: *mut c_void, size: usize) -> *mut c_
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn pktslab_v2p(p: *const c_void, contig: *mut usize) -> u64 {
     let r = match global::heap_if_ready() {
-        Some(h) => h.v2p(p.cast()),
+        Some(h) => h.arena().v2p(p as usize),
         None => Err(V2pError::OutsideArena),
     };
     let (addr, len) = match r {

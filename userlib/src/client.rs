@@ -14,6 +14,9 @@ use pktaccel_abi::{
     PKTACCEL_IOC_SUBMIT, RequestHeader, SEG_IN, SEG_OUT, SUBMIT_COPY,
 };
 
+mod c_types;
+pub use c_types::{CIov, COp};
+
 use crate::backend::errno;
 use crate::pool::{PhysSegments, Pool};
 use crate::v2p::V2pError;
@@ -449,44 +452,6 @@ impl<'p, T: Transport> Client<'p, T> {
 // ---------------------------------------------------------------------------
 // C API
 // ---------------------------------------------------------------------------
-
-/// C: one buffer.
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-pub struct CIov {
-    /// First byte.
-    pub base: *const c_void,
-    /// Length.
-    pub len: usize,
-}
-
-/// C: one request of a batch.
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-pub struct COp {
-    /// `PKTACCEL_OP_*`.
-    pub op: u16,
-    /// Zero.
-    pub flags: u16,
-    /// AES key slot.
-    pub key_slot: u32,
-    /// Op argument.
-    pub aux: u32,
-    /// Zero.
-    pub reserved: u32,
-    /// Op parameters.
-    pub params: [u8; 40],
-    /// Inputs.
-    pub inputs: *const CIov,
-    /// Number of inputs.
-    pub n_in: u32,
-    /// Number of outputs.
-    pub n_out: u32,
-    /// Outputs.
-    pub outputs: *const CIov,
-    /// Out: the cookie the completion will carry.
-    pub cookie: u64,
-}
 
 /// The C client handle.
 pub struct CClient {

@@ -11,7 +11,6 @@
 //!   (`dlsym(RTLD_NEXT, ...)`), never touched.
 
 use core::cell::{Cell, UnsafeCell};
-use core::ffi::c_void;
 use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
@@ -20,12 +19,15 @@ use crate::class::MIN_ALIGN;
 use crate::config::Config;
 use crate::fault::{FixedBuf, notice};
 use crate::heap::Heap;
-use crate::lock::SpinLock;
 use crate::stats::Stats;
-use crate::tcache::{TC_ACTIVE, TC_DEAD, TC_SETUP, TC_UNINIT, ThreadCache};
+use crate::tcache::TC_ACTIVE;
 
 mod explicit;
 mod next;
+mod thread_caches;
+
+pub use thread_caches::with_cache;
+use thread_caches::{REGISTRY, cache_ptr, tc_here, thread_exit};
 
 pub use explicit::{arena_alloc, arena_free, arena_realloc, cache_active_here, cached_here, trim};
 
@@ -58,54 +60,6 @@ thread_local! {
     /// This thread is inside our initialisation or a dlsym call: serve
     /// nested requests from the bootstrap buffer.
     static BUSY: Cell<bool> = const { Cell::new(false) };
-}
-
-// The thread cache lives in ELF TLS. On x86_64 Linux it is a `.tbss`
-// symbol reached with the initial-exec model (`%fs:0` plus a GOT-held
-// offset): inside the preloaded shared library, Rust's `thread_local!`
-// would use the general-dynamic model, a `__tls_get_addr` call on every
-// malloc and free. An all-zero ThreadCache is exactly `ThreadCache::new()`.
-#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-core::arch::global_asm!(
-    ".pushsection .tbss,\"awT\",@nobits",
-    ".p2align 6",
-    ".globl pktslab_tls_cache",
-    ".hidden pktslab_tls_cache",
-    "pktslab_tls_cache:",
-    ".zero {size}",
-    ".popsection",
-    size = const core::mem::size_of::<ThreadCache>(),
-);
-
-/// This thread's cache.
-#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-#[inline(always)]
-fn tc_here() -> *mut ThreadCache {
-    let p: usize;
-    // SAFETY: reads the thread pointer (%fs:0 holds its own address on
-    // x86_64 Linux) and adds the TLS offset of our .tbss symbol; no memory
-    // is written.
-    unsafe {
-        core::arch::asm!(
-            "mov {p}, qword ptr fs:0",
-            "add {p}, qword ptr [rip + pktslab_tls_cache@GOTTPOFF]",
-            p = out(reg) p,
-            options(nostack, readonly, pure),
-        );
-    }
-    p as *mut ThreadCache
-}
-
-#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
-thread_local! {
-    static TC: UnsafeCell<ThreadCache> = const { UnsafeCell::new(ThreadCache::new()) };
-}
-
-/// This thread's cache.
-#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
-#[inline(always)]
-fn tc_here() -> *mut ThreadCache {
-    TC.with(UnsafeCell::get)
 }
 
 // ---------------------------------------------------------------------------
@@ -161,7 +115,7 @@ fn boot_size(p: *const u8) -> usize {
 }
 
 // ---------------------------------------------------------------------------
-// Initialisation, thread caches, fork
+// Initialisation, fork, statistics (the thread caches: thread_caches.rs)
 // ---------------------------------------------------------------------------
 
 /// The process heap, initialising it on first use. `None` while this very
@@ -243,97 +197,6 @@ fn init() {
                 "cannot set up the arena ({e}); passing allocations to the system allocator"
             ));
             STATE.store(FAILED, Ordering::Release);
-        }
-    }
-}
-
-struct Registry {
-    lock: SpinLock,
-    head: UnsafeCell<*mut ThreadCache>,
-}
-// SAFETY: `head` and the links of listed caches are only used under `lock`.
-unsafe impl Sync for Registry {}
-static REGISTRY: Registry = Registry {
-    lock: SpinLock::new(),
-    head: UnsafeCell::new(core::ptr::null_mut()),
-};
-
-/// The calling thread's cache, or null when it cannot be used (being set
-/// up, or the thread is exiting).
-#[inline(always)]
-fn cache_ptr(heap: &'static Heap) -> *mut ThreadCache {
-    let tc = tc_here();
-    // SAFETY: tc is this thread's cache; only this thread touches its state.
-    let state = unsafe { (*tc).state };
-    if state == TC_ACTIVE {
-        return tc;
-    }
-    if state == TC_UNINIT {
-        activate(heap, tc);
-        // SAFETY: as above.
-        if unsafe { (*tc).state } == TC_ACTIVE {
-            return tc;
-        }
-    }
-    core::ptr::null_mut()
-}
-
-/// Runs `f` with the calling thread's cache when it can be used.
-#[inline(always)]
-pub fn with_cache<R>(heap: &'static Heap, f: impl FnOnce(Option<&mut ThreadCache>) -> R) -> R {
-    let tc = cache_ptr(heap);
-    // SAFETY: a non-null tc is this thread's live cache; the &mut lives only
-    // for f, which never re-enters malloc on this thread while holding it.
-    f(unsafe { tc.as_mut() })
-}
-
-#[cold]
-fn activate(_heap: &'static Heap, tc: *mut ThreadCache) {
-    // SAFETY: tc is this thread's cache; raw writes, no reference is held
-    // across pthread_setspecific (which may call calloc and re-enter).
-    unsafe { (*tc).state = TC_SETUP };
-    // SAFETY: the key was created in init(); the value is this thread's cache.
-    let r = unsafe { libc::pthread_setspecific(*TC_KEY.0.get(), tc.cast()) };
-    if r != 0 {
-        // SAFETY: as above.
-        unsafe { (*tc).state = TC_DEAD };
-        return;
-    }
-    let _g = REGISTRY.lock.lock();
-    // SAFETY: registry lock held; tc is live until its thread exits, when
-    // thread_exit unlinks it under the same lock.
-    unsafe {
-        let head = *REGISTRY.head.get();
-        (*tc).next = head;
-        (*tc).prev = core::ptr::null_mut();
-        if !head.is_null() {
-            (*head).prev = tc;
-        }
-        *REGISTRY.head.get() = tc;
-        (*tc).state = TC_ACTIVE;
-    }
-}
-
-extern "C" fn thread_exit(v: *mut c_void) {
-    let tc = v.cast::<ThreadCache>();
-    let Some(heap) = heap_if_ready() else { return };
-    // SAFETY: v is the exiting thread's own cache (set in activate); its TLS
-    // block is still alive while key destructors run.
-    unsafe {
-        (*tc).state = TC_DEAD;
-        (*tc).flush(heap);
-    }
-    let _g = REGISTRY.lock.lock();
-    // SAFETY: registry lock held; unlinks tc from the list.
-    unsafe {
-        let (n, p) = ((*tc).next, (*tc).prev);
-        if !n.is_null() {
-            (*n).prev = p;
-        }
-        if p.is_null() {
-            *REGISTRY.head.get() = n;
-        } else {
-            (*p).next = n;
         }
     }
 }
@@ -447,7 +310,7 @@ fn malloc_in(size: usize, all: bool) -> *mut u8 {
             if size > pin_max(h, all) {
                 return ordinary_malloc(size);
             }
-            let tc = cache_ptr(h);
+            let tc = cache_ptr();
             // SAFETY: as in with_cache.
             h.malloc(size, unsafe { tc.as_mut() })
         }
@@ -477,7 +340,7 @@ pub unsafe fn free(p: *mut u8, call: &str) {
     if let Some(h) = heap_if_ready()
         && h.contains(p)
     {
-        let tc = cache_ptr(h);
+        let tc = cache_ptr();
         // SAFETY: p is inside the arena and free validates it; tc as in with_cache.
         return unsafe { h.free(p, call, tc.as_mut()) };
     }
@@ -511,7 +374,7 @@ fn calloc_in(n: usize, size: usize, all: bool) -> *mut u8 {
                 // The next allocator knows when fresh memory is already zero.
                 return note_ordinary(next_calloc(n, size));
             }
-            with_cache(h, |tc| h.calloc(n, size, tc))
+            with_cache(|tc| h.calloc(n, size, tc))
         }
         None => match n.checked_mul(size) {
             // The bootstrap buffer starts zeroed and is never reused.
@@ -568,7 +431,7 @@ unsafe fn realloc_in(p: *mut u8, size: usize, all: bool) -> *mut u8 {
             return unsafe { realloc_to_ordinary(h, p, size) };
         }
         // SAFETY: arena pointer, validated inside.
-        return with_cache(h, |tc| unsafe { h.realloc(p, size, "realloc", tc) });
+        return with_cache(|tc| unsafe { h.realloc(p, size, "realloc", tc) });
     }
     if is_boot(p) {
         let q = malloc_in(size, all);
@@ -640,7 +503,7 @@ pub fn memalign_pinned(align: usize, size: usize) -> *mut u8 {
 fn memalign_in(align: usize, size: usize, all: bool) -> *mut u8 {
     match heap() {
         Some(h) if size.max(align) > pin_max(h, all) => note_ordinary(next_memalign(align, size)),
-        Some(h) => with_cache(h, |tc| h.memalign(align, size, tc)),
+        Some(h) => with_cache(|tc| h.memalign(align, size, tc)),
         None => {
             // Bootstrap pieces are 16-aligned; more is not needed this early.
             if align <= MIN_ALIGN {

@@ -16,7 +16,6 @@ use crate::fault::{abort_ptr, notice};
 use crate::slab::{Chain, ClassPool, has_free_key, mark_free, mark_used};
 use crate::stats::{Counters, LARGE, Stats};
 use crate::tcache::ThreadCache;
-use crate::v2p::{Phys, V2pError};
 
 /// What an arena pointer is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,12 +129,6 @@ impl Heap {
     #[inline(always)]
     pub fn contains(&self, p: *const u8) -> bool {
         self.arena.contains(p as usize)
-    }
-
-    /// O(1) translation.
-    #[inline(always)]
-    pub fn v2p(&self, p: *const u8) -> Result<Phys, V2pError> {
-        self.arena.v2p(p as usize)
     }
 
     /// Shared-list refill for class `c`.

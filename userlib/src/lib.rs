@@ -59,7 +59,7 @@ pub enum Error {
 #[inline(always)]
 pub fn v2p(p: *const u8) -> Result<Phys, V2pError> {
     match global::heap_if_ready() {
-        Some(h) => h.v2p(p),
+        Some(h) => h.arena().v2p(p as usize),
         None => Err(V2pError::OutsideArena),
     }
 }

@@ -72,7 +72,7 @@ impl Pool {
     /// O(1) physical translation of any address.
     #[inline(always)]
     pub fn v2p(&self, p: *const u8) -> Result<Phys, V2pError> {
-        self.heap().v2p(p)
+        self.heap().arena().v2p(p as usize)
     }
 
     /// Gives entirely free slabs back to the backend; returns bytes
@@ -88,7 +88,7 @@ impl Pool {
     /// Raw allocation (16-aligned, NULL when out of memory).
     pub fn alloc_raw(&self, size: usize) -> *mut u8 {
         match &self.src {
-            Source::Global(h) => global::with_cache(h, |tc| h.malloc(size, tc)),
+            Source::Global(h) => global::with_cache(|tc| h.malloc(size, tc)),
             Source::Own(h) => h.malloc(size, None),
         }
     }
@@ -96,7 +96,7 @@ impl Pool {
     /// Raw aligned allocation; `align` must be a power of two.
     pub fn alloc_aligned_raw(&self, align: usize, size: usize) -> *mut u8 {
         match &self.src {
-            Source::Global(h) => global::with_cache(h, |tc| h.memalign(align, size, tc)),
+            Source::Global(h) => global::with_cache(|tc| h.memalign(align, size, tc)),
             Source::Own(h) => h.memalign(align, size, None),
         }
     }
@@ -115,7 +115,7 @@ impl Pool {
         }
         match &self.src {
             // SAFETY: forwarded contract; p is in the arena.
-            Source::Global(h) => global::with_cache(h, |tc| unsafe { h.free(p, "Pool::free", tc) }),
+            Source::Global(h) => global::with_cache(|tc| unsafe { h.free(p, "Pool::free", tc) }),
             // SAFETY: as above.
             Source::Own(h) => unsafe { h.free(p, "Pool::free", None) },
         }
@@ -134,9 +134,9 @@ impl Pool {
             crate::fault::abort_ptr("Pool::realloc", "pointer not from this pool", p as usize);
         }
         match &self.src {
-            // SAFETY: forwarded contract.
-            Source::Global(h) => global::with_cache(h, |tc| unsafe {
-                h.realloc(p, size.max(1), "Pool::realloc", tc)
+            Source::Global(h) => global::with_cache(|tc| {
+                // SAFETY: forwarded contract.
+                unsafe { h.realloc(p, size.max(1), "Pool::realloc", tc) }
             }),
             // SAFETY: forwarded contract.
             Source::Own(h) => unsafe { h.realloc(p, size.max(1), "Pool::realloc", None) },

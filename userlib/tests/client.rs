@@ -9,6 +9,7 @@ use pktaccel_abi::{
     IocCompletion, IocRequest, IocSegment, OP_COPY, OP_CSUM, OP_NOP, SEG_IN, SEG_OUT,
     STATUS_BAD_ADDRESS, STATUS_BAD_REQUEST, STATUS_OK, STATUS_UNSUPPORTED, SUBMIT_COPY,
 };
+use pktaccel_testvectors::soft::inet_csum;
 use pktslab::class::PAGE_SIZE;
 use pktslab::client::{Built, split_segments};
 use pktslab::{
@@ -84,7 +85,7 @@ impl SoftDevice {
         }
         match r.header.op {
             OP_NOP => {}
-            OP_CSUM => comp.result = u64::from(csum(&input, r.header.aux)),
+            OP_CSUM => comp.result = u64::from(inet_csum(r.header.aux, &[&input])),
             OP_COPY => {
                 let mut off = 0;
                 for (p, n) in outs {
@@ -99,18 +100,6 @@ impl SoftDevice {
         }
         comp
     }
-}
-
-/// RFC 1071 checksum, folded from a 32-bit seed.
-fn csum(data: &[u8], seed: u32) -> u16 {
-    let mut sum = u64::from(seed);
-    for c in data.chunks(2) {
-        sum += u64::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
-    }
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
 }
 
 impl Transport for &mut SoftDevice {
@@ -199,7 +188,7 @@ fn checksum_batch_completes_in_order_with_cookies() {
     let mut cookies = std::collections::HashSet::new();
     for (b, c) in bufs.iter().zip(&comps) {
         assert_eq!(c.status, STATUS_OK);
-        assert_eq!(c.result, u64::from(csum(b, 0)));
+        assert_eq!(c.result, u64::from(inet_csum(0, &[b])));
         assert!(cookies.insert(c.cookie));
     }
     assert_eq!(dev.batches, vec![(8, 0)], "one submit for the whole batch");

@@ -251,9 +251,9 @@ fn c_test_program() -> &'static Path {
         let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
         let st = Command::new(cc)
             .args(["-Wall", "-O1"])
-            // The header the build installed next to the library.
+            // The header C users take: userlib/include.
             .arg("-I")
-            .arg(dir.join("include"))
+            .arg(manifest.join("include"))
             .arg(manifest.join("tests/c/pktslab_test.c"))
             .arg("-o")
             .arg(&out)

@@ -18,31 +18,11 @@ use pktaccel_abi::{
 
 use crate::stats;
 
-/// `struct pktslab_iov` of pktslab.h.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct Iov {
-    /// First byte.
-    pub base: *const c_void,
-    /// Length in bytes.
-    pub len: usize,
-}
-
-/// `struct pktslab_op` of pktslab.h.
-#[repr(C)]
-struct COp {
-    op: u16,
-    flags: u16,
-    key_slot: u32,
-    aux: u32,
-    reserved: u32,
-    params: [u8; 40],
-    inputs: *const Iov,
-    n_in: u32,
-    n_out: u32,
-    outputs: *const Iov,
-    cookie: u64,
-}
+/// `struct pktslab_iov` / `struct pktslab_op`: libpktslab's own definition.
+#[path = "../../src/client/c_types.rs"]
+mod c_types;
+pub use c_types::CIov as Iov;
+use c_types::COp;
 
 type OpenFn = unsafe extern "C" fn() -> *mut c_void;
 type SubmitFn = unsafe extern "C" fn(*mut c_void, *mut COp, u32) -> c_int;

@@ -10,7 +10,7 @@ use crate::tcache::TC_ACTIVE;
 /// Explicit API: allocation that must come from the arena.
 pub fn arena_alloc(size: usize) -> *mut u8 {
     match heap() {
-        Some(h) => with_cache(h, |tc| h.malloc(size, tc)),
+        Some(h) => with_cache(|tc| h.malloc(size, tc)),
         None => {
             set_errno(libc::ENOMEM);
             core::ptr::null_mut()
@@ -28,7 +28,7 @@ pub unsafe fn arena_free(p: *mut u8, call: &str) {
     }
     match heap_if_ready() {
         // SAFETY: in the arena; validated inside.
-        Some(h) if h.contains(p) => with_cache(h, |tc| unsafe { h.free(p, call, tc) }),
+        Some(h) if h.contains(p) => with_cache(|tc| unsafe { h.free(p, call, tc) }),
         _ => abort_ptr(call, "pointer not from the pktslab arena", p as usize),
     }
 }
@@ -45,11 +45,11 @@ pub unsafe fn arena_realloc(p: *mut u8, size: usize, call: &str) -> *mut u8 {
         Some(h) if h.contains(p) => {
             if size == 0 {
                 // SAFETY: in the arena; validated inside.
-                with_cache(h, |tc| unsafe { h.free(p, call, tc) });
+                with_cache(|tc| unsafe { h.free(p, call, tc) });
                 return core::ptr::null_mut();
             }
             // SAFETY: in the arena; validated inside.
-            with_cache(h, |tc| unsafe { h.realloc(p, size, call, tc) })
+            with_cache(|tc| unsafe { h.realloc(p, size, call, tc) })
         }
         _ => abort_ptr(call, "pointer not from the pktslab arena", p as usize),
     }
@@ -59,7 +59,7 @@ pub unsafe fn arena_realloc(p: *mut u8, size: usize, call: &str) -> *mut u8 {
 /// entirely free small slabs back to the backend. Returns bytes released.
 pub fn trim() -> usize {
     let Some(h) = heap_if_ready() else { return 0 };
-    let tc = cache_ptr(h);
+    let tc = cache_ptr();
     if !tc.is_null() {
         // SAFETY: this thread's own live cache, not otherwise borrowed here.
         unsafe { (*tc).flush(h) };

@@ -16,12 +16,10 @@
 
 #[path = "kat/evp.rs"]
 mod evp;
-#[path = "kat/vectors.rs"]
-mod vectors;
 
 use anyhow::{Result, bail};
 use evp::{Cipher, open, seal};
-use vectors::{SPEC, unhex};
+use pktaccel_testvectors::vectors::{GCM, GCM_EMPTY, GCM_ODD_IV, GcmVector, unhex};
 
 const USAGE: &str = "usage: pktaccel-ossl-kat [--provider PATH] [--libcrypto NAME]\n\
   Checks libpktaccel-provider against the GCM spec and OpenSSL's default provider.\n\
@@ -66,9 +64,14 @@ fn run(provider: &str, lib: &str) -> Result<usize> {
     Ok(n)
 }
 
+/// The AES-256 cases of the GCM specification, 13 to 18.
+fn spec_cases() -> impl Iterator<Item = &'static GcmVector> {
+    std::iter::once(&GCM_EMPTY).chain(&GCM).chain(&GCM_ODD_IV)
+}
+
 fn known_answers(c: &Cipher<'_>) -> Result<usize> {
     let mut n = 0;
-    for v in &SPEC {
+    for v in spec_cases() {
         let (key, iv, aad, pt) = (unhex(v.key), unhex(v.iv), unhex(v.aad), unhex(v.pt));
         let (ct, tag) = (unhex(v.ct), unhex(v.tag));
         let s = seal(c, &key, &iv, &aad, &pt, 1)?;
@@ -106,7 +109,7 @@ fn known_answers(c: &Cipher<'_>) -> Result<usize> {
     }
     println!(
         "known answers: {} GCM spec cases, tampered tags rejected, {n} checks",
-        SPEC.len()
+        spec_cases().count()
     );
     Ok(n)
 }
