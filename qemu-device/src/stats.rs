@@ -196,11 +196,11 @@ impl fmt::Display for Snapshot {
             "  spins (hits)        {:>12} {}",
             self.spins, self.spin_hits
         )?;
-        write!(f, "  bad ring heads      {:>12}", self.bad_head)?;
         for (spec, fired) in &self.faults {
-            write!(f, "\n  fault {spec:<30} fired {fired:>12}")?;
+            writeln!(f, "  fault {spec:<30} fired {fired:>12}")?;
         }
-        Ok(())
+        // Last, so a reader of the log knows the dump is complete.
+        write!(f, "  bad ring heads      {:>12}", self.bad_head)
     }
 }
 

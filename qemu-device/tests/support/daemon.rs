@@ -175,6 +175,7 @@ pub fn parse_stats(log: &str) -> HashMap<String, u64> {
                 m.insert("bad_head".into(), n.parse().unwrap());
                 break;
             }
+            ["fault", ..] => {}
             _ => break,
         }
     }

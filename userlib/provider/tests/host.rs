@@ -9,9 +9,17 @@ fn kat_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_pktaccel-ossl-kat"))
 }
 
-/// The cdylib cargo built next to the KAT binary.
+/// The cdylib of this build. `cargo test` leaves it in `deps/` (only
+/// `cargo build` copies it next to the binaries), so look there first: a
+/// copy next to the KAT binary may be from an older `cargo build`.
 fn provider_so() -> PathBuf {
-    kat_bin().with_file_name("libpktaccel_provider.so")
+    let name = "libpktaccel_provider.so";
+    let deps = kat_bin().with_file_name("deps").join(name);
+    if deps.is_file() {
+        deps
+    } else {
+        kat_bin().with_file_name(name)
+    }
 }
 
 fn have_openssl3() -> bool {
