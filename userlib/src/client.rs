@@ -343,20 +343,25 @@ impl<'p, T: Transport> Client<'p, T> {
         }
     }
 
+    /// Builds zero-copy requests, or copy-mode ones (counted) when a buffer
+    /// is not pinned and copying is allowed.
+    fn build_or_copy(&mut self, reqs: &[Request<'_>]) -> Result<Built, ClientError> {
+        match self.build(reqs) {
+            Err(ClientError::NotPinned { .. }) if self.allow_copy => {
+                self.copy_fallbacks += 1;
+                Ok(self.build_copy(reqs))
+            }
+            r => r,
+        }
+    }
+
     /// Builds and submits a batch; returns the cookies in order.
     ///
     /// # Safety
     /// The device reads and writes the requests' buffers until their
     /// completions are reaped: they must stay alive and unaliased until then.
     pub unsafe fn submit(&mut self, reqs: &[Request<'_>]) -> Result<Vec<u64>, ClientError> {
-        let built = match self.build(reqs) {
-            Ok(b) => b,
-            Err(ClientError::NotPinned { .. }) if self.allow_copy => {
-                self.copy_fallbacks += 1;
-                self.build_copy(reqs)
-            }
-            Err(e) => return Err(e),
-        };
+        let built = self.build_or_copy(reqs)?;
         let mut done = 0usize;
         while done < built.reqs.len() {
             let n = self.transport.submit(&built.reqs[done..], built.flags)? as usize;
@@ -382,11 +387,7 @@ impl<'p, T: Transport> Client<'p, T> {
     /// fails, the part it took is still reaped before the error returns:
     /// the device may write into those buffers until it completes them.
     pub fn run(&mut self, reqs: &mut [Request<'_>]) -> Result<Vec<IocCompletion>, ClientError> {
-        let built = match self.build(reqs) {
-            Ok(b) => b,
-            Err(ClientError::NotPinned { .. }) if self.allow_copy => self.build_copy(reqs),
-            Err(e) => return Err(e),
-        };
+        let built = self.build_or_copy(reqs)?;
         let first = built.reqs[0].header.cookie;
         let mut accepted = 0usize;
         let mut failed = None;
