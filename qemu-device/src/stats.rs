@@ -229,8 +229,14 @@ mod tests {
         assert!(f.on_request(0, None).drop);
         let text = s.snapshot().to_string();
         assert!(
-            text.contains("fault drop,count=1") && text.ends_with(" 1"),
+            text.lines()
+                .any(|l| l.trim_start().starts_with("fault drop,count=1") && l.ends_with(" 1")),
             "{text}"
+        );
+        let last = text.lines().last().unwrap_or_default();
+        assert!(
+            last.contains("bad ring heads"),
+            "the dump must end with it: {text}"
         );
     }
 }
