@@ -9,7 +9,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -44,7 +44,6 @@ struct Inner {
     processor: Processor,
     mem: GuestMem,
     event_idx: AtomicBool,
-    acked: AtomicU64,
     negotiated: AtomicBool,
     lanes: Vec<Mutex<Lane>>,
     spinners: Vec<Mutex<Spinner>>,
@@ -139,7 +138,6 @@ impl PktAccelBackend {
                 processor,
                 mem,
                 event_idx: AtomicBool::new(false),
-                acked: AtomicU64::new(0),
                 negotiated: AtomicBool::new(false),
                 lanes,
                 spinners,
@@ -318,7 +316,6 @@ impl VhostUserBackend for PktAccelBackend {
                 "driver did not accept VIRTIO_F_VERSION_1; legacy is unsupported"
             );
         }
-        self.inner.acked.store(features, Ordering::Relaxed);
         self.inner.negotiated.store(true, Ordering::Relaxed);
     }
 
