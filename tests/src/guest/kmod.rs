@@ -13,6 +13,7 @@ use pktaccel_abi::*;
 use super::kmod_helpers::*;
 use crate::ensure;
 use crate::harness::{Test, TestResult};
+use crate::workload::{soft, vectors};
 
 pub(super) fn tests() -> Vec<Test> {
     macro_rules! t {
@@ -172,7 +173,7 @@ fn phys_address_is_right_crc32c() -> TestResult {
             .collect();
         let c = sc.dev.run(&req(OP_CRC32C, 0, &segs, 0xc0de), 0)?;
         expect_ok(&c, "crc32c")?;
-        let want = crc32c(&data);
+        let want = soft::crc32c(0, &data);
         ensure!(
             c.result == u64::from(want),
             "mode {caching}: device CRC32C {:#x}, software {want:#x}",
@@ -194,47 +195,52 @@ fn every_op_through_the_device() -> TestResult {
     let c = d.run(&req(OP_CSUM, 0, &segs, 2), 0)?;
     expect_ok(&c, "csum")?;
     ensure!(
-        c.result == u64::from(inet_csum(&data)),
+        c.result == u64::from(soft::inet_csum(0, &[&data])),
         "csum {:#x}, software {:#x}",
         c.result,
-        inet_csum(&data)
+        soft::inet_csum(0, &[&data])
     );
     // CRC32C and CRC32 check values.
-    sc.map.write(4096, b"123456789");
-    let s9 = [seg_in(sc.phys(4096), 9)];
+    sc.map.write(4096, vectors::CHECK_INPUT);
+    let s9 = [seg_in(sc.phys(4096), vectors::CHECK_INPUT.len())];
     let c = d.run(&req(OP_CRC32C, 0, &s9, 3), 0)?;
     expect_ok(&c, "crc32c")?;
     ensure!(
-        c.result == 0xe306_9283,
+        c.result == u64::from(vectors::CRC32C_CHECK),
         "crc32c(123456789) = {:#x}",
         c.result
     );
     ensure!(
-        crc32c(b"123456789") == 0xe306_9283,
+        soft::crc32c(0, vectors::CHECK_INPUT) == vectors::CRC32C_CHECK,
         "software crc32c broken"
     );
     let c = d.run(&req(OP_CRC32, 0, &s9, 4), 0)?;
     expect_ok(&c, "crc32")?;
     ensure!(
-        c.result == 0xcbf4_3926,
+        c.result == u64::from(vectors::CRC32_CHECK),
         "crc32(123456789) = {:#x}",
         c.result
     );
     ensure!(
-        crc32_ieee(b"123456789") == 0xcbf4_3926,
+        soft::crc32(0, vectors::CHECK_INPUT) == vectors::CRC32_CHECK,
         "software crc32 broken"
     );
     // RSS: Microsoft's IPv4/TCP vector 66.9.149.187:2794 -> 161.142.100.80:1766.
-    let tuple = [66, 9, 149, 187, 161, 142, 100, 80, 0x0a, 0xea, 0x06, 0xe6];
+    let (src, dst, sport, dport, _, want) = vectors::RSS_V4[0];
+    let mut tuple = [0u8; 12];
+    tuple[..4].copy_from_slice(&src);
+    tuple[4..8].copy_from_slice(&dst);
+    tuple[8..10].copy_from_slice(&sport.to_be_bytes());
+    tuple[10..].copy_from_slice(&dport.to_be_bytes());
     sc.map.write(8192, &tuple);
     let st = [seg_in(sc.phys(8192), tuple.len())];
     let mut r = req(OP_RSS, 0, &st, 5);
-    r.header.params = MS_RSS_KEY;
+    r.header.params = soft::MS_RSS_KEY;
     let c = d.run(&r, 0)?;
     expect_ok(&c, "rss")?;
     ensure!(
-        c.result == 0x51cc_c178,
-        "toeplitz {:#x}, expected 0x51ccc178",
+        c.result == u64::from(want),
+        "toeplitz {:#x}, expected {want:#x}",
         c.result
     );
     // COPY
@@ -354,7 +360,7 @@ fn copy_mode_counts_bytes_zero_copy_none() -> TestResult {
     let c = d.run(&req(OP_CRC32C, 0, &crc_segs, 2), SUBMIT_COPY)?;
     expect_ok(&c, "copy-mode crc32c")?;
     ensure!(
-        c.result == u64::from(crc32c(&src)),
+        c.result == u64::from(soft::crc32c(0, &src)),
         "copy-mode crc32c wrong"
     );
     let st = d.stats()?;
@@ -402,7 +408,7 @@ fn batch_of_many_requests() -> TestResult {
     let d = &sc.dev;
     let data = pattern(4096, 5);
     sc.map.write(0, &data);
-    let want = u64::from(crc32c(&data));
+    let want = u64::from(soft::crc32c(0, &data));
     let segs = [seg_in(sc.phys(0), 4096)];
     let reqs: Vec<IocRequest> = (0..MAX_BATCH)
         .map(|i| req(OP_CRC32C, 0, &segs, 1000 + u64::from(i)))

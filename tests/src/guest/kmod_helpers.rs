@@ -299,49 +299,6 @@ pub(super) fn pattern(len: usize, seed: u32) -> Vec<u8> {
         .collect()
 }
 
-fn crc32_generic(poly: u32, seed: u32, data: &[u8]) -> u32 {
-    let mut c = !seed;
-    for &b in data {
-        c ^= u32::from(b);
-        for _ in 0..8 {
-            c = if c & 1 != 0 { (c >> 1) ^ poly } else { c >> 1 };
-        }
-    }
-    !c
-}
-
-pub(super) fn crc32c(data: &[u8]) -> u32 {
-    crc32_generic(0x82f6_3b78, 0, data)
-}
-
-pub(super) fn crc32_ieee(data: &[u8]) -> u32 {
-    crc32_generic(0xedb8_8320, 0, data)
-}
-
-/// RFC 1071 checksum (the value to store in a header).
-pub(super) fn inet_csum(data: &[u8]) -> u16 {
-    let mut sum: u64 = 0;
-    for ch in data.chunks(2) {
-        let w = if ch.len() == 2 {
-            u16::from_be_bytes([ch[0], ch[1]])
-        } else {
-            u16::from_be_bytes([ch[0], 0])
-        };
-        sum += u64::from(w);
-    }
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
-/// The key of Microsoft's "Verifying the RSS Hash Calculation".
-pub(super) const MS_RSS_KEY: [u8; 40] = [
-    0x6d, 0x5a, 0x56, 0xda, 0x25, 0x5b, 0x0e, 0xc2, 0x41, 0x67, 0x25, 0x3d, 0x43, 0xa3, 0x8f, 0xb0,
-    0xd0, 0xca, 0x2b, 0xcb, 0xae, 0x7b, 0x30, 0xb4, 0x77, 0xcb, 0x2d, 0xa3, 0x80, 0x30, 0xf2, 0x0c,
-    0x6a, 0x42, 0xb7, 0x3b, 0xbe, 0xac, 0x01, 0xfa,
-];
-
 /// One slab, mapped, for tests that need device-visible memory.
 pub(super) struct Scratch {
     pub(super) dev: Dev,
