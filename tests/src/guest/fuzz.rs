@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use pktaccel_abi::*;
 
-use super::kmod::{Dev, errname, errno, wait_pinned_zero};
+use super::kmod_helpers::{Dev, errname, errno, wait_pinned_zero};
 use crate::harness::{Test, TestResult};
 
 pub(super) fn tests() -> Vec<Test> {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use pktaccel_abi::*;
 
-use super::kmod::{
+use super::kmod_helpers::{
     Dev, Scratch, child_exit, debugfs_u64, errname, errno, expect_err, expect_ok, req, seg_in,
     seg_out, wait_pinned_zero,
 };

@@ -8,7 +8,7 @@ use std::time::Duration;
 use pktaccel_abi::*;
 
 use super::isolation::{Filler, Page, inaccessible_page, ioctl_raw};
-use super::kmod::{
+use super::kmod_helpers::{
     Dev, Map, Scratch, child_exit, errname, errno, expect_err, expect_ok, req, seg_in, seg_out,
     wait_child, wait_pinned_zero,
 };

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use pktaccel_abi::*;
 
-use super::kmod::{
+use super::kmod_helpers::{
     DEV, Dev, Map, Scratch, debugfs_u64, errname, expect_err, expect_ok, pci_function, req, seg_in,
     seg_out, sh, wait_pinned_zero,
 };

@@ -9,6 +9,9 @@ mod isolation;
 mod isolation_classes;
 mod isolation_unbind;
 mod kmod;
+mod kmod_bad_input;
+mod kmod_helpers;
+mod kmod_lifecycle;
 mod openssl;
 mod pinned_programs;
 mod rig;
@@ -19,6 +22,8 @@ pub fn all() -> Vec<Test> {
     let mut v = Vec::new();
     v.extend(rig::tests());
     v.extend(kmod::tests());
+    v.extend(kmod_bad_input::tests());
+    v.extend(kmod_lifecycle::tests());
     v.extend(isolation::tests());
     v.extend(isolation_classes::tests());
     v.extend(isolation_unbind::tests());

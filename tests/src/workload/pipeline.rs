@@ -169,6 +169,13 @@ impl<'d> Bufs<'d> {
             Bufs::Plain(v) => &mut v[i],
         }
     }
+    /// Every buffer, for building a batch's outputs.
+    fn all_mut(&mut self) -> Vec<&mut [u8]> {
+        match self {
+            Bufs::Pinned(v) => v.iter_mut().map(|x| &mut x[..]).collect(),
+            Bufs::Plain(v) => v.iter_mut().map(|x| &mut x[..]).collect(),
+        }
+    }
 }
 
 /// Installs the GCM key (through the same mode as the measurement).
@@ -201,32 +208,8 @@ fn check_ok(c: &IocCompletion, what: &str, pkt: u64) -> Result<()> {
 
 /// Runs one cell over `traffic` (frames that [`frames::parse`] accepts).
 pub fn run_cell(dev: &Device, spec: &CellSpec, traffic: &[Vec<u8>]) -> Result<CellResult> {
-    if traffic.is_empty() {
-        bail!("no frames to run");
-    }
-    let layouts: Vec<Layout> = traffic
-        .iter()
-        .enumerate()
-        .map(|(i, f)| {
-            frames::parse(f).ok_or_else(|| anyhow::anyhow!("frame {i} is not IPv4/IPv6 UDP/TCP"))
-        })
-        .collect::<Result<_>>()?;
-    if !dev.has_op(spec.pipeline.op()) {
-        bail!(
-            "the device does not advertise op {}",
-            op_name(spec.pipeline.op())
-        );
-    }
+    let mut cell = Cell::new(dev, spec, traffic)?;
     let b = spec.batch.clamp(1, 4096);
-    let copy = spec.copy;
-    let queues = spec.queues.clamp(1, dev.queues());
-    if spec.pipeline == Pipeline::Gcm {
-        install_key(dev, copy)?;
-    }
-    let mut frame = Bufs::new(dev, copy, b, frames::MAX_FRAME)?;
-    let mut aux = Bufs::new(dev, copy, b, 64)?; // pseudo-header or ESP header
-    let mut out = Bufs::new(dev, copy, b, frames::MAX_FRAME + GCM_TAG_LEN)?;
-    let mut out2 = Bufs::new(dev, copy, b, frames::MAX_FRAME)?;
     let mut table = [0u32; 128];
     for (i, t) in table.iter_mut().enumerate() {
         *t = i as u32 % spec.flows.max(1);
@@ -235,7 +218,6 @@ pub fn run_cell(dev: &Device, spec: &CellSpec, traffic: &[Vec<u8>]) -> Result<Ce
         flow_counts: vec![0; spec.flows.max(1) as usize],
         ..Default::default()
     };
-    let mut lat = Vec::new();
     let before = dev.stats()?;
     let mut device_time = Duration::ZERO;
     let mut next = 0usize;
@@ -243,195 +225,14 @@ pub fn run_cell(dev: &Device, spec: &CellSpec, traffic: &[Vec<u8>]) -> Result<Ce
         // Load the batch (not timed).
         let idx: Vec<usize> = (0..b).map(|j| (next + j) % traffic.len()).collect();
         next += b;
-        for (j, &t) in idx.iter().enumerate() {
-            let f = &traffic[t];
-            frame.get_mut(j)[..f.len()].copy_from_slice(f);
-        }
-        match spec.pipeline {
-            Pipeline::Csum => {
-                for (j, &t) in idx.iter().enumerate() {
-                    let l = &layouts[t];
-                    let ph = l.pseudo_header(&traffic[t]);
-                    aux.get_mut(j)[..ph.len()].copy_from_slice(&ph);
-                    let c = l.csum_off();
-                    frame.get_mut(j)[c..c + 2].fill(0);
-                }
-                let t0 = Instant::now();
-                let jobs = csum_jobs(&frame, &aux, &idx, &layouts);
-                // SAFETY: every buffer belongs to this function and is not
-                // touched until `run` returns.
-                let fill = unsafe { dev.run(&jobs, copy, queues, Some(&mut lat)) }?;
-                let mut stored = Vec::with_capacity(b);
-                for (j, (&t, c)) in idx.iter().zip(&fill).enumerate() {
-                    check_ok(c, "checksum fill", res.packets + j as u64)?;
-                    let l = &layouts[t];
-                    let mut v = c.result as u16;
-                    if v == 0 && l.proto == 17 {
-                        v = 0xffff;
-                    }
-                    let co = l.csum_off();
-                    frame.get_mut(j)[co..co + 2].copy_from_slice(&v.to_be_bytes());
-                    stored.push(v);
-                }
-                let jobs = csum_jobs(&frame, &aux, &idx, &layouts);
-                // SAFETY: as above.
-                let verify = unsafe { dev.run(&jobs, copy, queues, Some(&mut lat)) }?;
-                device_time += t0.elapsed();
-                for (j, ((&t, c), v)) in idx.iter().zip(&verify).zip(&stored).enumerate() {
-                    let pkt = res.packets + j as u64;
-                    check_ok(c, "checksum verify", pkt)?;
-                    let want = frames::l4_checksum(&traffic[t], &layouts[t]);
-                    if *v != want {
-                        bail!("packet {pkt}: device checksum {v:#06x}, software {want:#06x}");
-                    }
-                    if c.result as u16 != 0 {
-                        bail!(
-                            "packet {pkt}: verify over the filled packet gave {:#06x}, expected 0",
-                            c.result as u16
-                        );
-                    }
-                }
-            }
-            Pipeline::Rss => {
-                let t0 = Instant::now();
-                let jobs: Vec<Job> = idx
-                    .iter()
-                    .enumerate()
-                    .map(|(j, &t)| {
-                        Job::new(OP_RSS, 0)
-                            .params(&soft::MS_RSS_KEY)
-                            .input(&frame.get(j)[layouts[t].rss_range()])
-                    })
-                    .collect();
-                // SAFETY: as above.
-                let done = unsafe { dev.run(&jobs, copy, queues, Some(&mut lat)) }?;
-                device_time += t0.elapsed();
-                for (j, (&t, c)) in idx.iter().zip(&done).enumerate() {
-                    let pkt = res.packets + j as u64;
-                    check_ok(c, "RSS", pkt)?;
-                    let want =
-                        soft::toeplitz(&soft::MS_RSS_KEY, &traffic[t][layouts[t].rss_range()]);
-                    if c.result as u32 != want {
-                        bail!(
-                            "packet {pkt}: device RSS hash {:#010x}, software {want:#010x}",
-                            c.result as u32
-                        );
-                    }
-                    res.flow_counts[table[(want & 127) as usize] as usize] += 1;
-                }
-            }
-            Pipeline::Gcm => {
-                let mut ivs = Vec::with_capacity(b);
-                for j in 0..b {
-                    let seq = (res.packets + j as u64 + 1) as u32;
-                    let a = aux.get_mut(j);
-                    a[..4].copy_from_slice(&ESP_SPI.to_be_bytes());
-                    a[4..8].copy_from_slice(&seq.to_be_bytes());
-                    let mut iv = [0u8; 12];
-                    iv[..4].copy_from_slice(b"salt");
-                    iv[4..].copy_from_slice(&u64::from(seq).to_be_bytes());
-                    ivs.push(iv);
-                }
-                let t0 = Instant::now();
-                let seal: Vec<Job> = {
-                    let (frame, aux) = (&frame, &aux);
-                    let outs: Vec<&mut [u8]> = match &mut out {
-                        Bufs::Pinned(v) => v.iter_mut().map(|x| &mut x[..]).collect(),
-                        Bufs::Plain(v) => v.iter_mut().map(|x| &mut x[..]).collect(),
-                    };
-                    idx.iter()
-                        .zip(outs)
-                        .enumerate()
-                        .map(|(j, (&t, o))| {
-                            let n = traffic[t].len() - layouts[t].l3;
-                            let (ct, rest) = o.split_at_mut(n);
-                            Job::new(OP_AES_GCM_SEAL, 8)
-                                .slot(GCM_SLOT)
-                                .params(&ivs[j])
-                                .input(&aux.get(j)[..8])
-                                .input(&frame.get(j)[layouts[t].l3..traffic[t].len()])
-                                .output(ct)
-                                .output(&mut rest[..GCM_TAG_LEN])
-                        })
-                        .collect()
-                };
-                // SAFETY: as above.
-                let sealed = unsafe { dev.run(&seal, copy, queues, Some(&mut lat)) }?;
-                for (j, c) in sealed.iter().enumerate() {
-                    check_ok(c, "GCM seal", res.packets + j as u64)?;
-                }
-                let open: Vec<Job> = {
-                    let (out, aux) = (&out, &aux);
-                    let outs: Vec<&mut [u8]> = match &mut out2 {
-                        Bufs::Pinned(v) => v.iter_mut().map(|x| &mut x[..]).collect(),
-                        Bufs::Plain(v) => v.iter_mut().map(|x| &mut x[..]).collect(),
-                    };
-                    idx.iter()
-                        .zip(outs)
-                        .enumerate()
-                        .map(|(j, (&t, o))| {
-                            let n = traffic[t].len() - layouts[t].l3;
-                            Job::new(OP_AES_GCM_OPEN, 8)
-                                .slot(GCM_SLOT)
-                                .params(&ivs[j])
-                                .input(&aux.get(j)[..8])
-                                .input(&out.get(j)[..n + GCM_TAG_LEN])
-                                .output(&mut o[..n])
-                        })
-                        .collect()
-                };
-                // SAFETY: as above.
-                let opened = unsafe { dev.run(&open, copy, queues, Some(&mut lat)) }?;
-                device_time += t0.elapsed();
-                for (j, (&t, c)) in idx.iter().zip(&opened).enumerate() {
-                    let pkt = res.packets + j as u64;
-                    check_ok(c, "GCM open", pkt)?;
-                    let l3 = layouts[t].l3;
-                    let n = traffic[t].len() - l3;
-                    let pt = &traffic[t][l3..];
-                    if &out2.get(j)[..n] != pt {
-                        bail!("packet {pkt}: GCM open did not give back the plaintext");
-                    }
-                    let want = soft::gcm_seal(&GCM_KEY, &ivs[j], &aux.get(j)[..8], pt);
-                    if out.get(j)[..n + GCM_TAG_LEN] != want[..] {
-                        bail!(
-                            "packet {pkt}: device ciphertext/tag differ from software AES-256-GCM"
-                        );
-                    }
-                }
-            }
-            Pipeline::Copy => {
-                let t0 = Instant::now();
-                let jobs: Vec<Job> = {
-                    let frame = &frame;
-                    let outs: Vec<&mut [u8]> = match &mut out {
-                        Bufs::Pinned(v) => v.iter_mut().map(|x| &mut x[..]).collect(),
-                        Bufs::Plain(v) => v.iter_mut().map(|x| &mut x[..]).collect(),
-                    };
-                    idx.iter()
-                        .zip(outs)
-                        .enumerate()
-                        .map(|(j, (&t, o))| {
-                            let n = traffic[t].len();
-                            Job::new(OP_COPY, 0)
-                                .input(&frame.get(j)[..n])
-                                .output(&mut o[..n])
-                        })
-                        .collect()
-                };
-                // SAFETY: as above.
-                let done = unsafe { dev.run(&jobs, copy, queues, Some(&mut lat)) }?;
-                device_time += t0.elapsed();
-                for (j, (&t, c)) in idx.iter().zip(&done).enumerate() {
-                    let pkt = res.packets + j as u64;
-                    check_ok(c, "copy", pkt)?;
-                    let n = traffic[t].len();
-                    if out.get(j)[..n] != traffic[t][..] {
-                        bail!("packet {pkt}: copied bytes differ from the source");
-                    }
-                }
-            }
-        }
+        cell.load(&idx);
+        let first = res.packets;
+        device_time += match spec.pipeline {
+            Pipeline::Csum => cell.csum(&idx, first)?,
+            Pipeline::Rss => cell.rss(&idx, first, &table, &mut res.flow_counts)?,
+            Pipeline::Gcm => cell.gcm(&idx, first)?,
+            Pipeline::Copy => cell.copy(&idx, first)?,
+        };
         res.packets += b as u64;
         res.requests += b as u64 * spec.pipeline.requests_per_packet();
         res.bytes += idx.iter().map(|&t| traffic[t].len() as u64).sum::<u64>();
@@ -440,6 +241,7 @@ pub fn run_cell(dev: &Device, spec: &CellSpec, traffic: &[Vec<u8>]) -> Result<Ce
     res.secs = device_time.as_secs_f64();
     res.bytes_copied = after.bytes_copied - before.bytes_copied;
     res.bytes_zero_copy = after.bytes_zero_copy - before.bytes_zero_copy;
+    let mut lat = cell.lat;
     lat.sort_unstable();
     res.p50_us = percentile(&lat, 0.50);
     res.p99_us = percentile(&lat, 0.99);
@@ -448,6 +250,293 @@ pub fn run_cell(dev: &Device, spec: &CellSpec, traffic: &[Vec<u8>]) -> Result<Ce
         res.flow_counts.clear();
     }
     Ok(res)
+}
+
+/// One cell's checked inputs and its buffers: each pipeline step below
+/// loads a batch into them, times the device, then checks every packet
+/// against software.
+struct Cell<'d, 't> {
+    dev: &'d Device,
+    traffic: &'t [Vec<u8>],
+    layouts: Vec<Layout>,
+    copy: bool,
+    queues: u32,
+    frame: Bufs<'d>,
+    /// Pseudo-header or ESP header.
+    aux: Bufs<'d>,
+    out: Bufs<'d>,
+    out2: Bufs<'d>,
+    /// Request latencies, nanoseconds.
+    lat: Vec<u64>,
+}
+
+impl<'d, 't> Cell<'d, 't> {
+    /// Parses every frame, checks the device has the op, installs the GCM
+    /// key if needed and allocates one batch of buffers.
+    fn new(dev: &'d Device, spec: &CellSpec, traffic: &'t [Vec<u8>]) -> Result<Self> {
+        if traffic.is_empty() {
+            bail!("no frames to run");
+        }
+        let layouts: Vec<Layout> = traffic
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                frames::parse(f)
+                    .ok_or_else(|| anyhow::anyhow!("frame {i} is not IPv4/IPv6 UDP/TCP"))
+            })
+            .collect::<Result<_>>()?;
+        if !dev.has_op(spec.pipeline.op()) {
+            bail!(
+                "the device does not advertise op {}",
+                op_name(spec.pipeline.op())
+            );
+        }
+        let b = spec.batch.clamp(1, 4096);
+        let copy = spec.copy;
+        let queues = spec.queues.clamp(1, dev.queues());
+        if spec.pipeline == Pipeline::Gcm {
+            install_key(dev, copy)?;
+        }
+        Ok(Cell {
+            dev,
+            traffic,
+            layouts,
+            copy,
+            queues,
+            frame: Bufs::new(dev, copy, b, frames::MAX_FRAME)?,
+            aux: Bufs::new(dev, copy, b, 64)?,
+            out: Bufs::new(dev, copy, b, frames::MAX_FRAME + GCM_TAG_LEN)?,
+            out2: Bufs::new(dev, copy, b, frames::MAX_FRAME)?,
+            lat: Vec::new(),
+        })
+    }
+
+    /// Copies the frames `idx` into the batch's frame buffers.
+    fn load(&mut self, idx: &[usize]) {
+        for (j, &t) in idx.iter().enumerate() {
+            let f = &self.traffic[t];
+            self.frame.get_mut(j)[..f.len()].copy_from_slice(f);
+        }
+    }
+
+    /// Checksum fill, then verify over the filled packet; returns the
+    /// device time.
+    fn csum(&mut self, idx: &[usize], first: u64) -> Result<Duration> {
+        for (j, &t) in idx.iter().enumerate() {
+            let l = &self.layouts[t];
+            let ph = l.pseudo_header(&self.traffic[t]);
+            self.aux.get_mut(j)[..ph.len()].copy_from_slice(&ph);
+            let c = l.csum_off();
+            self.frame.get_mut(j)[c..c + 2].fill(0);
+        }
+        let t0 = Instant::now();
+        let jobs = csum_jobs(&self.frame, &self.aux, idx, &self.layouts);
+        // SAFETY: every buffer belongs to this cell and is not touched
+        // until `run` returns.
+        let fill = unsafe {
+            self.dev
+                .run(&jobs, self.copy, self.queues, Some(&mut self.lat))
+        }?;
+        let mut stored = Vec::with_capacity(idx.len());
+        for (j, (&t, c)) in idx.iter().zip(&fill).enumerate() {
+            check_ok(c, "checksum fill", first + j as u64)?;
+            let l = &self.layouts[t];
+            let mut v = c.result as u16;
+            if v == 0 && l.proto == 17 {
+                v = 0xffff;
+            }
+            let co = l.csum_off();
+            self.frame.get_mut(j)[co..co + 2].copy_from_slice(&v.to_be_bytes());
+            stored.push(v);
+        }
+        let jobs = csum_jobs(&self.frame, &self.aux, idx, &self.layouts);
+        // SAFETY: as above.
+        let verify = unsafe {
+            self.dev
+                .run(&jobs, self.copy, self.queues, Some(&mut self.lat))
+        }?;
+        let took = t0.elapsed();
+        for (j, ((&t, c), v)) in idx.iter().zip(&verify).zip(&stored).enumerate() {
+            let pkt = first + j as u64;
+            check_ok(c, "checksum verify", pkt)?;
+            let want = frames::l4_checksum(&self.traffic[t], &self.layouts[t]);
+            if *v != want {
+                bail!("packet {pkt}: device checksum {v:#06x}, software {want:#06x}");
+            }
+            if c.result as u16 != 0 {
+                bail!(
+                    "packet {pkt}: verify over the filled packet gave {:#06x}, expected 0",
+                    c.result as u16
+                );
+            }
+        }
+        Ok(took)
+    }
+
+    /// Toeplitz hash of each tuple, counted into `flow_counts` through
+    /// the indirection `table`; returns the device time.
+    fn rss(
+        &mut self,
+        idx: &[usize],
+        first: u64,
+        table: &[u32; 128],
+        flow_counts: &mut [u64],
+    ) -> Result<Duration> {
+        let t0 = Instant::now();
+        let jobs: Vec<Job> = idx
+            .iter()
+            .enumerate()
+            .map(|(j, &t)| {
+                Job::new(OP_RSS, 0)
+                    .params(&soft::MS_RSS_KEY)
+                    .input(&self.frame.get(j)[self.layouts[t].rss_range()])
+            })
+            .collect();
+        // SAFETY: every buffer belongs to this cell and is not touched
+        // until `run` returns.
+        let done = unsafe {
+            self.dev
+                .run(&jobs, self.copy, self.queues, Some(&mut self.lat))
+        }?;
+        let took = t0.elapsed();
+        for (j, (&t, c)) in idx.iter().zip(&done).enumerate() {
+            let pkt = first + j as u64;
+            check_ok(c, "RSS", pkt)?;
+            let range = self.layouts[t].rss_range();
+            let want = soft::toeplitz(&soft::MS_RSS_KEY, &self.traffic[t][range]);
+            if c.result as u32 != want {
+                bail!(
+                    "packet {pkt}: device RSS hash {:#010x}, software {want:#010x}",
+                    c.result as u32
+                );
+            }
+            flow_counts[table[(want & 127) as usize] as usize] += 1;
+        }
+        Ok(took)
+    }
+
+    /// ESP seal of each IP packet into `out`, then open into `out2`;
+    /// returns the device time.
+    fn gcm(&mut self, idx: &[usize], first: u64) -> Result<Duration> {
+        let ivs = self.esp_headers(idx.len(), first);
+        let t0 = Instant::now();
+        let seal: Vec<Job> = {
+            let (frame, aux, traffic, layouts) =
+                (&self.frame, &self.aux, self.traffic, &self.layouts);
+            idx.iter()
+                .zip(self.out.all_mut())
+                .enumerate()
+                .map(|(j, (&t, o))| {
+                    let n = traffic[t].len() - layouts[t].l3;
+                    let (ct, rest) = o.split_at_mut(n);
+                    Job::new(OP_AES_GCM_SEAL, 8)
+                        .slot(GCM_SLOT)
+                        .params(&ivs[j])
+                        .input(&aux.get(j)[..8])
+                        .input(&frame.get(j)[layouts[t].l3..traffic[t].len()])
+                        .output(ct)
+                        .output(&mut rest[..GCM_TAG_LEN])
+                })
+                .collect()
+        };
+        // SAFETY: every buffer belongs to this cell and is not touched
+        // until `run` returns.
+        let sealed = unsafe {
+            self.dev
+                .run(&seal, self.copy, self.queues, Some(&mut self.lat))
+        }?;
+        for (j, c) in sealed.iter().enumerate() {
+            check_ok(c, "GCM seal", first + j as u64)?;
+        }
+        let open: Vec<Job> = {
+            let (out, aux, traffic, layouts) = (&self.out, &self.aux, self.traffic, &self.layouts);
+            idx.iter()
+                .zip(self.out2.all_mut())
+                .enumerate()
+                .map(|(j, (&t, o))| {
+                    let n = traffic[t].len() - layouts[t].l3;
+                    Job::new(OP_AES_GCM_OPEN, 8)
+                        .slot(GCM_SLOT)
+                        .params(&ivs[j])
+                        .input(&aux.get(j)[..8])
+                        .input(&out.get(j)[..n + GCM_TAG_LEN])
+                        .output(&mut o[..n])
+                })
+                .collect()
+        };
+        // SAFETY: as above.
+        let opened = unsafe {
+            self.dev
+                .run(&open, self.copy, self.queues, Some(&mut self.lat))
+        }?;
+        let took = t0.elapsed();
+        for (j, (&t, c)) in idx.iter().zip(&opened).enumerate() {
+            let pkt = first + j as u64;
+            check_ok(c, "GCM open", pkt)?;
+            let l3 = self.layouts[t].l3;
+            let n = self.traffic[t].len() - l3;
+            let pt = &self.traffic[t][l3..];
+            if &self.out2.get(j)[..n] != pt {
+                bail!("packet {pkt}: GCM open did not give back the plaintext");
+            }
+            let want = soft::gcm_seal(&GCM_KEY, &ivs[j], &self.aux.get(j)[..8], pt);
+            if self.out.get(j)[..n + GCM_TAG_LEN] != want[..] {
+                bail!("packet {pkt}: device ciphertext/tag differ from software AES-256-GCM");
+            }
+        }
+        Ok(took)
+    }
+
+    /// Writes the ESP header (SPI, sequence number from `first + 1`) of
+    /// `n` packets into `aux` and returns their IVs.
+    fn esp_headers(&mut self, n: usize, first: u64) -> Vec<[u8; 12]> {
+        let mut ivs = Vec::with_capacity(n);
+        for j in 0..n {
+            let seq = (first + j as u64 + 1) as u32;
+            let a = self.aux.get_mut(j);
+            a[..4].copy_from_slice(&ESP_SPI.to_be_bytes());
+            a[4..8].copy_from_slice(&seq.to_be_bytes());
+            let mut iv = [0u8; 12];
+            iv[..4].copy_from_slice(b"salt");
+            iv[4..].copy_from_slice(&u64::from(seq).to_be_bytes());
+            ivs.push(iv);
+        }
+        ivs
+    }
+
+    /// DMA copy of each frame into `out`; returns the device time.
+    fn copy(&mut self, idx: &[usize], first: u64) -> Result<Duration> {
+        let t0 = Instant::now();
+        let jobs: Vec<Job> = {
+            let (frame, traffic) = (&self.frame, self.traffic);
+            idx.iter()
+                .zip(self.out.all_mut())
+                .enumerate()
+                .map(|(j, (&t, o))| {
+                    let n = traffic[t].len();
+                    Job::new(OP_COPY, 0)
+                        .input(&frame.get(j)[..n])
+                        .output(&mut o[..n])
+                })
+                .collect()
+        };
+        // SAFETY: every buffer belongs to this cell and is not touched
+        // until `run` returns.
+        let done = unsafe {
+            self.dev
+                .run(&jobs, self.copy, self.queues, Some(&mut self.lat))
+        }?;
+        let took = t0.elapsed();
+        for (j, (&t, c)) in idx.iter().zip(&done).enumerate() {
+            let pkt = first + j as u64;
+            check_ok(c, "copy", pkt)?;
+            let n = self.traffic[t].len();
+            if self.out.get(j)[..n] != self.traffic[t][..] {
+                bail!("packet {pkt}: copied bytes differ from the source");
+            }
+        }
+        Ok(took)
+    }
 }
 
 fn csum_jobs(frame: &Bufs<'_>, aux: &Bufs<'_>, idx: &[usize], layouts: &[Layout]) -> Vec<Job> {
