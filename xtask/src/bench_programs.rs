@@ -55,6 +55,12 @@ fn xorshift(x: &mut u64) -> u64 {
 
 /// Writes the input files; returns the programs to run.
 fn programs(ws: &Path, dir: &Path) -> Result<Vec<Program>> {
+    write_inputs(dir)?;
+    program_list(ws, dir)
+}
+
+/// Writes the programs' input files into `dir` (the same bytes every run).
+fn write_inputs(dir: &Path) -> Result<()> {
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
     let mut nums = String::with_capacity(30 << 20);
     for _ in 0..3_000_000 {
@@ -90,6 +96,11 @@ fn programs(ws: &Path, dir: &Path) -> Result<Vec<Program>> {
         back = json.loads(blob)\n\
         print(len(blob), len(back), sum(len(w) for w in words), c.most_common(2))\n";
     std::fs::write(dir.join("script.py"), py)?;
+    Ok(())
+}
+
+/// The programs to run, on the inputs `write_inputs` put in `dir`.
+fn program_list(ws: &Path, dir: &Path) -> Result<Vec<Program>> {
     let s = |v: &[&str]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
     let d = |f: &str| dir.join(f).display().to_string();
     let git = if Path::new("/usr/bin/git").exists() {
