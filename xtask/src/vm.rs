@@ -828,7 +828,12 @@ mod tests {
         let device = script(
             d,
             "device",
-            &format!("while [ \"$1\" != --socket ]; do shift; done\ntouch \"$2\"\n{device_body}"),
+            // The arguments are written before the socket appears: boot may
+            // finish and kill the stand-in as soon as the socket exists.
+            &format!(
+                "echo \"$@\" > \"$(dirname \"$0\")/device.args\"\n\
+                 while [ \"$1\" != --socket ]; do shift; done\ntouch \"$2\"\n{device_body}"
+            ),
         );
         let qemu = script(d, "qemu", qemu_body);
         let base = d.join("base.cpio");
@@ -919,7 +924,7 @@ mod tests {
     #[test]
     fn faults_reach_the_device_and_guest_fault_cues_reach_its_control_socket() {
         let f = fake(
-            "echo \"$@\" > \"$(dirname \"$0\")/device.args\"\nexec sleep 30",
+            "exec sleep 30",
             "echo PKTACCEL-READY\necho 'PKTACCEL-FAULT add drop'\necho PKTACCEL-EXIT 0",
         );
         let mut sink = Lines(vec![]);
