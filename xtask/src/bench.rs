@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use plotters::prelude::*;
+use xshell::{Shell, cmd};
 
 use pktaccel_abi::console;
 
@@ -135,7 +136,8 @@ fn cargo_bench(ws: &Path, package: &str, bench: &'static str, limit: Duration) -
     let started = Instant::now();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     // Own process group, so a benchmark over its time limit is stopped
-    // together with cargo.
+    // together with cargo. A std `Command`, not xshell: xshell cannot set a
+    // process group or kill a command it runs.
     let mut child = Command::new(cargo)
         .current_dir(ws)
         .args(["bench", "-p", package, "--bench", bench])
@@ -433,20 +435,12 @@ fn lines(
     Ok(())
 }
 
+/// The first line `prog args` prints, or "unknown" when it cannot run.
 fn cmd_line(prog: &str, args: &[&str]) -> String {
-    Command::new(prog)
-        .args(args)
-        .output()
+    Shell::new()
+        .and_then(|sh| cmd!(sh, "{prog} {args...}").quiet().ignore_stderr().read())
         .ok()
-        .filter(|o| o.status.success())
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .to_string()
-        })
+        .map(|out| out.lines().next().unwrap_or_default().trim().to_string())
         .unwrap_or_else(|| "unknown".into())
 }
 
@@ -1226,5 +1220,12 @@ mod tests {
         )
         .unwrap();
         assert!(std::fs::read_to_string(&l).unwrap().contains("<polyline"));
+    }
+
+    #[test]
+    fn cmd_line_is_the_first_line_or_unknown() {
+        assert_eq!(cmd_line("printf", &[" one \ntwo\n"]), "one");
+        assert_eq!(cmd_line("false", &[]), "unknown");
+        assert_eq!(cmd_line("/nonexistent/prog", &[]), "unknown");
     }
 }
