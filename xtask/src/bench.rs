@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use plotters::prelude::*;
+use xshell::{Shell, cmd};
 
 use pktaccel_abi::console;
 
@@ -135,7 +136,8 @@ fn cargo_bench(ws: &Path, package: &str, bench: &'static str, limit: Duration) -
     let started = Instant::now();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     // Own process group, so a benchmark over its time limit is stopped
-    // together with cargo.
+    // together with cargo. A std `Command`, not xshell: xshell cannot set a
+    // process group or kill a command it runs.
     let mut child = Command::new(cargo)
         .current_dir(ws)
         .args(["bench", "-p", package, "--bench", bench])
@@ -433,20 +435,12 @@ fn lines(
     Ok(())
 }
 
+/// The first line `prog args` prints, or "unknown" when it cannot run.
 fn cmd_line(prog: &str, args: &[&str]) -> String {
-    Command::new(prog)
-        .args(args)
-        .output()
+    Shell::new()
+        .and_then(|sh| cmd!(sh, "{prog} {args...}").quiet().ignore_stderr().read())
         .ok()
-        .filter(|o| o.status.success())
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .to_string()
-        })
+        .map(|out| out.lines().next().unwrap_or_default().trim().to_string())
         .unwrap_or_else(|| "unknown".into())
 }
 
@@ -644,7 +638,34 @@ fn guest_sections(md: &mut String, dir: &Path, cells: &[Cell], took: Duration) -
         v.dedup();
         v
     };
-    // Zero-copy vs copy, side by side, on IMIX at batch 32, 1 queue.
+    zc_vs_copy_section(md, dir, cells, &ops)?;
+    size_section(md, dir, cells, &ops)?;
+    batch_section(md, dir, cells, &ops)?;
+    queues_section(md, cells, &ops)?;
+    all_cells_section(md, cells)
+}
+
+/// The first cell measured with these parameters.
+fn find_cell<'a>(
+    cells: &'a [Cell],
+    op: &str,
+    traffic: &str,
+    copy: bool,
+    batch: u64,
+    queues: u64,
+) -> Option<&'a Cell> {
+    cells.iter().find(|c| {
+        c.op == op
+            && c.traffic == traffic
+            && c.copy == copy
+            && c.batch == batch
+            && c.queues == queues
+    })
+}
+
+/// Zero-copy vs copy, side by side, on IMIX at batch 32, 1 queue.
+fn zc_vs_copy_section(md: &mut String, dir: &Path, cells: &[Cell], ops: &[String]) -> Result<()> {
+    let find = |op: &str, t: &str, copy: bool, b: u64, q: u64| find_cell(cells, op, t, copy, b, q);
     writeln!(md, "### Zero-copy vs copy (IMIX, batch 32, 1 queue)\n")?;
     writeln!(
         md,
@@ -654,18 +675,9 @@ fn guest_sections(md: &mut String, dir: &Path, cells: &[Cell], took: Duration) -
         md,
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     )?;
-    let find = |op: &str, traffic: &str, copy: bool, batch: u64, queues: u64| {
-        cells.iter().find(|c| {
-            c.op == op
-                && c.traffic == traffic
-                && c.copy == copy
-                && c.batch == batch
-                && c.queues == queues
-        })
-    };
     let (mut zc_series, mut cp_series) = (Vec::new(), Vec::new());
     let (mut zc_lat, mut cp_lat) = (Vec::new(), Vec::new());
-    for op in &ops {
+    for op in ops {
         if let (Some(z), Some(c)) = (
             find(op, "imix", false, 32, 1),
             find(op, "imix", true, 32, 1),
@@ -697,7 +709,7 @@ fn guest_sections(md: &mut String, dir: &Path, cells: &[Cell], took: Duration) -
         &dir.join("zc_vs_copy.svg"),
         "Zero-copy vs copy mode (IMIX, batch 32)",
         "packets/s",
-        &ops,
+        ops,
         &[("zero-copy".into(), zc_series), ("copy".into(), cp_series)],
         false,
     )?;
@@ -705,7 +717,7 @@ fn guest_sections(md: &mut String, dir: &Path, cells: &[Cell], took: Duration) -
         &dir.join("zc_vs_copy_latency.svg"),
         "Median request latency, zero-copy vs copy (IMIX, batch 32; lower is better)",
         "p50 µs",
-        &ops,
+        ops,
         &[("zero-copy".into(), zc_lat), ("copy".into(), cp_lat)],
         false,
     )?;
@@ -714,14 +726,19 @@ fn guest_sections(md: &mut String, dir: &Path, cells: &[Cell], took: Duration) -
         "\n![zero-copy vs copy](zc_vs_copy.svg) ![zero-copy vs copy latency](zc_vs_copy_latency.svg)\n"
     )?;
 
-    // Throughput vs frame size per op.
+    Ok(())
+}
+
+/// Throughput vs frame size per op.
+fn size_section(md: &mut String, dir: &Path, cells: &[Cell], ops: &[String]) -> Result<()> {
+    let find = |op: &str, t: &str, copy: bool, b: u64, q: u64| find_cell(cells, op, t, copy, b, q);
     writeln!(md, "### Throughput vs frame size (batch 32, 1 queue)\n")?;
     writeln!(
         md,
         "| op | mode | 64 B Gbit/s | 594 B Gbit/s | 1518 B Gbit/s | IMIX Gbit/s | IMIX pkts/s |"
     )?;
     writeln!(md, "|---|---|---:|---:|---:|---:|---:|")?;
-    for op in &ops {
+    for op in ops {
         let mut series = Vec::new();
         for copy in [false, true] {
             let mode = if copy { "copy" } else { "zc" };
@@ -759,12 +776,17 @@ fn guest_sections(md: &mut String, dir: &Path, cells: &[Cell], took: Duration) -
         )?;
     }
     writeln!(md)?;
-    for op in &ops {
+    for op in ops {
         write!(md, "![{op}](size_{op}.svg) ")?;
     }
     writeln!(md, "\n")?;
 
-    // Batch sizes.
+    Ok(())
+}
+
+/// Packets/s and p99 latency by batch size.
+fn batch_section(md: &mut String, dir: &Path, cells: &[Cell], ops: &[String]) -> Result<()> {
+    let find = |op: &str, t: &str, copy: bool, b: u64, q: u64| find_cell(cells, op, t, copy, b, q);
     writeln!(md, "### Batch size (IMIX, 1 queue): packets/s, p99 µs\n")?;
     writeln!(
         md,
@@ -772,7 +794,7 @@ fn guest_sections(md: &mut String, dir: &Path, cells: &[Cell], took: Duration) -
     )?;
     writeln!(md, "|---|---|---:|---:|---:|---:|---:|---:|")?;
     let mut batch_series = Vec::new();
-    for op in &ops {
+    for op in ops {
         for copy in [false, true] {
             let mode = if copy { "copy" } else { "zc" };
             let p = |b: u64| find(op, "imix", copy, b, 1);
@@ -804,13 +826,18 @@ fn guest_sections(md: &mut String, dir: &Path, cells: &[Cell], took: Duration) -
     )?;
     writeln!(md, "\n![batch sizes](batch.svg)\n")?;
 
-    // Queues.
+    Ok(())
+}
+
+/// One queue vs the most queues measured, when more than one was.
+fn queues_section(md: &mut String, cells: &[Cell], ops: &[String]) -> Result<()> {
+    let find = |op: &str, t: &str, copy: bool, b: u64, q: u64| find_cell(cells, op, t, copy, b, q);
     let nq = cells.iter().map(|c| c.queues).max().unwrap_or(1);
     if nq > 1 {
         writeln!(md, "### 1 vs {nq} queues (IMIX, batch 32)\n")?;
         writeln!(md, "| op | mode | pkts/s 1 queue | pkts/s {nq} queues |")?;
         writeln!(md, "|---|---|---:|---:|")?;
-        for op in &ops {
+        for op in ops {
             for copy in [false, true] {
                 let mode = if copy { "copy" } else { "zc" };
                 writeln!(
@@ -823,6 +850,11 @@ fn guest_sections(md: &mut String, dir: &Path, cells: &[Cell], took: Duration) -
         }
         writeln!(md)?;
     }
+    Ok(())
+}
+
+/// Every guest cell, folded away under a details tag.
+fn all_cells_section(md: &mut String, cells: &[Cell]) -> Result<()> {
     writeln!(
         md,
         "<details><summary>All {} guest measurements</summary>\n",
@@ -1188,5 +1220,12 @@ mod tests {
         )
         .unwrap();
         assert!(std::fs::read_to_string(&l).unwrap().contains("<polyline"));
+    }
+
+    #[test]
+    fn cmd_line_is_the_first_line_or_unknown() {
+        assert_eq!(cmd_line("printf", &[" one \ntwo\n"]), "one");
+        assert_eq!(cmd_line("false", &[]), "unknown");
+        assert_eq!(cmd_line("/nonexistent/prog", &[]), "unknown");
     }
 }

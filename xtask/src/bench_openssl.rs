@@ -138,10 +138,9 @@ mod tests {
 
     #[test]
     fn guest_snippet_is_valid_shell() {
-        let st = std::process::Command::new("sh")
-            .args(["-n", "-c", &guest_snippet()])
-            .status()
-            .unwrap();
-        assert!(st.success(), "{}", guest_snippet());
+        let sh = xshell::Shell::new().unwrap();
+        let snippet = guest_snippet();
+        let checked = xshell::cmd!(sh, "sh -n -c {snippet}").quiet().run();
+        assert!(checked.is_ok(), "{snippet}");
     }
 }

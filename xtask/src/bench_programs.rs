@@ -16,6 +16,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
+use xshell::{Shell, cmd};
 
 use crate::step::Step;
 
@@ -55,6 +56,12 @@ fn xorshift(x: &mut u64) -> u64 {
 
 /// Writes the input files; returns the programs to run.
 fn programs(ws: &Path, dir: &Path) -> Result<Vec<Program>> {
+    write_inputs(dir)?;
+    program_list(ws, dir)
+}
+
+/// Writes the programs' input files into `dir` (the same bytes every run).
+fn write_inputs(dir: &Path) -> Result<()> {
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
     let mut nums = String::with_capacity(30 << 20);
     for _ in 0..3_000_000 {
@@ -90,6 +97,11 @@ fn programs(ws: &Path, dir: &Path) -> Result<Vec<Program>> {
         back = json.loads(blob)\n\
         print(len(blob), len(back), sum(len(w) for w in words), c.most_common(2))\n";
     std::fs::write(dir.join("script.py"), py)?;
+    Ok(())
+}
+
+/// The programs to run, on the inputs `write_inputs` put in `dir`.
+fn program_list(ws: &Path, dir: &Path) -> Result<Vec<Program>> {
     let s = |v: &[&str]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
     let d = |f: &str| dir.join(f).display().to_string();
     let git = if Path::new("/usr/bin/git").exists() {
@@ -194,18 +206,16 @@ fn build_launcher(dir: &Path) -> Result<PathBuf> {
     let src = dir.join("launch.c");
     let exe = dir.join("launch");
     std::fs::write(&src, LAUNCHER_C)?;
-    let st = Command::new("cc")
-        .args(["-O2", "-static", "-o"])
-        .arg(&exe)
-        .arg(&src)
-        .status()
-        .context("cannot run cc (apt-get install build-essential)")?;
-    if !st.success() {
-        bail!(
-            "compiling the benchmark launcher {} failed ({st})",
-            src.display()
-        );
-    }
+    let sh = Shell::new()?;
+    cmd!(sh, "cc -O2 -static -o {exe} {src}")
+        .quiet()
+        .run()
+        .with_context(|| {
+            format!(
+                "compiling the benchmark launcher {} failed (no cc? apt-get install build-essential)",
+                src.display()
+            )
+        })?;
     Ok(exe)
 }
 
@@ -214,27 +224,17 @@ fn build_launcher(dir: &Path) -> Result<PathBuf> {
 fn build_preload(ws: &Path) -> Result<PathBuf> {
     let target = ws.join("target/bench-preload");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let st = Command::new(cargo)
-        .current_dir(ws)
-        .args([
-            "build",
-            "--quiet",
-            "--release",
-            "-p",
-            "pktslab",
-            "--features",
-            "preload",
-            "--lib",
-        ])
-        .arg("--target-dir")
-        .arg(&target)
-        .status()
-        .context("cannot run cargo build for libpktslab.so")?;
-    if !st.success() {
-        bail!(
-            "building libpktslab.so failed ({st}); run `cargo build -p pktslab --features preload` to see why"
-        );
-    }
+    let sh = Shell::new()?;
+    sh.change_dir(ws);
+    cmd!(
+        sh,
+        "{cargo} build --quiet --release -p pktslab --features preload --lib --target-dir {target}"
+    )
+    .quiet()
+    .run()
+    .context(
+        "building libpktslab.so failed; run `cargo build -p pktslab --features preload` to see why",
+    )?;
     Ok(target.join("release/libpktslab.so"))
 }
 
@@ -253,6 +253,8 @@ fn run_once(p: &Program, alloc: &str, env: &Env, stats: bool) -> Result<(Sample,
         "pktslab" => env.lib.as_path(),
         _ => Path::new("-"),
     };
+    // A std `Command`, not xshell: the program's output goes straight to
+    // files (xshell would hold it in memory) and stdin comes from a file.
     let mut c = Command::new(&env.launcher);
     c.arg(&res_path)
         .arg(preload)

@@ -151,29 +151,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             debug_kernel,
             timeout,
             vm: args,
-        } => {
-            let p = vm::prepare(&cache, variant(debug_kernel), args.qemu.clone())?;
-            let mode = match exec {
-                Some(cmd) if cmd.trim().is_empty() => {
-                    bail!("--exec needs a command, e.g. --exec 'uname -r'")
-                }
-                Some(cmd) => Mode::Exec(cmd),
-                None => Mode::Shell,
-            };
-            let t = (timeout > 0 && matches!(mode, Mode::Exec(_)))
-                .then(|| Duration::from_secs(timeout));
-            let step = vm::boot_step(&p, args.accel);
-            let mut sink = ExecSink { ready: false };
-            let out = vm::boot(&p, &args, &mode, t, &mut sink)?;
-            let status = out.guest_status.unwrap_or(1);
-            step.done(&format!(
-                "guest exited with status {status}; console log {}",
-                out.console_log.display()
-            ));
-            Ok(ExitCode::from(
-                u8::try_from(status.clamp(0, 255)).unwrap_or(1),
-            ))
-        }
+        } => run_vm(&cache, exec, debug_kernel, timeout, &args),
         Cmd::TestE2e {
             filter,
             plain_kernel,
@@ -226,41 +204,75 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             no_e2e,
             timeout,
             vm: args,
-        } => {
-            let ws = vm::workspace_root();
-            let (mut passed, mut failed) = (0, 0);
-            for stage in testcmd::STAGES {
-                if testcmd::run_stage(&ws, stage)? {
-                    passed += 1;
-                } else {
-                    failed += 1;
-                }
-            }
-            if testcmd::fuzz_stage(&ws) {
-                passed += 1;
-            } else {
-                failed += 1;
-            }
-            if !no_e2e {
-                eprintln!("==> guest suite");
-                let p = vm::prepare(&cache, Variant::Debug, args.qemu.clone())?;
-                if testcmd::kmod_lint_stage(&p) {
-                    passed += 1;
-                } else {
-                    failed += 1;
-                }
-                let s = e2e::run(&p, &args, None, Duration::from_secs(timeout))?;
-                passed += s.passed;
-                failed += s.failed;
-            }
-            println!("total: {passed} passed, {failed} failed");
-            Ok(if failed == 0 {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+        } => test_all(&cache, no_e2e, timeout, &args),
+    }
+}
+
+/// `run-vm`: a shell on the guest, or one command whose status is ours.
+fn run_vm(
+    cache: &Cache,
+    exec: Option<String>,
+    debug_kernel: bool,
+    timeout: u64,
+    args: &VmArgs,
+) -> Result<ExitCode> {
+    let p = vm::prepare(cache, variant(debug_kernel), args.qemu.clone())?;
+    let mode = match exec {
+        Some(cmd) if cmd.trim().is_empty() => {
+            bail!("--exec needs a command, e.g. --exec 'uname -r'")
+        }
+        Some(cmd) => Mode::Exec(cmd),
+        None => Mode::Shell,
+    };
+    let t = (timeout > 0 && matches!(mode, Mode::Exec(_))).then(|| Duration::from_secs(timeout));
+    let step = vm::boot_step(&p, args.accel);
+    let mut sink = ExecSink { ready: false };
+    let out = vm::boot(&p, args, &mode, t, &mut sink)?;
+    let status = out.guest_status.unwrap_or(1);
+    step.done(&format!(
+        "guest exited with status {status}; console log {}",
+        out.console_log.display()
+    ));
+    Ok(ExitCode::from(
+        u8::try_from(status.clamp(0, 255)).unwrap_or(1),
+    ))
+}
+
+/// `test`: every host stage, then (unless `no_e2e`) the kmod lints and the
+/// guest suite; one total at the end.
+fn test_all(cache: &Cache, no_e2e: bool, timeout: u64, args: &VmArgs) -> Result<ExitCode> {
+    let ws = vm::workspace_root();
+    let (mut passed, mut failed) = (0, 0);
+    for stage in testcmd::STAGES {
+        if testcmd::run_stage(&ws, stage)? {
+            passed += 1;
+        } else {
+            failed += 1;
         }
     }
+    if testcmd::fuzz_stage(&ws) {
+        passed += 1;
+    } else {
+        failed += 1;
+    }
+    if !no_e2e {
+        eprintln!("==> guest suite");
+        let p = vm::prepare(cache, Variant::Debug, args.qemu.clone())?;
+        if testcmd::kmod_lint_stage(&p) {
+            passed += 1;
+        } else {
+            failed += 1;
+        }
+        let s = e2e::run(&p, args, None, Duration::from_secs(timeout))?;
+        passed += s.passed;
+        failed += s.failed;
+    }
+    println!("total: {passed} passed, {failed} failed");
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn variant(debug: bool) -> Variant {

@@ -166,11 +166,29 @@ pub fn run(
         ),
         None => {}
     }
+    judge_main_boot(&outcome, &sink, kill || death_selected, &mut summary);
+    if let Some(p) = log_path {
+        println!("console log: {}", p.display());
+    } else {
+        println!("console log: target/xtask/logs/latest/console.log");
+    }
+    println!("{} passed, {} failed", summary.passed, summary.failed);
+    Ok(summary)
+}
+
+/// Fails the main boot when it did not run the suite as asked: the filter
+/// matched nothing (and no own-boot test either), nothing ran, the exit
+/// status disagrees with the results, or the boot itself failed.
+fn judge_main_boot(
+    outcome: &Result<Outcome>,
+    sink: &SuiteSink,
+    own_boot_selected: bool,
+    summary: &mut Summary,
+) {
     match outcome {
         Ok(o) => {
             if let Some((f, names)) = &sink.no_match
-                && !kill
-                && !death_selected
+                && !own_boot_selected
             {
                 summary.failed += 1;
                 println!(
@@ -201,13 +219,6 @@ pub fn run(
             }
         }
     }
-    if let Some(p) = log_path {
-        println!("console log: {}", p.display());
-    } else {
-        println!("console log: target/xtask/logs/latest/console.log");
-    }
-    println!("{} passed, {} failed", summary.passed, summary.failed);
-    Ok(summary)
 }
 
 /// Boots once more for a test that ends the device (`mode` runs only

@@ -10,10 +10,10 @@
 //! target directory, so it never leaks into the normal build.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use xshell::{Shell, cmd};
 
 use crate::step::{Step, fmt_duration};
 
@@ -63,23 +63,21 @@ impl std::fmt::Display for FuzzRun {
 
 /// Makes sure `cargo fuzz` exists, installing it with cargo if not.
 fn ensure_cargo_fuzz(cargo: &str) -> Result<()> {
-    let ok = Command::new(cargo)
-        .args(["fuzz", "--version"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
+    let sh = Shell::new()?;
+    let ok = cmd!(sh, "{cargo} fuzz --version")
+        .quiet()
+        .ignore_stdout()
+        .ignore_stderr()
+        .run()
+        .is_ok();
     if ok {
         return Ok(());
     }
     let step = Step::start("cargo install cargo-fuzz (once, about 1 min)");
-    let st = Command::new(cargo)
-        .args(["install", "cargo-fuzz", "--locked"])
-        .status()
-        .context("cannot run cargo install")?;
-    if !st.success() {
-        bail!("cargo install cargo-fuzz failed ({st}); install it by hand and retry");
-    }
+    cmd!(sh, "{cargo} install cargo-fuzz --locked")
+        .quiet()
+        .run()
+        .context("cargo install cargo-fuzz failed; install it by hand and retry")?;
     step.done("installed");
     Ok(())
 }
@@ -89,15 +87,13 @@ pub fn build(ws: &Path) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     ensure_cargo_fuzz(&cargo)?;
     let step = Step::start("cargo fuzz build (AddressSanitizer, RUSTC_BOOTSTRAP=1)");
-    let st = Command::new(&cargo)
-        .current_dir(ws.join("fuzz"))
+    let sh = Shell::new()?;
+    sh.change_dir(ws.join("fuzz"));
+    cmd!(sh, "{cargo} fuzz build --sanitizer address")
         .env("RUSTC_BOOTSTRAP", "1")
-        .args(["fuzz", "build", "--sanitizer", "address"])
-        .status()
-        .context("cannot run cargo fuzz build")?;
-    if !st.success() {
-        bail!("cargo fuzz build failed ({st}); see the compiler output above");
-    }
+        .quiet()
+        .run()
+        .context("cargo fuzz build failed; see the compiler output above")?;
     step.done("built");
     Ok(())
 }
@@ -122,17 +118,18 @@ pub fn run_one(ws: &Path, target: &str, time: Duration) -> Result<FuzzRun> {
     std::fs::create_dir_all(&artifacts)?;
     let seeds = ws.join("fuzz/corpus").join(target);
     let t = Instant::now();
-    let out = Command::new(&bin)
-        .arg(format!("-max_total_time={}", time.as_secs().max(1)))
-        .arg("-timeout=20")
-        .arg("-rss_limit_mb=2048")
-        .arg("-print_final_stats=1")
-        .arg(format!("-artifact_prefix={}/", artifacts.display()))
-        .arg(&work)
-        .arg(&seeds)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
+    let max_time = format!("-max_total_time={}", time.as_secs().max(1));
+    let prefix = format!("-artifact_prefix={}/", artifacts.display());
+    let sh = Shell::new()?;
+    // libFuzzer exits non-zero on a crash: that is a result, read below.
+    let out = cmd!(
+        sh,
+        "{bin} {max_time} -timeout=20 -rss_limit_mb=2048 -print_final_stats=1 {prefix} {work} {seeds}"
+    )
+    .quiet()
+    .ignore_status()
+    .ignore_stdout()
+    .output()
         .with_context(|| format!("cannot run {}", bin.display()))?;
     let log = String::from_utf8_lossy(&out.stderr);
     let mut run = parse_stats(target, &log);

@@ -7,10 +7,10 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
+use xshell::{Shell, cmd};
 
 use crate::step::Step;
 
@@ -333,9 +333,12 @@ fn write_if_changed(mut a: Archive, elfs: &[PathBuf], out: &Path, step: Step) ->
 /// paths the host's ldd resolves, so dynamically linked programs run.
 pub fn add_shared_libs(a: &mut Archive, elfs: &[PathBuf]) -> Result<()> {
     let mut seen = std::collections::BTreeSet::new();
+    let sh = Shell::new()?;
     for elf in elfs {
-        let out = Command::new("ldd")
-            .arg(elf)
+        // ldd exits 1 on a static binary: its output says so.
+        let out = cmd!(sh, "ldd {elf}")
+            .quiet()
+            .ignore_status()
             .output()
             .context("ldd not found")?;
         let text = String::from_utf8_lossy(&out.stdout);
@@ -567,5 +570,23 @@ mod console_marker_tests {
         }
         assert!(seen > 5, "found only {seen} markers: the scan is broken");
         assert_eq!(marker_words("echo PKTACCEL-NOPE x"), ["PKTACCEL-NOPE"]);
+    }
+
+    #[test]
+    fn shared_libs_come_from_ldd_and_a_static_binary_needs_none() {
+        let mut a = super::Archive::default();
+        super::add_shared_libs(&mut a, &[std::path::PathBuf::from("/bin/sh")]).unwrap();
+        assert!(
+            a.nodes.keys().any(|k| k.contains("libc.so")),
+            "{:?}",
+            a.nodes.keys().collect::<Vec<_>>()
+        );
+        let mut b = super::Archive::default();
+        super::add_shared_libs(&mut b, &[std::path::PathBuf::from("/bin/busybox")]).unwrap();
+        assert!(
+            b.nodes.is_empty(),
+            "{:?}",
+            b.nodes.keys().collect::<Vec<_>>()
+        );
     }
 }

@@ -343,6 +343,13 @@ fn logs_dir(workspace: &Path, what: &str) -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// Where one boot writes its logs.
+struct BootLogs {
+    console: PathBuf,
+    device: PathBuf,
+    qemu: PathBuf,
+}
+
 /// Boots the guest once in `mode`.
 pub fn boot(
     p: &Prepared,
@@ -368,10 +375,12 @@ pub fn boot(
         Mode::Exec(_) => "exec",
         Mode::Suite(_) | Mode::DeviceKill | Mode::FaultDeath => "suite",
     };
-    let logs = logs_dir(&p.workspace, mode_name)?;
-    let console_log = logs.join("console.log");
-    let device_log = logs.join("device.log");
-    let qemu_log = logs.join("qemu.log");
+    let logs_root = logs_dir(&p.workspace, mode_name)?;
+    let logs = BootLogs {
+        console: logs_root.join("console.log"),
+        device: logs_root.join("device.log"),
+        qemu: logs_root.join("qemu.log"),
+    };
     // Declared before the guard so it drops after it: a Ctrl-C during the
     // guard's cleanup must not exit the process half way.
     let _booting = BootingFlag::set();
@@ -406,17 +415,36 @@ pub fn boot(
 
     // The device first: QEMU connects to its socket at start.
     let sock = rd.join("pktaccel.sock");
+    spawn_device(p, args, &sock, &logs.device, &mut guard)?;
+    let mut q = qemu_command(p, args, mode, &initrd, &sock)?;
+    q.stderr(std::fs::File::create(&logs.qemu)?);
+    if interactive {
+        return run_interactive(q, &mut guard, logs);
+    }
+    let fault_ctl = rd.join("pktaccel.sock.ctl");
+    run_captured(q, &mut guard, mode, timeout, sink, &fault_ctl, logs)
+}
+
+/// Starts `pktaccel-device` on `sock` and waits until the socket exists.
+fn spawn_device(
+    p: &Prepared,
+    args: &VmArgs,
+    sock: &Path,
+    device_log: &Path,
+    guard: &mut Guard,
+) -> Result<()> {
+    // std Command, not xshell: the device is a long-lived child that
+    // needs pre_exec (tie_to_parent) and must be killable mid-run.
     let mut dev = Command::new(&p.device);
     dev.arg("--socket")
-        .arg(&sock)
+        .arg(sock)
         .arg("--queues")
         .arg(args.queues.to_string())
         .arg("--once");
     for f in &args.faults {
         dev.arg("--fault").arg(f);
     }
-    let fault_ctl = rd.join("pktaccel.sock.ctl");
-    let dlog = std::fs::File::create(&device_log)?;
+    let dlog = std::fs::File::create(device_log)?;
     dev.stdin(Stdio::null())
         .stdout(dlog.try_clone()?)
         .stderr(dlog);
@@ -431,14 +459,14 @@ pub fn boot(
             bail!(
                 "pktaccel-device exited at start ({status}) before creating its socket; its log ({}):\n{}",
                 device_log.display(),
-                file_tail(&device_log, 20)
+                file_tail(device_log, 20)
             );
         }
         if t0.elapsed() > Duration::from_secs(10) {
             bail!(
                 "pktaccel-device did not create {} within 10 s; its log:\n{}",
                 sock.display(),
-                file_tail(&device_log, 20)
+                file_tail(device_log, 20)
             );
         }
         if INTERRUPTED.load(Ordering::SeqCst) {
@@ -446,7 +474,18 @@ pub fn boot(
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+    Ok(())
+}
 
+/// The QEMU command line shared by both console modes: machine, kernel,
+/// initrd, shared memory and the vhost-user device on `sock`.
+fn qemu_command(
+    p: &Prepared,
+    args: &VmArgs,
+    mode: &Mode,
+    initrd: &Path,
+    sock: &Path,
+) -> Result<Command> {
     let accel = resolve_accel(args.accel)?;
     let mut q = p.qemu.command();
     let cmdline = match mode {
@@ -467,7 +506,7 @@ pub fn boot(
     .arg("-kernel")
     .arg(&p.kernel.bzimage)
     .arg("-initrd")
-    .arg(&initrd)
+    .arg(initrd)
     .args(["-append", cmdline])
     .args([
         "-object",
@@ -486,50 +525,56 @@ pub fn boot(
             pktaccel_abi::DEVICE_CONFIG_SIZE
         ),
     ]);
-    q.stderr(std::fs::File::create(&qemu_log)?);
-    if interactive {
-        q.arg("-chardev")
-            .arg(format!(
-                "stdio,id=con,mux=on,signal=off,logfile={}",
-                console_log.display()
-            ))
-            .args([
-                "-serial",
-                "chardev:con",
-                "-mon",
-                "chardev=con,mode=readline",
-            ]);
-        tie_to_parent(&mut q, false);
-        eprintln!(
-            "    console log: {}  (leave the guest with 'exit', or Ctrl-A X)",
-            console_log.display()
-        );
-        let child = q.spawn().context("cannot start QEMU")?;
-        guard.children.push(("qemu", child));
-        let status = loop {
-            if INTERRUPTED.load(Ordering::SeqCst) {
-                guard.stop_all();
-                bail!("interrupted: QEMU and pktaccel-device stopped");
-            }
-            if let Some(status) = guard.child("qemu")?.try_wait()? {
-                break status;
-            }
-            check_device_alive(&mut guard, &device_log)?;
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        if !status.success() {
-            bail!(
-                "QEMU exited with {status}; its log ({}):\n{}",
-                qemu_log.display(),
-                file_tail(&qemu_log, 20)
-            );
-        }
-        return Ok(Outcome {
-            guest_status: Some(0),
-            console_log,
-        });
-    }
+    Ok(q)
+}
 
+/// Runs QEMU with the console on the terminal until the user leaves it.
+fn run_interactive(mut q: Command, guard: &mut Guard, logs: BootLogs) -> Result<Outcome> {
+    let console_log = logs.console;
+    q.arg("-chardev")
+        .arg(format!(
+            "stdio,id=con,mux=on,signal=off,logfile={}",
+            console_log.display()
+        ))
+        .args([
+            "-serial",
+            "chardev:con",
+            "-mon",
+            "chardev=con,mode=readline",
+        ]);
+    tie_to_parent(&mut q, false);
+    eprintln!(
+        "    console log: {}  (leave the guest with 'exit', or Ctrl-A X)",
+        console_log.display()
+    );
+    let child = q.spawn().context("cannot start QEMU")?;
+    guard.children.push(("qemu", child));
+    let status = loop {
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            guard.stop_all();
+            bail!("interrupted: QEMU and pktaccel-device stopped");
+        }
+        if let Some(status) = guard.child("qemu")?.try_wait()? {
+            break status;
+        }
+        check_device_alive(guard, &logs.device)?;
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    if !status.success() {
+        bail!(
+            "QEMU exited with {status}; its log ({}):\n{}",
+            logs.qemu.display(),
+            file_tail(&logs.qemu, 20)
+        );
+    }
+    Ok(Outcome {
+        guest_status: Some(0),
+        console_log,
+    })
+}
+
+/// Starts QEMU with the console piped to a thread that sends it line by line.
+fn spawn_captured(mut q: Command, guard: &mut Guard) -> Result<mpsc::Receiver<String>> {
     q.args(["-serial", "stdio"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped());
@@ -549,6 +594,31 @@ pub fn boot(
             }
         }
     });
+    Ok(rx)
+}
+
+/// The last console lines, indented for an error message.
+fn indented(tail: &std::collections::VecDeque<String>) -> String {
+    tail.iter()
+        .map(|l| format!("    | {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Runs QEMU with the console captured: logs every line, answers the
+/// guest's cues (exit status, fault control, device kill) and feeds `sink`.
+fn run_captured(
+    q: Command,
+    guard: &mut Guard,
+    mode: &Mode,
+    timeout: Option<Duration>,
+    sink: &mut dyn ConsoleSink,
+    fault_ctl: &Path,
+    logs: BootLogs,
+) -> Result<Outcome> {
+    use std::io::Write;
+    let console_log = logs.console;
+    let rx = spawn_captured(q, guard)?;
     let mut log = std::io::BufWriter::new(std::fs::File::create(&console_log)?);
     let started = Instant::now();
     let mut guest_status = None;
@@ -569,21 +639,17 @@ pub fn boot(
                 "the guest did not finish within {} (hung?); QEMU and the device were stopped.\n  console log: {}\n{}",
                 fmt_duration(t),
                 console_log.display(),
-                tail.iter()
-                    .map(|l| format!("    | {l}"))
-                    .collect::<Vec<_>>()
-                    .join("\n")
+                indented(&tail)
             );
         }
         match rx.recv_timeout(Duration::from_millis(50)) {
             Ok(line) => {
-                use std::io::Write;
                 let _ = writeln!(log, "{line}");
                 if let Some(rc) = console::after(&line, console::EXIT) {
                     guest_status = rc.trim().parse().ok();
                 }
                 if let Some(cmd) = console::after(line.trim(), console::FAULT) {
-                    let answer = fault_control(&fault_ctl, cmd);
+                    let answer = fault_control(fault_ctl, cmd);
                     let _ = writeln!(log, "[host] fault control: {cmd} -> {answer}");
                 }
                 if matches!(mode, Mode::DeviceKill) && line.trim() == console::KILL_DEVICE {
@@ -598,29 +664,22 @@ pub fn boot(
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 if matches!(mode, Mode::FaultDeath) && guard.forget_device_exited_with(3) {
-                    use std::io::Write;
                     let _ = writeln!(log, "[host] pktaccel-device died of its injected fault");
                 }
-                check_device_alive(&mut guard, &device_log)?;
+                check_device_alive(guard, &logs.device)?;
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
     let status = guard.child("qemu")?.wait()?;
-    {
-        use std::io::Write;
-        let _ = log.flush();
-    }
+    let _ = log.flush();
     if guest_status.is_none() {
         bail!(
             "QEMU exited ({status}) before the guest finished.\n  QEMU log ({}):\n{}\n  console log ({}):\n{}",
-            qemu_log.display(),
-            file_tail(&qemu_log, 15),
+            logs.qemu.display(),
+            file_tail(&logs.qemu, 15),
             console_log.display(),
-            tail.iter()
-                .map(|l| format!("    | {l}"))
-                .collect::<Vec<_>>()
-                .join("\n")
+            indented(&tail)
         );
     }
     Ok(Outcome {
@@ -769,7 +828,12 @@ mod tests {
         let device = script(
             d,
             "device",
-            &format!("while [ \"$1\" != --socket ]; do shift; done\ntouch \"$2\"\n{device_body}"),
+            // The arguments are written before the socket appears: boot may
+            // finish and kill the stand-in as soon as the socket exists.
+            &format!(
+                "echo \"$@\" > \"$(dirname \"$0\")/device.args\"\n\
+                 while [ \"$1\" != --socket ]; do shift; done\ntouch \"$2\"\n{device_body}"
+            ),
         );
         let qemu = script(d, "qemu", qemu_body);
         let base = d.join("base.cpio");
@@ -860,7 +924,7 @@ mod tests {
     #[test]
     fn faults_reach_the_device_and_guest_fault_cues_reach_its_control_socket() {
         let f = fake(
-            "echo \"$@\" > \"$(dirname \"$0\")/device.args\"\nexec sleep 30",
+            "exec sleep 30",
             "echo PKTACCEL-READY\necho 'PKTACCEL-FAULT add drop'\necho PKTACCEL-EXIT 0",
         );
         let mut sink = Lines(vec![]);
