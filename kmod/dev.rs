@@ -23,26 +23,29 @@ use kernel::{
 use crate::{
     abi,
     bounce::Bounce,
-    file::FileState,
     keys::{KeyClaim, KeyTable},
     ring::{Seg, Vq, STATUS_UNWRITTEN},
+    slab::{PINNED_TOTAL, QUARANTINED_TOTAL, SLABS_TOTAL},
     virtio::{self, common, Caps, Regs},
 };
 use kernel::sync::Arc;
 
-/// Bytes pinned in slabs, over all files and devices.
-pub(crate) static PINNED_TOTAL: Atomic<u64> = Atomic::new(0);
-/// Slabs allocated, over all files and devices.
-pub(crate) static SLABS_TOTAL: Atomic<u64> = Atomic::new(0);
-/// Bytes given up for good because a device did not acknowledge its reset
-/// while it might still write to them (slabs and bounce buffers).
-pub(crate) static QUARANTINED_TOTAL: Atomic<u64> = Atomic::new(0);
+/// Whoever submitted a request: the device hands it the outcome. The
+/// file side implements it, so this module does not depend on `file.rs`.
+pub(crate) trait Submitter: Send + Sync {
+    /// Called once per finished request, without device locks held.
+    fn complete(&self, cookie: u64, op: u16, st: abi::StatusRecord, bounce: Option<Bounce>);
+    /// The device may still write to the submitter's memory: never free it.
+    fn quarantine(&self);
+    /// A submit of this submitter found every queue full.
+    fn note_ring_full(&self);
+}
 
 /// A request the device holds.
 pub(crate) struct InFlight {
     /// Keeps the submitting file's state (and so its slabs) alive until
     /// the device is done with the request, even if the file is closed.
-    pub(crate) file: Arc<FileState>,
+    pub(crate) file: Arc<dyn Submitter>,
     pub(crate) cookie: u64,
     pub(crate) op: u16,
     pub(crate) bounce: Option<Bounce>,
@@ -191,7 +194,7 @@ impl Shared {
             }
             self.stats.ring_full.add(1, Relaxed);
             if let Some(i) = &inf {
-                i.file.stats.ring_full.add(1, Relaxed);
+                i.file.note_ring_full();
             }
             if nonblock {
                 return Err(EAGAIN);

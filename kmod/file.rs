@@ -27,11 +27,11 @@ use kernel::{
 use crate::{
     abi::{self, IocCompletion, IocReap, IocRequest, IocSegment, IocSlabAlloc, IocSubmit},
     bounce::{Bounce, BounceBytes},
-    dev::{InFlight, Shared, PINNED_TOTAL, SLABS_TOTAL},
+    dev::{InFlight, Shared, Submitter},
     keys::{self, KeyClaim},
     misc::{MiscPoll, PollMiscRegistration},
     ring::Seg,
-    slab::{reject_log_allowed, Slab},
+    slab::{free_slab, quarantine_slab, reject_log_allowed, Slab, PINNED_TOTAL, SLABS_TOTAL},
 };
 
 #[path = "file_io.rs"]
@@ -139,7 +139,7 @@ pub(crate) struct FileStats {
     rejected: Atomic<u64>,
     bytes_copied: Atomic<u64>,
     bytes_zero_copy: Atomic<u64>,
-    pub(crate) ring_full: Atomic<u64>,
+    ring_full: Atomic<u64>,
 }
 
 /// The state of one open `/dev/pktaccel`.
@@ -160,30 +160,10 @@ pub(crate) struct FileState {
     /// Woken on every completion: reapers and poll().
     #[pin]
     wait: PollCondVar,
-    pub(crate) stats: FileStats,
-}
-
-fn free_slab(pinned: &mut u64, s: Slab) {
-    *pinned -= s.size;
-    PINNED_TOTAL.fetch_sub(s.size, Relaxed);
-    SLABS_TOTAL.fetch_sub(1, Relaxed);
-    drop(s);
-}
-
-/// Like `free_slab`, but keeps the pages for good (quarantine).
-fn quarantine_slab(pinned: &mut u64, s: Slab) {
-    *pinned -= s.size;
-    PINNED_TOTAL.fetch_sub(s.size, Relaxed);
-    SLABS_TOTAL.fetch_sub(1, Relaxed);
-    s.quarantine();
+    stats: FileStats,
 }
 
 impl FileState {
-    /// The device may still write to this file's memory: never free it.
-    pub(crate) fn quarantine(&self) {
-        self.quarantined.store(1, Relaxed);
-    }
-
     fn is_quarantined(&self) -> bool {
         self.quarantined.load(Relaxed) != 0
     }
@@ -191,39 +171,6 @@ impl FileState {
     /// Bytes this file pins: its slabs and its bounce buffers.
     fn pinned_by_file(&self, inner: &FileInner) -> u64 {
         inner.pinned + self.bounce.load(Relaxed)
-    }
-
-    /// Called by the device for each finished request of this file.
-    pub(crate) fn complete(
-        &self,
-        cookie: u64,
-        op: u16,
-        st: abi::StatusRecord,
-        bounce: Option<Bounce>,
-    ) {
-        self.stats.requests[usize::from(op) & 15].add(1, Relaxed);
-        if st.status != abi::STATUS_OK {
-            self.stats.errors.add(1, Relaxed);
-        }
-        let e = CompEntry {
-            comp: IocCompletion {
-                cookie,
-                status: st.status,
-                len: st.len,
-                result: st.result,
-            },
-            bounce,
-        };
-        let lost = {
-            let mut g = self.comp.lock();
-            g.inflight = g.inflight.saturating_sub(1);
-            g.push(e)
-        };
-        if lost.is_some() {
-            // Unreachable: submit reserves room for every completion.
-            pr_err!("completion queue overflow, completion {:#x} lost\n", cookie);
-        }
-        self.wait.notify_all();
     }
 
     /// Reserves room for one more completion.
@@ -487,6 +434,43 @@ impl FileState {
                 }
             }
         }
+    }
+}
+
+/// The device's view of a file: where its requests' outcomes go.
+impl Submitter for FileState {
+    fn complete(&self, cookie: u64, op: u16, st: abi::StatusRecord, bounce: Option<Bounce>) {
+        self.stats.requests[usize::from(op) & 15].add(1, Relaxed);
+        if st.status != abi::STATUS_OK {
+            self.stats.errors.add(1, Relaxed);
+        }
+        let e = CompEntry {
+            comp: IocCompletion {
+                cookie,
+                status: st.status,
+                len: st.len,
+                result: st.result,
+            },
+            bounce,
+        };
+        let lost = {
+            let mut g = self.comp.lock();
+            g.inflight = g.inflight.saturating_sub(1);
+            g.push(e)
+        };
+        if lost.is_some() {
+            // Unreachable: submit reserves room for every completion.
+            pr_err!("completion queue overflow, completion {:#x} lost\n", cookie);
+        }
+        self.wait.notify_all();
+    }
+
+    fn quarantine(&self) {
+        self.quarantined.store(1, Relaxed);
+    }
+
+    fn note_ring_full(&self) {
+        self.stats.ring_full.add(1, Relaxed);
     }
 }
 

@@ -199,8 +199,9 @@ impl FileState {
             drop(inner);
             None
         };
+        let file: Arc<FileState> = me.into();
         let inf = InFlight {
-            file: me.into(),
+            file,
             cookie: h.cookie,
             op: h.op,
             bounce,
