@@ -3,14 +3,15 @@
 //! files: the request queues, requests in flight, statistics, and device
 //! death.
 //!
-//! `Shared` outlives the PCI binding while files are open: after unbind
+//! `DeviceState` outlives the PCI binding while files are open: after unbind
 //! (or after the device is declared dead) it refuses new requests, its
 //! BAR is revoked (`DevresBar`) and its rings are gone.
 
 use core::fmt;
 use kernel::{
+    device::{self, Bound},
     io::Io,
-    pci,
+    new_condvar, new_spinlock, pci,
     prelude::*,
     sync::{
         aref::ARef,
@@ -59,14 +60,14 @@ pub(crate) struct QueueState {
     pub(crate) last_progress: Instant<Monotonic>,
 }
 
-pub(crate) struct Hw {
-    pub(crate) queues: KVec<QueueState>,
-    pub(crate) dead: bool,
+struct Hw {
+    queues: KVec<QueueState>,
+    dead: bool,
     next: usize,
 }
 
 impl Hw {
-    pub(crate) fn new(queues: KVec<QueueState>) -> Self {
+    fn new(queues: KVec<QueueState>) -> Self {
         Hw {
             queues,
             dead: false,
@@ -76,18 +77,18 @@ impl Hw {
 }
 
 /// Device-wide counters (debugfs).
-pub(crate) struct Stats {
-    pub(crate) requests: [Atomic<u64>; 16],
-    pub(crate) errors: [Atomic<u64>; 16],
-    pub(crate) rejected: Atomic<u64>,
-    pub(crate) bytes_copied: Atomic<u64>,
-    pub(crate) bytes_zero_copy: Atomic<u64>,
-    pub(crate) ring_full: Atomic<u64>,
-    pub(crate) device_errors: Atomic<u64>,
+struct Stats {
+    requests: [Atomic<u64>; 16],
+    errors: [Atomic<u64>; 16],
+    rejected: Atomic<u64>,
+    bytes_copied: Atomic<u64>,
+    bytes_zero_copy: Atomic<u64>,
+    ring_full: Atomic<u64>,
+    device_errors: Atomic<u64>,
 }
 
 impl Stats {
-    pub(crate) const fn new() -> Self {
+    const fn new() -> Self {
         Stats {
             requests: [const { Atomic::new(0) }; 16],
             errors: [const { Atomic::new(0) }; 16],
@@ -100,30 +101,141 @@ impl Stats {
     }
 }
 
+/// One pktaccel device: its queues, what it holds in flight, its key
+/// slots and counters. Open files and the interrupt share it.
 #[pin_data]
-pub(crate) struct Shared {
-    pub(crate) pdev: ARef<pci::Device>,
-    pub(crate) cfg: abi::DeviceConfig,
-    pub(crate) queue_size: u16,
-    pub(crate) max_segs: u16,
-    pub(crate) nq: usize,
+pub(crate) struct DeviceState {
+    pdev: ARef<pci::Device>,
+    cfg: abi::DeviceConfig,
+    queue_size: u16,
+    max_segs: u16,
+    nq: usize,
     /// Requests that fit in all rings at once.
-    pub(crate) total_slots: usize,
-    pub(crate) caps: Caps,
-    pub(crate) bar: pci::DevresBar,
-    pub(crate) notify: KVec<usize>,
+    total_slots: usize,
+    caps: Caps,
+    bar: pci::DevresBar,
+    notify: KVec<usize>,
     #[pin]
-    pub(crate) hw: SpinLock<Hw>,
+    hw: SpinLock<Hw>,
     /// Woken when ring slots free up or the device dies.
     #[pin]
-    pub(crate) space: CondVar,
-    pub(crate) stats: Stats,
+    space: CondVar,
+    stats: Stats,
     /// Which file holds which device key slot (see `keys.rs`).
     #[pin]
-    pub(crate) keys: SpinLock<KeyTable>,
+    keys: SpinLock<KeyTable>,
 }
 
-impl Shared {
+/// What probe learnt and set up on a device before it can run.
+pub(crate) struct Setup {
+    pub(crate) cfg: abi::DeviceConfig,
+    /// Entries per ring (every queue has the same size).
+    pub(crate) queue_size: u16,
+    pub(crate) max_segs: u16,
+    pub(crate) queues: KVec<QueueState>,
+    /// Doorbell offset of each queue.
+    pub(crate) notify: KVec<usize>,
+}
+
+impl DeviceState {
+    /// The device's state once its queues are set up (`Setup`) and its
+    /// BAR handed to devres; `keys` covers its key slots.
+    pub(crate) fn new(
+        pdev: &pci::Device<Bound>,
+        caps: Caps,
+        bar: pci::DevresBar,
+        setup: Setup,
+        keys: KeyTable,
+    ) -> impl PinInit<Self, Error> {
+        let Setup {
+            cfg,
+            queue_size,
+            max_segs,
+            queues,
+            notify,
+        } = setup;
+        let pdev: ARef<pci::Device> = pdev.into();
+        let nq = queues.len();
+        let total_slots = queues
+            .iter()
+            .map(|q| q.vq.as_ref().map_or(0, |v| usize::from(v.nslots())))
+            .sum();
+        try_pin_init!(Self {
+            pdev,
+            cfg,
+            queue_size,
+            max_segs,
+            nq,
+            total_slots,
+            caps,
+            bar,
+            notify,
+            hw <- new_spinlock!(Hw::new(queues)),
+            space <- new_condvar!(),
+            stats: Stats::new(),
+            keys <- new_spinlock!(keys),
+        }? Error)
+    }
+
+    /// The device's config as read (once) at probe.
+    pub(crate) fn cfg(&self) -> &abi::DeviceConfig {
+        &self.cfg
+    }
+
+    pub(crate) fn queue_size(&self) -> u16 {
+        self.queue_size
+    }
+
+    /// Most segments one request may have.
+    pub(crate) fn max_segs(&self) -> u16 {
+        self.max_segs
+    }
+
+    /// Number of request queues.
+    pub(crate) fn nq(&self) -> usize {
+        self.nq
+    }
+
+    /// Requests that fit in all rings at once.
+    pub(crate) fn total_slots(&self) -> usize {
+        self.total_slots
+    }
+
+    /// The device, for log lines.
+    pub(crate) fn dev(&self) -> &device::Device {
+        self.pdev.as_ref()
+    }
+
+    /// Which file holds which device key slot (see `keys.rs`).
+    pub(crate) fn keys(&self) -> &SpinLock<KeyTable> {
+        &self.keys
+    }
+
+    /// Counts a request refused before it reached the device.
+    pub(crate) fn count_rejected(&self) {
+        self.stats.rejected.add(1, Relaxed);
+    }
+
+    /// Counts bytes copied through bounce buffers.
+    pub(crate) fn count_copied(&self, bytes: u64) {
+        self.stats.bytes_copied.add(bytes, Relaxed);
+    }
+
+    /// Counts bytes the device read and wrote in place (zero-copy).
+    pub(crate) fn count_zero_copy(&self, bytes: u64) {
+        self.stats.bytes_zero_copy.add(bytes, Relaxed);
+    }
+
+    /// Sets DRIVER_OK: everything is in place, the device may run.
+    pub(crate) fn start(&self, pdev: &pci::Device<Bound>) -> Result {
+        let bar = self.bar.access(pdev.as_ref())?;
+        Regs {
+            bar,
+            caps: &self.caps,
+        }
+        .add_status(virtio::status::DRIVER_OK)
+    }
+
     pub(crate) fn is_dead(&self) -> bool {
         self.hw.lock().dead
     }
@@ -450,7 +562,7 @@ impl Shared {
 }
 
 /// The debugfs `stats` file: one `key value` pair per line.
-pub(crate) struct StatsView(pub(crate) Arc<Shared>);
+pub(crate) struct StatsView(pub(crate) Arc<DeviceState>);
 
 impl fmt::Debug for StatsView {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -498,7 +610,7 @@ impl fmt::Debug for StatsView {
 /// Sets up every request queue: size, rings, MSI-X vector 0, doorbell,
 /// enable. Returns the queue states and doorbell offsets.
 pub(crate) fn setup_queues(
-    pdev: &pci::Device<kernel::device::Bound>,
+    pdev: &pci::Device<Bound>,
     regs: &Regs<'_>,
     nq: u16,
     max_segs: u16,

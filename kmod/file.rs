@@ -27,7 +27,7 @@ use kernel::{
 use crate::{
     abi::{self, IocCompletion, IocReap, IocRequest, IocSegment, IocSlabAlloc, IocSubmit},
     bounce::{Bounce, BounceBytes},
-    dev::{InFlight, Shared, Submitter},
+    dev::{DeviceState, InFlight, Submitter},
     keys::{self, KeyClaim},
     misc::{MiscPoll, PollMiscRegistration},
     ring::Seg,
@@ -145,7 +145,7 @@ pub(crate) struct FileStats {
 /// The state of one open `/dev/pktaccel`.
 #[pin_data(PinnedDrop)]
 pub(crate) struct FileState {
-    shared: Arc<Shared>,
+    shared: Arc<DeviceState>,
     /// Unique over the module's life: names this file in the key table.
     id: u64,
     /// Copy-mode bounce bytes held (in flight or unreaped).
@@ -210,8 +210,8 @@ impl FileState {
     fn info(&self, ptr: UserPtr) -> Result {
         let pinned = self.pinned_by_file(&self.inner.lock());
         let info = abi::IocInfo {
-            config: self.shared.cfg,
-            queue_size: u32::from(self.shared.queue_size),
+            config: *self.shared.cfg(),
+            queue_size: u32::from(self.shared.queue_size()),
             reserved: 0,
             max_pinned_per_file: crate::max_pinned_per_file(),
             max_pinned_total: crate::max_pinned_total(),
@@ -350,7 +350,7 @@ impl FileState {
 
     fn reject(&self, e: Error) -> Error {
         self.stats.rejected.add(1, Relaxed);
-        self.shared.stats.rejected.add(1, Relaxed);
+        self.shared.count_rejected();
         e
     }
 
@@ -369,13 +369,13 @@ impl FileState {
     /// outlives its file and the slots can serve other files.
     fn clear_keys(me: &Arc<Self>) {
         let shared = &me.shared;
-        let nslots = shared.keys.lock().len();
+        let nslots = shared.keys().lock().len();
         let Ok(mut claims) = KVec::<KeyClaim>::with_capacity(nslots, GFP_KERNEL) else {
             // The slots stay owned by this file's id, which is never
             // reused: lost, but never handed to anyone else.
             return;
         };
-        shared.keys.lock().release(me.id, &mut claims);
+        shared.keys().lock().release(me.id, &mut claims);
         if claims.is_empty() {
             return;
         }
@@ -393,7 +393,7 @@ impl FileState {
         for c in claims.drain_all() {
             if Self::send_clear(me, c, &mut touched).is_err() {
                 // Never sent: the slot stays out of use for good.
-                shared.keys.lock().complete(c, abi::STATUS_DEVICE_ERROR);
+                shared.keys().lock().complete(c, abi::STATUS_DEVICE_ERROR);
             }
         }
         shared.kick_touched(touched);
@@ -498,7 +498,7 @@ impl MiscDevice for FileState {
 
     fn open(_file: &File, misc: &MiscDeviceRegistration<Self>) -> Result<Arc<Self>> {
         let shared = PollMiscRegistration::<Self>::data_of(misc).clone();
-        let cap = 2 * shared.total_slots;
+        let cap = 2 * shared.total_slots();
         let mut ring = KVec::with_capacity(cap, GFP_KERNEL)?;
         for _ in 0..cap {
             ring.push(None, GFP_KERNEL)?;
@@ -576,7 +576,7 @@ impl MiscDevice for FileState {
 }
 
 impl MiscPoll for FileState {
-    type RegData = Arc<Shared>;
+    type RegData = Arc<DeviceState>;
 
     fn poll(me: ArcBorrow<'_, Self>, file: &File, table: PollTable<'_>) -> u32 {
         table.register_wait(file, &me.wait);

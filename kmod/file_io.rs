@@ -74,11 +74,11 @@ impl FileState {
         if h.op >= 16 || h.flags != 0 || h.reserved != 0 {
             return Err(me.reject(EINVAL));
         }
-        if req.queue != u32::MAX && req.queue as usize >= shared.nq {
+        if req.queue != u32::MAX && req.queue as usize >= shared.nq() {
             return Err(me.reject(EINVAL));
         }
         let n = req.nsegs as usize;
-        if n > usize::from(shared.max_segs) {
+        if n > usize::from(shared.max_segs()) {
             return Err(me.reject(E2BIG));
         }
         let mut segs = KVec::<IocSegment>::with_capacity(n, GFP_KERNEL)?;
@@ -107,13 +107,13 @@ impl FileState {
                 _ => return Err(me.reject(EINVAL)),
             }
         }
-        let max = u64::from(shared.cfg.max_request_bytes);
+        let max = u64::from(shared.cfg().max_request_bytes);
         if tin > max || tout > max {
             return Err(me.reject(E2BIG));
         }
         let key = if keys::uses_key(h.op) {
             let c = shared
-                .keys
+                .keys()
                 .lock()
                 .claim(me.id, h.op, h.key_slot)
                 .map_err(|e| me.reject(e))?;
@@ -125,7 +125,7 @@ impl FileState {
         };
         let r = Self::queue_one(me, &req, &segs, (tin, tout), copy, nonblock, touched, key);
         if let (Err(_), Some(c)) = (&r, key) {
-            shared.keys.lock().unclaim(c);
+            shared.keys().lock().unclaim(c);
         }
         r
     }
@@ -152,7 +152,7 @@ impl FileState {
                 segs,
                 tin as usize,
                 tout as usize,
-                usize::from(shared.max_segs),
+                usize::from(shared.max_segs()),
                 &me.bounce,
                 slab_pinned,
             )
@@ -160,7 +160,7 @@ impl FileState {
             b.segs(&mut dsegs)?;
             me.reserve()?;
             me.stats.bytes_copied.add(tin, Relaxed);
-            shared.stats.bytes_copied.add(tin, Relaxed);
+            shared.count_copied(tin);
             Some(b)
         } else {
             for s in segs.iter() {
@@ -183,7 +183,7 @@ impl FileState {
                     drop(inner);
                     if reject_log_allowed() {
                         dev_warn!(
-                            shared.pdev.as_ref(),
+                            shared.dev(),
                             "request {:#x} rejected: segment {:#x}+{} is not inside a slab of this file\n",
                             h.cookie,
                             s.addr,
@@ -211,7 +211,7 @@ impl FileState {
             Ok(()) => {
                 if !copy {
                     me.stats.bytes_zero_copy.add(tin + tout, Relaxed);
-                    shared.stats.bytes_zero_copy.add(tin + tout, Relaxed);
+                    shared.count_zero_copy(tin + tout);
                 }
                 Ok(())
             }
@@ -254,7 +254,7 @@ impl FileState {
                 drop(g);
                 if reject_log_allowed() {
                     dev_info!(
-                        me.shared.pdev.as_ref(),
+                        me.shared.dev(),
                         "reap refused: the next completion's copy-mode outputs belong to process {}, not {}\n",
                         pid,
                         crate::slab::current_owner().0
@@ -332,7 +332,7 @@ impl FileState {
                     me.stats.errors.add(1, Relaxed);
                 }
                 me.stats.bytes_copied.add(n, Relaxed);
-                me.shared.stats.bytes_copied.add(n, Relaxed);
+                me.shared.count_copied(n);
             }
             if result.is_ok() {
                 match cw.write(&c) {

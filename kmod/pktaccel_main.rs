@@ -13,7 +13,7 @@ use kernel::{
     device::{Bound, Core},
     dma::{Device as _, DmaMask},
     irq::{self, IrqReturn, ThreadedHandler, ThreadedIrqReturn, ThreadedRegistration},
-    new_condvar, new_spinlock, pci,
+    pci,
     prelude::*,
     sync::Arc,
 };
@@ -34,7 +34,7 @@ mod slab;
 mod virtio;
 
 use abi::DeviceConfig;
-use dev::{Hw, Shared, Stats, StatsView};
+use dev::{DeviceState, Setup, StatsView};
 use file::FileState;
 use misc::PollMiscRegistration;
 use virtio::{common, status, Regs};
@@ -80,7 +80,7 @@ struct PktDriver;
 /// closed files, which sleeps).
 #[pin_data]
 struct IrqHandler {
-    shared: Arc<Shared>,
+    shared: Arc<DeviceState>,
 }
 
 impl ThreadedHandler for IrqHandler {
@@ -146,7 +146,7 @@ struct DevData<'bound> {
     #[pin]
     irq: ThreadedRegistration<'bound, IrqHandler>,
     _vectors: Vectors<'bound>,
-    shared: Arc<Shared>,
+    shared: Arc<DeviceState>,
     pdev: &'bound pci::Device<Bound>,
 }
 
@@ -228,7 +228,7 @@ impl pci::Driver for PktDriver {
             let caps = virtio::find_caps(pdev)?;
             let bar = pdev.iomap_region(caps.bar, c"pktaccel")?;
 
-            let (cfg, indirect, nq, max_segs, queues, notify, qsize, vectors, vref) = {
+            let (setup, indirect, vectors, vref) = {
                 let regs = Regs {
                     bar: &bar,
                     caps: &caps,
@@ -248,17 +248,14 @@ impl pci::Driver for PktDriver {
                     regs.write16(virtio::NO_VECTOR, common::MSIX_CONFIG)?;
                     let (queues, notify, qsize) =
                         dev::setup_queues(pdev, &regs, nq as u16, max_segs, indirect)?;
-                    Ok((
+                    let setup = Setup {
                         cfg,
-                        indirect,
-                        nq as usize,
+                        queue_size: qsize,
                         max_segs,
                         queues,
                         notify,
-                        qsize,
-                        vectors,
-                        vref,
-                    ))
+                    };
+                    Ok((setup, indirect, vectors, vref))
                 };
                 match setup() {
                     Ok(v) => v,
@@ -269,34 +266,16 @@ impl pci::Driver for PktDriver {
                     }
                 }
             };
-            let total_slots = queues
-                .iter()
-                .map(|q| q.vq.as_ref().map_or(0, |v| usize::from(v.nslots())))
-                .sum();
             let bar = bar.into_devres()?;
-            let key_table = keys::KeyTable::new(cfg.key_slots.min(MAX_KEY_SLOTS))?;
+            let key_table = keys::KeyTable::new(setup.cfg.key_slots.min(MAX_KEY_SLOTS))?;
             let shared = Arc::pin_init(
-                try_pin_init!(Shared {
-                    pdev: pdev.into(),
-                    cfg,
-                    queue_size: qsize,
-                    max_segs,
-                    nq,
-                    total_slots,
-                    caps,
-                    bar,
-                    notify,
-                    hw <- new_spinlock!(Hw::new(queues)),
-                    space <- new_condvar!(),
-                    stats: Stats::new(),
-                    keys <- new_spinlock!(key_table),
-                }),
+                DeviceState::new(pdev, caps, bar, setup, key_table),
                 GFP_KERNEL,
             )?;
             // From here on, a failure must reset the device before the
             // rings are freed.
             let fail =
-                kernel::types::ScopeGuard::new_with_data(shared.clone(), |s: Arc<Shared>| {
+                kernel::types::ScopeGuard::new_with_data(shared.clone(), |s: Arc<DeviceState>| {
                     s.shutdown()
                 });
             let request = vref.index(0)?;
@@ -323,26 +302,21 @@ impl pci::Driver for PktDriver {
             let _ = indirect;
             Ok(init.pin_chain(move |this| {
                 // Everything is in place: let the device run.
-                let ok = this
-                    .shared
-                    .bar
-                    .access(this.pdev.as_ref())
-                    .and_then(|bar| Regs { bar, caps: &this.shared.caps }.add_status(status::DRIVER_OK));
-                if let Err(e) = ok {
+                if let Err(e) = this.shared.start(this.pdev) {
                     dev_err!(this.pdev, "cannot set DRIVER_OK\n");
                     return Err(e);
                 }
                 fail.dismiss();
-                let c = &this.shared.cfg;
+                let c = this.shared.cfg();
                 dev_info!(
                     this.pdev,
                     "pktaccel ABI v{}: {} queue(s) of {} ({} descriptors{}), max {} segments / {} bytes per request, ops {:#x}, {} key slots; /dev/pktaccel ready\n",
                     c.abi_version,
-                    this.shared.nq,
-                    this.shared.total_slots.checked_div(this.shared.nq).unwrap_or(0),
-                    this.shared.queue_size,
+                    this.shared.nq(),
+                    this.shared.total_slots().checked_div(this.shared.nq()).unwrap_or(0),
+                    this.shared.queue_size(),
                     if indirect { ", indirect" } else { "" },
-                    this.shared.max_segs,
+                    this.shared.max_segs(),
                     c.max_request_bytes,
                     c.ops,
                     c.key_slots
