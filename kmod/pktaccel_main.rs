@@ -299,7 +299,6 @@ impl pci::Driver for PktDriver {
                 shared,
                 pdev,
             }? Error);
-            let _ = indirect;
             Ok(init.pin_chain(move |this| {
                 // Everything is in place: let the device run.
                 if let Err(e) = this.shared.start(this.pdev) {
