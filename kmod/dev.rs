@@ -55,9 +55,24 @@ pub(crate) struct InFlight {
 }
 
 pub(crate) struct QueueState {
-    pub(crate) vq: Option<Vq>,
-    pub(crate) slots: KVec<Option<InFlight>>,
-    pub(crate) last_progress: Instant<Monotonic>,
+    vq: Option<Vq>,
+    slots: KVec<Option<InFlight>>,
+    last_progress: Instant<Monotonic>,
+}
+
+impl QueueState {
+    /// The state of a queue the device has just enabled: nothing in flight.
+    pub(crate) fn new(vq: Vq) -> Result<Self> {
+        let mut slots = KVec::with_capacity(usize::from(vq.nslots()), GFP_KERNEL)?;
+        for _ in 0..vq.nslots() {
+            slots.push(None, GFP_KERNEL)?;
+        }
+        Ok(QueueState {
+            vq: Some(vq),
+            slots,
+            last_progress: Instant::now(),
+        })
+    }
 }
 
 struct Hw {
@@ -129,6 +144,8 @@ pub(crate) struct DeviceState {
 /// What probe learnt and set up on a device before it can run.
 pub(crate) struct Setup {
     pub(crate) cfg: abi::DeviceConfig,
+    /// Whether indirect descriptors were negotiated.
+    pub(crate) indirect: bool,
     /// Entries per ring (every queue has the same size).
     pub(crate) queue_size: u16,
     pub(crate) max_segs: u16,
@@ -149,6 +166,7 @@ impl DeviceState {
     ) -> impl PinInit<Self, Error> {
         let Setup {
             cfg,
+            indirect: _,
             queue_size,
             max_segs,
             queues,
@@ -605,64 +623,4 @@ impl fmt::Debug for StatsView {
         writeln!(f, "quarantined_bytes {}", QUARANTINED_TOTAL.load(Relaxed))?;
         writeln!(f, "device_errors {}", s.stats.device_errors.load(Relaxed))
     }
-}
-
-/// Sets up every request queue: size, rings, MSI-X vector 0, doorbell,
-/// enable. Returns the queue states and doorbell offsets.
-pub(crate) fn setup_queues(
-    pdev: &pci::Device<Bound>,
-    regs: &Regs<'_>,
-    nq: u16,
-    max_segs: u16,
-    indirect: bool,
-) -> Result<(KVec<QueueState>, KVec<usize>, u16)> {
-    let mut queues = KVec::with_capacity(usize::from(nq), GFP_KERNEL)?;
-    let mut notify = KVec::with_capacity(usize::from(nq), GFP_KERNEL)?;
-    let mut qsize = 0;
-    for q in 0..nq {
-        regs.write16(q, common::QUEUE_SELECT)?;
-        let max = regs.read16(common::QUEUE_SIZE)?;
-        if max == 0 {
-            dev_err!(pdev, "queue {} is not available (size 0)\n", q);
-            return Err(ENODEV);
-        }
-        let want = max.min(crate::queue_size_param()).max(1);
-        // Power of two, as every split-ring implementation expects.
-        let size = 1u16 << want.ilog2();
-        regs.write16(size, common::QUEUE_SIZE)?;
-        let vq = Vq::new(pdev.as_ref(), size, max_segs, indirect).inspect_err(|_| {
-            dev_err!(
-                pdev,
-                "queue {}: cannot allocate rings of {} entries\n",
-                q,
-                size
-            );
-        })?;
-        let (d, a, u) = vq.addrs();
-        regs.write64(d, common::QUEUE_DESC)?;
-        regs.write64(a, common::QUEUE_DRIVER)?;
-        regs.write64(u, common::QUEUE_DEVICE)?;
-        regs.write16(0, common::QUEUE_MSIX_VECTOR)?;
-        if regs.read16(common::QUEUE_MSIX_VECTOR)? == virtio::NO_VECTOR {
-            dev_err!(pdev, "queue {}: device refused MSI-X vector 0\n", q);
-            return Err(EIO);
-        }
-        notify.push(regs.notify_offset(q)?, GFP_KERNEL)?;
-        regs.write16(q, common::QUEUE_SELECT)?;
-        regs.write16(1, common::QUEUE_ENABLE)?;
-        let mut slots = KVec::with_capacity(usize::from(vq.nslots()), GFP_KERNEL)?;
-        for _ in 0..vq.nslots() {
-            slots.push(None, GFP_KERNEL)?;
-        }
-        qsize = size;
-        queues.push(
-            QueueState {
-                vq: Some(vq),
-                slots,
-                last_progress: Instant::now(),
-            },
-            GFP_KERNEL,
-        )?;
-    }
-    Ok((queues, notify, qsize))
 }

@@ -178,31 +178,43 @@ fn check_config(pdev: &pci::Device<Bound>, regs: &Regs<'_>) -> Result<DeviceConf
     Ok(cfg)
 }
 
-/// Status handshake and feature negotiation up to FEATURES_OK. Returns
-/// whether indirect descriptors were negotiated.
-fn negotiate(pdev: &pci::Device<Bound>, regs: &Regs<'_>) -> Result<bool> {
-    regs.reset()
-        .inspect_err(|_| dev_err!(pdev, "device did not reset\n"))?;
-    regs.add_status(status::ACKNOWLEDGE)?;
-    regs.add_status(status::DRIVER)?;
-    let offered = regs.device_features()?;
-    let version1 = 1u64 << abi::VIRTIO_F_VERSION_1;
-    if offered & version1 == 0 {
-        dev_err!(
-            pdev,
-            "device does not offer VIRTIO_F_VERSION_1: legacy devices are not supported\n"
-        );
+/// Brings the device up to just before DRIVER_OK: negotiation, config,
+/// the MSI-X vector and the request queues. The caller fails and resets
+/// the device on error.
+fn bring_up<'bound>(
+    pdev: &'bound pci::Device<Bound>,
+    regs: &Regs<'_>,
+) -> Result<(
+    Setup,
+    Vectors<'bound>,
+    &'bound pci::IrqVectorRegistration<'bound>,
+)> {
+    let indirect = virtio::negotiate(pdev, regs)?;
+    // Read once: QEMU asks the backend for every access.
+    let cfg = check_config(pdev, regs)?;
+    let dev_nq = u32::from(regs.read16(common::NUM_QUEUES)?);
+    let nq = cfg.num_queues.min(dev_nq).min(64);
+    if nq == 0 {
+        dev_err!(pdev, "device has no request queues\n");
         return Err(ENODEV);
     }
-    let indirect = 1u64 << abi::VIRTIO_F_INDIRECT_DESC;
-    let wanted = version1 | (offered & indirect) | (offered & abi::OP_FEATURES_MASK);
-    regs.set_driver_features(wanted)?;
-    regs.add_status(status::FEATURES_OK)?;
-    if regs.status()? & status::FEATURES_OK == 0 {
-        dev_err!(pdev, "device refused features {:#x}\n", wanted);
-        return Err(ENODEV);
+    let max_segs = cfg.max_segments.min(MAX_SEGS) as u16;
+    let (vectors, vref) = Vectors::new(pdev)?;
+    regs.write16(virtio::NO_VECTOR, common::MSIX_CONFIG)?;
+    let (vqs, notify, qsize) = virtio::setup_queues(pdev, regs, nq as u16, max_segs, indirect)?;
+    let mut queues = KVec::with_capacity(vqs.len(), GFP_KERNEL)?;
+    for vq in vqs {
+        queues.push(dev::QueueState::new(vq)?, GFP_KERNEL)?;
     }
-    Ok(offered & indirect != 0)
+    let setup = Setup {
+        cfg,
+        indirect,
+        queue_size: qsize,
+        max_segs,
+        queues,
+        notify,
+    };
+    Ok((setup, vectors, vref))
 }
 
 fn fail_device(regs: &Regs<'_>) {
@@ -228,44 +240,15 @@ impl pci::Driver for PktDriver {
             let caps = virtio::find_caps(pdev)?;
             let bar = pdev.iomap_region(caps.bar, c"pktaccel")?;
 
-            let (setup, indirect, vectors, vref) = {
-                let regs = Regs {
-                    bar: &bar,
-                    caps: &caps,
-                };
-                let setup = || -> Result<_> {
-                    let indirect = negotiate(pdev, &regs)?;
-                    // Read once: QEMU asks the backend for every access.
-                    let cfg = check_config(pdev, &regs)?;
-                    let dev_nq = u32::from(regs.read16(common::NUM_QUEUES)?);
-                    let nq = cfg.num_queues.min(dev_nq).min(64);
-                    if nq == 0 {
-                        dev_err!(pdev, "device has no request queues\n");
-                        return Err(ENODEV);
-                    }
-                    let max_segs = cfg.max_segments.min(MAX_SEGS) as u16;
-                    let (vectors, vref) = Vectors::new(pdev)?;
-                    regs.write16(virtio::NO_VECTOR, common::MSIX_CONFIG)?;
-                    let (queues, notify, qsize) =
-                        dev::setup_queues(pdev, &regs, nq as u16, max_segs, indirect)?;
-                    let setup = Setup {
-                        cfg,
-                        queue_size: qsize,
-                        max_segs,
-                        queues,
-                        notify,
-                    };
-                    Ok((setup, indirect, vectors, vref))
-                };
-                match setup() {
-                    Ok(v) => v,
-                    Err(e) => {
-                        fail_device(&regs);
-                        let _ = regs.reset();
-                        return Err(e);
-                    }
-                }
+            let regs = Regs {
+                bar: &bar,
+                caps: &caps,
             };
+            let (setup, vectors, vref) = bring_up(pdev, &regs).inspect_err(|_| {
+                fail_device(&regs);
+                let _ = regs.reset();
+            })?;
+            let indirect = setup.indirect;
             let bar = bar.into_devres()?;
             let key_table = keys::KeyTable::new(setup.cfg.key_slots.min(MAX_KEY_SLOTS))?;
             let shared = Arc::pin_init(
