@@ -30,9 +30,8 @@ use kernel::{
 
 use crate::{
     abi::{self, IocSegment},
-    dev::{PINNED_TOTAL, QUARANTINED_TOTAL},
     ring::Seg,
-    slab::{current_owner, page_kaddr, page_phys},
+    slab::{current_owner, page_kaddr, page_phys, PINNED_TOTAL, QUARANTINED_TOTAL},
 };
 
 /// Bytes of bounce memory one file holds; shared by its buffers, which

@@ -3,14 +3,15 @@
 //! files: the request queues, requests in flight, statistics, and device
 //! death.
 //!
-//! `Shared` outlives the PCI binding while files are open: after unbind
+//! `DeviceState` outlives the PCI binding while files are open: after unbind
 //! (or after the device is declared dead) it refuses new requests, its
 //! BAR is revoked (`DevresBar`) and its rings are gone.
 
 use core::fmt;
 use kernel::{
+    device::{self, Bound},
     io::Io,
-    pci,
+    new_condvar, new_spinlock, pci,
     prelude::*,
     sync::{
         aref::ARef,
@@ -23,26 +24,29 @@ use kernel::{
 use crate::{
     abi,
     bounce::Bounce,
-    file::FileState,
     keys::{KeyClaim, KeyTable},
     ring::{Seg, Vq, STATUS_UNWRITTEN},
+    slab::{PINNED_TOTAL, QUARANTINED_TOTAL, SLABS_TOTAL},
     virtio::{self, common, Caps, Regs},
 };
 use kernel::sync::Arc;
 
-/// Bytes pinned in slabs, over all files and devices.
-pub(crate) static PINNED_TOTAL: Atomic<u64> = Atomic::new(0);
-/// Slabs allocated, over all files and devices.
-pub(crate) static SLABS_TOTAL: Atomic<u64> = Atomic::new(0);
-/// Bytes given up for good because a device did not acknowledge its reset
-/// while it might still write to them (slabs and bounce buffers).
-pub(crate) static QUARANTINED_TOTAL: Atomic<u64> = Atomic::new(0);
+/// Whoever submitted a request: the device hands it the outcome. The
+/// file side implements it, so this module does not depend on `file.rs`.
+pub(crate) trait Submitter: Send + Sync {
+    /// Called once per finished request, without device locks held.
+    fn complete(&self, cookie: u64, op: u16, st: abi::StatusRecord, bounce: Option<Bounce>);
+    /// The device may still write to the submitter's memory: never free it.
+    fn quarantine(&self);
+    /// A submit of this submitter found every queue full.
+    fn note_ring_full(&self);
+}
 
 /// A request the device holds.
 pub(crate) struct InFlight {
     /// Keeps the submitting file's state (and so its slabs) alive until
     /// the device is done with the request, even if the file is closed.
-    pub(crate) file: Arc<FileState>,
+    pub(crate) file: Arc<dyn Submitter>,
     pub(crate) cookie: u64,
     pub(crate) op: u16,
     pub(crate) bounce: Option<Bounce>,
@@ -51,19 +55,34 @@ pub(crate) struct InFlight {
 }
 
 pub(crate) struct QueueState {
-    pub(crate) vq: Option<Vq>,
-    pub(crate) slots: KVec<Option<InFlight>>,
-    pub(crate) last_progress: Instant<Monotonic>,
+    vq: Option<Vq>,
+    slots: KVec<Option<InFlight>>,
+    last_progress: Instant<Monotonic>,
 }
 
-pub(crate) struct Hw {
-    pub(crate) queues: KVec<QueueState>,
-    pub(crate) dead: bool,
+impl QueueState {
+    /// The state of a queue the device has just enabled: nothing in flight.
+    pub(crate) fn new(vq: Vq) -> Result<Self> {
+        let mut slots = KVec::with_capacity(usize::from(vq.nslots()), GFP_KERNEL)?;
+        for _ in 0..vq.nslots() {
+            slots.push(None, GFP_KERNEL)?;
+        }
+        Ok(QueueState {
+            vq: Some(vq),
+            slots,
+            last_progress: Instant::now(),
+        })
+    }
+}
+
+struct Hw {
+    queues: KVec<QueueState>,
+    dead: bool,
     next: usize,
 }
 
 impl Hw {
-    pub(crate) fn new(queues: KVec<QueueState>) -> Self {
+    fn new(queues: KVec<QueueState>) -> Self {
         Hw {
             queues,
             dead: false,
@@ -73,18 +92,18 @@ impl Hw {
 }
 
 /// Device-wide counters (debugfs).
-pub(crate) struct Stats {
-    pub(crate) requests: [Atomic<u64>; 16],
-    pub(crate) errors: [Atomic<u64>; 16],
-    pub(crate) rejected: Atomic<u64>,
-    pub(crate) bytes_copied: Atomic<u64>,
-    pub(crate) bytes_zero_copy: Atomic<u64>,
-    pub(crate) ring_full: Atomic<u64>,
-    pub(crate) device_errors: Atomic<u64>,
+struct Stats {
+    requests: [Atomic<u64>; 16],
+    errors: [Atomic<u64>; 16],
+    rejected: Atomic<u64>,
+    bytes_copied: Atomic<u64>,
+    bytes_zero_copy: Atomic<u64>,
+    ring_full: Atomic<u64>,
+    device_errors: Atomic<u64>,
 }
 
 impl Stats {
-    pub(crate) const fn new() -> Self {
+    const fn new() -> Self {
         Stats {
             requests: [const { Atomic::new(0) }; 16],
             errors: [const { Atomic::new(0) }; 16],
@@ -97,30 +116,144 @@ impl Stats {
     }
 }
 
+/// One pktaccel device: its queues, what it holds in flight, its key
+/// slots and counters. Open files and the interrupt share it.
 #[pin_data]
-pub(crate) struct Shared {
-    pub(crate) pdev: ARef<pci::Device>,
-    pub(crate) cfg: abi::DeviceConfig,
-    pub(crate) queue_size: u16,
-    pub(crate) max_segs: u16,
-    pub(crate) nq: usize,
+pub(crate) struct DeviceState {
+    pdev: ARef<pci::Device>,
+    cfg: abi::DeviceConfig,
+    queue_size: u16,
+    max_segs: u16,
+    nq: usize,
     /// Requests that fit in all rings at once.
-    pub(crate) total_slots: usize,
-    pub(crate) caps: Caps,
-    pub(crate) bar: pci::DevresBar,
-    pub(crate) notify: KVec<usize>,
+    total_slots: usize,
+    caps: Caps,
+    bar: pci::DevresBar,
+    notify: KVec<usize>,
     #[pin]
-    pub(crate) hw: SpinLock<Hw>,
+    hw: SpinLock<Hw>,
     /// Woken when ring slots free up or the device dies.
     #[pin]
-    pub(crate) space: CondVar,
-    pub(crate) stats: Stats,
+    space: CondVar,
+    stats: Stats,
     /// Which file holds which device key slot (see `keys.rs`).
     #[pin]
-    pub(crate) keys: SpinLock<KeyTable>,
+    keys: SpinLock<KeyTable>,
 }
 
-impl Shared {
+/// What probe learnt and set up on a device before it can run.
+pub(crate) struct Setup {
+    pub(crate) cfg: abi::DeviceConfig,
+    /// Whether indirect descriptors were negotiated.
+    pub(crate) indirect: bool,
+    /// Entries per ring (every queue has the same size).
+    pub(crate) queue_size: u16,
+    pub(crate) max_segs: u16,
+    pub(crate) queues: KVec<QueueState>,
+    /// Doorbell offset of each queue.
+    pub(crate) notify: KVec<usize>,
+}
+
+impl DeviceState {
+    /// The device's state once its queues are set up (`Setup`) and its
+    /// BAR handed to devres; `keys` covers its key slots.
+    pub(crate) fn new(
+        pdev: &pci::Device<Bound>,
+        caps: Caps,
+        bar: pci::DevresBar,
+        setup: Setup,
+        keys: KeyTable,
+    ) -> impl PinInit<Self, Error> {
+        let Setup {
+            cfg,
+            indirect: _,
+            queue_size,
+            max_segs,
+            queues,
+            notify,
+        } = setup;
+        let pdev: ARef<pci::Device> = pdev.into();
+        let nq = queues.len();
+        let total_slots = queues
+            .iter()
+            .map(|q| q.vq.as_ref().map_or(0, |v| usize::from(v.nslots())))
+            .sum();
+        try_pin_init!(Self {
+            pdev,
+            cfg,
+            queue_size,
+            max_segs,
+            nq,
+            total_slots,
+            caps,
+            bar,
+            notify,
+            hw <- new_spinlock!(Hw::new(queues)),
+            space <- new_condvar!(),
+            stats: Stats::new(),
+            keys <- new_spinlock!(keys),
+        }? Error)
+    }
+
+    /// The device's config as read (once) at probe.
+    pub(crate) fn cfg(&self) -> &abi::DeviceConfig {
+        &self.cfg
+    }
+
+    pub(crate) fn queue_size(&self) -> u16 {
+        self.queue_size
+    }
+
+    /// Most segments one request may have.
+    pub(crate) fn max_segs(&self) -> u16 {
+        self.max_segs
+    }
+
+    /// Number of request queues.
+    pub(crate) fn nq(&self) -> usize {
+        self.nq
+    }
+
+    /// Requests that fit in all rings at once.
+    pub(crate) fn total_slots(&self) -> usize {
+        self.total_slots
+    }
+
+    /// The device, for log lines.
+    pub(crate) fn dev(&self) -> &device::Device {
+        self.pdev.as_ref()
+    }
+
+    /// Which file holds which device key slot (see `keys.rs`).
+    pub(crate) fn keys(&self) -> &SpinLock<KeyTable> {
+        &self.keys
+    }
+
+    /// Counts a request refused before it reached the device.
+    pub(crate) fn count_rejected(&self) {
+        self.stats.rejected.add(1, Relaxed);
+    }
+
+    /// Counts bytes copied through bounce buffers.
+    pub(crate) fn count_copied(&self, bytes: u64) {
+        self.stats.bytes_copied.add(bytes, Relaxed);
+    }
+
+    /// Counts bytes the device read and wrote in place (zero-copy).
+    pub(crate) fn count_zero_copy(&self, bytes: u64) {
+        self.stats.bytes_zero_copy.add(bytes, Relaxed);
+    }
+
+    /// Sets DRIVER_OK: everything is in place, the device may run.
+    pub(crate) fn start(&self, pdev: &pci::Device<Bound>) -> Result {
+        let bar = self.bar.access(pdev.as_ref())?;
+        Regs {
+            bar,
+            caps: &self.caps,
+        }
+        .add_status(virtio::status::DRIVER_OK)
+    }
+
     pub(crate) fn is_dead(&self) -> bool {
         self.hw.lock().dead
     }
@@ -191,7 +324,7 @@ impl Shared {
             }
             self.stats.ring_full.add(1, Relaxed);
             if let Some(i) = &inf {
-                i.file.stats.ring_full.add(1, Relaxed);
+                i.file.note_ring_full();
             }
             if nonblock {
                 return Err(EAGAIN);
@@ -447,7 +580,7 @@ impl Shared {
 }
 
 /// The debugfs `stats` file: one `key value` pair per line.
-pub(crate) struct StatsView(pub(crate) Arc<Shared>);
+pub(crate) struct StatsView(pub(crate) Arc<DeviceState>);
 
 impl fmt::Debug for StatsView {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -490,64 +623,4 @@ impl fmt::Debug for StatsView {
         writeln!(f, "quarantined_bytes {}", QUARANTINED_TOTAL.load(Relaxed))?;
         writeln!(f, "device_errors {}", s.stats.device_errors.load(Relaxed))
     }
-}
-
-/// Sets up every request queue: size, rings, MSI-X vector 0, doorbell,
-/// enable. Returns the queue states and doorbell offsets.
-pub(crate) fn setup_queues(
-    pdev: &pci::Device<kernel::device::Bound>,
-    regs: &Regs<'_>,
-    nq: u16,
-    max_segs: u16,
-    indirect: bool,
-) -> Result<(KVec<QueueState>, KVec<usize>, u16)> {
-    let mut queues = KVec::with_capacity(usize::from(nq), GFP_KERNEL)?;
-    let mut notify = KVec::with_capacity(usize::from(nq), GFP_KERNEL)?;
-    let mut qsize = 0;
-    for q in 0..nq {
-        regs.write16(q, common::QUEUE_SELECT)?;
-        let max = regs.read16(common::QUEUE_SIZE)?;
-        if max == 0 {
-            dev_err!(pdev, "queue {} is not available (size 0)\n", q);
-            return Err(ENODEV);
-        }
-        let want = max.min(crate::queue_size_param()).max(1);
-        // Power of two, as every split-ring implementation expects.
-        let size = 1u16 << want.ilog2();
-        regs.write16(size, common::QUEUE_SIZE)?;
-        let vq = Vq::new(pdev.as_ref(), size, max_segs, indirect).inspect_err(|_| {
-            dev_err!(
-                pdev,
-                "queue {}: cannot allocate rings of {} entries\n",
-                q,
-                size
-            );
-        })?;
-        let (d, a, u) = vq.addrs();
-        regs.write64(d, common::QUEUE_DESC)?;
-        regs.write64(a, common::QUEUE_DRIVER)?;
-        regs.write64(u, common::QUEUE_DEVICE)?;
-        regs.write16(0, common::QUEUE_MSIX_VECTOR)?;
-        if regs.read16(common::QUEUE_MSIX_VECTOR)? == virtio::NO_VECTOR {
-            dev_err!(pdev, "queue {}: device refused MSI-X vector 0\n", q);
-            return Err(EIO);
-        }
-        notify.push(regs.notify_offset(q)?, GFP_KERNEL)?;
-        regs.write16(q, common::QUEUE_SELECT)?;
-        regs.write16(1, common::QUEUE_ENABLE)?;
-        let mut slots = KVec::with_capacity(usize::from(vq.nslots()), GFP_KERNEL)?;
-        for _ in 0..vq.nslots() {
-            slots.push(None, GFP_KERNEL)?;
-        }
-        qsize = size;
-        queues.push(
-            QueueState {
-                vq: Some(vq),
-                slots,
-                last_progress: Instant::now(),
-            },
-            GFP_KERNEL,
-        )?;
-    }
-    Ok((queues, notify, qsize))
 }

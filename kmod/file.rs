@@ -27,11 +27,11 @@ use kernel::{
 use crate::{
     abi::{self, IocCompletion, IocReap, IocRequest, IocSegment, IocSlabAlloc, IocSubmit},
     bounce::{Bounce, BounceBytes},
-    dev::{InFlight, Shared, PINNED_TOTAL, SLABS_TOTAL},
+    dev::{DeviceState, InFlight, Submitter},
     keys::{self, KeyClaim},
     misc::{MiscPoll, PollMiscRegistration},
     ring::Seg,
-    slab::{reject_log_allowed, Slab},
+    slab::{free_slab, quarantine_slab, reject_log_allowed, Slab, PINNED_TOTAL, SLABS_TOTAL},
 };
 
 #[path = "file_io.rs"]
@@ -139,13 +139,13 @@ pub(crate) struct FileStats {
     rejected: Atomic<u64>,
     bytes_copied: Atomic<u64>,
     bytes_zero_copy: Atomic<u64>,
-    pub(crate) ring_full: Atomic<u64>,
+    ring_full: Atomic<u64>,
 }
 
 /// The state of one open `/dev/pktaccel`.
 #[pin_data(PinnedDrop)]
 pub(crate) struct FileState {
-    shared: Arc<Shared>,
+    shared: Arc<DeviceState>,
     /// Unique over the module's life: names this file in the key table.
     id: u64,
     /// Copy-mode bounce bytes held (in flight or unreaped).
@@ -160,30 +160,10 @@ pub(crate) struct FileState {
     /// Woken on every completion: reapers and poll().
     #[pin]
     wait: PollCondVar,
-    pub(crate) stats: FileStats,
-}
-
-fn free_slab(pinned: &mut u64, s: Slab) {
-    *pinned -= s.size;
-    PINNED_TOTAL.fetch_sub(s.size, Relaxed);
-    SLABS_TOTAL.fetch_sub(1, Relaxed);
-    drop(s);
-}
-
-/// Like `free_slab`, but keeps the pages for good (quarantine).
-fn quarantine_slab(pinned: &mut u64, s: Slab) {
-    *pinned -= s.size;
-    PINNED_TOTAL.fetch_sub(s.size, Relaxed);
-    SLABS_TOTAL.fetch_sub(1, Relaxed);
-    s.quarantine();
+    stats: FileStats,
 }
 
 impl FileState {
-    /// The device may still write to this file's memory: never free it.
-    pub(crate) fn quarantine(&self) {
-        self.quarantined.store(1, Relaxed);
-    }
-
     fn is_quarantined(&self) -> bool {
         self.quarantined.load(Relaxed) != 0
     }
@@ -191,39 +171,6 @@ impl FileState {
     /// Bytes this file pins: its slabs and its bounce buffers.
     fn pinned_by_file(&self, inner: &FileInner) -> u64 {
         inner.pinned + self.bounce.load(Relaxed)
-    }
-
-    /// Called by the device for each finished request of this file.
-    pub(crate) fn complete(
-        &self,
-        cookie: u64,
-        op: u16,
-        st: abi::StatusRecord,
-        bounce: Option<Bounce>,
-    ) {
-        self.stats.requests[usize::from(op) & 15].add(1, Relaxed);
-        if st.status != abi::STATUS_OK {
-            self.stats.errors.add(1, Relaxed);
-        }
-        let e = CompEntry {
-            comp: IocCompletion {
-                cookie,
-                status: st.status,
-                len: st.len,
-                result: st.result,
-            },
-            bounce,
-        };
-        let lost = {
-            let mut g = self.comp.lock();
-            g.inflight = g.inflight.saturating_sub(1);
-            g.push(e)
-        };
-        if lost.is_some() {
-            // Unreachable: submit reserves room for every completion.
-            pr_err!("completion queue overflow, completion {:#x} lost\n", cookie);
-        }
-        self.wait.notify_all();
     }
 
     /// Reserves room for one more completion.
@@ -263,8 +210,8 @@ impl FileState {
     fn info(&self, ptr: UserPtr) -> Result {
         let pinned = self.pinned_by_file(&self.inner.lock());
         let info = abi::IocInfo {
-            config: self.shared.cfg,
-            queue_size: u32::from(self.shared.queue_size),
+            config: *self.shared.cfg(),
+            queue_size: u32::from(self.shared.queue_size()),
             reserved: 0,
             max_pinned_per_file: crate::max_pinned_per_file(),
             max_pinned_total: crate::max_pinned_total(),
@@ -403,7 +350,7 @@ impl FileState {
 
     fn reject(&self, e: Error) -> Error {
         self.stats.rejected.add(1, Relaxed);
-        self.shared.stats.rejected.add(1, Relaxed);
+        self.shared.count_rejected();
         e
     }
 
@@ -422,13 +369,13 @@ impl FileState {
     /// outlives its file and the slots can serve other files.
     fn clear_keys(me: &Arc<Self>) {
         let shared = &me.shared;
-        let nslots = shared.keys.lock().len();
+        let nslots = shared.keys().lock().len();
         let Ok(mut claims) = KVec::<KeyClaim>::with_capacity(nslots, GFP_KERNEL) else {
             // The slots stay owned by this file's id, which is never
             // reused: lost, but never handed to anyone else.
             return;
         };
-        shared.keys.lock().release(me.id, &mut claims);
+        shared.keys().lock().release(me.id, &mut claims);
         if claims.is_empty() {
             return;
         }
@@ -446,7 +393,7 @@ impl FileState {
         for c in claims.drain_all() {
             if Self::send_clear(me, c, &mut touched).is_err() {
                 // Never sent: the slot stays out of use for good.
-                shared.keys.lock().complete(c, abi::STATUS_DEVICE_ERROR);
+                shared.keys().lock().complete(c, abi::STATUS_DEVICE_ERROR);
             }
         }
         shared.kick_touched(touched);
@@ -490,6 +437,43 @@ impl FileState {
     }
 }
 
+/// The device's view of a file: where its requests' outcomes go.
+impl Submitter for FileState {
+    fn complete(&self, cookie: u64, op: u16, st: abi::StatusRecord, bounce: Option<Bounce>) {
+        self.stats.requests[usize::from(op) & 15].add(1, Relaxed);
+        if st.status != abi::STATUS_OK {
+            self.stats.errors.add(1, Relaxed);
+        }
+        let e = CompEntry {
+            comp: IocCompletion {
+                cookie,
+                status: st.status,
+                len: st.len,
+                result: st.result,
+            },
+            bounce,
+        };
+        let lost = {
+            let mut g = self.comp.lock();
+            g.inflight = g.inflight.saturating_sub(1);
+            g.push(e)
+        };
+        if lost.is_some() {
+            // Unreachable: submit reserves room for every completion.
+            pr_err!("completion queue overflow, completion {:#x} lost\n", cookie);
+        }
+        self.wait.notify_all();
+    }
+
+    fn quarantine(&self) {
+        self.quarantined.store(1, Relaxed);
+    }
+
+    fn note_ring_full(&self) {
+        self.stats.ring_full.add(1, Relaxed);
+    }
+}
+
 #[pinned_drop]
 impl PinnedDrop for FileState {
     fn drop(self: Pin<&mut Self>) {
@@ -514,7 +498,7 @@ impl MiscDevice for FileState {
 
     fn open(_file: &File, misc: &MiscDeviceRegistration<Self>) -> Result<Arc<Self>> {
         let shared = PollMiscRegistration::<Self>::data_of(misc).clone();
-        let cap = 2 * shared.total_slots;
+        let cap = 2 * shared.total_slots();
         let mut ring = KVec::with_capacity(cap, GFP_KERNEL)?;
         for _ in 0..cap {
             ring.push(None, GFP_KERNEL)?;
@@ -592,7 +576,7 @@ impl MiscDevice for FileState {
 }
 
 impl MiscPoll for FileState {
-    type RegData = Arc<Shared>;
+    type RegData = Arc<DeviceState>;
 
     fn poll(me: ArcBorrow<'_, Self>, file: &File, table: PollTable<'_>) -> u32 {
         table.register_wait(file, &me.wait);

@@ -4,6 +4,15 @@
 
 use super::*;
 
+/// One request as copied in and checked by `read_request`.
+struct Checked {
+    req: IocRequest,
+    segs: KVec<IocSegment>,
+    /// Total bytes of the input and output segments.
+    tin: u64,
+    tout: u64,
+}
+
 impl FileState {
     pub(super) fn submit(me: ArcBorrow<'_, Self>, ptr: UserPtr) -> Result {
         let (mut r, mut w) = UserSlice::new(ptr, size_of::<IocSubmit>()).reader_writer();
@@ -67,18 +76,43 @@ impl FileState {
         touched: &mut u64,
     ) -> Result {
         let shared = &me.shared;
-        let mut req: IocRequest = UserSlice::new(uptr, size_of::<IocRequest>())
+        let mut req = Self::read_request(me, uptr)?;
+        let h = &req.req.header;
+        let key = if keys::uses_key(h.op) {
+            let c = shared
+                .keys()
+                .lock()
+                .claim(me.id, h.op, h.key_slot)
+                .map_err(|e| me.reject(e))?;
+            // The device sees the device slot, never the file's number.
+            req.req.header.key_slot = c.dev;
+            Some(c)
+        } else {
+            None
+        };
+        let r = Self::queue_one(me, &req, copy, nonblock, touched, key);
+        if let (Err(_), Some(c)) = (&r, key) {
+            shared.keys().lock().unclaim(c);
+        }
+        r
+    }
+
+    /// Copies one request and its segment list in from the user and checks
+    /// them: op, flags, queue, segment count, directions and sizes.
+    fn read_request(me: ArcBorrow<'_, Self>, uptr: UserPtr) -> Result<Checked> {
+        let shared = &me.shared;
+        let req: IocRequest = UserSlice::new(uptr, size_of::<IocRequest>())
             .reader()
             .read()?;
         let h = &req.header;
         if h.op >= 16 || h.flags != 0 || h.reserved != 0 {
             return Err(me.reject(EINVAL));
         }
-        if req.queue != u32::MAX && req.queue as usize >= shared.nq {
+        if req.queue != u32::MAX && req.queue as usize >= shared.nq() {
             return Err(me.reject(EINVAL));
         }
         let n = req.nsegs as usize;
-        if n > usize::from(shared.max_segs) {
+        if n > usize::from(shared.max_segs()) {
             return Err(me.reject(E2BIG));
         }
         let mut segs = KVec::<IocSegment>::with_capacity(n, GFP_KERNEL)?;
@@ -107,110 +141,57 @@ impl FileState {
                 _ => return Err(me.reject(EINVAL)),
             }
         }
-        let max = u64::from(shared.cfg.max_request_bytes);
+        let max = u64::from(shared.cfg().max_request_bytes);
         if tin > max || tout > max {
             return Err(me.reject(E2BIG));
         }
-        let key = if keys::uses_key(h.op) {
-            let c = shared
-                .keys
-                .lock()
-                .claim(me.id, h.op, h.key_slot)
-                .map_err(|e| me.reject(e))?;
-            // The device sees the device slot, never the file's number.
-            req.header.key_slot = c.dev;
-            Some(c)
-        } else {
-            None
-        };
-        let r = Self::queue_one(me, &req, &segs, (tin, tout), copy, nonblock, touched, key);
-        if let (Err(_), Some(c)) = (&r, key) {
-            shared.keys.lock().unclaim(c);
-        }
-        r
+        Ok(Checked {
+            req,
+            segs,
+            tin,
+            tout,
+        })
     }
 
     /// Builds the device segments of a checked request (bounce buffers in
     /// copy mode, slab ranges in zero copy) and queues it.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn queue_one(
+    fn queue_one(
         me: ArcBorrow<'_, Self>,
-        req: &IocRequest,
-        segs: &[IocSegment],
-        (tin, tout): (u64, u64),
+        c: &Checked,
         copy: bool,
         nonblock: bool,
         touched: &mut u64,
         key: Option<KeyClaim>,
     ) -> Result {
         let shared = &me.shared;
-        let h = &req.header;
-        let mut dsegs = KVec::<Seg>::with_capacity(segs.len(), GFP_KERNEL)?;
+        let h = &c.req.header;
+        let mut dsegs = KVec::<Seg>::with_capacity(c.segs.len(), GFP_KERNEL)?;
         let bounce = if copy {
-            let slab_pinned = me.inner.lock().pinned;
-            let b = Bounce::new(
-                segs,
-                tin as usize,
-                tout as usize,
-                usize::from(shared.max_segs),
-                &me.bounce,
-                slab_pinned,
-            )
-            .map_err(|e| if e == EFAULT { me.reject(e) } else { e })?;
-            b.segs(&mut dsegs)?;
-            me.reserve()?;
-            me.stats.bytes_copied.add(tin, Relaxed);
-            shared.stats.bytes_copied.add(tin, Relaxed);
-            Some(b)
+            Some(Self::bounce_segs(me, c, &mut dsegs)?)
         } else {
-            for s in segs.iter() {
-                dsegs.push(
-                    Seg {
-                        addr: s.addr,
-                        len: s.len,
-                        write: s.dir == abi::SEG_OUT,
-                    },
-                    GFP_KERNEL,
-                )?;
-            }
-            let inner = me.inner.lock();
-            for s in segs.iter() {
-                if !inner
-                    .slabs
-                    .iter()
-                    .any(|sl| sl.contains(s.addr, u64::from(s.len)))
-                {
-                    drop(inner);
-                    if reject_log_allowed() {
-                        dev_warn!(
-                            shared.pdev.as_ref(),
-                            "request {:#x} rejected: segment {:#x}+{} is not inside a slab of this file\n",
-                            h.cookie,
-                            s.addr,
-                            s.len
-                        );
-                    }
-                    return Err(me.reject(EFAULT));
-                }
-            }
-            // Count the request in flight before `inner` is released: a
-            // slab freed from now on waits as a zombie until it completes.
-            me.reserve()?;
-            drop(inner);
+            Self::owned_segs(me, c, &mut dsegs)?;
             None
         };
+        let file: Arc<FileState> = me.into();
         let inf = InFlight {
-            file: me.into(),
+            file,
             cookie: h.cookie,
             op: h.op,
             bounce,
             key,
         };
-        match shared.submit(req.queue, &h.to_le_bytes(), &dsegs, inf, nonblock, touched) {
+        match shared.submit(
+            c.req.queue,
+            &h.to_le_bytes(),
+            &dsegs,
+            inf,
+            nonblock,
+            touched,
+        ) {
             Ok(()) => {
                 if !copy {
-                    me.stats.bytes_zero_copy.add(tin + tout, Relaxed);
-                    shared.stats.bytes_zero_copy.add(tin + tout, Relaxed);
+                    me.stats.bytes_zero_copy.add(c.tin + c.tout, Relaxed);
+                    shared.count_zero_copy(c.tin + c.tout);
                 }
                 Ok(())
             }
@@ -219,6 +200,67 @@ impl FileState {
                 Err(e)
             }
         }
+    }
+
+    /// Copy mode: copies the input into a new bounce buffer, whose pages
+    /// become the device segments, and reserves the completion.
+    fn bounce_segs(me: ArcBorrow<'_, Self>, c: &Checked, dsegs: &mut KVec<Seg>) -> Result<Bounce> {
+        let slab_pinned = me.inner.lock().pinned;
+        let b = Bounce::new(
+            &c.segs,
+            c.tin as usize,
+            c.tout as usize,
+            usize::from(me.shared.max_segs()),
+            &me.bounce,
+            slab_pinned,
+        )
+        .map_err(|e| if e == EFAULT { me.reject(e) } else { e })?;
+        b.segs(dsegs)?;
+        me.reserve()?;
+        me.stats.bytes_copied.add(c.tin, Relaxed);
+        me.shared.count_copied(c.tin);
+        Ok(b)
+    }
+
+    /// Zero copy: the device works on the user's own slab memory, so every
+    /// segment must lie inside a slab of this file. Reserves the completion
+    /// while the slabs are locked.
+    fn owned_segs(me: ArcBorrow<'_, Self>, c: &Checked, dsegs: &mut KVec<Seg>) -> Result {
+        for s in c.segs.iter() {
+            dsegs.push(
+                Seg {
+                    addr: s.addr,
+                    len: s.len,
+                    write: s.dir == abi::SEG_OUT,
+                },
+                GFP_KERNEL,
+            )?;
+        }
+        let inner = me.inner.lock();
+        for s in c.segs.iter() {
+            if !inner
+                .slabs
+                .iter()
+                .any(|sl| sl.contains(s.addr, u64::from(s.len)))
+            {
+                drop(inner);
+                if reject_log_allowed() {
+                    dev_warn!(
+                        me.shared.dev(),
+                        "request {:#x} rejected: segment {:#x}+{} is not inside a slab of this file\n",
+                        c.req.header.cookie,
+                        s.addr,
+                        s.len
+                    );
+                }
+                return Err(me.reject(EFAULT));
+            }
+        }
+        // Count the request in flight before `inner` is released: a slab
+        // freed from now on waits as a zombie until it completes.
+        me.reserve()?;
+        drop(inner);
+        Ok(())
     }
 
     /// Takes up to `max` completions off the queue, waiting as `timeout_ms`
@@ -253,7 +295,7 @@ impl FileState {
                 drop(g);
                 if reject_log_allowed() {
                     dev_info!(
-                        me.shared.pdev.as_ref(),
+                        me.shared.dev(),
                         "reap refused: the next completion's copy-mode outputs belong to process {}, not {}\n",
                         pid,
                         crate::slab::current_owner().0
@@ -331,7 +373,7 @@ impl FileState {
                     me.stats.errors.add(1, Relaxed);
                 }
                 me.stats.bytes_copied.add(n, Relaxed);
-                me.shared.stats.bytes_copied.add(n, Relaxed);
+                me.shared.count_copied(n);
             }
             if result.is_ok() {
                 match cw.write(&c) {

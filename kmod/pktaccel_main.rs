@@ -13,7 +13,7 @@ use kernel::{
     device::{Bound, Core},
     dma::{Device as _, DmaMask},
     irq::{self, IrqReturn, ThreadedHandler, ThreadedIrqReturn, ThreadedRegistration},
-    new_condvar, new_spinlock, pci,
+    pci,
     prelude::*,
     sync::Arc,
 };
@@ -34,7 +34,7 @@ mod slab;
 mod virtio;
 
 use abi::DeviceConfig;
-use dev::{Hw, Shared, Stats, StatsView};
+use dev::{DeviceState, Setup, StatsView};
 use file::FileState;
 use misc::PollMiscRegistration;
 use virtio::{common, status, Regs};
@@ -80,7 +80,7 @@ struct PktDriver;
 /// closed files, which sleeps).
 #[pin_data]
 struct IrqHandler {
-    shared: Arc<Shared>,
+    shared: Arc<DeviceState>,
 }
 
 impl ThreadedHandler for IrqHandler {
@@ -146,7 +146,7 @@ struct DevData<'bound> {
     #[pin]
     irq: ThreadedRegistration<'bound, IrqHandler>,
     _vectors: Vectors<'bound>,
-    shared: Arc<Shared>,
+    shared: Arc<DeviceState>,
     pdev: &'bound pci::Device<Bound>,
 }
 
@@ -178,31 +178,43 @@ fn check_config(pdev: &pci::Device<Bound>, regs: &Regs<'_>) -> Result<DeviceConf
     Ok(cfg)
 }
 
-/// Status handshake and feature negotiation up to FEATURES_OK. Returns
-/// whether indirect descriptors were negotiated.
-fn negotiate(pdev: &pci::Device<Bound>, regs: &Regs<'_>) -> Result<bool> {
-    regs.reset()
-        .inspect_err(|_| dev_err!(pdev, "device did not reset\n"))?;
-    regs.add_status(status::ACKNOWLEDGE)?;
-    regs.add_status(status::DRIVER)?;
-    let offered = regs.device_features()?;
-    let version1 = 1u64 << abi::VIRTIO_F_VERSION_1;
-    if offered & version1 == 0 {
-        dev_err!(
-            pdev,
-            "device does not offer VIRTIO_F_VERSION_1: legacy devices are not supported\n"
-        );
+/// Brings the device up to just before DRIVER_OK: negotiation, config,
+/// the MSI-X vector and the request queues. The caller fails and resets
+/// the device on error.
+fn bring_up<'bound>(
+    pdev: &'bound pci::Device<Bound>,
+    regs: &Regs<'_>,
+) -> Result<(
+    Setup,
+    Vectors<'bound>,
+    &'bound pci::IrqVectorRegistration<'bound>,
+)> {
+    let indirect = virtio::negotiate(pdev, regs)?;
+    // Read once: QEMU asks the backend for every access.
+    let cfg = check_config(pdev, regs)?;
+    let dev_nq = u32::from(regs.read16(common::NUM_QUEUES)?);
+    let nq = cfg.num_queues.min(dev_nq).min(64);
+    if nq == 0 {
+        dev_err!(pdev, "device has no request queues\n");
         return Err(ENODEV);
     }
-    let indirect = 1u64 << abi::VIRTIO_F_INDIRECT_DESC;
-    let wanted = version1 | (offered & indirect) | (offered & abi::OP_FEATURES_MASK);
-    regs.set_driver_features(wanted)?;
-    regs.add_status(status::FEATURES_OK)?;
-    if regs.status()? & status::FEATURES_OK == 0 {
-        dev_err!(pdev, "device refused features {:#x}\n", wanted);
-        return Err(ENODEV);
+    let max_segs = cfg.max_segments.min(MAX_SEGS) as u16;
+    let (vectors, vref) = Vectors::new(pdev)?;
+    regs.write16(virtio::NO_VECTOR, common::MSIX_CONFIG)?;
+    let (vqs, notify, qsize) = virtio::setup_queues(pdev, regs, nq as u16, max_segs, indirect)?;
+    let mut queues = KVec::with_capacity(vqs.len(), GFP_KERNEL)?;
+    for vq in vqs {
+        queues.push(dev::QueueState::new(vq)?, GFP_KERNEL)?;
     }
-    Ok(offered & indirect != 0)
+    let setup = Setup {
+        cfg,
+        indirect,
+        queue_size: qsize,
+        max_segs,
+        queues,
+        notify,
+    };
+    Ok((setup, vectors, vref))
 }
 
 fn fail_device(regs: &Regs<'_>) {
@@ -228,75 +240,25 @@ impl pci::Driver for PktDriver {
             let caps = virtio::find_caps(pdev)?;
             let bar = pdev.iomap_region(caps.bar, c"pktaccel")?;
 
-            let (cfg, indirect, nq, max_segs, queues, notify, qsize, vectors, vref) = {
-                let regs = Regs {
-                    bar: &bar,
-                    caps: &caps,
-                };
-                let setup = || -> Result<_> {
-                    let indirect = negotiate(pdev, &regs)?;
-                    // Read once: QEMU asks the backend for every access.
-                    let cfg = check_config(pdev, &regs)?;
-                    let dev_nq = u32::from(regs.read16(common::NUM_QUEUES)?);
-                    let nq = cfg.num_queues.min(dev_nq).min(64);
-                    if nq == 0 {
-                        dev_err!(pdev, "device has no request queues\n");
-                        return Err(ENODEV);
-                    }
-                    let max_segs = cfg.max_segments.min(MAX_SEGS) as u16;
-                    let (vectors, vref) = Vectors::new(pdev)?;
-                    regs.write16(virtio::NO_VECTOR, common::MSIX_CONFIG)?;
-                    let (queues, notify, qsize) =
-                        dev::setup_queues(pdev, &regs, nq as u16, max_segs, indirect)?;
-                    Ok((
-                        cfg,
-                        indirect,
-                        nq as usize,
-                        max_segs,
-                        queues,
-                        notify,
-                        qsize,
-                        vectors,
-                        vref,
-                    ))
-                };
-                match setup() {
-                    Ok(v) => v,
-                    Err(e) => {
-                        fail_device(&regs);
-                        let _ = regs.reset();
-                        return Err(e);
-                    }
-                }
+            let regs = Regs {
+                bar: &bar,
+                caps: &caps,
             };
-            let total_slots = queues
-                .iter()
-                .map(|q| q.vq.as_ref().map_or(0, |v| usize::from(v.nslots())))
-                .sum();
+            let (setup, vectors, vref) = bring_up(pdev, &regs).inspect_err(|_| {
+                fail_device(&regs);
+                let _ = regs.reset();
+            })?;
+            let indirect = setup.indirect;
             let bar = bar.into_devres()?;
-            let key_table = keys::KeyTable::new(cfg.key_slots.min(MAX_KEY_SLOTS))?;
+            let key_table = keys::KeyTable::new(setup.cfg.key_slots.min(MAX_KEY_SLOTS))?;
             let shared = Arc::pin_init(
-                try_pin_init!(Shared {
-                    pdev: pdev.into(),
-                    cfg,
-                    queue_size: qsize,
-                    max_segs,
-                    nq,
-                    total_slots,
-                    caps,
-                    bar,
-                    notify,
-                    hw <- new_spinlock!(Hw::new(queues)),
-                    space <- new_condvar!(),
-                    stats: Stats::new(),
-                    keys <- new_spinlock!(key_table),
-                }),
+                DeviceState::new(pdev, caps, bar, setup, key_table),
                 GFP_KERNEL,
             )?;
             // From here on, a failure must reset the device before the
             // rings are freed.
             let fail =
-                kernel::types::ScopeGuard::new_with_data(shared.clone(), |s: Arc<Shared>| {
+                kernel::types::ScopeGuard::new_with_data(shared.clone(), |s: Arc<DeviceState>| {
                     s.shutdown()
                 });
             let request = vref.index(0)?;
@@ -320,29 +282,23 @@ impl pci::Driver for PktDriver {
                 shared,
                 pdev,
             }? Error);
-            let _ = indirect;
             Ok(init.pin_chain(move |this| {
                 // Everything is in place: let the device run.
-                let ok = this
-                    .shared
-                    .bar
-                    .access(this.pdev.as_ref())
-                    .and_then(|bar| Regs { bar, caps: &this.shared.caps }.add_status(status::DRIVER_OK));
-                if let Err(e) = ok {
+                if let Err(e) = this.shared.start(this.pdev) {
                     dev_err!(this.pdev, "cannot set DRIVER_OK\n");
                     return Err(e);
                 }
                 fail.dismiss();
-                let c = &this.shared.cfg;
+                let c = this.shared.cfg();
                 dev_info!(
                     this.pdev,
                     "pktaccel ABI v{}: {} queue(s) of {} ({} descriptors{}), max {} segments / {} bytes per request, ops {:#x}, {} key slots; /dev/pktaccel ready\n",
                     c.abi_version,
-                    this.shared.nq,
-                    this.shared.total_slots.checked_div(this.shared.nq).unwrap_or(0),
-                    this.shared.queue_size,
+                    this.shared.nq(),
+                    this.shared.total_slots().checked_div(this.shared.nq()).unwrap_or(0),
+                    this.shared.queue_size(),
                     if indirect { ", indirect" } else { "" },
-                    this.shared.max_segs,
+                    this.shared.max_segs(),
                     c.max_request_bytes,
                     c.ops,
                     c.key_slots

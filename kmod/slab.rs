@@ -21,9 +21,35 @@ use kernel::{
     mm::virt::VmaNew,
     page::{BorrowedPage, PAGE_SIZE},
     prelude::*,
+    sync::atomic::{Atomic, Relaxed},
 };
 
 use crate::abi;
+
+/// Bytes pinned in slabs, over all files and devices.
+pub(crate) static PINNED_TOTAL: Atomic<u64> = Atomic::new(0);
+/// Slabs allocated, over all files and devices.
+pub(crate) static SLABS_TOTAL: Atomic<u64> = Atomic::new(0);
+/// Bytes given up for good because a device did not acknowledge its reset
+/// while it might still write to them (slabs and bounce buffers).
+pub(crate) static QUARANTINED_TOTAL: Atomic<u64> = Atomic::new(0);
+
+/// Frees a slab of a file whose slabs pin `pinned` bytes, and takes it off
+/// that count and the module-wide ones.
+pub(crate) fn free_slab(pinned: &mut u64, s: Slab) {
+    *pinned -= s.size;
+    PINNED_TOTAL.fetch_sub(s.size, Relaxed);
+    SLABS_TOTAL.fetch_sub(1, Relaxed);
+    drop(s);
+}
+
+/// Like `free_slab`, but keeps the pages for good (quarantine).
+pub(crate) fn quarantine_slab(pinned: &mut u64, s: Slab) {
+    *pinned -= s.size;
+    PINNED_TOTAL.fetch_sub(s.size, Relaxed);
+    SLABS_TOTAL.fetch_sub(1, Relaxed);
+    s.quarantine();
+}
 
 // The C helpers in pktaccel_helpers.c: one-line forwarders to macros and
 // static inlines bindgen cannot export, and to exported symbols missing
@@ -207,7 +233,7 @@ impl Slab {
     /// Gives the slab up without freeing its pages: the device did not
     /// acknowledge a reset and may still write to them.
     pub(crate) fn quarantine(self) {
-        crate::dev::QUARANTINED_TOTAL.fetch_add(self.size, kernel::sync::atomic::Relaxed);
+        QUARANTINED_TOTAL.fetch_add(self.size, Relaxed);
         core::mem::forget(self);
     }
 }

@@ -12,6 +12,8 @@ use kernel::{
     prelude::*, //
 };
 
+use crate::{abi, ring::Vq};
+
 /// PCI capability ID of a vendor-specific capability (all virtio caps).
 const PCI_CAP_ID_VNDR: u8 = 0x09;
 /// PCI status register bit: the capability list is valid.
@@ -255,4 +257,80 @@ impl Regs<'_> {
         }
         Ok(self.caps.notify as usize + rel as usize)
     }
+}
+
+/// Status handshake and feature negotiation up to FEATURES_OK. Returns
+/// whether indirect descriptors were negotiated.
+pub(crate) fn negotiate(pdev: &pci::Device<Bound>, regs: &Regs<'_>) -> Result<bool> {
+    regs.reset()
+        .inspect_err(|_| dev_err!(pdev, "device did not reset\n"))?;
+    regs.add_status(status::ACKNOWLEDGE)?;
+    regs.add_status(status::DRIVER)?;
+    let offered = regs.device_features()?;
+    let version1 = 1u64 << abi::VIRTIO_F_VERSION_1;
+    if offered & version1 == 0 {
+        dev_err!(
+            pdev,
+            "device does not offer VIRTIO_F_VERSION_1: legacy devices are not supported\n"
+        );
+        return Err(ENODEV);
+    }
+    let indirect = 1u64 << abi::VIRTIO_F_INDIRECT_DESC;
+    let wanted = version1 | (offered & indirect) | (offered & abi::OP_FEATURES_MASK);
+    regs.set_driver_features(wanted)?;
+    regs.add_status(status::FEATURES_OK)?;
+    if regs.status()? & status::FEATURES_OK == 0 {
+        dev_err!(pdev, "device refused features {:#x}\n", wanted);
+        return Err(ENODEV);
+    }
+    Ok(offered & indirect != 0)
+}
+
+/// Sets up every request queue: size, rings, MSI-X vector 0, doorbell,
+/// enable. Returns the rings, the doorbell offsets and the queue size.
+pub(crate) fn setup_queues(
+    pdev: &pci::Device<Bound>,
+    regs: &Regs<'_>,
+    nq: u16,
+    max_segs: u16,
+    indirect: bool,
+) -> Result<(KVec<Vq>, KVec<usize>, u16)> {
+    let mut queues = KVec::with_capacity(usize::from(nq), GFP_KERNEL)?;
+    let mut notify = KVec::with_capacity(usize::from(nq), GFP_KERNEL)?;
+    let mut qsize = 0;
+    for q in 0..nq {
+        regs.write16(q, common::QUEUE_SELECT)?;
+        let max = regs.read16(common::QUEUE_SIZE)?;
+        if max == 0 {
+            dev_err!(pdev, "queue {} is not available (size 0)\n", q);
+            return Err(ENODEV);
+        }
+        let want = max.min(crate::queue_size_param()).max(1);
+        // Power of two, as every split-ring implementation expects.
+        let size = 1u16 << want.ilog2();
+        regs.write16(size, common::QUEUE_SIZE)?;
+        let vq = Vq::new(pdev.as_ref(), size, max_segs, indirect).inspect_err(|_| {
+            dev_err!(
+                pdev,
+                "queue {}: cannot allocate rings of {} entries\n",
+                q,
+                size
+            );
+        })?;
+        let (d, a, u) = vq.addrs();
+        regs.write64(d, common::QUEUE_DESC)?;
+        regs.write64(a, common::QUEUE_DRIVER)?;
+        regs.write64(u, common::QUEUE_DEVICE)?;
+        regs.write16(0, common::QUEUE_MSIX_VECTOR)?;
+        if regs.read16(common::QUEUE_MSIX_VECTOR)? == NO_VECTOR {
+            dev_err!(pdev, "queue {}: device refused MSI-X vector 0\n", q);
+            return Err(EIO);
+        }
+        notify.push(regs.notify_offset(q)?, GFP_KERNEL)?;
+        regs.write16(q, common::QUEUE_SELECT)?;
+        regs.write16(1, common::QUEUE_ENABLE)?;
+        qsize = size;
+        queues.push(vq, GFP_KERNEL)?;
+    }
+    Ok((queues, notify, qsize))
 }
