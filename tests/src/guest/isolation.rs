@@ -8,8 +8,8 @@ use std::time::Duration;
 use pktaccel_abi::*;
 
 use super::kmod_helpers::{
-    Dev, Scratch, child_exit, debugfs_u64, errname, errno, expect_err, expect_ok, req, seg_in,
-    seg_out, wait_pinned_zero,
+    Dev, Scratch, child_exit, debugfs_u64, dmesg_count, errname, errno, expect_err, expect_ok, req,
+    seg_in, seg_out, wait_pinned_zero,
 };
 use crate::ensure;
 use crate::harness::{Test, TestResult};
@@ -135,16 +135,6 @@ fn seal(sc: &Scratch, slot: u32, pt: &[u8]) -> Result<Result<Vec<u8>, i32>, Stri
     let c = sc.dev.reap_n(1)?;
     expect_ok(&c[0], "seal")?;
     Ok(Ok(sc.map.read(8192, pt.len() + GCM_TAG_LEN)))
-}
-
-fn dmesg_count(needle: &str) -> Result<usize, String> {
-    let out = std::process::Command::new("dmesg")
-        .output()
-        .map_err(|e| format!("dmesg: {e}"))?;
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.contains(needle))
-        .count())
 }
 
 // ---------------------------------------------------------------------------

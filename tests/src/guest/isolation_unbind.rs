@@ -8,8 +8,8 @@ use std::path::Path;
 use pktaccel_abi::*;
 
 use super::kmod_helpers::{
-    DEV, Dev, Map, Scratch, debugfs_u64, errname, expect_err, expect_ok, pci_function, req, seg_in,
-    seg_out, sh, wait_pinned_zero,
+    DEV, Dev, Map, Scratch, debugfs_u64, dmesg_count, errname, expect_err, expect_ok, pci_function,
+    req, seg_in, seg_out, sh, wait_pinned_zero,
 };
 use crate::ensure;
 use crate::harness::{Test, TestResult};
@@ -44,16 +44,6 @@ fn unbind(name: &str) -> TestResult {
 
 fn bind(name: &str) -> TestResult {
     fs::write("/sys/bus/pci/drivers/pktaccel/bind", name).map_err(|e| format!("bind {name}: {e}"))
-}
-
-fn dmesg_count(needle: &str) -> Result<usize, String> {
-    let out = std::process::Command::new("dmesg")
-        .output()
-        .map_err(|e| format!("dmesg: {e}"))?;
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.contains(needle))
-        .count())
 }
 
 /// ioctls, poll and mmap on a file opened before unbind: INFO, STATS,

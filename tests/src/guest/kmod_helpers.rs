@@ -396,3 +396,14 @@ pub(super) fn sh(prog: &str, args: &[&str]) -> TestResult {
 pub(super) fn pci_function() -> Result<std::path::PathBuf, String> {
     crate::pci::find_device().ok_or_else(|| "no pktaccel PCI function".to_string())
 }
+
+/// How many kernel log lines contain `needle` (for "logged once" checks).
+pub(super) fn dmesg_count(needle: &str) -> Result<usize, String> {
+    let out = std::process::Command::new("dmesg")
+        .output()
+        .map_err(|e| format!("dmesg: {e}"))?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(needle))
+        .count())
+}
