@@ -139,6 +139,22 @@ int pktslab_client_submit(pktslab_client *c, struct pktslab_op *ops, uint32_t n)
 /* Reaps up to max completions; timeout_ms < 0 waits forever. */
 int pktslab_client_reap(pktslab_client *c, struct pktaccel_completion *out,
                         uint32_t max, int timeout_ms);
+/* Runs n requests (any number) and waits for all of them: their
+ * completions go to out[0..n] in request order. Returns 0 or -errno;
+ * requests the driver took are reaped before an error returns, so the
+ * buffers are the caller's again either way. */
+int pktslab_client_run(pktslab_client *c, struct pktslab_op *ops, uint32_t n,
+                       struct pktaccel_completion *out);
+
+struct pktslab_limits {      /* the driver's limits (PKTACCEL_IOC_INFO) */
+    uint32_t key_slots;      /* AES key slots of each open file */
+    uint32_t max_segments;   /* segments per request */
+    uint32_t max_request_bytes;
+    uint32_t queues;         /* request queues */
+};
+/* 0, or -errno. */
+int pktslab_client_limits(pktslab_client *c, struct pktslab_limits *out);
+
 /* Physical segments of [p, p+len): returns the count (only max written)
  * or -EFAULT if some byte is not pinned. */
 ssize_t pktslab_segments(const void *p, size_t len, uint32_t dir,

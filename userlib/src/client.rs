@@ -1,24 +1,26 @@
-//! The accelerator client: turns buffers into device requests and moves
-//! them through `/dev/pktaccel`.
+//! The accelerator client: the one way requests reach `/dev/pktaccel`.
 //!
-//! A buffer becomes one or more segments: its physical address from v2p,
-//! split wherever physical contiguity ends (device slabs are contiguous,
-//! host pages are not). Buffers that are not pinned are refused, or, when
-//! the client allows it, the whole batch is sent with `SUBMIT_COPY` and
-//! virtual addresses so the driver bounces them (the slow baseline).
+//! [`Request`] (in `request.rs`) borrows the buffers; the [`Client`] turns
+//! a batch into ioctl structures (zero-copy when v2p finds every buffer
+//! pinned, the driver's copy path otherwise, as [`CopyMode`] says),
+//! chooses the queue of every request, submits, and reaps every
+//! completion before it returns, even after an error, so the device never
+//! writes into a buffer whose borrow has ended. The ioctls themselves are
+//! in [`ioctl`]; the C API (`pktslab_client_*`) in `capi.rs`.
 
-use core::ffi::{c_int, c_void};
+use std::time::{Duration, Instant};
 
-use pktaccel_abi::{
-    IocCompletion, IocReap, IocRequest, IocSegment, IocSubmit, MAX_BATCH, PKTACCEL_IOC_REAP,
-    PKTACCEL_IOC_SUBMIT, RequestHeader, SEG_IN, SEG_OUT, SUBMIT_COPY,
-};
+use pktaccel_abi::{IocCompletion, IocInfo, IocRequest, MAX_BATCH};
 
 mod c_types;
-pub use c_types::{CIov, COp};
+mod capi;
+pub mod ioctl;
+mod request;
 
-use crate::backend::errno;
-use crate::pool::{PhysSegments, Pool};
+pub use c_types::{CIov, CLimits, COp};
+pub use request::{Built, Request, split_segments};
+
+use crate::pool::Pool;
 use crate::v2p::V2pError;
 
 /// Client failures.
@@ -52,7 +54,12 @@ pub enum ClientError {
 /// Moves request batches to a device and completions back.
 pub trait Transport {
     /// Queues `reqs`; returns how many were taken.
-    fn submit(&mut self, reqs: &[IocRequest], flags: u32) -> Result<u32, ClientError>;
+    ///
+    /// # Safety
+    /// As [`ioctl::submit`]: the segment arrays are valid for the call,
+    /// and the buffers they name stay alive and unaliased until their
+    /// completions are reaped.
+    unsafe fn submit(&mut self, reqs: &[IocRequest], flags: u32) -> Result<u32, ClientError>;
     /// Collects up to `out.len()` completions, waiting up to `timeout_ms`
     /// for the first (negative = forever).
     fn reap(&mut self, out: &mut [IocCompletion], timeout_ms: i32) -> Result<usize, ClientError>;
@@ -74,162 +81,52 @@ impl DeviceTransport {
 }
 
 impl Transport for DeviceTransport {
-    fn submit(&mut self, reqs: &[IocRequest], flags: u32) -> Result<u32, ClientError> {
-        let mut s = IocSubmit {
-            reqs: reqs.as_ptr() as u64,
-            count: reqs.len() as u32,
-            flags,
-            submitted: 0,
-            reserved: 0,
-        };
-        // SAFETY: the ioctl reads `count` requests (and their segment
-        // arrays, which the caller keeps alive) and writes `submitted`.
-        let r = unsafe { libc::ioctl(self.fd, PKTACCEL_IOC_SUBMIT as _, &raw mut s) };
-        if r < 0 && s.submitted == 0 {
-            return Err(ClientError::Os(errno()));
+    unsafe fn submit(&mut self, reqs: &[IocRequest], flags: u32) -> Result<u32, ClientError> {
+        // SAFETY: this function's own contract is ioctl::submit's.
+        match unsafe { ioctl::submit(self.fd, reqs, flags) } {
+            Ok(n) => Ok(n),
+            Err(e) if e.queued > 0 => Ok(e.queued),
+            Err(e) => Err(ClientError::Os(e.errno)),
         }
-        Ok(s.submitted)
     }
 
     fn reap(&mut self, out: &mut [IocCompletion], timeout_ms: i32) -> Result<usize, ClientError> {
-        let mut r = IocReap {
-            comps: out.as_mut_ptr() as u64,
-            max: out.len().min(MAX_BATCH as usize) as u32,
-            timeout_ms,
-            count: 0,
-            reserved: 0,
-        };
-        // SAFETY: the ioctl writes at most `max` completions into `out`.
-        let rc = unsafe { libc::ioctl(self.fd, PKTACCEL_IOC_REAP as _, &raw mut r) };
-        if rc < 0 {
-            let e = errno();
-            return if e == libc::EAGAIN || e == libc::ETIMEDOUT {
-                Ok(0)
-            } else {
-                Err(ClientError::Os(e))
-            };
+        let room = out.len().min(MAX_BATCH as usize);
+        match ioctl::reap(self.fd, &mut out[..room], timeout_ms) {
+            Ok(n) => Ok(n),
+            Err(libc::EAGAIN | libc::ETIMEDOUT) => Ok(0),
+            Err(e) => Err(ClientError::Os(e)),
         }
-        Ok(r.count as usize)
     }
 }
 
-#[derive(Clone, Copy)]
-struct Buf {
-    ptr: usize,
-    len: usize,
-    dir: u32,
+/// What a client does with buffers v2p finds no physical address for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CopyMode {
+    /// Refuse the batch ([`ClientError::NotPinned`]).
+    #[default]
+    Never,
+    /// Send that batch through the driver's copy path (counted in
+    /// [`Client::copy_fallbacks`]).
+    Fallback,
+    /// Send every batch through the copy path, pinned or not: the slow
+    /// baseline the tools' `--copy` measures.
+    Always,
 }
 
-/// One request under construction: a header plus input and output
-/// buffers. The buffers are borrowed for `'b`.
-pub struct Request<'b> {
-    /// The device header (op, aux, key slot, params); the cookie is set at
-    /// submission.
-    pub header: RequestHeader,
-    bufs: Vec<Buf>,
-    _life: core::marker::PhantomData<&'b mut [u8]>,
-}
+/// Called with each request's time from submit to reap.
+pub type LatencyHook<'h> = Box<dyn FnMut(Duration) + 'h>;
 
-impl<'b> Request<'b> {
-    /// A request for `op` (`pktaccel_abi::OP_*`).
-    pub fn new(op: u16) -> Self {
-        Self {
-            header: RequestHeader {
-                op,
-                ..Default::default()
-            },
-            bufs: Vec::new(),
-            _life: core::marker::PhantomData,
-        }
-    }
-
-    /// Sets the op argument (seed, AAD length).
-    pub fn aux(mut self, aux: u32) -> Self {
-        self.header.aux = aux;
-        self
-    }
-
-    /// Sets the key slot.
-    pub fn key_slot(mut self, slot: u32) -> Self {
-        self.header.key_slot = slot;
-        self
-    }
-
-    /// Copies op parameters (RSS key, GCM IV) into the header.
-    pub fn params(mut self, p: &[u8]) -> Self {
-        let n = p.len().min(self.header.params.len());
-        self.header.params[..n].copy_from_slice(&p[..n]);
-        self
-    }
-
-    /// Adds a buffer the device reads.
-    pub fn input(mut self, buf: &'b [u8]) -> Result<Self, ClientError> {
-        if self.bufs.iter().any(|b| b.dir == SEG_OUT) {
-            return Err(ClientError::Order);
-        }
-        if buf.is_empty() {
-            return Err(ClientError::EmptyBuffer);
-        }
-        self.bufs.push(Buf {
-            ptr: buf.as_ptr() as usize,
-            len: buf.len(),
-            dir: SEG_IN,
-        });
-        Ok(self)
-    }
-
-    /// Adds a buffer the device writes.
-    pub fn output(mut self, buf: &'b mut [u8]) -> Result<Self, ClientError> {
-        if buf.is_empty() {
-            return Err(ClientError::EmptyBuffer);
-        }
-        self.bufs.push(Buf {
-            ptr: buf.as_mut_ptr() as usize,
-            len: buf.len(),
-            dir: SEG_OUT,
-        });
-        Ok(self)
-    }
-}
-
-/// Appends the physical segments of `[p, p+len)` to `out`, splitting at
-/// physical discontinuities and at 4 GiB (the segment length is 32-bit).
-pub fn split_segments(
-    pool: &Pool,
-    p: *const u8,
-    len: usize,
-    dir: u32,
-    out: &mut Vec<IocSegment>,
-) -> Result<(), ClientError> {
-    let mut at = p as usize;
-    for r in PhysSegments::of(pool, p, len) {
-        match r {
-            Ok((mut addr, mut n)) => {
-                while n > 0 {
-                    let take = n.min(u32::MAX as usize & !0xfff);
-                    out.push(IocSegment {
-                        addr,
-                        len: take as u32,
-                        dir,
-                    });
-                    addr += take as u64;
-                    n -= take;
-                    at += take;
-                }
-            }
-            Err(why) => return Err(ClientError::NotPinned { addr: at, why }),
-        }
-    }
-    Ok(())
-}
-
-/// A client: a pool for v2p, a transport, and cookies.
+/// A client: a pool for v2p, a transport, cookies, the queue choice and
+/// an optional latency hook.
 pub struct Client<'p, T: Transport> {
     pool: &'p Pool,
     transport: T,
     next_cookie: u64,
-    allow_copy: bool,
+    copy: CopyMode,
     copy_fallbacks: u64,
+    queues: u32,
+    on_latency: Option<LatencyHook<'p>>,
 }
 
 impl<'p> Client<'p, DeviceTransport> {
@@ -237,16 +134,11 @@ impl<'p> Client<'p, DeviceTransport> {
     pub fn open(pool: &'p Pool) -> Result<Self, ClientError> {
         Ok(Self::with_transport(pool, DeviceTransport::for_pool(pool)?))
     }
-}
 
-/// Segment arrays of a submitted batch; they must outlive the submit call.
-pub struct Built {
-    /// The requests, pointing into `segs`.
-    pub reqs: Vec<IocRequest>,
-    /// Segments of all requests.
-    pub segs: Vec<IocSegment>,
-    /// Submit flags (`SUBMIT_COPY` when the batch had unpinned buffers).
-    pub flags: u32,
+    /// The device's config and the driver's limits.
+    pub fn info(&self) -> Result<IocInfo, ClientError> {
+        ioctl::info(self.transport.fd).map_err(ClientError::Os)
+    }
 }
 
 impl<'p, T: Transport> Client<'p, T> {
@@ -256,15 +148,26 @@ impl<'p, T: Transport> Client<'p, T> {
             pool,
             transport,
             next_cookie: 1,
-            allow_copy: false,
+            copy: CopyMode::Never,
             copy_fallbacks: 0,
+            queues: 0,
+            on_latency: None,
         }
     }
 
     /// Allow batches with unpinned buffers to go through the driver's copy
-    /// path instead of failing.
+    /// path instead of failing ([`CopyMode::Fallback`]).
     pub fn allow_copy(&mut self, yes: bool) {
-        self.allow_copy = yes;
+        self.copy = if yes {
+            CopyMode::Fallback
+        } else {
+            CopyMode::Never
+        };
+    }
+
+    /// Sets what happens to buffers that are not pinned.
+    pub fn copy_mode(&mut self, mode: CopyMode) {
+        self.copy = mode;
     }
 
     /// Batches sent in copy mode because a buffer was not pinned (ordinary
@@ -274,85 +177,43 @@ impl<'p, T: Transport> Client<'p, T> {
         self.copy_fallbacks
     }
 
-    /// The transport.
-    pub fn transport_mut(&mut self) -> &mut T {
-        &mut self.transport
+    /// Spreads each batch over queues `0..queues`: request `i` goes to
+    /// queue `i % queues`. 0 (the default) lets the driver choose.
+    pub fn spread_over(&mut self, queues: u32) {
+        self.queues = queues;
+    }
+
+    /// Calls `hook` with each request's time from submit to reap (in
+    /// [`Client::run`]); `None` stops it.
+    pub fn on_latency(&mut self, hook: Option<LatencyHook<'p>>) {
+        self.on_latency = hook;
     }
 
     /// Builds the ioctl structures for a batch and assigns cookies.
     pub fn build(&mut self, reqs: &[Request<'_>]) -> Result<Built, ClientError> {
-        if reqs.is_empty() || reqs.len() > MAX_BATCH as usize {
-            return Err(ClientError::BatchSize(reqs.len()));
-        }
-        let mut segs = Vec::new();
-        let mut spans = Vec::with_capacity(reqs.len());
-        for r in reqs {
-            let start = segs.len();
-            for b in &r.bufs {
-                split_segments(self.pool, b.ptr as *const u8, b.len, b.dir, &mut segs)?;
-            }
-            spans.push((start, segs.len() - start));
-        }
-        Ok(self.finish(reqs, segs, spans, 0))
+        request::build(self.pool, reqs, &mut self.next_cookie)
     }
 
-    fn build_copy(&mut self, reqs: &[Request<'_>]) -> Built {
-        let mut segs = Vec::new();
-        let mut spans = Vec::with_capacity(reqs.len());
-        for r in reqs {
-            let start = segs.len();
-            for b in &r.bufs {
-                segs.push(IocSegment {
-                    addr: b.ptr as u64,
-                    len: b.len as u32,
-                    dir: b.dir,
-                });
-            }
-            spans.push((start, segs.len() - start));
-        }
-        self.finish(reqs, segs, spans, SUBMIT_COPY)
-    }
-
-    fn finish(
-        &mut self,
-        reqs: &[Request<'_>],
-        segs: Vec<IocSegment>,
-        spans: Vec<(usize, usize)>,
-        flags: u32,
-    ) -> Built {
-        let base = segs.as_ptr();
-        let out = reqs
-            .iter()
-            .zip(spans)
-            .map(|(r, (start, n))| {
-                let mut header = r.header;
-                header.cookie = self.next_cookie;
-                self.next_cookie += 1;
-                IocRequest {
-                    header,
-                    segs: base.wrapping_add(start) as u64,
-                    nsegs: n as u32,
-                    queue: u32::MAX,
+    /// Builds zero-copy requests, or copy-mode ones as the copy mode says,
+    /// with queues chosen for requests `first..` of the batch.
+    fn build_for(&mut self, reqs: &[Request<'_>], first: usize) -> Result<Built, ClientError> {
+        let mut built = match self.copy {
+            CopyMode::Always => request::build_copy(reqs, &mut self.next_cookie),
+            CopyMode::Never => self.build(reqs)?,
+            CopyMode::Fallback => match self.build(reqs) {
+                Err(ClientError::NotPinned { .. }) => {
+                    self.copy_fallbacks += 1;
+                    request::build_copy(reqs, &mut self.next_cookie)
                 }
-            })
-            .collect();
-        Built {
-            reqs: out,
-            segs,
-            flags,
-        }
-    }
-
-    /// Builds zero-copy requests, or copy-mode ones (counted) when a buffer
-    /// is not pinned and copying is allowed.
-    fn build_or_copy(&mut self, reqs: &[Request<'_>]) -> Result<Built, ClientError> {
-        match self.build(reqs) {
-            Err(ClientError::NotPinned { .. }) if self.allow_copy => {
-                self.copy_fallbacks += 1;
-                Ok(self.build_copy(reqs))
+                r => r?,
+            },
+        };
+        if self.queues > 0 {
+            for (i, r) in built.reqs.iter_mut().enumerate() {
+                r.queue = ((first + i) % self.queues as usize) as u32;
             }
-            r => r,
         }
+        Ok(built)
     }
 
     /// Builds and submits a batch; returns the cookies in order.
@@ -361,10 +222,12 @@ impl<'p, T: Transport> Client<'p, T> {
     /// The device reads and writes the requests' buffers until their
     /// completions are reaped: they must stay alive and unaliased until then.
     pub unsafe fn submit(&mut self, reqs: &[Request<'_>]) -> Result<Vec<u64>, ClientError> {
-        let built = self.build_or_copy(reqs)?;
+        let built = self.build_for(reqs, 0)?;
         let mut done = 0usize;
         while done < built.reqs.len() {
-            let n = self.transport.submit(&built.reqs[done..], built.flags)? as usize;
+            // SAFETY: `built` holds the segment arrays through the call, and
+            // this function's caller keeps the buffers until they are reaped.
+            let n = unsafe { self.transport.submit(&built.reqs[done..], built.flags) }? as usize;
             if n == 0 {
                 return Err(ClientError::Os(libc::EAGAIN));
             }
@@ -376,246 +239,161 @@ impl<'p, T: Transport> Client<'p, T> {
     /// Reaps up to `max` completions.
     pub fn reap(&mut self, max: usize, timeout_ms: i32) -> Result<Vec<IocCompletion>, ClientError> {
         let mut out = vec![IocCompletion::default(); max.clamp(1, MAX_BATCH as usize)];
-        let n = self.transport.reap(&mut out, timeout_ms)?;
+        let n = self.reap_into(&mut out, timeout_ms)?;
         out.truncate(n);
         Ok(out)
     }
 
-    /// Submits a batch and waits for all of its completions, returned in
-    /// request order. The borrows of the buffers last until then, so this
-    /// is safe. When the driver takes only part of the batch and then
-    /// fails, the part it took is still reaped before the error returns:
-    /// the device may write into those buffers until it completes them.
+    /// Reaps up to `out.len()` completions into `out`; returns how many.
+    pub fn reap_into(
+        &mut self,
+        out: &mut [IocCompletion],
+        timeout_ms: i32,
+    ) -> Result<usize, ClientError> {
+        self.transport.reap(out, timeout_ms)
+    }
+
+    /// Submits any number of requests and waits for all of their
+    /// completions, returned in request order. The borrows of the buffers
+    /// last until then, so this is safe. Batches above `MAX_BATCH` go in
+    /// pieces, reaping between them so the driver's completion ring never
+    /// fills. When the driver takes only part and then fails, the part it
+    /// took is still reaped before the error returns: the device may write
+    /// into those buffers until it completes them.
     pub fn run(&mut self, reqs: &mut [Request<'_>]) -> Result<Vec<IocCompletion>, ClientError> {
-        let built = self.build_or_copy(reqs)?;
-        let first = built.reqs[0].header.cookie;
-        let mut accepted = 0usize;
-        let mut failed = None;
-        while accepted < built.reqs.len() {
-            match self.transport.submit(&built.reqs[accepted..], built.flags) {
-                Ok(0) => failed = Some(ClientError::Os(libc::EAGAIN)),
-                Ok(n) => accepted += n as usize,
-                Err(e) => failed = Some(e),
-            }
-            if failed.is_some() {
-                break;
-            }
+        if reqs.is_empty() {
+            return Err(ClientError::BatchSize(0));
         }
-        let mut got: Vec<Option<IocCompletion>> = vec![None; accepted];
-        let drained = self.reap_accepted(first, &mut got);
+        let batches = reqs
+            .chunks(MAX_BATCH as usize)
+            .enumerate()
+            .map(|(i, chunk)| self.build_for(chunk, i * MAX_BATCH as usize))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut flight = InFlight::new(batches[0].reqs[0].header.cookie, reqs.len());
+        let failed = self.submit_all(&batches, &mut flight).err();
+        let drained = self.drain(&mut flight);
         if let Some(e) = failed {
             return Err(e);
         }
         drained?;
-        Ok(got.into_iter().map(|c| c.unwrap_or_default()).collect())
+        Ok(flight
+            .got
+            .into_iter()
+            .map(Option::unwrap_or_default)
+            .collect())
     }
 
-    /// Reaps the completions of cookies `first..first + got.len()`. Returns
-    /// early only when the driver says nothing is in flight (`ENOENT`);
-    /// other reap errors are retried, and if they persist the process is
-    /// aborted: returning would end the buffers' borrows while the device
-    /// may still write into them.
-    fn reap_accepted(
-        &mut self,
-        first: u64,
-        got: &mut [Option<IocCompletion>],
-    ) -> Result<(), ClientError> {
-        let mut left = got.len();
-        let mut failures = 0u32;
-        while left > 0 {
-            match self.reap(left, -1) {
-                Ok(cs) => {
-                    for c in cs {
-                        let i = c.cookie.wrapping_sub(first) as usize;
-                        if i < got.len() && got[i].is_none() {
-                            got[i] = Some(c);
-                            left -= 1;
-                        }
-                    }
-                }
-                Err(ClientError::Os(libc::ENOENT)) => return Err(ClientError::Os(libc::ENOENT)),
-                Err(e) => {
-                    failures += 1;
-                    if failures > 1000 {
-                        eprintln!(
-                            "pktslab: cannot reap {left} requests still in flight ({e}); aborting, as returning would let the device write into freed buffers"
-                        );
-                        std::process::abort();
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
+    /// Submits every request of `batches`, reaping between pieces.
+    fn submit_all(&mut self, batches: &[Built], flight: &mut InFlight) -> Result<(), ClientError> {
+        let per = MAX_BATCH as usize;
+        while flight.accepted < flight.got.len() {
+            let b = &batches[flight.accepted / per];
+            // SAFETY: `batches` holds the segment arrays through the call;
+            // the buffers are borrowed by `run`'s requests, and `run` reaps
+            // every accepted request (`drain`) before those borrows end, or
+            // aborts the process.
+            let sent = unsafe {
+                self.transport
+                    .submit(&b.reqs[flight.accepted % per..], b.flags)
+            };
+            match sent? {
+                0 => return Err(ClientError::Os(libc::EAGAIN)),
+                n => flight.accept(n as usize),
+            }
+            if flight.accepted < flight.got.len() {
+                self.reap_some(flight)?;
             }
         }
         Ok(())
     }
-}
 
-// ---------------------------------------------------------------------------
-// C API
-// ---------------------------------------------------------------------------
-
-/// The C client handle.
-pub struct CClient {
-    client: Client<'static, DeviceTransport>,
-}
-
-fn global_pool() -> Option<&'static Pool> {
-    static POOL: std::sync::OnceLock<Option<Pool>> = std::sync::OnceLock::new();
-    POOL.get_or_init(|| Pool::global().ok()).as_ref()
-}
-
-/// Opens a client on the process heap's device; NULL + ENODEV when the heap
-/// has no device behind it.
-#[unsafe(no_mangle)]
-pub extern "C" fn pktslab_client_open() -> *mut CClient {
-    match global_pool().map(Client::open) {
-        Some(Ok(client)) => Box::into_raw(Box::new(CClient { client })),
-        _ => {
-            crate::backend::set_errno(libc::ENODEV);
-            core::ptr::null_mut()
+    /// Reaps until every accepted request has completed. Returns early only
+    /// when the driver says nothing is in flight (`ENOENT`).
+    fn drain(&mut self, flight: &mut InFlight) -> Result<(), ClientError> {
+        while flight.reaped < flight.accepted {
+            self.reap_some(flight)?;
         }
+        Ok(())
     }
-}
 
-/// Closes a client.
-///
-/// # Safety
-/// `c` is NULL or from pktslab_client_open, closed once.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn pktslab_client_close(c: *mut CClient) {
-    if !c.is_null() {
-        // SAFETY: C contract: c came from Box::into_raw and is closed once.
-        drop(unsafe { Box::from_raw(c) });
-    }
-}
-
-fn c_err(e: ClientError) -> c_int {
-    -match e {
-        ClientError::NotPinned { .. } => libc::EFAULT,
-        ClientError::EmptyBuffer | ClientError::BatchSize(_) | ClientError::Order => libc::EINVAL,
-        ClientError::NoDevice => libc::ENODEV,
-        ClientError::Os(e) => e,
-    }
-}
-
-/// Builds and submits `n` requests; fills each op's cookie. Returns the
-/// number submitted or -errno (-EFAULT: a buffer is not pinned).
-///
-/// # Safety
-/// `ops` has `n` entries whose iov arrays are valid; every buffer stays
-/// alive until its completion is reaped.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn pktslab_client_submit(c: *mut CClient, ops: *mut COp, n: u32) -> c_int {
-    if c.is_null() || ops.is_null() {
-        return -libc::EINVAL;
-    }
-    // SAFETY: C contract.
-    let (cl, ops) = unsafe {
-        (
-            &mut (*c).client,
-            core::slice::from_raw_parts_mut(ops, n as usize),
-        )
-    };
-    let mut reqs = Vec::with_capacity(ops.len());
-    for o in ops.iter() {
-        let mut r = Request::new(o.op)
-            .aux(o.aux)
-            .key_slot(o.key_slot)
-            .params(&o.params);
-        let ins = if o.n_in == 0 {
-            &[][..]
-        } else {
-            // SAFETY: C contract.
-            unsafe { core::slice::from_raw_parts(o.inputs, o.n_in as usize) }
-        };
-        let outs = if o.n_out == 0 {
-            &[][..]
-        } else {
-            // SAFETY: C contract.
-            unsafe { core::slice::from_raw_parts(o.outputs, o.n_out as usize) }
-        };
-        for v in ins {
-            // SAFETY: C contract: the iov describes live memory.
-            let s = unsafe { core::slice::from_raw_parts(v.base.cast::<u8>(), v.len) };
-            r = match r.input(s) {
-                Ok(r) => r,
-                Err(e) => return c_err(e),
-            };
-        }
-        for v in outs {
-            // SAFETY: C contract: the iov describes live, writable memory.
-            let s =
-                unsafe { core::slice::from_raw_parts_mut(v.base.cast::<u8>().cast_mut(), v.len) };
-            r = match r.output(s) {
-                Ok(r) => r,
-                Err(e) => return c_err(e),
-            };
-        }
-        reqs.push(r);
-    }
-    // SAFETY: C contract: buffers live until reaped.
-    match unsafe { cl.submit(&reqs) } {
-        Ok(cookies) => {
-            for (o, ck) in ops.iter_mut().zip(&cookies) {
-                o.cookie = *ck;
+    /// Waits for at least one completion of `flight` and records what
+    /// comes. A signal (`EINTR`) just waits again; other reap errors are
+    /// retried, and if they persist the process is aborted: returning
+    /// would end the buffers' borrows while the device may still write
+    /// into them.
+    fn reap_some(&mut self, flight: &mut InFlight) -> Result<(), ClientError> {
+        let mut out = [IocCompletion::default(); MAX_BATCH as usize];
+        let room = (flight.accepted - flight.reaped).clamp(1, out.len());
+        match self.transport.reap(&mut out[..room], -1) {
+            Ok(n) => {
+                let now = Instant::now();
+                for c in &out[..n] {
+                    if let Some(sent) = flight.complete(c)
+                        && let Some(hook) = self.on_latency.as_mut()
+                    {
+                        hook(now.duration_since(sent));
+                    }
+                }
+                Ok(())
             }
-            cookies.len() as c_int
+            Err(ClientError::Os(libc::ENOENT)) => Err(ClientError::Os(libc::ENOENT)),
+            Err(ClientError::Os(libc::EINTR)) => Ok(()),
+            Err(e) => {
+                flight.failures += 1;
+                if flight.failures > 1000 {
+                    eprintln!(
+                        "pktslab: cannot reap {} requests still in flight ({e}); aborting, as returning would let the device write into freed buffers",
+                        flight.accepted - flight.reaped
+                    );
+                    std::process::abort();
+                }
+                std::thread::sleep(Duration::from_millis(10));
+                Ok(())
+            }
         }
-        Err(e) => c_err(e),
     }
 }
 
-/// Reaps up to `max` completions into `out`; returns the count or -errno.
-///
-/// # Safety
-/// `out` has room for `max` entries.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn pktslab_client_reap(
-    c: *mut CClient,
-    out: *mut IocCompletion,
-    max: u32,
-    timeout_ms: c_int,
-) -> c_int {
-    if c.is_null() || out.is_null() || max == 0 {
-        return -libc::EINVAL;
-    }
-    // SAFETY: C contract.
-    let (cl, out) = unsafe {
-        (
-            &mut (*c).client,
-            core::slice::from_raw_parts_mut(out, max as usize),
-        )
-    };
-    match cl.transport_mut().reap(out, timeout_ms) {
-        Ok(n) => n as c_int,
-        Err(e) => c_err(e),
-    }
+/// The requests of one [`Client::run`]: cookies `first..first + n`, how
+/// many the driver accepted and when, and the completions so far.
+struct InFlight {
+    first: u64,
+    got: Vec<Option<IocCompletion>>,
+    sent_at: Vec<Instant>,
+    accepted: usize,
+    reaped: usize,
+    failures: u32,
 }
 
-/// Writes the physical segments of `[p, p+len)` (direction `dir`) into
-/// `out`; returns how many there are (may exceed `max`: only `max` are
-/// written) or -EFAULT when a byte is not pinned.
-///
-/// # Safety
-/// `out` has room for `max` entries.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn pktslab_segments(
-    p: *const c_void,
-    len: usize,
-    dir: u32,
-    out: *mut IocSegment,
-    max: usize,
-) -> isize {
-    let Some(pool) = global_pool() else {
-        return -(libc::EFAULT as isize);
-    };
-    let mut v = Vec::new();
-    if split_segments(pool, p.cast(), len, dir, &mut v).is_err() {
-        return -(libc::EFAULT as isize);
+impl InFlight {
+    fn new(first: u64, n: usize) -> Self {
+        Self {
+            first,
+            got: vec![None; n],
+            sent_at: Vec::with_capacity(n),
+            accepted: 0,
+            reaped: 0,
+            failures: 0,
+        }
     }
-    for (i, s) in v.iter().take(max).enumerate() {
-        // SAFETY: C contract: i < max.
-        unsafe { *out.add(i) = *s };
+
+    /// The driver took the next `n` requests now.
+    fn accept(&mut self, n: usize) {
+        let n = n.min(self.got.len() - self.accepted);
+        self.sent_at.resize(self.accepted + n, Instant::now());
+        self.accepted += n;
     }
-    v.len() as isize
+
+    /// Records `c` if it is one of ours and new; returns when it was
+    /// submitted.
+    fn complete(&mut self, c: &IocCompletion) -> Option<Instant> {
+        let i = c.cookie.wrapping_sub(self.first) as usize;
+        let slot = self.got[..self.accepted].get_mut(i)?;
+        if slot.is_some() {
+            return None;
+        }
+        *slot = Some(*c);
+        self.reaped += 1;
+        Some(self.sent_at[i])
+    }
 }

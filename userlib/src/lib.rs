@@ -34,7 +34,7 @@ pub mod tcache;
 pub mod v2p;
 
 pub use backend::BackendMode;
-pub use client::{Client, ClientError, DeviceTransport, Request, Transport};
+pub use client::{Client, ClientError, CopyMode, DeviceTransport, Request, Transport};
 pub use config::{BackendChoice, Config};
 pub use pool::{PinnedBox, PinnedBuf, PktslabAlloc, Pool};
 pub use stats::Stats;

@@ -103,7 +103,7 @@ impl SoftDevice {
 }
 
 impl Transport for &mut SoftDevice {
-    fn submit(&mut self, reqs: &[IocRequest], flags: u32) -> Result<u32, ClientError> {
+    unsafe fn submit(&mut self, reqs: &[IocRequest], flags: u32) -> Result<u32, ClientError> {
         self.batches.push((reqs.len(), flags));
         for r in reqs {
             let c = self.execute(r, flags & SUBMIT_COPY != 0);

@@ -19,7 +19,7 @@ struct PartialDevice {
 }
 
 impl Transport for &mut PartialDevice {
-    fn submit(&mut self, reqs: &[IocRequest], _flags: u32) -> Result<u32, ClientError> {
+    unsafe fn submit(&mut self, reqs: &[IocRequest], _flags: u32) -> Result<u32, ClientError> {
         self.calls += 1;
         if self.calls > 1 {
             return Err(ClientError::Os(libc::EBUSY));

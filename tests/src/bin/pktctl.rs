@@ -10,8 +10,9 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use pktaccel_abi::*;
-use pktaccel_tests::workload::dev::{Device, Job};
+use pktaccel_tests::workload::dev::Device;
 use pktaccel_tests::workload::soft::MS_RSS_KEY;
+use pktslab::Request;
 
 /// Drive the pktaccel accelerator.
 #[derive(Parser, Debug)]
@@ -293,8 +294,7 @@ fn run_op(op: u16, a: &RunArgs, caching: u32) -> Result<()> {
     }
     match op {
         OP_NOP => {
-            // SAFETY: no buffers.
-            unsafe { dev.call(&Job::new(OP_NOP, 0), copy) }?;
+            dev.call(Request::new(OP_NOP), copy)?;
             println!("nop ok");
         }
         OP_KEY_SET => {
@@ -310,8 +310,7 @@ fn run_op(op: u16, a: &RunArgs, caching: u32) -> Result<()> {
             if let Some(k) = &key {
                 key_set(&dev, copy, a.slot, k)?;
             }
-            // SAFETY: no buffers.
-            match unsafe { dev.call(&Job::new(OP_KEY_CLEAR, 0).slot(a.slot), copy) } {
+            match dev.call(Request::new(OP_KEY_CLEAR).key_slot(a.slot), copy) {
                 Ok(_) => println!("key-clear slot {} ok", a.slot),
                 // The driver's ENOKEY: this file holds no key there, which
                 // is what a clear asks for.
@@ -329,9 +328,9 @@ fn run_op(op: u16, a: &RunArgs, caching: u32) -> Result<()> {
             let buf = Buf::new(&dev, copy, &data, data.len())?;
             let mut last = 0u64;
             for chunk in buf.as_ref().chunks(max & !1) {
-                let job = Job::new(op, acc).input(chunk);
-                // SAFETY: `buf` outlives the call.
-                last = unsafe { dev.call(&job, copy) }?.result;
+                last = dev
+                    .call(Request::new(op).aux(acc).input(chunk)?, copy)?
+                    .result;
                 acc = if op == OP_CSUM {
                     u32::from(!(last as u16))
                 } else {
@@ -353,13 +352,8 @@ fn run_op(op: u16, a: &RunArgs, caching: u32) -> Result<()> {
                 );
             }
             let buf = Buf::new(&dev, copy, &data, data.len())?;
-            // SAFETY: `buf` outlives the call.
-            let c = unsafe {
-                dev.call(
-                    &Job::new(OP_RSS, 0).params(&rss_key).input(buf.as_ref()),
-                    copy,
-                )
-            }?;
+            let req = Request::new(OP_RSS).params(&rss_key).input(buf.as_ref())?;
+            let c = dev.call(req, copy)?;
             println!("rss {:08x}", c.result as u32);
         }
         OP_AES_GCM_SEAL | OP_AES_GCM_OPEN | OP_COPY => {
@@ -387,11 +381,13 @@ fn run_op(op: u16, a: &RunArgs, caching: u32) -> Result<()> {
                 aad.len() + data.len(),
             )?;
             let mut outbuf = Buf::new(&dev, copy, &[], out_len)?;
-            let mut job = Job::new(op, aad.len() as u32).slot(a.slot).params(&iv);
-            job = job.input(&inbuf.as_mut()[..]);
-            job = job.output(outbuf.as_mut());
-            // SAFETY: both buffers outlive the call.
-            let c = unsafe { dev.call(&job, copy) }?;
+            let req = Request::new(op)
+                .aux(aad.len() as u32)
+                .key_slot(a.slot)
+                .params(&iv)
+                .input(&inbuf.as_mut()[..])?
+                .output(outbuf.as_mut())?;
+            let c = dev.call(req, copy)?;
             let out = &outbuf.as_ref()[..c.len as usize];
             match &a.output {
                 Some(p) => {
@@ -417,13 +413,10 @@ fn run_op(op: u16, a: &RunArgs, caching: u32) -> Result<()> {
 
 fn key_set(dev: &Device, copy: bool, slot: u32, key: &[u8]) -> Result<()> {
     let buf = Buf::new(dev, copy, key, key.len())?;
-    // SAFETY: `buf` outlives the call.
-    unsafe {
-        dev.call(
-            &Job::new(OP_KEY_SET, 0).slot(slot).input(buf.as_ref()),
-            copy,
-        )
-    }
-    .with_context(|| format!("installing the key into slot {slot}"))?;
+    let req = Request::new(OP_KEY_SET)
+        .key_slot(slot)
+        .input(buf.as_ref())?;
+    dev.call(req, copy)
+        .with_context(|| format!("installing the key into slot {slot}"))?;
     Ok(())
 }

@@ -20,8 +20,9 @@ use pktaccel_abi::*;
 
 use crate::ensure;
 use crate::harness::{Test, TestResult};
-use crate::workload::dev::{Device, Job};
+use crate::workload::dev::{self, Device};
 use crate::workload::{soft, vectors};
+use pktslab::{ClientError, Request};
 
 pub(super) fn tests() -> Vec<Test> {
     macro_rules! t {
@@ -55,12 +56,15 @@ fn open() -> Result<Device, String> {
     Device::open(CACHE_UNCACHED).map_err(|e| format!("{e:#}"))
 }
 
-/// Runs `job` (whose buffers are `bufs`, pinned or not) and returns the
-/// completion; any failure becomes the test's message.
-fn call(dev: &Device, job: &Job, copy: bool) -> Result<IocCompletion, String> {
-    // SAFETY: every caller keeps the job's buffers alive and untouched for
-    // the duration of the call.
-    unsafe { dev.call(job, copy) }.map_err(|e| format!("{e:#}"))
+/// Runs `req` and returns the completion; any failure (building the
+/// request included) becomes the test's message.
+fn call(
+    dev: &Device,
+    req: Result<Request<'_>, ClientError>,
+    copy: bool,
+) -> Result<IocCompletion, String> {
+    let req = req.map_err(|e| e.to_string())?;
+    dev.call(req, copy).map_err(|e| format!("{e:#}"))
 }
 
 /// `data` in a pinned buffer (zero-copy) or an ordinary one (copy mode),
@@ -89,7 +93,7 @@ fn kat_rfc1071_checksum() -> TestResult {
     let dev = open()?;
     for (copy, mode) in modes() {
         let r = with_buf(&dev, copy, &vectors::RFC1071_DATA, |b| {
-            call(&dev, &Job::new(OP_CSUM, 0).input(b), copy)
+            call(&dev, Request::new(OP_CSUM).input(b), copy)
         })??;
         ensure!(
             r.result as u16 == vectors::RFC1071_CSUM,
@@ -100,7 +104,11 @@ fn kat_rfc1071_checksum() -> TestResult {
         // Scattered over two segments, odd boundary included.
         let r = with_buf(&dev, copy, &vectors::RFC1071_DATA, |b| {
             let (x, y) = b.split_at(3);
-            call(&dev, &Job::new(OP_CSUM, 0).input(x).input(y), copy)
+            call(
+                &dev,
+                Request::new(OP_CSUM).input(x).and_then(|r| r.input(y)),
+                copy,
+            )
         })??;
         ensure!(
             r.result as u16 == vectors::RFC1071_CSUM,
@@ -119,7 +127,7 @@ fn kat_crc_check_values() -> TestResult {
             (OP_CRC32, vectors::CRC32_CHECK),
         ] {
             let r = with_buf(&dev, copy, vectors::CHECK_INPUT, |b| {
-                call(&dev, &Job::new(op, 0).input(b), copy)
+                call(&dev, Request::new(op).input(b), copy)
             })??;
             ensure!(
                 r.result as u32 == want,
@@ -129,10 +137,14 @@ fn kat_crc_check_values() -> TestResult {
             );
             // Chained through the seed, as zlib callers do.
             let first = with_buf(&dev, copy, &vectors::CHECK_INPUT[..4], |b| {
-                call(&dev, &Job::new(op, 0).input(b), copy)
+                call(&dev, Request::new(op).input(b), copy)
             })??;
             let r = with_buf(&dev, copy, &vectors::CHECK_INPUT[4..], |b| {
-                call(&dev, &Job::new(op, first.result as u32).input(b), copy)
+                call(
+                    &dev,
+                    Request::new(op).aux(first.result as u32).input(b),
+                    copy,
+                )
             })??;
             ensure!(
                 r.result as u32 == want,
@@ -169,14 +181,14 @@ fn kat_toeplitz_microsoft() -> TestResult {
             let got = with_buf(&dev, copy, t, |b| {
                 let a = call(
                     &dev,
-                    &Job::new(OP_RSS, 0)
+                    Request::new(OP_RSS)
                         .params(&soft::MS_RSS_KEY)
                         .input(&b[..addrs]),
                     copy,
                 )?;
                 let p = call(
                     &dev,
-                    &Job::new(OP_RSS, 0).params(&soft::MS_RSS_KEY).input(b),
+                    Request::new(OP_RSS).params(&soft::MS_RSS_KEY).input(b),
                     copy,
                 )?;
                 Ok::<_, String>((a.result as u32, p.result as u32))
@@ -204,18 +216,19 @@ fn kat_gcm_specification() -> TestResult {
                 vectors::unhex(v.pt),
             );
             with_buf(&dev, copy, &key, |k| {
-                call(&dev, &Job::new(OP_KEY_SET, 0).slot(1).input(k), copy)
+                call(&dev, Request::new(OP_KEY_SET).key_slot(1).input(k), copy)
             })??;
             let input = [aad.as_slice(), &pt].concat();
             let sealed = with_buf(&dev, copy, &input, |inp| {
                 with_buf(&dev, copy, &vec![0u8; pt.len() + GCM_TAG_LEN], |out| {
                     call(
                         &dev,
-                        &Job::new(OP_AES_GCM_SEAL, aad.len() as u32)
-                            .slot(1)
+                        Request::new(OP_AES_GCM_SEAL)
+                            .aux(aad.len() as u32)
+                            .key_slot(1)
                             .params(&iv)
                             .input(inp)
-                            .output(out),
+                            .and_then(|r| r.output(out)),
                         copy,
                     )?;
                     Ok::<_, String>(out.to_vec())
@@ -234,11 +247,12 @@ fn kat_gcm_specification() -> TestResult {
                 with_buf(&dev, copy, &vec![0u8; pt.len()], |out| {
                     call(
                         &dev,
-                        &Job::new(OP_AES_GCM_OPEN, aad.len() as u32)
-                            .slot(1)
+                        Request::new(OP_AES_GCM_OPEN)
+                            .aux(aad.len() as u32)
+                            .key_slot(1)
                             .params(&iv)
                             .input(inp)
-                            .output(out),
+                            .and_then(|r| r.output(out)),
                         copy,
                     )?;
                     Ok::<_, String>(out.to_vec())
@@ -256,13 +270,16 @@ fn kat_gcm_specification() -> TestResult {
             }
             let st = with_buf(&dev, copy, &bad, |inp| {
                 with_buf(&dev, copy, &vec![0u8; pt.len()], |out| {
-                    let job = Job::new(OP_AES_GCM_OPEN, aad.len() as u32)
-                        .slot(1)
+                    let req = Request::new(OP_AES_GCM_OPEN)
+                        .aux(aad.len() as u32)
+                        .key_slot(1)
                         .params(&iv)
                         .input(inp)
-                        .output(out);
-                    // SAFETY: both buffers live through the call.
-                    let c = unsafe { dev.run(std::slice::from_ref(&job), copy, 1, None) }
+                        .and_then(|r| r.output(out))
+                        .map_err(|e| e.to_string())?;
+                    let c = dev
+                        .client(copy)
+                        .and_then(|mut cl| dev::run(&mut cl, &mut [req]))
                         .map_err(|e| format!("{e:#}"))?;
                     Ok::<_, String>((c[0].status, out.iter().all(|&b| b == 0)))
                 })
@@ -276,7 +293,7 @@ fn kat_gcm_specification() -> TestResult {
             );
         }
     }
-    call(&dev, &Job::new(OP_KEY_CLEAR, 0).slot(1), false)?;
+    call(&dev, Ok(Request::new(OP_KEY_CLEAR).key_slot(1)), false)?;
     Ok(())
 }
 

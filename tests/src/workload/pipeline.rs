@@ -13,13 +13,15 @@
 //! addresses to the device; copy mode keeps them in ordinary memory and
 //! the driver bounces them.
 
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use pktaccel_abi::*;
-use pktslab::PinnedBuf;
+use pktslab::{Client, ClientError, DeviceTransport, PinnedBuf, Request};
 
-use super::dev::{Device, Job};
+use super::dev::{Device, run};
 use super::frames::{self, Layout};
 use super::soft;
 
@@ -182,9 +184,10 @@ impl<'d> Bufs<'d> {
 fn install_key(dev: &Device, copy: bool) -> Result<()> {
     let mut k = Bufs::new(dev, copy, 1, 32)?;
     k.get_mut(0).copy_from_slice(&GCM_KEY);
-    let job = Job::new(OP_KEY_SET, 0).slot(GCM_SLOT).input(k.get(0));
-    // SAFETY: the key buffer lives until `call` returns.
-    unsafe { dev.call(&job, copy) }?;
+    let req = Request::new(OP_KEY_SET)
+        .key_slot(GCM_SLOT)
+        .input(k.get(0))?;
+    dev.call(req, copy)?;
     Ok(())
 }
 
@@ -241,7 +244,7 @@ pub fn run_cell(dev: &Device, spec: &CellSpec, traffic: &[Vec<u8>]) -> Result<Ce
     res.secs = device_time.as_secs_f64();
     res.bytes_copied = after.bytes_copied - before.bytes_copied;
     res.bytes_zero_copy = after.bytes_zero_copy - before.bytes_zero_copy;
-    let mut lat = cell.lat;
+    let mut lat = cell.lat.take();
     lat.sort_unstable();
     res.p50_us = percentile(&lat, 0.50);
     res.p99_us = percentile(&lat, 0.99);
@@ -256,18 +259,17 @@ pub fn run_cell(dev: &Device, spec: &CellSpec, traffic: &[Vec<u8>]) -> Result<Ce
 /// loads a batch into them, times the device, then checks every packet
 /// against software.
 struct Cell<'d, 't> {
-    dev: &'d Device,
+    /// Spreads each batch over the cell's queues and times every request.
+    client: Client<'d, DeviceTransport>,
     traffic: &'t [Vec<u8>],
     layouts: Vec<Layout>,
-    copy: bool,
-    queues: u32,
     frame: Bufs<'d>,
     /// Pseudo-header or ESP header.
     aux: Bufs<'d>,
     out: Bufs<'d>,
     out2: Bufs<'d>,
-    /// Request latencies, nanoseconds.
-    lat: Vec<u64>,
+    /// Request latencies, nanoseconds (the client's latency hook fills it).
+    lat: Rc<RefCell<Vec<u64>>>,
 }
 
 impl<'d, 't> Cell<'d, 't> {
@@ -297,17 +299,22 @@ impl<'d, 't> Cell<'d, 't> {
         if spec.pipeline == Pipeline::Gcm {
             install_key(dev, copy)?;
         }
+        let mut client = dev.client(copy)?;
+        client.spread_over(queues);
+        let lat = Rc::new(RefCell::new(Vec::new()));
+        let sink = Rc::clone(&lat);
+        client.on_latency(Some(Box::new(move |d: Duration| {
+            sink.borrow_mut().push(d.as_nanos() as u64);
+        })));
         Ok(Cell {
-            dev,
+            client,
             traffic,
             layouts,
-            copy,
-            queues,
             frame: Bufs::new(dev, copy, b, frames::MAX_FRAME)?,
             aux: Bufs::new(dev, copy, b, 64)?,
             out: Bufs::new(dev, copy, b, frames::MAX_FRAME + GCM_TAG_LEN)?,
             out2: Bufs::new(dev, copy, b, frames::MAX_FRAME)?,
-            lat: Vec::new(),
+            lat,
         })
     }
 
@@ -330,13 +337,9 @@ impl<'d, 't> Cell<'d, 't> {
             self.frame.get_mut(j)[c..c + 2].fill(0);
         }
         let t0 = Instant::now();
-        let jobs = csum_jobs(&self.frame, &self.aux, idx, &self.layouts);
-        // SAFETY: every buffer belongs to this cell and is not touched
-        // until `run` returns.
-        let fill = unsafe {
-            self.dev
-                .run(&jobs, self.copy, self.queues, Some(&mut self.lat))
-        }?;
+        let mut reqs = csum_requests(&self.frame, &self.aux, idx, &self.layouts)?;
+        let fill = run(&mut self.client, &mut reqs)?;
+        drop(reqs);
         let mut stored = Vec::with_capacity(idx.len());
         for (j, (&t, c)) in idx.iter().zip(&fill).enumerate() {
             check_ok(c, "checksum fill", first + j as u64)?;
@@ -349,12 +352,8 @@ impl<'d, 't> Cell<'d, 't> {
             self.frame.get_mut(j)[co..co + 2].copy_from_slice(&v.to_be_bytes());
             stored.push(v);
         }
-        let jobs = csum_jobs(&self.frame, &self.aux, idx, &self.layouts);
-        // SAFETY: as above.
-        let verify = unsafe {
-            self.dev
-                .run(&jobs, self.copy, self.queues, Some(&mut self.lat))
-        }?;
+        let mut reqs = csum_requests(&self.frame, &self.aux, idx, &self.layouts)?;
+        let verify = run(&mut self.client, &mut reqs)?;
         let took = t0.elapsed();
         for (j, ((&t, c), v)) in idx.iter().zip(&verify).zip(&stored).enumerate() {
             let pkt = first + j as u64;
@@ -383,21 +382,16 @@ impl<'d, 't> Cell<'d, 't> {
         flow_counts: &mut [u64],
     ) -> Result<Duration> {
         let t0 = Instant::now();
-        let jobs: Vec<Job> = idx
+        let mut reqs = idx
             .iter()
             .enumerate()
             .map(|(j, &t)| {
-                Job::new(OP_RSS, 0)
+                Request::new(OP_RSS)
                     .params(&soft::MS_RSS_KEY)
                     .input(&self.frame.get(j)[self.layouts[t].rss_range()])
             })
-            .collect();
-        // SAFETY: every buffer belongs to this cell and is not touched
-        // until `run` returns.
-        let done = unsafe {
-            self.dev
-                .run(&jobs, self.copy, self.queues, Some(&mut self.lat))
-        }?;
+            .collect::<Result<Vec<_>, _>>()?;
+        let done = run(&mut self.client, &mut reqs)?;
         let took = t0.elapsed();
         for (j, (&t, c)) in idx.iter().zip(&done).enumerate() {
             let pkt = first + j as u64;
@@ -420,55 +414,37 @@ impl<'d, 't> Cell<'d, 't> {
     fn gcm(&mut self, idx: &[usize], first: u64) -> Result<Duration> {
         let ivs = self.esp_headers(idx.len(), first);
         let t0 = Instant::now();
-        let seal: Vec<Job> = {
-            let (frame, aux, traffic, layouts) =
-                (&self.frame, &self.aux, self.traffic, &self.layouts);
-            idx.iter()
-                .zip(self.out.all_mut())
-                .enumerate()
-                .map(|(j, (&t, o))| {
-                    let n = traffic[t].len() - layouts[t].l3;
-                    let (ct, rest) = o.split_at_mut(n);
-                    Job::new(OP_AES_GCM_SEAL, 8)
-                        .slot(GCM_SLOT)
-                        .params(&ivs[j])
-                        .input(&aux.get(j)[..8])
-                        .input(&frame.get(j)[layouts[t].l3..traffic[t].len()])
-                        .output(ct)
-                        .output(&mut rest[..GCM_TAG_LEN])
-                })
-                .collect()
-        };
-        // SAFETY: every buffer belongs to this cell and is not touched
-        // until `run` returns.
-        let sealed = unsafe {
-            self.dev
-                .run(&seal, self.copy, self.queues, Some(&mut self.lat))
-        }?;
+        let (frame, aux, traffic, layouts) = (&self.frame, &self.aux, self.traffic, &self.layouts);
+        let mut seal = per_packet(idx, &mut self.out, |j, t, o| {
+            let n = traffic[t].len() - layouts[t].l3;
+            let (ct, rest) = o.split_at_mut(n);
+            Request::new(OP_AES_GCM_SEAL)
+                .aux(8)
+                .key_slot(GCM_SLOT)
+                .params(&ivs[j])
+                .input(&aux.get(j)[..8])?
+                .input(&frame.get(j)[layouts[t].l3..traffic[t].len()])?
+                .output(ct)?
+                .output(&mut rest[..GCM_TAG_LEN])
+        })?;
+        let sealed = run(&mut self.client, &mut seal)?;
+        drop(seal);
         for (j, c) in sealed.iter().enumerate() {
             check_ok(c, "GCM seal", first + j as u64)?;
         }
-        let open: Vec<Job> = {
-            let (out, aux, traffic, layouts) = (&self.out, &self.aux, self.traffic, &self.layouts);
-            idx.iter()
-                .zip(self.out2.all_mut())
-                .enumerate()
-                .map(|(j, (&t, o))| {
-                    let n = traffic[t].len() - layouts[t].l3;
-                    Job::new(OP_AES_GCM_OPEN, 8)
-                        .slot(GCM_SLOT)
-                        .params(&ivs[j])
-                        .input(&aux.get(j)[..8])
-                        .input(&out.get(j)[..n + GCM_TAG_LEN])
-                        .output(&mut o[..n])
-                })
-                .collect()
-        };
-        // SAFETY: as above.
-        let opened = unsafe {
-            self.dev
-                .run(&open, self.copy, self.queues, Some(&mut self.lat))
-        }?;
+        let out = &self.out;
+        let mut open = per_packet(idx, &mut self.out2, |j, t, o| {
+            let n = traffic[t].len() - layouts[t].l3;
+            Request::new(OP_AES_GCM_OPEN)
+                .aux(8)
+                .key_slot(GCM_SLOT)
+                .params(&ivs[j])
+                .input(&aux.get(j)[..8])?
+                .input(&out.get(j)[..n + GCM_TAG_LEN])?
+                .output(&mut o[..n])
+        })?;
+        let opened = run(&mut self.client, &mut open)?;
+        drop(open);
         let took = t0.elapsed();
         for (j, (&t, c)) in idx.iter().zip(&opened).enumerate() {
             let pkt = first + j as u64;
@@ -507,25 +483,15 @@ impl<'d, 't> Cell<'d, 't> {
     /// DMA copy of each frame into `out`; returns the device time.
     fn copy(&mut self, idx: &[usize], first: u64) -> Result<Duration> {
         let t0 = Instant::now();
-        let jobs: Vec<Job> = {
-            let (frame, traffic) = (&self.frame, self.traffic);
-            idx.iter()
-                .zip(self.out.all_mut())
-                .enumerate()
-                .map(|(j, (&t, o))| {
-                    let n = traffic[t].len();
-                    Job::new(OP_COPY, 0)
-                        .input(&frame.get(j)[..n])
-                        .output(&mut o[..n])
-                })
-                .collect()
-        };
-        // SAFETY: every buffer belongs to this cell and is not touched
-        // until `run` returns.
-        let done = unsafe {
-            self.dev
-                .run(&jobs, self.copy, self.queues, Some(&mut self.lat))
-        }?;
+        let (frame, traffic) = (&self.frame, self.traffic);
+        let mut reqs = per_packet(idx, &mut self.out, |j, t, o| {
+            let n = traffic[t].len();
+            Request::new(OP_COPY)
+                .input(&frame.get(j)[..n])?
+                .output(&mut o[..n])
+        })?;
+        let done = run(&mut self.client, &mut reqs)?;
+        drop(reqs);
         let took = t0.elapsed();
         for (j, (&t, c)) in idx.iter().zip(&done).enumerate() {
             let pkt = first + j as u64;
@@ -539,15 +505,34 @@ impl<'d, 't> Cell<'d, 't> {
     }
 }
 
-fn csum_jobs(frame: &Bufs<'_>, aux: &Bufs<'_>, idx: &[usize], layouts: &[Layout]) -> Vec<Job> {
-    idx.iter()
+fn csum_requests<'a>(
+    frame: &'a Bufs<'_>,
+    aux: &'a Bufs<'_>,
+    idx: &[usize],
+    layouts: &[Layout],
+) -> Result<Vec<Request<'a>>> {
+    let reqs = idx.iter().enumerate().map(|(j, &t)| {
+        let l = &layouts[t];
+        let ph = if l.v6 { 40 } else { 12 };
+        Request::new(OP_CSUM)
+            .input(&aux.get(j)[..ph])?
+            .input(&frame.get(j)[l.l4..l.l4 + l.l4_len])
+    });
+    Ok(reqs.collect::<Result<_, _>>()?)
+}
+
+/// One request per packet of the batch: `make(j, t, out)` gets the
+/// packet's place `j` in the batch, its frame `traffic[t]` and its own
+/// output buffer of `outs`.
+fn per_packet<'a>(
+    idx: &[usize],
+    outs: &'a mut Bufs<'_>,
+    mut make: impl FnMut(usize, usize, &'a mut [u8]) -> Result<Request<'a>, ClientError>,
+) -> Result<Vec<Request<'a>>> {
+    let reqs = idx
+        .iter()
+        .zip(outs.all_mut())
         .enumerate()
-        .map(|(j, &t)| {
-            let l = &layouts[t];
-            let ph = if l.v6 { 40 } else { 12 };
-            Job::new(OP_CSUM, 0)
-                .input(&aux.get(j)[..ph])
-                .input(&frame.get(j)[l.l4..l.l4 + l.l4_len])
-        })
-        .collect()
+        .map(|(j, (&t, o))| make(j, t, o));
+    Ok(reqs.collect::<Result<_, _>>()?)
 }

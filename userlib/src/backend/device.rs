@@ -8,13 +8,11 @@
 use core::ffi::CStr;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use pktaccel_abi::{
-    IocInfo, IocSlabAlloc, IocSlabFree, PKTACCEL_IOC_INFO, PKTACCEL_IOC_SLAB_ALLOC,
-    PKTACCEL_IOC_SLAB_FREE,
-};
+use pktaccel_abi::IocInfo;
 
 use super::{BackendError, SlabPhys, errno, reserve_fixed};
 use crate::class::PAGE_SIZE;
+use crate::client::ioctl;
 
 /// The smallest slab the driver hands out.
 pub const MIN_SLAB: usize = pktaccel_abi::SLAB_MIN_SIZE as usize;
@@ -82,10 +80,7 @@ impl DeviceBackend {
 
     /// The driver's info block.
     pub fn info(&self) -> Result<IocInfo, i32> {
-        let mut info = IocInfo::default();
-        // SAFETY: the ioctl writes one IocInfo into `info`.
-        let r = unsafe { libc::ioctl(self.fd, PKTACCEL_IOC_INFO as _, &raw mut info) };
-        if r < 0 { Err(errno()) } else { Ok(info) }
+        ioctl::info(self.fd)
     }
 
     /// See [`super::Backend::map_slab`].
@@ -98,20 +93,10 @@ impl DeviceBackend {
         len: usize,
         phys: &mut SlabPhys,
     ) -> Result<u32, BackendError> {
-        let mut req = IocSlabAlloc {
-            size: len as u64,
-            caching: self.caching,
-            ..Default::default()
-        };
-        // SAFETY: the ioctl reads and writes one IocSlabAlloc.
-        let r = unsafe { libc::ioctl(self.fd, PKTACCEL_IOC_SLAB_ALLOC as _, &raw mut req) };
-        if r < 0 {
-            let e = errno();
-            return Err(match e {
-                libc::ENOMEM | libc::ENOSPC | libc::EDQUOT => BackendError::OutOfPinned,
-                _ => BackendError::Os(e),
-            });
-        }
+        let req = ioctl::slab_alloc(self.fd, len as u64, self.caching).map_err(|e| match e {
+            libc::ENOMEM | libc::ENOSPC | libc::EDQUOT => BackendError::OutOfPinned,
+            _ => BackendError::Os(e),
+        })?;
         // SAFETY: MAP_FIXED over the caller's reservation; the driver maps
         // exactly this slab at mmap_offset.
         let p = unsafe {
@@ -126,12 +111,8 @@ impl DeviceBackend {
         };
         if p == libc::MAP_FAILED {
             let e = errno();
-            let mut f = IocSlabFree {
-                id: req.id,
-                reserved: 0,
-            };
-            // SAFETY: returns the slab we just got; the ioctl reads one IocSlabFree.
-            unsafe { libc::ioctl(self.fd, PKTACCEL_IOC_SLAB_FREE as _, &raw mut f) };
+            // Returns the slab we just got; a failure leaves it to close().
+            let _ = ioctl::slab_free(self.fd, req.id);
             // SAFETY: the failed MAP_FIXED may have removed the reservation; restore it.
             unsafe { reserve_fixed(addr, len) };
             return Err(BackendError::Os(e));
@@ -150,9 +131,8 @@ impl DeviceBackend {
     pub unsafe fn unmap_slab(&self, addr: usize, id: u32, len: usize) {
         // SAFETY: the caller guarantees the slab is dead; this drops our mapping.
         unsafe { reserve_fixed(addr, len) };
-        let mut f = IocSlabFree { id, reserved: 0 };
-        // SAFETY: the ioctl reads one IocSlabFree.
-        unsafe { libc::ioctl(self.fd, PKTACCEL_IOC_SLAB_FREE as _, &raw mut f) };
+        // A failure leaves the slab to close(), which frees them all.
+        let _ = ioctl::slab_free(self.fd, id);
         self.forget(len);
     }
 }

@@ -247,14 +247,5 @@ pub unsafe fn reserve_fixed(addr: usize, len: usize) {
     }
 }
 
-/// The calling thread's errno.
-pub fn errno() -> i32 {
-    // SAFETY: __errno_location always returns the thread's errno slot.
-    unsafe { *libc::__errno_location() }
-}
-
-/// Sets the calling thread's errno.
-pub fn set_errno(e: i32) {
-    // SAFETY: as above.
-    unsafe { *libc::__errno_location() = e };
-}
+/// The errno helpers live with the ioctls, in one place.
+pub use crate::client::ioctl::{errno, set_errno};

@@ -42,3 +42,21 @@ pub struct COp {
     /// Out: the cookie the completion will carry.
     pub cookie: u64,
 }
+
+/// C: `struct pktslab_limits`, the driver's limits.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CLimits {
+    /// AES key slots of each open file.
+    pub key_slots: u32,
+    /// Segments per request.
+    pub max_segments: u32,
+    /// Bytes per request (inputs or outputs).
+    pub max_request_bytes: u32,
+    /// Request queues.
+    pub queues: u32,
+}
+
+// The sizes `pktslab.h`'s static asserts check on the C side.
+const _: () = assert!(core::mem::size_of::<COp>() == 88);
+const _: () = assert!(core::mem::size_of::<CLimits>() == 16);

@@ -28,6 +28,7 @@ _Static_assert(offsetof(struct pktslab_op, cookie) == 80, "pktslab_op.cookie");
 _Static_assert(sizeof(struct pktaccel_segment) == 16, "segment size");
 _Static_assert(sizeof(struct pktaccel_completion) == 24, "completion size");
 _Static_assert(sizeof(struct pktslab_iov) == 16, "iov size");
+_Static_assert(sizeof(struct pktslab_limits) == 16, "pktslab_limits size");
 
 #define CHECK(c)                                                             \
     do {                                                                     \

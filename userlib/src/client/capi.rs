@@ -1,0 +1,263 @@
+//! The C client API of `include/pktslab.h` (`pktslab_client_*`,
+//! `pktslab_segments`): the [`Client`] behind an opaque handle, for
+//! libraries that reach libpktslab through `dlsym` (libpktcrc, the OpenSSL
+//! provider) and for C programs.
+
+use core::ffi::{c_int, c_void};
+
+use pktaccel_abi::{IocCompletion, IocSegment};
+
+use super::c_types::{CLimits, COp};
+use super::{Client, ClientError, DeviceTransport, Request, ioctl, split_segments};
+use crate::pool::Pool;
+
+/// The C client handle.
+pub struct CClient {
+    client: Client<'static, DeviceTransport>,
+}
+
+fn global_pool() -> Option<&'static Pool> {
+    static POOL: std::sync::OnceLock<Option<Pool>> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| Pool::global().ok()).as_ref()
+}
+
+/// Opens a client on the process heap's device; NULL + ENODEV when the heap
+/// has no device behind it.
+#[unsafe(no_mangle)]
+pub extern "C" fn pktslab_client_open() -> *mut CClient {
+    match global_pool().map(Client::open) {
+        Some(Ok(client)) => Box::into_raw(Box::new(CClient { client })),
+        _ => {
+            ioctl::set_errno(libc::ENODEV);
+            core::ptr::null_mut()
+        }
+    }
+}
+
+/// Closes a client.
+///
+/// # Safety
+/// `c` is NULL or from pktslab_client_open, closed once.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pktslab_client_close(c: *mut CClient) {
+    if !c.is_null() {
+        // SAFETY: C contract: c came from Box::into_raw and is closed once.
+        drop(unsafe { Box::from_raw(c) });
+    }
+}
+
+fn c_err(e: ClientError) -> c_int {
+    -match e {
+        ClientError::NotPinned { .. } => libc::EFAULT,
+        ClientError::EmptyBuffer | ClientError::BatchSize(_) | ClientError::Order => libc::EINVAL,
+        ClientError::NoDevice => libc::ENODEV,
+        ClientError::Os(e) => e,
+    }
+}
+
+/// The `n` entries of a C array; empty when `n` is 0 (`p` may be NULL then).
+///
+/// # Safety
+/// When `n > 0`, `p` points at `n` valid entries that outlive `'a`.
+unsafe fn c_slice<'a, T>(p: *const T, n: u32) -> &'a [T] {
+    if n == 0 {
+        &[]
+    } else {
+        // SAFETY: the caller's contract.
+        unsafe { core::slice::from_raw_parts(p, n as usize) }
+    }
+}
+
+/// The [`Request`] a C op describes.
+///
+/// # Safety
+/// `o`'s iov arrays are valid, and every buffer they name is live (and
+/// writable for outputs) for `'a`.
+unsafe fn request_of<'a>(o: &COp) -> Result<Request<'a>, ClientError> {
+    let mut r = Request::new(o.op)
+        .aux(o.aux)
+        .key_slot(o.key_slot)
+        .params(&o.params);
+    // SAFETY: C contract: `inputs` has `n_in` entries.
+    for v in unsafe { c_slice(o.inputs, o.n_in) } {
+        // SAFETY: C contract: the iov describes live memory.
+        r = r.input(unsafe { core::slice::from_raw_parts(v.base.cast::<u8>(), v.len) })?;
+    }
+    // SAFETY: C contract: `outputs` has `n_out` entries.
+    for v in unsafe { c_slice(o.outputs, o.n_out) } {
+        // SAFETY: C contract: the iov describes live, writable memory that
+        // nothing else reads until the completion is reaped.
+        let s = unsafe { core::slice::from_raw_parts_mut(v.base.cast::<u8>().cast_mut(), v.len) };
+        r = r.output(s)?;
+    }
+    Ok(r)
+}
+
+/// The client and the `n` requests of a C call.
+///
+/// # Safety
+/// `c` is a live handle and `ops` has `n` entries, as [`request_of`] needs.
+unsafe fn requests<'a>(
+    c: *mut CClient,
+    ops: *mut COp,
+    n: u32,
+) -> Result<(&'a mut Client<'static, DeviceTransport>, Vec<Request<'a>>), c_int> {
+    if c.is_null() || ops.is_null() {
+        return Err(-libc::EINVAL);
+    }
+    // SAFETY: C contract: `ops` has `n` entries.
+    let ops = unsafe { c_slice(ops.cast_const(), n) };
+    let reqs = ops
+        .iter()
+        // SAFETY: C contract (as request_of's).
+        .map(|o| unsafe { request_of(o) })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(c_err)?;
+    // SAFETY: C contract: a live handle, used by one thread at a time.
+    Ok((unsafe { &mut (*c).client }, reqs))
+}
+
+/// Builds and submits `n` requests; fills each op's cookie. Returns the
+/// number submitted or -errno (-EFAULT: a buffer is not pinned).
+///
+/// # Safety
+/// `ops` has `n` entries whose iov arrays are valid; every buffer stays
+/// alive until its completion is reaped.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pktslab_client_submit(c: *mut CClient, ops: *mut COp, n: u32) -> c_int {
+    // SAFETY: C contract.
+    let (cl, reqs) = match unsafe { requests(c, ops, n) } {
+        Ok(v) => v,
+        Err(e) => return e,
+    };
+    // SAFETY: C contract: buffers live until reaped.
+    match unsafe { cl.submit(&reqs) } {
+        Ok(cookies) => {
+            // SAFETY: C contract: `ops` has `n` writable entries; `reqs`
+            // no longer reads them.
+            let ops = unsafe { core::slice::from_raw_parts_mut(ops, n as usize) };
+            for (o, ck) in ops.iter_mut().zip(&cookies) {
+                o.cookie = *ck;
+            }
+            cookies.len() as c_int
+        }
+        Err(e) => c_err(e),
+    }
+}
+
+/// Runs `n` requests (any number) and waits for all of them; their
+/// completions go to `out[0..n]` in request order. Returns 0 or -errno;
+/// whatever the driver accepted is reaped before an error returns.
+///
+/// # Safety
+/// `ops` has `n` entries whose iov arrays are valid and name live buffers;
+/// `out` has room for `n` completions.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pktslab_client_run(
+    c: *mut CClient,
+    ops: *mut COp,
+    n: u32,
+    out: *mut IocCompletion,
+) -> c_int {
+    if out.is_null() {
+        return -libc::EINVAL;
+    }
+    // SAFETY: C contract.
+    let (cl, mut reqs) = match unsafe { requests(c, ops, n) } {
+        Ok(v) => v,
+        Err(e) => return e,
+    };
+    match cl.run(&mut reqs) {
+        Ok(comps) => {
+            for (i, comp) in comps.iter().enumerate() {
+                // SAFETY: C contract: `out` has room for `n` entries, and
+                // there is one completion per request.
+                unsafe { *out.add(i) = *comp };
+            }
+            0
+        }
+        Err(e) => c_err(e),
+    }
+}
+
+/// Reaps up to `max` completions into `out`; returns the count or -errno.
+///
+/// # Safety
+/// `out` has room for `max` entries.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pktslab_client_reap(
+    c: *mut CClient,
+    out: *mut IocCompletion,
+    max: u32,
+    timeout_ms: c_int,
+) -> c_int {
+    if c.is_null() || out.is_null() || max == 0 {
+        return -libc::EINVAL;
+    }
+    // SAFETY: C contract.
+    let (cl, out) = unsafe {
+        (
+            &mut (*c).client,
+            core::slice::from_raw_parts_mut(out, max as usize),
+        )
+    };
+    match cl.reap_into(out, timeout_ms) {
+        Ok(n) => n as c_int,
+        Err(e) => c_err(e),
+    }
+}
+
+/// The driver's limits (`PKTACCEL_IOC_INFO` on the client's file) into
+/// `out`; 0 or -errno.
+///
+/// # Safety
+/// `c` is a live handle; `out` is writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pktslab_client_limits(c: *mut CClient, out: *mut CLimits) -> c_int {
+    if c.is_null() || out.is_null() {
+        return -libc::EINVAL;
+    }
+    // SAFETY: C contract: a live handle.
+    match unsafe { &(*c).client }.info() {
+        Ok(i) => {
+            let l = CLimits {
+                key_slots: i.config.key_slots,
+                max_segments: i.config.max_segments,
+                max_request_bytes: i.config.max_request_bytes,
+                queues: i.config.num_queues,
+            };
+            // SAFETY: C contract: `out` is writable.
+            unsafe { out.write(l) };
+            0
+        }
+        Err(e) => c_err(e),
+    }
+}
+
+/// Writes the physical segments of `[p, p+len)` (direction `dir`) into
+/// `out`; returns how many there are (may exceed `max`: only `max` are
+/// written) or -EFAULT when a byte is not pinned.
+///
+/// # Safety
+/// `out` has room for `max` entries.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pktslab_segments(
+    p: *const c_void,
+    len: usize,
+    dir: u32,
+    out: *mut IocSegment,
+    max: usize,
+) -> isize {
+    let Some(pool) = global_pool() else {
+        return -(libc::EFAULT as isize);
+    };
+    let mut v = Vec::new();
+    if split_segments(pool, p.cast(), len, dir, &mut v).is_err() {
+        return -(libc::EFAULT as isize);
+    }
+    for (i, s) in v.iter().take(max).enumerate() {
+        // SAFETY: C contract: i < max.
+        unsafe { *out.add(i) = *s };
+    }
+    v.len() as isize
+}
