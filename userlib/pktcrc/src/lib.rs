@@ -36,8 +36,7 @@ mod c_types;
 use c_types::{CIov as Iov, COp};
 
 type OpenFn = unsafe extern "C" fn() -> *mut c_void;
-type SubmitFn = unsafe extern "C" fn(*mut c_void, *mut COp, u32) -> c_int;
-type ReapFn = unsafe extern "C" fn(*mut c_void, *mut IocCompletion, u32, c_int) -> c_int;
+type RunFn = unsafe extern "C" fn(*mut c_void, *mut COp, u32, *mut IocCompletion) -> c_int;
 type Crc32Fn = unsafe extern "C" fn(u64, *const u8, u32) -> u64;
 type Crc32zFn = unsafe extern "C" fn(u64, *const u8, usize) -> u64;
 
@@ -45,8 +44,7 @@ type Crc32zFn = unsafe extern "C" fn(u64, *const u8, usize) -> u64;
 /// handle is only used under the mutex.
 struct Dev {
     client: *mut c_void,
-    submit: SubmitFn,
-    reap: ReapFn,
+    run: RunFn,
 }
 
 // SAFETY: the handle is an opaque pointer used only while DEV is locked.
@@ -114,20 +112,18 @@ fn min_len() -> usize {
 
 fn open_dev() -> DevState {
     let open = sym(libc::RTLD_DEFAULT, c"pktslab_client_open");
-    let submit = sym(libc::RTLD_DEFAULT, c"pktslab_client_submit");
-    let reap = sym(libc::RTLD_DEFAULT, c"pktslab_client_reap");
-    if open.is_null() || submit.is_null() || reap.is_null() {
+    let run = sym(libc::RTLD_DEFAULT, c"pktslab_client_run");
+    if open.is_null() || run.is_null() {
         say(
             "pktcrc: libpktslab.so is not loaded (LD_PRELOAD=\"libpktslab.so libpktcrc.so\"); CRCs stay in software\n",
         );
         return DevState::Unavailable;
     }
     // SAFETY: the symbols are libpktslab's, with the signatures of pktslab.h.
-    let (open, submit, reap) = unsafe {
+    let (open, run) = unsafe {
         (
             core::mem::transmute::<*mut c_void, OpenFn>(open),
-            core::mem::transmute::<*mut c_void, SubmitFn>(submit),
-            core::mem::transmute::<*mut c_void, ReapFn>(reap),
+            core::mem::transmute::<*mut c_void, RunFn>(run),
         )
     };
     // SAFETY: no arguments; returns NULL when there is no device.
@@ -136,11 +132,7 @@ fn open_dev() -> DevState {
         say("pktcrc: no /dev/pktaccel behind the pktslab heap; CRCs stay in software\n");
         return DevState::Unavailable;
     }
-    DevState::Open(Dev {
-        client,
-        submit,
-        reap,
-    })
+    DevState::Open(Dev { client, run })
 }
 
 /// One chained CRC-32 over `[p, p+len)` on the device; `None` when the
@@ -171,39 +163,24 @@ fn device_crc(mut crc: u32, p: *const u8, len: usize) -> Option<u32> {
             outputs: core::ptr::null(),
             cookie: 0,
         };
-        // SAFETY: `op` and `iov` are valid; the caller's buffer stays alive
-        // and unchanged until the completion is reaped below (zlib's
-        // contract gives us the buffer for the duration of the call).
-        let r = unsafe { (d.submit)(d.client, &mut op, 1) };
-        if r != 1 {
+        let mut c = IocCompletion::default();
+        // SAFETY: `op` and `iov` are valid and `c` has room for the one
+        // completion; the caller's buffer stays alive and unchanged for the
+        // whole call (zlib's contract gives it to us for the duration),
+        // and libpktslab's run reaps the request before it returns.
+        let r = unsafe { (d.run)(d.client, &mut op, 1, &mut c) };
+        if r != 0 {
             // -EFAULT: not pinned (the usual case for foreign memory).
             if r != -libc::EFAULT {
                 DEVICE_ERRORS.fetch_add(1, Ordering::Relaxed);
             }
             return None;
         }
-        loop {
-            let mut c = IocCompletion::default();
-            // SAFETY: room for one completion.
-            let got = unsafe { (d.reap)(d.client, &mut c, 1, 10_000) };
-            if got == 0 {
-                // Still in flight: the buffer is the caller's, so wait it
-                // out rather than return early.
-                continue;
-            }
-            if got < 0 {
-                DEVICE_ERRORS.fetch_add(1, Ordering::Relaxed);
-                return None;
-            }
-            if c.cookie == op.cookie {
-                if c.status != STATUS_OK {
-                    DEVICE_ERRORS.fetch_add(1, Ordering::Relaxed);
-                    return None;
-                }
-                crc = c.result as u32;
-                break;
-            }
+        if c.status != STATUS_OK {
+            DEVICE_ERRORS.fetch_add(1, Ordering::Relaxed);
+            return None;
         }
+        crc = c.result as u32;
         off += n;
     }
     DEVICE_CALLS.fetch_add(1, Ordering::Relaxed);

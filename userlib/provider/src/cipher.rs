@@ -209,7 +209,7 @@ impl GcmCtx {
         }
     }
 
-    /// `einit`/`dinit` without the parameters: key and IV as OpenSSL's
+    /// `init_for` (encrypt or decrypt init) without the parameters: key and IV as OpenSSL's
     /// `gcm_init` checks them.
     pub fn init(&mut self, key: Option<&[u8]>, iv: Option<&[u8]>, enc: bool) -> bool {
         self.enc = enc;

@@ -5,15 +5,14 @@
 //!
 //! One process-wide state: the client, a bitmap of this file's key slots
 //! (the driver gives every open file its own slot namespace), and the
-//! device limits. Requests run one at a time under its mutex, submit then
-//! reap, so each completion is the request's own.
+//! device limits. Requests run one at a time under its mutex, each through
+//! libpktslab's `pktslab_client_run`, which reaps it before it returns.
 
 use core::ffi::{CStr, c_int, c_void};
 use std::sync::Mutex;
 
 use pktaccel_abi::{
-    AES256_KEY_LEN, IocCompletion, IocInfo, OP_KEY_CLEAR, OP_KEY_SET, PKTACCEL_IOC_INFO,
-    STATUS_AUTH_FAILED, STATUS_OK,
+    AES256_KEY_LEN, IocCompletion, OP_KEY_CLEAR, OP_KEY_SET, STATUS_AUTH_FAILED, STATUS_OK,
 };
 
 use crate::stats;
@@ -22,11 +21,11 @@ use crate::stats;
 #[path = "../../src/client/c_types.rs"]
 mod c_types;
 pub use c_types::CIov as Iov;
-use c_types::COp;
+use c_types::{CLimits, COp};
 
 type OpenFn = unsafe extern "C" fn() -> *mut c_void;
-type SubmitFn = unsafe extern "C" fn(*mut c_void, *mut COp, u32) -> c_int;
-type ReapFn = unsafe extern "C" fn(*mut c_void, *mut IocCompletion, u32, c_int) -> c_int;
+type RunFn = unsafe extern "C" fn(*mut c_void, *mut COp, u32, *mut IocCompletion) -> c_int;
+type LimitsFn = unsafe extern "C" fn(*mut c_void, *mut CLimits) -> c_int;
 type V2pFn = unsafe extern "C" fn(*const c_void, *mut usize) -> u64;
 type AllocFn = unsafe extern "C" fn(usize) -> *mut c_void;
 type FreeFn = unsafe extern "C" fn(*mut c_void);
@@ -37,8 +36,7 @@ const V2P_ERROR_MIN: u64 = u64::MAX - 2;
 /// The bound libpktslab client and this file's key slots.
 struct Dev {
     client: *mut c_void,
-    submit: SubmitFn,
-    reap: ReapFn,
+    run: RunFn,
     v2p: V2pFn,
     alloc: AllocFn,
     free: FreeFn,
@@ -72,37 +70,22 @@ fn say(msg: &str) {
     unsafe { libc::write(2, msg.as_ptr().cast(), msg.len()) };
 }
 
-/// The driver's limits (key slots, request size) from `PKTACCEL_IOC_INFO`
-/// on a file of our own; the datasheet defaults if that fails.
-fn device_limits() -> (u32, usize) {
-    let path = std::env::var("PKTSLAB_DEVICE").unwrap_or_else(|_| "/dev/pktaccel".into());
-    let Ok(c) = std::ffi::CString::new(path) else {
-        return (16, 1 << 20);
-    };
-    // SAFETY: open of a C string path.
-    let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
-    if fd < 0 {
+/// The driver's limits (key slots, request size) through the client's own
+/// file; the datasheet defaults if that fails.
+fn device_limits(client: *mut c_void, limits: LimitsFn) -> (u32, usize) {
+    let mut l = CLimits::default();
+    // SAFETY: a live client handle and a writable CLimits.
+    if unsafe { limits(client, &mut l) } != 0 {
         return (16, 1 << 20);
     }
-    let mut info = IocInfo::default();
-    // SAFETY: the ioctl writes one IocInfo.
-    let r = unsafe { libc::ioctl(fd, PKTACCEL_IOC_INFO as _, &raw mut info) };
-    // SAFETY: closing the fd we opened.
-    unsafe { libc::close(fd) };
-    if r < 0 {
-        return (16, 1 << 20);
-    }
-    (
-        info.config.key_slots.min(64),
-        info.config.max_request_bytes as usize,
-    )
+    (l.key_slots.min(64), l.max_request_bytes as usize)
 }
 
 fn open_dev() -> State {
     let names = [
         c"pktslab_client_open",
-        c"pktslab_client_submit",
-        c"pktslab_client_reap",
+        c"pktslab_client_run",
+        c"pktslab_client_limits",
         c"pktslab_v2p",
         c"pktslab_alloc",
         c"pktslab_free",
@@ -115,11 +98,11 @@ fn open_dev() -> State {
         return State::Unavailable;
     }
     // SAFETY: the symbols are libpktslab's, with the signatures of pktslab.h.
-    let (open, submit, reap, v2p, alloc, free) = unsafe {
+    let (open, run, limits, v2p, alloc, free) = unsafe {
         (
             core::mem::transmute::<*mut c_void, OpenFn>(p[0]),
-            core::mem::transmute::<*mut c_void, SubmitFn>(p[1]),
-            core::mem::transmute::<*mut c_void, ReapFn>(p[2]),
+            core::mem::transmute::<*mut c_void, RunFn>(p[1]),
+            core::mem::transmute::<*mut c_void, LimitsFn>(p[2]),
             core::mem::transmute::<*mut c_void, V2pFn>(p[3]),
             core::mem::transmute::<*mut c_void, AllocFn>(p[4]),
             core::mem::transmute::<*mut c_void, FreeFn>(p[5]),
@@ -133,13 +116,12 @@ fn open_dev() -> State {
         );
         return State::Unavailable;
     }
-    let (mut key_slots, max_request) = device_limits();
+    let (mut key_slots, max_request) = device_limits(client, limits);
     let (first_slot, last) = slot_range(key_slots);
     key_slots = key_slots.min(last + 1);
     State::Open(Dev {
         client,
-        submit,
-        reap,
+        run,
         v2p,
         alloc,
         free,
@@ -216,12 +198,14 @@ pub enum DevError {
 }
 
 impl Dev {
-    /// Submits one request and waits for its completion.
+    /// Runs one request: libpktslab submits it and reaps its completion
+    /// before it returns, even after an error.
     fn run(&mut self, op: &mut COp) -> Result<IocCompletion, DevError> {
-        // SAFETY: `op` and its iov arrays are valid; the buffers they name
-        // stay alive until the completion is reaped below.
-        let r = unsafe { (self.submit)(self.client, op, 1) };
-        if r != 1 {
+        let mut c = IocCompletion::default();
+        // SAFETY: `op` and its iov arrays are valid, the buffers they name
+        // stay alive for the call, and `c` has room for one completion.
+        let r = unsafe { (self.run)(self.client, op, 1, &mut c) };
+        if r != 0 {
             return Err(match -r {
                 libc::EFAULT => DevError::NotPinned,
                 libc::ENOSPC => DevError::NoSlot,
@@ -231,36 +215,30 @@ impl Dev {
                 }
             });
         }
-        loop {
-            let mut c = IocCompletion::default();
-            // SAFETY: room for one completion.
-            let got = unsafe { (self.reap)(self.client, &mut c, 1, 10_000) };
-            if got == 0 {
-                // Still in flight: the buffers are the caller's, so wait it
-                // out rather than return while the device may write them.
-                continue;
-            }
-            if got == -libc::EINTR || got == -libc::EAGAIN {
-                // A signal (openssl speed's alarm, say) interrupted the
-                // wait; the request is still the device's: wait on.
-                continue;
-            }
-            if got < 0 {
+        match c.status {
+            STATUS_OK => Ok(c),
+            STATUS_AUTH_FAILED => Err(DevError::AuthFailed),
+            _ => {
                 stats::DEVICE_ERRORS.add(1);
-                return Err(DevError::Failed);
+                Err(DevError::Failed)
             }
-            if c.cookie != op.cookie {
-                continue;
-            }
-            return match c.status {
-                STATUS_OK => Ok(c),
-                STATUS_AUTH_FAILED => Err(DevError::AuthFailed),
-                _ => {
-                    stats::DEVICE_ERRORS.add(1);
-                    Err(DevError::Failed)
-                }
-            };
         }
+    }
+
+    /// Installs `key` in `slot` from a pinned buffer wiped afterwards.
+    fn set_key(&mut self, slot: u32, key: &[u8; AES256_KEY_LEN]) -> Result<(), DevError> {
+        let kbuf = PinnedBuf::new_in(self, AES256_KEY_LEN).ok_or(DevError::Failed)?;
+        kbuf.slice_mut().copy_from_slice(key);
+        let ins = [Iov {
+            base: kbuf.ptr.cast(),
+            len: AES256_KEY_LEN,
+        }];
+        let r = self.run(&mut op(OP_KEY_SET, slot, 0, &[0; 12], &ins, &[]));
+        kbuf.wipe();
+        kbuf.release(self);
+        r?;
+        stats::KEY_SETS.add(1);
+        Ok(())
     }
 }
 
@@ -288,18 +266,8 @@ pub fn install_key(key: &[u8; AES256_KEY_LEN]) -> Result<u32, DevError> {
         let Some(slot) = (d.first_slot..d.key_slots).find(|i| d.slots & (1 << i) == 0) else {
             return Err(DevError::NoSlot);
         };
-        let kbuf = PinnedBuf::new_in(d, AES256_KEY_LEN).ok_or(DevError::Failed)?;
-        kbuf.slice_mut().copy_from_slice(key);
-        let ins = [Iov {
-            base: kbuf.ptr.cast(),
-            len: AES256_KEY_LEN,
-        }];
-        let r = d.run(&mut op(OP_KEY_SET, slot, 0, &[0; 12], &ins, &[]));
-        kbuf.wipe();
-        kbuf.release(d);
-        r?;
+        d.set_key(slot, key)?;
         d.slots |= 1 << slot;
-        stats::KEY_SETS.add(1);
         Ok(slot)
     })
     .unwrap_or(Err(DevError::Absent))
@@ -307,19 +275,7 @@ pub fn install_key(key: &[u8; AES256_KEY_LEN]) -> Result<u32, DevError> {
 
 /// Re-installs `key` in a slot this context already owns (rekey).
 pub fn replace_key(slot: u32, key: &[u8; AES256_KEY_LEN]) -> Result<(), DevError> {
-    with_dev(|d| {
-        let kbuf = PinnedBuf::new_in(d, AES256_KEY_LEN).ok_or(DevError::Failed)?;
-        kbuf.slice_mut().copy_from_slice(key);
-        let ins = [Iov {
-            base: kbuf.ptr.cast(),
-            len: AES256_KEY_LEN,
-        }];
-        let r = d.run(&mut op(OP_KEY_SET, slot, 0, &[0; 12], &ins, &[]));
-        kbuf.wipe();
-        kbuf.release(d);
-        r.map(|_| stats::KEY_SETS.add(1))
-    })
-    .unwrap_or(Err(DevError::Absent))
+    with_dev(|d| d.set_key(slot, key)).unwrap_or(Err(DevError::Absent))
 }
 
 /// Erases `slot` on the device and gives it back to the bitmap.

@@ -74,7 +74,8 @@ unsafe fn init(
     })
 }
 
-unsafe extern "C" fn einit(
+/// `OSSL_FUNC_cipher_encrypt_init` (`ENC` true) and `..._decrypt_init`.
+unsafe extern "C" fn init_for<const ENC: bool>(
     vctx: *mut c_void,
     key: *const c_uchar,
     keylen: usize,
@@ -83,19 +84,7 @@ unsafe extern "C" fn einit(
     params: *const OsslParam,
 ) -> c_int {
     // SAFETY: forwarded contract.
-    unsafe { init(vctx, key, keylen, iv, ivlen, params, true) }
-}
-
-unsafe extern "C" fn dinit(
-    vctx: *mut c_void,
-    key: *const c_uchar,
-    keylen: usize,
-    iv: *const c_uchar,
-    ivlen: usize,
-    params: *const OsslParam,
-) -> c_int {
-    // SAFETY: forwarded contract.
-    unsafe { init(vctx, key, keylen, iv, ivlen, params, false) }
+    unsafe { init(vctx, key, keylen, iv, ivlen, params, ENC) }
 }
 
 /// # Safety
@@ -139,7 +128,9 @@ unsafe fn run(
     })
 }
 
-unsafe extern "C" fn update(
+/// `OSSL_FUNC_cipher_update` (`WHOLE_RECORD` false) and
+/// `OSSL_FUNC_cipher_cipher` (true): one body, two table entries.
+unsafe extern "C" fn update<const WHOLE_RECORD: bool>(
     vctx: *mut c_void,
     out: *mut c_uchar,
     outl: *mut usize,
@@ -148,19 +139,7 @@ unsafe extern "C" fn update(
     inl: usize,
 ) -> c_int {
     // SAFETY: forwarded contract.
-    unsafe { run(vctx, out, outl, outsize, inp, inl, false) }
-}
-
-unsafe extern "C" fn cipher(
-    vctx: *mut c_void,
-    out: *mut c_uchar,
-    outl: *mut usize,
-    outsize: usize,
-    inp: *const c_uchar,
-    inl: usize,
-) -> c_int {
-    // SAFETY: forwarded contract.
-    unsafe { run(vctx, out, outl, outsize, inp, inl, true) }
+    unsafe { run(vctx, out, outl, outsize, inp, inl, WHOLE_RECORD) }
 }
 
 unsafe extern "C" fn final_(
@@ -390,15 +369,15 @@ pub static AES_256_GCM: [OsslDispatch; 15] = [
         newctx,
         unsafe extern "C" fn(*mut c_void) -> *mut c_void
     ),
-    entry!(FUNC_CIPHER_ENCRYPT_INIT, einit, InitFn),
-    entry!(FUNC_CIPHER_DECRYPT_INIT, dinit, InitFn),
-    entry!(FUNC_CIPHER_UPDATE, update, UpdFn),
+    entry!(FUNC_CIPHER_ENCRYPT_INIT, init_for::<true>, InitFn),
+    entry!(FUNC_CIPHER_DECRYPT_INIT, init_for::<false>, InitFn),
+    entry!(FUNC_CIPHER_UPDATE, update::<false>, UpdFn),
     entry!(
         FUNC_CIPHER_FINAL,
         final_,
         unsafe extern "C" fn(*mut c_void, *mut c_uchar, *mut usize, usize) -> c_int
     ),
-    entry!(FUNC_CIPHER_CIPHER, cipher, UpdFn),
+    entry!(FUNC_CIPHER_CIPHER, update::<true>, UpdFn),
     entry!(
         FUNC_CIPHER_FREECTX,
         freectx,

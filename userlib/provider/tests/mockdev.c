@@ -191,3 +191,22 @@ int pktslab_client_reap(void *c, struct completion *out, uint32_t max, int timeo
     pending = 0;
     return 1;
 }
+
+/* libpktslab's run: submit, then reap the one completion. */
+int pktslab_client_run(void *c, struct op *o, uint32_t n, struct completion *out)
+{
+    int r = pktslab_client_submit(c, o, n);
+    if (r < 0)
+        return r;
+    return pktslab_client_reap(c, out, n, -1) == (int)n ? 0 : -EIO;
+}
+
+/* The datasheet's limits (MOCK_SLOTS limits key slots at submit, as a
+ * driver whose slots are shared would). */
+struct limits { uint32_t key_slots, max_segments, max_request_bytes, queues; };
+int pktslab_client_limits(void *c, struct limits *l)
+{
+    (void)c;
+    *l = (struct limits){ 16, 64, 1u << 20, 1 };
+    return 0;
+}
