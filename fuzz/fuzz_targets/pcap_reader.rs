@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pktaccel_tests::workload::pcap;
+use pktaccel_tools::pcap;
 
 fuzz_target!(|data: &[u8]| {
     match pcap::parse(data, "fuzz.pcap") {

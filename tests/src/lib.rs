@@ -1,4 +1,4 @@
-//! The guest test suite and packet workloads.
+//! The guest test suite.
 //!
 //! `pktaccel-guest-suite` runs inside the guest (started by
 //! `cargo xtask test-e2e`). Each test prints one machine-readable line,
@@ -11,4 +11,8 @@ pub mod harness;
 pub mod mmio;
 pub mod pci;
 pub mod uvirtio;
-pub mod workload;
+
+/// The packet workloads, the device wrapper and the software references
+/// live with the tools (`pktaccel-tools`); the suite's `workloads::` tests
+/// use them under this name.
+pub use pktaccel_tools as workload;

@@ -17,14 +17,21 @@ use crate::step::Step;
 pub struct Artifacts {
     /// `pktaccel-device`.
     pub device: PathBuf,
-    /// Guest executables (the guest suite, workloads, tools).
+    /// Guest executables (the guest suite, pktctl, pktbench, the KAT tool).
     pub guest_bins: Vec<PathBuf>,
     /// Guest shared libraries (`libpktslab.so`).
     pub guest_libs: Vec<PathBuf>,
 }
 
-/// Packages whose binaries go into the guest.
-const GUEST_PACKAGES: &[&str] = &["pktaccel-tests", "pktslab", "pktcrc", "pktaccel-provider"];
+/// Packages whose binaries go into the guest: the guest suite (`tests/`),
+/// the user tools (`tools/`), the libraries and the provider.
+const GUEST_PACKAGES: &[&str] = &[
+    "pktaccel-tests",
+    "pktaccel-tools",
+    "pktslab",
+    "pktcrc",
+    "pktaccel-provider",
+];
 
 /// `cargo build --release` of the device and the guest programs.
 pub fn build(workspace: &Path) -> Result<Artifacts> {

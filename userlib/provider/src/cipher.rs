@@ -209,8 +209,8 @@ impl GcmCtx {
         }
     }
 
-    /// `init_for` (encrypt or decrypt init) without the parameters: key and IV as OpenSSL's
-    /// `gcm_init` checks them.
+    /// `init_for` (encrypt or decrypt init) without the parameters: key
+    /// and IV as OpenSSL's `gcm_init` checks them.
     pub fn init(&mut self, key: Option<&[u8]>, iv: Option<&[u8]>, enc: bool) -> bool {
         self.enc = enc;
         if let Some(iv) = iv {

@@ -21,9 +21,9 @@ use anyhow::{Result, bail};
 use pktaccel_abi::*;
 use pktslab::{Client, ClientError, DeviceTransport, PinnedBuf, Request};
 
-use super::dev::{Device, run};
-use super::frames::{self, Layout};
-use super::soft;
+use crate::dev::{Device, run};
+use crate::frames::{self, Layout};
+use crate::soft;
 
 /// A pipeline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,9 +1,8 @@
-//! Packet workloads: traffic generation and capture reading, software
-//! references (from `pktaccel-testvectors`), the device wrapper, the
-//! pipelines `pktbench` measures and their report. `pktctl` and
-//! `pktbench` (in `src/bin/`) are thin
-//! command-line layers over these modules, and the guest suite's
-//! `workloads::` tests use them too.
+//! The pktaccel user tools, `pktctl` and `pktbench` (in `src/bin/`), and
+//! what they are thin command-line layers over: the device wrapper,
+//! traffic generation and capture reading, software references (from
+//! `pktaccel-testvectors`), the pipelines `pktbench` measures and their
+//! report. The guest suite (`pktaccel-tests`) uses these modules too.
 
 pub mod dev;
 pub mod frames;

@@ -1,7 +1,7 @@
 //! Ethernet frames with valid IPv4/IPv6 and UDP/TCP headers: built
 //! synthetically (fixed sizes or IMIX) or parsed from captured traffic.
 
-use super::soft::inet_csum;
+use crate::soft::inet_csum;
 
 /// Ethernet header length (no VLAN tag).
 pub const ETH_LEN: usize = 14;

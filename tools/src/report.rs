@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::pipeline::{CellResult, CellSpec};
+use crate::pipeline::{CellResult, CellSpec};
 
 /// Header of the printed table.
 pub fn header() -> String {

@@ -10,8 +10,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use pktaccel_abi::*;
-use pktaccel_tests::workload::dev::Device;
-use pktaccel_tests::workload::soft::MS_RSS_KEY;
+use pktaccel_tools::dev::Device;
+use pktaccel_tools::soft::MS_RSS_KEY;
 use pktslab::Request;
 
 /// Drive the pktaccel accelerator.
@@ -81,7 +81,7 @@ fn parse_u32(s: &str) -> Result<u32, String> {
 }
 
 fn main() -> ExitCode {
-    pktaccel_tests::workload::one_line_panics("pktctl");
+    pktaccel_tools::one_line_panics("pktctl");
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -203,7 +203,7 @@ fn pktbench_bad_pcap_files() {
     );
     // Valid header, then a record cut short.
     let t = tmp("truncated.pcap");
-    let frame: Vec<u8> = pktaccel_tests::workload::frames::traffic(1, &[200], 1, 1).remove(0);
+    let frame: Vec<u8> = pktaccel_tools::frames::traffic(1, &[200], 1, 1).remove(0);
     let bytes = write_pcap(&t, &[frame.clone(), frame]);
     std::fs::write(&t, &bytes[..bytes.len() - 50]).unwrap();
     fails(
@@ -228,10 +228,7 @@ fn pktbench_no_device() {
     fails("pktbench", &["--quick"], 1, "no pktaccel device");
     // A good capture still needs the device.
     let p = tmp("good.pcap");
-    write_pcap(
-        &p,
-        &pktaccel_tests::workload::frames::traffic(4, &[128], 2, 3),
-    );
+    write_pcap(&p, &pktaccel_tools::frames::traffic(4, &[128], 2, 3));
     fails(
         "pktbench",
         &["--pcap", p.to_str().unwrap()],

@@ -12,9 +12,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use pktaccel_abi::{CACHE_UNCACHED, CACHE_WRITE_BACK, CACHE_WRITE_COMBINING};
-use pktaccel_tests::workload::dev::Device;
-use pktaccel_tests::workload::pipeline::{CellSpec, Pipeline, run_cell};
-use pktaccel_tests::workload::{frames, pcap, report};
+use pktaccel_tools::dev::Device;
+use pktaccel_tools::pipeline::{CellSpec, Pipeline, run_cell};
+use pktaccel_tools::{frames, pcap, report};
 
 /// Packet workloads on the pktaccel device.
 #[derive(Parser, Debug)]
@@ -93,7 +93,7 @@ fn parse_queues(s: &str) -> Result<u32, String> {
 }
 
 fn main() -> ExitCode {
-    pktaccel_tests::workload::one_line_panics("pktbench");
+    pktaccel_tools::one_line_panics("pktbench");
     let args = Args::parse();
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use pcap_file::DataLink;
 use pcap_file::pcap::PcapReader;
 
-use super::frames;
+use crate::frames;
 
 /// Frames read from a pcap file that the pipelines can use.
 #[derive(Debug, Default)]
