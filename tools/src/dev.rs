@@ -165,3 +165,12 @@ pub fn client_error(e: &ClientError) -> String {
         other => other.to_string(),
     }
 }
+
+/// The `--caching` names: `uc` (the default), `wc`, `wb`.
+pub fn caching(name: &str) -> u32 {
+    match name {
+        "wc" => CACHE_WRITE_COMBINING,
+        "wb" => CACHE_WRITE_BACK,
+        _ => CACHE_UNCACHED,
+    }
+}

@@ -4,6 +4,8 @@
 //! `pktaccel-testvectors`), the pipelines `pktbench` measures and their
 //! report. The guest suite (`pktaccel-tests`) uses these modules too.
 
+use std::process::ExitCode;
+
 pub mod dev;
 pub mod frames;
 pub mod pcap;
@@ -33,4 +35,17 @@ pub fn one_line_panics(tool: &'static str) {
             .unwrap_or_else(|| "unknown".into());
         eprintln!("{tool}: internal error: {msg}");
     }));
+}
+
+/// A tool's `main`: one-line panics, then `run`, whose error is printed as
+/// `TOOL: error: ...` with its context, exit status 1.
+pub fn tool_main(tool: &'static str, run: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
+    one_line_panics(tool);
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{tool}: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use pktaccel_abi::{CACHE_UNCACHED, CACHE_WRITE_BACK, CACHE_WRITE_COMBINING};
-use pktaccel_tools::dev::Device;
-use pktaccel_tools::pipeline::{CellSpec, Pipeline, run_cell};
+use pktaccel_tools::dev::{Device, caching};
+use pktaccel_tools::pcap::Capture;
+use pktaccel_tools::pipeline::{CellResult, CellSpec, Pipeline, run_cell};
 use pktaccel_tools::{frames, pcap, report};
 
 /// Packet workloads on the pktaccel device.
@@ -93,80 +93,24 @@ fn parse_queues(s: &str) -> Result<u32, String> {
 }
 
 fn main() -> ExitCode {
-    pktaccel_tools::one_line_panics("pktbench");
-    let args = Args::parse();
-    match run(args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("pktbench: error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    pktaccel_tools::tool_main("pktbench", || run(Args::parse()))
 }
+
+/// One measurement of the plan: pipeline, frame size (or [`IMIX`], or
+/// `usize::MAX` for the capture), batch, queues.
+type Point = (Pipeline, usize, u32, u32);
 
 fn run(a: Args) -> Result<()> {
     // Inputs first: a bad capture is reported even without a device.
     let capture = a.pcap.as_deref().map(pcap::read).transpose()?;
-    let caching = match a.caching.as_str() {
-        "wc" => CACHE_WRITE_COMBINING,
-        "wb" => CACHE_WRITE_BACK,
-        _ => CACHE_UNCACHED,
-    };
-    let dev = Device::open(caching)?;
+    let dev = Device::open(caching(&a.caching))?;
     let nq = dev.queues();
-    let explicit =
-        !(a.ops.is_empty() && a.sizes.is_empty() && a.batches.is_empty() && a.queues.is_empty());
-    let or = |v: &[u32], d: &[u32]| if v.is_empty() { d.to_vec() } else { v.to_vec() };
     let modes: Vec<bool> = if a.modes.is_empty() {
         vec![false, true]
     } else {
         a.modes.iter().map(|m| m == "copy").collect()
     };
-    let ops = if a.ops.is_empty() {
-        Pipeline::ALL.to_vec()
-    } else {
-        a.ops.clone()
-    };
-    let sizes = if capture.is_some() {
-        vec![usize::MAX]
-    } else if a.sizes.is_empty() {
-        vec![IMIX]
-    } else {
-        a.sizes.clone()
-    };
-    let queues: Vec<u32> = or(&a.queues, &[1])
-        .into_iter()
-        .map(|q| if q == 0 { nq } else { q })
-        .collect();
-    if let Some(&q) = queues.iter().find(|&&q| q > nq) {
-        bail!("--queues {q}: the device has {nq} request queue(s)");
-    }
-    // (op, size, batch, queues)
-    let mut grid: Vec<(Pipeline, usize, u32, u32)> = Vec::new();
-    if a.quick || explicit || capture.is_some() {
-        for &op in &ops {
-            for &s in &sizes {
-                for &b in &or(&a.batches, &[32]) {
-                    for &q in &queues {
-                        grid.push((op, s, b, q));
-                    }
-                }
-            }
-        }
-    } else {
-        // The full sweep: sizes at batch 32; batch sizes and 1 vs N queues on IMIX.
-        for &op in &ops {
-            for s in [64, 594, 1518, IMIX] {
-                grid.push((op, s, 32, 1));
-            }
-            for b in [1, 8, 128] {
-                grid.push((op, IMIX, b, 1));
-            }
-            if nq > 1 {
-                grid.push((op, IMIX, 32, nq));
-            }
-        }
-    }
+    let grid = plan(&a, nq, capture.is_some())?;
     let packets = a.packets.unwrap_or(if a.quick { 256 } else { 4096 }) as usize;
     let repeat = a.repeat.unwrap_or(if a.quick { 1 } else { 3 }) as usize;
     let budget = Duration::from_millis(a.budget_ms.unwrap_or(if a.quick { 500 } else { 1000 }));
@@ -192,14 +136,7 @@ fn run(a: Args) -> Result<()> {
     }
     println!("{}", report::header());
     for (op, size, batch, q) in grid {
-        let (label, traffic) = match (&capture, size) {
-            (Some(c), _) => ("pcap".to_string(), c.frames.clone()),
-            (None, IMIX) => (
-                "imix".to_string(),
-                frames::traffic(240, &frames::IMIX, a.flows * 4, 7),
-            ),
-            (None, s) => (s.to_string(), frames::traffic(64, &[s], a.flows * 4, 7)),
-        };
+        let (label, traffic) = traffic(capture.as_ref(), size, a.flows);
         for &copy in &modes {
             let spec = CellSpec {
                 pipeline: op,
@@ -211,19 +148,7 @@ fn run(a: Args) -> Result<()> {
                 budget,
                 flows: a.flows,
             };
-            let mut runs = Vec::with_capacity(repeat);
-            for _ in 0..repeat {
-                runs.push(run_cell(&dev, &spec, &traffic).with_context(|| {
-                    format!(
-                        "{} on {} frames, {} mode",
-                        op.name(),
-                        label,
-                        if copy { "copy" } else { "zero-copy" }
-                    )
-                })?);
-            }
-            runs.sort_by(|a, b| a.pps().total_cmp(&b.pps()));
-            let r = runs.swap_remove(runs.len() / 2);
+            let r = measure(&dev, &spec, &traffic, repeat)?;
             println!("{}", report::row(&spec, &r));
             if let Some(f) = json_out.as_mut() {
                 use std::io::Write;
@@ -232,4 +157,92 @@ fn run(a: Args) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The measurements to run: what the options name (or the quick set), or
+/// the full sweep.
+fn plan(a: &Args, nq: u32, capture: bool) -> Result<Vec<Point>> {
+    let explicit =
+        !(a.ops.is_empty() && a.sizes.is_empty() && a.batches.is_empty() && a.queues.is_empty());
+    let or = |v: &[u32], d: &[u32]| if v.is_empty() { d.to_vec() } else { v.to_vec() };
+    let ops = if a.ops.is_empty() {
+        Pipeline::ALL.to_vec()
+    } else {
+        a.ops.clone()
+    };
+    let sizes = if capture {
+        vec![usize::MAX]
+    } else if a.sizes.is_empty() {
+        vec![IMIX]
+    } else {
+        a.sizes.clone()
+    };
+    let queues: Vec<u32> = or(&a.queues, &[1])
+        .into_iter()
+        .map(|q| if q == 0 { nq } else { q })
+        .collect();
+    if let Some(&q) = queues.iter().find(|&&q| q > nq) {
+        bail!("--queues {q}: the device has {nq} request queue(s)");
+    }
+    let mut grid = Vec::new();
+    if a.quick || explicit || capture {
+        for &op in &ops {
+            for &s in &sizes {
+                for &b in &or(&a.batches, &[32]) {
+                    for &q in &queues {
+                        grid.push((op, s, b, q));
+                    }
+                }
+            }
+        }
+    } else {
+        // The full sweep: sizes at batch 32; batch sizes and 1 vs N queues on IMIX.
+        for &op in &ops {
+            for s in [64, 594, 1518, IMIX] {
+                grid.push((op, s, 32, 1));
+            }
+            for b in [1, 8, 128] {
+                grid.push((op, IMIX, b, 1));
+            }
+            if nq > 1 {
+                grid.push((op, IMIX, 32, nq));
+            }
+        }
+    }
+    Ok(grid)
+}
+
+/// The frames of one measurement and their label.
+fn traffic(capture: Option<&Capture>, size: usize, flows: u32) -> (String, Vec<Vec<u8>>) {
+    match (capture, size) {
+        (Some(c), _) => ("pcap".to_string(), c.frames.clone()),
+        (None, IMIX) => (
+            "imix".to_string(),
+            frames::traffic(240, &frames::IMIX, flows * 4, 7),
+        ),
+        (None, s) => (s.to_string(), frames::traffic(64, &[s], flows * 4, 7)),
+    }
+}
+
+/// Runs one measurement `repeat` times and keeps the run with the median
+/// packets/s.
+fn measure(
+    dev: &Device,
+    spec: &CellSpec,
+    traffic: &[Vec<u8>],
+    repeat: usize,
+) -> Result<CellResult> {
+    let mut runs = Vec::with_capacity(repeat);
+    for _ in 0..repeat {
+        runs.push(run_cell(dev, spec, traffic).with_context(|| {
+            format!(
+                "{} on {} frames, {} mode",
+                spec.pipeline.name(),
+                spec.traffic,
+                if spec.copy { "copy" } else { "zero-copy" }
+            )
+        })?);
+    }
+    runs.sort_by(|a, b| a.pps().total_cmp(&b.pps()));
+    Ok(runs.swap_remove(runs.len() / 2))
 }
