@@ -199,14 +199,34 @@ fn percentile(sorted: &[u64], q: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)] as f64 / 1000.0
 }
 
-fn check_ok(c: &IocCompletion, what: &str, pkt: u64) -> Result<()> {
-    if c.status != STATUS_OK {
-        bail!(
-            "{what} of packet {pkt}: device status {}",
-            status_name(c.status)
-        );
-    }
-    Ok(())
+/// One packet's completion, its status checked: its place `j` in the
+/// batch, its number `pkt` in the cell, its frame `traffic[t]`.
+struct Done<'c> {
+    j: usize,
+    pkt: u64,
+    t: usize,
+    c: &'c IocCompletion,
+}
+
+/// The batch `idx`'s completions, each checked to be OK (else an error
+/// naming `what`, the packet and the status).
+fn checked<'c>(
+    what: &str,
+    first: u64,
+    idx: &[usize],
+    comps: &'c [IocCompletion],
+) -> Result<Vec<Done<'c>>> {
+    let each = idx.iter().zip(comps).enumerate().map(|(j, (&t, c))| {
+        let pkt = first + j as u64;
+        if c.status != STATUS_OK {
+            bail!(
+                "{what} of packet {pkt}: device status {}",
+                status_name(c.status)
+            );
+        }
+        Ok(Done { j, pkt, t, c })
+    });
+    each.collect()
 }
 
 /// Runs one cell over `traffic` (frames that [`frames::parse`] accepts).
@@ -337,12 +357,10 @@ impl<'d, 't> Cell<'d, 't> {
             self.frame.get_mut(j)[c..c + 2].fill(0);
         }
         let t0 = Instant::now();
-        let mut reqs = csum_requests(&self.frame, &self.aux, idx, &self.layouts)?;
-        let fill = run(&mut self.client, &mut reqs)?;
-        drop(reqs);
+        let reqs = csum_requests(&self.frame, &self.aux, idx, &self.layouts)?;
+        let fill = run_batch(&mut self.client, reqs)?;
         let mut stored = Vec::with_capacity(idx.len());
-        for (j, (&t, c)) in idx.iter().zip(&fill).enumerate() {
-            check_ok(c, "checksum fill", first + j as u64)?;
+        for Done { j, t, c, .. } in checked("checksum fill", first, idx, &fill)? {
             let l = &self.layouts[t];
             let mut v = c.result as u16;
             if v == 0 && l.proto == 17 {
@@ -352,12 +370,11 @@ impl<'d, 't> Cell<'d, 't> {
             self.frame.get_mut(j)[co..co + 2].copy_from_slice(&v.to_be_bytes());
             stored.push(v);
         }
-        let mut reqs = csum_requests(&self.frame, &self.aux, idx, &self.layouts)?;
-        let verify = run(&mut self.client, &mut reqs)?;
+        let reqs = csum_requests(&self.frame, &self.aux, idx, &self.layouts)?;
+        let verify = run_batch(&mut self.client, reqs)?;
         let took = t0.elapsed();
-        for (j, ((&t, c), v)) in idx.iter().zip(&verify).zip(&stored).enumerate() {
-            let pkt = first + j as u64;
-            check_ok(c, "checksum verify", pkt)?;
+        let verified = checked("checksum verify", first, idx, &verify)?;
+        for (Done { pkt, t, c, .. }, v) in verified.into_iter().zip(&stored) {
             let want = frames::l4_checksum(&self.traffic[t], &self.layouts[t]);
             if *v != want {
                 bail!("packet {pkt}: device checksum {v:#06x}, software {want:#06x}");
@@ -382,7 +399,7 @@ impl<'d, 't> Cell<'d, 't> {
         flow_counts: &mut [u64],
     ) -> Result<Duration> {
         let t0 = Instant::now();
-        let mut reqs = idx
+        let reqs = idx
             .iter()
             .enumerate()
             .map(|(j, &t)| {
@@ -391,11 +408,9 @@ impl<'d, 't> Cell<'d, 't> {
                     .input(&self.frame.get(j)[self.layouts[t].rss_range()])
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let done = run(&mut self.client, &mut reqs)?;
+        let done = run_batch(&mut self.client, reqs)?;
         let took = t0.elapsed();
-        for (j, (&t, c)) in idx.iter().zip(&done).enumerate() {
-            let pkt = first + j as u64;
-            check_ok(c, "RSS", pkt)?;
+        for Done { pkt, t, c, .. } in checked("RSS", first, idx, &done)? {
             let range = self.layouts[t].rss_range();
             let want = soft::toeplitz(&soft::MS_RSS_KEY, &self.traffic[t][range]);
             if c.result as u32 != want {
@@ -415,7 +430,7 @@ impl<'d, 't> Cell<'d, 't> {
         let ivs = self.esp_headers(idx.len(), first);
         let t0 = Instant::now();
         let (frame, aux, traffic, layouts) = (&self.frame, &self.aux, self.traffic, &self.layouts);
-        let mut seal = per_packet(idx, &mut self.out, |j, t, o| {
+        let seal = per_packet(idx, &mut self.out, |j, t, o| {
             let n = traffic[t].len() - layouts[t].l3;
             let (ct, rest) = o.split_at_mut(n);
             Request::new(OP_AES_GCM_SEAL)
@@ -427,13 +442,10 @@ impl<'d, 't> Cell<'d, 't> {
                 .output(ct)?
                 .output(&mut rest[..GCM_TAG_LEN])
         })?;
-        let sealed = run(&mut self.client, &mut seal)?;
-        drop(seal);
-        for (j, c) in sealed.iter().enumerate() {
-            check_ok(c, "GCM seal", first + j as u64)?;
-        }
+        let sealed = run_batch(&mut self.client, seal)?;
+        checked("GCM seal", first, idx, &sealed)?;
         let out = &self.out;
-        let mut open = per_packet(idx, &mut self.out2, |j, t, o| {
+        let open = per_packet(idx, &mut self.out2, |j, t, o| {
             let n = traffic[t].len() - layouts[t].l3;
             Request::new(OP_AES_GCM_OPEN)
                 .aux(8)
@@ -443,12 +455,9 @@ impl<'d, 't> Cell<'d, 't> {
                 .input(&out.get(j)[..n + GCM_TAG_LEN])?
                 .output(&mut o[..n])
         })?;
-        let opened = run(&mut self.client, &mut open)?;
-        drop(open);
+        let opened = run_batch(&mut self.client, open)?;
         let took = t0.elapsed();
-        for (j, (&t, c)) in idx.iter().zip(&opened).enumerate() {
-            let pkt = first + j as u64;
-            check_ok(c, "GCM open", pkt)?;
+        for Done { j, pkt, t, .. } in checked("GCM open", first, idx, &opened)? {
             let l3 = self.layouts[t].l3;
             let n = self.traffic[t].len() - l3;
             let pt = &self.traffic[t][l3..];
@@ -484,18 +493,15 @@ impl<'d, 't> Cell<'d, 't> {
     fn copy(&mut self, idx: &[usize], first: u64) -> Result<Duration> {
         let t0 = Instant::now();
         let (frame, traffic) = (&self.frame, self.traffic);
-        let mut reqs = per_packet(idx, &mut self.out, |j, t, o| {
+        let reqs = per_packet(idx, &mut self.out, |j, t, o| {
             let n = traffic[t].len();
             Request::new(OP_COPY)
                 .input(&frame.get(j)[..n])?
                 .output(&mut o[..n])
         })?;
-        let done = run(&mut self.client, &mut reqs)?;
-        drop(reqs);
+        let done = run_batch(&mut self.client, reqs)?;
         let took = t0.elapsed();
-        for (j, (&t, c)) in idx.iter().zip(&done).enumerate() {
-            let pkt = first + j as u64;
-            check_ok(c, "copy", pkt)?;
+        for Done { j, pkt, t, .. } in checked("copy", first, idx, &done)? {
             let n = self.traffic[t].len();
             if self.out.get(j)[..n] != self.traffic[t][..] {
                 bail!("packet {pkt}: copied bytes differ from the source");
@@ -519,6 +525,15 @@ fn csum_requests<'a>(
             .input(&frame.get(j)[l.l4..l.l4 + l.l4_len])
     });
     Ok(reqs.collect::<Result<_, _>>()?)
+}
+
+/// Runs a batch through the cell's client; the requests, and with them
+/// the borrows of the cell's buffers, end here.
+fn run_batch(
+    client: &mut Client<'_, DeviceTransport>,
+    mut reqs: Vec<Request<'_>>,
+) -> Result<Vec<IocCompletion>> {
+    run(client, &mut reqs)
 }
 
 /// One request per packet of the batch: `make(j, t, out)` gets the

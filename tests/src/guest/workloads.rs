@@ -85,6 +85,36 @@ fn with_buf<R>(
     }
 }
 
+/// One AES-GCM request (`op` seal or open, key slot 1) on `input` (`aad`
+/// then the data) into an `out_len`-byte output, both pinned or not as
+/// `copy` says: the completion, whatever its status, and the output.
+fn gcm(
+    dev: &Device,
+    copy: bool,
+    op: u16,
+    aad: &[u8],
+    iv: &[u8],
+    input: &[u8],
+    out_len: usize,
+) -> Result<(IocCompletion, Vec<u8>), String> {
+    with_buf(dev, copy, input, |inp| {
+        with_buf(dev, copy, &vec![0u8; out_len], |out| {
+            let req = Request::new(op)
+                .aux(aad.len() as u32)
+                .key_slot(1)
+                .params(iv)
+                .input(inp)
+                .and_then(|r| r.output(out))
+                .map_err(|e| e.to_string())?;
+            let c = dev
+                .client(copy)
+                .and_then(|mut cl| dev::run(&mut cl, &mut [req]))
+                .map_err(|e| format!("{e:#}"))?;
+            Ok((c[0], out.to_vec()))
+        })
+    })??
+}
+
 fn modes() -> [(bool, &'static str); 2] {
     [(false, "zero-copy"), (true, "copy")]
 }
@@ -219,21 +249,21 @@ fn kat_gcm_specification() -> TestResult {
                 call(&dev, Request::new(OP_KEY_SET).key_slot(1).input(k), copy)
             })??;
             let input = [aad.as_slice(), &pt].concat();
-            let sealed = with_buf(&dev, copy, &input, |inp| {
-                with_buf(&dev, copy, &vec![0u8; pt.len() + GCM_TAG_LEN], |out| {
-                    call(
-                        &dev,
-                        Request::new(OP_AES_GCM_SEAL)
-                            .aux(aad.len() as u32)
-                            .key_slot(1)
-                            .params(&iv)
-                            .input(inp)
-                            .and_then(|r| r.output(out)),
-                        copy,
-                    )?;
-                    Ok::<_, String>(out.to_vec())
-                })
-            })???;
+            let (c, sealed) = gcm(
+                &dev,
+                copy,
+                OP_AES_GCM_SEAL,
+                &aad,
+                &iv,
+                &input,
+                pt.len() + GCM_TAG_LEN,
+            )?;
+            ensure!(
+                c.status == STATUS_OK,
+                "{mode} {}: seal answered {}",
+                v.name,
+                status_name(c.status)
+            );
             ensure!(
                 hex::encode(&sealed) == format!("{}{}", v.ct, v.tag),
                 "{mode} {}: device sealed to {}, expected {}{}",
@@ -243,21 +273,13 @@ fn kat_gcm_specification() -> TestResult {
                 v.tag
             );
             let input = [aad.as_slice(), &sealed].concat();
-            let opened = with_buf(&dev, copy, &input, |inp| {
-                with_buf(&dev, copy, &vec![0u8; pt.len()], |out| {
-                    call(
-                        &dev,
-                        Request::new(OP_AES_GCM_OPEN)
-                            .aux(aad.len() as u32)
-                            .key_slot(1)
-                            .params(&iv)
-                            .input(inp)
-                            .and_then(|r| r.output(out)),
-                        copy,
-                    )?;
-                    Ok::<_, String>(out.to_vec())
-                })
-            })???;
+            let (c, opened) = gcm(&dev, copy, OP_AES_GCM_OPEN, &aad, &iv, &input, pt.len())?;
+            ensure!(
+                c.status == STATUS_OK,
+                "{mode} {}: open answered {}",
+                v.name,
+                status_name(c.status)
+            );
             ensure!(
                 opened == pt,
                 "{mode} {}: open did not give the plaintext back",
@@ -268,22 +290,8 @@ fn kat_gcm_specification() -> TestResult {
             if let Some(last) = bad.last_mut() {
                 *last ^= 1;
             }
-            let st = with_buf(&dev, copy, &bad, |inp| {
-                with_buf(&dev, copy, &vec![0u8; pt.len()], |out| {
-                    let req = Request::new(OP_AES_GCM_OPEN)
-                        .aux(aad.len() as u32)
-                        .key_slot(1)
-                        .params(&iv)
-                        .input(inp)
-                        .and_then(|r| r.output(out))
-                        .map_err(|e| e.to_string())?;
-                    let c = dev
-                        .client(copy)
-                        .and_then(|mut cl| dev::run(&mut cl, &mut [req]))
-                        .map_err(|e| format!("{e:#}"))?;
-                    Ok::<_, String>((c[0].status, out.iter().all(|&b| b == 0)))
-                })
-            })???;
+            let (c, out) = gcm(&dev, copy, OP_AES_GCM_OPEN, &aad, &iv, &bad, pt.len())?;
+            let st = (c.status, out.iter().all(|&b| b == 0));
             ensure!(
                 st == (STATUS_AUTH_FAILED, true),
                 "{mode} {}: tampered open gave status {} (zeroed output: {})",
