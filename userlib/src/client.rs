@@ -288,6 +288,7 @@ impl<'p, T: Transport> Client<'p, T> {
         let per = MAX_BATCH as usize;
         while flight.accepted < flight.got.len() {
             let b = &batches[flight.accepted / per];
+            let at = Instant::now();
             // SAFETY: `batches` holds the segment arrays through the call;
             // the buffers are borrowed by `run`'s requests, and `run` reaps
             // every accepted request (`drain`) before those borrows end, or
@@ -298,7 +299,7 @@ impl<'p, T: Transport> Client<'p, T> {
             };
             match sent? {
                 0 => return Err(ClientError::Os(libc::EAGAIN)),
-                n => flight.accept(n as usize),
+                n => flight.accept(n as usize, at),
             }
             if flight.accepted < flight.got.len() {
                 self.reap_some(flight)?;
@@ -377,10 +378,10 @@ impl InFlight {
         }
     }
 
-    /// The driver took the next `n` requests now.
-    fn accept(&mut self, n: usize) {
+    /// The driver took the next `n` requests, submitted `at`.
+    fn accept(&mut self, n: usize, at: Instant) {
         let n = n.min(self.got.len() - self.accepted);
-        self.sent_at.resize(self.accepted + n, Instant::now());
+        self.sent_at.resize(self.accepted + n, at);
         self.accepted += n;
     }
 
