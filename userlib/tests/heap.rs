@@ -5,12 +5,9 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::Command;
 
 use pktslab::class::{MAX_SMALL, SLAB_SIZE};
+use pktslab::client::ioctl::errno;
 use pktslab::global;
 use pktslab::{BackendChoice, BackendMode, Config, Pool, V2pError};
-
-fn errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
-}
 
 fn host_cfg() -> Config {
     Config {
