@@ -30,10 +30,7 @@ use super::kmod_helpers::{Dev, errname, errno, wait_pinned_zero};
 use crate::harness::{Test, TestResult};
 
 pub(super) fn tests() -> Vec<Test> {
-    vec![Test {
-        name: "kmod::fuzz_ioctls_with_oracle",
-        run: fuzz_ioctls_with_oracle,
-    }]
+    tests!["kmod": fuzz_ioctls_with_oracle]
 }
 
 const THREADS: u64 = 3;

@@ -15,12 +15,8 @@ use crate::ensure;
 use crate::harness::{Test, TestResult};
 
 pub(super) fn tests() -> Vec<Test> {
-    macro_rules! t {
-        ($($name:ident),* $(,)?) => {
-            vec![$(Test { name: concat!("kmod::", stringify!($name)), run: $name }),*]
-        };
-    }
-    t![
+    tests![
+        "kmod":
         key_slots_are_per_file,
         key_slots_run_out_and_come_back,
         copy_bounce_memory_is_capped_and_counted,
@@ -102,6 +98,15 @@ pub(super) fn ioctl_raw(d: &Dev, cmd: u32, arg: usize) -> Result<(), i32> {
     // deliberately read-only or unmapped, which the kernel must refuse.
     let r = unsafe { libc::ioctl(d.f.as_raw_fd(), libc::c_ulong::from(cmd), arg) };
     if r < 0 { Err(errno()) } else { Ok(()) }
+}
+
+/// `cmd` with its argument struct `v` on a read-only page: what the driver
+/// answered.
+fn ioctl_on_readonly_page<T: Copy>(d: &Dev, cmd: u32, v: T) -> Result<Result<(), i32>, String> {
+    let page = Page::new()?;
+    let p = page.put(v);
+    page.protect(libc::PROT_READ)?;
+    Ok(ioctl_raw(d, cmd, p as usize))
 }
 
 fn key_set(sc: &Scratch, slot: u32, key: &[u8; 32], cookie: u64) -> TestResult {
@@ -394,17 +399,15 @@ fn readonly_submit_struct_queues_nothing() -> TestResult {
     let d = Dev::open()?;
     let before = d.stats()?;
     let reqs = [req(OP_NOP, 0, &[], 1)];
-    let page = Page::new()?;
-    let p = page.put(IocSubmit {
+    let submit = IocSubmit {
         reqs: reqs.as_ptr() as u64,
         count: 1,
         flags: 0,
         submitted: 0,
         reserved: 0,
-    });
-    page.protect(libc::PROT_READ)?;
+    };
     expect_err(
-        ioctl_raw(&d, PKTACCEL_IOC_SUBMIT, p as usize),
+        ioctl_on_readonly_page(&d, PKTACCEL_IOC_SUBMIT, submit)?,
         libc::EFAULT,
         "SUBMIT with a read-only IocSubmit",
     )?;
@@ -430,17 +433,15 @@ fn readonly_reap_struct_loses_nothing() -> TestResult {
     r.map_err(|e| format!("SUBMIT: {}", errname(e)))?;
     std::thread::sleep(Duration::from_millis(200));
     let mut comps = [IocCompletion::default(); 4];
-    let page = Page::new()?;
-    let p = page.put(IocReap {
+    let reap = IocReap {
         comps: comps.as_mut_ptr() as u64,
         max: 4,
         timeout_ms: 1000,
         count: 0,
         reserved: 0,
-    });
-    page.protect(libc::PROT_READ)?;
+    };
     expect_err(
-        ioctl_raw(&d, PKTACCEL_IOC_REAP, p as usize),
+        ioctl_on_readonly_page(&d, PKTACCEL_IOC_REAP, reap)?,
         libc::EFAULT,
         "REAP with a read-only IocReap",
     )?;

@@ -50,6 +50,19 @@ impl Dev {
         Ok(Dev { f })
     }
 
+    /// poll(2) on this file for `events`: the count it returned and the
+    /// events it reported.
+    pub(super) fn poll(&self, events: i16, timeout_ms: i32) -> (i32, i16) {
+        let mut pfd = libc::pollfd {
+            fd: self.f.as_raw_fd(),
+            events,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, alive for the whole call.
+        let n = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+        (n, pfd.revents)
+    }
+
     /// ioctl with a pointer to `arg`.
     pub(super) fn ioctl<T>(&self, cmd: u32, arg: &mut T) -> Result<(), i32> {
         // SAFETY: `arg` is a valid, writable `T` for the whole call; the

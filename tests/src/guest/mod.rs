@@ -2,6 +2,14 @@
 
 use crate::harness::Test;
 
+/// An area's test list: `tests!("area": f, g)` registers each function as
+/// `area::f`, the name `--filter` and the host's report use.
+macro_rules! tests {
+    ($area:literal: $($name:ident),* $(,)?) => {
+        vec![$(crate::harness::Test { name: concat!($area, "::", stringify!($name)), run: $name }),*]
+    };
+}
+
 mod faults;
 mod fuzz;
 mod hostile;

@@ -15,16 +15,13 @@
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
 
+use super::kmod_helpers::pattern;
 use crate::ensure;
 use crate::harness::{Test, TestResult};
 
 pub(super) fn tests() -> Vec<Test> {
-    macro_rules! t {
-        ($($name:ident),* $(,)?) => {
-            vec![$(Test { name: concat!("openssl::", stringify!($name)), run: $name }),*]
-        };
-    }
-    t![
+    tests![
+        "openssl":
         provider_known_answers_on_device,
         provider_without_device_in_software,
         tls13_transfer_on_device,
@@ -172,18 +169,6 @@ printf 'GET /data.bin HTTP/1.0\r\n\r\n' | $3 openssl s_client -unix "$1/tls.sock
 wait $spid
 "#;
 
-fn tls_data(len: usize) -> Vec<u8> {
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 fn tls13_transfer_on_device() -> TestResult {
     tls_transfer(
         "tls13",
@@ -212,7 +197,7 @@ fn tls_transfer(name: &str, proto: &str, size: usize) -> TestResult {
     );
     let dir = format!("/tmp/pktaccel-{name}-{}", std::process::id());
     std::fs::create_dir_all(&dir).map_err(|e| format!("{dir}: {e}"))?;
-    let data = tls_data(size);
+    let data = pattern(size, 0x9e37_79b9);
     std::fs::write(format!("{dir}/data.bin"), &data).map_err(|e| e.to_string())?;
     let before = debugfs()?;
     // A driver without per-file key slots (no `key_slots_used` in its

@@ -18,12 +18,8 @@ use crate::ensure;
 use crate::harness::{Test, TestResult};
 
 pub(super) fn tests() -> Vec<Test> {
-    macro_rules! t {
-        ($($name:ident),* $(,)?) => {
-            vec![$(Test { name: concat!("pinned_programs::", stringify!($name)), run: $name }),*]
-        };
-    }
-    t![
+    tests![
+        "pinned_programs":
         xz_9_small_file,
         sort_n_million_numbers,
         sqlite3_300k_inserts,

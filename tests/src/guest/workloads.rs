@@ -24,12 +24,8 @@ use crate::workload::dev::{Device, Job};
 use crate::workload::{soft, vectors};
 
 pub(super) fn tests() -> Vec<Test> {
-    macro_rules! t {
-        ($($name:ident),* $(,)?) => {
-            vec![$(Test { name: concat!("workloads::", stringify!($name)), run: $name }),*]
-        };
-    }
-    t![
+    tests![
+        "workloads":
         kat_rfc1071_checksum,
         kat_crc_check_values,
         kat_toeplitz_microsoft,
