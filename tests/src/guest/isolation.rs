@@ -1,6 +1,8 @@
 //! Issue 9: isolation in the driver. One guest test per numbered defect
 //! (each doc comment says why it fails on the driver before the fix), and
-//! tests for the bad-input classes no other test covered.
+//! the argument-page helpers `isolation_classes` shares. The bad-input
+//! classes no other test covered are in `isolation_classes`, the driver
+//! going away under open files (defect 7) in `isolation_unbind`.
 
 use std::os::fd::AsRawFd;
 use std::time::Duration;

@@ -22,8 +22,8 @@ pub(super) fn tests() -> Vec<Test> {
     ];
     v.into_iter()
         .chain(
-            // Needs the host to kill pktaccel-device on cue: run it by hand
-            // (docs/kmod.md) until the rig has a hook for it.
+            // Needs the host to kill pktaccel-device on cue: `cargo xtask
+            // test-e2e` gives it a boot of its own and sets the variable.
             std::env::var_os(KILL_TEST_ENV).map(|_| Test {
                 name: "kmod::device_killed_while_in_flight",
                 run: device_killed_while_in_flight,
