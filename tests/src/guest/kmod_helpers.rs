@@ -273,6 +273,23 @@ pub(super) fn debugfs_u64(key: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("no numeric {key:?} in {DEBUGFS_STATS}"))
 }
 
+/// The numeric debugfs entries (every counter; `device alive` is left out).
+pub(super) fn debugfs_counters() -> Result<HashMap<String, u64>, String> {
+    Ok(debugfs_stats()?
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, v.parse().ok()?)))
+        .collect())
+}
+
+/// How much counter `key` rose from `before` to `after` (0 if absent).
+pub(super) fn counter_rise(
+    before: &HashMap<String, u64>,
+    after: &HashMap<String, u64>,
+    key: &str,
+) -> u64 {
+    after.get(key).copied().unwrap_or(0) - before.get(key).copied().unwrap_or(0)
+}
+
 /// Total requests the device completed, from debugfs.
 pub(super) fn device_requests() -> Result<u64, String> {
     let s = debugfs_stats()?;

@@ -22,6 +22,7 @@ mod kmod_helpers;
 mod kmod_lifecycle;
 mod openssl;
 mod pinned_programs;
+mod preload;
 mod rig;
 mod workloads;
 

@@ -19,6 +19,7 @@ mod tools;
 
 use std::process::{Command, Output, Stdio};
 
+use super::preload::PRELOAD;
 use crate::harness::Test;
 use kat::*;
 use programs::*;
@@ -44,7 +45,6 @@ pub(super) fn tests() -> Vec<Test> {
     ]
 }
 
-const PRELOAD: &str = "/usr/lib/libpktslab.so";
 const PRELOAD_CRC: &str = "/usr/lib/libpktslab.so /usr/lib/libpktcrc.so";
 
 fn run(

@@ -1,13 +1,11 @@
 //! Debian's own programs under `LD_PRELOAD=libpktslab.so` (and
 //! `libpktcrc.so`): identical output, the driver's counters rise.
 
-use std::collections::HashMap;
-
 use super::{PRELOAD, PRELOAD_CRC, run, write_tmp};
 use crate::ensure;
+use crate::guest::kmod_helpers::{counter_rise, debugfs_counters};
+use crate::guest::preload::preloaded_stderr;
 use crate::harness::TestResult;
-
-const DEBUGFS_STATS: &str = "/sys/kernel/debug/pktaccel/stats";
 
 /// Runs `prog` plain and under the preload (`preload`, stats on, uncached
 /// slabs); the outputs must be identical and the library must have served
@@ -36,16 +34,7 @@ fn same_output(
     ]
     .concat();
     let pre = run(prog, args, &env, stdin)?;
-    let err = String::from_utf8_lossy(&pre.stderr).into_owned();
-    ensure!(
-        pre.status.success(),
-        "{name}: preloaded run failed ({}): {err}",
-        pre.status
-    );
-    ensure!(
-        err.contains("pktslab: backend device"),
-        "{name}: no device-backed pktslab statistics: {err}"
-    );
+    let err = preloaded_stderr(name, &pre)?;
     let served: u64 = err
         .lines()
         .filter_map(|l| {
@@ -124,20 +113,6 @@ pub(super) fn pigz_on_pinned_slabs() -> TestResult {
     Ok(())
 }
 
-fn debugfs() -> Result<HashMap<String, u64>, String> {
-    let s = std::fs::read_to_string(DEBUGFS_STATS).map_err(|e| format!("{DEBUGFS_STATS}: {e}"))?;
-    Ok(s.lines()
-        .filter_map(|l| {
-            let (k, v) = l.split_once(' ')?;
-            Some((k.to_string(), v.trim().parse().ok()?))
-        })
-        .collect())
-}
-
-fn counter(m: &HashMap<String, u64>, k: &str) -> u64 {
-    m.get(k).copied().unwrap_or(0)
-}
-
 /// pktcrc's own exit report: (calls on the device, bytes on the device).
 fn pktcrc_report(err: &str) -> (u64, u64) {
     err.lines()
@@ -153,7 +128,7 @@ fn pktcrc_report(err: &str) -> (u64, u64) {
 pub(super) fn pigz_crc32_on_device_zero_copy() -> TestResult {
     let data = test_data(600_000);
     let f = write_tmp("pigz-crc-in", &data)?;
-    let before = debugfs()?;
+    let before = debugfs_counters()?;
     let err = same_output(
         "pigz+pktcrc",
         "pigz",
@@ -162,11 +137,11 @@ pub(super) fn pigz_crc32_on_device_zero_copy() -> TestResult {
         PRELOAD_CRC,
         &[("PKTCRC_STATS", "1")],
     )?;
-    let after = debugfs()?;
+    let after = debugfs_counters()?;
     let (calls, bytes) = pktcrc_report(&err);
-    let reqs = counter(&after, "requests.crc32") - counter(&before, "requests.crc32");
-    let zc = counter(&after, "bytes_zero_copy") - counter(&before, "bytes_zero_copy");
-    let copied = counter(&after, "bytes_copied") - counter(&before, "bytes_copied");
+    let reqs = counter_rise(&before, &after, "requests.crc32");
+    let zc = counter_rise(&before, &after, "bytes_zero_copy");
+    let copied = counter_rise(&before, &after, "bytes_copied");
     println!(
         "pigz+pktcrc: device requests.crc32 +{reqs}, bytes_zero_copy +{zc}, bytes_copied +{copied}"
     );
@@ -210,7 +185,7 @@ pub(super) fn python3_zlib_crc32_on_device() -> TestResult {
     let script = "import zlib\n\
         b = bytes(range(256)) * 400\n\
         print(zlib.crc32(b), zlib.crc32(b[:5000], zlib.crc32(b[5000:])), zlib.crc32(b'123456789'))\n";
-    let before = debugfs()?;
+    let before = debugfs_counters()?;
     let err = same_output(
         "python3+pktcrc",
         "python3",
@@ -219,9 +194,9 @@ pub(super) fn python3_zlib_crc32_on_device() -> TestResult {
         PRELOAD_CRC,
         &[("PKTCRC_STATS", "1")],
     )?;
-    let after = debugfs()?;
+    let after = debugfs_counters()?;
     let (calls, _) = pktcrc_report(&err);
-    let reqs = counter(&after, "requests.crc32") - counter(&before, "requests.crc32");
+    let reqs = counter_rise(&before, &after, "requests.crc32");
     ensure!(
         calls >= 1 && reqs >= calls,
         "python3's zlib.crc32 did not reach the device (pktcrc {calls} calls, requests.crc32 +{reqs}): {err}"
