@@ -7,10 +7,9 @@ use std::time::Duration;
 
 use pktaccel_abi::*;
 
-use super::isolation::{Filler, Page, inaccessible_page, ioctl_raw};
 use super::kmod_helpers::{
-    Dev, Map, Scratch, child_exit, errname, errno, expect_err, expect_ok, req, seg_in, seg_out,
-    wait_child, wait_pinned_zero,
+    Dev, Filler, Map, Page, Scratch, child_exit, errname, errno, expect_err, expect_ok,
+    inaccessible_page, ioctl_raw, req, seg_in, seg_out, wait_child, wait_pinned_zero,
 };
 use crate::ensure;
 use crate::harness::{Test, TestResult};
