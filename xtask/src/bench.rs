@@ -20,11 +20,28 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use xshell::{Shell, cmd};
 
-use crate::bench_guest::{APP_DEMO, GuestSink, JSON_PREFIX, app_section, guest_sections};
+use crate::bench_guest::{GuestSink, app_section, guest_sections};
 use crate::bench_host::{DEVICE_SUMMARY, HostRun, alloc_section, cargo_bench, device_section};
 use crate::initramfs::Mode;
 use crate::step::{Step, fmt_duration};
 use crate::vm::{self, Prepared, VmArgs};
+
+const JSON_PREFIX: &str = "PKTBENCH-JSON ";
+
+/// Guest shell snippet: Debian's pigz compresses 4 MB plain, then with its
+/// heap on pinned slabs and zlib's crc32() on the device (libpktcrc), and
+/// prints the archives' digests, pktcrc's report and the driver's counters
+/// before and after, each line prefixed with `PKTBENCH-APP`
+/// (`console::BENCH_APP`).
+const APP_DEMO: &str = "if command -v pigz >/dev/null; then \
+    cat /usr/bin/python3.11 /usr/bin/sqlite3 /usr/bin/pigz | head -c 4000000 > /tmp/d; \
+    S=/sys/kernel/debug/pktaccel/stats; P='/usr/lib/libpktslab.so /usr/lib/libpktcrc.so'; \
+    grep -E '^(requests.crc32|bytes_zero_copy|bytes_copied) ' $S | sed 's/^/PKTBENCH-APP before /'; \
+    echo \"PKTBENCH-APP plain pigz: $(pigz -c /tmp/d | md5sum)\"; \
+    echo \"PKTBENCH-APP preloaded pigz: $(LD_PRELOAD=\"$P\" PKTCRC_STATS=1 pigz -c /tmp/d 2>/tmp/e | md5sum)\"; \
+    sed 's/^/PKTBENCH-APP /' /tmp/e; \
+    grep -E '^(requests.crc32|bytes_zero_copy|bytes_copied) ' $S | sed 's/^/PKTBENCH-APP after /'; \
+    fi;";
 
 /// What to run.
 #[derive(Debug, Clone)]

@@ -59,22 +59,6 @@ pub(crate) struct GuestSink {
     pub(crate) app: Vec<String>,
 }
 
-pub(crate) const JSON_PREFIX: &str = "PKTBENCH-JSON ";
-
-/// Guest shell snippet: Debian's pigz compresses 4 MB plain, then with its
-/// heap on pinned slabs and zlib's crc32() on the device (libpktcrc), and
-/// prints the archives' digests, pktcrc's report and the driver's counters
-/// before and after, each line prefixed with [`APP_PREFIX`].
-pub(crate) const APP_DEMO: &str = "if command -v pigz >/dev/null; then \
-    cat /usr/bin/python3.11 /usr/bin/sqlite3 /usr/bin/pigz | head -c 4000000 > /tmp/d; \
-    S=/sys/kernel/debug/pktaccel/stats; P='/usr/lib/libpktslab.so /usr/lib/libpktcrc.so'; \
-    grep -E '^(requests.crc32|bytes_zero_copy|bytes_copied) ' $S | sed 's/^/PKTBENCH-APP before /'; \
-    echo \"PKTBENCH-APP plain pigz: $(pigz -c /tmp/d | md5sum)\"; \
-    echo \"PKTBENCH-APP preloaded pigz: $(LD_PRELOAD=\"$P\" PKTCRC_STATS=1 pigz -c /tmp/d 2>/tmp/e | md5sum)\"; \
-    sed 's/^/PKTBENCH-APP /' /tmp/e; \
-    grep -E '^(requests.crc32|bytes_zero_copy|bytes_copied) ' $S | sed 's/^/PKTBENCH-APP after /'; \
-    fi;";
-
 impl ConsoleSink for GuestSink {
     fn line(&mut self, line: &str) {
         if line.starts_with(console::READY) {
