@@ -1,16 +1,18 @@
 // SPDX-License-Identifier: GPL-2.0
 //! Device state shared by the PCI driver, the interrupt thread and open
-//! files: the request queues, requests in flight, statistics, and device
-//! death.
+//! files: the request queues, requests in flight, the interrupt that
+//! completes them, and statistics. Device death (watchdog, reset, unbind)
+//! is in `dev_death.rs`, a child module.
 //!
-//! `DeviceState` outlives the PCI binding while files are open: after unbind
-//! (or after the device is declared dead) it refuses new requests, its
-//! BAR is revoked (`DevresBar`) and its rings are gone.
+//! `DeviceState` outlives the PCI binding while files are open. A device
+//! declared dead refuses new requests; after unbind, moreover, its BAR is
+//! revoked (`DevresBar`) and its rings are freed.
 
 use core::fmt;
 use kernel::{
     device::{self, Bound},
     io::Io,
+    irq::{IrqReturn, ThreadedHandler},
     new_condvar, new_spinlock, pci,
     prelude::*,
     sync::{
@@ -30,6 +32,9 @@ use crate::{
     virtio::{self, common, Caps, Regs},
 };
 use kernel::sync::Arc;
+
+#[path = "dev_death.rs"]
+mod death;
 
 /// Whoever submitted a request: the device hands it the outcome. The
 /// file side implements it, so this module does not depend on `file.rs`.
@@ -258,17 +263,17 @@ impl DeviceState {
         self.hw.lock().dead
     }
 
-    fn kick(&self, q: usize) {
-        if let Some(bar) = self.bar.try_access() {
-            let _ = bar.try_write16(q as u16, self.notify[q]);
-        }
-    }
-
     /// Rings the doorbell of every queue whose bit is set in `touched`.
     pub(crate) fn kick_touched(&self, touched: u64) {
+        if touched == 0 {
+            return;
+        }
+        let Some(bar) = self.bar.try_access() else {
+            return;
+        };
         for q in 0..self.nq {
             if touched & (1 << q) != 0 {
-                self.kick(q);
+                let _ = bar.try_write16(q as u16, self.notify[q]);
             }
         }
     }
@@ -346,11 +351,56 @@ impl DeviceState {
         }
     }
 
+    /// Hands one finished request to its file. Called without locks held:
+    /// dropping the last reference to a closed file frees its slabs.
+    fn deliver(&self, inf: InFlight, mut st: abi::StatusRecord) {
+        if st.status == STATUS_UNWRITTEN {
+            st = abi::StatusRecord {
+                status: abi::STATUS_DEVICE_ERROR,
+                ..Default::default()
+            };
+        }
+        let op = usize::from(inf.op) & 15;
+        self.stats.requests[op].add(1, Relaxed);
+        if st.status != abi::STATUS_OK {
+            self.stats.errors[op].add(1, Relaxed);
+        }
+        if let Some(k) = inf.key {
+            self.keys.lock().complete(k, st.status);
+        }
+        inf.file.complete(inf.cookie, inf.op, st, inf.bounce);
+    }
+
+    fn in_flight(&self) -> usize {
+        let hw = self.hw.lock();
+        hw.queues
+            .iter()
+            .map(|q| q.vq.as_ref().map_or(0, |v| v.in_flight()))
+            .sum()
+    }
+}
+
+/// The interrupt: one MSI-X vector for all queues. The hard handler (the
+/// trait's default) only wakes the thread, which delivers completions: it
+/// may free slabs of closed files, which sleeps.
+#[pin_data]
+pub(crate) struct Interrupt {
+    dev: Arc<DeviceState>,
+}
+
+impl Interrupt {
+    pub(crate) fn new(dev: Arc<DeviceState>) -> impl PinInit<Self, Error> {
+        try_pin_init!(Interrupt { dev }? Error)
+    }
+}
+
+impl ThreadedHandler for Interrupt {
     /// Delivers every used-ring entry; runs in the interrupt thread. Takes
     /// up to `BATCH` entries per lock hold and delivers them outside it.
-    pub(crate) fn process_used(&self) {
+    fn handle_threaded(&self) -> IrqReturn {
+        let d = &*self.dev;
         const BATCH: usize = 16;
-        for q in 0..self.nq {
+        for q in 0..d.nq {
             loop {
                 let mut done: [Option<(InFlight, abi::StatusRecord)>; BATCH] =
                     [const { None }; BATCH];
@@ -358,7 +408,7 @@ impl DeviceState {
                 let mut bad = None;
                 let mut more = true;
                 {
-                    let mut hw = self.hw.lock();
+                    let mut hw = d.hw.lock();
                     let QueueState {
                         vq,
                         slots,
@@ -387,195 +437,24 @@ impl DeviceState {
                 }
                 if let Some(id) = bad {
                     dev_warn!(
-                        self.pdev.as_ref(),
+                        d.pdev.as_ref(),
                         "queue {}: device completed descriptor {} which is not in flight\n",
                         q,
                         id
                     );
                 }
                 for (inf, st) in done.iter_mut().filter_map(Option::take) {
-                    self.deliver(inf, st);
+                    d.deliver(inf, st);
                 }
                 if n > 0 {
-                    self.space.notify_all();
+                    d.space.notify_all();
                 }
                 if !more {
                     break;
                 }
             }
         }
-    }
-
-    /// Hands one finished request to its file. Called without locks held:
-    /// dropping the last reference to a closed file frees its slabs.
-    pub(crate) fn deliver(&self, inf: InFlight, mut st: abi::StatusRecord) {
-        if st.status == STATUS_UNWRITTEN {
-            st = abi::StatusRecord {
-                status: abi::STATUS_DEVICE_ERROR,
-                ..Default::default()
-            };
-        }
-        let op = usize::from(inf.op) & 15;
-        self.stats.requests[op].add(1, Relaxed);
-        if st.status != abi::STATUS_OK {
-            self.stats.errors[op].add(1, Relaxed);
-        }
-        if let Some(k) = inf.key {
-            self.keys.lock().complete(k, st.status);
-        }
-        inf.file.complete(inf.cookie, inf.op, st, inf.bounce);
-    }
-
-    fn stalled(&self, hw: &Hw) -> bool {
-        let limit = i64::from(crate::request_timeout_ms());
-        limit > 0
-            && !hw.dead
-            && hw.queues.iter().any(|qs| {
-                qs.vq.as_ref().is_some_and(|v| v.in_flight() > 0)
-                    && qs.last_progress.elapsed().as_millis() > limit
-            })
-    }
-
-    /// Declares the device dead if its oldest request has waited longer
-    /// than `request_timeout_ms` without any completion.
-    pub(crate) fn watchdog(&self) {
-        let stalled = {
-            let hw = self.hw.lock();
-            self.stalled(&hw)
-        };
-        if stalled {
-            self.declare_dead(Some("stopped completing requests"));
-        }
-    }
-
-    /// Stops the device for good: no new requests, the device is reset
-    /// (so it touches no ring or buffer any more), and every request in
-    /// flight completes with `STATUS_DEVICE_ERROR`, waking its waiters.
-    /// `why` is logged; `None` is an orderly unbind.
-    pub(crate) fn declare_dead(&self, why: Option<&str>) {
-        {
-            let mut hw = self.hw.lock();
-            if hw.dead {
-                return;
-            }
-            hw.dead = true;
-        }
-        if let Some(why) = why {
-            dev_err!(
-                self.pdev.as_ref(),
-                "device {}: resetting it and failing outstanding requests with STATUS_DEVICE_ERROR\n",
-                why
-            );
-        }
-        let acked = self.reset_device();
-        let mut quarantined = 0usize;
-        loop {
-            let inf = {
-                let mut hw = self.hw.lock();
-                let mut found = None;
-                for qs in hw.queues.iter_mut() {
-                    if let Some(s) = qs.slots.iter_mut().find(|s| s.is_some()) {
-                        found = s.take();
-                        break;
-                    }
-                }
-                found
-            };
-            let Some(mut inf) = inf else { break };
-            if !acked {
-                // The device may still write to this request's memory:
-                // never free it.
-                if let Some(b) = inf.bounce.as_mut() {
-                    b.quarantine();
-                }
-                inf.file.quarantine();
-                quarantined += 1;
-            }
-            self.stats.device_errors.add(1, Relaxed);
-            let st = abi::StatusRecord {
-                status: abi::STATUS_DEVICE_ERROR,
-                ..Default::default()
-            };
-            self.deliver(inf, st);
-        }
-        if quarantined > 0 {
-            dev_err!(
-                self.pdev.as_ref(),
-                "device did not acknowledge its reset: the memory of {} requests in flight (their slabs and bounce buffers) is quarantined and never reused\n",
-                quarantined
-            );
-        }
-        {
-            let mut hw = self.hw.lock();
-            for qs in hw.queues.iter_mut() {
-                if let Some(vq) = qs.vq.as_mut() {
-                    vq.reset_state();
-                }
-            }
-        }
-        self.space.notify_all();
-    }
-
-    /// Resets the device through the (revocable) BAR, waiting up to 100 ms
-    /// for it to acknowledge. False if it did not (or could not be asked):
-    /// it may still write to memory it was given.
-    fn reset_device(&self) -> bool {
-        let write = self.bar.try_access().map(|bar| {
-            Regs {
-                bar: &bar,
-                caps: &self.caps,
-            }
-            .write8(0, common::DEVICE_STATUS)
-        });
-        if !matches!(write, Some(Ok(()))) {
-            return false;
-        }
-        if crate::test_unacked_reset() {
-            return false;
-        }
-        for _ in 0..1000 {
-            let st = self.bar.try_access().map(|bar| {
-                Regs {
-                    bar: &bar,
-                    caps: &self.caps,
-                }
-                .status()
-            });
-            match st {
-                Some(Ok(0)) => return true,
-                None | Some(Err(_)) => return false,
-                Some(Ok(_)) => fsleep(Delta::from_micros(100)),
-            }
-        }
-        false
-    }
-
-    /// Unbind: stop everything and free the rings while still bound.
-    pub(crate) fn shutdown(&self) {
-        self.declare_dead(None);
-        let mut rings = KVec::with_capacity(self.nq, GFP_KERNEL).ok();
-        {
-            let mut hw = self.hw.lock();
-            for qs in hw.queues.iter_mut() {
-                let vq = qs.vq.take();
-                if let (Some(r), Some(vq)) = (rings.as_mut(), vq) {
-                    // Cannot fail: capacity `nq`. On allocation failure
-                    // above, the rings are dropped here, under the lock,
-                    // which is also fine (freeing coherent memory does
-                    // not sleep).
-                    let _ = r.push_within_capacity(vq);
-                }
-            }
-        }
-        drop(rings);
-    }
-
-    fn in_flight(&self) -> usize {
-        let hw = self.hw.lock();
-        hw.queues
-            .iter()
-            .map(|q| q.vq.as_ref().map_or(0, |v| v.in_flight()))
-            .sum()
+        IrqReturn::Handled
     }
 }
 

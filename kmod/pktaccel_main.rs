@@ -12,7 +12,7 @@ use kernel::{
     debugfs,
     device::{Bound, Core},
     dma::{Device as _, DmaMask},
-    irq::{self, IrqReturn, ThreadedHandler, ThreadedIrqReturn, ThreadedRegistration},
+    irq::{self, ThreadedRegistration},
     pci,
     prelude::*,
     sync::Arc,
@@ -34,7 +34,7 @@ mod slab;
 mod virtio;
 
 use abi::DeviceConfig;
-use dev::{DeviceState, Setup, StatsView};
+use dev::{DeviceState, Interrupt, Setup, StatsView};
 use file::FileState;
 use misc::PollMiscRegistration;
 use virtio::{common, status, Regs};
@@ -74,25 +74,6 @@ kernel::pci_device_table!(
 );
 
 struct PktDriver;
-
-/// The interrupt: one MSI-X vector for all queues. The hard handler only
-/// wakes the thread, which delivers completions (it may free slabs of
-/// closed files, which sleeps).
-#[pin_data]
-struct IrqHandler {
-    shared: Arc<DeviceState>,
-}
-
-impl ThreadedHandler for IrqHandler {
-    fn handle(&self) -> ThreadedIrqReturn {
-        ThreadedIrqReturn::WakeThread
-    }
-
-    fn handle_threaded(&self) -> IrqReturn {
-        self.shared.process_used();
-        IrqReturn::Handled
-    }
-}
 
 /// The MSI-X vector allocation, boxed so that its address is stable and it
 /// can be borrowed for `'bound` by the IRQ registration.
@@ -144,7 +125,7 @@ struct DevData<'bound> {
     stats_file: debugfs::File<StatsView>,
     _debugfs: debugfs::Dir,
     #[pin]
-    irq: ThreadedRegistration<'bound, IrqHandler>,
+    irq: ThreadedRegistration<'bound, Interrupt>,
     _vectors: Vectors<'bound>,
     shared: Arc<DeviceState>,
     pdev: &'bound pci::Device<Bound>,
@@ -272,7 +253,7 @@ impl pci::Driver for PktDriver {
                         request.into(),
                         irq::Flags::TRIGGER_NONE,
                         c"pktaccel",
-                        try_pin_init!(IrqHandler { shared: s_irq }? Error),
+                        Interrupt::new(s_irq),
                     )
                 },
                 _vectors: vectors,

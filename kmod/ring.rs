@@ -2,8 +2,9 @@
 //! Split virtqueues in DMA-coherent memory (virtio 1.2, section 2.7).
 //!
 //! Every ring lives in [`Coherent`] allocations and is touched only through
-//! the kernel crate's volatile I/O projections (`io_read!`/`io_write!`), so
-//! this file needs no `unsafe`.
+//! the kernel crate's volatile I/O projections (`io_read!`/`io_write!`,
+//! `io_project!`): the only `unsafe` here are the byte-layout promises
+//! (`FromBytes`/`AsBytes`) for the descriptor and slot buffer types.
 //!
 //! A request is a chain `[header][segments...][status]`. The ring is cut
 //! into fixed *slots*, one per request in flight: with
@@ -255,9 +256,9 @@ impl Vq {
         Some(slot)
     }
 
-    /// Takes the next used entry: `(slot, bytes written)`. Entries whose id
-    /// is not the head of a slot in flight are device bugs; they are logged
-    /// by the caller and skipped (`Some(Err(id))`).
+    /// Takes the next used entry: `(slot, bytes written)`. An id that is
+    /// not the head of a slot is a device bug: `Some(Err(id))`, which the
+    /// caller logs and skips (as it does a slot with nothing in flight).
     pub(crate) fn pop_used(&mut self) -> Option<core::result::Result<(u16, u32), u32>> {
         let w0: u32 = io_read!(&self.used, [panic: 0]);
         let used_idx = (w0 >> 16) as u16;

@@ -3,6 +3,8 @@
 //! device does with guest RAM. The kernel module is not needed: the
 //! transport is the only thing swapped.
 
+mod common;
+
 use std::collections::{HashMap, VecDeque};
 
 use pktaccel_abi::{
@@ -12,9 +14,7 @@ use pktaccel_abi::{
 use pktaccel_testvectors::soft::inet_csum;
 use pktslab::class::PAGE_SIZE;
 use pktslab::client::{Built, split_segments};
-use pktslab::{
-    BackendChoice, Client, ClientError, Config, DeviceTransport, Pool, Request, Transport,
-};
+use pktslab::{Client, ClientError, DeviceTransport, Pool, Request, Transport};
 
 /// A device in software: phys page -> virtual page, learnt from the pool.
 #[derive(Default)]
@@ -128,13 +128,7 @@ impl Transport for &mut SoftDevice {
 }
 
 fn synthetic_pool() -> Pool {
-    Pool::new(Config {
-        backend: BackendChoice::Host,
-        force_synthetic: true,
-        arena_size: 4 << 30,
-        ..Default::default()
-    })
-    .unwrap()
+    common::synthetic_pool(4 << 30)
 }
 
 #[test]

@@ -1,11 +1,13 @@
 //! What the one device client decides for its callers: the queue of every
 //! request, the latency hook, batches above `MAX_BATCH`, copy mode.
 
+mod common;
+
 use std::cell::Cell;
 use std::time::Duration;
 
 use pktaccel_abi::{IocCompletion, IocRequest, MAX_BATCH, OP_CSUM, OP_NOP, STATUS_OK, SUBMIT_COPY};
-use pktslab::{BackendChoice, Client, ClientError, Config, CopyMode, Pool, Request, Transport};
+use pktslab::{Client, ClientError, CopyMode, Pool, Request, Transport};
 
 /// Completes every request at once; records each submit's queues and flags.
 #[derive(Default)]
@@ -37,13 +39,7 @@ impl Transport for &mut Recorder {
 }
 
 fn pool() -> Pool {
-    Pool::new(Config {
-        backend: BackendChoice::Host,
-        force_synthetic: true,
-        arena_size: 1 << 30,
-        ..Default::default()
-    })
-    .unwrap()
+    common::synthetic_pool(1 << 30)
 }
 
 #[test]

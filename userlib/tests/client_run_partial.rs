@@ -4,10 +4,12 @@
 //! flight; this double records whether anything was still in flight when
 //! `run` returned.
 
+mod common;
+
 use std::collections::VecDeque;
 
 use pktaccel_abi::{IocCompletion, IocRequest, OP_NOP, STATUS_OK};
-use pktslab::{BackendChoice, Client, ClientError, Config, Pool, Request, Transport};
+use pktslab::{Client, ClientError, Pool, Request, Transport};
 
 /// Accepts `accept` requests of the first batch, then fails every submit
 /// with `EBUSY`. Completions come out one per reap call, so draining takes
@@ -47,13 +49,7 @@ impl Transport for &mut PartialDevice {
 }
 
 fn pool() -> Pool {
-    Pool::new(Config {
-        backend: BackendChoice::Host,
-        force_synthetic: true,
-        arena_size: 1 << 30,
-        ..Default::default()
-    })
-    .unwrap()
+    common::synthetic_pool(1 << 30)
 }
 
 #[test]

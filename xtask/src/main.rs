@@ -6,6 +6,9 @@
 //! second clone or a repeat run reuses them.
 
 mod bench;
+mod bench_chart;
+mod bench_guest;
+mod bench_host;
 mod bench_openssl;
 mod bench_programs;
 mod cache;

@@ -24,12 +24,8 @@ const TIMEOUT_MS: u64 = 1500;
 
 /// The fault tests, in run order.
 pub fn tests() -> Vec<Test> {
-    macro_rules! t {
-        ($($f:ident),* $(,)?) => {
-            vec![$(Test { name: concat!("faults::", stringify!($f)), run: $f }),*]
-        };
-    }
-    let mut v = t![
+    let mut v = tests![
+        "faults":
         error_statuses_reach_pktctl_and_pktbench_by_name,
         delayed_completions_still_complete,
         dropped_completion_times_out_wakes_waiters_and_traffic_resumes,
@@ -41,7 +37,7 @@ pub fn tests() -> Vec<Test> {
     // It ends the device: `cargo xtask test-e2e` gives it a boot of its own
     // and sets this variable there.
     if std::env::var_os("PKTACCEL_DEVICE_DEATH_TEST").is_some() {
-        v.extend(t![device_dies_after_n_requests]);
+        v.extend(tests!["faults": device_dies_after_n_requests]);
     }
     v
 }
@@ -107,6 +103,14 @@ fn tool(prog: &str, args: &[&str]) -> Result<Output, String> {
         .map_err(|e| format!("cannot run {prog}: {e}"))
 }
 
+/// `pktctl run crc32c` on "123456789", timed.
+fn pktctl_crc() -> Result<(Output, Duration), String> {
+    let f = input()?;
+    let t = Instant::now();
+    let o = tool("pktctl", &["run", "crc32c", &f])?;
+    Ok((o, t.elapsed()))
+}
+
 fn input() -> Result<String, String> {
     let p = format!("/tmp/pktaccel-faults-{}", std::process::id());
     std::fs::write(&p, b"123456789").map_err(|e| format!("{p}: {e}"))?;
@@ -115,8 +119,7 @@ fn input() -> Result<String, String> {
 
 /// `pktctl run crc32c` on "123456789": the right answer, or why not.
 fn crc_ok() -> TestResult {
-    let f = input()?;
-    let o = tool("pktctl", &["run", "crc32c", &f])?;
+    let (o, _) = pktctl_crc()?;
     let out = String::from_utf8_lossy(&o.stdout);
     ensure!(
         o.status.success() && out.contains("e3069283"),
@@ -130,10 +133,7 @@ fn crc_ok() -> TestResult {
 
 /// `pktctl run crc32c` must fail with one line naming `want`.
 fn crc_fails_with(want: &str) -> Result<Duration, String> {
-    let f = input()?;
-    let t = Instant::now();
-    let o = tool("pktctl", &["run", "crc32c", &f])?;
-    let took = t.elapsed();
+    let (o, took) = pktctl_crc()?;
     let err = String::from_utf8_lossy(&o.stderr);
     ensure!(
         !o.status.success() && err.contains(want) && err.trim().lines().count() == 1,
@@ -229,10 +229,7 @@ fn lost_interrupt_times_out_or_recovers() -> TestResult {
     let _c = Cleanup;
     reload(&[&format!("request_timeout_ms={TIMEOUT_MS}")])?;
     host("add lose-irq,count=1");
-    let f = input()?;
-    let t = Instant::now();
-    let o = tool("pktctl", &["run", "crc32c", &f])?;
-    let took = t.elapsed();
+    let (o, took) = pktctl_crc()?;
     let err = String::from_utf8_lossy(&o.stderr);
     ensure!(
         o.status.success() || err.contains("device-error"),
@@ -303,8 +300,7 @@ fn device_dies_after_n_requests() -> TestResult {
     let mut done = 0;
     let failed = loop {
         ensure!(done < 100, "the device still answers after {done} requests");
-        let f = input()?;
-        let o = tool("pktctl", &["run", "crc32c", &f])?;
+        let (o, _) = pktctl_crc()?;
         if !o.status.success() {
             break String::from_utf8_lossy(&o.stderr).trim().to_string();
         }
@@ -315,7 +311,7 @@ fn device_dies_after_n_requests() -> TestResult {
         (1..=20).contains(&done) && failed.contains("device-error"),
         "after {done} pktctl runs pktctl said {failed:?}; expected device-error within 20 requests"
     );
-    let o = tool("pktctl", &["run", "crc32c", &input()?])?;
+    let (o, _) = pktctl_crc()?;
     ensure!(
         !o.status.success() && String::from_utf8_lossy(&o.stderr).trim().lines().count() == 1,
         "pktctl on a dead device: {} {}",

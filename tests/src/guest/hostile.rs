@@ -32,10 +32,7 @@ const TABLE_OFF: usize = 0x400;
 
 /// The hostile-driver tests.
 pub fn tests() -> Vec<Test> {
-    vec![Test {
-        name: "hostile::malformed_queues_from_user_space_then_rebind",
-        run: malformed_queues_from_user_space_then_rebind,
-    }]
+    tests!["hostile": malformed_queues_from_user_space_then_rebind]
 }
 
 struct Rig {

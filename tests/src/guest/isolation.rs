@@ -1,6 +1,7 @@
 //! Issue 9: isolation in the driver. One guest test per numbered defect
-//! (each doc comment says why it fails on the driver before the fix), and
-//! tests for the bad-input classes no other test covered.
+//! (each doc comment says why it fails on the driver before the fix). The
+//! bad-input classes no other test covered are in `isolation_classes`, the
+//! driver going away under open files (defect 7) in `isolation_unbind`.
 
 use std::os::fd::AsRawFd;
 use std::time::Duration;
@@ -8,19 +9,15 @@ use std::time::Duration;
 use pktaccel_abi::*;
 
 use super::kmod_helpers::{
-    Dev, Scratch, child_exit, debugfs_u64, dmesg_count, errname, errno, expect_err, expect_ok, req,
-    seg_in, seg_out, wait_pinned_zero,
+    Dev, Page, Scratch, child_exit, debugfs_u64, dmesg_count, errname, errno, expect_err,
+    expect_ok, ioctl_on_readonly_page, req, seg_in, seg_out, wait_pinned_zero,
 };
 use crate::ensure;
 use crate::harness::{Test, TestResult};
 
 pub(super) fn tests() -> Vec<Test> {
-    macro_rules! t {
-        ($($name:ident),* $(,)?) => {
-            vec![$(Test { name: concat!("kmod::", stringify!($name)), run: $name }),*]
-        };
-    }
-    t![
+    tests![
+        "kmod":
         key_slots_are_per_file,
         key_slots_run_out_and_come_back,
         copy_bounce_memory_is_capped_and_counted,
@@ -36,73 +33,6 @@ pub(super) fn tests() -> Vec<Test> {
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-/// One anonymous page, for argument structs with chosen protection.
-pub(super) struct Page {
-    pub(super) ptr: *mut u8,
-}
-
-impl Page {
-    pub(super) fn new() -> Result<Page, String> {
-        // SAFETY: a fresh private anonymous mapping; checked below.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                4096,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(format!("mmap: {}", errname(errno())));
-        }
-        Ok(Page { ptr: p.cast() })
-    }
-
-    /// Puts `v` at the start of the page.
-    pub(super) fn put<T: Copy>(&self, v: T) -> *mut T {
-        let p = self.ptr.cast::<T>();
-        // SAFETY: the page is writable here and `T` (an ABI struct) fits.
-        unsafe { p.write(v) };
-        p
-    }
-
-    pub(super) fn protect(&self, prot: i32) -> TestResult {
-        // SAFETY: changing the protection of our own page.
-        if unsafe { libc::mprotect(self.ptr.cast(), 4096, prot) } != 0 {
-            return Err(format!("mprotect: {}", errname(errno())));
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Page {
-    fn drop(&mut self) {
-        // SAFETY: unmapping our own page.
-        unsafe { libc::munmap(self.ptr.cast(), 4096) };
-    }
-}
-
-/// Writes an ioctl's argument struct into a page; returns its address.
-pub(super) type Filler<'a> = Box<dyn Fn(&Page) -> usize + 'a>;
-
-/// A page no access is allowed to (PROT_NONE), kept mapped so that no
-/// other mapping can take its address while it is in use.
-pub(super) fn inaccessible_page() -> Result<Page, String> {
-    let p = Page::new()?;
-    p.protect(libc::PROT_NONE)?;
-    Ok(p)
-}
-
-/// ioctl with a raw argument pointer.
-pub(super) fn ioctl_raw(d: &Dev, cmd: u32, arg: usize) -> Result<(), i32> {
-    // SAFETY: the driver validates `arg`; the tests pass pointers that are
-    // deliberately read-only or unmapped, which the kernel must refuse.
-    let r = unsafe { libc::ioctl(d.f.as_raw_fd(), libc::c_ulong::from(cmd), arg) };
-    if r < 0 { Err(errno()) } else { Ok(()) }
-}
 
 fn key_set(sc: &Scratch, slot: u32, key: &[u8; 32], cookie: u64) -> TestResult {
     sc.map.write(0, key);
@@ -394,17 +324,15 @@ fn readonly_submit_struct_queues_nothing() -> TestResult {
     let d = Dev::open()?;
     let before = d.stats()?;
     let reqs = [req(OP_NOP, 0, &[], 1)];
-    let page = Page::new()?;
-    let p = page.put(IocSubmit {
+    let submit = IocSubmit {
         reqs: reqs.as_ptr() as u64,
         count: 1,
         flags: 0,
         submitted: 0,
         reserved: 0,
-    });
-    page.protect(libc::PROT_READ)?;
+    };
     expect_err(
-        ioctl_raw(&d, PKTACCEL_IOC_SUBMIT, p as usize),
+        ioctl_on_readonly_page(&d, PKTACCEL_IOC_SUBMIT, submit)?,
         libc::EFAULT,
         "SUBMIT with a read-only IocSubmit",
     )?;
@@ -430,17 +358,15 @@ fn readonly_reap_struct_loses_nothing() -> TestResult {
     r.map_err(|e| format!("SUBMIT: {}", errname(e)))?;
     std::thread::sleep(Duration::from_millis(200));
     let mut comps = [IocCompletion::default(); 4];
-    let page = Page::new()?;
-    let p = page.put(IocReap {
+    let reap = IocReap {
         comps: comps.as_mut_ptr() as u64,
         max: 4,
         timeout_ms: 1000,
         count: 0,
         reserved: 0,
-    });
-    page.protect(libc::PROT_READ)?;
+    };
     expect_err(
-        ioctl_raw(&d, PKTACCEL_IOC_REAP, p as usize),
+        ioctl_on_readonly_page(&d, PKTACCEL_IOC_REAP, reap)?,
         libc::EFAULT,
         "REAP with a read-only IocReap",
     )?;

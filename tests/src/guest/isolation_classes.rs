@@ -7,21 +7,16 @@ use std::time::Duration;
 
 use pktaccel_abi::*;
 
-use super::isolation::{Filler, Page, inaccessible_page, ioctl_raw};
 use super::kmod_helpers::{
-    Dev, Map, Scratch, child_exit, errname, errno, expect_err, expect_ok, req, seg_in, seg_out,
-    wait_child, wait_pinned_zero,
+    Dev, Filler, Map, Page, Scratch, child_exit, errname, errno, expect_err, expect_ok,
+    inaccessible_page, ioctl_raw, req, seg_in, seg_out, wait_child, wait_pinned_zero,
 };
 use crate::ensure;
 use crate::harness::{Test, TestResult};
 
 pub(super) fn tests() -> Vec<Test> {
-    macro_rules! t {
-        ($($name:ident),* $(,)?) => {
-            vec![$(Test { name: concat!("kmod::", stringify!($name)), run: $name }),*]
-        };
-    }
-    t![
+    tests![
+        "kmod":
         arg_structs_readonly_and_unmapped,
         segment_in_another_process_slab,
         segments_straddling_adjacent_slabs,

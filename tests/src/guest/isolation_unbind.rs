@@ -2,7 +2,6 @@
 //! device reset that is not acknowledged (defect 7).
 
 use std::fs;
-use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use pktaccel_abi::*;
@@ -17,12 +16,8 @@ use crate::harness::{Test, TestResult};
 const KO: &str = "/lib/modules/pktaccel.ko";
 
 pub(super) fn tests() -> Vec<Test> {
-    macro_rules! t {
-        ($($name:ident),* $(,)?) => {
-            vec![$(Test { name: concat!("kmod::", stringify!($name)), run: $name }),*]
-        };
-    }
-    t![
+    tests![
+        "kmod":
         file_opened_before_unbind,
         rmmod_with_an_open_file,
         unacknowledged_reset_quarantines_memory,
@@ -76,20 +71,14 @@ fn file_opened_before_unbind() -> TestResult {
             d.free(s.id)
                 .map_err(|e| format!("SLAB_FREE after unbind: {}", errname(e)))?;
         }
-        let mut pfd = libc::pollfd {
-            fd: d.f.as_raw_fd(),
-            events: libc::POLLIN | libc::POLLOUT,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        unsafe { libc::poll(&mut pfd, 1, 100) };
+        let (_, revents) = d.poll(libc::POLLIN | libc::POLLOUT, 100);
         ensure!(
-            pfd.revents & libc::POLLHUP != 0,
+            revents & libc::POLLHUP != 0,
             "poll after unbind: {:#x}",
-            pfd.revents
+            revents
         );
         ensure!(
-            pfd.revents & libc::POLLOUT == 0,
+            revents & libc::POLLOUT == 0,
             "poll after unbind says writable"
         );
         d.free(sc.slab.id)

@@ -5,7 +5,6 @@
 //! that leaves a splat in the kernel log fails the suite there.
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use pktaccel_abi::*;
@@ -16,12 +15,8 @@ use crate::harness::{Test, TestResult};
 use crate::workload::{soft, vectors};
 
 pub(super) fn tests() -> Vec<Test> {
-    macro_rules! t {
-        ($($name:ident),* $(,)?) => {
-            vec![$(Test { name: concat!("kmod::", stringify!($name)), run: $name }),*]
-        };
-    }
-    t![
+    tests![
+        "kmod":
         dev_node_and_debugfs,
         info_ioctl,
         slab_alloc_mmap_free,
@@ -455,27 +450,17 @@ fn batch_of_many_requests() -> TestResult {
 
 fn poll_reports_completions() -> TestResult {
     let d = Dev::open()?;
-    let mut pfd = libc::pollfd {
-        fd: d.f.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd.
-    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+    let (n, revents) = d.poll(libc::POLLIN, 0);
     ensure!(
         n == 0,
-        "poll with nothing pending returned {n} ({:#x})",
-        pfd.revents
+        "poll with nothing pending returned {n} ({revents:#x})"
     );
     let (r, _) = d.submit(&[req(OP_NOP, 0, &[], 42)], 0);
     r.map_err(|e| format!("SUBMIT: {}", errname(e)))?;
-    pfd.revents = 0;
-    // SAFETY: one valid pollfd.
-    let n = unsafe { libc::poll(&mut pfd, 1, 5000) };
+    let (n, revents) = d.poll(libc::POLLIN, 5000);
     ensure!(
-        n == 1 && pfd.revents & libc::POLLIN != 0,
-        "poll returned {n}, revents {:#x}",
-        pfd.revents
+        n == 1 && revents & libc::POLLIN != 0,
+        "poll returned {n}, revents {revents:#x}"
     );
     let c = d.reap(4, 0).map_err(|e| format!("REAP: {}", errname(e)))?;
     ensure!(c.len() == 1 && c[0].cookie == 42, "reaped {c:?}");

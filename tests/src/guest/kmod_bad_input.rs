@@ -12,12 +12,8 @@ use crate::ensure;
 use crate::harness::{Test, TestResult};
 
 pub(super) fn tests() -> Vec<Test> {
-    macro_rules! t {
-        ($($name:ident),* $(,)?) => {
-            vec![$(Test { name: concat!("kmod::", stringify!($name)), run: $name }),*]
-        };
-    }
-    t![
+    tests![
+        "kmod":
         bad_ioctl_numbers,
         bad_submit_arguments,
         bad_slab_arguments,
@@ -68,14 +64,32 @@ fn bad_ioctl_numbers() -> TestResult {
 fn bad_submit_arguments() -> TestResult {
     let sc = Scratch::new(SLAB_MIN_SIZE, CACHE_WRITE_BACK)?;
     let d = &sc.dev;
-    let info = d.info()?;
     let rejected0 = d.stats()?.rejected;
     let good = [seg_in(sc.phys(0), 64)];
     let ok = req(OP_CRC32C, 0, &good, 1);
+    bad_submit_struct(d, &ok)?;
+    bad_request_fields(&sc, ok)?;
 
-    // Batch counts and flags.
+    // A bad request in the middle of a batch: the prefix is queued.
+    // A named array: `req` keeps only the address of its segments.
+    let zero_len = [seg_in(sc.phys(0), 0)];
+    let bad = req(OP_CRC32C, 0, &zero_len, 8);
+    let (res, n) = d.submit(&[ok, ok, bad, ok], 0);
+    expect_err(res, libc::EINVAL, "batch with a bad third request")?;
+    ensure!(n == 2, "batch prefix: submitted {n}, expected 2");
+    let comps = d.reap_n(2)?;
+    for c in &comps {
+        expect_ok(c, "prefix request")?;
+    }
+    ensure!(d.stats()?.rejected > rejected0, "rejections not counted");
+    Ok(())
+}
+
+/// Batch counts, flags, the reserved field and the request array pointer of
+/// IocSubmit itself.
+fn bad_submit_struct(d: &Dev, ok: &IocRequest) -> TestResult {
     let mut s = IocSubmit {
-        reqs: std::ptr::from_ref(&ok) as u64,
+        reqs: std::ptr::from_ref(ok) as u64,
         count: 0,
         flags: 0,
         submitted: 0,
@@ -113,36 +127,48 @@ fn bad_submit_arguments() -> TestResult {
         libc::EFAULT,
         "requests at 0x10",
     )?;
+    Ok(())
+}
 
-    let one = |r: IocRequest, want: i32, what: &str| -> TestResult {
-        let (res, n) = d.submit(&[r], 0);
-        expect_err(res, want, what)?;
-        ensure!(n == 0, "{what}: submitted {n}");
-        Ok(())
-    };
+/// One request submitted alone must be refused with `want`, nothing queued.
+fn refused_alone(d: &Dev, r: IocRequest, want: i32, what: &str) -> TestResult {
+    let (res, n) = d.submit(&[r], 0);
+    expect_err(res, want, what)?;
+    ensure!(n == 0, "{what}: submitted {n}");
+    Ok(())
+}
+
+/// Each field of one request out of range in turn (`ok` is a good one on
+/// `sc`'s slab).
+fn bad_request_fields(sc: &Scratch, ok: IocRequest) -> TestResult {
+    let d = &sc.dev;
+    let info = d.info()?;
     let mut r = ok;
     r.header.op = 16;
-    one(r, libc::EINVAL, "op 16")?;
+    refused_alone(d, r, libc::EINVAL, "op 16")?;
     let mut r = ok;
     r.header.flags = 1;
-    one(r, libc::EINVAL, "header flags")?;
+    refused_alone(d, r, libc::EINVAL, "header flags")?;
     let mut r = ok;
     r.queue = info.config.num_queues + 5;
-    one(r, libc::EINVAL, "queue out of range")?;
+    refused_alone(d, r, libc::EINVAL, "queue out of range")?;
     let many: Vec<IocSegment> = (0..=info.config.max_segments.min(64) as usize)
         .map(|i| seg_in(sc.phys(i * 64), 64))
         .collect();
-    one(
+    refused_alone(
+        d,
         req(OP_CRC32C, 0, &many, 2),
         libc::E2BIG,
         "too many segments",
     )?;
-    one(
+    refused_alone(
+        d,
         req(OP_CRC32C, 0, &[seg_in(sc.phys(0), 0)], 3),
         libc::EINVAL,
         "zero-length segment",
     )?;
-    one(
+    refused_alone(
+        d,
         req(OP_CRC32C, 0, &[seg_in(u64::MAX - 10, 64)], 4),
         libc::EINVAL,
         "address + length overflows",
@@ -152,9 +178,15 @@ fn bad_submit_arguments() -> TestResult {
         len: 64,
         dir: 9,
     }];
-    one(req(OP_CRC32C, 0, &bad_dir, 5), libc::EINVAL, "direction 9")?;
+    refused_alone(
+        d,
+        req(OP_CRC32C, 0, &bad_dir, 5),
+        libc::EINVAL,
+        "direction 9",
+    )?;
     let order = [seg_out(sc.phys(0), 64), seg_in(sc.phys(64), 64)];
-    one(
+    refused_alone(
+        d,
         req(OP_COPY, 0, &order, 6),
         libc::EINVAL,
         "input after output",
@@ -166,18 +198,8 @@ fn bad_submit_arguments() -> TestResult {
     expect_err(res, libc::E2BIG, "more than max_request_bytes")?;
     let mut r = ok;
     r.segs = 0x20;
-    one(r, libc::EFAULT, "segments at 0x20")?;
+    refused_alone(d, r, libc::EFAULT, "segments at 0x20")?;
 
-    // A bad request in the middle of a batch: the prefix is queued.
-    let bad = req(OP_CRC32C, 0, &[seg_in(sc.phys(0), 0)], 8);
-    let (res, n) = d.submit(&[ok, ok, bad, ok], 0);
-    expect_err(res, libc::EINVAL, "batch with a bad third request")?;
-    ensure!(n == 2, "batch prefix: submitted {n}, expected 2");
-    let comps = d.reap_n(2)?;
-    for c in &comps {
-        expect_ok(c, "prefix request")?;
-    }
-    ensure!(d.stats()?.rejected > rejected0, "rejections not counted");
     Ok(())
 }
 

@@ -1,5 +1,6 @@
 //! What the `kmod::` guest tests share: `/dev/pktaccel` ioctls and
-//! mappings, debugfs counters, forked children and shell commands.
+//! mappings, argument structs on pages of chosen protection, debugfs
+//! counters, forked children and shell commands.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -47,6 +48,19 @@ impl Dev {
             .open(DEV)
             .map_err(|e| format!("open {DEV}: {e}"))?;
         Ok(Dev { f })
+    }
+
+    /// poll(2) on this file for `events`: the count it returned and the
+    /// events it reported.
+    pub(super) fn poll(&self, events: i16, timeout_ms: i32) -> (i32, i16) {
+        let mut pfd = libc::pollfd {
+            fd: self.f.as_raw_fd(),
+            events,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, alive for the whole call.
+        let n = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+        (n, pfd.revents)
     }
 
     /// Raw ioctl with a pointer to `arg`, for the bad-input cases (wrong
@@ -245,6 +259,23 @@ pub(super) fn debugfs_u64(key: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("no numeric {key:?} in {DEBUGFS_STATS}"))
 }
 
+/// The numeric debugfs entries (every counter; `device alive` is left out).
+pub(super) fn debugfs_counters() -> Result<HashMap<String, u64>, String> {
+    Ok(debugfs_stats()?
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, v.parse().ok()?)))
+        .collect())
+}
+
+/// How much counter `key` rose from `before` to `after` (0 if absent).
+pub(super) fn counter_rise(
+    before: &HashMap<String, u64>,
+    after: &HashMap<String, u64>,
+    key: &str,
+) -> u64 {
+    after.get(key).copied().unwrap_or(0) - before.get(key).copied().unwrap_or(0)
+}
+
 /// Total requests the device completed, from debugfs.
 pub(super) fn device_requests() -> Result<u64, String> {
     let s = debugfs_stats()?;
@@ -391,4 +422,84 @@ pub(super) fn dmesg_count(needle: &str) -> Result<usize, String> {
         .lines()
         .filter(|l| l.contains(needle))
         .count())
+}
+
+/// One anonymous page, for argument structs with chosen protection.
+pub(super) struct Page {
+    pub(super) ptr: *mut u8,
+}
+
+impl Page {
+    pub(super) fn new() -> Result<Page, String> {
+        // SAFETY: a fresh private anonymous mapping; checked below.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(format!("mmap: {}", errname(errno())));
+        }
+        Ok(Page { ptr: p.cast() })
+    }
+
+    /// Puts `v` at the start of the page.
+    pub(super) fn put<T: Copy>(&self, v: T) -> *mut T {
+        let p = self.ptr.cast::<T>();
+        // SAFETY: the page is writable here and `T` (an ABI struct) fits.
+        unsafe { p.write(v) };
+        p
+    }
+
+    pub(super) fn protect(&self, prot: i32) -> TestResult {
+        // SAFETY: changing the protection of our own page.
+        if unsafe { libc::mprotect(self.ptr.cast(), 4096, prot) } != 0 {
+            return Err(format!("mprotect: {}", errname(errno())));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Page {
+    fn drop(&mut self) {
+        // SAFETY: unmapping our own page.
+        unsafe { libc::munmap(self.ptr.cast(), 4096) };
+    }
+}
+
+/// Writes an ioctl's argument struct into a page; returns its address.
+pub(super) type Filler<'a> = Box<dyn Fn(&Page) -> usize + 'a>;
+
+/// A page no access is allowed to (PROT_NONE), kept mapped so that no
+/// other mapping can take its address while it is in use.
+pub(super) fn inaccessible_page() -> Result<Page, String> {
+    let p = Page::new()?;
+    p.protect(libc::PROT_NONE)?;
+    Ok(p)
+}
+
+/// ioctl with a raw argument pointer.
+pub(super) fn ioctl_raw(d: &Dev, cmd: u32, arg: usize) -> Result<(), i32> {
+    // SAFETY: the driver validates `arg`; the tests pass pointers that are
+    // deliberately read-only or unmapped, which the kernel must refuse.
+    let r = unsafe { libc::ioctl(d.f.as_raw_fd(), libc::c_ulong::from(cmd), arg) };
+    if r < 0 { Err(errno()) } else { Ok(()) }
+}
+
+/// `cmd` with its argument struct `v` on a read-only page: what the driver
+/// answered.
+pub(super) fn ioctl_on_readonly_page<T: Copy>(
+    d: &Dev,
+    cmd: u32,
+    v: T,
+) -> Result<Result<(), i32>, String> {
+    let page = Page::new()?;
+    let p = page.put(v);
+    page.protect(libc::PROT_READ)?;
+    Ok(ioctl_raw(d, cmd, p as usize))
 }

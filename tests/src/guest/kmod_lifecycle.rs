@@ -3,7 +3,6 @@
 //! rebind, and the device process dying under the driver.
 
 use std::fs;
-use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -14,12 +13,8 @@ use crate::ensure;
 use crate::harness::{Test, TestResult};
 
 pub(super) fn tests() -> Vec<Test> {
-    macro_rules! t {
-        ($($name:ident),* $(,)?) => {
-            vec![$(Test { name: concat!("kmod::", stringify!($name)), run: $name }),*]
-        };
-    }
-    let v: Vec<Test> = t![
+    let v: Vec<Test> = tests![
+        "kmod":
         killed_process_frees_slabs,
         exit_with_requests_in_flight,
         module_params_cap_pinned_memory,
@@ -27,8 +22,8 @@ pub(super) fn tests() -> Vec<Test> {
     ];
     v.into_iter()
         .chain(
-            // Needs the host to kill pktaccel-device on cue: run it by hand
-            // (docs/kmod.md) until the rig has a hook for it.
+            // Needs the host to kill pktaccel-device on cue: `cargo xtask
+            // test-e2e` gives it a boot of its own and sets the variable.
             std::env::var_os(KILL_TEST_ENV).map(|_| Test {
                 name: "kmod::device_killed_while_in_flight",
                 run: device_killed_while_in_flight,
@@ -204,17 +199,11 @@ fn unbind_fails_in_flight_and_rebind() -> TestResult {
         }
         let (r, _) = sc.dev.submit(&[req(OP_NOP, 0, &[], 1)], 0);
         expect_err(r, libc::ENODEV, "submit after unbind")?;
-        let mut pfd = libc::pollfd {
-            fd: sc.dev.f.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        unsafe { libc::poll(&mut pfd, 1, 1000) };
+        let (_, revents) = sc.dev.poll(libc::POLLIN, 1000);
         ensure!(
-            pfd.revents & libc::POLLHUP != 0,
+            revents & libc::POLLHUP != 0,
             "poll after unbind: {:#x}",
-            pfd.revents
+            revents
         );
         // Slabs and mappings stay usable until closed.
         sc.map.write(0, b"ok");
@@ -296,17 +285,11 @@ fn device_killed_while_in_flight() -> TestResult {
     println!("kmod: closing a file with a request in flight took {closed_in:?}");
     let (r, _) = sc.dev.submit(&reqs[..1], 0);
     expect_err(r, libc::ENODEV, "submit to a dead device")?;
-    let mut pfd = libc::pollfd {
-        fd: sc.dev.f.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd.
-    unsafe { libc::poll(&mut pfd, 1, 1000) };
+    let (_, revents) = sc.dev.poll(libc::POLLIN, 1000);
     ensure!(
-        pfd.revents & libc::POLLHUP != 0,
+        revents & libc::POLLHUP != 0,
         "poll on a dead device: {:#x}",
-        pfd.revents
+        revents
     );
     ensure!(
         debugfs_stats()?.get("device").map(String::as_str) == Some("dead"),

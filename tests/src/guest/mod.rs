@@ -2,6 +2,14 @@
 
 use crate::harness::Test;
 
+/// An area's test list: `tests!("area": f, g)` registers each function as
+/// `area::f`, the name `--filter` and the host's report use.
+macro_rules! tests {
+    ($area:literal: $($name:ident),* $(,)?) => {
+        vec![$(crate::harness::Test { name: concat!($area, "::", stringify!($name)), run: $name }),*]
+    };
+}
+
 mod faults;
 mod fuzz;
 mod hostile;
@@ -14,6 +22,7 @@ mod kmod_helpers;
 mod kmod_lifecycle;
 mod openssl;
 mod pinned_programs;
+mod preload;
 mod rig;
 mod workloads;
 

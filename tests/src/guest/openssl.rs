@@ -12,19 +12,16 @@
 //! - the same with TLS 1.2 (ECDHE-ECDSA-AES256-GCM-SHA384, 1 MB), whose
 //!   records reach the provider as whole `EVP_Cipher` calls.
 
-use std::collections::HashMap;
 use std::process::{Command, Stdio};
 
+use super::kmod_helpers::{counter_rise, debugfs_counters, pattern};
+use super::preload::PRELOAD;
 use crate::ensure;
 use crate::harness::{Test, TestResult};
 
 pub(super) fn tests() -> Vec<Test> {
-    macro_rules! t {
-        ($($name:ident),* $(,)?) => {
-            vec![$(Test { name: concat!("openssl::", stringify!($name)), run: $name }),*]
-        };
-    }
-    t![
+    tests![
+        "openssl":
         provider_known_answers_on_device,
         provider_without_device_in_software,
         tls13_transfer_on_device,
@@ -32,26 +29,10 @@ pub(super) fn tests() -> Vec<Test> {
     ]
 }
 
-const PRELOAD: &str = "/usr/lib/libpktslab.so";
 const PROVIDER: &str = "/usr/lib/libpktaccel-provider.so";
 const CNF: &str = "/etc/ssl/pktaccel.cnf";
-const DEBUGFS_STATS: &str = "/sys/kernel/debug/pktaccel/stats";
 /// TLS's largest record payload.
 const MAX_RECORD: usize = 16384;
-
-fn debugfs() -> Result<HashMap<String, u64>, String> {
-    let s = std::fs::read_to_string(DEBUGFS_STATS).map_err(|e| format!("{DEBUGFS_STATS}: {e}"))?;
-    Ok(s.lines()
-        .filter_map(|l| {
-            let (k, v) = l.split_once(' ')?;
-            Some((k.to_string(), v.trim().parse().ok()?))
-        })
-        .collect())
-}
-
-fn delta(a: &HashMap<String, u64>, b: &HashMap<String, u64>, k: &str) -> u64 {
-    b.get(k).copied().unwrap_or(0) - a.get(k).copied().unwrap_or(0)
-}
 
 /// The provider's exit report, as numbers: (seal requests, open requests,
 /// zero-copy bytes, staged bytes), summed over every report in `err`.
@@ -97,13 +78,13 @@ fn kat(env: &[(&str, &str)]) -> Result<(String, String), String> {
 }
 
 fn provider_known_answers_on_device() -> TestResult {
-    let before = debugfs()?;
+    let before = debugfs_counters()?;
     let (so, se) = kat(&[])?;
-    let after = debugfs()?;
+    let after = debugfs_counters()?;
     let (seals, opens, zc, staged) = provider_report(&se);
     let (ds, dopen) = (
-        delta(&before, &after, "requests.aes-gcm-seal"),
-        delta(&before, &after, "requests.aes-gcm-open"),
+        counter_rise(&before, &after, "requests.aes-gcm-seal"),
+        counter_rise(&before, &after, "requests.aes-gcm-open"),
     );
     for l in so.lines().chain(se.lines()) {
         println!("kat: {l}");
@@ -124,12 +105,12 @@ fn provider_known_answers_on_device() -> TestResult {
 }
 
 fn provider_without_device_in_software() -> TestResult {
-    let before = debugfs()?;
+    let before = debugfs_counters()?;
     let (_, se) = kat(&[
         ("PKTSLAB_DEVICE", "/dev/pktaccel-missing"),
         ("PKTSLAB_BACKEND", "host"),
     ])?;
-    let after = debugfs()?;
+    let after = debugfs_counters()?;
     let (seals, opens, _, _) = provider_report(&se);
     ensure!(
         seals == 0 && opens == 0,
@@ -139,7 +120,7 @@ fn provider_without_device_in_software() -> TestResult {
         se.contains("software ") && !se.contains("software 0 bytes no device"),
         "the software fallback was not counted: {se}"
     );
-    let ds = delta(&before, &after, "requests.aes-gcm-seal");
+    let ds = counter_rise(&before, &after, "requests.aes-gcm-seal");
     ensure!(
         ds == 0,
         "requests.aes-gcm-seal rose by {ds} with the device hidden"
@@ -172,18 +153,6 @@ printf 'GET /data.bin HTTP/1.0\r\n\r\n' | $3 openssl s_client -unix "$1/tls.sock
 wait $spid
 "#;
 
-fn tls_data(len: usize) -> Vec<u8> {
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 fn tls13_transfer_on_device() -> TestResult {
     tls_transfer(
         "tls13",
@@ -212,9 +181,9 @@ fn tls_transfer(name: &str, proto: &str, size: usize) -> TestResult {
     );
     let dir = format!("/tmp/pktaccel-{name}-{}", std::process::id());
     std::fs::create_dir_all(&dir).map_err(|e| format!("{dir}: {e}"))?;
-    let data = tls_data(size);
+    let data = pattern(size, 0x9e37_79b9);
     std::fs::write(format!("{dir}/data.bin"), &data).map_err(|e| e.to_string())?;
-    let before = debugfs()?;
+    let before = debugfs_counters()?;
     // A driver without per-file key slots (no `key_slots_used` in its
     // stats) shares slot numbers between processes: give each side its
     // own half, or their keys would overwrite each other.
@@ -237,7 +206,7 @@ fn tls_transfer(name: &str, proto: &str, size: usize) -> TestResult {
         .stderr(Stdio::piped())
         .output()
         .map_err(|e| format!("cannot run sh: {e}"))?;
-    let after = debugfs()?;
+    let after = debugfs_counters()?;
     let read = |f: &str| std::fs::read_to_string(format!("{dir}/{f}")).unwrap_or_default();
     let (serr, cerr) = (read("server.err"), read("client.err"));
     ensure!(
@@ -265,10 +234,10 @@ fn tls_transfer(name: &str, proto: &str, size: usize) -> TestResult {
     );
     let records = data.len().div_ceil(MAX_RECORD) as u64;
     let (ds, dopen) = (
-        delta(&before, &after, "requests.aes-gcm-seal"),
-        delta(&before, &after, "requests.aes-gcm-open"),
+        counter_rise(&before, &after, "requests.aes-gcm-seal"),
+        counter_rise(&before, &after, "requests.aes-gcm-open"),
     );
-    let copied = delta(&before, &after, "bytes_copied");
+    let copied = counter_rise(&before, &after, "bytes_copied");
     let (s, c) = (provider_report(&serr), provider_report(&cerr));
     println!(
         "{name}: {} bytes identical (sha256 {}); driver requests.aes-gcm-seal +{ds}, requests.aes-gcm-open +{dopen}, bytes_copied +{copied}; at least {records} records",

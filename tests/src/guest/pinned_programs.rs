@@ -14,16 +14,13 @@
 
 use std::process::{Command, Output, Stdio};
 
+use super::preload::{PRELOAD, preloaded_stderr};
 use crate::ensure;
 use crate::harness::{Test, TestResult};
 
 pub(super) fn tests() -> Vec<Test> {
-    macro_rules! t {
-        ($($name:ident),* $(,)?) => {
-            vec![$(Test { name: concat!("pinned_programs::", stringify!($name)), run: $name }),*]
-        };
-    }
-    t![
+    tests![
+        "pinned_programs":
         xz_9_small_file,
         sort_n_million_numbers,
         sqlite3_300k_inserts,
@@ -32,8 +29,6 @@ pub(super) fn tests() -> Vec<Test> {
         python3_threaded_parent_forks,
     ]
 }
-
-const PRELOAD: &str = "/usr/lib/libpktslab.so";
 
 fn run(argv: &[&str], preload: bool, stdin: Option<&str>) -> Result<Output, String> {
     let mut c = Command::new(argv[0]);
@@ -79,16 +74,7 @@ fn same_output(name: &str, argv: &[&str], stdin: Option<&str>) -> Result<String,
         String::from_utf8_lossy(&plain.stderr)
     );
     let pre = run(argv, true, stdin)?;
-    let err = String::from_utf8_lossy(&pre.stderr).into_owned();
-    ensure!(
-        pre.status.success(),
-        "{name}: preloaded run failed ({}): {err}",
-        pre.status
-    );
-    ensure!(
-        err.contains("pktslab: backend device"),
-        "{name}: no device-backed pktslab report: {err}"
-    );
+    let err = preloaded_stderr(name, &pre)?;
     ensure!(
         !splits(&err).is_empty(),
         "{name}: no pinned/ordinary split in the report: {err}"

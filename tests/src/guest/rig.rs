@@ -10,24 +10,7 @@ use crate::harness::{Test, TestResult};
 use crate::pci;
 
 pub(super) fn tests() -> Vec<Test> {
-    vec![
-        Test {
-            name: "rig::kernel_is_7x",
-            run: kernel_is_7x,
-        },
-        Test {
-            name: "rig::pci_function_present",
-            run: pci_function_present,
-        },
-        Test {
-            name: "rig::module_loaded",
-            run: module_loaded,
-        },
-        Test {
-            name: "rig::config_space_magic_and_abi",
-            run: config_space_magic_and_abi,
-        },
-    ]
+    tests!["rig": kernel_is_7x, pci_function_present, module_loaded, config_space_magic_and_abi]
 }
 
 fn kernel_is_7x() -> TestResult {

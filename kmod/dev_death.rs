@@ -1,0 +1,155 @@
+// SPDX-License-Identifier: GPL-2.0
+//! The device's death: the watchdog that notices a device which stopped
+//! completing, the reset, failing (or quarantining) what is in flight, and
+//! unbind. A child module of `dev`, so it works on the device state's
+//! private fields directly.
+
+use super::*;
+
+impl DeviceState {
+    /// Whether a queue has had requests in flight and no completion for
+    /// longer than `request_timeout_ms`.
+    pub(super) fn stalled(&self, hw: &Hw) -> bool {
+        let limit = i64::from(crate::request_timeout_ms());
+        limit > 0
+            && !hw.dead
+            && hw.queues.iter().any(|qs| {
+                qs.vq.as_ref().is_some_and(|v| v.in_flight() > 0)
+                    && qs.last_progress.elapsed().as_millis() > limit
+            })
+    }
+
+    /// Declares the device dead if its oldest request has waited longer
+    /// than `request_timeout_ms` without any completion.
+    pub(crate) fn watchdog(&self) {
+        let stalled = {
+            let hw = self.hw.lock();
+            self.stalled(&hw)
+        };
+        if stalled {
+            self.declare_dead(Some("stopped completing requests"));
+        }
+    }
+
+    /// Stops the device for good: no new requests, the device is reset
+    /// (so it touches no ring or buffer any more), and every request in
+    /// flight completes with `STATUS_DEVICE_ERROR`, waking its waiters.
+    /// `why` is logged; `None` is an orderly unbind.
+    pub(crate) fn declare_dead(&self, why: Option<&str>) {
+        {
+            let mut hw = self.hw.lock();
+            if hw.dead {
+                return;
+            }
+            hw.dead = true;
+        }
+        if let Some(why) = why {
+            dev_err!(
+                self.pdev.as_ref(),
+                "device {}: resetting it and failing outstanding requests with STATUS_DEVICE_ERROR\n",
+                why
+            );
+        }
+        let acked = self.reset_device();
+        let mut quarantined = 0usize;
+        loop {
+            let inf = {
+                let mut hw = self.hw.lock();
+                let mut found = None;
+                for qs in hw.queues.iter_mut() {
+                    if let Some(s) = qs.slots.iter_mut().find(|s| s.is_some()) {
+                        found = s.take();
+                        break;
+                    }
+                }
+                found
+            };
+            let Some(mut inf) = inf else { break };
+            if !acked {
+                // The device may still write to this request's memory:
+                // never free it.
+                if let Some(b) = inf.bounce.as_mut() {
+                    b.quarantine();
+                }
+                inf.file.quarantine();
+                quarantined += 1;
+            }
+            self.stats.device_errors.add(1, Relaxed);
+            let st = abi::StatusRecord {
+                status: abi::STATUS_DEVICE_ERROR,
+                ..Default::default()
+            };
+            self.deliver(inf, st);
+        }
+        if quarantined > 0 {
+            dev_err!(
+                self.pdev.as_ref(),
+                "device did not acknowledge its reset: the memory of {} requests in flight (their slabs and bounce buffers) is quarantined and never reused\n",
+                quarantined
+            );
+        }
+        {
+            let mut hw = self.hw.lock();
+            for qs in hw.queues.iter_mut() {
+                if let Some(vq) = qs.vq.as_mut() {
+                    vq.reset_state();
+                }
+            }
+        }
+        self.space.notify_all();
+    }
+
+    /// Resets the device through the (revocable) BAR, waiting up to 100 ms
+    /// for it to acknowledge. False if it did not (or could not be asked):
+    /// it may still write to memory it was given.
+    fn reset_device(&self) -> bool {
+        let write = self.bar.try_access().map(|bar| {
+            Regs {
+                bar: &bar,
+                caps: &self.caps,
+            }
+            .write8(0, common::DEVICE_STATUS)
+        });
+        if !matches!(write, Some(Ok(()))) {
+            return false;
+        }
+        if crate::test_unacked_reset() {
+            return false;
+        }
+        for _ in 0..1000 {
+            let st = self.bar.try_access().map(|bar| {
+                Regs {
+                    bar: &bar,
+                    caps: &self.caps,
+                }
+                .status()
+            });
+            match st {
+                Some(Ok(0)) => return true,
+                None | Some(Err(_)) => return false,
+                Some(Ok(_)) => fsleep(Delta::from_micros(100)),
+            }
+        }
+        false
+    }
+
+    /// Unbind: stop everything and free the rings while still bound.
+    pub(crate) fn shutdown(&self) {
+        self.declare_dead(None);
+        let mut rings = KVec::with_capacity(self.nq, GFP_KERNEL).ok();
+        {
+            let mut hw = self.hw.lock();
+            for qs in hw.queues.iter_mut() {
+                let vq = qs.vq.take();
+                if let (Some(r), Some(vq)) = (rings.as_mut(), vq) {
+                    // Cannot fail: capacity `nq`. On allocation failure
+                    // above, the rings are dropped here, under the lock,
+                    // which is also fine (freeing coherent memory does
+                    // not sleep).
+                    let _ = r.push_within_capacity(vq);
+                }
+            }
+        }
+        drop(rings);
+    }
+}
