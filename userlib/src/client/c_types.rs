@@ -57,6 +57,11 @@ pub struct CLimits {
     pub queues: u32,
 }
 
-// The sizes `pktslab.h`'s static asserts check on the C side.
+// The layout `pktslab.h`'s static asserts check on the C side, checked
+// here too, in every crate that includes this file.
+const _: () = assert!(core::mem::size_of::<CIov>() == 16);
 const _: () = assert!(core::mem::size_of::<COp>() == 88);
+const _: () = assert!(core::mem::offset_of!(COp, inputs) == 56);
+const _: () = assert!(core::mem::offset_of!(COp, outputs) == 72);
+const _: () = assert!(core::mem::offset_of!(COp, cookie) == 80);
 const _: () = assert!(core::mem::size_of::<CLimits>() == 16);
