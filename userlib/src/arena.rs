@@ -15,7 +15,7 @@ use crate::Error;
 use crate::backend::{self, Backend, BackendError, SlabPhys};
 use crate::class::{PAGE_SHIFT, PAGE_SIZE, PAGES_PER_SLAB, SLAB_SHIFT, SLAB_SIZE};
 use crate::lock::SpinLock;
-use crate::v2p::{PHYS_NOT_PINNED, PageEntry, Phys, V2pError};
+use crate::v2p::{PHYS_LAZY, PHYS_NOT_PINNED, PageEntry, Phys, V2pError};
 
 /// Slot holds nothing; reservation only.
 pub const KIND_UNMAPPED: u32 = 0;
@@ -29,6 +29,7 @@ pub const KIND_LARGE: u32 = 3;
 pub const KIND_TAIL: u32 = 4;
 
 mod fork;
+mod lazy;
 mod resize;
 #[cfg(test)]
 mod tests;
@@ -249,8 +250,8 @@ impl Arena {
         if contig == 0 {
             return Err(V2pError::NotMapped);
         }
-        if phys == PHYS_NOT_PINNED {
-            return Err(V2pError::NotPinned);
+        if phys >= PHYS_LAZY {
+            return self.v2p_cold(p, phys);
         }
         let in_page = off & (PAGE_SIZE - 1);
         Ok(Phys {
@@ -290,7 +291,7 @@ impl Arena {
         let addr = self.slot_addr(i);
         let mut phys: SlabPhys = [PHYS_NOT_PINNED; PAGES_PER_SLAB];
         // SAFETY: the slot is unmapped (reservation only) and inside the arena.
-        let (pinned, id) = match unsafe { self.backend.map_slab(addr, i, len, &mut phys) } {
+        let (pinned, id) = match unsafe { self.backend.map_slab(addr, len, &mut phys) } {
             Ok(id) => (true, id),
             Err(e) => {
                 if !self.fallback {
@@ -329,8 +330,9 @@ impl Arena {
             for k in (0..mapped).rev() {
                 let e = self.page(slot * PAGES_PER_SLAB + k);
                 let ph = e.phys.load(Ordering::Relaxed);
-                let c = if ph != PHYS_NOT_PINNED
-                    && next_phys != PHYS_NOT_PINNED
+                // Not pinned or not yet resolved: a page on its own.
+                let c = if ph < PHYS_LAZY
+                    && next_phys < PHYS_LAZY
                     && ph + PAGE_SIZE as u64 == next_phys
                 {
                     PAGE_SIZE as u64 + next_contig

@@ -88,6 +88,19 @@ pub unsafe fn has_free_key(p: *mut u8, key: u64) -> bool {
     unsafe { *p.cast::<u64>().add(1) == key }
 }
 
+/// What a thread cache's refill gets (see [`ClassPool::take_batch`]).
+pub enum Refill {
+    /// Linked free pieces.
+    Chain(Chain),
+    /// `n` fresh pieces of the class from address `base`, never written.
+    Carved {
+        /// First piece.
+        base: usize,
+        /// Pieces.
+        n: usize,
+    },
+}
+
 /// Whole batches kept as they arrived, so moving one between a thread
 /// cache and the shared list is O(1) under the lock (no walk to find a
 /// tail through memory another core just wrote).
@@ -153,11 +166,9 @@ impl Default for ClassPool {
 }
 
 impl ClassPool {
-    /// Takes up to `want` free pieces (at least one unless memory ran out),
-    /// first from the free list, then by carving slabs. With `want > 1` a
-    /// whole batch a thread cache gave back may come instead, of up to
-    /// [`crate::class::cache_limit`] pieces: exactly what fits an empty
-    /// thread-cache bin.
+    /// Takes up to `want` free pieces as a linked chain with keys set (at
+    /// least one unless memory ran out): from the free list, then carved.
+    /// The path of heaps without thread caches.
     pub fn take(
         &self,
         arena: &Arena,
@@ -168,51 +179,15 @@ impl ClassPool {
         let _g = self.lock.lock();
         // SAFETY: lock held.
         let inner = unsafe { &mut *self.inner.get() };
-        if want > 1 && inner.nbatches > 0 {
-            // A whole batch as it came back: O(1), whatever its size.
-            inner.nbatches -= 1;
-            return Ok(inner.batches[inner.nbatches]);
-        }
-        let mut out = Chain::EMPTY;
-        if inner.free.count > 0 {
-            let n = want.min(inner.free.count);
-            let head = inner.free.head;
-            let mut tail = head;
-            for _ in 1..n {
-                // SAFETY: the first n pieces of the list are free pieces.
-                tail = unsafe { next_of(tail) };
-            }
-            // SAFETY: tail is a free piece.
-            inner.free.head = unsafe { next_of(tail) };
-            // SAFETY: tail is a free piece we now own; end the chain there.
-            unsafe { *tail.cast::<*mut u8>() = core::ptr::null_mut() };
-            inner.free.count -= n;
-            out = Chain {
-                head,
-                tail,
-                count: n,
-            };
-        }
+        let mut out = Self::take_listed(inner, want);
         let size = class_size(c);
         while out.count < want {
-            if inner.carving == usize::MAX {
-                match arena.alloc_run(1, 1, KIND_SMALL, c, slab_len(c, inner.grown)) {
-                    Ok((slot, _)) => {
-                        inner.carving = slot;
-                        inner.grown = inner.grown.saturating_add(1);
-                    }
-                    Err(e) if out.count == 0 => return Err(e),
-                    Err(_) => break,
-                }
-            }
-            let meta = arena.meta(inner.carving);
-            let slab_end = meta.mapped();
-            let bump = meta.bump.load(Ordering::Relaxed) as usize;
-            let n = (want - out.count).min((slab_end - bump) / size);
-            let base = arena.slot_addr(inner.carving) + bump;
+            let (base, n) = match Self::carve(inner, arena, c, want - out.count) {
+                Ok(r) => r,
+                Err(e) if out.count == 0 => return Err(e),
+                Err(_) => break,
+            };
             // Link the new pieces in address order, then prepend to `out`.
-            let first = base as *mut u8;
-            let last = (base + (n - 1) * size) as *mut u8;
             for k in 0..n {
                 let p = (base + k * size) as *mut u8;
                 let next = if k + 1 < n {
@@ -224,18 +199,86 @@ impl ClassPool {
                 unsafe { mark_free(p, next, key) };
             }
             if out.count == 0 {
-                out.tail = last;
+                out.tail = (base + (n - 1) * size) as *mut u8;
             }
-            out.head = first;
+            out.head = base as *mut u8;
             out.count += n;
-            let new_bump = bump + n * size;
-            // Publish the carve mark after the keys are written.
-            meta.bump.store(new_bump as u32, Ordering::Release);
-            if new_bump + size > slab_end {
-                inner.carving = usize::MAX;
-            }
         }
         Ok(out)
+    }
+
+    /// A thread cache's refill of up to `want` pieces: a whole batch a
+    /// cache gave back (O(1), up to [`crate::class::cache_limit`] pieces:
+    /// what fits an empty bin), else pieces of the free list, else a range
+    /// carved from the slab, handed over as addresses without writing a
+    /// byte of it: a fresh slab's pages are touched when the program uses
+    /// its pieces, not when a cache fills up.
+    pub fn take_batch(&self, arena: &Arena, c: usize, want: usize) -> Result<Refill, BackendError> {
+        let _g = self.lock.lock();
+        // SAFETY: lock held.
+        let inner = unsafe { &mut *self.inner.get() };
+        if inner.nbatches > 0 {
+            inner.nbatches -= 1;
+            return Ok(Refill::Chain(inner.batches[inner.nbatches]));
+        }
+        if inner.free.count > 0 {
+            return Ok(Refill::Chain(Self::take_listed(inner, want)));
+        }
+        let (base, n) = Self::carve(inner, arena, c, want)?;
+        Ok(Refill::Carved { base, n })
+    }
+
+    /// Unlinks up to `want` pieces from the front of the free list.
+    fn take_listed(inner: &mut ClassInner, want: usize) -> Chain {
+        let n = want.min(inner.free.count);
+        if n == 0 {
+            return Chain::EMPTY;
+        }
+        let head = inner.free.head;
+        let mut tail = head;
+        for _ in 1..n {
+            // SAFETY: the first n pieces of the list are free pieces.
+            tail = unsafe { next_of(tail) };
+        }
+        // SAFETY: tail is a free piece.
+        inner.free.head = unsafe { next_of(tail) };
+        // SAFETY: tail is a free piece we now own; end the chain there.
+        unsafe { *tail.cast::<*mut u8>() = core::ptr::null_mut() };
+        inner.free.count -= n;
+        Chain {
+            head,
+            tail,
+            count: n,
+        }
+    }
+
+    /// Claims up to `want` (>= 1) uncarved pieces of the class's current
+    /// slab, taking a new slab first if needed. Returns the first piece's
+    /// address and the count; only the carve mark is written.
+    fn carve(
+        inner: &mut ClassInner,
+        arena: &Arena,
+        c: usize,
+        want: usize,
+    ) -> Result<(usize, usize), BackendError> {
+        if inner.carving == usize::MAX {
+            let (slot, _) = arena.alloc_run(1, 1, KIND_SMALL, c, slab_len(c, inner.grown))?;
+            inner.carving = slot;
+            inner.grown = inner.grown.saturating_add(1);
+        }
+        let (size, slot) = (class_size(c), inner.carving);
+        let meta = arena.meta(slot);
+        let slab_end = meta.mapped();
+        let bump = meta.bump.load(Ordering::Relaxed) as usize;
+        let n = want.min((slab_end - bump) / size);
+        let new_bump = bump + n * size;
+        // Publish the carve mark; the pieces below it are now handed out
+        // (to a cache or a caller), which is all free() checks it for.
+        meta.bump.store(new_bump as u32, Ordering::Release);
+        if new_bump + size > slab_end {
+            inner.carving = usize::MAX;
+        }
+        Ok((arena.slot_addr(slot) + bump, n))
     }
 
     /// Returns a chain of free pieces (keys already set).

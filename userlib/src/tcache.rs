@@ -6,9 +6,9 @@
 //! other threads need no message passing); a cache above its limit hands a
 //! batch back to the shared list, and a thread's exit hands everything back.
 
-use crate::class::{NUM_CLASSES, batch, cache_limit};
+use crate::class::{NUM_CLASSES, batch, cache_limit, class_size};
 use crate::heap::Heap;
-use crate::slab::{Chain, mark_used, next_of, set_free_key};
+use crate::slab::{Chain, Refill, mark_free, mark_used, next_of, set_free_key};
 use crate::stats::Counters;
 
 /// Cache not yet set up on this thread.
@@ -93,20 +93,32 @@ impl ThreadCache {
     #[cold]
     #[inline(never)]
     fn refill(&mut self, heap: &Heap, c: usize) -> usize {
-        let Some(ch) = heap.take(c, batch(c)) else {
-            return 0;
-        };
         let base = OFFSETS[c];
-        // A batch is at most a full bin (see ClassPool::take).
-        assert!(ch.count <= cache_limit(c));
-        let mut p = ch.head;
-        for k in 0..ch.count {
-            self.slots[base + k] = p;
-            // SAFETY: the chain holds ch.count free pieces.
-            p = unsafe { next_of(p) };
-        }
-        self.counts[c] = ch.count as u32;
-        ch.count
+        let n = match heap.take_batch(c, batch(c)) {
+            None => return 0,
+            Some(Refill::Chain(ch)) => {
+                // A batch is at most a full bin (see ClassPool::take_batch).
+                assert!(ch.count <= cache_limit(c));
+                let mut p = ch.head;
+                for k in 0..ch.count {
+                    self.slots[base + k] = p;
+                    // SAFETY: the chain holds ch.count free pieces.
+                    p = unsafe { next_of(p) };
+                }
+                ch.count
+            }
+            Some(Refill::Carved { base: first, n }) => {
+                assert!(n <= cache_limit(c));
+                // Lowest address on top: handed out in address order.
+                let size = class_size(c);
+                for k in 0..n {
+                    self.slots[base + k] = (first + (n - 1 - k) * size) as *mut u8;
+                }
+                n
+            }
+        };
+        self.counts[c] = n as u32;
+        n
     }
 
     /// Pushes a freed piece of class `c`.
@@ -126,15 +138,16 @@ impl ThreadCache {
         self.counts[c] = n as u32 + 1;
     }
 
-    /// Links `n` cached pieces of bin `c` from slot `from` into a chain.
-    fn chain(&self, c: usize, from: usize, n: usize) -> Chain {
+    /// Links `n` cached pieces of bin `c` from slot `from` into a chain,
+    /// each marked free with `key` (a piece carved into the cache and never
+    /// handed out has no key yet).
+    fn chain(&self, c: usize, from: usize, n: usize, key: u64) -> Chain {
         let s = &self.slots[OFFSETS[c] + from..OFFSETS[c] + from + n];
-        for w in s.windows(2) {
+        for (k, &p) in s.iter().enumerate() {
+            let next = s.get(k + 1).copied().unwrap_or(core::ptr::null_mut());
             // SAFETY: cached pieces are free pieces this cache owns.
-            unsafe { *w[0].cast::<*mut u8>() = w[1] };
+            unsafe { mark_free(p, next, key) };
         }
-        // SAFETY: as above; end the chain.
-        unsafe { *s[n - 1].cast::<*mut u8>() = core::ptr::null_mut() };
         Chain {
             head: s[0],
             tail: s[n - 1],
@@ -149,7 +162,7 @@ impl ThreadCache {
     #[inline(never)]
     fn spill(&mut self, heap: &Heap, c: usize) -> usize {
         let (n, b) = (self.counts[c] as usize, batch(c));
-        heap.give(c, self.chain(c, 0, b));
+        heap.give(c, self.chain(c, 0, b, heap.key()));
         self.slots
             .copy_within(OFFSETS[c] + b..OFFSETS[c] + n, OFFSETS[c]);
         self.counts[c] = (n - b) as u32;
@@ -161,7 +174,7 @@ impl ThreadCache {
         for c in 0..NUM_CLASSES {
             let n = self.counts[c] as usize;
             if n > 0 {
-                heap.give(c, self.chain(c, 0, n));
+                heap.give(c, self.chain(c, 0, n, heap.key()));
             }
             self.counts[c] = 0;
         }

@@ -124,7 +124,6 @@ impl Backend {
     pub unsafe fn map_slab(
         &self,
         addr: usize,
-        slot: usize,
         len: usize,
         phys: &mut SlabPhys,
     ) -> Result<u32, BackendError> {
@@ -132,8 +131,17 @@ impl Backend {
             // SAFETY: forwarded caller contract.
             Backend::Device(d) => unsafe { d.map_slab(addr, len, phys) },
             // SAFETY: forwarded caller contract.
-            Backend::Host(h) => unsafe { h.map_slab(addr, slot, len, phys) }.map(|()| u32::MAX),
+            Backend::Host(h) => unsafe { h.map_slab(addr, len, phys) }.map(|()| u32::MAX),
             Backend::Missing => Err(BackendError::Unavailable),
+        }
+    }
+
+    /// Physical addresses for a slab whose entries [`Backend::map_slab`]
+    /// left [`crate::v2p::PHYS_LAZY`] (host memory, pinned on first v2p):
+    /// see [`host::HostBackend::resolve`].
+    pub fn resolve(&self, addr: usize, slot: usize, len: usize, phys: &mut SlabPhys) {
+        if let Backend::Host(h) = self {
+            h.resolve(addr, slot, len, phys);
         }
     }
 
