@@ -15,10 +15,11 @@ use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 use crate::backend::set_errno;
-use crate::class::MIN_ALIGN;
+use crate::class::{MIN_ALIGN, class_of};
 use crate::config::Config;
-use crate::fault::{FixedBuf, notice};
-use crate::heap::Heap;
+use crate::fault::{FixedBuf, abort_ptr, notice};
+use crate::heap::{Block, Heap};
+use crate::slab::has_free_key;
 use crate::stats::Stats;
 use crate::tcache::TC_ACTIVE;
 
@@ -291,9 +292,21 @@ static PRINT_STATS_AT_EXIT: extern "C" fn() = print_stats_at_exit;
 // The malloc family, as exported by the preload library
 // ---------------------------------------------------------------------------
 
-/// malloc().
+/// malloc(): a pop from this thread's cache when it holds a piece of the
+/// class (no check of the heap's state: an active cache implies a ready
+/// heap), else the general path.
 #[inline(always)]
 pub fn malloc(size: usize) -> *mut u8 {
+    let tc = tc_here();
+    // SAFETY: tc is this thread's cache, used only by this thread and not
+    // borrowed elsewhere during the call.
+    let t = unsafe { &mut *tc };
+    if size <= t.fast_max {
+        let p = t.try_pop(class_of(size), size);
+        if !p.is_null() {
+            return p;
+        }
+    }
     malloc_in(size, false)
 }
 
@@ -340,9 +353,21 @@ pub unsafe fn free(p: *mut u8, call: &str) {
     if let Some(h) = heap_if_ready()
         && h.contains(p)
     {
+        let b = h.classify(p, call);
         let tc = cache_ptr();
-        // SAFETY: p is inside the arena and free validates it; tc as in with_cache.
-        return unsafe { h.free(p, call, tc.as_mut()) };
+        if let (Block::Small(c), false) = (b, tc.is_null()) {
+            // SAFETY: classify proved p is a carved piece of class c.
+            if unsafe { has_free_key(p, h.key()) } {
+                abort_ptr(call, "double free of", p as usize);
+            }
+            // SAFETY: tc is this thread's live cache; p was validated as a
+            // live piece of class c just above.
+            if unsafe { (*tc).try_push(p, c, h.key()) } {
+                return;
+            }
+        }
+        // SAFETY: b is classify(p); tc as in with_cache.
+        return unsafe { h.free_block(p, b, call, tc.as_mut()) };
     }
     free_foreign(p);
 }

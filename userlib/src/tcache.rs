@@ -46,6 +46,10 @@ const SLOTS: usize = OFFSETS[NUM_CLASSES];
 pub struct ThreadCache {
     /// One of the `TC_*` states.
     pub state: u8,
+    /// Largest request the inline fast path serves from this cache:
+    /// min(PKTSLAB_PIN_MAX, largest class) while the cache is active, 0
+    /// otherwise, so one compare checks both.
+    pub fast_max: usize,
     counts: [u32; NUM_CLASSES],
     slots: [*mut u8; SLOTS],
     /// This thread's allocation counters.
@@ -61,12 +65,59 @@ impl ThreadCache {
     pub const fn new() -> Self {
         Self {
             state: TC_UNINIT,
+            fast_max: 0,
             counts: [0; NUM_CLASSES],
             slots: [core::ptr::null_mut(); SLOTS],
             counters: Counters::new(),
             next: core::ptr::null_mut(),
             prev: core::ptr::null_mut(),
         }
+    }
+
+    /// The fast path of malloc: pops a cached piece of class `c`, or NULL
+    /// when the bin is empty (the caller takes the slow path). No lock, no
+    /// atomic read-modify-write, no bounds check.
+    #[inline(always)]
+    pub fn try_pop(&mut self, c: usize, size: usize) -> *mut u8 {
+        debug_assert!(c < NUM_CLASSES);
+        // SAFETY: c < NUM_CLASSES (class_of of a size <= fast_max).
+        let n = unsafe { *self.counts.get_unchecked(c) } as usize;
+        if n == 0 {
+            return core::ptr::null_mut();
+        }
+        // SAFETY: c < NUM_CLASSES; n - 1 < cache_limit(c), so the slot is
+        // inside class c's part of `slots`.
+        unsafe {
+            *self.counts.get_unchecked_mut(c) = (n - 1) as u32;
+            let p = *self.slots.get_unchecked(*OFFSETS.get_unchecked(c) + n - 1);
+            // The piece belongs to the caller now: clear its free key.
+            mark_used(p);
+            self.counters.record_owned(c, size);
+            p
+        }
+    }
+
+    /// The fast path of free: caches a validated piece of class `c` when
+    /// its bin has room; false (nothing done) when full.
+    ///
+    /// # Safety
+    /// `p` must be a live piece of class `c`, validated by the caller as
+    /// [`Heap::classify`] and the double-free check do.
+    #[inline(always)]
+    pub unsafe fn try_push(&mut self, p: *mut u8, c: usize, key: u64) -> bool {
+        // SAFETY: c < NUM_CLASSES (from the slot's metadata).
+        let n = unsafe { *self.counts.get_unchecked(c) } as usize;
+        if n == cache_limit(c) {
+            return false;
+        }
+        // SAFETY: p is a live piece; n < cache_limit(c) keeps the slot in
+        // class c's part of `slots`.
+        unsafe {
+            set_free_key(p, key);
+            *self.slots.get_unchecked_mut(*OFFSETS.get_unchecked(c) + n) = p;
+            *self.counts.get_unchecked_mut(c) = n as u32 + 1;
+        }
+        true
     }
 
     /// Pops a piece of class `c`, refilling a batch from the shared list
