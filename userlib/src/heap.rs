@@ -136,7 +136,9 @@ impl Heap {
 
     /// A thread cache's refill for class `c` (see [`ClassPool::take_batch`]).
     pub(crate) fn take_batch(&self, c: usize, want: usize) -> Option<Refill> {
-        self.classes[c].take_batch(&self.arena, c, want).ok()
+        self.classes[c]
+            .take_batch(&self.arena, c, want, self.key)
+            .ok()
     }
 
     /// Shared-list return for class `c`.

@@ -11,7 +11,7 @@ use core::sync::atomic::Ordering;
 
 use crate::arena::{Arena, KIND_SMALL};
 use crate::backend::BackendError;
-use crate::class::{SLAB_SIZE, class_size};
+use crate::class::{PAGE_SIZE, SLAB_SIZE, class_size};
 use crate::lock::SpinLock;
 
 /// A chain of free pieces: `head`..`tail` linked through word 0.
@@ -92,7 +92,7 @@ pub unsafe fn has_free_key(p: *mut u8, key: u64) -> bool {
 pub enum Refill {
     /// Linked free pieces.
     Chain(Chain),
-    /// `n` fresh pieces of the class from address `base`, never written.
+    /// `n` fresh pieces of the class from address `base`, keys set.
     Carved {
         /// First piece.
         base: usize,
@@ -213,7 +213,13 @@ impl ClassPool {
     /// carved from the slab, handed over as addresses without writing a
     /// byte of it: a fresh slab's pages are touched when the program uses
     /// its pieces, not when a cache fills up.
-    pub fn take_batch(&self, arena: &Arena, c: usize, want: usize) -> Result<Refill, BackendError> {
+    pub fn take_batch(
+        &self,
+        arena: &Arena,
+        c: usize,
+        want: usize,
+        key: u64,
+    ) -> Result<Refill, BackendError> {
         let _g = self.lock.lock();
         // SAFETY: lock held.
         let inner = unsafe { &mut *self.inner.get() };
@@ -224,7 +230,15 @@ impl ClassPool {
         if inner.free.count > 0 {
             return Ok(Refill::Chain(Self::take_listed(inner, want)));
         }
-        let (base, n) = Self::carve(inner, arena, c, want)?;
+        // At most a page of fresh pieces (or one larger piece): each gets
+        // the free key, so a free() of one the program never got aborts
+        // as before, and a refill touches one new page, not 64 KiB.
+        let size = class_size(c);
+        let (base, n) = Self::carve(inner, arena, c, want.min((PAGE_SIZE / size).max(1)))?;
+        for k in 0..n {
+            // SAFETY: a fresh piece in a mapped slab owned by this class.
+            unsafe { set_free_key((base + k * size) as *mut u8, key) };
+        }
         Ok(Refill::Carved { base, n })
     }
 

@@ -8,7 +8,7 @@
 
 use crate::class::{NUM_CLASSES, batch, cache_limit, class_size};
 use crate::heap::Heap;
-use crate::slab::{Chain, Refill, mark_free, mark_used, next_of, set_free_key};
+use crate::slab::{Chain, Refill, mark_used, next_of, set_free_key};
 use crate::stats::Counters;
 
 /// Cache not yet set up on this thread.
@@ -189,16 +189,16 @@ impl ThreadCache {
         self.counts[c] = n as u32 + 1;
     }
 
-    /// Links `n` cached pieces of bin `c` from slot `from` into a chain,
-    /// each marked free with `key` (a piece carved into the cache and never
-    /// handed out has no key yet).
-    fn chain(&self, c: usize, from: usize, n: usize, key: u64) -> Chain {
+    /// Links `n` cached pieces of bin `c` from slot `from` into a chain
+    /// (their free keys are already set).
+    fn chain(&self, c: usize, from: usize, n: usize) -> Chain {
         let s = &self.slots[OFFSETS[c] + from..OFFSETS[c] + from + n];
-        for (k, &p) in s.iter().enumerate() {
-            let next = s.get(k + 1).copied().unwrap_or(core::ptr::null_mut());
+        for w in s.windows(2) {
             // SAFETY: cached pieces are free pieces this cache owns.
-            unsafe { mark_free(p, next, key) };
+            unsafe { *w[0].cast::<*mut u8>() = w[1] };
         }
+        // SAFETY: as above; end the chain.
+        unsafe { *s[n - 1].cast::<*mut u8>() = core::ptr::null_mut() };
         Chain {
             head: s[0],
             tail: s[n - 1],
@@ -213,7 +213,7 @@ impl ThreadCache {
     #[inline(never)]
     fn spill(&mut self, heap: &Heap, c: usize) -> usize {
         let (n, b) = (self.counts[c] as usize, batch(c));
-        heap.give(c, self.chain(c, 0, b, heap.key()));
+        heap.give(c, self.chain(c, 0, b));
         self.slots
             .copy_within(OFFSETS[c] + b..OFFSETS[c] + n, OFFSETS[c]);
         self.counts[c] = (n - b) as u32;
@@ -225,7 +225,7 @@ impl ThreadCache {
         for c in 0..NUM_CLASSES {
             let n = self.counts[c] as usize;
             if n > 0 {
-                heap.give(c, self.chain(c, 0, n, heap.key()));
+                heap.give(c, self.chain(c, 0, n));
             }
             self.counts[c] = 0;
         }
