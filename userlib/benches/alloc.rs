@@ -178,26 +178,11 @@ fn realloc_growth<A: Alloc>(a: &A) -> f64 {
     })
 }
 
-/// A large buffer doubling from 4 KiB to 16 MiB (vector growth).
+/// A large buffer doubling from 4 KiB to 16 MiB (vector growth), cycle
+/// after cycle.
 fn realloc_doubling<A: Alloc>(a: &A) -> f64 {
     rate(Duration::from_millis(300), |n| {
-        let mut ops = 0;
-        for _ in 0..n.div_ceil(12) {
-            let mut size = 4096;
-            let mut p = a.malloc(size);
-            while size < 16 << 20 {
-                // SAFETY: p is live with `size` bytes.
-                unsafe {
-                    p = black_box(a.realloc(p, size, size * 2));
-                    size *= 2;
-                    *p.add(size - 1) = 1;
-                }
-                ops += 1;
-            }
-            // SAFETY: live block.
-            unsafe { a.free(p, size) };
-        }
-        ops
+        (0..n.div_ceil(12)).map(|_| realloc_cycle(a)).sum()
     })
 }
 

@@ -4,26 +4,17 @@
 
 use core::ffi::{c_int, c_void};
 
-use crate::class::{NUM_CLASSES, SLAB_SIZE};
+use crate::class::SLAB_SIZE;
 use crate::global;
+use crate::stats::Totals;
 use crate::v2p::V2pError;
 
 /// C view of [`crate::Stats`]; layout pinned by `pktslab.h`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct CStats {
-    /// Allocations per class (16 B .. 1 MiB), then large ones.
-    pub allocs: [u64; NUM_CLASSES + 1],
-    /// Bytes requested over all allocations.
-    pub requested: u64,
-    /// Bytes handed out over all allocations.
-    pub usable: u64,
-    /// Largest request.
-    pub largest: u64,
-    /// Pinned bytes held now.
-    pub bytes_pinned: u64,
-    /// Unpinned fallback bytes held now.
-    pub bytes_fallback: u64,
+    /// Allocation counts and byte totals.
+    pub totals: Totals,
     /// Internal waste, per mille.
     pub waste_permille: u32,
     /// `PKTSLAB_MODE_*` of the backend.
@@ -94,12 +85,7 @@ pub unsafe extern "C" fn pktslab_v2p(p: *const c_void, contig: *mut usize) -> u6
 pub unsafe extern "C" fn pktslab_stats(out: *mut CStats) -> c_int {
     let Some(s) = global::stats() else { return -1 };
     let c = CStats {
-        allocs: s.allocs,
-        requested: s.requested,
-        usable: s.usable,
-        largest: s.largest,
-        bytes_pinned: s.bytes_pinned,
-        bytes_fallback: s.bytes_fallback,
+        totals: s.totals,
         waste_permille: (s.waste_percent() * 10.0) as u32,
         mode: s.mode as u32,
         slab_size: SLAB_SIZE as u64,

@@ -13,7 +13,7 @@ use pktaccel_abi::{
     PKTACCEL_IOC_SLAB_FREE,
 };
 
-use super::{BackendError, SlabPhys, errno, reserve_fixed};
+use super::{BackendError, errno, reserve_fixed};
 use crate::class::PAGE_SIZE;
 
 /// The smallest slab the driver hands out.
@@ -88,16 +88,13 @@ impl DeviceBackend {
         if r < 0 { Err(errno()) } else { Ok(info) }
     }
 
-    /// See [`super::Backend::map_slab`].
+    /// See [`super::Backend::map_slab`]: one driver slab of
+    /// `pages.len()` pages at `addr`; `pages` gets their physical addresses.
     ///
     /// # Safety
     /// As there.
-    pub unsafe fn map_slab(
-        &self,
-        addr: usize,
-        len: usize,
-        phys: &mut SlabPhys,
-    ) -> Result<u32, BackendError> {
+    pub unsafe fn map_slab(&self, addr: usize, pages: &mut [u64]) -> Result<u32, BackendError> {
+        let len = pages.len() * PAGE_SIZE;
         let mut req = IocSlabAlloc {
             size: len as u64,
             caching: self.caching,
@@ -136,7 +133,7 @@ impl DeviceBackend {
             unsafe { reserve_fixed(addr, len) };
             return Err(BackendError::Os(e));
         }
-        for (i, out) in phys.iter_mut().take(len / PAGE_SIZE).enumerate() {
+        for (i, out) in pages.iter_mut().enumerate() {
             *out = req.phys + (i * PAGE_SIZE) as u64;
         }
         self.pinned.fetch_add(len as u64, Ordering::Relaxed);

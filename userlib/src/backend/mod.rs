@@ -7,7 +7,7 @@
 pub mod device;
 pub mod host;
 
-use crate::class::{PAGES_PER_SLAB, SLAB_SIZE};
+use crate::class::{PAGE_SIZE, PAGES_PER_SLAB, SLAB_SIZE};
 use crate::config::{BackendChoice, Config};
 
 /// How physical addresses are obtained; reported by stats and the API.
@@ -108,7 +108,7 @@ impl Backend {
     pub fn granule(&self, len: usize) -> usize {
         match self {
             Backend::Device(_) => len.next_power_of_two().max(device::MIN_SLAB),
-            _ => len.next_multiple_of(crate::class::PAGE_SIZE),
+            _ => len.next_multiple_of(PAGE_SIZE),
         }
         .min(SLAB_SIZE)
     }
@@ -129,7 +129,7 @@ impl Backend {
     ) -> Result<u32, BackendError> {
         match self {
             // SAFETY: forwarded caller contract.
-            Backend::Device(d) => unsafe { d.map_slab(addr, len, phys) },
+            Backend::Device(d) => unsafe { d.map_slab(addr, &mut phys[..len / PAGE_SIZE]) },
             // SAFETY: forwarded caller contract.
             Backend::Host(h) => unsafe { h.map_slab(addr, len, phys) }.map(|()| u32::MAX),
             Backend::Missing => Err(BackendError::Unavailable),
