@@ -7,7 +7,6 @@ use core::ffi::{c_int, c_void};
 use crate::class::SLAB_SIZE;
 use crate::global;
 use crate::stats::Totals;
-use crate::v2p::V2pError;
 
 /// C view of [`crate::Stats`]; layout pinned by `pktslab.h`.
 #[repr(C)]
@@ -62,11 +61,7 @@ pub unsafe extern "C" fn pktslab_realloc(p: *mut c_void, size: usize) -> *mut c_
 /// `contig` is NULL or writable.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn pktslab_v2p(p: *const c_void, contig: *mut usize) -> u64 {
-    let r = match global::heap_if_ready() {
-        Some(h) => h.arena().v2p(p as usize),
-        None => Err(V2pError::OutsideArena),
-    };
-    let (addr, len) = match r {
+    let (addr, len) = match global::v2p(p.cast()) {
         Ok(ph) => (ph.addr, ph.contig),
         Err(e) => (e.c_value(), 0),
     };

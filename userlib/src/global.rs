@@ -22,11 +22,14 @@ use crate::heap::{Block, Heap};
 use crate::slab::has_free_key;
 use crate::stats::Stats;
 use crate::tcache::TC_ACTIVE;
+use crate::v2p::{Phys, V2pError};
 
 mod explicit;
 mod next;
+mod ordinary;
 mod thread_caches;
 
+use ordinary::BLOCKS;
 pub use thread_caches::with_cache;
 use thread_caches::{REGISTRY, cache_ptr, tc_here, thread_exit};
 
@@ -210,9 +213,11 @@ extern "C" fn fork_prepare() {
         }
     }
     REGISTRY.lock.raw_lock();
+    BLOCKS.lock.raw_lock();
 }
 
 extern "C" fn fork_parent() {
+    BLOCKS.lock.raw_unlock();
     REGISTRY.lock.raw_unlock();
     if let Some(h) = heap_if_ready() {
         h.arena().fork_parent();
@@ -237,6 +242,7 @@ extern "C" fn fork_child() {
             *REGISTRY.head.get() = core::ptr::null_mut();
         }
     }
+    BLOCKS.lock.raw_unlock();
     REGISTRY.lock.raw_unlock();
     if let Some(h) = heap_if_ready() {
         if h.arena().backend().slabs_not_inherited() {
@@ -247,6 +253,29 @@ extern "C" fn fork_child() {
             h.arena().backend().reopen_in_child();
         }
         h.unlock_all();
+    }
+}
+
+/// v2p on the process heap: the arena's answer, and "not pinned" (not
+/// "outside the arena") for ordinary memory malloc() handed out above
+/// PKTSLAB_PIN_MAX.
+#[inline(always)]
+pub fn v2p(p: *const u8) -> Result<Phys, V2pError> {
+    match heap_if_ready() {
+        Some(h) => match h.arena().v2p(p as usize) {
+            Err(V2pError::OutsideArena) => v2p_outside(p),
+            r => r,
+        },
+        None => Err(V2pError::OutsideArena),
+    }
+}
+
+#[cold]
+fn v2p_outside(p: *const u8) -> Result<Phys, V2pError> {
+    if BLOCKS.contains(p as usize) {
+        Err(V2pError::NotPinned)
+    } else {
+        Err(V2pError::OutsideArena)
     }
 }
 
@@ -473,7 +502,10 @@ unsafe fn realloc_in(p: *mut u8, size: usize, all: bool) -> *mut u8 {
             let old = next_usable(p);
             let q = next_realloc(p, size);
             if !q.is_null() {
-                ORDINARY_BYTES.fetch_add(next_usable(q) as i64 - old as i64, Ordering::Relaxed);
+                let new = next_usable(q);
+                BLOCKS.remove(p as usize);
+                BLOCKS.insert(q as usize, new);
+                ORDINARY_BYTES.fetch_add(new as i64 - old as i64, Ordering::Relaxed);
             }
             q
         }

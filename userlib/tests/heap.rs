@@ -155,13 +155,13 @@ fn malloc_above_the_pin_limit_is_ordinary_and_realloc_crosses_it() {
             *p.add(i) = (i % 253) as u8;
         }
         let q = global::realloc(p, limit + 1);
-        assert_eq!(
-            pktslab::v2p(q),
-            Err(V2pError::OutsideArena),
-            "above: ordinary"
-        );
+        assert_eq!(pktslab::v2p(q), Err(V2pError::NotPinned), "above: ordinary");
         assert!(global::usable_size(q) > limit);
         let r = global::realloc(q, 4 * limit);
+        // Inside the block, to its last byte: still the heap's, not pinned.
+        for at in [0, 1, 4 * limit - 1] {
+            assert_eq!(pktslab::v2p(r.add(at)), Err(V2pError::NotPinned), "+{at}");
+        }
         let s = global::realloc(r, 1000);
         assert!(pktslab::v2p(s).is_ok(), "back below: pinned again");
         for i in 0..1000 {
@@ -169,12 +169,15 @@ fn malloc_above_the_pin_limit_is_ordinary_and_realloc_crosses_it() {
         }
         global::free(s, "free");
         let z = global::calloc(3, limit);
-        assert_eq!(pktslab::v2p(z), Err(V2pError::OutsideArena));
+        assert_eq!(pktslab::v2p(z), Err(V2pError::NotPinned));
         assert!((0..3 * limit).all(|i| *z.add(i) == 0));
         global::free(z, "free");
     }
+    // This test's own: the realloc across the limit and the calloc (the
+    // realloc that stays above grows the same block). Other tests running
+    // in parallel may add theirs.
     let s = global::stats().unwrap();
-    assert!(s.ordinary_allocs >= 3, "counted: {s:?}");
+    assert!(s.ordinary_allocs >= 2, "counted: {s:?}");
 }
 
 #[test]
