@@ -91,6 +91,11 @@ struct ArenaState {
 pub struct Arena {
     base: usize,
     size: usize,
+    /// The whole reservation (start, length): the arena plus its unused
+    /// alignment head and tail.
+    reserved: (usize, usize),
+    /// Bytes of the one mapping holding `pages` then `slots`.
+    tables_len: usize,
     nslots: usize,
     slots: *mut SlotMeta,
     pages: *mut PageEntry,
@@ -156,24 +161,31 @@ impl Arena {
             return Err(Error::Reserve(backend::errno()));
         }
         let raw = raw as usize;
+        // The unaligned head and the tail stay reserved (address space
+        // only, never touched): trimming them would cost two more system
+        // calls in every process's start-up.
         let base = raw.next_multiple_of(ARENA_ALIGN);
-        // Trim the unaligned head and the tail so only [base, base+size) stays.
-        // SAFETY: both ranges are parts of the reservation just made.
-        unsafe {
-            if base > raw {
-                libc::munmap(raw as *mut libc::c_void, base - raw);
-            }
-            let end = base + size;
-            if raw + span > end {
-                libc::munmap(end as *mut libc::c_void, raw + span - end);
-            }
-        }
         let nslots = size >> SLAB_SHIFT;
-        let slots = map_table(nslots * size_of::<SlotMeta>())?.cast::<SlotMeta>();
-        let pages = map_table((size >> PAGE_SHIFT) * size_of::<PageEntry>())?.cast::<PageEntry>();
+        // Both tables in one mapping: the page table, then the slot table.
+        let pages_len = (size >> PAGE_SHIFT) * size_of::<PageEntry>();
+        let tables_len = pages_len + nslots * size_of::<SlotMeta>();
+        let tables = match map_table(tables_len) {
+            Ok(t) => t,
+            Err(e) => {
+                // SAFETY: the reservation just made; nothing uses it.
+                unsafe { libc::munmap(raw as *mut libc::c_void, span) };
+                return Err(e);
+            }
+        };
+        let pages = tables.cast::<PageEntry>();
+        // SAFETY: pages_len is inside the tables mapping; it is a multiple
+        // of 16, so the slot table is aligned for SlotMeta.
+        let slots = unsafe { tables.add(pages_len) }.cast::<SlotMeta>();
         Ok(Self {
             base,
             size,
+            reserved: (raw, span),
+            tables_len,
             nslots,
             slots,
             pages,
@@ -534,12 +546,8 @@ impl Drop for Arena {
         }
         // SAFETY: we own these mappings and nobody refers to them any more.
         unsafe {
-            libc::munmap(self.base as *mut libc::c_void, self.size);
-            libc::munmap(self.slots.cast(), self.nslots * size_of::<SlotMeta>());
-            libc::munmap(
-                self.pages.cast(),
-                (self.size >> PAGE_SHIFT) * size_of::<PageEntry>(),
-            );
+            libc::munmap(self.reserved.0 as *mut libc::c_void, self.reserved.1);
+            libc::munmap(self.pages.cast(), self.tables_len);
         }
     }
 }

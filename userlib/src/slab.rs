@@ -104,7 +104,7 @@ pub enum Refill {
 /// Whole batches kept as they arrived, so moving one between a thread
 /// cache and the shared list is O(1) under the lock (no walk to find a
 /// tail through memory another core just wrote).
-const BATCHES: usize = 32;
+const BATCHES: usize = 16;
 
 struct ClassInner {
     /// Batches handed back by thread caches, newest last.
