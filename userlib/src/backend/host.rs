@@ -33,6 +33,8 @@ pub struct HostBackend {
 const UNPROBED: i32 = -2;
 /// `pagemap_fd` when PFNs are hidden (not root) or synthetic mode was asked for.
 const NO_PAGEMAP: i32 = -1;
+/// Slabs at least this long are populated when mapped (see map_slab).
+const POPULATE_FROM: usize = 256 * 1024;
 /// madvise(2) advice (Linux 5.14): populate writable, as if written.
 const MADV_POPULATE_WRITE: i32 = 23;
 
@@ -174,8 +176,17 @@ impl HostBackend {
             self.pinned.fetch_sub(size, Ordering::Relaxed);
             return Err(BackendError::OutOfPinned);
         }
+        // A class's third slab on (256 KiB and up) or a large run is busy
+        // memory: populate it in one go, as cheaper than a fault per page.
+        // A class's first, small slabs stay lazy: a short program touches
+        // a page or two of each.
+        let populate = if len >= POPULATE_FROM {
+            libc::MAP_POPULATE
+        } else {
+            0
+        };
         // SAFETY: the caller's contract: a dead part of the reservation.
-        if let Err(e) = unsafe { super::map_unpinned(addr, len) } {
+        if let Err(e) = unsafe { super::map_anonymous(addr, len, populate) } {
             self.pinned.fetch_sub(size, Ordering::Relaxed);
             return Err(match e {
                 BackendError::Os(libc::ENOMEM) => BackendError::OutOfPinned,

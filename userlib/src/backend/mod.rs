@@ -218,13 +218,22 @@ impl Backend {
 /// # Safety
 /// As [`Backend::map_slab`].
 pub unsafe fn map_unpinned(addr: usize, len: usize) -> Result<(), BackendError> {
+    // SAFETY: forwarded caller contract.
+    unsafe { map_anonymous(addr, len, 0) }
+}
+
+/// [`map_unpinned`] with extra mmap flags (`MAP_POPULATE`).
+///
+/// # Safety
+/// As [`Backend::map_slab`].
+pub unsafe fn map_anonymous(addr: usize, len: usize, flags: i32) -> Result<(), BackendError> {
     // SAFETY: MAP_FIXED replaces only the caller's reservation range.
     let p = unsafe {
         libc::mmap(
             addr as *mut libc::c_void,
             len,
             libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED | flags,
             -1,
             0,
         )
