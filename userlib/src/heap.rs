@@ -142,8 +142,15 @@ impl Heap {
     }
 
     /// Shared-list return for class `c`.
-    pub(crate) fn give(&self, c: usize, chain: Chain) {
-        self.classes[c].give(chain)
+    /// Frees crossing the class's hysteresis mark give its entirely free
+    /// slabs back right away (see [`crate::slab::AUTO_TRIM_MIN`]).
+    /// Returns the bytes so released.
+    pub(crate) fn give(&self, c: usize, chain: Chain) -> usize {
+        if self.classes[c].give(c, chain) {
+            self.classes[c].trim(&self.arena, c)
+        } else {
+            0
+        }
     }
 
     /// Free pieces of class `c` on the shared list.

@@ -116,7 +116,18 @@ struct ClassInner {
     carving: usize,
     /// Slabs this class has taken so far: each is twice the last.
     grown: u32,
+    /// Pieces on the shared list and in the kept batches.
+    listed: usize,
+    /// Bytes of listed pieces at which a give() trims the class (the
+    /// hysteresis of the automatic return of empty slabs).
+    trim_at: usize,
 }
+
+/// The least free bytes a class keeps on its shared list before a free
+/// gives its empty slabs back by itself: two grown slabs (or two of the
+/// class's own slabs when bigger), so a program that frees and reallocates
+/// a working set does not make the driver unmap and map slabs all the time.
+pub const AUTO_TRIM_MIN: usize = 2 * GROWN_SLAB;
 
 /// The first slab of a class: the driver's smallest (64 KiB). A program
 /// that uses a class lightly pins 64 KiB for it, not 2 MiB; a busier class
@@ -160,6 +171,8 @@ impl Default for ClassPool {
                 free: Chain::EMPTY,
                 carving: usize::MAX,
                 grown: 0,
+                listed: 0,
+                trim_at: AUTO_TRIM_MIN,
             }),
         }
     }
@@ -225,7 +238,9 @@ impl ClassPool {
         let inner = unsafe { &mut *self.inner.get() };
         if inner.nbatches > 0 {
             inner.nbatches -= 1;
-            return Ok(Refill::Chain(inner.batches[inner.nbatches]));
+            let b = inner.batches[inner.nbatches];
+            inner.listed -= b.count;
+            return Ok(Refill::Chain(b));
         }
         if inner.free.count > 0 {
             return Ok(Refill::Chain(Self::take_listed(inner, want)));
@@ -259,6 +274,7 @@ impl ClassPool {
         // SAFETY: tail is a free piece we now own; end the chain there.
         unsafe { *tail.cast::<*mut u8>() = core::ptr::null_mut() };
         inner.free.count -= n;
+        inner.listed -= n;
         Chain {
             head,
             tail,
@@ -295,20 +311,26 @@ impl ClassPool {
         Ok((arena.slot_addr(slot) + bump, n))
     }
 
-    /// Returns a chain of free pieces (keys already set).
-    pub fn give(&self, chain: Chain) {
+    /// Returns a chain of free pieces of class `c` (keys already set).
+    /// True when the free bytes listed reached the class's trim mark: the
+    /// caller should [`ClassPool::trim`] it (after this lock is released).
+    pub fn give(&self, c: usize, chain: Chain) -> bool {
         if chain.count == 0 {
-            return;
+            return false;
         }
         let _g = self.lock.lock();
         // SAFETY: lock held.
         let inner = unsafe { &mut *self.inner.get() };
+        inner.listed += chain.count;
         if chain.count > 1 && inner.nbatches < BATCHES {
             inner.batches[inner.nbatches] = chain;
             inner.nbatches += 1;
-            return;
+        } else {
+            Self::prepend(&mut inner.free, chain);
         }
-        Self::prepend(&mut inner.free, chain);
+        // At least two of the class's grown slabs' worth (a big class's
+        // slab holds few pieces).
+        inner.listed * class_size(c) >= inner.trim_at.max(2 * slab_len(c, 2))
     }
 
     /// Links `chain` (whose tail we own) in front of `list`.
@@ -382,6 +404,9 @@ impl ClassPool {
             unsafe { *kept.tail.cast::<*mut u8>() = core::ptr::null_mut() };
         }
         inner.free = kept;
+        inner.listed = kept.count;
+        // Next automatic trim when the free bytes left have doubled.
+        inner.trim_at = AUTO_TRIM_MIN.max(2 * kept.count * size);
         // Pass 3: release marked slabs, reset the counters of the others.
         let mut released = 0;
         for slot in 0..arena.slots_in_use() {

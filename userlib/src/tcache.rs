@@ -220,16 +220,19 @@ impl ThreadCache {
         n - b
     }
 
-    /// Returns every cached piece and the counters to the heap.
-    pub fn flush(&mut self, heap: &Heap) {
+    /// Returns every cached piece and the counters to the heap; returns
+    /// the bytes of slabs that became empty and went back (see [`Heap::give`]).
+    pub fn flush(&mut self, heap: &Heap) -> usize {
+        let mut released = 0;
         for c in 0..NUM_CLASSES {
             let n = self.counts[c] as usize;
             if n > 0 {
-                heap.give(c, self.chain(c, 0, n));
+                released += heap.give(c, self.chain(c, 0, n));
             }
             self.counts[c] = 0;
         }
         self.counters.drain_into(heap.counters());
+        released
     }
 
     /// Pieces cached for class `c` (tests).
