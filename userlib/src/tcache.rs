@@ -43,6 +43,11 @@ const SLOTS: usize = OFFSETS[NUM_CLASSES];
 /// reads the pointer from the cache, not from the piece just written, so
 /// the pair is not one dependency chain through memory. Pieces are linked
 /// only when a batch goes to or comes from the shared lists.
+///
+/// `repr(C)`, hot fields first: the state, counts and counters every call
+/// writes share the first page with the small classes' slots, so a thread
+/// touches (and a forked parent copies on write) as few pages as it can.
+#[repr(C)]
 pub struct ThreadCache {
     /// One of the `TC_*` states.
     pub state: u8,
@@ -51,13 +56,13 @@ pub struct ThreadCache {
     /// otherwise, so one compare checks both.
     pub fast_max: usize,
     counts: [u32; NUM_CLASSES],
-    slots: [*mut u8; SLOTS],
     /// This thread's allocation counters.
     pub counters: Counters,
     /// Registry links (guarded by the registry lock).
     pub next: *mut ThreadCache,
     /// Registry links (guarded by the registry lock).
     pub prev: *mut ThreadCache,
+    slots: [*mut u8; SLOTS],
 }
 
 impl ThreadCache {
