@@ -11,118 +11,13 @@
 //!
 //! Timings vary with the machine and load; nothing here asserts on them.
 
-use std::alloc::{GlobalAlloc, Layout};
 use std::hint::black_box;
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
-use mimalloc::MiMalloc;
-use tikv_jemallocator::Jemalloc;
-
-trait Alloc: Sync + Send + 'static {
-    fn malloc(&self, size: usize) -> *mut u8;
-    /// # Safety
-    /// `p` came from `malloc`/`realloc` of this allocator with `size`.
-    unsafe fn free(&self, p: *mut u8, size: usize);
-    /// # Safety
-    /// As `free`.
-    unsafe fn realloc(&self, p: *mut u8, old: usize, new: usize) -> *mut u8;
-    /// # Safety
-    /// `p` is live.
-    unsafe fn usable(&self, p: *mut u8) -> usize;
-}
-
-struct Pktslab;
-impl Alloc for Pktslab {
-    #[inline(always)]
-    fn malloc(&self, size: usize) -> *mut u8 {
-        pktslab::global::malloc(size)
-    }
-    #[inline(always)]
-    unsafe fn free(&self, p: *mut u8, _size: usize) {
-        // SAFETY: trait contract.
-        unsafe { pktslab::global::free(p, "free") }
-    }
-    unsafe fn realloc(&self, p: *mut u8, _old: usize, new: usize) -> *mut u8 {
-        // SAFETY: trait contract.
-        unsafe { pktslab::global::realloc(p, new) }
-    }
-    unsafe fn usable(&self, p: *mut u8) -> usize {
-        // SAFETY: trait contract.
-        unsafe { pktslab::global::usable_size(p) }
-    }
-}
-
-struct Glibc;
-impl Alloc for Glibc {
-    #[inline(always)]
-    fn malloc(&self, size: usize) -> *mut u8 {
-        // SAFETY: plain malloc.
-        unsafe { libc::malloc(size) }.cast()
-    }
-    #[inline(always)]
-    unsafe fn free(&self, p: *mut u8, _size: usize) {
-        // SAFETY: trait contract.
-        unsafe { libc::free(p.cast()) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, _old: usize, new: usize) -> *mut u8 {
-        // SAFETY: trait contract.
-        unsafe { libc::realloc(p.cast(), new) }.cast()
-    }
-    unsafe fn usable(&self, p: *mut u8) -> usize {
-        // SAFETY: trait contract.
-        unsafe { libc::malloc_usable_size(p.cast()) }
-    }
-}
-
-fn layout(size: usize) -> Layout {
-    // Alignment 8 takes both crates' plain-malloc paths.
-    Layout::from_size_align(size.max(1), 8).unwrap()
-}
-
-struct Je;
-impl Alloc for Je {
-    #[inline(always)]
-    fn malloc(&self, size: usize) -> *mut u8 {
-        // SAFETY: non-zero layout.
-        unsafe { Jemalloc.alloc(layout(size)) }
-    }
-    #[inline(always)]
-    unsafe fn free(&self, p: *mut u8, size: usize) {
-        // SAFETY: trait contract.
-        unsafe { Jemalloc.dealloc(p, layout(size)) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, old: usize, new: usize) -> *mut u8 {
-        // SAFETY: trait contract.
-        unsafe { Jemalloc.realloc(p, layout(old), new.max(1)) }
-    }
-    unsafe fn usable(&self, p: *mut u8) -> usize {
-        // SAFETY: trait contract.
-        unsafe { tikv_jemallocator::usable_size(p) }
-    }
-}
-
-struct Mi;
-impl Alloc for Mi {
-    #[inline(always)]
-    fn malloc(&self, size: usize) -> *mut u8 {
-        // SAFETY: non-zero layout.
-        unsafe { MiMalloc.alloc(layout(size)) }
-    }
-    #[inline(always)]
-    unsafe fn free(&self, p: *mut u8, size: usize) {
-        // SAFETY: trait contract.
-        unsafe { MiMalloc.dealloc(p, layout(size)) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, old: usize, new: usize) -> *mut u8 {
-        // SAFETY: trait contract.
-        unsafe { MiMalloc.realloc(p, layout(old), new.max(1)) }
-    }
-    unsafe fn usable(&self, p: *mut u8) -> usize {
-        // SAFETY: trait contract.
-        unsafe { libmimalloc_sys::mi_usable_size(p.cast()) }
-    }
-}
+#[path = "alloc/allocators.rs"]
+mod allocators;
+use allocators::{Alloc, Glibc, Je, Mi, Pktslab};
 
 struct Rng(u64);
 impl Rng {
@@ -283,26 +178,11 @@ fn realloc_growth<A: Alloc>(a: &A) -> f64 {
     })
 }
 
-/// A large buffer doubling from 4 KiB to 16 MiB (vector growth).
+/// A large buffer doubling from 4 KiB to 16 MiB (vector growth), cycle
+/// after cycle.
 fn realloc_doubling<A: Alloc>(a: &A) -> f64 {
     rate(Duration::from_millis(300), |n| {
-        let mut ops = 0;
-        for _ in 0..n.div_ceil(12) {
-            let mut size = 4096;
-            let mut p = a.malloc(size);
-            while size < 16 << 20 {
-                // SAFETY: p is live with `size` bytes.
-                unsafe {
-                    p = black_box(a.realloc(p, size, size * 2));
-                    size *= 2;
-                    *p.add(size - 1) = 1;
-                }
-                ops += 1;
-            }
-            // SAFETY: live block.
-            unsafe { a.free(p, size) };
-        }
-        ops
+        (0..n.div_ceil(12)).map(|_| realloc_cycle(a)).sum()
     })
 }
 

@@ -29,7 +29,7 @@ extern "C" {
 
 /* pktslab_v2p() error values: all above any physical address. */
 #define PKTSLAB_V2P_OUTSIDE    UINT64_MAX          /* not an arena pointer */
-#define PKTSLAB_V2P_NOT_PINNED (UINT64_MAX - 1)    /* fallback (ordinary) memory */
+#define PKTSLAB_V2P_NOT_PINNED (UINT64_MAX - 1)    /* the heap's ordinary memory: fallback, or malloc() above PKTSLAB_PIN_MAX */
 #define PKTSLAB_V2P_NOT_MAPPED (UINT64_MAX - 2)    /* arena address, no slab */
 
 /* Backend modes (pktslab_mode(), struct pktslab_stats.mode). */

@@ -15,7 +15,7 @@ use crate::Error;
 use crate::backend::{self, Backend, BackendError, SlabPhys};
 use crate::class::{PAGE_SHIFT, PAGE_SIZE, PAGES_PER_SLAB, SLAB_SHIFT, SLAB_SIZE};
 use crate::lock::SpinLock;
-use crate::v2p::{PHYS_NOT_PINNED, PageEntry, Phys, V2pError};
+use crate::v2p::{PHYS_LAZY, PHYS_NOT_PINNED, PageEntry, Phys, V2pError};
 
 /// Slot holds nothing; reservation only.
 pub const KIND_UNMAPPED: u32 = 0;
@@ -29,6 +29,7 @@ pub const KIND_LARGE: u32 = 3;
 pub const KIND_TAIL: u32 = 4;
 
 mod fork;
+mod lazy;
 mod resize;
 #[cfg(test)]
 mod tests;
@@ -90,6 +91,11 @@ struct ArenaState {
 pub struct Arena {
     base: usize,
     size: usize,
+    /// The whole reservation (start, length): the arena plus its unused
+    /// alignment head and tail.
+    reserved: (usize, usize),
+    /// Bytes of the one mapping holding `pages` then `slots`.
+    tables_len: usize,
     nslots: usize,
     slots: *mut SlotMeta,
     pages: *mut PageEntry,
@@ -155,24 +161,31 @@ impl Arena {
             return Err(Error::Reserve(backend::errno()));
         }
         let raw = raw as usize;
+        // The unaligned head and the tail stay reserved (address space
+        // only, never touched): trimming them would cost two more system
+        // calls in every process's start-up.
         let base = raw.next_multiple_of(ARENA_ALIGN);
-        // Trim the unaligned head and the tail so only [base, base+size) stays.
-        // SAFETY: both ranges are parts of the reservation just made.
-        unsafe {
-            if base > raw {
-                libc::munmap(raw as *mut libc::c_void, base - raw);
-            }
-            let end = base + size;
-            if raw + span > end {
-                libc::munmap(end as *mut libc::c_void, raw + span - end);
-            }
-        }
         let nslots = size >> SLAB_SHIFT;
-        let slots = map_table(nslots * size_of::<SlotMeta>())?.cast::<SlotMeta>();
-        let pages = map_table((size >> PAGE_SHIFT) * size_of::<PageEntry>())?.cast::<PageEntry>();
+        // Both tables in one mapping: the page table, then the slot table.
+        let pages_len = (size >> PAGE_SHIFT) * size_of::<PageEntry>();
+        let tables_len = pages_len + nslots * size_of::<SlotMeta>();
+        let tables = match map_table(tables_len) {
+            Ok(t) => t,
+            Err(e) => {
+                // SAFETY: the reservation just made; nothing uses it.
+                unsafe { libc::munmap(raw as *mut libc::c_void, span) };
+                return Err(e);
+            }
+        };
+        let pages = tables.cast::<PageEntry>();
+        // SAFETY: pages_len is inside the tables mapping; it is a multiple
+        // of 16, so the slot table is aligned for SlotMeta.
+        let slots = unsafe { tables.add(pages_len) }.cast::<SlotMeta>();
         Ok(Self {
             base,
             size,
+            reserved: (raw, span),
+            tables_len,
             nslots,
             slots,
             pages,
@@ -249,8 +262,8 @@ impl Arena {
         if contig == 0 {
             return Err(V2pError::NotMapped);
         }
-        if phys == PHYS_NOT_PINNED {
-            return Err(V2pError::NotPinned);
+        if phys >= PHYS_LAZY {
+            return self.v2p_cold(p, phys);
         }
         let in_page = off & (PAGE_SIZE - 1);
         Ok(Phys {
@@ -290,7 +303,7 @@ impl Arena {
         let addr = self.slot_addr(i);
         let mut phys: SlabPhys = [PHYS_NOT_PINNED; PAGES_PER_SLAB];
         // SAFETY: the slot is unmapped (reservation only) and inside the arena.
-        let (pinned, id) = match unsafe { self.backend.map_slab(addr, i, len, &mut phys) } {
+        let (pinned, id) = match unsafe { self.backend.map_slab(addr, len, &mut phys) } {
             Ok(id) => (true, id),
             Err(e) => {
                 if !self.fallback {
@@ -329,8 +342,9 @@ impl Arena {
             for k in (0..mapped).rev() {
                 let e = self.page(slot * PAGES_PER_SLAB + k);
                 let ph = e.phys.load(Ordering::Relaxed);
-                let c = if ph != PHYS_NOT_PINNED
-                    && next_phys != PHYS_NOT_PINNED
+                // Not pinned or not yet resolved: a page on its own.
+                let c = if ph < PHYS_LAZY
+                    && next_phys < PHYS_LAZY
                     && ph + PAGE_SIZE as u64 == next_phys
                 {
                     PAGE_SIZE as u64 + next_contig
@@ -532,12 +546,8 @@ impl Drop for Arena {
         }
         // SAFETY: we own these mappings and nobody refers to them any more.
         unsafe {
-            libc::munmap(self.base as *mut libc::c_void, self.size);
-            libc::munmap(self.slots.cast(), self.nslots * size_of::<SlotMeta>());
-            libc::munmap(
-                self.pages.cast(),
-                (self.size >> PAGE_SHIFT) * size_of::<PageEntry>(),
-            );
+            libc::munmap(self.reserved.0 as *mut libc::c_void, self.reserved.1);
+            libc::munmap(self.pages.cast(), self.tables_len);
         }
     }
 }

@@ -4,26 +4,16 @@
 
 use core::ffi::{c_int, c_void};
 
-use crate::class::{NUM_CLASSES, SLAB_SIZE};
+use crate::class::SLAB_SIZE;
 use crate::global;
-use crate::v2p::V2pError;
+use crate::stats::Totals;
 
 /// C view of [`crate::Stats`]; layout pinned by `pktslab.h`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct CStats {
-    /// Allocations per class (16 B .. 1 MiB), then large ones.
-    pub allocs: [u64; NUM_CLASSES + 1],
-    /// Bytes requested over all allocations.
-    pub requested: u64,
-    /// Bytes handed out over all allocations.
-    pub usable: u64,
-    /// Largest request.
-    pub largest: u64,
-    /// Pinned bytes held now.
-    pub bytes_pinned: u64,
-    /// Unpinned fallback bytes held now.
-    pub bytes_fallback: u64,
+    /// Allocation counts and byte totals.
+    pub totals: Totals,
     /// Internal waste, per mille.
     pub waste_permille: u32,
     /// `PKTSLAB_MODE_*` of the backend.
@@ -71,11 +61,7 @@ pub unsafe extern "C" fn pktslab_realloc(p: *mut c_void, size: usize) -> *mut c_
 /// `contig` is NULL or writable.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn pktslab_v2p(p: *const c_void, contig: *mut usize) -> u64 {
-    let r = match global::heap_if_ready() {
-        Some(h) => h.arena().v2p(p as usize),
-        None => Err(V2pError::OutsideArena),
-    };
-    let (addr, len) = match r {
+    let (addr, len) = match global::v2p(p.cast()) {
         Ok(ph) => (ph.addr, ph.contig),
         Err(e) => (e.c_value(), 0),
     };
@@ -94,12 +80,7 @@ pub unsafe extern "C" fn pktslab_v2p(p: *const c_void, contig: *mut usize) -> u6
 pub unsafe extern "C" fn pktslab_stats(out: *mut CStats) -> c_int {
     let Some(s) = global::stats() else { return -1 };
     let c = CStats {
-        allocs: s.allocs,
-        requested: s.requested,
-        usable: s.usable,
-        largest: s.largest,
-        bytes_pinned: s.bytes_pinned,
-        bytes_fallback: s.bytes_fallback,
+        totals: s.totals,
         waste_permille: (s.waste_percent() * 10.0) as u32,
         mode: s.mode as u32,
         slab_size: SLAB_SIZE as u64,

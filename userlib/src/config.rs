@@ -316,13 +316,17 @@ mod tests {
             (c"PKTSLAB_ARENA", c"1K", "using 68719476736"),
             (c"PKTSLAB_ARENA", c"", "using 68719476736"),
             (c"PKTSLAB_RETAIN", c"-1", "using 4194304"),
-            (c"PKTSLAB_STRICT", c"maybe", "using 0"),
-            (c"PKTSLAB_FALLBACK", c"2", "using 1"),
-            (c"PKTSLAB_STATS", c"y", "using 0"),
-            (c"PKTSLAB_SYNTHETIC", c"sure", "using 0"),
-            (c"PKTSLAB_HOST_DONTFORK", c"x", "using 0"),
         ];
-        for &(var, value, used) in cases {
+        // The flags: each takes 0 or 1 and keeps its default otherwise.
+        let flags: &[(&CStr, &str)] = &[
+            (c"PKTSLAB_STRICT", "using 0"),
+            (c"PKTSLAB_FALLBACK", "using 1"),
+            (c"PKTSLAB_STATS", "using 0"),
+            (c"PKTSLAB_SYNTHETIC", "using 0"),
+            (c"PKTSLAB_HOST_DONTFORK", "using 0"),
+        ];
+        let flag_cases = flags.iter().map(|&(var, used)| (var, c"maybe", used));
+        for (var, value, used) in cases.iter().copied().chain(flag_cases) {
             // SAFETY of 'static: the literals above are 'static.
             let (c, lines) = parse(&[(var, value)]);
             let name = var.to_str().unwrap();

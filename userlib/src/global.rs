@@ -15,17 +15,21 @@ use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 use crate::backend::set_errno;
-use crate::class::MIN_ALIGN;
+use crate::class::{MIN_ALIGN, class_of};
 use crate::config::Config;
-use crate::fault::{FixedBuf, notice};
-use crate::heap::Heap;
+use crate::fault::{FixedBuf, abort_ptr, notice};
+use crate::heap::{Block, Heap};
+use crate::slab::has_free_key;
 use crate::stats::Stats;
 use crate::tcache::TC_ACTIVE;
+use crate::v2p::{Phys, V2pError};
 
 mod explicit;
 mod next;
+mod ordinary;
 mod thread_caches;
 
+use ordinary::BLOCKS;
 pub use thread_caches::with_cache;
 use thread_caches::{REGISTRY, cache_ptr, tc_here, thread_exit};
 
@@ -209,9 +213,11 @@ extern "C" fn fork_prepare() {
         }
     }
     REGISTRY.lock.raw_lock();
+    BLOCKS.lock.raw_lock();
 }
 
 extern "C" fn fork_parent() {
+    BLOCKS.lock.raw_unlock();
     REGISTRY.lock.raw_unlock();
     if let Some(h) = heap_if_ready() {
         h.arena().fork_parent();
@@ -236,6 +242,7 @@ extern "C" fn fork_child() {
             *REGISTRY.head.get() = core::ptr::null_mut();
         }
     }
+    BLOCKS.lock.raw_unlock();
     REGISTRY.lock.raw_unlock();
     if let Some(h) = heap_if_ready() {
         if h.arena().backend().slabs_not_inherited() {
@@ -246,6 +253,29 @@ extern "C" fn fork_child() {
             h.arena().backend().reopen_in_child();
         }
         h.unlock_all();
+    }
+}
+
+/// v2p on the process heap: the arena's answer, and "not pinned" (not
+/// "outside the arena") for ordinary memory malloc() handed out above
+/// PKTSLAB_PIN_MAX.
+#[inline(always)]
+pub fn v2p(p: *const u8) -> Result<Phys, V2pError> {
+    match heap_if_ready() {
+        Some(h) => match h.arena().v2p(p as usize) {
+            Err(V2pError::OutsideArena) => v2p_outside(p),
+            r => r,
+        },
+        None => Err(V2pError::OutsideArena),
+    }
+}
+
+#[cold]
+fn v2p_outside(p: *const u8) -> Result<Phys, V2pError> {
+    if BLOCKS.contains(p as usize) {
+        Err(V2pError::NotPinned)
+    } else {
+        Err(V2pError::OutsideArena)
     }
 }
 
@@ -291,9 +321,21 @@ static PRINT_STATS_AT_EXIT: extern "C" fn() = print_stats_at_exit;
 // The malloc family, as exported by the preload library
 // ---------------------------------------------------------------------------
 
-/// malloc().
+/// malloc(): a pop from this thread's cache when it holds a piece of the
+/// class (no check of the heap's state: an active cache implies a ready
+/// heap), else the general path.
 #[inline(always)]
 pub fn malloc(size: usize) -> *mut u8 {
+    let tc = tc_here();
+    // SAFETY: tc is this thread's cache, used only by this thread and not
+    // borrowed elsewhere during the call.
+    let t = unsafe { &mut *tc };
+    if size <= t.fast_max {
+        let p = t.try_pop(class_of(size), size);
+        if !p.is_null() {
+            return p;
+        }
+    }
     malloc_in(size, false)
 }
 
@@ -340,9 +382,21 @@ pub unsafe fn free(p: *mut u8, call: &str) {
     if let Some(h) = heap_if_ready()
         && h.contains(p)
     {
+        let b = h.classify(p, call);
         let tc = cache_ptr();
-        // SAFETY: p is inside the arena and free validates it; tc as in with_cache.
-        return unsafe { h.free(p, call, tc.as_mut()) };
+        if let (Block::Small(c), false) = (b, tc.is_null()) {
+            // SAFETY: classify proved p is a carved piece of class c.
+            if unsafe { has_free_key(p, h.key()) } {
+                abort_ptr(call, "double free of", p as usize);
+            }
+            // SAFETY: tc is this thread's live cache; p was validated as a
+            // live piece of class c just above.
+            if unsafe { (*tc).try_push(p, c, h.key()) } {
+                return;
+            }
+        }
+        // SAFETY: b is classify(p); tc as in with_cache.
+        return unsafe { h.free_block(p, b, call, tc.as_mut()) };
     }
     free_foreign(p);
 }
@@ -448,7 +502,10 @@ unsafe fn realloc_in(p: *mut u8, size: usize, all: bool) -> *mut u8 {
             let old = next_usable(p);
             let q = next_realloc(p, size);
             if !q.is_null() {
-                ORDINARY_BYTES.fetch_add(next_usable(q) as i64 - old as i64, Ordering::Relaxed);
+                let new = next_usable(q);
+                BLOCKS.remove(p as usize);
+                BLOCKS.insert(q as usize, new);
+                ORDINARY_BYTES.fetch_add(new as i64 - old as i64, Ordering::Relaxed);
             }
             q
         }

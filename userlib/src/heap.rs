@@ -13,7 +13,7 @@ use crate::backend::{Backend, BackendMode, set_errno};
 use crate::class::{MAX_SMALL, MIN_ALIGN, NUM_CLASSES, SLAB_SIZE, class_of, class_size, slabs_for};
 use crate::config::Config;
 use crate::fault::{abort_ptr, notice};
-use crate::slab::{Chain, ClassPool, has_free_key, mark_free, mark_used};
+use crate::slab::{Chain, ClassPool, Refill, has_free_key, mark_free, mark_used};
 use crate::stats::{Counters, LARGE, Stats};
 use crate::tcache::ThreadCache;
 
@@ -39,7 +39,6 @@ pub struct Heap {
     classes: [ClassPool; NUM_CLASSES],
     key: u64,
     counters: Counters,
-    mode: BackendMode,
     cfg: Config,
 }
 
@@ -87,14 +86,12 @@ impl Heap {
                 ));
             }
         }
-        let mode = backend.mode();
         let arena = Arena::new(cfg.arena_size, backend, cfg.fallback, cfg.retain)?;
         Ok(Self {
             arena,
             classes: core::array::from_fn(|_| ClassPool::default()),
             key: random_key(),
             counters: Counters::new(),
-            mode,
             cfg,
         })
     }
@@ -104,9 +101,10 @@ impl Heap {
         &self.cfg
     }
 
-    /// Where physical addresses come from.
+    /// Where physical addresses come from (on the host, asking probes
+    /// /proc/self/pagemap the first time).
     pub fn mode(&self) -> BackendMode {
-        self.mode
+        self.arena.backend().mode()
     }
 
     /// The arena.
@@ -131,14 +129,28 @@ impl Heap {
         self.arena.contains(p as usize)
     }
 
-    /// Shared-list refill for class `c`.
+    /// Shared-list take of linked pieces for class `c`.
     pub(crate) fn take(&self, c: usize, want: usize) -> Option<Chain> {
         self.classes[c].take(&self.arena, c, want, self.key).ok()
     }
 
+    /// A thread cache's refill for class `c` (see [`ClassPool::take_batch`]).
+    pub(crate) fn take_batch(&self, c: usize, want: usize) -> Option<Refill> {
+        self.classes[c]
+            .take_batch(&self.arena, c, want, self.key)
+            .ok()
+    }
+
     /// Shared-list return for class `c`.
-    pub(crate) fn give(&self, c: usize, chain: Chain) {
-        self.classes[c].give(chain)
+    /// Frees crossing the class's hysteresis mark give its entirely free
+    /// slabs back right away (see [`crate::slab::AUTO_TRIM_MIN`]).
+    /// Returns the bytes so released.
+    pub(crate) fn give(&self, c: usize, chain: Chain) -> usize {
+        if self.classes[c].give(c, chain) {
+            self.classes[c].trim(&self.arena, c)
+        } else {
+            0
+        }
     }
 
     /// Free pieces of class `c` on the shared list.
@@ -420,7 +432,7 @@ impl Heap {
     /// Statistics of this heap's shared counters (the global heap adds its
     /// live thread caches).
     pub fn stats(&self) -> Stats {
-        let mut s = Stats::empty(self.mode);
+        let mut s = Stats::empty(self.mode());
         self.counters.add_to(&mut s);
         s.bytes_pinned = self.arena.backend().pinned_bytes();
         s.bytes_fallback = self.arena.fallback_bytes();

@@ -55,11 +55,10 @@ pub enum Error {
 }
 
 /// Physical address of `p` in the process heap, and how many bytes are
-/// physically contiguous from it. O(1), no syscall, no lock.
+/// physically contiguous from it. O(1), no syscall, no lock, for arena
+/// memory; ordinary memory malloc() handed out above PKTSLAB_PIN_MAX is
+/// looked up (under a lock) to answer [`V2pError::NotPinned`].
 #[inline(always)]
 pub fn v2p(p: *const u8) -> Result<Phys, V2pError> {
-    match global::heap_if_ready() {
-        Some(h) => h.arena().v2p(p as usize),
-        None => Err(V2pError::OutsideArena),
-    }
+    global::v2p(p)
 }

@@ -72,7 +72,10 @@ impl Pool {
     /// O(1) physical translation of any address.
     #[inline(always)]
     pub fn v2p(&self, p: *const u8) -> Result<Phys, V2pError> {
-        self.heap().arena().v2p(p as usize)
+        match &self.src {
+            Source::Global(_) => global::v2p(p),
+            Source::Own(h) => h.arena().v2p(p as usize),
+        }
     }
 
     /// Gives entirely free slabs back to the backend; returns bytes

@@ -11,7 +11,7 @@ use core::sync::atomic::Ordering;
 
 use crate::arena::{Arena, KIND_SMALL};
 use crate::backend::BackendError;
-use crate::class::{SLAB_SIZE, class_size};
+use crate::class::{PAGE_SIZE, SLAB_SIZE, class_size};
 use crate::lock::SpinLock;
 
 /// A chain of free pieces: `head`..`tail` linked through word 0.
@@ -88,10 +88,23 @@ pub unsafe fn has_free_key(p: *mut u8, key: u64) -> bool {
     unsafe { *p.cast::<u64>().add(1) == key }
 }
 
+/// What a thread cache's refill gets (see [`ClassPool::take_batch`]).
+pub enum Refill {
+    /// Linked free pieces.
+    Chain(Chain),
+    /// `n` fresh pieces of the class from address `base`, keys set.
+    Carved {
+        /// First piece.
+        base: usize,
+        /// Pieces.
+        n: usize,
+    },
+}
+
 /// Whole batches kept as they arrived, so moving one between a thread
 /// cache and the shared list is O(1) under the lock (no walk to find a
 /// tail through memory another core just wrote).
-const BATCHES: usize = 32;
+const BATCHES: usize = 16;
 
 struct ClassInner {
     /// Batches handed back by thread caches, newest last.
@@ -103,7 +116,18 @@ struct ClassInner {
     carving: usize,
     /// Slabs this class has taken so far: each is twice the last.
     grown: u32,
+    /// Pieces on the shared list and in the kept batches.
+    listed: usize,
+    /// Bytes of listed pieces at which a give() trims the class (the
+    /// hysteresis of the automatic return of empty slabs).
+    trim_at: usize,
 }
+
+/// The least free bytes a class keeps on its shared list before a free
+/// gives its empty slabs back by itself: two grown slabs (or two of the
+/// class's own slabs when bigger), so a program that frees and reallocates
+/// a working set does not make the driver unmap and map slabs all the time.
+pub const AUTO_TRIM_MIN: usize = 2 * GROWN_SLAB;
 
 /// The first slab of a class: the driver's smallest (64 KiB). A program
 /// that uses a class lightly pins 64 KiB for it, not 2 MiB; a busier class
@@ -147,17 +171,17 @@ impl Default for ClassPool {
                 free: Chain::EMPTY,
                 carving: usize::MAX,
                 grown: 0,
+                listed: 0,
+                trim_at: AUTO_TRIM_MIN,
             }),
         }
     }
 }
 
 impl ClassPool {
-    /// Takes up to `want` free pieces (at least one unless memory ran out),
-    /// first from the free list, then by carving slabs. With `want > 1` a
-    /// whole batch a thread cache gave back may come instead, of up to
-    /// [`crate::class::cache_limit`] pieces: exactly what fits an empty
-    /// thread-cache bin.
+    /// Takes up to `want` free pieces as a linked chain with keys set (at
+    /// least one unless memory ran out): from the free list, then carved.
+    /// The path of heaps without thread caches.
     pub fn take(
         &self,
         arena: &Arena,
@@ -168,51 +192,15 @@ impl ClassPool {
         let _g = self.lock.lock();
         // SAFETY: lock held.
         let inner = unsafe { &mut *self.inner.get() };
-        if want > 1 && inner.nbatches > 0 {
-            // A whole batch as it came back: O(1), whatever its size.
-            inner.nbatches -= 1;
-            return Ok(inner.batches[inner.nbatches]);
-        }
-        let mut out = Chain::EMPTY;
-        if inner.free.count > 0 {
-            let n = want.min(inner.free.count);
-            let head = inner.free.head;
-            let mut tail = head;
-            for _ in 1..n {
-                // SAFETY: the first n pieces of the list are free pieces.
-                tail = unsafe { next_of(tail) };
-            }
-            // SAFETY: tail is a free piece.
-            inner.free.head = unsafe { next_of(tail) };
-            // SAFETY: tail is a free piece we now own; end the chain there.
-            unsafe { *tail.cast::<*mut u8>() = core::ptr::null_mut() };
-            inner.free.count -= n;
-            out = Chain {
-                head,
-                tail,
-                count: n,
-            };
-        }
+        let mut out = Self::take_listed(inner, want);
         let size = class_size(c);
         while out.count < want {
-            if inner.carving == usize::MAX {
-                match arena.alloc_run(1, 1, KIND_SMALL, c, slab_len(c, inner.grown)) {
-                    Ok((slot, _)) => {
-                        inner.carving = slot;
-                        inner.grown = inner.grown.saturating_add(1);
-                    }
-                    Err(e) if out.count == 0 => return Err(e),
-                    Err(_) => break,
-                }
-            }
-            let meta = arena.meta(inner.carving);
-            let slab_end = meta.mapped();
-            let bump = meta.bump.load(Ordering::Relaxed) as usize;
-            let n = (want - out.count).min((slab_end - bump) / size);
-            let base = arena.slot_addr(inner.carving) + bump;
+            let (base, n) = match Self::carve(inner, arena, c, want - out.count) {
+                Ok(r) => r,
+                Err(e) if out.count == 0 => return Err(e),
+                Err(_) => break,
+            };
             // Link the new pieces in address order, then prepend to `out`.
-            let first = base as *mut u8;
-            let last = (base + (n - 1) * size) as *mut u8;
             for k in 0..n {
                 let p = (base + k * size) as *mut u8;
                 let next = if k + 1 < n {
@@ -224,34 +212,125 @@ impl ClassPool {
                 unsafe { mark_free(p, next, key) };
             }
             if out.count == 0 {
-                out.tail = last;
+                out.tail = (base + (n - 1) * size) as *mut u8;
             }
-            out.head = first;
+            out.head = base as *mut u8;
             out.count += n;
-            let new_bump = bump + n * size;
-            // Publish the carve mark after the keys are written.
-            meta.bump.store(new_bump as u32, Ordering::Release);
-            if new_bump + size > slab_end {
-                inner.carving = usize::MAX;
-            }
         }
         Ok(out)
     }
 
-    /// Returns a chain of free pieces (keys already set).
-    pub fn give(&self, chain: Chain) {
+    /// A thread cache's refill of up to `want` pieces: a whole batch a
+    /// cache gave back (O(1), up to [`crate::class::cache_limit`] pieces:
+    /// what fits an empty bin), else pieces of the free list, else a range
+    /// carved from the slab, handed over as addresses without writing a
+    /// byte of it: a fresh slab's pages are touched when the program uses
+    /// its pieces, not when a cache fills up.
+    pub fn take_batch(
+        &self,
+        arena: &Arena,
+        c: usize,
+        want: usize,
+        key: u64,
+    ) -> Result<Refill, BackendError> {
+        let _g = self.lock.lock();
+        // SAFETY: lock held.
+        let inner = unsafe { &mut *self.inner.get() };
+        if inner.nbatches > 0 {
+            inner.nbatches -= 1;
+            let b = inner.batches[inner.nbatches];
+            inner.listed -= b.count;
+            return Ok(Refill::Chain(b));
+        }
+        if inner.free.count > 0 {
+            return Ok(Refill::Chain(Self::take_listed(inner, want)));
+        }
+        // At most a page of fresh pieces (or one larger piece): each gets
+        // the free key, so a free() of one the program never got aborts
+        // as before, and a refill touches one new page, not 64 KiB.
+        let size = class_size(c);
+        let (base, n) = Self::carve(inner, arena, c, want.min((PAGE_SIZE / size).max(1)))?;
+        for k in 0..n {
+            // SAFETY: a fresh piece in a mapped slab owned by this class.
+            unsafe { set_free_key((base + k * size) as *mut u8, key) };
+        }
+        Ok(Refill::Carved { base, n })
+    }
+
+    /// Unlinks up to `want` pieces from the front of the free list.
+    fn take_listed(inner: &mut ClassInner, want: usize) -> Chain {
+        let n = want.min(inner.free.count);
+        if n == 0 {
+            return Chain::EMPTY;
+        }
+        let head = inner.free.head;
+        let mut tail = head;
+        for _ in 1..n {
+            // SAFETY: the first n pieces of the list are free pieces.
+            tail = unsafe { next_of(tail) };
+        }
+        // SAFETY: tail is a free piece.
+        inner.free.head = unsafe { next_of(tail) };
+        // SAFETY: tail is a free piece we now own; end the chain there.
+        unsafe { *tail.cast::<*mut u8>() = core::ptr::null_mut() };
+        inner.free.count -= n;
+        inner.listed -= n;
+        Chain {
+            head,
+            tail,
+            count: n,
+        }
+    }
+
+    /// Claims up to `want` (>= 1) uncarved pieces of the class's current
+    /// slab, taking a new slab first if needed. Returns the first piece's
+    /// address and the count; only the carve mark is written.
+    fn carve(
+        inner: &mut ClassInner,
+        arena: &Arena,
+        c: usize,
+        want: usize,
+    ) -> Result<(usize, usize), BackendError> {
+        if inner.carving == usize::MAX {
+            let (slot, _) = arena.alloc_run(1, 1, KIND_SMALL, c, slab_len(c, inner.grown))?;
+            inner.carving = slot;
+            inner.grown = inner.grown.saturating_add(1);
+        }
+        let (size, slot) = (class_size(c), inner.carving);
+        let meta = arena.meta(slot);
+        let slab_end = meta.mapped();
+        let bump = meta.bump.load(Ordering::Relaxed) as usize;
+        let n = want.min((slab_end - bump) / size);
+        let new_bump = bump + n * size;
+        // Publish the carve mark; the pieces below it are now handed out
+        // (to a cache or a caller), which is all free() checks it for.
+        meta.bump.store(new_bump as u32, Ordering::Release);
+        if new_bump + size > slab_end {
+            inner.carving = usize::MAX;
+        }
+        Ok((arena.slot_addr(slot) + bump, n))
+    }
+
+    /// Returns a chain of free pieces of class `c` (keys already set).
+    /// True when the free bytes listed reached the class's trim mark: the
+    /// caller should [`ClassPool::trim`] it (after this lock is released).
+    pub fn give(&self, c: usize, chain: Chain) -> bool {
         if chain.count == 0 {
-            return;
+            return false;
         }
         let _g = self.lock.lock();
         // SAFETY: lock held.
         let inner = unsafe { &mut *self.inner.get() };
+        inner.listed += chain.count;
         if chain.count > 1 && inner.nbatches < BATCHES {
             inner.batches[inner.nbatches] = chain;
             inner.nbatches += 1;
-            return;
+        } else {
+            Self::prepend(&mut inner.free, chain);
         }
-        Self::prepend(&mut inner.free, chain);
+        // At least two of the class's grown slabs' worth (a big class's
+        // slab holds few pieces).
+        inner.listed * class_size(c) >= inner.trim_at.max(2 * slab_len(c, 2))
     }
 
     /// Links `chain` (whose tail we own) in front of `list`.
@@ -325,6 +404,9 @@ impl ClassPool {
             unsafe { *kept.tail.cast::<*mut u8>() = core::ptr::null_mut() };
         }
         inner.free = kept;
+        inner.listed = kept.count;
+        // Next automatic trim when the free bytes left have doubled.
+        inner.trim_at = AUTO_TRIM_MIN.max(2 * kept.count * size);
         // Pass 3: release marked slabs, reset the counters of the others.
         let mut released = 0;
         for slot in 0..arena.slots_in_use() {

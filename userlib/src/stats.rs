@@ -76,6 +76,7 @@ impl Counters {
 
     /// Adds these counters to a snapshot.
     pub fn add_to(&self, s: &mut Stats) {
+        let s = &mut s.totals;
         for (c, (a, b)) in self.allocs.iter().zip(s.allocs.iter_mut()).enumerate() {
             let n = a.load(Ordering::Relaxed);
             *b += n;
@@ -95,9 +96,11 @@ impl Default for Counters {
     }
 }
 
-/// A statistics snapshot.
+/// The summed counters of a snapshot, laid out as the start of the C
+/// `struct pktslab_stats` (see [`crate::capi::CStats`], which embeds it).
+#[repr(C)]
 #[derive(Debug, Clone, Copy)]
-pub struct Stats {
+pub struct Totals {
     /// Allocations per class (16 B .. 1 MiB), then large allocations.
     pub allocs: [u64; NUM_CLASSES + 1],
     /// Sum of requested bytes over all allocations.
@@ -111,6 +114,14 @@ pub struct Stats {
     /// Unpinned fallback bytes mapped in the arena now (pinned cap reached,
     /// or a forked child's copy of its parent's pinned heap).
     pub bytes_fallback: u64,
+}
+
+/// A statistics snapshot: the [`Totals`] (read through `Deref`, so
+/// `stats.allocs` works) plus ordinary memory and the backend mode.
+#[derive(Debug, Clone, Copy)]
+pub struct Stats {
+    /// The summed counters.
+    pub totals: Totals,
     /// Live bytes of malloc() requests above PKTSLAB_PIN_MAX, served from
     /// ordinary memory by the next allocator.
     pub bytes_ordinary: u64,
@@ -120,16 +131,31 @@ pub struct Stats {
     pub mode: BackendMode,
 }
 
+impl core::ops::Deref for Stats {
+    type Target = Totals;
+    fn deref(&self) -> &Totals {
+        &self.totals
+    }
+}
+
+impl core::ops::DerefMut for Stats {
+    fn deref_mut(&mut self) -> &mut Totals {
+        &mut self.totals
+    }
+}
+
 impl Stats {
     /// An empty snapshot for `mode`.
     pub fn empty(mode: BackendMode) -> Self {
         Self {
-            allocs: [0; NUM_CLASSES + 1],
-            requested: 0,
-            usable: 0,
-            largest: 0,
-            bytes_pinned: 0,
-            bytes_fallback: 0,
+            totals: Totals {
+                allocs: [0; NUM_CLASSES + 1],
+                requested: 0,
+                usable: 0,
+                largest: 0,
+                bytes_pinned: 0,
+                bytes_fallback: 0,
+            },
             bytes_ordinary: 0,
             ordinary_allocs: 0,
             mode,

@@ -6,9 +6,9 @@
 //! other threads need no message passing); a cache above its limit hands a
 //! batch back to the shared list, and a thread's exit hands everything back.
 
-use crate::class::{NUM_CLASSES, batch, cache_limit};
+use crate::class::{NUM_CLASSES, batch, cache_limit, class_size};
 use crate::heap::Heap;
-use crate::slab::{Chain, mark_used, next_of, set_free_key};
+use crate::slab::{Chain, Refill, mark_used, next_of, set_free_key};
 use crate::stats::Counters;
 
 /// Cache not yet set up on this thread.
@@ -43,17 +43,26 @@ const SLOTS: usize = OFFSETS[NUM_CLASSES];
 /// reads the pointer from the cache, not from the piece just written, so
 /// the pair is not one dependency chain through memory. Pieces are linked
 /// only when a batch goes to or comes from the shared lists.
+///
+/// `repr(C)`, hot fields first: the state, counts and counters every call
+/// writes share the first page with the small classes' slots, so a thread
+/// touches (and a forked parent copies on write) as few pages as it can.
+#[repr(C)]
 pub struct ThreadCache {
     /// One of the `TC_*` states.
     pub state: u8,
+    /// Largest request the inline fast path serves from this cache:
+    /// min(PKTSLAB_PIN_MAX, largest class) while the cache is active, 0
+    /// otherwise, so one compare checks both.
+    pub fast_max: usize,
     counts: [u32; NUM_CLASSES],
-    slots: [*mut u8; SLOTS],
     /// This thread's allocation counters.
     pub counters: Counters,
     /// Registry links (guarded by the registry lock).
     pub next: *mut ThreadCache,
     /// Registry links (guarded by the registry lock).
     pub prev: *mut ThreadCache,
+    slots: [*mut u8; SLOTS],
 }
 
 impl ThreadCache {
@@ -61,12 +70,59 @@ impl ThreadCache {
     pub const fn new() -> Self {
         Self {
             state: TC_UNINIT,
+            fast_max: 0,
             counts: [0; NUM_CLASSES],
             slots: [core::ptr::null_mut(); SLOTS],
             counters: Counters::new(),
             next: core::ptr::null_mut(),
             prev: core::ptr::null_mut(),
         }
+    }
+
+    /// The fast path of malloc: pops a cached piece of class `c`, or NULL
+    /// when the bin is empty (the caller takes the slow path). No lock, no
+    /// atomic read-modify-write, no bounds check.
+    #[inline(always)]
+    pub fn try_pop(&mut self, c: usize, size: usize) -> *mut u8 {
+        debug_assert!(c < NUM_CLASSES);
+        // SAFETY: c < NUM_CLASSES (class_of of a size <= fast_max).
+        let n = unsafe { *self.counts.get_unchecked(c) } as usize;
+        if n == 0 {
+            return core::ptr::null_mut();
+        }
+        // SAFETY: c < NUM_CLASSES; n - 1 < cache_limit(c), so the slot is
+        // inside class c's part of `slots`.
+        unsafe {
+            *self.counts.get_unchecked_mut(c) = (n - 1) as u32;
+            let p = *self.slots.get_unchecked(*OFFSETS.get_unchecked(c) + n - 1);
+            // The piece belongs to the caller now: clear its free key.
+            mark_used(p);
+            self.counters.record_owned(c, size);
+            p
+        }
+    }
+
+    /// The fast path of free: caches a validated piece of class `c` when
+    /// its bin has room; false (nothing done) when full.
+    ///
+    /// # Safety
+    /// `p` must be a live piece of class `c`, validated by the caller as
+    /// [`Heap::classify`] and the double-free check do.
+    #[inline(always)]
+    pub unsafe fn try_push(&mut self, p: *mut u8, c: usize, key: u64) -> bool {
+        // SAFETY: c < NUM_CLASSES (from the slot's metadata).
+        let n = unsafe { *self.counts.get_unchecked(c) } as usize;
+        if n == cache_limit(c) {
+            return false;
+        }
+        // SAFETY: p is a live piece; n < cache_limit(c) keeps the slot in
+        // class c's part of `slots`.
+        unsafe {
+            set_free_key(p, key);
+            *self.slots.get_unchecked_mut(*OFFSETS.get_unchecked(c) + n) = p;
+            *self.counts.get_unchecked_mut(c) = n as u32 + 1;
+        }
+        true
     }
 
     /// Pops a piece of class `c`, refilling a batch from the shared list
@@ -93,20 +149,32 @@ impl ThreadCache {
     #[cold]
     #[inline(never)]
     fn refill(&mut self, heap: &Heap, c: usize) -> usize {
-        let Some(ch) = heap.take(c, batch(c)) else {
-            return 0;
-        };
         let base = OFFSETS[c];
-        // A batch is at most a full bin (see ClassPool::take).
-        assert!(ch.count <= cache_limit(c));
-        let mut p = ch.head;
-        for k in 0..ch.count {
-            self.slots[base + k] = p;
-            // SAFETY: the chain holds ch.count free pieces.
-            p = unsafe { next_of(p) };
-        }
-        self.counts[c] = ch.count as u32;
-        ch.count
+        let n = match heap.take_batch(c, batch(c)) {
+            None => return 0,
+            Some(Refill::Chain(ch)) => {
+                // A batch is at most a full bin (see ClassPool::take_batch).
+                assert!(ch.count <= cache_limit(c));
+                let mut p = ch.head;
+                for k in 0..ch.count {
+                    self.slots[base + k] = p;
+                    // SAFETY: the chain holds ch.count free pieces.
+                    p = unsafe { next_of(p) };
+                }
+                ch.count
+            }
+            Some(Refill::Carved { base: first, n }) => {
+                assert!(n <= cache_limit(c));
+                // Lowest address on top: handed out in address order.
+                let size = class_size(c);
+                for k in 0..n {
+                    self.slots[base + k] = (first + (n - 1 - k) * size) as *mut u8;
+                }
+                n
+            }
+        };
+        self.counts[c] = n as u32;
+        n
     }
 
     /// Pushes a freed piece of class `c`.
@@ -126,7 +194,8 @@ impl ThreadCache {
         self.counts[c] = n as u32 + 1;
     }
 
-    /// Links `n` cached pieces of bin `c` from slot `from` into a chain.
+    /// Links `n` cached pieces of bin `c` from slot `from` into a chain
+    /// (their free keys are already set).
     fn chain(&self, c: usize, from: usize, n: usize) -> Chain {
         let s = &self.slots[OFFSETS[c] + from..OFFSETS[c] + from + n];
         for w in s.windows(2) {
@@ -156,16 +225,19 @@ impl ThreadCache {
         n - b
     }
 
-    /// Returns every cached piece and the counters to the heap.
-    pub fn flush(&mut self, heap: &Heap) {
+    /// Returns every cached piece and the counters to the heap; returns
+    /// the bytes of slabs that became empty and went back (see [`Heap::give`]).
+    pub fn flush(&mut self, heap: &Heap) -> usize {
+        let mut released = 0;
         for c in 0..NUM_CLASSES {
             let n = self.counts[c] as usize;
             if n > 0 {
-                heap.give(c, self.chain(c, 0, n));
+                released += heap.give(c, self.chain(c, 0, n));
             }
             self.counts[c] = 0;
         }
         self.counters.drain_into(heap.counters());
+        released
     }
 
     /// Pieces cached for class `c` (tests).

@@ -16,6 +16,12 @@ use core::sync::atomic::AtomicU64;
 /// (fallback allocations).
 pub const PHYS_NOT_PINNED: u64 = u64::MAX;
 
+/// Physical address value of host memory not yet pinned: the first v2p
+/// pins its slab and reads the real addresses (see
+/// [`crate::backend::host::HostBackend::resolve`]). Values at or above it
+/// are never physical addresses.
+pub const PHYS_LAZY: u64 = u64::MAX - 1;
+
 /// One page's translation.
 #[repr(C)]
 pub struct PageEntry {

@@ -1,8 +1,5 @@
 //! Allocator behaviour through the process heap (the functions the
-//! preloaded malloc ABI calls) and private pools.
-
-use std::os::unix::process::ExitStatusExt;
-use std::process::Command;
+//! preloaded malloc ABI calls) and private pools. Bad frees: faults.rs.
 
 use pktslab::class::{MAX_SMALL, SLAB_SIZE};
 use pktslab::client::ioctl::errno;
@@ -155,13 +152,13 @@ fn malloc_above_the_pin_limit_is_ordinary_and_realloc_crosses_it() {
             *p.add(i) = (i % 253) as u8;
         }
         let q = global::realloc(p, limit + 1);
-        assert_eq!(
-            pktslab::v2p(q),
-            Err(V2pError::OutsideArena),
-            "above: ordinary"
-        );
+        assert_eq!(pktslab::v2p(q), Err(V2pError::NotPinned), "above: ordinary");
         assert!(global::usable_size(q) > limit);
         let r = global::realloc(q, 4 * limit);
+        // Inside the block, to its last byte: still the heap's, not pinned.
+        for at in [0, 1, 4 * limit - 1] {
+            assert_eq!(pktslab::v2p(r.add(at)), Err(V2pError::NotPinned), "+{at}");
+        }
         let s = global::realloc(r, 1000);
         assert!(pktslab::v2p(s).is_ok(), "back below: pinned again");
         for i in 0..1000 {
@@ -169,12 +166,15 @@ fn malloc_above_the_pin_limit_is_ordinary_and_realloc_crosses_it() {
         }
         global::free(s, "free");
         let z = global::calloc(3, limit);
-        assert_eq!(pktslab::v2p(z), Err(V2pError::OutsideArena));
+        assert_eq!(pktslab::v2p(z), Err(V2pError::NotPinned));
         assert!((0..3 * limit).all(|i| *z.add(i) == 0));
         global::free(z, "free");
     }
+    // This test's own: the realloc across the limit and the calloc (the
+    // realloc that stays above grows the same block). Other tests running
+    // in parallel may add theirs.
     let s = global::stats().unwrap();
-    assert!(s.ordinary_allocs >= 3, "counted: {s:?}");
+    assert!(s.ordinary_allocs >= 2, "counted: {s:?}");
 }
 
 #[test]
@@ -369,130 +369,6 @@ fn freed_pieces_are_reused() {
     assert_eq!(pool.usable_size(q), 64);
 }
 
-// ---------------------------------------------------------------------------
-// Faults: each case runs in a child process that must die with SIGABRT and
-// print one line naming the call and the pointer.
-// ---------------------------------------------------------------------------
-
-const CRASH_ENV: &str = "PKTSLAB_TEST_CRASH";
-
-fn crash(case: &str) {
-    // SAFETY: deliberately invalid frees; the allocator must abort first.
-    unsafe {
-        match case {
-            "double-free" => {
-                let p = global::malloc(37);
-                global::free(p, "free");
-                global::free(p, "free");
-            }
-            "interior-free" => {
-                let p = global::malloc(64);
-                global::free(p.add(16), "free");
-            }
-            "never-returned" => {
-                // A piece boundary in this slab that no malloc ever returned.
-                let p = global::malloc(1000) as usize;
-                let slab_end = (p | (SLAB_SIZE - 1)) + 1;
-                global::free((slab_end - 1024) as *mut u8, "free");
-            }
-            "realloc-invalid" => {
-                let p = global::malloc(100);
-                global::realloc(p.add(32), 300);
-            }
-            "realloc-freed" => {
-                let p = global::malloc(100);
-                global::free(p, "free");
-                global::realloc(p, 300);
-            }
-            "large-double-free" => {
-                let p = global::malloc_pinned(3 << 20);
-                global::free(p, "free");
-                global::free(p, "free");
-            }
-            _ => panic!("unknown case {case}"),
-        }
-    }
-}
-
-fn expect_abort(test: &str, case: &str, line: &str) {
-    if let Ok(c) = std::env::var(CRASH_ENV) {
-        crash(&c);
-        std::process::exit(0);
-    }
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .env(CRASH_ENV, case)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.signal(),
-        Some(libc::SIGABRT),
-        "case {case}: {:?}\n{err}",
-        out.status
-    );
-    let l = err
-        .lines()
-        .find(|l| l.starts_with("pktslab: "))
-        .unwrap_or("");
-    assert!(l.starts_with(line), "case {case}: got {l:?}, want {line:?}");
-    assert!(l.contains(" 0x"), "names the pointer: {l}");
-}
-
-#[test]
-fn double_free_aborts() {
-    expect_abort(
-        "double_free_aborts",
-        "double-free",
-        "pktslab: free(): double free of 0x",
-    );
-}
-
-#[test]
-fn interior_pointer_free_aborts() {
-    expect_abort(
-        "interior_pointer_free_aborts",
-        "interior-free",
-        "pktslab: free(): invalid pointer 0x",
-    );
-}
-
-#[test]
-fn free_of_never_returned_piece_aborts() {
-    expect_abort(
-        "free_of_never_returned_piece_aborts",
-        "never-returned",
-        "pktslab: free(): invalid pointer 0x",
-    );
-}
-
-#[test]
-fn realloc_of_invalid_pointer_aborts() {
-    expect_abort(
-        "realloc_of_invalid_pointer_aborts",
-        "realloc-invalid",
-        "pktslab: realloc(): invalid pointer 0x",
-    );
-}
-
-#[test]
-fn realloc_of_freed_pointer_aborts() {
-    expect_abort(
-        "realloc_of_freed_pointer_aborts",
-        "realloc-freed",
-        "pktslab: realloc(): use after free of 0x",
-    );
-}
-
-#[test]
-fn large_double_free_aborts() {
-    expect_abort(
-        "large_double_free_aborts",
-        "large-double-free",
-        "pktslab: free(): double free of 0x",
-    );
-}
-
 /// The device backend's error paths, with a node that is not the driver
 /// (/dev/null: opens, but every ioctl fails with ENOTTY).
 #[test]
@@ -569,11 +445,13 @@ fn trim_returns_entirely_free_slabs_only() {
         // SAFETY: live blocks of this pool, freed once.
         unsafe { pool.free_raw(*p) };
     }
+    // Past the hysteresis mark the frees gave empty slabs back by themselves.
+    assert!(pool.stats().bytes_pinned < all, "no automatic return");
     let released = pool.trim() as u64;
     // The middle slabs are entirely free; the first has a live piece, the
     // last is still being carved.
     let kept = len(ps[0]) + len(ps[100]);
-    assert_eq!(released, all - kept);
+    assert!(released < all - kept);
     assert_eq!(pool.stats().bytes_pinned, kept);
     // SAFETY: ps[0] is live.
     unsafe { ps[0].write_bytes(9, 60_000) };
@@ -591,14 +469,23 @@ fn trim_returns_entirely_free_slabs_only() {
 
 #[test]
 fn trim_on_the_process_heap_flushes_this_threads_cache() {
-    // 300 KiB requests -> 512 KiB class: 4 pieces per slab, unused elsewhere.
+    // 300 KiB requests -> 512 KiB class: two pieces per 1 MiB slab, unused
+    // elsewhere.
+    let c = pktslab::class::class_of(300 << 10);
     let ps: Vec<*mut u8> = (0..16).map(|_| global::malloc_pinned(300 << 10)).collect();
     for p in &ps {
         // SAFETY: live blocks freed once.
         unsafe { global::free(*p, "free") };
     }
+    // The cache kept the last two (one slab); the shared list got the rest,
+    // whose slabs the frees gave back by themselves.
+    assert_eq!(global::cached_here(c), 2);
     let released = global::trim();
-    assert!(released >= 2 * SLAB_SIZE, "released {released}");
+    assert_eq!(global::cached_here(c), 0);
+    assert!(
+        released >= pktslab::slab::slab_len(c, 0),
+        "released {released}"
+    );
     let p = global::malloc_pinned(300 << 10);
     assert!(!p.is_null());
     // SAFETY: live block.

@@ -5,10 +5,11 @@
 //! The library is built here with `--features preload` (into a target
 //! directory of its own, so the outer cargo's lock is not contended).
 
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
+
+mod common;
 
 fn tmp() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pktslab-preload-tests")
@@ -300,13 +301,7 @@ fn c_program_faults_abort_with_one_line() {
             .env("PKTSLAB_BACKEND", "host")
             .output()
             .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(
-            out.status.signal(),
-            Some(libc::SIGABRT),
-            "{case}: {:?} {err}",
-            out.status
-        );
+        let err = common::aborted_stderr(&out, case);
         assert!(err.lines().any(|l| l.starts_with(want)), "{case}: {err}");
     }
 }

@@ -385,7 +385,7 @@ fn table(
     writeln!(md, "## Real programs under four allocators (host)\n")?;
     writeln!(
         md,
-        "Medians of {ROUNDS} interleaved rounds (allocator order rotating), Debian's binaries, pktslab on the host backend (slabs populated and mlock()ed like the driver's). CPU = user + system time of the program and its children (`wait4`); RSS = max resident set (KiB); speed ratios are glibc time / pktslab time (higher is better), the RSS ratio pktslab / glibc (lower is better). Load average before: `{}`, after: `{}`.\n",
+        "Medians of {ROUNDS} interleaved rounds (allocator order rotating), Debian's binaries, pktslab on the host backend (slabs mapped as used and pinned (mlock()ed) on the first v2p; the driver pins its slabs when it hands them out). CPU = user + system time of the program and its children (`wait4`); RSS = max resident set (KiB); speed ratios are glibc time / pktslab time (higher is better), the RSS ratio pktslab / glibc (lower is better). Load average before: `{}`, after: `{}`.\n",
         load.0.trim(),
         load.1.trim()
     )?;

@@ -10,7 +10,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use pktaccel_abi::IocInfo;
 
-use super::{BackendError, SlabPhys, errno, reserve_fixed};
+use super::{BackendError, errno, reserve_fixed};
 use crate::class::PAGE_SIZE;
 use crate::client::ioctl;
 
@@ -83,16 +83,13 @@ impl DeviceBackend {
         ioctl::info(self.fd)
     }
 
-    /// See [`super::Backend::map_slab`].
+    /// See [`super::Backend::map_slab`]: one driver slab of
+    /// `pages.len()` pages at `addr`; `pages` gets their physical addresses.
     ///
     /// # Safety
     /// As there.
-    pub unsafe fn map_slab(
-        &self,
-        addr: usize,
-        len: usize,
-        phys: &mut SlabPhys,
-    ) -> Result<u32, BackendError> {
+    pub unsafe fn map_slab(&self, addr: usize, pages: &mut [u64]) -> Result<u32, BackendError> {
+        let len = pages.len() * PAGE_SIZE;
         let req = ioctl::slab_alloc(self.fd, len as u64, self.caching).map_err(|e| match e {
             libc::ENOMEM | libc::ENOSPC | libc::EDQUOT => BackendError::OutOfPinned,
             _ => BackendError::Os(e),
@@ -117,7 +114,7 @@ impl DeviceBackend {
             unsafe { reserve_fixed(addr, len) };
             return Err(BackendError::Os(e));
         }
-        for (i, out) in phys.iter_mut().take(len / PAGE_SIZE).enumerate() {
+        for (i, out) in pages.iter_mut().enumerate() {
             *out = req.phys + (i * PAGE_SIZE) as u64;
         }
         self.pinned.fetch_add(len as u64, Ordering::Relaxed);

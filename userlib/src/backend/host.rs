@@ -1,5 +1,6 @@
-//! Host backend: anonymous memory, locked, with physical addresses from
-//! /proc/self/pagemap when the kernel shows them (root), else synthetic.
+//! Host backend: anonymous memory, locked when a physical address is first
+//! asked for, with physical addresses from /proc/self/pagemap when the
+//! kernel shows them (root), else synthetic.
 //!
 //! Host pages are not physically contiguous; the physical addresses are
 //! reported page by page so v2p tells the truth about contiguity. The
@@ -7,10 +8,11 @@
 //! address) and contiguous in 16 KiB chunks with gaps between, so code that
 //! splits at discontinuities is exercised on any host.
 
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 
-use super::{BackendError, BackendMode, SlabPhys, errno, reserve_fixed};
+use super::{BackendError, BackendMode, SlabPhys, reserve_fixed};
 use crate::class::{PAGE_SHIFT, PAGE_SIZE, PAGES_PER_SLAB, SLAB_SIZE};
+use crate::v2p::PHYS_LAZY;
 
 /// Base of the synthetic physical address space (1 TiB: far from RAM).
 pub const SYNTHETIC_BASE: u64 = 1 << 40;
@@ -19,11 +21,22 @@ pub const SYNTHETIC_CHUNK_PAGES: usize = 4;
 
 /// Anonymous-memory slab source.
 pub struct HostBackend {
-    pagemap_fd: i32,
+    /// /proc/self/pagemap: [`UNPROBED`] until a physical address or the
+    /// mode is first asked for, then a descriptor or [`NO_PAGEMAP`].
+    pagemap_fd: AtomicI32,
     max_pinned: u64,
     pinned: AtomicU64,
     dontfork: bool,
 }
+
+/// `pagemap_fd` before the first probe.
+const UNPROBED: i32 = -2;
+/// `pagemap_fd` when PFNs are hidden (not root) or synthetic mode was asked for.
+const NO_PAGEMAP: i32 = -1;
+/// Slabs at least this long are populated when mapped (see map_slab).
+const POPULATE_FROM: usize = 256 * 1024;
+/// madvise(2) advice (Linux 5.14): populate writable, as if written.
+const MADV_POPULATE_WRITE: i32 = 23;
 
 const PFN_MASK: u64 = (1 << 55) - 1;
 const PRESENT: u64 = 1 << 63;
@@ -59,34 +72,58 @@ fn pagemap_phys(fd: i32, addr: usize) -> u64 {
 }
 
 impl HostBackend {
-    /// Opens /proc/self/pagemap and checks that it shows real PFNs (it
-    /// shows zeros without CAP_SYS_ADMIN); otherwise synthetic mode.
+    /// A host backend; /proc/self/pagemap is opened on first need (see
+    /// [`HostBackend::pagemap_fd`]), not here: a short-lived program that
+    /// never asks for a physical address never pays for it.
     pub fn new(max_pinned: u64, force_synthetic: bool, dontfork: bool) -> Self {
-        let mut fd = -1;
-        if !force_synthetic {
-            // SAFETY: a constant NUL-terminated path.
-            fd = unsafe {
-                libc::open(
-                    c"/proc/self/pagemap".as_ptr(),
-                    libc::O_RDONLY | libc::O_CLOEXEC,
-                )
-            };
-            if fd >= 0 {
-                // Probe with a page of our own stack, which is present.
-                let probe = 0u64;
-                let addr = core::hint::black_box(&raw const probe) as usize;
-                if pagemap_phys(fd, addr) == 0 {
-                    // SAFETY: fd was opened above and is not shared.
-                    unsafe { libc::close(fd) };
-                    fd = -1;
-                }
-            }
-        }
         Self {
-            pagemap_fd: fd,
+            pagemap_fd: AtomicI32::new(if force_synthetic {
+                NO_PAGEMAP
+            } else {
+                UNPROBED
+            }),
             max_pinned,
             pinned: AtomicU64::new(0),
             dontfork,
+        }
+    }
+
+    /// The pagemap descriptor, or [`NO_PAGEMAP`]: opens /proc/self/pagemap
+    /// on first use and checks that it shows real PFNs (it shows zeros
+    /// without CAP_SYS_ADMIN); otherwise synthetic mode.
+    fn pagemap_fd(&self) -> i32 {
+        let fd = self.pagemap_fd.load(Ordering::Acquire);
+        if fd != UNPROBED {
+            return fd;
+        }
+        // SAFETY: a constant NUL-terminated path.
+        let mut fd = unsafe {
+            libc::open(
+                c"/proc/self/pagemap".as_ptr(),
+                libc::O_RDONLY | libc::O_CLOEXEC,
+            )
+        };
+        // Probe with a page of our own stack, which is present.
+        let probe = 0u64;
+        let addr = core::hint::black_box(&raw const probe) as usize;
+        if fd >= 0 && pagemap_phys(fd, addr) == 0 {
+            // SAFETY: fd was opened above and is not shared.
+            unsafe { libc::close(fd) };
+            fd = NO_PAGEMAP;
+        }
+        let fd = fd.max(NO_PAGEMAP);
+        match self
+            .pagemap_fd
+            .compare_exchange(UNPROBED, fd, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => fd,
+            Err(theirs) => {
+                if fd >= 0 {
+                    // SAFETY: another thread's probe won; ours is unused.
+                    unsafe { libc::close(fd) };
+                }
+                theirs
+            }
         }
     }
 
@@ -106,7 +143,7 @@ impl HostBackend {
 
     /// Which kind of physical addresses this backend reports.
     pub fn mode(&self) -> BackendMode {
-        if self.pagemap_fd >= 0 {
+        if self.pagemap_fd() >= 0 {
             BackendMode::HostPagemap
         } else {
             BackendMode::HostSynthetic
@@ -118,14 +155,18 @@ impl HostBackend {
         self.pinned.load(Ordering::Relaxed)
     }
 
-    /// See [`super::Backend::map_slab`].
+    /// See [`super::Backend::map_slab`]. The memory is mapped, not yet
+    /// populated or locked: a physical address means something only once
+    /// somebody asks for it, so every page entry says [`PHYS_LAZY`] and
+    /// [`HostBackend::resolve`] pins the slab on the first v2p. A program
+    /// that never asks pays one mmap per slab, like glibc's heap growth,
+    /// and only the pages it touches.
     ///
     /// # Safety
     /// As there.
     pub unsafe fn map_slab(
         &self,
         addr: usize,
-        slot: usize,
         len: usize,
         phys: &mut SlabPhys,
     ) -> Result<(), BackendError> {
@@ -135,73 +176,72 @@ impl HostBackend {
             self.pinned.fetch_sub(size, Ordering::Relaxed);
             return Err(BackendError::OutOfPinned);
         }
-        // One call maps, populates and locks (pinned: physical addresses
-        // must not change under the device). Without the privilege
-        // (RLIMIT_MEMLOCK) the lock fails; the pages then stay populated
-        // but unlocked, which a test rig on the host can live with.
-        let mut p = libc::MAP_FAILED;
-        for lock in [libc::MAP_LOCKED, 0] {
-            // SAFETY: MAP_FIXED over the caller's reservation range.
-            p = unsafe {
-                libc::mmap(
-                    addr as *mut libc::c_void,
-                    len,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_PRIVATE
-                        | libc::MAP_ANONYMOUS
-                        | libc::MAP_FIXED
-                        | libc::MAP_POPULATE
-                        | lock,
-                    -1,
-                    0,
-                )
-            };
-            if p != libc::MAP_FAILED || !matches!(errno(), libc::EAGAIN | libc::EPERM) {
-                break;
-            }
-        }
-        if p == libc::MAP_FAILED {
-            let e = errno();
+        // A class's third slab on (256 KiB and up) or a large run is busy
+        // memory: populate it in one go, as cheaper than a fault per page.
+        // A class's first, small slabs stay lazy: a short program touches
+        // a page or two of each.
+        let populate = if len >= POPULATE_FROM {
+            libc::MAP_POPULATE
+        } else {
+            0
+        };
+        // SAFETY: the caller's contract: a dead part of the reservation.
+        if let Err(e) = unsafe { super::map_anonymous(addr, len, populate) } {
             self.pinned.fetch_sub(size, Ordering::Relaxed);
-            return Err(if e == libc::ENOMEM {
-                BackendError::OutOfPinned
-            } else {
-                BackendError::Os(e)
+            return Err(match e {
+                BackendError::Os(libc::ENOMEM) => BackendError::OutOfPinned,
+                e => e,
             });
         }
         if self.dontfork {
             // SAFETY: advice on the range just mapped.
             unsafe { libc::madvise(addr as *mut libc::c_void, len, libc::MADV_DONTFORK) };
         }
+        phys.iter_mut()
+            .take(len / PAGE_SIZE)
+            .for_each(|e| *e = PHYS_LAZY);
+        Ok(())
+    }
+
+    /// Pins the slab at `addr` (arena slot `slot`, `len` bytes, mapped by
+    /// [`HostBackend::map_slab`]) and fills `phys` with its pages' physical
+    /// addresses: mlock() populates and locks, so the addresses stay put
+    /// while a device may use them. Without the privilege (RLIMIT_MEMLOCK)
+    /// the pages are populated for writing but stay unlocked, which a test
+    /// rig on the host can live with.
+    pub fn resolve(&self, addr: usize, slot: usize, len: usize, phys: &mut SlabPhys) {
+        // SAFETY: mlock and madvise on a range of our own mapping; neither
+        // changes its contents.
+        unsafe {
+            if libc::mlock(addr as *const libc::c_void, len) != 0 {
+                libc::madvise(addr as *mut libc::c_void, len, MADV_POPULATE_WRITE);
+            }
+        }
         let pages = len / PAGE_SIZE;
-        if self.pagemap_fd >= 0 {
-            let mut raw = [0u64; PAGES_PER_SLAB];
+        let fd = self.pagemap_fd();
+        let mut raw = [0u64; PAGES_PER_SLAB];
+        let full = fd >= 0 && {
             // SAFETY: reads `pages` (<= PAGES_PER_SLAB) u64 entries into `raw`.
             let n = unsafe {
                 libc::pread(
-                    self.pagemap_fd,
+                    fd,
                     raw.as_mut_ptr().cast(),
                     pages * 8,
                     ((addr >> PAGE_SHIFT) * 8) as libc::off_t,
                 )
             };
-            let full = n == (pages * 8) as isize;
-            for (i, out) in phys.iter_mut().take(pages).enumerate() {
-                let e = raw[i];
-                *out = if full && e & PRESENT != 0 && e & PFN_MASK != 0 {
-                    (e & PFN_MASK) << PAGE_SHIFT
-                } else {
-                    // A page the kernel did not show: fall back to the
-                    // synthetic address so the entry is still consistent.
-                    synthetic_phys(slot, i)
-                };
-            }
-        } else {
-            for (i, out) in phys.iter_mut().take(pages).enumerate() {
-                *out = synthetic_phys(slot, i);
-            }
+            n == (pages * 8) as isize
+        };
+        for (i, out) in phys.iter_mut().take(pages).enumerate() {
+            let e = raw[i];
+            *out = if full && e & PRESENT != 0 && e & PFN_MASK != 0 {
+                (e & PFN_MASK) << PAGE_SHIFT
+            } else {
+                // Synthetic mode, or a page the kernel did not show: the
+                // synthetic address keeps the entry consistent.
+                synthetic_phys(slot, i)
+            };
         }
-        Ok(())
     }
 
     /// See [`super::Backend::unmap_slab`].
@@ -217,9 +257,10 @@ impl HostBackend {
 
 impl Drop for HostBackend {
     fn drop(&mut self) {
-        if self.pagemap_fd >= 0 {
+        let fd = *self.pagemap_fd.get_mut();
+        if fd >= 0 {
             // SAFETY: we own the descriptor.
-            unsafe { libc::close(self.pagemap_fd) };
+            unsafe { libc::close(fd) };
         }
     }
 }

@@ -7,7 +7,7 @@
 pub mod device;
 pub mod host;
 
-use crate::class::{PAGES_PER_SLAB, SLAB_SIZE};
+use crate::class::{PAGE_SIZE, PAGES_PER_SLAB, SLAB_SIZE};
 use crate::config::{BackendChoice, Config};
 
 /// How physical addresses are obtained; reported by stats and the API.
@@ -108,7 +108,7 @@ impl Backend {
     pub fn granule(&self, len: usize) -> usize {
         match self {
             Backend::Device(_) => len.next_power_of_two().max(device::MIN_SLAB),
-            _ => len.next_multiple_of(crate::class::PAGE_SIZE),
+            _ => len.next_multiple_of(PAGE_SIZE),
         }
         .min(SLAB_SIZE)
     }
@@ -124,16 +124,24 @@ impl Backend {
     pub unsafe fn map_slab(
         &self,
         addr: usize,
-        slot: usize,
         len: usize,
         phys: &mut SlabPhys,
     ) -> Result<u32, BackendError> {
         match self {
             // SAFETY: forwarded caller contract.
-            Backend::Device(d) => unsafe { d.map_slab(addr, len, phys) },
+            Backend::Device(d) => unsafe { d.map_slab(addr, &mut phys[..len / PAGE_SIZE]) },
             // SAFETY: forwarded caller contract.
-            Backend::Host(h) => unsafe { h.map_slab(addr, slot, len, phys) }.map(|()| u32::MAX),
+            Backend::Host(h) => unsafe { h.map_slab(addr, len, phys) }.map(|()| u32::MAX),
             Backend::Missing => Err(BackendError::Unavailable),
+        }
+    }
+
+    /// Physical addresses for a slab whose entries [`Backend::map_slab`]
+    /// left [`crate::v2p::PHYS_LAZY`] (host memory, pinned on first v2p):
+    /// see [`host::HostBackend::resolve`].
+    pub fn resolve(&self, addr: usize, slot: usize, len: usize, phys: &mut SlabPhys) {
+        if let Backend::Host(h) = self {
+            h.resolve(addr, slot, len, phys);
         }
     }
 
@@ -210,13 +218,22 @@ impl Backend {
 /// # Safety
 /// As [`Backend::map_slab`].
 pub unsafe fn map_unpinned(addr: usize, len: usize) -> Result<(), BackendError> {
+    // SAFETY: forwarded caller contract.
+    unsafe { map_anonymous(addr, len, 0) }
+}
+
+/// [`map_unpinned`] with extra mmap flags (`MAP_POPULATE`).
+///
+/// # Safety
+/// As [`Backend::map_slab`].
+pub unsafe fn map_anonymous(addr: usize, len: usize, flags: i32) -> Result<(), BackendError> {
     // SAFETY: MAP_FIXED replaces only the caller's reservation range.
     let p = unsafe {
         libc::mmap(
             addr as *mut libc::c_void,
             len,
             libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED | flags,
             -1,
             0,
         )

@@ -60,11 +60,12 @@ pub unsafe fn arena_realloc(p: *mut u8, size: usize, call: &str) -> *mut u8 {
 pub fn trim() -> usize {
     let Some(h) = heap_if_ready() else { return 0 };
     let tc = cache_ptr();
+    let mut released = 0;
     if !tc.is_null() {
         // SAFETY: this thread's own live cache, not otherwise borrowed here.
-        unsafe { (*tc).flush(h) };
+        released = unsafe { (*tc).flush(h) };
     }
-    h.trim()
+    released + h.trim()
 }
 
 /// Pieces cached by the calling thread for class `c` (tests).

@@ -5,6 +5,7 @@
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 
+use super::ordinary::BLOCKS;
 use super::{BUSY, boot_alloc, free};
 use crate::heap::Heap;
 
@@ -99,7 +100,9 @@ pub(super) fn pin_max(h: &Heap, all: bool) -> usize {
 /// Counts a block the next allocator just handed out for us.
 pub(super) fn note_ordinary(q: *mut u8) -> *mut u8 {
     if !q.is_null() {
-        ORDINARY_BYTES.fetch_add(next_usable(q) as i64, Ordering::Relaxed);
+        let len = next_usable(q);
+        BLOCKS.insert(q as usize, len);
+        ORDINARY_BYTES.fetch_add(len as i64, Ordering::Relaxed);
         ORDINARY_ALLOCS.fetch_add(1, Ordering::Relaxed);
     }
     q
@@ -114,6 +117,7 @@ pub(super) fn ordinary_malloc(size: usize) -> *mut u8 {
 
 /// Frees a block of the next allocator, uncounting it.
 pub(super) fn free_ordinary(p: *mut u8) {
+    BLOCKS.remove(p as usize);
     ORDINARY_BYTES.fetch_sub(next_usable(p) as i64, Ordering::Relaxed);
     next_free(p);
 }

@@ -7,6 +7,7 @@ use core::cell::UnsafeCell;
 use core::ffi::c_void;
 
 use super::{TC_KEY, heap_if_ready};
+use crate::class::MAX_SMALL;
 use crate::lock::SpinLock;
 use crate::tcache::{TC_ACTIVE, TC_DEAD, TC_SETUP, TC_UNINIT, ThreadCache};
 
@@ -122,6 +123,9 @@ fn activate(tc: *mut ThreadCache) {
         }
         *REGISTRY.head.get() = tc;
         (*tc).state = TC_ACTIVE;
+        if let Some(h) = heap_if_ready() {
+            (*tc).fast_max = h.config().pin_max.min(MAX_SMALL);
+        }
     }
 }
 
@@ -132,6 +136,7 @@ pub(super) extern "C" fn thread_exit(v: *mut c_void) {
     // block is still alive while key destructors run.
     unsafe {
         (*tc).state = TC_DEAD;
+        (*tc).fast_max = 0;
         (*tc).flush(heap);
     }
     let _g = REGISTRY.lock.lock();

@@ -144,8 +144,12 @@ int main(int argc, char **argv) {
     CHECK(pv && ((uintptr_t)pv & 4095) == 0 && malloc_usable_size(pv) >= 4096);
     void *big = memalign(1 << 22, 5 << 20);
     CHECK(big && ((uintptr_t)big & ((1 << 22) - 1)) == 0);
-    /* Above PKTSLAB_PIN_MAX (128 KiB): ordinary memory, not in the arena. */
-    CHECK(pktslab_v2p(big, NULL) == PKTSLAB_V2P_OUTSIDE);
+    /* Above PKTSLAB_PIN_MAX (128 KiB): ordinary memory, not in the arena,
+     * but the heap's own: "not pinned", to its last byte. */
+    CHECK(pktslab_v2p(big, NULL) == PKTSLAB_V2P_NOT_PINNED);
+    CHECK(pktslab_v2p((char *)big + (5 << 20) - 1, NULL) == PKTSLAB_V2P_NOT_PINNED);
+    int on_stack = 0;
+    CHECK(pktslab_v2p(&on_stack, NULL) == PKTSLAB_V2P_OUTSIDE);
     free(a);
     free(b);
     free(c);

@@ -1,4 +1,9 @@
-//! What the client tests share.
+//! What the integration tests share: a synthetic pool for the client
+//! tests, the SIGABRT check for the abort tests.
+#![allow(dead_code)] // each test binary uses only some of these
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::Output;
 
 use pktslab::{BackendChoice, Config, Pool};
 
@@ -12,4 +17,17 @@ pub fn synthetic_pool(arena_size: usize) -> Pool {
         ..Default::default()
     })
     .unwrap()
+}
+
+/// Asserts that the process behind `out` died of SIGABRT (`what` names the
+/// case in the failure message) and returns its stderr.
+pub fn aborted_stderr(out: &Output, what: &str) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGABRT),
+        "{what}: {:?}\n{err}",
+        out.status
+    );
+    err
 }
