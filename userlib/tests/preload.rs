@@ -406,33 +406,9 @@ fn python_forks_and_spawns_on_slabs_children_do_not_inherit() {
         eprintln!("skipped: python3 not installed");
         return;
     }
-    // os.fork(): the child reads the parent's objects and allocates; a
-    // thread is allocating while the parent forks; subprocess spawns.
-    let script = r#"
-import os, subprocess, sys, threading, json
-data = {str(i): list(range(i % 50)) for i in range(5000)}
-stop = False
-def churn():
-    while not stop:
-        [bytes(i) for i in range(200)]
-t = threading.Thread(target=churn); t.start()
-for k in range(5):
-    sys.stdout.flush()
-    pid = os.fork()
-    if pid == 0:
-        ok = sum(len(v) for v in data.values()) == 122500
-        more = json.dumps({i: "x" * i for i in range(300)})
-        code = 0 if ok and len(more) > 1000 else 3
-        if k == 0:
-            sys.exit(code)  # a normal exit: the child prints its report
-        os._exit(code)
-    _, st = os.waitpid(pid, 0)
-    print("child", k, os.waitstatus_to_exitcode(st))
-stop = True; t.join()
-print(subprocess.run(["sh", "-c", "echo spawned; seq 3 | sort -r"], capture_output=True, text=True).stdout)
-print(subprocess.check_output([sys.executable, "-c", "print(sum(range(10**5)))"]).decode())
-"#;
-    let err = same_output_across_fork(python(), &["-c", script]);
+    // Five forks while a thread allocates; subprocess spawns.
+    let script = include_str!("fork_children.py");
+    let err = same_output_across_fork(python(), &["-c", script, "5", "threads"]);
     // The child that exits normally reports its heap: copied at fork.
     let copied = err
         .lines()

@@ -167,27 +167,16 @@ fn dash_pipeline_forks() -> TestResult {
     err.map(drop)
 }
 
-const PY_FORK: &str = r#"
-import os, subprocess, sys, json
-data = {str(i): list(range(i % 50)) for i in range(5000)}
-for k in range(3):
-    sys.stdout.flush()
-    pid = os.fork()
-    if pid == 0:
-        ok = sum(len(v) for v in data.values()) == 122500
-        more = json.dumps({i: "x" * i for i in range(300)})
-        code = 0 if ok and len(more) > 1000 else 3
-        if k == 0:
-            sys.exit(code)  # a normal exit: the child prints its report
-        os._exit(code)
-    _, st = os.waitpid(pid, 0)
-    print("child", k, os.waitstatus_to_exitcode(st))
-print(subprocess.run(["/usr/bin/sort", "-r"], input="a\nc\nb\n", capture_output=True, text=True).stdout)
-print(subprocess.check_output([sys.executable, "-c", "print(sum(range(10**5)))"]).decode())
-"#;
+/// The fork script userlib's host preload test runs too (three forks, no
+/// thread here).
+const PY_FORK: &str = include_str!("../../../userlib/tests/fork_children.py");
 
 fn python3_fork_and_subprocess() -> TestResult {
-    let err = same_output("python3 fork", &["/usr/bin/python3", "-c", PY_FORK], None)?;
+    let err = same_output(
+        "python3 fork",
+        &["/usr/bin/python3", "-c", PY_FORK, "3"],
+        None,
+    )?;
     // The child that exits normally reports the heap it was given: a
     // copy in ordinary memory, since the pinned slabs are not inherited.
     let copied = splits(&err).iter().map(|s| s[2]).max().unwrap_or(0);
