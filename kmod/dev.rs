@@ -383,13 +383,15 @@ impl DeviceState {
         inf.file.complete(inf.cookie, inf.op, st, inf.bounce);
     }
 
-    /// Takes every entry off queue `q`'s used ring, up to `BATCH` per
-    /// hold of the device lock, and delivers them outside it. Returns the
-    /// entries taken. The interrupt thread and the watchdog's poll (a lost
-    /// interrupt) both call it; the lock makes each entry go to one of them.
-    fn drain_queue(&self, q: usize) -> usize {
+    /// Takes the entries on queue `q`'s used ring, at most `max` and
+    /// `BATCH` per hold of the device lock, and delivers them outside it.
+    /// Returns `(delivered, taken)`: requests completed, and used entries
+    /// taken including bogus ones (ids not in flight). The interrupt
+    /// thread and the watchdog's poll (a lost interrupt) both call it; the
+    /// lock makes each entry go to one of them.
+    fn drain_queue(&self, q: usize, max: usize) -> (usize, usize) {
         const BATCH: usize = 16;
-        let mut taken = 0;
+        let (mut delivered, mut taken) = (0, 0);
         loop {
             let mut done: [Option<(InFlight, abi::StatusRecord)>; BATCH] = [const { None }; BATCH];
             let mut n = 0;
@@ -403,8 +405,11 @@ impl DeviceState {
                     last_progress,
                 } = &mut hw.queues[q];
                 let Some(vq) = vq.as_mut() else { break };
-                while n < BATCH {
-                    let Some(used) = vq.pop_used() else {
+                // Bogus entries count towards the batch too: a device that
+                // floods the ring with them cannot keep the lock held.
+                for _ in 0..BATCH {
+                    let used = if taken < max { vq.pop_used() } else { None };
+                    let Some(used) = used else {
                         more = false;
                         break;
                     };
@@ -435,14 +440,15 @@ impl DeviceState {
             for (inf, st) in done.iter_mut().filter_map(Option::take) {
                 self.deliver(inf, st);
             }
+            delivered += n;
             if n > 0 {
                 self.space.notify_all();
             }
             if !more {
-                return taken;
+                break;
             }
         }
-        taken
+        (delivered, taken)
     }
 
     fn in_flight(&self) -> usize {
@@ -475,9 +481,14 @@ impl ThreadedHandler for Interrupt {
     /// already took.
     fn handle_threaded(&self) -> IrqReturn {
         let d = &*self.dev;
+        // A queue holds at most `queue_size` requests, so a run takes at
+        // most twice that from one queue (slots refilled meanwhile): a
+        // device flooding the ring cannot keep the thread here. Entries
+        // left come with an interrupt of their own, or the watchdog polls.
+        let max = 2 * usize::from(d.queue_size);
         let mut taken = 0;
         for q in 0..d.nq {
-            taken += d.drain_queue(q);
+            taken += d.drain_queue(q, max).1;
         }
         if taken == 0 {
             d.stats.spurious_irqs.add(1, Relaxed);

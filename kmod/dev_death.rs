@@ -42,14 +42,20 @@ impl DeviceState {
         if stalled == 0 {
             return;
         }
-        let mut found = 0;
+        let (mut found, mut bogus) = (0, 0u64);
         for q in (0..self.nq).filter(|&q| stalled & (1 << q) != 0) {
-            found += self.drain_queue(q);
+            // At most a ring's worth: a device that keeps publishing
+            // entries cannot keep the waiter here.
+            let (d, t) = self.drain_queue(q, usize::from(self.queue_size));
+            found += d;
+            if t > 0 && d == 0 {
+                bogus |= 1 << q;
+            }
         }
         if found > 0 {
             self.lost_interrupt(found);
         }
-        self.die_if_stalled();
+        self.die_if_stalled(bogus);
     }
 
     /// Counts and logs (at most once per 5 s) a poll that found `found`
@@ -80,19 +86,20 @@ impl DeviceState {
 
     /// Declares the device dead if a queue is still stalled and its used
     /// ring holds nothing, checked under the same lock hold that marks it
-    /// dead. Entries that arrived since the poll leave it alive: the next
-    /// watchdog pass takes them.
-    fn die_if_stalled(&self) {
+    /// dead. Entries that arrived since the poll leave it alive (the next
+    /// watchdog pass takes them), except on the `bogus` queues (bit `q`),
+    /// whose poll took entries that completed none of their requests: a
+    /// device flooding a ring with bogus ids does not keep itself alive.
+    fn die_if_stalled(&self, bogus: u64) {
         {
             let mut hw = self.hw.lock();
             let stalled = self.stalled_queues(&hw);
             if stalled == 0 {
                 return;
             }
-            let pending =
-                hw.queues.iter().enumerate().any(|(q, qs)| {
-                    stalled & (1 << q) != 0 && qs.vq.as_ref().is_some_and(Vq::has_used)
-                });
+            let pending = hw.queues.iter().enumerate().any(|(q, qs)| {
+                (stalled & !bogus) & (1 << q) != 0 && qs.vq.as_ref().is_some_and(Vq::has_used)
+            });
             if pending {
                 return;
             }
