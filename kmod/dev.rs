@@ -84,6 +84,8 @@ struct Hw {
     queues: KVec<QueueState>,
     dead: bool,
     next: usize,
+    /// When the watchdog last logged a lost interrupt (rate limit).
+    lost_irq_logged: Option<Instant<Monotonic>>,
 }
 
 impl Hw {
@@ -92,6 +94,7 @@ impl Hw {
             queues,
             dead: false,
             next: 0,
+            lost_irq_logged: None,
         }
     }
 }
@@ -105,6 +108,11 @@ struct Stats {
     bytes_zero_copy: Atomic<u64>,
     ring_full: Atomic<u64>,
     device_errors: Atomic<u64>,
+    /// Watchdog passes that found completions on a stalled queue's used
+    /// ring: an interrupt was lost, and polling recovered it.
+    lost_irq_polls: Atomic<u64>,
+    /// Interrupts whose thread found no used entry on any queue.
+    spurious_irqs: Atomic<u64>,
 }
 
 impl Stats {
@@ -117,6 +125,8 @@ impl Stats {
             bytes_zero_copy: Atomic::new(0),
             ring_full: Atomic::new(0),
             device_errors: Atomic::new(0),
+            lost_irq_polls: Atomic::new(0),
+            spurious_irqs: Atomic::new(0),
         }
     }
 }
@@ -337,8 +347,10 @@ impl DeviceState {
             self.kick_touched(*touched);
             *touched = 0;
             if self.stalled(&hw) {
+                // Polls the stalled queues (a lost interrupt) and declares
+                // the device dead only if they hold nothing.
                 drop(hw);
-                self.declare_dead(Some("stopped completing requests"));
+                self.watchdog();
                 hw = self.hw.lock();
                 continue;
             }
@@ -371,6 +383,74 @@ impl DeviceState {
         inf.file.complete(inf.cookie, inf.op, st, inf.bounce);
     }
 
+    /// Takes the entries on queue `q`'s used ring, at most `max` and
+    /// `BATCH` per hold of the device lock, and delivers them outside it.
+    /// Returns `(delivered, taken)`: requests completed, and used entries
+    /// taken including bogus ones (ids not in flight). The interrupt
+    /// thread and the watchdog's poll (a lost interrupt) both call it; the
+    /// lock makes each entry go to one of them.
+    fn drain_queue(&self, q: usize, max: usize) -> (usize, usize) {
+        const BATCH: usize = 16;
+        let (mut delivered, mut taken) = (0, 0);
+        loop {
+            let mut done: [Option<(InFlight, abi::StatusRecord)>; BATCH] = [const { None }; BATCH];
+            let mut n = 0;
+            let mut bad = None;
+            let mut more = true;
+            {
+                let mut hw = self.hw.lock();
+                let QueueState {
+                    vq,
+                    slots,
+                    last_progress,
+                } = &mut hw.queues[q];
+                let Some(vq) = vq.as_mut() else { break };
+                // Bogus entries count towards the batch too: a device that
+                // floods the ring with them cannot keep the lock held.
+                for _ in 0..BATCH {
+                    let used = if taken < max { vq.pop_used() } else { None };
+                    let Some(used) = used else {
+                        more = false;
+                        break;
+                    };
+                    taken += 1;
+                    match used {
+                        Err(id) => bad = Some(id),
+                        Ok(slot) => match slots[usize::from(slot)].take() {
+                            Some(inf) => {
+                                let st = vq.status(slot);
+                                vq.release(slot);
+                                *last_progress = Instant::now();
+                                done[n] = Some((inf, st));
+                                n += 1;
+                            }
+                            None => bad = Some(u32::from(slot)),
+                        },
+                    }
+                }
+            }
+            if let Some(id) = bad {
+                dev_warn!(
+                    self.pdev.as_ref(),
+                    "queue {}: device completed descriptor {} which is not in flight\n",
+                    q,
+                    id
+                );
+            }
+            for (inf, st) in done.iter_mut().filter_map(Option::take) {
+                self.deliver(inf, st);
+            }
+            delivered += n;
+            if n > 0 {
+                self.space.notify_all();
+            }
+            if !more {
+                break;
+            }
+        }
+        (delivered, taken)
+    }
+
     fn in_flight(&self) -> usize {
         let hw = self.hw.lock();
         hw.queues
@@ -395,64 +475,23 @@ impl Interrupt {
 }
 
 impl ThreadedHandler for Interrupt {
-    /// Delivers every used-ring entry; runs in the interrupt thread. Takes
-    /// up to `BATCH` entries per lock hold and delivers them outside it.
+    /// Delivers every used-ring entry; runs in the interrupt thread. An
+    /// interrupt that finds nothing new is counted (`spurious_irqs`): a
+    /// device bug, or completions an earlier run or the watchdog's poll
+    /// already took.
     fn handle_threaded(&self) -> IrqReturn {
         let d = &*self.dev;
-        const BATCH: usize = 16;
+        // A queue holds at most `queue_size` requests, so a run takes at
+        // most twice that from one queue (slots refilled meanwhile): a
+        // device flooding the ring cannot keep the thread here. Entries
+        // left come with an interrupt of their own, or the watchdog polls.
+        let max = 2 * usize::from(d.queue_size);
+        let mut taken = 0;
         for q in 0..d.nq {
-            loop {
-                let mut done: [Option<(InFlight, abi::StatusRecord)>; BATCH] =
-                    [const { None }; BATCH];
-                let mut n = 0;
-                let mut bad = None;
-                let mut more = true;
-                {
-                    let mut hw = d.hw.lock();
-                    let QueueState {
-                        vq,
-                        slots,
-                        last_progress,
-                    } = &mut hw.queues[q];
-                    let Some(vq) = vq.as_mut() else { break };
-                    while n < BATCH {
-                        match vq.pop_used() {
-                            None => {
-                                more = false;
-                                break;
-                            }
-                            Some(Err(id)) => bad = Some(id),
-                            Some(Ok((slot, _len))) => match slots[usize::from(slot)].take() {
-                                Some(inf) => {
-                                    let st = vq.status(slot);
-                                    vq.release(slot);
-                                    *last_progress = Instant::now();
-                                    done[n] = Some((inf, st));
-                                    n += 1;
-                                }
-                                None => bad = Some(u32::from(slot)),
-                            },
-                        }
-                    }
-                }
-                if let Some(id) = bad {
-                    dev_warn!(
-                        d.pdev.as_ref(),
-                        "queue {}: device completed descriptor {} which is not in flight\n",
-                        q,
-                        id
-                    );
-                }
-                for (inf, st) in done.iter_mut().filter_map(Option::take) {
-                    d.deliver(inf, st);
-                }
-                if n > 0 {
-                    d.space.notify_all();
-                }
-                if !more {
-                    break;
-                }
-            }
+            taken += d.drain_queue(q, max).1;
+        }
+        if taken == 0 {
+            d.stats.spurious_irqs.add(1, Relaxed);
         }
         IrqReturn::Handled
     }
@@ -500,6 +539,8 @@ impl fmt::Debug for StatsView {
         writeln!(f, "key_slots_used {}", used)?;
         writeln!(f, "key_slots_clearing {}", clearing)?;
         writeln!(f, "quarantined_bytes {}", QUARANTINED_TOTAL.load(Relaxed))?;
-        writeln!(f, "device_errors {}", s.stats.device_errors.load(Relaxed))
+        writeln!(f, "device_errors {}", s.stats.device_errors.load(Relaxed))?;
+        writeln!(f, "lost_irq_polls {}", s.stats.lost_irq_polls.load(Relaxed))?;
+        writeln!(f, "spurious_irqs {}", s.stats.spurious_irqs.load(Relaxed))
     }
 }

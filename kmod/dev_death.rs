@@ -7,28 +7,105 @@
 use super::*;
 
 impl DeviceState {
+    /// The queues (bit `q` for queue `q`) that have had requests in flight
+    /// and no completion for longer than `request_timeout_ms`.
+    fn stalled_queues(&self, hw: &Hw) -> u64 {
+        let limit = i64::from(crate::request_timeout_ms());
+        if limit <= 0 || hw.dead {
+            return 0;
+        }
+        let mut mask = 0;
+        for (q, qs) in hw.queues.iter().enumerate().take(64) {
+            if qs.vq.as_ref().is_some_and(|v| v.in_flight() > 0)
+                && qs.last_progress.elapsed().as_millis() > limit
+            {
+                mask |= 1 << q;
+            }
+        }
+        mask
+    }
+
     /// Whether a queue has had requests in flight and no completion for
     /// longer than `request_timeout_ms`.
     pub(super) fn stalled(&self, hw: &Hw) -> bool {
-        let limit = i64::from(crate::request_timeout_ms());
-        limit > 0
-            && !hw.dead
-            && hw.queues.iter().any(|qs| {
-                qs.vq.as_ref().is_some_and(|v| v.in_flight() > 0)
-                    && qs.last_progress.elapsed().as_millis() > limit
-            })
+        self.stalled_queues(hw) != 0
     }
 
-    /// Declares the device dead if its oldest request has waited longer
-    /// than `request_timeout_ms` without any completion.
+    /// Checks for a device that stopped completing. A stalled queue's used
+    /// ring is polled first, under the lock the interrupt thread takes (as
+    /// NVMe's timeout handler polls its completion queue): completions
+    /// found there mean a lost interrupt, which is delivered, logged
+    /// (rate-limited) and counted (`lost_irq_polls`), and the device lives
+    /// on. Only a stalled queue whose used ring holds nothing kills it.
     pub(crate) fn watchdog(&self) {
-        let stalled = {
-            let hw = self.hw.lock();
-            self.stalled(&hw)
-        };
-        if stalled {
-            self.declare_dead(Some("stopped completing requests"));
+        let stalled = self.stalled_queues(&self.hw.lock());
+        if stalled == 0 {
+            return;
         }
+        let (mut found, mut bogus) = (0, 0u64);
+        for q in (0..self.nq).filter(|&q| stalled & (1 << q) != 0) {
+            // At most a ring's worth: a device that keeps publishing
+            // entries cannot keep the waiter here.
+            let (d, t) = self.drain_queue(q, usize::from(self.queue_size));
+            found += d;
+            if t > 0 && d == 0 {
+                bogus |= 1 << q;
+            }
+        }
+        if found > 0 {
+            self.lost_interrupt(found);
+        }
+        self.die_if_stalled(bogus);
+    }
+
+    /// Counts and logs (at most once per 5 s) a poll that found `found`
+    /// completions no interrupt had announced.
+    fn lost_interrupt(&self, found: usize) {
+        let total = self.stats.lost_irq_polls.fetch_add(1, Relaxed) + 1;
+        let log = {
+            let mut hw = self.hw.lock();
+            let due = hw
+                .lost_irq_logged
+                .as_ref()
+                .is_none_or(|t| t.elapsed().as_millis() >= 5000);
+            if due {
+                hw.lost_irq_logged = Some(Instant::now());
+            }
+            due
+        };
+        if log {
+            dev_warn!(
+                self.pdev.as_ref(),
+                "lost interrupt? completed {} requests by polling the used ring after {} ms without one ({} such polls so far; debugfs lost_irq_polls)\n",
+                found,
+                crate::request_timeout_ms(),
+                total
+            );
+        }
+    }
+
+    /// Declares the device dead if a queue is still stalled and its used
+    /// ring holds nothing, checked under the same lock hold that marks it
+    /// dead. Entries that arrived since the poll leave it alive (the next
+    /// watchdog pass takes them), except on the `bogus` queues (bit `q`),
+    /// whose poll took entries that completed none of their requests: a
+    /// device flooding a ring with bogus ids does not keep itself alive.
+    fn die_if_stalled(&self, bogus: u64) {
+        {
+            let mut hw = self.hw.lock();
+            let stalled = self.stalled_queues(&hw);
+            if stalled == 0 {
+                return;
+            }
+            let pending = hw.queues.iter().enumerate().any(|(q, qs)| {
+                (stalled & !bogus) & (1 << q) != 0 && qs.vq.as_ref().is_some_and(Vq::has_used)
+            });
+            if pending {
+                return;
+            }
+            hw.dead = true;
+        }
+        self.fail_everything(Some("stopped completing requests"));
     }
 
     /// Stops the device for good: no new requests, the device is reset
@@ -43,6 +120,11 @@ impl DeviceState {
             }
             hw.dead = true;
         }
+        self.fail_everything(why);
+    }
+
+    /// The rest of `declare_dead`, once the caller has set `dead`.
+    fn fail_everything(&self, why: Option<&str>) {
         if let Some(why) = why {
             dev_err!(
                 self.pdev.as_ref(),

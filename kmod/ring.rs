@@ -256,10 +256,22 @@ impl Vq {
         Some(slot)
     }
 
-    /// Takes the next used entry: `(slot, bytes written)`. An id that is
-    /// not the head of a slot is a device bug: `Some(Err(id))`, which the
-    /// caller logs and skips (as it does a slot with nothing in flight).
-    pub(crate) fn pop_used(&mut self) -> Option<core::result::Result<(u16, u32), u32>> {
+    /// Whether the device has put entries on the used ring that
+    /// `pop_used` has not taken yet.
+    pub(crate) fn has_used(&self) -> bool {
+        let w0: u32 = io_read!(&self.used, [panic: 0]);
+        (w0 >> 16) as u16 != self.last_used
+    }
+
+    /// Takes the next used entry: its slot. An id that is not the head of
+    /// a slot is a device bug: `Some(Err(id))`, which the caller logs and
+    /// skips (as it does a slot with nothing in flight).
+    ///
+    /// The entry's used length is not read: nothing in the driver needs it
+    /// (what a request wrote is told by its status record, whose `len` the
+    /// copy-back clamps to the bounce buffer's output length), so a wrong
+    /// or hostile used length cannot change what reaches user memory.
+    pub(crate) fn pop_used(&mut self) -> Option<core::result::Result<u16, u32>> {
         let w0: u32 = io_read!(&self.used, [panic: 0]);
         let used_idx = (w0 >> 16) as u16;
         if used_idx == self.last_used {
@@ -269,7 +281,6 @@ impl Vq {
         smp_mb(Read);
         let e = usize::from(self.last_used & self.mask);
         let id: u32 = io_read!(&self.used, [panic: 1 + 2 * e]);
-        let len: u32 = io_read!(&self.used, [panic: 2 + 2 * e]);
         self.last_used = self.last_used.wrapping_add(1);
         let slot = if self.indirect.is_some() {
             id
@@ -283,7 +294,7 @@ impl Vq {
         if slot >= u32::from(self.nslots) {
             return Some(Err(id));
         }
-        Some(Ok((slot as u16, len)))
+        Some(Ok(slot as u16))
     }
 
     /// The status record the device wrote for `slot`.
