@@ -284,7 +284,17 @@ fn transform(dev: &Device, op: u16, a: &RunArgs, inp: &Inputs) -> Result<()> {
         .input(inbuf.as_ref())?
         .output(outbuf.as_mut())?;
     let c = dev.call(req, a.copy)?;
-    write_output(op, a, &outbuf.as_ref()[..c.len as usize])
+    // The length comes from the device: a broken one may claim more than
+    // the output holds.
+    let out = outbuf.as_ref();
+    let written = out.get(..c.len as usize).with_context(|| {
+        format!(
+            "the device reported {} bytes written into a {}-byte output; the device is faulty",
+            c.len,
+            out.len()
+        )
+    })?;
+    write_output(op, a, written)
 }
 
 /// `-o FILE`, or hex on stdout.
