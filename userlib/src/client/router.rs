@@ -51,7 +51,6 @@ pub enum FileKey {
 
 /// The clients, cookies and mail of one device file.
 pub struct Router {
-    next_id: AtomicU32,
     clients: AtomicUsize,
     pending: AtomicUsize,
     /// Each live client's box (present while it lives, possibly empty).
@@ -61,7 +60,6 @@ pub struct Router {
 impl Router {
     fn new() -> Self {
         Self {
-            next_id: AtomicU32::new(1),
             clients: AtomicUsize::new(0),
             pending: AtomicUsize::new(0),
             boxes: Mutex::new(HashMap::new()),
@@ -73,10 +71,14 @@ impl Router {
     }
 
     /// A new live client: its id (1..2^ID_BITS, skipping ids still live).
+    /// Ids come from one process-wide counter, which a forked child
+    /// continues: its clients never take an id of its parent's, whose
+    /// completions a child's copy of the parent's state might still name.
     fn join(&self) -> u32 {
+        static NEXT_ID: AtomicU32 = AtomicU32::new(1);
         let mut boxes = self.boxes();
         let id = loop {
-            let id = self.next_id.fetch_add(1, Ordering::Relaxed) % ((1 << ID_BITS) - 1) + 1;
+            let id = NEXT_ID.fetch_add(1, Ordering::Relaxed) % ((1 << ID_BITS) - 1) + 1;
             if !boxes.contains_key(&id) {
                 break id;
             }
