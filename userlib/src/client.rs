@@ -333,7 +333,9 @@ impl<'p, T: Transport> Client<'p, T> {
                     self.outstanding = self.outstanding.saturating_sub(n);
                     return Ok(n);
                 }
-                Err(ClientError::Os(libc::ENOENT)) => self.mail_may_come(&mut idle)?,
+                Err(ClientError::Os(libc::ENOENT)) if self.outstanding > 0 => {
+                    self.mail_may_come(&mut idle)?;
+                }
                 Err(e) => return Err(e),
             }
         }
