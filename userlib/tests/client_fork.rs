@@ -6,43 +6,12 @@
 //! (one test) so no other test thread is running at the fork.
 
 mod common;
+#[path = "common/shared_file.rs"]
+mod shared_file;
 
-use std::collections::VecDeque;
-use std::sync::Mutex;
-
-use pktaccel_abi::{IocCompletion, IocRequest, OP_NOP, STATUS_OK};
-use pktslab::{Client, ClientError, Request, Transport};
-
-/// A file shared by the clients; completes at once with `result = aux`.
-#[derive(Default)]
-struct SharedFile {
-    done: Mutex<VecDeque<IocCompletion>>,
-}
-
-impl Transport for &SharedFile {
-    unsafe fn submit(&mut self, reqs: &[IocRequest], _flags: u32) -> Result<u32, ClientError> {
-        let mut done = self.done.lock().unwrap();
-        done.extend(reqs.iter().map(|r| IocCompletion {
-            cookie: r.header.cookie,
-            status: STATUS_OK,
-            len: 0,
-            result: u64::from(r.header.aux),
-        }));
-        Ok(reqs.len() as u32)
-    }
-
-    fn reap(&mut self, out: &mut [IocCompletion], timeout_ms: i32) -> Result<usize, ClientError> {
-        let mut done = self.done.lock().unwrap();
-        let n = out.len().min(done.len());
-        for (o, c) in out.iter_mut().zip(done.drain(..n)) {
-            *o = c;
-        }
-        match n {
-            0 if timeout_ms < 0 => Err(ClientError::Os(libc::ENOENT)),
-            _ => Ok(n),
-        }
-    }
-}
+use pktaccel_abi::OP_NOP;
+use pktslab::{Client, ClientError, Request};
+use shared_file::SharedFile;
 
 /// To stderr itself: the test harness's capture does not reach the parent.
 fn say(msg: &str) {
