@@ -132,11 +132,16 @@ typedef struct pktslab_client pktslab_client;
 /* NULL with errno ENODEV when the heap has no /dev/pktaccel behind it. */
 pktslab_client *pktslab_client_open(void);
 void pktslab_client_close(pktslab_client *c);
-/* Submits n requests (buffers split at physical discontinuities);
- * returns the number submitted or -errno (-EFAULT: buffer not pinned).
- * Buffers must stay alive until their completions are reaped. */
+/* Submits n requests (buffers split at physical discontinuities) and
+ * fills the cookie of each op the driver accepted. Returns how many it
+ * accepted, always a prefix of ops: n, or fewer when the driver stopped
+ * part-way, with errno saying why (the accepted ones are in flight: reap
+ * them; resubmit the rest). -errno when none went in (-EFAULT: buffer not
+ * pinned). Buffers must stay alive until their completions are reaped. */
 int pktslab_client_submit(pktslab_client *c, struct pktslab_op *ops, uint32_t n);
-/* Reaps up to max completions; timeout_ms < 0 waits forever. */
+/* Reaps up to max completions of this client's submits (never another
+ * client's: libpktcrc's, the provider's, another thread's); timeout_ms < 0
+ * waits forever. -ENOENT when none of its requests is in flight. */
 int pktslab_client_reap(pktslab_client *c, struct pktaccel_completion *out,
                         uint32_t max, int timeout_ms);
 /* Runs n requests (any number) and waits for all of them: their

@@ -6,7 +6,13 @@
 //! chooses the queue of every request, submits, and reaps every
 //! completion before it returns, even after an error, so the device never
 //! writes into a buffer whose borrow has ended. The ioctls themselves are
-//! in [`ioctl`]; the C API (`pktslab_client_*`) in `capi.rs`.
+//! in [`ioctl`]; the C API (`pktslab_client_*`) in `capi.rs`; `run` and
+//! its bookkeeping in `run.rs`.
+//!
+//! Several clients may share one device file (libpktcrc's and the OpenSSL
+//! provider's beside the program's own, one per thread): their cookies
+//! carry the client's id, and a completion one of them reaps for another
+//! is handed to its owner ([`router`]), so each client sees exactly its own.
 
 use std::time::{Duration, Instant};
 
@@ -16,12 +22,15 @@ mod c_types;
 mod capi;
 pub mod ioctl;
 mod request;
+pub mod router;
+mod run;
 
 pub use c_types::{CIov, CLimits, COp};
 pub use request::{Built, Request, split_segments};
 
 use crate::pool::Pool;
 use crate::v2p::V2pError;
+use router::{FileKey, Route};
 
 /// Client failures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -63,6 +72,11 @@ pub trait Transport {
     /// Collects up to `out.len()` completions, waiting up to `timeout_ms`
     /// for the first (negative = forever).
     fn reap(&mut self, out: &mut [IocCompletion], timeout_ms: i32) -> Result<usize, ClientError>;
+    /// The device file's descriptor, which identifies the file its clients
+    /// share; `None` (test doubles): clients of one pool share a file.
+    fn fd(&self) -> Option<i32> {
+        None
+    }
 }
 
 /// The kernel module's ioctls on the pool's own device file.
@@ -98,6 +112,10 @@ impl Transport for DeviceTransport {
             Err(e) => Err(ClientError::Os(e)),
         }
     }
+
+    fn fd(&self) -> Option<i32> {
+        Some(self.fd)
+    }
 }
 
 /// What a client does with buffers v2p finds no physical address for.
@@ -117,12 +135,15 @@ pub enum CopyMode {
 /// Called with each request's time from submit to reap.
 pub type LatencyHook<'h> = Box<dyn FnMut(Duration) + 'h>;
 
-/// A client: a pool for v2p, a transport, cookies, the queue choice and
-/// an optional latency hook.
+/// A client: a pool for v2p, a transport, its place on the device file
+/// (cookies and mail, [`router`]), the queue choice and an optional
+/// latency hook.
 pub struct Client<'p, T: Transport> {
     pool: &'p Pool,
     transport: T,
-    next_cookie: u64,
+    route: Route,
+    /// Requests of [`Client::submit`] not yet reaped by [`Client::reap_into`].
+    outstanding: usize,
     copy: CopyMode,
     copy_fallbacks: u64,
     queues: u32,
@@ -144,10 +165,15 @@ impl<'p> Client<'p, DeviceTransport> {
 impl<'p, T: Transport> Client<'p, T> {
     /// A client over any transport (tests use a software device).
     pub fn with_transport(pool: &'p Pool, transport: T) -> Self {
+        let key = match transport.fd() {
+            Some(fd) => FileKey::Fd(fd),
+            None => FileKey::Pool(core::ptr::from_ref(pool) as usize),
+        };
         Self {
             pool,
             transport,
-            next_cookie: 1,
+            route: Route::join(key),
+            outstanding: 0,
             copy: CopyMode::Never,
             copy_fallbacks: 0,
             queues: 0,
@@ -191,19 +217,19 @@ impl<'p, T: Transport> Client<'p, T> {
 
     /// Builds the ioctl structures for a batch and assigns cookies.
     pub fn build(&mut self, reqs: &[Request<'_>]) -> Result<Built, ClientError> {
-        request::build(self.pool, reqs, &mut self.next_cookie)
+        request::build(self.pool, reqs, &mut self.route)
     }
 
     /// Builds zero-copy requests, or copy-mode ones as the copy mode says,
     /// with queues chosen for requests `first..` of the batch.
     fn build_for(&mut self, reqs: &[Request<'_>], first: usize) -> Result<Built, ClientError> {
         let mut built = match self.copy {
-            CopyMode::Always => request::build_copy(reqs, &mut self.next_cookie),
+            CopyMode::Always => request::build_copy(reqs, &mut self.route),
             CopyMode::Never => self.build(reqs)?,
             CopyMode::Fallback => match self.build(reqs) {
                 Err(ClientError::NotPinned { .. }) => {
                     self.copy_fallbacks += 1;
-                    request::build_copy(reqs, &mut self.next_cookie)
+                    request::build_copy(reqs, &mut self.route)
                 }
                 r => r?,
             },
@@ -216,24 +242,51 @@ impl<'p, T: Transport> Client<'p, T> {
         Ok(built)
     }
 
-    /// Builds and submits a batch; returns the cookies in order.
+    /// Builds and submits a batch; returns the cookies in order. When the
+    /// driver stops part-way the error returns and the accepted part stays
+    /// in flight: [`Client::submit_prefix`] says which part that is.
     ///
     /// # Safety
     /// The device reads and writes the requests' buffers until their
     /// completions are reaped: they must stay alive and unaliased until then.
     pub unsafe fn submit(&mut self, reqs: &[Request<'_>]) -> Result<Vec<u64>, ClientError> {
+        // SAFETY: the same contract.
+        let s = unsafe { self.submit_prefix(reqs) }?;
+        match s.error {
+            None => Ok(s.cookies),
+            Some(e) => Err(e),
+        }
+    }
+
+    /// Builds and submits a batch; returns the cookies of the requests the
+    /// driver accepted (a prefix of `reqs`) and, when that is not all of
+    /// them, why it stopped. `Err` only when nothing was submitted because
+    /// the batch could not be built.
+    ///
+    /// # Safety
+    /// As [`Client::submit`], for the accepted requests.
+    pub unsafe fn submit_prefix(&mut self, reqs: &[Request<'_>]) -> Result<Submitted, ClientError> {
+        if self.route.refresh() {
+            self.outstanding = 0;
+        }
         let built = self.build_for(reqs, 0)?;
         let mut done = 0usize;
+        let mut error = None;
         while done < built.reqs.len() {
             // SAFETY: `built` holds the segment arrays through the call, and
             // this function's caller keeps the buffers until they are reaped.
-            let n = unsafe { self.transport.submit(&built.reqs[done..], built.flags) }? as usize;
-            if n == 0 {
-                return Err(ClientError::Os(libc::EAGAIN));
+            match unsafe { self.transport.submit(&built.reqs[done..], built.flags) } {
+                Ok(0) => error = Some(ClientError::Os(libc::EAGAIN)),
+                Ok(n) => done += (n as usize).min(built.reqs.len() - done),
+                Err(e) => error = Some(e),
             }
-            done += n;
+            if error.is_some() {
+                break;
+            }
         }
-        Ok(built.reqs.iter().map(|r| r.header.cookie).collect())
+        self.outstanding += done;
+        let cookies = built.reqs[..done].iter().map(|r| r.header.cookie).collect();
+        Ok(Submitted { cookies, error })
     }
 
     /// Reaps up to `max` completions.
@@ -244,157 +297,102 @@ impl<'p, T: Transport> Client<'p, T> {
         Ok(out)
     }
 
-    /// Reaps up to `out.len()` completions into `out`; returns how many.
+    /// Reaps up to `out.len()` completions of this client's
+    /// [`Client::submit`]s into `out`; returns how many. `timeout_ms` as
+    /// REAP's; `ENOENT` when none of this client's requests is in flight.
+    /// Other clients' completions met on the way go to their owners.
     pub fn reap_into(
         &mut self,
         out: &mut [IocCompletion],
         timeout_ms: i32,
     ) -> Result<usize, ClientError> {
-        self.transport.reap(out, timeout_ms)
-    }
-
-    /// Submits any number of requests and waits for all of their
-    /// completions, returned in request order. The borrows of the buffers
-    /// last until then, so this is safe. Batches above `MAX_BATCH` go in
-    /// pieces, reaping between them so the driver's completion ring never
-    /// fills. When the driver takes only part and then fails, the part it
-    /// took is still reaped before the error returns: the device may write
-    /// into those buffers until it completes them.
-    pub fn run(&mut self, reqs: &mut [Request<'_>]) -> Result<Vec<IocCompletion>, ClientError> {
-        if reqs.is_empty() {
-            return Err(ClientError::BatchSize(0));
+        if self.route.refresh() {
+            self.outstanding = 0;
         }
-        let batches = reqs
-            .chunks(MAX_BATCH as usize)
-            .enumerate()
-            .map(|(i, chunk)| self.build_for(chunk, i * MAX_BATCH as usize))
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut flight = InFlight::new(batches[0].reqs[0].header.cookie, reqs.len());
-        let failed = self.submit_all(&batches, &mut flight).err();
-        let drained = self.drain(&mut flight);
-        if let Some(e) = failed {
-            return Err(e);
-        }
-        drained?;
-        Ok(flight
-            .got
-            .into_iter()
-            .map(Option::unwrap_or_default)
-            .collect())
-    }
-
-    /// Submits every request of `batches`, reaping between pieces.
-    fn submit_all(&mut self, batches: &[Built], flight: &mut InFlight) -> Result<(), ClientError> {
-        let per = MAX_BATCH as usize;
-        while flight.accepted < flight.got.len() {
-            let b = &batches[flight.accepted / per];
-            let at = Instant::now();
-            // SAFETY: `batches` holds the segment arrays through the call;
-            // the buffers are borrowed by `run`'s requests, and `run` reaps
-            // every accepted request (`drain`) before those borrows end, or
-            // aborts the process.
-            let sent = unsafe {
-                self.transport
-                    .submit(&b.reqs[flight.accepted % per..], b.flags)
+        let deadline = u64::try_from(timeout_ms)
+            .ok()
+            .filter(|&ms| ms > 0)
+            .map(|ms| Instant::now() + Duration::from_millis(ms));
+        let mut idle = 0;
+        loop {
+            let left = match deadline {
+                None => timeout_ms,
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(l) if !l.is_zero() => l.as_millis().clamp(1, i32::MAX as u128) as i32,
+                    _ => return Ok(0),
+                },
             };
-            match sent? {
-                0 => return Err(ClientError::Os(libc::EAGAIN)),
-                n => flight.accept(n as usize, at),
-            }
-            if flight.accepted < flight.got.len() {
-                self.reap_some(flight)?;
+            // With nothing of ours in flight, one look (which still
+            // reports a failing device, and posts what it meets) and no wait.
+            let wait = if self.outstanding == 0 { 0 } else { left };
+            match self.reap_once(out, wait) {
+                Ok(0) if self.outstanding == 0 => return Err(ClientError::Os(libc::ENOENT)),
+                Ok(0) if timeout_ms == 0 => return Ok(0),
+                Ok(0) => {}
+                Ok(n) => {
+                    self.outstanding = self.outstanding.saturating_sub(n);
+                    return Ok(n);
+                }
+                Err(ClientError::Os(libc::ENOENT)) if self.outstanding > 0 => {
+                    self.mail_may_come(&mut idle)?;
+                }
+                Err(e) => return Err(e),
             }
         }
-        Ok(())
     }
 
-    /// Reaps until every accepted request has completed. Returns early only
-    /// when the driver says nothing is in flight (`ENOENT`).
-    fn drain(&mut self, flight: &mut InFlight) -> Result<(), ClientError> {
-        while flight.reaped < flight.accepted {
-            self.reap_some(flight)?;
+    /// One reap for this client: its mail first, else the device (in short
+    /// slices while other clients share the file, so mail posted during the
+    /// wait is seen); others' completions go to their owners. Returns how
+    /// many of this client's are at the front of `out`.
+    fn reap_once(
+        &mut self,
+        out: &mut [IocCompletion],
+        timeout_ms: i32,
+    ) -> Result<usize, ClientError> {
+        let n = self.route.take_mail(out);
+        if n > 0 {
+            return Ok(n);
         }
-        Ok(())
+        let wait = if self.route.shared() && !(0..=SHARED_WAIT_MS).contains(&timeout_ms) {
+            SHARED_WAIT_MS
+        } else {
+            timeout_ms
+        };
+        let got = self.transport.reap(out, wait)?;
+        Ok(self.route.keep_own(&mut out[..got]))
     }
 
-    /// Waits for at least one completion of `flight` and records what
-    /// comes. A signal (`EINTR`) just waits again; other reap errors are
-    /// retried, and if they persist the process is aborted: returning
-    /// would end the buffers' borrows while the device may still write
-    /// into them.
-    fn reap_some(&mut self, flight: &mut InFlight) -> Result<(), ClientError> {
-        let mut out = [IocCompletion::default(); MAX_BATCH as usize];
-        let room = (flight.accepted - flight.reaped).clamp(1, out.len());
-        match self.transport.reap(&mut out[..room], -1) {
-            Ok(n) => {
-                let now = Instant::now();
-                for c in &out[..n] {
-                    if let Some(sent) = flight.complete(c)
-                        && let Some(hook) = self.on_latency.as_mut()
-                    {
-                        hook(now.duration_since(sent));
-                    }
-                }
-                Ok(())
-            }
-            Err(ClientError::Os(libc::ENOENT)) => Err(ClientError::Os(libc::ENOENT)),
-            Err(ClientError::Os(libc::EINTR)) => Ok(()),
-            Err(e) => {
-                flight.failures += 1;
-                if flight.failures > 1000 {
-                    eprintln!(
-                        "pktslab: cannot reap {} requests still in flight ({e}); aborting, as returning would let the device write into freed buffers",
-                        flight.accepted - flight.reaped
-                    );
-                    std::process::abort();
-                }
-                std::thread::sleep(Duration::from_millis(10));
-                Ok(())
-            }
+    /// The driver said nothing is in flight (`ENOENT`) while this client
+    /// still waits for requests: another client may have reaped them and
+    /// be about to post them. Waits a moment while that can be so (other
+    /// clients live, up to a second); `ENOENT` otherwise. Mail that came
+    /// meanwhile is found by the next [`Client::reap_once`].
+    fn mail_may_come(&self, idle: &mut u32) -> Result<(), ClientError> {
+        // Read before the mailbox: a client posts before it leaves.
+        let shared = self.route.shared();
+        if self.route.has_mail() {
+            return Ok(());
         }
+        if shared && *idle < 1000 {
+            *idle += 1;
+            std::thread::sleep(Duration::from_millis(1));
+            return Ok(());
+        }
+        Err(ClientError::Os(libc::ENOENT))
     }
 }
 
-/// The requests of one [`Client::run`]: cookies `first..first + n`, how
-/// many the driver accepted and when, and the completions so far.
-struct InFlight {
-    first: u64,
-    got: Vec<Option<IocCompletion>>,
-    sent_at: Vec<Instant>,
-    accepted: usize,
-    reaped: usize,
-    failures: u32,
-}
+/// How long a client waits on the device at a time while other clients
+/// share its file, milliseconds: the longest its own completion can sit in
+/// the mailbox unseen.
+const SHARED_WAIT_MS: i32 = 2;
 
-impl InFlight {
-    fn new(first: u64, n: usize) -> Self {
-        Self {
-            first,
-            got: vec![None; n],
-            sent_at: Vec::with_capacity(n),
-            accepted: 0,
-            reaped: 0,
-            failures: 0,
-        }
-    }
-
-    /// The driver took the next `n` requests, submitted `at`.
-    fn accept(&mut self, n: usize, at: Instant) {
-        let n = n.min(self.got.len() - self.accepted);
-        self.sent_at.resize(self.accepted + n, at);
-        self.accepted += n;
-    }
-
-    /// Records `c` if it is one of ours and new; returns when it was
-    /// submitted.
-    fn complete(&mut self, c: &IocCompletion) -> Option<Instant> {
-        let i = c.cookie.wrapping_sub(self.first) as usize;
-        let slot = self.got[..self.accepted].get_mut(i)?;
-        if slot.is_some() {
-            return None;
-        }
-        *slot = Some(*c);
-        self.reaped += 1;
-        Some(self.sent_at[i])
-    }
+/// What [`Client::submit_prefix`] got in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Submitted {
+    /// Cookies of the accepted requests, in order (a prefix of the batch).
+    pub cookies: Vec<u64>,
+    /// Why the rest was not accepted, if any was left.
+    pub error: Option<ClientError>,
 }

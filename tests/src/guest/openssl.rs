@@ -26,6 +26,7 @@ pub(super) fn tests() -> Vec<Test> {
         provider_without_device_in_software,
         tls13_transfer_on_device,
         tls12_transfer_on_device,
+        provider_and_pktcrc_in_one_process,
     ]
 }
 
@@ -101,6 +102,51 @@ fn provider_known_answers_on_device() -> TestResult {
         "driver counters (+{ds} seal, +{dopen} open) below the provider's ({seals}, {opens})"
     );
     ensure!(zc > 0, "no byte went to the device zero-copy: {se}");
+    Ok(())
+}
+
+/// libpktcrc's CRC-32 (a second thread) and the provider's AES-GCM (the
+/// checks) in one process, each through its own libpktslab client on the
+/// one device file: every completion must reach its own client (before
+/// the client router, one could reap the other's and a CRC came out wrong
+/// or a request waited and failed).
+fn provider_and_pktcrc_in_one_process() -> TestResult {
+    let o = Command::new("pktaccel-ossl-kat")
+        .args(["--provider", PROVIDER, "--crc-thread"])
+        .env("LD_PRELOAD", format!("{PRELOAD} /usr/lib/libpktcrc.so"))
+        .env("PKTACCEL_PROVIDER_STATS", "1")
+        .env("PKTCRC_STATS", "1")
+        .output()
+        .map_err(|e| format!("cannot run pktaccel-ossl-kat: {e}"))?;
+    let (so, se) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    let report = |l: &&str| ["pktcrc:", "pktaccel-"].iter().any(|p| l.starts_with(p));
+    for l in so.lines().chain(se.lines()).filter(report) {
+        println!("kat+crc: {l}");
+    }
+    ensure!(
+        o.status.success(),
+        "pktaccel-ossl-kat --crc-thread failed:\n{so}\n{se}"
+    );
+    let crc = se
+        .lines()
+        .find_map(|l| l.strip_prefix("pktcrc: "))
+        .ok_or_else(|| format!("no pktcrc report:\n{se}"))?;
+    let w: Vec<&str> = crc.split_whitespace().collect();
+    // "N crc32 calls on the device (B bytes, zero-copy), S in software (...), E device errors"
+    let on_device: u64 = w.first().and_then(|v| v.parse().ok()).unwrap_or(0);
+    ensure!(on_device > 0, "no crc32 call reached the device: {crc}");
+    ensure!(
+        crc.ends_with(" 0 device errors"),
+        "pktcrc saw device errors: {crc}"
+    );
+    let (seals, opens, _, _) = provider_report(&se);
+    ensure!(
+        seals > 0 && opens > 0,
+        "the provider sent no GCM request to the device: {se}"
+    );
     Ok(())
 }
 

@@ -8,7 +8,7 @@ use core::ffi::{c_int, c_void};
 use pktaccel_abi::{IocCompletion, IocSegment};
 
 use super::c_types::{CLimits, COp};
-use super::{Client, ClientError, DeviceTransport, Request, ioctl, split_segments};
+use super::{Client, ClientError, DeviceTransport, Request, Transport, ioctl, split_segments};
 use crate::pool::Pool;
 
 /// The C client handle.
@@ -117,8 +117,11 @@ unsafe fn requests<'a>(
     Ok((unsafe { &mut (*c).client }, reqs))
 }
 
-/// Builds and submits `n` requests; fills each op's cookie. Returns the
-/// number submitted or -errno (-EFAULT: a buffer is not pinned).
+/// Builds and submits `n` requests; fills the cookie of each op the
+/// driver accepted. Returns how many it accepted (a prefix of `ops`):
+/// `n`, or fewer when it stopped part-way, with `errno` saying why (the
+/// accepted ones are in flight: reap them; resubmit the rest); -errno when
+/// none went in (-EFAULT: a buffer is not pinned).
 ///
 /// # Safety
 /// `ops` has `n` entries whose iov arrays are valid; every buffer stays
@@ -130,16 +133,37 @@ pub unsafe extern "C" fn pktslab_client_submit(c: *mut CClient, ops: *mut COp, n
         Ok(v) => v,
         Err(e) => return e,
     };
-    // SAFETY: C contract: buffers live until reaped.
-    match unsafe { cl.submit(&reqs) } {
-        Ok(cookies) => {
-            // SAFETY: C contract: `ops` has `n` writable entries; `reqs`
-            // no longer reads them.
-            let ops = unsafe { core::slice::from_raw_parts_mut(ops, n as usize) };
-            for (o, ck) in ops.iter_mut().zip(&cookies) {
+    // SAFETY: C contract: `ops` has `n` entries, the buffers live until reaped.
+    unsafe { submit_ops(cl, ops, &reqs) }
+}
+
+/// `pktslab_client_submit` on any transport (tests use a double).
+///
+/// # Safety
+/// `ops` has `reqs.len()` writable entries, which `reqs` no longer reads;
+/// every buffer of `reqs` stays alive until its completion is reaped.
+pub(super) unsafe fn submit_ops<T: Transport>(
+    cl: &mut Client<'_, T>,
+    ops: *mut COp,
+    reqs: &[Request<'_>],
+) -> c_int {
+    // SAFETY: the caller's contract.
+    match unsafe { cl.submit_prefix(reqs) } {
+        Ok(s) => {
+            // SAFETY: the caller's contract: `ops` has room for every
+            // request, and the accepted ones are a prefix.
+            let ops = unsafe { core::slice::from_raw_parts_mut(ops, s.cookies.len()) };
+            for (o, ck) in ops.iter_mut().zip(&s.cookies) {
                 o.cookie = *ck;
             }
-            cookies.len() as c_int
+            match s.error {
+                Some(e) if s.cookies.is_empty() => c_err(e),
+                Some(e) => {
+                    ioctl::set_errno(-c_err(e));
+                    s.cookies.len() as c_int
+                }
+                None => s.cookies.len() as c_int,
+            }
         }
         Err(e) => c_err(e),
     }
@@ -260,4 +284,84 @@ pub unsafe extern "C" fn pktslab_segments(
         unsafe { *out.add(i) = *s };
     }
     v.len() as isize
+}
+
+#[cfg(test)]
+mod tests {
+    use pktaccel_abi::{IocRequest, OP_NOP};
+
+    use super::*;
+    use crate::config::{BackendChoice, Config};
+
+    /// Takes `accept` requests of the first submit, then fails with EBUSY.
+    struct Partial {
+        accept: u32,
+        calls: u32,
+    }
+
+    impl Transport for &mut Partial {
+        unsafe fn submit(&mut self, reqs: &[IocRequest], _flags: u32) -> Result<u32, ClientError> {
+            self.calls += 1;
+            match self.calls {
+                1 => Ok(self.accept.min(reqs.len() as u32)),
+                _ => Err(ClientError::Os(libc::EBUSY)),
+            }
+        }
+
+        fn reap(&mut self, _out: &mut [IocCompletion], _t: i32) -> Result<usize, ClientError> {
+            Err(ClientError::Os(libc::ENOENT))
+        }
+    }
+
+    fn nop() -> COp {
+        COp {
+            op: OP_NOP,
+            flags: 0,
+            key_slot: 0,
+            aux: 0,
+            reserved: 0,
+            params: [0; 40],
+            inputs: core::ptr::null(),
+            n_in: 0,
+            n_out: 0,
+            outputs: core::ptr::null(),
+            cookie: 0,
+        }
+    }
+
+    #[test]
+    fn a_partial_submit_reports_the_accepted_count_and_why_it_stopped() {
+        let pool = Pool::new(Config {
+            backend: BackendChoice::Host,
+            force_synthetic: true,
+            arena_size: 1 << 30,
+            ..Default::default()
+        })
+        .unwrap();
+        let mut dev = Partial {
+            accept: 2,
+            calls: 0,
+        };
+        let mut cl = Client::with_transport(&pool, &mut dev);
+        let mut ops = [nop(); 5];
+        let reqs: Vec<_> = ops.iter().map(|_| Request::new(OP_NOP)).collect();
+        ioctl::set_errno(0);
+        // SAFETY: `ops` has 5 entries and the requests have no buffers.
+        let r = unsafe { submit_ops(&mut cl, ops.as_mut_ptr(), &reqs) };
+        assert_eq!(r, 2, "the driver accepted 2 of 5");
+        assert_eq!(
+            ioctl::errno(),
+            libc::EBUSY,
+            "errno says why the rest did not go"
+        );
+        assert!(ops[..2].iter().all(|o| o.cookie != 0));
+        assert!(ops[2..].iter().all(|o| o.cookie == 0));
+        // Nothing accepted: -errno as before.
+        drop(cl);
+        let mut cl = Client::with_transport(&pool, &mut dev);
+        let mut ops = [nop(); 1];
+        // SAFETY: as above.
+        let r = unsafe { submit_ops(&mut cl, ops.as_mut_ptr(), &reqs[..1]) };
+        assert_eq!(r, -libc::EBUSY);
+    }
 }

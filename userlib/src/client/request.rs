@@ -11,6 +11,7 @@ use pktaccel_abi::{
 };
 
 use super::ClientError;
+use super::router::Route;
 use crate::pool::{PhysSegments, Pool};
 
 #[derive(Clone, Copy)]
@@ -132,11 +133,11 @@ pub struct Built {
 }
 
 /// Zero-copy ioctl structures for a batch of 1..=`MAX_BATCH` requests,
-/// cookies from `*next_cookie` on; the driver chooses the queue.
+/// cookies from `route` (unique on the file); the driver chooses the queue.
 pub(super) fn build(
     pool: &Pool,
     reqs: &[Request<'_>],
-    next_cookie: &mut u64,
+    route: &mut Route,
 ) -> Result<Built, ClientError> {
     if reqs.is_empty() || reqs.len() > MAX_BATCH as usize {
         return Err(ClientError::BatchSize(reqs.len()));
@@ -150,11 +151,11 @@ pub(super) fn build(
         }
         spans.push((start, segs.len() - start));
     }
-    Ok(finish(reqs, segs, spans, 0, next_cookie))
+    Ok(finish(reqs, segs, spans, 0, route))
 }
 
 /// As [`build`], in copy mode: virtual addresses the driver bounces.
-pub(super) fn build_copy(reqs: &[Request<'_>], next_cookie: &mut u64) -> Built {
+pub(super) fn build_copy(reqs: &[Request<'_>], route: &mut Route) -> Built {
     let mut segs = Vec::new();
     let mut spans = Vec::with_capacity(reqs.len());
     for r in reqs {
@@ -166,7 +167,7 @@ pub(super) fn build_copy(reqs: &[Request<'_>], next_cookie: &mut u64) -> Built {
         }));
         spans.push((start, segs.len() - start));
     }
-    finish(reqs, segs, spans, SUBMIT_COPY, next_cookie)
+    finish(reqs, segs, spans, SUBMIT_COPY, route)
 }
 
 fn finish(
@@ -174,7 +175,7 @@ fn finish(
     segs: Vec<IocSegment>,
     spans: Vec<(usize, usize)>,
     flags: u32,
-    next_cookie: &mut u64,
+    route: &mut Route,
 ) -> Built {
     let base = segs.as_ptr();
     let out = reqs
@@ -182,8 +183,7 @@ fn finish(
         .zip(spans)
         .map(|(r, (start, n))| {
             let mut header = r.header;
-            header.cookie = *next_cookie;
-            *next_cookie += 1;
+            header.cookie = route.next_cookie();
             IocRequest {
                 header,
                 segs: base.wrapping_add(start) as u64,

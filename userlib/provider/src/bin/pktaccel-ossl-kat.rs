@@ -14,6 +14,8 @@
 //!
 //! Exit status 0 when every check passes; each failure is printed.
 
+#[path = "kat/crc_thread.rs"]
+mod crc_thread;
 #[path = "kat/evp.rs"]
 mod evp;
 
@@ -21,15 +23,21 @@ use anyhow::{Result, bail};
 use evp::{Cipher, open, seal};
 use pktaccel_testvectors::vectors::{GCM, GCM_EMPTY, GCM_ODD_IV, GcmVector, unhex};
 
-const USAGE: &str = "usage: pktaccel-ossl-kat [--provider PATH] [--libcrypto NAME]\n\
+const USAGE: &str = "usage: pktaccel-ossl-kat [--provider PATH] [--libcrypto NAME] [--crc-thread]\n\
   Checks libpktaccel-provider against the GCM spec and OpenSSL's default provider.\n\
+  --crc-thread: meanwhile, a second thread checks zlib crc32() calls (libpktcrc).\n\
   Defaults: --provider /usr/lib/libpktaccel-provider.so --libcrypto libcrypto.so.3";
 
 fn main() {
     let mut provider = "/usr/lib/libpktaccel-provider.so".to_string();
     let mut lib = "libcrypto.so.3".to_string();
+    let mut crc = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
+        if a == "--crc-thread" {
+            crc = true;
+            continue;
+        }
         match (a.as_str(), args.next()) {
             ("--provider", Some(v)) => provider = v,
             ("--libcrypto", Some(v)) => lib = v,
@@ -39,13 +47,25 @@ fn main() {
             }
         }
     }
-    match run(&provider, &lib) {
+    match run_with_crc(&provider, &lib, crc) {
         Ok(n) => println!("pktaccel-ossl-kat: all {n} checks passed"),
         Err(e) => {
             eprintln!("pktaccel-ossl-kat: FAILED: {e:#}");
             std::process::exit(1);
         }
     }
+}
+
+/// [`run`], with the CRC thread beside it when asked.
+fn run_with_crc(provider: &str, lib: &str, crc: bool) -> Result<usize> {
+    if !crc {
+        return run(provider, lib);
+    }
+    let t = crc_thread::CrcThread::start()?;
+    let r = run(provider, lib);
+    let crcs = t.finish()?;
+    println!("pktaccel-ossl-kat: {crcs} crc32 calls checked beside the GCM checks");
+    r
 }
 
 fn run(provider: &str, lib: &str) -> Result<usize> {
