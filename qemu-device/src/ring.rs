@@ -237,18 +237,10 @@ impl Ring {
             // addr, then len | flags << 32 | next << 48 (little-endian).
             let (addr, rest) = match table {
                 None => self.desc(next as u16),
-                Some(base) => {
-                    let Some(at) = base.checked_add(16 * u64::from(next)) else {
-                        return;
-                    };
-                    match read_guest::<16, M>(regions, mem, at) {
-                        Some(b) => (
-                            u64::from_le_bytes(b[0..8].try_into().unwrap_or_default()),
-                            u64::from_le_bytes(b[8..16].try_into().unwrap_or_default()),
-                        ),
-                        None => return,
-                    }
-                }
+                Some(base) => match indirect_entry(regions, mem, base, next) {
+                    Some(d) => d,
+                    None => return,
+                },
             };
             let (len, flags, link) = (rest as u32, (rest >> 32) as u16, (rest >> 48) as u16);
             if flags & F_INDIRECT != 0 {
@@ -275,6 +267,25 @@ impl Ring {
             }
         }
     }
+}
+
+/// Entry `i` of the indirect table at guest address `base`, read once;
+/// `None` when it is outside guest memory. Out of line and cold, so that
+/// the walk of a direct chain does not load the region table.
+#[cold]
+#[inline(never)]
+fn indirect_entry<M: GuestMemoryBackend>(
+    regions: &Regions,
+    mem: &M,
+    base: u64,
+    i: u32,
+) -> Option<(u64, u64)> {
+    let at = base.checked_add(16 * u64::from(i))?;
+    let b = read_guest::<16, M>(regions, mem, at)?;
+    Some((
+        u64::from_le_bytes(b[0..8].try_into().unwrap_or_default()),
+        u64::from_le_bytes(b[8..16].try_into().unwrap_or_default()),
+    ))
 }
 
 /// Reads the avail ring's flags through vm-memory (slow path).
