@@ -101,6 +101,11 @@ impl Ring {
         mem: &M,
     ) -> Result<Option<Self>, Broken> {
         let (size, ev) = (q.size(), q.event_idx_enabled());
+        // virtio-queue only accepts power-of-two sizes; the fast path
+        // relies on it (positions wrap with a mask, not a division).
+        if !size.is_power_of_two() {
+            return Ok(None);
+        }
         let parts = [
             (q.desc_table(), 16 * u64::from(size), 16),
             (q.avail_ring(), avail_len(size, ev), 2),
@@ -168,10 +173,10 @@ impl Ring {
         Some(u16::from_le(field.load(Ordering::Acquire)))
     }
 
-    /// Head of avail entry `pos` (mod the ring size).
+    /// Head of avail entry `pos` (mod the ring size, a power of two).
     #[inline]
     pub fn avail_entry(&self, pos: u16) -> u16 {
-        let off = 4 + 2 * usize::from(pos % self.size);
+        let off = 4 + 2 * usize::from(pos & (self.size - 1));
         // SAFETY: inside the translated avail ring, 2-aligned.
         u16::from_le(unsafe { Self::field(self.avail.add(off)) }.load(Ordering::Relaxed))
     }
@@ -194,7 +199,7 @@ impl Ring {
     /// Writes used element `pos` (mod size) without publishing it.
     #[inline]
     pub fn put_used(&self, pos: u16, id: u16, len: u32) {
-        let off = 4 + 8 * usize::from(pos % self.size);
+        let off = 4 + 8 * usize::from(pos & (self.size - 1));
         // SAFETY: inside the translated used ring, which is 4-aligned, so
         // both u32 fields are aligned.
         unsafe {
