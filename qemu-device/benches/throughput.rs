@@ -270,6 +270,16 @@ fn main() {
         nop_only(n);
     } else if let Some(n) = runs("PKTACCEL_BENCH_SPIN") {
         spin_only(n);
+    } else if let Some(n) = runs("PKTACCEL_BENCH_WAKE") {
+        println!("load average: {}; {}", loadavg(), pressure());
+        let mut never = Rig::start(&["--poll", "off"], &KEY);
+        let path_ns = 1e9 / in_process(&shape(OP_NOP, 64), &KEY);
+        for _ in 0..n {
+            println!(
+                "wake cost {:.2} µs of daemon CPU",
+                wake_us(&mut never, path_ns)
+            );
+        }
     } else {
         full_run();
     }
