@@ -13,6 +13,9 @@ mod support;
 #[path = "common/rig.rs"]
 mod rig;
 
+#[path = "common/profile.rs"]
+mod profile;
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -263,7 +266,7 @@ fn main() {
     if std::env::var_os("PKTACCEL_BENCH_PROFILE").is_some() {
         profile_only();
     } else if let Ok(spec) = std::env::var("PKTACCEL_BENCH_INPROC") {
-        inproc_only(&spec);
+        profile::inproc_only(&spec);
     } else if std::env::var_os("PKTACCEL_BENCH_SEGMENTS").is_some() {
         segments_only();
     } else if let Some(n) = runs("PKTACCEL_BENCH_NOP") {
@@ -271,15 +274,7 @@ fn main() {
     } else if let Some(n) = runs("PKTACCEL_BENCH_SPIN") {
         spin_only(n);
     } else if let Some(n) = runs("PKTACCEL_BENCH_WAKE") {
-        println!("load average: {}; {}", loadavg(), pressure());
-        let mut never = Rig::start(&["--poll", "off"], &KEY);
-        let path_ns = 1e9 / in_process(&shape(OP_NOP, 64), &KEY);
-        for _ in 0..n {
-            println!(
-                "wake cost {:.2} µs of daemon CPU",
-                wake_us(&mut never, path_ns)
-            );
-        }
+        profile::wake_only(n);
     } else {
         full_run();
     }
@@ -292,35 +287,6 @@ fn profile_only() {
         .map(|_| in_process(&shape(OP_NOP, 64), &KEY))
         .fold(0.0, f64::max);
     println!("in-process NOP 64 B: {:.1} ns/request", 1e9 / r);
-}
-
-/// PKTACCEL_BENCH_INPROC=op:size[:segments]: only that op in process and
-/// its raw engine, a few seconds, to run under a profiler.
-fn inproc_only(spec: &str) {
-    let parts: Vec<&str> = spec.split(':').collect();
-    let op = OPS
-        .iter()
-        .chain(&[OP_NOP])
-        .copied()
-        .find(|&o| op_name(o) == parts[0])
-        .expect("PKTACCEL_BENCH_INPROC=op:size[:segments] with a pktctl op name");
-    let size: u32 = parts.get(1).and_then(|s| s.parse().ok()).unwrap_or(1500);
-    let mut sh = shape(op, size);
-    sh.segs = parts.get(2).and_then(|s| s.parse().ok()).unwrap_or(1);
-    let mut raw = raw_engine(op);
-    let mut out = vec![0u8; size as usize + 16];
-    let r = raw_rate(|| raw(&sh.payload, &mut out));
-    for _ in 0..8 {
-        let d = in_process(&sh, &KEY);
-        println!(
-            "{} {size} B x{}: in process {:.1} ns/request, raw (hot) {:.1} ns, ratio {:.2}",
-            op_name(op),
-            sh.segs,
-            1e9 / d,
-            1e9 / r,
-            d / r
-        );
-    }
 }
 
 /// PKTACCEL_BENCH_SEGMENTS=1: only the segment-streaming comparison.
