@@ -13,6 +13,9 @@ mod support;
 #[path = "common/rig.rs"]
 mod rig;
 
+#[path = "common/profile.rs"]
+mod profile;
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -262,12 +265,16 @@ fn main() {
     let runs = |var: &str| std::env::var(var).ok().and_then(|v| v.parse::<u32>().ok());
     if std::env::var_os("PKTACCEL_BENCH_PROFILE").is_some() {
         profile_only();
+    } else if let Ok(spec) = std::env::var("PKTACCEL_BENCH_INPROC") {
+        profile::inproc_only(&spec);
     } else if std::env::var_os("PKTACCEL_BENCH_SEGMENTS").is_some() {
         segments_only();
     } else if let Some(n) = runs("PKTACCEL_BENCH_NOP") {
         nop_only(n);
     } else if let Some(n) = runs("PKTACCEL_BENCH_SPIN") {
         spin_only(n);
+    } else if let Some(n) = runs("PKTACCEL_BENCH_WAKE") {
+        profile::wake_only(n);
     } else {
         full_run();
     }

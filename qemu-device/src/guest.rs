@@ -136,6 +136,7 @@ pub enum Target {
 impl Target {
     /// The target for `len` bytes at `addr`, or `None` when any of them is
     /// outside guest memory.
+    #[inline]
     pub fn of<M: GuestMemoryBackend>(
         regions: &Regions,
         mem: &M,

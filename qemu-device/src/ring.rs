@@ -101,6 +101,11 @@ impl Ring {
         mem: &M,
     ) -> Result<Option<Self>, Broken> {
         let (size, ev) = (q.size(), q.event_idx_enabled());
+        // virtio-queue only accepts power-of-two sizes; the fast path
+        // relies on it (positions wrap with a mask, not a division).
+        if !size.is_power_of_two() {
+            return Ok(None);
+        }
         let parts = [
             (q.desc_table(), 16 * u64::from(size), 16),
             (q.avail_ring(), avail_len(size, ev), 2),
@@ -168,10 +173,10 @@ impl Ring {
         Some(u16::from_le(field.load(Ordering::Acquire)))
     }
 
-    /// Head of avail entry `pos` (mod the ring size).
+    /// Head of avail entry `pos` (mod the ring size, a power of two).
     #[inline]
     pub fn avail_entry(&self, pos: u16) -> u16 {
-        let off = 4 + 2 * usize::from(pos % self.size);
+        let off = 4 + 2 * usize::from(pos & (self.size - 1));
         // SAFETY: inside the translated avail ring, 2-aligned.
         u16::from_le(unsafe { Self::field(self.avail.add(off)) }.load(Ordering::Relaxed))
     }
@@ -194,7 +199,7 @@ impl Ring {
     /// Writes used element `pos` (mod size) without publishing it.
     #[inline]
     pub fn put_used(&self, pos: u16, id: u16, len: u32) {
-        let off = 4 + 8 * usize::from(pos % self.size);
+        let off = 4 + 8 * usize::from(pos & (self.size - 1));
         // SAFETY: inside the translated used ring, which is 4-aligned, so
         // both u32 fields are aligned.
         unsafe {
@@ -226,29 +231,66 @@ impl Ring {
         out: &mut Vec<Desc>,
     ) {
         out.clear();
-        let (mut table, mut n, mut next, mut ttl) = (
-            None::<u64>,
-            u32::from(self.size),
-            u32::from(head),
-            u32::from(self.size),
-        );
-        let mut total = 0u32;
+        let size = u32::from(self.size);
+        // Drivers lay chains out in consecutive slots: while the links
+        // say so, the next slot's address is the loop counter, known
+        // before this slot's `next` field arrives, so the reads do not
+        // wait on each other. Any other link (or an indirect descriptor)
+        // continues on the general walk, from the same state.
+        let (mut i, mut linked, mut total) = (u32::from(head), 0u32, 0u32);
+        let pending = loop {
+            if i >= size || linked == size {
+                return;
+            }
+            let d = self.desc(i as u16);
+            let (len, flags, link) = (d.1 as u32, (d.1 >> 32) as u16, (d.1 >> 48) as u16);
+            if flags & F_INDIRECT != 0 {
+                break Some(d);
+            }
+            let Some(t) = total.checked_add(len) else {
+                return;
+            };
+            total = t;
+            out.push(Desc {
+                addr: d.0,
+                len,
+                write: flags & F_WRITE != 0,
+            });
+            if flags & F_NEXT == 0 {
+                return;
+            }
+            linked += 1;
+            if u32::from(link) != i + 1 {
+                i = u32::from(link);
+                break None;
+            }
+            i += 1;
+        };
+        self.walk_general(regions, mem, (i, size - linked, total), pending, out);
+    }
+
+    /// The rest of [`walk`](Self::walk) from slot `next` of the ring's
+    /// table with `ttl` descriptors left and `total` bytes so far;
+    /// `pending` is slot `next` when it was read already.
+    #[cold]
+    fn walk_general<M: GuestMemoryBackend>(
+        &self,
+        regions: &Regions,
+        mem: &M,
+        (mut next, mut ttl, mut total): (u32, u32, u32),
+        mut pending: Option<(u64, u64)>,
+        out: &mut Vec<Desc>,
+    ) {
+        let (mut table, mut n) = (None::<u64>, u32::from(self.size));
         while ttl != 0 && next < n {
             // addr, then len | flags << 32 | next << 48 (little-endian).
-            let (addr, rest) = match table {
-                None => self.desc(next as u16),
-                Some(base) => {
-                    let Some(at) = base.checked_add(16 * u64::from(next)) else {
-                        return;
-                    };
-                    match read_guest::<16, M>(regions, mem, at) {
-                        Some(b) => (
-                            u64::from_le_bytes(b[0..8].try_into().unwrap_or_default()),
-                            u64::from_le_bytes(b[8..16].try_into().unwrap_or_default()),
-                        ),
-                        None => return,
-                    }
-                }
+            let (addr, rest) = match (table, pending.take()) {
+                (None, Some(d)) => d,
+                (None, None) => self.desc(next as u16),
+                (Some(base), _) => match indirect_entry(regions, mem, base, next) {
+                    Some(d) => d,
+                    None => return,
+                },
             };
             let (len, flags, link) = (rest as u32, (rest >> 32) as u16, (rest >> 48) as u16);
             if flags & F_INDIRECT != 0 {
@@ -275,6 +317,25 @@ impl Ring {
             }
         }
     }
+}
+
+/// Entry `i` of the indirect table at guest address `base`, read once;
+/// `None` when it is outside guest memory. Out of line and cold, so that
+/// the walk of a direct chain does not load the region table.
+#[cold]
+#[inline(never)]
+fn indirect_entry<M: GuestMemoryBackend>(
+    regions: &Regions,
+    mem: &M,
+    base: u64,
+    i: u32,
+) -> Option<(u64, u64)> {
+    let at = base.checked_add(16 * u64::from(i))?;
+    let b = read_guest::<16, M>(regions, mem, at)?;
+    Some((
+        u64::from_le_bytes(b[0..8].try_into().unwrap_or_default()),
+        u64::from_le_bytes(b[8..16].try_into().unwrap_or_default()),
+    ))
 }
 
 /// Reads the avail ring's flags through vm-memory (slow path).
@@ -317,6 +378,7 @@ mod tests {
                  prop_oneof![Just(16u32), Just(48), any::<u32>(), 0u32..100],
                  0u16..8, 0u16..20),
                 16),
+            consecutive in any::<bool>(),
             indirect in proptest::collection::vec((0u64..0x1_0000, any::<u32>(), 0u16..8, 0u16..6), 6),
             head in 0u16..18,
         ) {
@@ -325,6 +387,9 @@ mod tests {
             ]).unwrap();
             let vq = MockSplitQueue::new(&m, 16);
             for (i, &(a, l, f, n)) in table.iter().enumerate() {
+                // Mostly consecutive links too (the walk's fast path),
+                // broken where `n` says so.
+                let n = if consecutive && n < 14 { i as u16 + 1 } else { n };
                 let d = Descriptor::new(a, l, f, n);
                 vq.desc_table().store(i as u16, RawDescriptor::from(d)).unwrap();
             }

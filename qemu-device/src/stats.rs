@@ -28,6 +28,7 @@ pub struct Shard {
     spin_hits: AtomicU64,
 }
 
+#[inline]
 fn bump(c: &AtomicU64, n: u64) {
     // Single writer per shard: a relaxed load+store cannot lose updates.
     c.store(c.load(Relaxed).wrapping_add(n), Relaxed);
@@ -35,6 +36,7 @@ fn bump(c: &AtomicU64, n: u64) {
 
 impl Shard {
     /// Counts a completed request of a known op with its input bytes.
+    #[inline]
     pub fn op(&self, op: u16, bytes: u64) {
         let i = usize::from(op);
         if i < OPS {
@@ -44,6 +46,7 @@ impl Shard {
     }
 
     /// Counts a status record written.
+    #[inline]
     pub fn status(&self, status: u32) {
         if let Some(c) = self.status.get(status as usize) {
             bump(c, 1);

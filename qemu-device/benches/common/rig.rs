@@ -246,6 +246,12 @@ pub fn in_process(shape: &Shape, key: &[u8; 32]) -> f64 {
         .min((16 << 20) / shape.in_len.max(shape.out_len).max(1) as usize)
         / BATCH
         * BATCH;
+    // PKTACCEL_BENCH_CHAINS caps the working set (profiling: how much of a
+    // request's cost is cache misses).
+    let chains = std::env::var("PKTACCEL_BENCH_CHAINS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .map_or(chains, |c| chains.min(c.max(BATCH)));
     let (hdrs, stat, data) = (0x10_0000u64, 0x14_0000u64, 0x20_0000u64);
     let out = data + (18 << 20);
     let mut heads = Vec::new();

@@ -38,10 +38,20 @@ pub fn crc32<'a>(seed: u32, segments: impl IntoIterator<Item = &'a [u8]>) -> u32
 /// CRC-32 over guest pieces through one private, cache-resident buffer:
 /// the pieces are copied in back to back and the CRC runs once per full
 /// buffer, so many small segments cost what one large one does.
-#[derive(Debug)]
+///
+/// On CPUs with AVX-512 VPCLMULQDQ the stream folds guest memory directly
+/// instead ([`crate::engines::crc32_fold`]), which saves the copy.
 pub struct Crc32Stream<'a> {
+    #[cfg(target_arch = "x86_64")]
+    fold: Option<crate::engines::crc32_fold::Crc32Fold>,
     h: crc32fast::Hasher,
     buf: &'a mut Vec<u8>,
+}
+
+impl std::fmt::Debug for Crc32Stream<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Crc32Stream").finish_non_exhaustive()
+    }
 }
 
 impl<'a> Crc32Stream<'a> {
@@ -51,6 +61,10 @@ impl<'a> Crc32Stream<'a> {
         buf.clear();
         buf.reserve(CHUNK);
         Self {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: made only when the CPU has the features it needs.
+            fold: crate::engines::crc32_fold::supported()
+                .then(|| unsafe { crate::engines::crc32_fold::Crc32Fold::new(seed) }),
             h: crc32fast::Hasher::new_with_initial(seed),
             buf,
         }
@@ -61,6 +75,13 @@ impl<'a> Crc32Stream<'a> {
     /// # Safety
     /// `p..p+len` must be mapped and readable for the whole call.
     pub unsafe fn update_raw(&mut self, p: *const u8, len: usize) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(f) = &mut self.fold {
+            // SAFETY: `fold` exists only on CPUs with its features; the
+            // range is the caller's.
+            unsafe { f.update_raw(p, len) };
+            return;
+        }
         let mut off = 0;
         while off < len {
             let at = self.buf.len();
@@ -83,6 +104,11 @@ impl<'a> Crc32Stream<'a> {
 
     /// The finished CRC.
     pub fn finish(mut self) -> u32 {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(f) = &self.fold {
+            // SAFETY: `fold` exists only on CPUs with its features.
+            return unsafe { f.finish() };
+        }
         self.h.update(self.buf);
         self.buf.clear();
         self.h.finalize()

@@ -75,79 +75,94 @@ impl Csum {
 /// Sum of the little-endian 16-bit words of `p..p+len` (a last odd byte
 /// is the low half of a word), unfolded.
 ///
+/// Unaligned 16-byte loads from `p` itself, then at most one 8-, 4-, 2- and
+/// 1-byte load for the tail: guest buffers start anywhere, and a byte-wise
+/// head up to the next alignment cost more than the whole body of a
+/// packet. Every load is volatile and reads each byte exactly once.
+///
 /// # Safety
 /// `p..p+len` must be mapped and readable.
 #[inline]
 unsafe fn le_sum(p: *const u8, len: usize) -> u64 {
-    // Bytes up to 16-byte alignment, then aligned 16-byte loads.
-    let head = p.align_offset(16).min(len);
-    let mut sum = 0u64;
-    for i in 0..head {
-        // SAFETY: i < len.
-        let b = u64::from(unsafe { std::ptr::read_volatile(p.add(i)) });
-        sum += if i % 2 == 0 { b } else { b << 8 };
+    let blocks = len / 16;
+    // SAFETY: `blocks * 16 <= len` bytes in bounds.
+    let mut sum = u64::from(fold(unsafe { block_sum(p, blocks) }));
+    let mut i = blocks * 16;
+    // Every piece starts at an even offset from `p`, so its bytes pair up
+    // into the same words as in one pass; a 32- or 64-bit piece is summed
+    // as 32-bit halves (2^16 = 1 in one's-complement arithmetic).
+    if len - i >= 8 {
+        // SAFETY: 8 bytes in bounds; alignment-1 type.
+        let w =
+            u64::from_le(unsafe { std::ptr::read_volatile(p.add(i).cast::<Unaligned<u64>>()) }.0);
+        sum += (w & 0xffff_ffff) + (w >> 32);
+        i += 8;
     }
-    // SAFETY: p + head is 16-aligned and the rest is in bounds.
-    let body = fold(unsafe { aligned_sum(p.add(head), len - head) });
-    sum + u64::from(if head % 2 == 1 {
-        body.swap_bytes()
-    } else {
-        body
-    })
+    if len - i >= 4 {
+        // SAFETY: 4 bytes in bounds; alignment-1 type.
+        sum += u64::from(u32::from_le(
+            unsafe { std::ptr::read_volatile(p.add(i).cast::<Unaligned<u32>>()) }.0,
+        ));
+        i += 4;
+    }
+    if len - i >= 2 {
+        // SAFETY: 2 bytes in bounds; alignment-1 type.
+        sum += u64::from(u16::from_le(
+            unsafe { std::ptr::read_volatile(p.add(i).cast::<Unaligned<u16>>()) }.0,
+        ));
+        i += 2;
+    }
+    if len > i {
+        // SAFETY: the last byte, in bounds.
+        sum += u64::from(unsafe { std::ptr::read_volatile(p.add(i)) });
+    }
+    sum
 }
 
-/// [`le_sum`] for a 16-byte aligned start.
+/// A value at any alignment, for one volatile unaligned load.
+#[repr(C, packed)]
+#[derive(Clone, Copy)]
+struct Unaligned<T>(T);
+
+/// Sum of `blocks` 16-byte blocks at `p` (any alignment), as 32-bit
+/// little-endian words, unfolded.
 ///
 /// # Safety
-/// `p` 16-aligned, `p..p+len` mapped and readable.
+/// `p..p+16*blocks` mapped and readable.
 #[inline]
-unsafe fn aligned_sum(p: *const u8, len: usize) -> u64 {
-    let blocks = len / 16;
-    let mut sum = 0u64;
+unsafe fn block_sum(p: *const u8, blocks: usize) -> u64 {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::*;
-        // SAFETY: SSE2 is part of x86_64; every load is 16-aligned and in
-        // bounds (k < blocks), and volatile so each byte is read once.
+        let w = p.cast::<Unaligned<__m128i>>();
+        // SAFETY: SSE2 is part of x86_64; every load is in bounds
+        // (k < blocks) and volatile through an alignment-1 type, so each
+        // byte is read once.
         unsafe {
             let zero = _mm_setzero_si128();
             let (mut a, mut b) = (zero, zero);
             for k in 0..blocks {
-                let v = std::ptr::read_volatile(p.cast::<__m128i>().add(k));
+                let v = std::ptr::read_volatile(w.add(k)).0;
                 a = _mm_add_epi64(a, _mm_unpacklo_epi32(v, zero));
                 b = _mm_add_epi64(b, _mm_unpackhi_epi32(v, zero));
             }
             let s = _mm_add_epi64(a, b);
-            // 32-bit words summed: 2^16 = 1 in one's-complement arithmetic,
-            // so folding their sum equals summing their 16-bit halves.
             let lo = _mm_cvtsi128_si64(s) as u64;
             let hi = _mm_cvtsi128_si64(_mm_unpackhi_epi64(s, s)) as u64;
-            sum += u64::from(fold(lo)) + u64::from(fold(hi));
+            u64::from(fold(lo)) + u64::from(fold(hi))
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    for k in 0..blocks * 2 {
-        // SAFETY: 8-aligned (p is 16-aligned) and in bounds.
-        let w = unsafe { std::ptr::read_volatile(p.cast::<u64>().add(k)) };
-        sum += u64::from(fold((w & 0xffff_ffff) + (w >> 32)));
+    {
+        let w = p.cast::<Unaligned<u64>>();
+        let mut sum = 0u64;
+        for k in 0..blocks * 2 {
+            // SAFETY: in bounds; alignment-1 type.
+            let v = u64::from_le(unsafe { std::ptr::read_volatile(w.add(k)) }.0);
+            sum += u64::from(fold((v & 0xffff_ffff) + (v >> 32)));
+        }
+        sum
     }
-    let mut i = blocks * 16;
-    while i + 1 < len {
-        // SAFETY: i + 1 < len.
-        let (lo, hi) = unsafe {
-            (
-                std::ptr::read_volatile(p.add(i)),
-                std::ptr::read_volatile(p.add(i + 1)),
-            )
-        };
-        sum += u64::from(u16::from_le_bytes([lo, hi]));
-        i += 2;
-    }
-    if i < len {
-        // SAFETY: i < len.
-        sum += u64::from(unsafe { std::ptr::read_volatile(p.add(i)) });
-    }
-    sum
 }
 
 /// RFC 1071 checksum of the concatenation of `segments`, seeded with `seed`.

@@ -11,6 +11,7 @@
 
 pub mod copy;
 pub mod crc;
+pub mod crc32_fold;
 pub mod csum;
 pub mod gcm;
 pub mod rss;

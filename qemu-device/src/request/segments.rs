@@ -28,6 +28,7 @@ unsafe impl Send for Seg {}
 
 /// Translates one guest segment into host pieces; `Err` when any byte is
 /// outside guest memory or the range wraps.
+#[inline]
 pub(super) fn resolve<M: GuestMemoryBackend>(
     mem: &M,
     regions: &Regions,
