@@ -118,3 +118,63 @@ fn a_client_with_nothing_in_flight_does_not_take_others_completions() {
     );
     assert_eq!(b.reap(4, -1).unwrap()[0].result, 5);
 }
+
+/// A file where, as when another client keeps reaping this one's
+/// completions and posting them a moment later, every completion is
+/// preceded by a few `ENOENT`s (nothing queued or in flight for the
+/// driver), handed out one per reap.
+#[derive(Default)]
+struct OthersReapFirst {
+    done: std::collections::VecDeque<pktaccel_abi::IocCompletion>,
+    enoents_left: u32,
+}
+
+impl pktslab::Transport for &mut OthersReapFirst {
+    unsafe fn submit(
+        &mut self,
+        reqs: &[pktaccel_abi::IocRequest],
+        _flags: u32,
+    ) -> Result<u32, ClientError> {
+        self.done
+            .extend(reqs.iter().map(|r| pktaccel_abi::IocCompletion {
+                cookie: r.header.cookie,
+                result: u64::from(r.header.aux),
+                ..Default::default()
+            }));
+        Ok(reqs.len() as u32)
+    }
+
+    fn reap(
+        &mut self,
+        out: &mut [pktaccel_abi::IocCompletion],
+        _timeout_ms: i32,
+    ) -> Result<usize, ClientError> {
+        if self.enoents_left > 0 || self.done.is_empty() {
+            self.enoents_left = self.enoents_left.saturating_sub(1);
+            return Err(ClientError::Os(libc::ENOENT));
+        }
+        self.enoents_left = 3;
+        out[0] = self.done.pop_front().unwrap();
+        Ok(1)
+    }
+}
+
+#[test]
+fn a_long_run_waits_up_to_a_second_for_each_completion_not_for_all() {
+    let pool = pool();
+    let file = SharedFile::default();
+    // Another client is live on the file, so an ENOENT may mean mail.
+    let _other = Client::with_transport(&pool, &file);
+    let mut dev = OthersReapFirst {
+        enoents_left: 3,
+        ..Default::default()
+    };
+    let mut c = Client::with_transport(&pool, &mut dev);
+    // 400 completions, 3 short waits each: 1200 ms of waiting in all, a
+    // few ms for any one of them.
+    let mut reqs: Vec<_> = (0..400).map(|i| Request::new(OP_NOP).aux(i)).collect();
+    let comps = c
+        .run(&mut reqs)
+        .expect("a run gave up although every completion came within ms");
+    assert!(comps.iter().enumerate().all(|(i, c)| c.result == i as u64));
+}

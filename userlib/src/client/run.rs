@@ -87,6 +87,11 @@ impl<T: Transport> Client<'_, T> {
         let room = (flight.accepted - flight.reaped).clamp(1, out.len());
         match self.reap_once(&mut out[..room], -1) {
             Ok(n) => {
+                if n > 0 {
+                    // The wait for mail is up to a second at a time, not
+                    // for the whole run.
+                    flight.idle = 0;
+                }
                 self.record(flight, &out[..n]);
                 Ok(())
             }
@@ -134,7 +139,7 @@ struct InFlight {
     accepted: usize,
     reaped: usize,
     failures: u32,
-    /// `ENOENT`s met while waiting for mail.
+    /// `ENOENT`s met while waiting for mail since the last completion.
     idle: u32,
 }
 
