@@ -500,10 +500,15 @@ unsafe fn realloc_in(p: *mut u8, size: usize, all: bool) -> *mut u8 {
         // place, or by mremap for big blocks).
         Some(h) if size > pin_max(h, all) => {
             let old = next_usable(p);
+            // Forget p while it is still ours: once the next allocator has
+            // moved the block, another thread may get p and record it, and
+            // a remove then would drop that thread's entry and leave ours.
+            BLOCKS.remove(p as usize);
             let q = next_realloc(p, size);
-            if !q.is_null() {
+            if q.is_null() {
+                BLOCKS.insert(p as usize, old);
+            } else {
                 let new = next_usable(q);
-                BLOCKS.remove(p as usize);
                 BLOCKS.insert(q as usize, new);
                 ORDINARY_BYTES.fetch_add(new as i64 - old as i64, Ordering::Relaxed);
             }
