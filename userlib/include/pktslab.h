@@ -127,17 +127,22 @@ struct pktslab_op {
     uint64_t cookie;    /* out */
 };
 
+/* A handle is used by one thread at a time (open one per thread, or hold
+ * a lock around every call on a shared one); several handles may be live
+ * at once, and each reaps only its own requests. */
 typedef struct pktslab_client pktslab_client;
 
 /* NULL with errno ENODEV when the heap has no /dev/pktaccel behind it. */
 pktslab_client *pktslab_client_open(void);
 void pktslab_client_close(pktslab_client *c);
-/* Submits n requests (buffers split at physical discontinuities) and
- * fills the cookie of each op the driver accepted. Returns how many it
- * accepted, always a prefix of ops: n, or fewer when the driver stopped
- * part-way, with errno saying why (the accepted ones are in flight: reap
- * them; resubmit the rest). -errno when none went in (-EFAULT: buffer not
- * pinned). Buffers must stay alive until their completions are reaped. */
+/* Submits n requests, 1 to 256 (the driver's batch limit; else -EINVAL;
+ * pktslab_client_run takes any number), buffers split at physical
+ * discontinuities, and fills the cookie of each op the driver accepted.
+ * Returns how many it accepted, always a prefix of ops: n, or fewer when
+ * the driver stopped part-way, with errno saying why (the accepted ones
+ * are in flight: reap them; resubmit the rest). -errno when none went in
+ * (-EFAULT: buffer not pinned). Buffers must stay alive until their
+ * completions are reaped. */
 int pktslab_client_submit(pktslab_client *c, struct pktslab_op *ops, uint32_t n);
 /* Reaps up to max completions of this client's submits (never another
  * client's: libpktcrc's, the provider's, another thread's); timeout_ms < 0
