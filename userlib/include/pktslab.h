@@ -58,8 +58,13 @@ void pktslab_free(void *p);               /* aborts on a foreign/invalid pointer
 void *pktslab_realloc(void *p, size_t size);
 size_t pktslab_usable_size(void *p);
 
-/* O(1) virtual-to-physical: returns the physical address and stores in
- * *contig (if not NULL) how many bytes are physically contiguous from it. */
+/* Virtual-to-physical: returns the physical address and stores in
+ * *contig (if not NULL) how many bytes are physically contiguous from it.
+ * For pinned arena memory one table load: O(1), no syscall, no lock. Two
+ * slower answers take a lock: ordinary memory malloc() handed out above
+ * PKTSLAB_PIN_MAX (a binary search, answering NOT_PINNED), and on the host
+ * test backend the first v2p in a slab run, which pins it then. Not
+ * async-signal-safe. */
 uint64_t pktslab_v2p(const void *p, size_t *contig);
 
 int pktslab_stats(struct pktslab_stats *out); /* 0, or -1 before first use */

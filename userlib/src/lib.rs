@@ -55,9 +55,11 @@ pub enum Error {
 }
 
 /// Physical address of `p` in the process heap, and how many bytes are
-/// physically contiguous from it. O(1), no syscall, no lock, for arena
-/// memory; ordinary memory malloc() handed out above PKTSLAB_PIN_MAX is
-/// looked up (under a lock) to answer [`V2pError::NotPinned`].
+/// physically contiguous from it. O(1), no syscall, no lock, for pinned
+/// arena memory; ordinary memory malloc() handed out above
+/// PKTSLAB_PIN_MAX is looked up (under a lock) to answer
+/// [`V2pError::NotPinned`], and on the host test backend the first v2p in
+/// a slab run pins it (lock, `mlock`, pagemap read). Not async-signal-safe.
 #[inline(always)]
 pub fn v2p(p: *const u8) -> Result<Phys, V2pError> {
     global::v2p(p)
