@@ -13,12 +13,12 @@ use kernel::{
     device::{self, Bound},
     io::Io,
     irq::{IrqReturn, ThreadedHandler},
-    new_condvar, new_spinlock, pci,
+    new_condvar, new_mutex, new_spinlock, pci,
     prelude::*,
     sync::{
         aref::ARef,
         atomic::{Atomic, Relaxed},
-        CondVar, CondVarTimeoutResult, SpinLock,
+        CondVar, CondVarTimeoutResult, Mutex, SpinLock,
     },
     time::{delay::fsleep, msecs_to_jiffies, Delta, Instant, Monotonic},
 };
@@ -150,6 +150,11 @@ pub(crate) struct DeviceState {
     /// Woken when ring slots free up or the device dies.
     #[pin]
     space: CondVar,
+    /// Held from marking the device dead until its reset and the failing
+    /// of what was in flight are over, so that unbind, finding it already
+    /// dead, still waits for that before it frees the rings.
+    #[pin]
+    death: Mutex<()>,
     stats: Stats,
     /// Which file holds which device key slot (see `keys.rs`).
     #[pin]
@@ -205,6 +210,7 @@ impl DeviceState {
             notify,
             hw <- new_spinlock!(Hw::new(queues)),
             space <- new_condvar!(),
+            death <- new_mutex!(()),
             stats: Stats::new(),
             keys <- new_spinlock!(keys),
         }? Error)
