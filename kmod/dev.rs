@@ -13,12 +13,12 @@ use kernel::{
     device::{self, Bound},
     io::Io,
     irq::{IrqReturn, ThreadedHandler},
-    new_condvar, new_spinlock, pci,
+    new_condvar, new_mutex, new_spinlock, pci,
     prelude::*,
     sync::{
         aref::ARef,
         atomic::{Atomic, Relaxed},
-        CondVar, CondVarTimeoutResult, SpinLock,
+        CondVar, CondVarTimeoutResult, Mutex, SpinLock,
     },
     time::{delay::fsleep, msecs_to_jiffies, Delta, Instant, Monotonic},
 };
@@ -86,6 +86,8 @@ struct Hw {
     next: usize,
     /// When the watchdog last logged a lost interrupt (rate limit).
     lost_irq_logged: Option<Instant<Monotonic>>,
+    /// When a used entry not in flight was last logged (rate limit).
+    bogus_logged: Option<Instant<Monotonic>>,
 }
 
 impl Hw {
@@ -95,6 +97,7 @@ impl Hw {
             dead: false,
             next: 0,
             lost_irq_logged: None,
+            bogus_logged: None,
         }
     }
 }
@@ -113,6 +116,8 @@ struct Stats {
     lost_irq_polls: Atomic<u64>,
     /// Interrupts whose thread found no used entry on any queue.
     spurious_irqs: Atomic<u64>,
+    /// Used entries whose id was not a request in flight (device bugs).
+    bogus_used: Atomic<u64>,
 }
 
 impl Stats {
@@ -127,6 +132,7 @@ impl Stats {
             device_errors: Atomic::new(0),
             lost_irq_polls: Atomic::new(0),
             spurious_irqs: Atomic::new(0),
+            bogus_used: Atomic::new(0),
         }
     }
 }
@@ -150,6 +156,11 @@ pub(crate) struct DeviceState {
     /// Woken when ring slots free up or the device dies.
     #[pin]
     space: CondVar,
+    /// Held from marking the device dead until its reset and the failing
+    /// of what was in flight are over, so that unbind, finding it already
+    /// dead, still waits for that before it frees the rings.
+    #[pin]
+    death: Mutex<()>,
     stats: Stats,
     /// Which file holds which device key slot (see `keys.rs`).
     #[pin]
@@ -205,6 +216,7 @@ impl DeviceState {
             notify,
             hw <- new_spinlock!(Hw::new(queues)),
             space <- new_condvar!(),
+            death <- new_mutex!(()),
             stats: Stats::new(),
             keys <- new_spinlock!(keys),
         }? Error)
@@ -395,7 +407,7 @@ impl DeviceState {
         loop {
             let mut done: [Option<(InFlight, abi::StatusRecord)>; BATCH] = [const { None }; BATCH];
             let mut n = 0;
-            let mut bad = None;
+            let (mut bad, mut nbad) = (None, 0u64);
             let mut more = true;
             {
                 let mut hw = self.hw.lock();
@@ -415,7 +427,7 @@ impl DeviceState {
                     };
                     taken += 1;
                     match used {
-                        Err(id) => bad = Some(id),
+                        Err(id) => (bad, nbad) = (Some(id), nbad + 1),
                         Ok(slot) => match slots[usize::from(slot)].take() {
                             Some(inf) => {
                                 let st = vq.status(slot);
@@ -424,18 +436,34 @@ impl DeviceState {
                                 done[n] = Some((inf, st));
                                 n += 1;
                             }
-                            None => bad = Some(u32::from(slot)),
+                            None => (bad, nbad) = (Some(u32::from(slot)), nbad + 1),
                         },
                     }
                 }
+                // A device flooding the ring with bogus ids must not flood
+                // the log too: one line per 5 s, all of them counted.
+                bad = bad.filter(|_| {
+                    let due = hw
+                        .bogus_logged
+                        .as_ref()
+                        .is_none_or(|t| t.elapsed().as_millis() >= 5000);
+                    if due {
+                        hw.bogus_logged = Some(Instant::now());
+                    }
+                    due
+                });
             }
-            if let Some(id) = bad {
-                dev_warn!(
-                    self.pdev.as_ref(),
-                    "queue {}: device completed descriptor {} which is not in flight\n",
-                    q,
-                    id
-                );
+            if nbad > 0 {
+                let total = self.stats.bogus_used.fetch_add(nbad, Relaxed) + nbad;
+                if let Some(id) = bad {
+                    dev_warn!(
+                        self.pdev.as_ref(),
+                        "queue {}: device completed descriptor {} which is not in flight ({} such used entries so far; debugfs bogus_used)\n",
+                        q,
+                        id,
+                        total
+                    );
+                }
             }
             for (inf, st) in done.iter_mut().filter_map(Option::take) {
                 self.deliver(inf, st);
@@ -541,6 +569,7 @@ impl fmt::Debug for StatsView {
         writeln!(f, "quarantined_bytes {}", QUARANTINED_TOTAL.load(Relaxed))?;
         writeln!(f, "device_errors {}", s.stats.device_errors.load(Relaxed))?;
         writeln!(f, "lost_irq_polls {}", s.stats.lost_irq_polls.load(Relaxed))?;
-        writeln!(f, "spurious_irqs {}", s.stats.spurious_irqs.load(Relaxed))
+        writeln!(f, "spurious_irqs {}", s.stats.spurious_irqs.load(Relaxed))?;
+        writeln!(f, "bogus_used {}", s.stats.bogus_used.load(Relaxed))
     }
 }

@@ -91,6 +91,7 @@ impl DeviceState {
     /// whose poll took entries that completed none of their requests: a
     /// device flooding a ring with bogus ids does not keep itself alive.
     fn die_if_stalled(&self, bogus: u64) {
+        let _death = self.death.lock();
         {
             let mut hw = self.hw.lock();
             let stalled = self.stalled_queues(&hw);
@@ -113,6 +114,10 @@ impl DeviceState {
     /// flight completes with `STATUS_DEVICE_ERROR`, waking its waiters.
     /// `why` is logged; `None` is an orderly unbind.
     pub(crate) fn declare_dead(&self, why: Option<&str>) {
+        // Taken before `dead` is looked at: when another thread is already
+        // failing the device, this waits until its reset is over (unbind
+        // frees the rings right after).
+        let _death = self.death.lock();
         {
             let mut hw = self.hw.lock();
             if hw.dead {
@@ -123,7 +128,8 @@ impl DeviceState {
         self.fail_everything(why);
     }
 
-    /// The rest of `declare_dead`, once the caller has set `dead`.
+    /// The rest of `declare_dead`, once the caller has set `dead`; the
+    /// caller holds `death` from before it set `dead`.
     fn fail_everything(&self, why: Option<&str>) {
         if let Some(why) = why {
             dev_err!(
