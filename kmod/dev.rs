@@ -118,6 +118,9 @@ struct Stats {
     spurious_irqs: Atomic<u64>,
     /// Used entries whose id was not a request in flight (device bugs).
     bogus_used: Atomic<u64>,
+    /// Resets the device did not acknowledge: from the first on, its rings
+    /// are never freed (see `shutdown`).
+    unacked_resets: Atomic<u64>,
 }
 
 impl Stats {
@@ -133,6 +136,7 @@ impl Stats {
             lost_irq_polls: Atomic::new(0),
             spurious_irqs: Atomic::new(0),
             bogus_used: Atomic::new(0),
+            unacked_resets: Atomic::new(0),
         }
     }
 }
@@ -570,6 +574,7 @@ impl fmt::Debug for StatsView {
         writeln!(f, "device_errors {}", s.stats.device_errors.load(Relaxed))?;
         writeln!(f, "lost_irq_polls {}", s.stats.lost_irq_polls.load(Relaxed))?;
         writeln!(f, "spurious_irqs {}", s.stats.spurious_irqs.load(Relaxed))?;
-        writeln!(f, "bogus_used {}", s.stats.bogus_used.load(Relaxed))
+        writeln!(f, "bogus_used {}", s.stats.bogus_used.load(Relaxed))?;
+        writeln!(f, "unacked_resets {}", s.stats.unacked_resets.load(Relaxed))
     }
 }

@@ -139,6 +139,9 @@ impl DeviceState {
             );
         }
         let acked = self.reset_device();
+        if !acked {
+            self.stats.unacked_resets.add(1, Relaxed);
+        }
         let mut quarantined = 0usize;
         loop {
             let inf = {
@@ -221,23 +224,38 @@ impl DeviceState {
         false
     }
 
-    /// Unbind: stop everything and free the rings while still bound.
+    /// Unbind: stop everything and free the rings while still bound,
+    /// unless a reset went unacknowledged: then the device may still use
+    /// them, and they are quarantined like the requests' memory.
     pub(crate) fn shutdown(&self) {
         self.declare_dead(None);
+        let keep = self.stats.unacked_resets.load(Relaxed) > 0;
         let mut rings = KVec::with_capacity(self.nq, GFP_KERNEL).ok();
+        let mut kept = 0usize;
         {
             let mut hw = self.hw.lock();
             for qs in hw.queues.iter_mut() {
-                let vq = qs.vq.take();
-                if let (Some(r), Some(vq)) = (rings.as_mut(), vq) {
+                match (qs.vq.take(), rings.as_mut()) {
+                    (Some(vq), _) if keep => kept += vq.quarantine(),
                     // Cannot fail: capacity `nq`. On allocation failure
                     // above, the rings are dropped here, under the lock,
                     // which is also fine (freeing coherent memory does
                     // not sleep).
-                    let _ = r.push_within_capacity(vq);
+                    (Some(vq), Some(r)) => {
+                        let _ = r.push_within_capacity(vq);
+                    }
+                    _ => {}
                 }
             }
         }
         drop(rings);
+        if kept > 0 {
+            QUARANTINED_TOTAL.fetch_add(kept as u64, Relaxed);
+            dev_err!(
+                self.pdev.as_ref(),
+                "device never acknowledged a reset: its rings ({} bytes) stay allocated and are never reused\n",
+                kept
+            );
+        }
     }
 }

@@ -132,6 +132,33 @@ impl Vq {
         })
     }
 
+    /// Gives the rings up without freeing them: the device did not
+    /// acknowledge a reset and may still read the descriptors and write the
+    /// used ring, so that memory must never be reused. Returns its size in
+    /// bytes.
+    pub(crate) fn quarantine(self) -> usize {
+        let n = usize::from(self.mask) + 1;
+        let mut bytes = n * core::mem::size_of::<Desc>()
+            + (n + 3) * 2
+            + (2 * n + 2) * 4
+            + usize::from(self.nslots) * core::mem::size_of::<SlotBuf>();
+        if self.indirect.is_some() {
+            bytes += n * usize::from(self.per_slot) * core::mem::size_of::<Desc>();
+        }
+        let Self {
+            desc,
+            avail,
+            used,
+            slots,
+            indirect,
+            ..
+        } = self;
+        // Leaks the DMA memory (and the device reference each allocation
+        // holds) on purpose; the slot free list goes as usual.
+        core::mem::forget((desc, avail, used, slots, indirect));
+        bytes
+    }
+
     /// DMA addresses of the descriptor table, driver (avail) and device
     /// (used) areas, for the common-config queue registers.
     pub(crate) fn addrs(&self) -> (u64, u64, u64) {

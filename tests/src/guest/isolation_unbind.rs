@@ -122,6 +122,10 @@ fn rmmod_with_an_open_file() -> TestResult {
 /// runs again), so the module's `test_unacked_reset` hook makes the driver
 /// treat the reset at unbind as unacknowledged. On old main that parameter
 /// does not exist (insmod fails) and nothing is quarantined.
+/// The driver's log line when unbind keeps the rings of a device that
+/// never acknowledged a reset.
+const RINGS_KEPT: &str = "stay allocated and are never reused";
+
 fn unacknowledged_reset_quarantines_memory() -> TestResult {
     wait_pinned_zero()?;
     let name = pci_name()?;
@@ -133,6 +137,7 @@ fn unacknowledged_reset_quarantines_memory() -> TestResult {
         // then nothing needed quarantine. Try until a reset finds requests
         // still held (a few tries at most in practice).
         let mut hit = false;
+        let rings0 = dmesg_count(RINGS_KEPT)?;
         for _attempt in 0..5 {
             let logs0 = dmesg_count("is quarantined")?;
             let failed = unbind_under_traffic(&name)?;
@@ -148,6 +153,12 @@ fn unacknowledged_reset_quarantines_memory() -> TestResult {
         ensure!(
             hit,
             "no request was still held by the device at unbind in 5 tries"
+        );
+        // The device may still read its descriptors and write its used
+        // ring: unbind must not free the rings either.
+        ensure!(
+            dmesg_count(RINGS_KEPT)? > rings0,
+            "unbind after an unacknowledged reset freed the rings (no '{RINGS_KEPT}' line)"
         );
         bind(&name)?;
         let q = debugfs_u64("quarantined_bytes")?;
