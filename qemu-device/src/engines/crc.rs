@@ -14,6 +14,8 @@
 
 use std::sync::OnceLock;
 
+use super::carry::Carry;
+
 /// Bytes copied at a time for the engines that work on a private copy.
 pub const CHUNK: usize = 4096;
 
@@ -126,10 +128,8 @@ const BLOCK: usize = 3 * 128;
 pub struct Crc32c {
     /// The raw CRC register (the finished CRC, inverted).
     state: u32,
-    /// Stream bytes not yet in the register (a private copy).
-    carry: [u8; BLOCK],
-    /// How many bytes of `carry` are used.
-    n: usize,
+    /// Stream bytes not yet in the register.
+    carry: Carry<BLOCK>,
 }
 
 impl Crc32c {
@@ -137,8 +137,7 @@ impl Crc32c {
     pub fn new(seed: u32) -> Self {
         Self {
             state: !seed,
-            carry: [0; BLOCK],
-            n: 0,
+            carry: Carry::new(),
         }
     }
 
@@ -177,40 +176,28 @@ impl Crc32c {
     /// # Safety
     /// SSE4.2 present; `p..p+len` mapped and readable.
     #[cfg(target_arch = "x86_64")]
-    unsafe fn stream(&mut self, mut p: *const u8, mut len: usize) {
-        if self.n > 0 {
-            let k = (BLOCK - self.n).min(len);
-            // SAFETY: `k` bytes in bounds on both sides; `carry` is ours.
-            unsafe { std::ptr::copy_nonoverlapping(p, self.carry.as_mut_ptr().add(self.n), k) };
-            self.n += k;
-            // SAFETY: k <= len.
-            (p, len) = (unsafe { p.add(k) }, len - k);
-            if self.n < BLOCK {
-                return;
-            }
-            // SAFETY: SSE4.2 (caller); a full private block.
-            self.state = unsafe { hw::crc32c(self.state, self.carry.as_ptr(), BLOCK) };
-            self.n = 0;
-        }
-        let body = len - len % BLOCK;
-        // SAFETY: SSE4.2 (caller); `body <= len` bytes in bounds.
-        self.state = unsafe { hw::crc32c(self.state, p, body) };
-        let rest = len - body;
-        // SAFETY: the last `rest` bytes of the range, into the empty carry.
-        unsafe { std::ptr::copy_nonoverlapping(p.add(body), self.carry.as_mut_ptr(), rest) };
-        self.n = rest;
+    unsafe fn stream(&mut self, p: *const u8, len: usize) {
+        let state = &mut self.state;
+        let blocks = |q, n| {
+            // SAFETY: SSE4.2 (caller); `feed` hands over `n` readable bytes
+            // at `q`.
+            *state = unsafe { hw::crc32c(*state, q, n) };
+        };
+        // SAFETY: the caller's range, which never overlaps the carry.
+        unsafe { self.carry.feed(p, len, blocks) };
     }
 
     /// The finished CRC.
     pub fn finish(&self) -> u32 {
         let mut state = self.state;
-        if self.n > 0 {
+        let tail = self.carry.tail();
+        if !tail.is_empty() {
             // Only the SSE4.2 path carries bytes.
             #[cfg(target_arch = "x86_64")]
             {
-                // SAFETY: carry bytes exist only on CPUs with SSE4.2;
-                // `carry[..n]` is our own initialised array.
-                state = unsafe { hw::crc32c(state, self.carry.as_ptr(), self.n) };
+                // SAFETY: carry bytes exist only on CPUs with SSE4.2; the
+                // tail is our own initialised array.
+                state = unsafe { hw::crc32c(state, tail.as_ptr(), tail.len()) };
             }
         }
         !state

@@ -17,6 +17,8 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
+use super::carry::Carry;
+
 /// Bytes folded per step: four 64-byte vectors, sixteen 128-bit streams.
 const BLOCK: usize = 256;
 
@@ -53,15 +55,20 @@ pub fn supported() -> bool {
 #[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy)]
 pub struct Crc32Fold {
+    streams: Streams,
+    /// Stream bytes not folded yet.
+    carry: Carry<BLOCK>,
+}
+
+/// The folding state.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct Streams {
     /// The sixteen 128-bit streams, once a first block was folded.
     acc: [__m512i; 4],
     started: bool,
     /// The finished CRC to continue from, until a first block is folded.
     seed: u32,
-    /// Stream bytes not folded yet (a private copy).
-    carry: [u8; BLOCK],
-    /// How many bytes of `carry` are used.
-    n: usize,
 }
 
 /// A 64-byte vector at any alignment, so that it can be read with one
@@ -79,12 +86,13 @@ impl Crc32Fold {
     /// The CPU must have the features [`supported`] checks.
     pub unsafe fn new(seed: u32) -> Self {
         Self {
-            // SAFETY: an all-zero vector is a valid __m512i (plain bits).
-            acc: unsafe { std::mem::zeroed() },
-            started: false,
-            seed,
-            carry: [0; BLOCK],
-            n: 0,
+            streams: Streams {
+                // SAFETY: an all-zero vector is a valid __m512i (plain bits).
+                acc: unsafe { std::mem::zeroed() },
+                started: false,
+                seed,
+            },
+            carry: Carry::new(),
         }
     }
 
@@ -94,34 +102,32 @@ impl Crc32Fold {
     /// As for [`new`](Self::new); `p..p+len` mapped and readable for the
     /// whole call.
     #[target_feature(enable = "avx512f,vpclmulqdq,pclmulqdq,sse4.1")]
-    pub unsafe fn update_raw(&mut self, mut p: *const u8, mut len: usize) {
-        if self.n > 0 {
-            let k = (BLOCK - self.n).min(len);
-            // SAFETY: `k <= len` bytes from the caller's range into the
-            // carry's free space; host memory never overlaps guest memory.
-            unsafe { std::ptr::copy_nonoverlapping(p, self.carry.as_mut_ptr().add(self.n), k) };
-            self.n += k;
-            // SAFETY: k <= len.
-            (p, len) = (unsafe { p.add(k) }, len - k);
-            if self.n < BLOCK {
-                return;
+    pub unsafe fn update_raw(&mut self, p: *const u8, len: usize) {
+        let streams = &mut self.streams;
+        let blocks = |q: *const u8, n: usize| {
+            for i in (0..n).step_by(BLOCK) {
+                // SAFETY: `feed` hands over `n` readable bytes at `q`, a
+                // multiple of BLOCK; the CPU features are this function's.
+                unsafe { streams.fold(q.add(i)) };
             }
-            let c = self.carry.as_ptr();
-            // SAFETY: a full private block.
-            unsafe { self.fold(c) };
-            self.n = 0;
-        }
-        while len >= BLOCK {
-            // SAFETY: BLOCK bytes in the caller's range.
-            unsafe { self.fold(p) };
-            // SAFETY: len >= BLOCK.
-            (p, len) = (unsafe { p.add(BLOCK) }, len - BLOCK);
-        }
-        // SAFETY: the last `len < BLOCK` bytes, into the empty carry.
-        unsafe { std::ptr::copy_nonoverlapping(p, self.carry.as_mut_ptr(), len) };
-        self.n = len;
+        };
+        // SAFETY: the caller's range, which never overlaps the carry.
+        unsafe { self.carry.feed(p, len, blocks) };
     }
 
+    /// The finished CRC.
+    ///
+    /// # Safety
+    /// As for [`new`](Self::new).
+    #[target_feature(enable = "avx512f,vpclmulqdq,pclmulqdq,sse4.1")]
+    pub unsafe fn finish(&self) -> u32 {
+        // SAFETY: the features, as for this function.
+        unsafe { self.streams.finish(self.carry.tail()) }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Streams {
     /// Folds the 256 bytes at `p` into the streams.
     ///
     /// # Safety
@@ -157,13 +163,12 @@ impl Crc32Fold {
         }
     }
 
-    /// The finished CRC.
+    /// The finished CRC over the folded streams and then `tail`.
     ///
     /// # Safety
-    /// As for [`new`](Self::new).
+    /// As for [`Crc32Fold::new`].
     #[target_feature(enable = "avx512f,vpclmulqdq,pclmulqdq,sse4.1")]
-    pub unsafe fn finish(&self) -> u32 {
-        let tail = &self.carry[..self.n];
+    unsafe fn finish(&self, tail: &[u8]) -> u32 {
         if !self.started {
             let mut h = crc32fast::Hasher::new_with_initial(self.seed);
             h.update(tail);
