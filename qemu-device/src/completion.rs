@@ -4,7 +4,9 @@
 //! Both request paths call [`CompletionHook::decide`] once per request,
 //! after the op ran and before its status record is written and its used
 //! element published, so a hook can delay, re-status, drop or mis-length any
-//! completion without touching the request path itself.
+//! completion without touching the request path itself, give its status
+//! record a false length, or publish a used element besides it that
+//! completes no request.
 
 use std::time::Duration;
 
@@ -37,6 +39,56 @@ pub struct Decision {
     pub used_len: Option<u32>,
     /// Never complete it: no status record, no used element.
     pub drop: bool,
+    /// Write this `len` in the status record instead of the true one
+    /// (after `status`): a device claiming more output than it was given.
+    pub status_len: Option<u32>,
+    /// Publish, after its used element (or in its place, when dropped),
+    /// one more that completes no request. Only the fast path does
+    /// (rings inside one memory region, as QEMU's always are):
+    /// virtio-queue's slow path publishes no id it did not hand out.
+    pub bogus_used: Option<BogusUsed>,
+}
+
+/// A used element naming no request the driver has in flight: the device
+/// bugs a driver must survive without completing the wrong request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BogusUsed {
+    /// An id past the ring (`size + head`): it names no descriptor.
+    OutOfRange,
+    /// The completed chain's head again, right after it: a chain the
+    /// driver already has back.
+    Duplicate,
+    /// The head half a ring away: inside the ring, but no chain the driver
+    /// made available unless it keeps more than half a ring in flight (then
+    /// it names a real request, as a lying device would).
+    NotInFlight,
+}
+
+impl BogusUsed {
+    /// Every mode, for parsing and listing.
+    pub const ALL: [BogusUsed; 3] = [Self::OutOfRange, Self::Duplicate, Self::NotInFlight];
+
+    /// The name `--fault bogus-used=NAME` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::OutOfRange => "out-of-range",
+            Self::Duplicate => "duplicate",
+            Self::NotInFlight => "not-in-flight",
+        }
+    }
+
+    /// The id to publish for the chain at `head` on a ring of `size`
+    /// entries (at most 32768, so `size + head` fits).
+    pub fn id(self, head: u16, size: u16) -> u16 {
+        let size = u32::from(size.max(1));
+        let head = u32::from(head) % size;
+        let id = match self {
+            Self::OutOfRange => size + head,
+            Self::Duplicate => head,
+            Self::NotInFlight => (head + size / 2) % size,
+        };
+        id.min(u32::from(u16::MAX)) as u16
+    }
 }
 
 /// Decides, per request, what happens to its completion.

@@ -168,6 +168,11 @@ impl Processor {
                     ring.put_used(next_used, head, len);
                     next_used = next_used.wrapping_add(1);
                 }
+                if let Some(b) = d.bogus_used {
+                    // An injected device bug: an id naming no request.
+                    ring.put_used(next_used, b.id(head, ring.size()), 0);
+                    next_used = next_used.wrapping_add(1);
+                }
             }
             // One store publishes the whole batch; the state goes back to
             // virtio-queue at once, so GET_VRING_BASE sees it.

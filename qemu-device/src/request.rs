@@ -178,6 +178,9 @@ impl Processor {
                 result: if s == STATUS_OK { out.record.result } else { 0 },
             };
         }
+        if let Some(n) = d.status_len {
+            out.record.len = n;
+        }
         let used = self.finish(mem, out, stats);
         (d.used_len.unwrap_or(used), d)
     }

@@ -336,3 +336,52 @@ fn reconnections_do_not_leak_file_descriptors() {
         "{before} fds before 20 connections, {after} after"
     );
 }
+
+#[test]
+fn false_status_length_reaches_the_driver_with_the_right_output() {
+    let d = Daemon::spawn(&["--fault", "status-len=4096,op=copy,count=1"]);
+    let mut g = Guest::connect(&d.path, GuestOpts::default());
+    let a = g.alloc_with(b"123456789");
+    let o = g.alloc(9);
+    let (st, used) = g.call(0, &hdr(OP_COPY), &[(a, 9)], &[(o, 9)]);
+    assert_eq!((st.status, st.len, used), (STATUS_OK, 4096, 9 + 16));
+    assert_eq!(g.read(o, 9), b"123456789", "only the length lies");
+    let (st, _) = g.call(0, &hdr(OP_COPY), &[(a, 9)], &[(o, 9)]);
+    assert_eq!((st.status, st.len), (STATUS_OK, 9), "count=1");
+    assert_eq!(fired(&d, "status-len=4096,op=copy,count=1"), 1);
+}
+
+/// Each mode publishes one used element besides the real completion, with
+/// used length 0: past the ring, the same head again, or half a ring away.
+#[test]
+fn bogus_used_ids_follow_the_real_completion() {
+    let d = Daemon::spawn(&[]);
+    let ctl = ctl_path(&d);
+    let mut g = Guest::connect(&d.path, GuestOpts::default());
+    let size = GuestOpts::default().queue_size;
+    type Expect = fn(u16, u16) -> u16;
+    let modes: [(&str, Expect); 3] = [
+        ("out-of-range", |h, s| s + h),
+        ("duplicate", |h, _| h),
+        ("not-in-flight", |h, s| (h + s / 2) % s),
+    ];
+    for (mode, bogus) in modes {
+        let add = control(&ctl, &format!("add bogus-used={mode},count=1"));
+        assert!(add[0].starts_with("ok "), "{add:?}");
+        let head = g.submit(0, &hdr(OP_NOP), &[], &[]);
+        g.kick(0);
+        assert_eq!(g.wait(0, 2), [(head, 16), (bogus(head, size), 0)], "{mode}");
+        assert_eq!(g.status(0, head).status, STATUS_OK);
+        assert_eq!(fired(&d, &format!("bogus-used={mode},count=1")), 1);
+    }
+    // Lifted (count=1): one completion per request again.
+    let head = g.submit(0, &hdr(OP_NOP), &[], &[]);
+    g.kick(0);
+    assert_eq!(completions_within(&mut g, 0, 100), [(head, 16)]);
+    // With `drop`, the bogus element comes instead of the real one.
+    control(&ctl, "add drop,count=1");
+    control(&ctl, "add bogus-used=out-of-range,count=1");
+    let head = g.submit(0, &hdr(OP_NOP), &[], &[]);
+    g.kick(0);
+    assert_eq!(completions_within(&mut g, 0, 300), [(size + head, 0)]);
+}

@@ -1,7 +1,7 @@
 //! Where the faults meet the request path: [`Faults`] is the device's
 //! [`CompletionHook`], consulted once per finished request before its
 //! completion is visible to the driver (delay, error status, drop, wrong
-//! used length, death). The interrupt and reset faults are asked by the
+//! used length, false status length, bogus used element, death). The interrupt and reset faults are asked by the
 //! backend directly ([`Faults::lose_interrupt`],
 //! [`Faults::spurious_interrupt`], [`Faults::on_ring_stop`]).
 
@@ -29,6 +29,8 @@ impl CompletionHook for Faults {
             status: f.status,
             used_len: f.used_len,
             drop: f.drop,
+            status_len: f.status_len,
+            bogus_used: f.bogus_used,
         }
     }
 }
@@ -62,5 +64,9 @@ mod tests {
         let d = f.decide(&done(OP_CSUM));
         assert_eq!(d.used_len, Some(4096));
         assert_eq!(d.delay, Some(Duration::from_millis(20)));
+        let f = Faults::from_specs(&["status-len=99", "bogus-used=out-of-range"]).unwrap();
+        let d = f.decide(&done(OP_COPY));
+        assert_eq!(d.status_len, Some(99));
+        assert_eq!(d.bogus_used, Some(crate::completion::BogusUsed::OutOfRange));
     }
 }

@@ -1,7 +1,7 @@
 //! Fault injection: the device misbehaves on purpose, the way silicon can
 //! and a driver team cannot provoke on demand (a slow or lost completion,
-//! an error status, a lost or spurious interrupt, a reset it ignores,
-//! death mid-batch).
+//! an error status, a false length, a used id naming no request, a lost
+//! or spurious interrupt, a reset it ignores, death mid-batch).
 //!
 //! Faults come from `--fault SPEC` (grammar in [`spec`]) and from the
 //! control socket ([`control`]) at run time. The request path asks
@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-pub use spec::{Kind, Spec, SpecError};
+pub use spec::{BogusUsed, Kind, Spec, SpecError};
 
 /// One installed fault with its counters.
 #[derive(Debug)]
@@ -108,6 +108,10 @@ pub struct RequestFaults {
     pub drop: bool,
     /// Report this used length.
     pub used_len: Option<u32>,
+    /// Write this `len` in the status record.
+    pub status_len: Option<u32>,
+    /// Publish a used element that completes no request, too.
+    pub bogus_used: Option<BogusUsed>,
     /// The device dies after this completion: the spec that said so.
     pub die: Option<u32>,
 }
@@ -221,6 +225,16 @@ impl Faults {
                 Kind::UsedLen(n) => {
                     if r.used_len.is_none() && f.fire() {
                         r.used_len = Some(n);
+                    }
+                }
+                Kind::StatusLen(n) => {
+                    if r.status_len.is_none() && f.fire() {
+                        r.status_len = Some(n);
+                    }
+                }
+                Kind::BogusUsed(m) => {
+                    if r.bogus_used.is_none() && f.fire() {
+                        r.bogus_used = Some(m);
                     }
                 }
                 Kind::DieAfter(n) => {
@@ -368,6 +382,39 @@ mod tests {
         let t = Faults::from_specs(&["used-len=7", "status=too-big"]).unwrap();
         let r = t.on_request(3, None);
         assert_eq!((r.used_len, r.status), (Some(7), Some(STATUS_TOO_BIG)));
+    }
+
+    /// The lying-device kinds: a false status length and a used id naming
+    /// no request, each scoped and counted like the others.
+    #[test]
+    fn status_len_and_bogus_used_are_decided_per_request() {
+        let f = Faults::from_specs(&[
+            "status-len=4096,op=copy,count=1",
+            "bogus-used=duplicate,queue=1,count=2",
+        ])
+        .unwrap();
+        assert_eq!(f.on_request(0, Some(OP_CSUM)).status_len, None, "other op");
+        let r = f.on_request(0, Some(OP_COPY));
+        assert_eq!((r.status_len, r.bogus_used), (Some(4096), None));
+        assert_eq!(f.on_request(0, Some(OP_COPY)).status_len, None, "count=1");
+        let got: Vec<_> = (0..3).map(|_| f.on_request(1, None).bogus_used).collect();
+        let d = Some(BogusUsed::Duplicate);
+        assert_eq!(got, [d, d, None]);
+        assert_eq!(f.counts().iter().map(|c| c.1).collect::<Vec<_>>(), [1, 2]);
+    }
+
+    /// The ids each mode publishes, on rings of 1, 64 and 32768 entries.
+    #[test]
+    fn bogus_ids_are_out_of_range_a_duplicate_or_half_a_ring_away() {
+        use BogusUsed::*;
+        assert_eq!(OutOfRange.id(3, 64), 67);
+        assert_eq!(OutOfRange.id(32767, 32768), 65535);
+        assert!((0..64).all(|h| OutOfRange.id(h, 64) >= 64));
+        assert_eq!(Duplicate.id(5, 64), 5);
+        assert_eq!(NotInFlight.id(0, 64), 32);
+        assert_eq!(NotInFlight.id(40, 64), 8);
+        assert_eq!(NotInFlight.id(0, 1), 0);
+        assert_eq!(OutOfRange.id(0, 1), 1);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! ```text
 //! SPEC  := KIND ( ',' KEY '=' VALUE )*
 //! KIND  := delay=DUR | delay=DUR..DUR | status=STATUS | drop | used-len=N
+//!        | status-len=N | bogus-used=out-of-range|duplicate|not-in-flight
 //!        | no-reset-ack[=DUR] | die-after=N | lose-irq | spurious-irq
 //! KEY   := queue=N | op=OP | rate=P | count=N | after=N | seed=N
 //! DUR   := N(us|ms|s)        P := 0..1 (e.g. 0.25) or N% (e.g. 25%)
@@ -15,6 +16,8 @@ use std::fmt;
 use std::time::Duration;
 
 use pktaccel_abi::{OP_COUNT, STATUS_COUNT, STATUS_OK, op_name, status_name};
+
+pub use crate::completion::BogusUsed;
 
 /// Longest completion delay a fault may ask for: longer than any request
 /// timeout worth testing, short enough that a typo cannot wedge a queue
@@ -41,6 +44,11 @@ pub enum Kind {
     Drop,
     /// Report this used length instead of the true one.
     UsedLen(u32),
+    /// Write this `len` in the status record instead of the true one.
+    StatusLen(u32),
+    /// Publish a used element that completes no request besides the
+    /// request's own.
+    BogusUsed(BogusUsed),
     /// Hold the frontend's ring stop (reset) for this long.
     NoResetAck(Duration),
     /// Exit the process when this many matching requests were completed.
@@ -58,6 +66,8 @@ impl Kind {
             Kind::Status(_) => "status",
             Kind::Drop => "drop",
             Kind::UsedLen(_) => "used-len",
+            Kind::StatusLen(_) => "status-len",
+            Kind::BogusUsed(_) => "bogus-used",
             Kind::NoResetAck(_) => "no-reset-ack",
             Kind::DieAfter(_) => "die-after",
             Kind::LoseIrq => "lose-irq",
@@ -73,6 +83,8 @@ impl Kind {
                 | Kind::Status(_)
                 | Kind::Drop
                 | Kind::UsedLen(_)
+                | Kind::StatusLen(_)
+                | Kind::BogusUsed(_)
                 | Kind::DieAfter(_)
         )
     }
@@ -110,7 +122,7 @@ pub struct SpecError {
     pub what: String,
 }
 
-const KINDS: &str = "delay=DUR[..DUR], status=NAME, drop, used-len=N, no-reset-ack[=DUR], die-after=N, lose-irq, spurious-irq";
+const KINDS: &str = "delay=DUR[..DUR], status=NAME, drop, used-len=N, status-len=N, bogus-used=MODE, no-reset-ack[=DUR], die-after=N, lose-irq, spurious-irq";
 const KEYS: &str = "queue=N, op=NAME, rate=P, count=N, after=N, seed=N";
 
 fn error_statuses() -> String {
@@ -118,6 +130,10 @@ fn error_statuses() -> String {
         .map(status_name)
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+fn bogus_modes() -> String {
+    BogusUsed::ALL.map(BogusUsed::name).join(", ")
 }
 
 fn ops() -> String {
@@ -211,6 +227,21 @@ fn parse_kind(part: &str) -> Result<Kind, String> {
         }
         "drop" => none(value).map(|()| Kind::Drop)?,
         "used-len" => Kind::UsedLen(number(need(name, value, "N")?, "used-len")?),
+        "status-len" => Kind::StatusLen(number(need(name, value, "N")?, "status-len")?),
+        "bogus-used" => {
+            let v = need(
+                name,
+                value,
+                "MODE (out-of-range, duplicate or not-in-flight)",
+            )?;
+            let mode = BogusUsed::ALL
+                .into_iter()
+                .find(|m| m.name().eq_ignore_ascii_case(v))
+                .ok_or_else(|| {
+                    format!("unknown bogus-used mode \"{v}\" (modes: {})", bogus_modes())
+                })?;
+            Kind::BogusUsed(mode)
+        }
         "no-reset-ack" => {
             let d = match value {
                 None => DEFAULT_RESET_STALL,
@@ -310,7 +341,7 @@ impl fmt::Display for Spec {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pktaccel_abi::{OP_CSUM, STATUS_DEVICE_ERROR, STATUS_NO_KEY};
+    use pktaccel_abi::{OP_CRC32C, OP_CSUM, STATUS_DEVICE_ERROR, STATUS_NO_KEY};
 
     #[test]
     fn every_kind_parses() {
@@ -337,6 +368,18 @@ mod tests {
         }
         assert_eq!(parse("drop").unwrap().kind, Kind::Drop);
         assert_eq!(parse("used-len=3").unwrap().kind, Kind::UsedLen(3));
+        assert_eq!(
+            parse("status-len=4096").unwrap().kind,
+            Kind::StatusLen(4096)
+        );
+        for m in BogusUsed::ALL {
+            let s = parse(&format!("bogus-used={},op=crc32c", m.name())).unwrap();
+            assert_eq!((s.kind, s.op), (Kind::BogusUsed(m), Some(OP_CRC32C)));
+        }
+        assert_eq!(
+            parse("bogus-used=DUPLICATE").unwrap().kind,
+            Kind::BogusUsed(BogusUsed::Duplicate)
+        );
         assert_eq!(
             parse("no-reset-ack").unwrap().kind,
             Kind::NoResetAck(DEFAULT_RESET_STALL)
@@ -394,6 +437,17 @@ mod tests {
             ("spurious-irq=yes", "takes no value"),
             ("used-len=-1", "used-len \"-1\""),
             ("used-len=99999999999", "used-len \"99999999999\""),
+            ("status-len", "\"status-len\" needs a value"),
+            ("status-len=-5", "status-len \"-5\""),
+            ("status-len=4294967296", "status-len \"4294967296\""),
+            (
+                "bogus-used",
+                "\"bogus-used\" needs a value: bogus-used=MODE (out-of-range, duplicate or not-in-flight)",
+            ),
+            (
+                "bogus-used=sometimes",
+                "unknown bogus-used mode \"sometimes\" (modes: out-of-range, duplicate, not-in-flight)",
+            ),
             ("no-reset-ack=61s", "over the 60 s limit"),
             ("no-reset-ack=soon", "needs a unit"),
             ("die-after=x", "die-after \"x\""),
