@@ -20,7 +20,7 @@ const DEV: &str = "/dev/pktaccel";
 const DEBUGFS_STATS: &str = "/sys/kernel/debug/pktaccel/stats";
 /// The driver's watchdog for these tests (module parameter), short so that
 /// a lost completion is noticed quickly.
-const TIMEOUT_MS: u64 = 1500;
+pub(super) const TIMEOUT_MS: u64 = 1500;
 
 /// The fault tests, in run order.
 pub fn tests() -> Vec<Test> {
@@ -43,7 +43,7 @@ pub fn tests() -> Vec<Test> {
 }
 
 /// Asks the host to send `cmd` to the device's fault control socket.
-fn host(cmd: &str) {
+pub(super) fn host(cmd: &str) {
     println!("{} {cmd}", pktaccel_abi::console::FAULT);
     let _ = std::io::stdout().flush();
     // The host reads the console as it comes; give it time to act.
@@ -52,7 +52,7 @@ fn host(cmd: &str) {
 
 /// Clears the faults and reloads the module when dropped, so that a failed
 /// test does not leave a faulty device to the tests after it.
-struct Cleanup;
+pub(super) struct Cleanup;
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
@@ -82,7 +82,7 @@ fn sh(prog: &str, args: &[&str]) -> TestResult {
 }
 
 /// rmmod (which resets the device), then insmod with `params`.
-fn reload(params: &[&str]) -> TestResult {
+pub(super) fn reload(params: &[&str]) -> TestResult {
     if std::path::Path::new("/sys/module/pktaccel").exists() {
         sh("rmmod", &["pktaccel"])?;
     }
@@ -104,7 +104,7 @@ fn tool(prog: &str, args: &[&str]) -> Result<Output, String> {
 }
 
 /// `pktctl run crc32c` on "123456789", timed.
-fn pktctl_crc() -> Result<(Output, Duration), String> {
+pub(super) fn pktctl_crc() -> Result<(Output, Duration), String> {
     let f = input()?;
     let t = Instant::now();
     let o = tool("pktctl", &["run", "crc32c", &f])?;
@@ -118,7 +118,7 @@ fn input() -> Result<String, String> {
 }
 
 /// `pktctl run crc32c` on "123456789": the right answer, or why not.
-fn crc_ok() -> TestResult {
+pub(super) fn crc_ok() -> TestResult {
     let (o, _) = pktctl_crc()?;
     let out = String::from_utf8_lossy(&o.stdout);
     ensure!(
@@ -132,7 +132,7 @@ fn crc_ok() -> TestResult {
 }
 
 /// `pktctl run crc32c` must fail with one line naming `want`.
-fn crc_fails_with(want: &str) -> Result<Duration, String> {
+pub(super) fn crc_fails_with(want: &str) -> Result<Duration, String> {
     let (o, took) = pktctl_crc()?;
     let err = String::from_utf8_lossy(&o.stderr);
     ensure!(
@@ -166,7 +166,7 @@ fn nothing_pinned() -> TestResult {
 }
 
 /// The end of every test: faults off, rmmod/insmod, no leak, traffic.
-fn recovered() -> TestResult {
+pub(super) fn recovered() -> TestResult {
     host("clear");
     reload(&[])?;
     nothing_pinned()?;
@@ -226,7 +226,7 @@ fn dropped_completion_times_out_wakes_waiters_and_traffic_resumes() -> TestResul
 }
 
 /// One counter of the debugfs stats file.
-fn stat(key: &str) -> Result<u64, String> {
+pub(super) fn stat(key: &str) -> Result<u64, String> {
     let text =
         std::fs::read_to_string(DEBUGFS_STATS).map_err(|e| format!("{DEBUGFS_STATS}: {e}"))?;
     text.lines()

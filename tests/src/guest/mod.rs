@@ -11,6 +11,7 @@ macro_rules! tests {
 }
 
 mod faults;
+mod faults_lies;
 mod fuzz;
 mod hostile;
 mod isolation;
@@ -41,6 +42,7 @@ pub fn all() -> Vec<Test> {
     v.extend(openssl::tests());
     v.extend(pinned_programs::tests());
     v.extend(faults::tests());
+    v.extend(faults_lies::tests());
     v.extend(hostile::tests());
     v
 }
