@@ -2,7 +2,8 @@
 //! Device state shared by the PCI driver, the interrupt thread and open
 //! files: the request queues, requests in flight, the interrupt that
 //! completes them, and statistics. Device death (watchdog, reset, unbind)
-//! is in `dev_death.rs`, a child module.
+//! is in `dev_death.rs`, what the driver refuses of a faulty device in
+//! `dev_errors.rs` (child modules).
 //!
 //! `DeviceState` outlives the PCI binding while files are open. A device
 //! declared dead refuses new requests; after unbind, moreover, its BAR is
@@ -35,6 +36,8 @@ use kernel::sync::Arc;
 
 #[path = "dev_death.rs"]
 mod death;
+#[path = "dev_errors.rs"]
+mod errors;
 
 /// Whoever submitted a request: the device hands it the outcome. The
 /// file side implements it, so this module does not depend on `file.rs`.
@@ -57,6 +60,9 @@ pub(crate) struct InFlight {
     pub(crate) bounce: Option<Bounce>,
     /// The device key slot this request names, if any.
     pub(crate) key: Option<KeyClaim>,
+    /// Output bytes the request gave the device, recorded at submit: the
+    /// most its status record may claim.
+    pub(crate) out_len: u32,
 }
 
 pub(crate) struct QueueState {
@@ -88,6 +94,8 @@ struct Hw {
     lost_irq_logged: Option<Instant<Monotonic>>,
     /// When a used entry not in flight was last logged (rate limit).
     bogus_logged: Option<Instant<Monotonic>>,
+    /// When a status length past the output was last logged (rate limit).
+    bad_len_logged: Option<Instant<Monotonic>>,
 }
 
 impl Hw {
@@ -98,6 +106,7 @@ impl Hw {
             next: 0,
             lost_irq_logged: None,
             bogus_logged: None,
+            bad_len_logged: None,
         }
     }
 }
@@ -118,6 +127,9 @@ struct Stats {
     spurious_irqs: Atomic<u64>,
     /// Used entries whose id was not a request in flight (device bugs).
     bogus_used: Atomic<u64>,
+    /// Status records claiming more output than their request has (device
+    /// bugs): those requests fail with `STATUS_DEVICE_ERROR`.
+    bad_status_len: Atomic<u64>,
     /// Resets the device did not acknowledge: from the first on, its rings
     /// are never freed (see `shutdown`).
     unacked_resets: Atomic<u64>,
@@ -136,6 +148,7 @@ impl Stats {
             lost_irq_polls: Atomic::new(0),
             spurious_irqs: Atomic::new(0),
             bogus_used: Atomic::new(0),
+            bad_status_len: Atomic::new(0),
             unacked_resets: Atomic::new(0),
         }
     }
@@ -379,15 +392,11 @@ impl DeviceState {
         }
     }
 
-    /// Hands one finished request to its file. Called without locks held:
-    /// dropping the last reference to a closed file frees its slabs.
-    fn deliver(&self, inf: InFlight, mut st: abi::StatusRecord) {
-        if st.status == STATUS_UNWRITTEN {
-            st = abi::StatusRecord {
-                status: abi::STATUS_DEVICE_ERROR,
-                ..Default::default()
-            };
-        }
+    /// Hands one finished request to its file, with its status record
+    /// checked (`checked_status`). Called without locks held: dropping the
+    /// last reference to a closed file frees its slabs.
+    fn deliver(&self, inf: InFlight, st: abi::StatusRecord) {
+        let st = self.checked_status(&inf, st);
         let op = usize::from(inf.op) & 15;
         self.stats.requests[op].add(1, Relaxed);
         if st.status != abi::STATUS_OK {
@@ -411,7 +420,7 @@ impl DeviceState {
         loop {
             let mut done: [Option<(InFlight, abi::StatusRecord)>; BATCH] = [const { None }; BATCH];
             let mut n = 0;
-            let (mut bad, mut nbad) = (None, 0u64);
+            let (mut bad, mut nbad) = (0u32, 0u64);
             let mut more = true;
             {
                 let mut hw = self.hw.lock();
@@ -431,7 +440,7 @@ impl DeviceState {
                     };
                     taken += 1;
                     match used {
-                        Err(id) => (bad, nbad) = (Some(id), nbad + 1),
+                        Err(id) => (bad, nbad) = (id, nbad + 1),
                         Ok(slot) => match slots[usize::from(slot)].take() {
                             Some(inf) => {
                                 let st = vq.status(slot);
@@ -440,34 +449,15 @@ impl DeviceState {
                                 done[n] = Some((inf, st));
                                 n += 1;
                             }
-                            None => (bad, nbad) = (Some(u32::from(slot)), nbad + 1),
+                            None => (bad, nbad) = (u32::from(slot), nbad + 1),
                         },
                     }
                 }
-                // A device flooding the ring with bogus ids must not flood
-                // the log too: one line per 5 s, all of them counted.
-                bad = bad.filter(|_| {
-                    let due = hw
-                        .bogus_logged
-                        .as_ref()
-                        .is_none_or(|t| t.elapsed().as_millis() >= 5000);
-                    if due {
-                        hw.bogus_logged = Some(Instant::now());
-                    }
-                    due
-                });
             }
             if nbad > 0 {
-                let total = self.stats.bogus_used.fetch_add(nbad, Relaxed) + nbad;
-                if let Some(id) = bad {
-                    dev_warn!(
-                        self.pdev.as_ref(),
-                        "queue {}: device completed descriptor {} which is not in flight ({} such used entries so far; debugfs bogus_used)\n",
-                        q,
-                        id,
-                        total
-                    );
-                }
+                // Counted, and logged at most once per 5 s: a device
+                // flooding the ring with bogus ids must not flood the log.
+                self.bogus_used(q, bad, nbad);
             }
             for (inf, st) in done.iter_mut().filter_map(Option::take) {
                 self.deliver(inf, st);
@@ -575,6 +565,7 @@ impl fmt::Debug for StatsView {
         writeln!(f, "lost_irq_polls {}", s.stats.lost_irq_polls.load(Relaxed))?;
         writeln!(f, "spurious_irqs {}", s.stats.spurious_irqs.load(Relaxed))?;
         writeln!(f, "bogus_used {}", s.stats.bogus_used.load(Relaxed))?;
+        writeln!(f, "bad_status_len {}", s.stats.bad_status_len.load(Relaxed))?;
         writeln!(f, "unacked_resets {}", s.stats.unacked_resets.load(Relaxed))
     }
 }

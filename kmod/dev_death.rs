@@ -62,18 +62,7 @@ impl DeviceState {
     /// completions no interrupt had announced.
     fn lost_interrupt(&self, found: usize) {
         let total = self.stats.lost_irq_polls.fetch_add(1, Relaxed) + 1;
-        let log = {
-            let mut hw = self.hw.lock();
-            let due = hw
-                .lost_irq_logged
-                .as_ref()
-                .is_none_or(|t| t.elapsed().as_millis() >= 5000);
-            if due {
-                hw.lost_irq_logged = Some(Instant::now());
-            }
-            due
-        };
-        if log {
+        if errors::due(&mut self.hw.lock().lost_irq_logged) {
             dev_warn!(
                 self.pdev.as_ref(),
                 "lost interrupt? completed {} requests by polling the used ring after {} ms without one ({} such polls so far; debugfs lost_irq_polls)\n",

@@ -310,6 +310,7 @@ impl FileState {
                 op: abi::OP_KEY_CLEAR,
                 bounce: None,
                 key: Some(c),
+                out_len: 0,
             };
             match me.shared.submit(u32::MAX, &hdr, &[], inf, true, touched) {
                 Ok(()) => return Ok(()),

@@ -179,6 +179,9 @@ impl FileState {
             op: h.op,
             bounce,
             key,
+            // Cannot saturate: `read_request` caps it at the device's
+            // `max_request_bytes`, a u32.
+            out_len: c.tout.min(u64::from(u32::MAX)) as u32,
         };
         match shared.submit(
             c.req.queue,

@@ -295,8 +295,8 @@ impl Vq {
     /// skips (as it does a slot with nothing in flight).
     ///
     /// The entry's used length is not read: nothing in the driver needs it
-    /// (what a request wrote is told by its status record, whose `len` the
-    /// copy-back clamps to the bounce buffer's output length), so a wrong
+    /// (what a request wrote is told by its status record, whose `len` is
+    /// checked against the request's outputs before delivery), so a wrong
     /// or hostile used length cannot change what reaches user memory.
     pub(crate) fn pop_used(&mut self) -> Option<core::result::Result<u16, u32>> {
         let w0: u32 = io_read!(&self.used, [panic: 0]);
