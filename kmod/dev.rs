@@ -125,7 +125,8 @@ struct Stats {
     lost_irq_polls: Atomic<u64>,
     /// Interrupts whose thread found no used entry on any queue.
     spurious_irqs: Atomic<u64>,
-    /// Used entries whose id was not a request in flight (device bugs).
+    /// Used entries whose id was not a request in flight, or one whose
+    /// status the device had not written (device bugs).
     bogus_used: Atomic<u64>,
     /// Status records claiming more output than their request has (device
     /// bugs): those requests fail with `STATUS_DEVICE_ERROR`.
@@ -411,7 +412,8 @@ impl DeviceState {
     /// Takes the entries on queue `q`'s used ring, at most `max` and
     /// `BATCH` per hold of the device lock, and delivers them outside it.
     /// Returns `(delivered, taken)`: requests completed, and used entries
-    /// taken including bogus ones (ids not in flight). The interrupt
+    /// taken including bogus ones (ids not in flight, or naming a request
+    /// whose status record the device has not written). The interrupt
     /// thread and the watchdog's poll (a lost interrupt) both call it; the
     /// lock makes each entry go to one of them.
     fn drain_queue(&self, q: usize, max: usize) -> (usize, usize) {
@@ -441,16 +443,27 @@ impl DeviceState {
                     taken += 1;
                     match used {
                         Err(id) => (bad, nbad) = (id, nbad + 1),
-                        Ok(slot) => match slots[usize::from(slot)].take() {
-                            Some(inf) => {
-                                let st = vq.status(slot);
-                                vq.release(slot);
-                                *last_progress = Instant::now();
-                                done[n] = Some((inf, st));
-                                n += 1;
+                        Ok(slot) => {
+                            // Read once. A request whose status the device
+                            // never wrote is not answered (the device may
+                            // still be working on it): the entry is bogus,
+                            // the request and its memory stay in flight.
+                            let st = vq.status(slot);
+                            let inf = if st.status == STATUS_UNWRITTEN {
+                                None
+                            } else {
+                                slots[usize::from(slot)].take()
+                            };
+                            match inf {
+                                Some(inf) => {
+                                    vq.release(slot);
+                                    *last_progress = Instant::now();
+                                    done[n] = Some((inf, st));
+                                    n += 1;
+                                }
+                                None => (bad, nbad) = (u32::from(slot), nbad + 1),
                             }
-                            None => (bad, nbad) = (u32::from(slot), nbad + 1),
-                        },
+                        }
                     }
                 }
             }

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 //! What a faulty (or hostile) device hands back that the driver refuses:
-//! used elements naming no request in flight, and status records claiming
+//! used elements naming no request in flight or one the device has not
+//! answered (`drain_queue` skips those), and status records claiming
 //! more output than their request has. Each is counted in debugfs and
 //! logged at most once per 5 s, so a device that keeps doing it cannot
 //! flood the log. A child module of `dev`, so it works on the device
@@ -22,13 +23,14 @@ pub(super) fn due(last: &mut Option<Instant<Monotonic>>) -> bool {
 
 impl DeviceState {
     /// Counts `n` used elements of queue `q` that completed no request
-    /// (`id`, the last, is logged).
+    /// (`id`, the last, is logged): ids not in flight, or naming a request
+    /// whose status record the device has not written.
     pub(super) fn bogus_used(&self, q: usize, id: u32, n: u64) {
         let total = self.stats.bogus_used.fetch_add(n, Relaxed) + n;
         if due(&mut self.hw.lock().bogus_logged) {
             dev_warn!(
                 self.pdev.as_ref(),
-                "queue {}: device completed descriptor {} which is not in flight ({} such used entries so far; debugfs bogus_used)\n",
+                "queue {}: device completed descriptor {} which is not in flight or not answered ({} such used entries so far; debugfs bogus_used)\n",
                 q,
                 id,
                 total
@@ -36,11 +38,13 @@ impl DeviceState {
         }
     }
 
-    /// The status record of `inf`, or `STATUS_DEVICE_ERROR` if the device
-    /// never wrote it or claims more output bytes than the request gave
-    /// it (`out_len`, recorded at submit): user space trusting that length
-    /// would read past its buffer. The second is counted
-    /// (`bad_status_len`) and logged.
+    /// The status record of `inf`, or `STATUS_DEVICE_ERROR` if it claims
+    /// more output bytes than the request gave the device (`out_len`,
+    /// recorded at submit): user space trusting that length would read
+    /// past its buffer. That is counted (`bad_status_len`) and logged. A
+    /// record the device never wrote fails too, uncounted: `drain_queue`
+    /// never delivers one, this keeps the marker from user space whatever
+    /// the path.
     pub(super) fn checked_status(
         &self,
         inf: &InFlight,

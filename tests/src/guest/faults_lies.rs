@@ -3,7 +3,10 @@
 //! claiming more output than the request has fails the request as a
 //! device error instead of reaching user space; used elements naming no
 //! request in flight are skipped, counted and logged at most once per 5 s,
-//! and the real completions still arrive. Each failure is counted in
+//! and the real completions still arrive; one naming a request the device
+//! has not answered (its status record unwritten) completes nothing, so
+//! the request's memory stays in flight while the device may still write
+//! it. Each failure is counted in
 //! debugfs and the guest kernel survives (KASAN/lockdep reports anywhere
 //! on the console fail the suite on the host side).
 
@@ -35,6 +38,7 @@ pub fn tests() -> Vec<Test> {
         status_length_past_the_output_fails_as_a_device_error,
         bogus_used_ids_are_skipped_counted_and_logged_rate_limited,
         only_a_bogus_used_id_for_a_stalled_request_kills_the_device_cleanly,
+        a_used_id_naming_an_unanswered_request_completes_nothing,
     ]
 }
 
@@ -258,5 +262,46 @@ fn only_a_bogus_used_id_for_a_stalled_request_kills_the_device_cleanly() -> Test
     println!(
         "faults: a request answered only by a bogus id failed with device-error after {took:?}"
     );
+    recovered()
+}
+
+/// A device that publishes the id of a request it never answered (`drop`
+/// plus `bogus-used=duplicate`: the head of the dropped request, its
+/// status record unwritten). Completing it would hand its memory back
+/// while the device may still write it (a bounce buffer freed under DMA),
+/// so the driver skips the entry as bogus; the request stays in flight
+/// until the watchdog declares the device dead after
+/// `request_timeout_ms`, which resets it first.
+fn a_used_id_naming_an_unanswered_request_completes_nothing() -> TestResult {
+    let _c = Cleanup;
+    reload(&[&format!("request_timeout_ms={TIMEOUT_MS}")])?;
+    crc_ok()?;
+    let bogus = stat("bogus_used")?;
+    host("add drop,op=crc32c,count=1");
+    host("add bogus-used=duplicate,op=crc32c,count=1");
+    let (o, took) = pktctl_crc()?;
+    let err = String::from_utf8_lossy(&o.stderr);
+    ensure!(
+        !o.status.success() && err.contains("device-error"),
+        "pktctl whose request the device named without answering it: {} after {took:?}, {}",
+        o.status,
+        err.trim()
+    );
+    ensure!(
+        took >= Duration::from_millis(TIMEOUT_MS) && took < Duration::from_secs(30),
+        "the request failed after {took:?}: completed by the bogus entry instead of staying in flight until the watchdog (request_timeout_ms={TIMEOUT_MS})"
+    );
+    let bogus = stat("bogus_used")? - bogus;
+    ensure!(
+        bogus == 1,
+        "debugfs bogus_used rose by {bogus}; expected 1 (the entry naming the unanswered request)"
+    );
+    let s = debugfs_stats()?;
+    ensure!(
+        s.get("device").map(String::as_str) == Some("dead"),
+        "the device is {:?} after it never answered a request",
+        s.get("device")
+    );
+    println!("faults: a request named but never answered failed with device-error after {took:?}");
     recovered()
 }
