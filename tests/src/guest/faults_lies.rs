@@ -294,7 +294,7 @@ fn a_used_id_naming_an_unanswered_request_completes_nothing() -> TestResult {
     let bogus = stat("bogus_used")? - bogus;
     ensure!(
         bogus == 1,
-        "debugfs bogus_used rose by {bogus}; expected 1 (the entry naming the unanswered request)"
+        "debugfs bogus_used rose by {bogus}; expected 1 (the entry naming the unanswered request); pktctl failed after {took:?}"
     );
     let s = debugfs_stats()?;
     ensure!(
