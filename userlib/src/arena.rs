@@ -6,7 +6,9 @@
 //! `(p - base) >> SLAB_SHIFT`, its slab metadata is `slots[slot]` and its
 //! physical address is one page-table load ([`mod@crate::v2p`]). Slabs are
 //! placed with MAP_FIXED over the reservation and put back to PROT_NONE
-//! when released.
+//! when released. The tables sit right below the arena; with host memory
+//! the first [`PREMAP_SLOTS`] slots are mapped read-write together with
+//! them, so a short program's first slabs cost no system call.
 
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -81,6 +83,9 @@ impl SlotMeta {
 
 struct ArenaState {
     high_water: usize,
+    /// Slots from here up to [`Arena::premapped`] were never backed: still
+    /// the untouched read-write memory [`Arena::new`] mapped for them.
+    untouched_from: usize,
     retained: usize,
     /// Fork: copies of the pinned slabs for the child (0 = none).
     shadow: usize,
@@ -94,9 +99,10 @@ pub struct Arena {
     /// The whole reservation (start, length): the arena plus its unused
     /// alignment head and tail.
     reserved: (usize, usize),
-    /// Bytes of the one mapping holding `pages` then `slots`.
-    tables_len: usize,
     nslots: usize,
+    /// Slots at the start of the arena mapped read-write with the tables
+    /// (host memory only; see [`PREMAP_SLOTS`]).
+    premapped: usize,
     slots: *mut SlotMeta,
     pages: *mut PageEntry,
     lock: SpinLock,
@@ -117,14 +123,24 @@ unsafe impl Send for Arena {}
 /// slab whose address has the alignment, up to this.
 pub const ARENA_ALIGN: usize = 1 << 30;
 
-fn map_table(bytes: usize) -> Result<*mut u8, Error> {
-    // SAFETY: a fresh anonymous mapping; MAP_NORESERVE so untouched entries cost nothing.
+/// Slots whose memory host backends get mapped read-write together with
+/// the tables, in the same mmap() (untouched, so neither resident nor
+/// committed): a class's first slab there costs no system call. A short
+/// program (a shell loop runs hundreds) uses one slot per size class, so
+/// this saves one mmap() per class per process, and the slots form one
+/// mapping instead of two per slab for fork() and exit to walk.
+pub const PREMAP_SLOTS: usize = 16;
+
+/// Maps `bytes` read-write at `addr`, inside our own reservation.
+fn map_tables(addr: usize, bytes: usize) -> Result<*mut u8, Error> {
+    // SAFETY: MAP_FIXED over the caller's fresh reservation, which nothing
+    // uses yet; MAP_NORESERVE so untouched entries and slots cost nothing.
     let p = unsafe {
         libc::mmap(
-            core::ptr::null_mut(),
+            addr as *mut libc::c_void,
             bytes,
             libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED,
             -1,
             0,
         )
@@ -145,7 +161,11 @@ impl Arena {
         retain: usize,
     ) -> Result<Self, Error> {
         let size = size.max(SLAB_SIZE).next_multiple_of(SLAB_SIZE);
-        let span = size + ARENA_ALIGN;
+        let nslots = size >> SLAB_SHIFT;
+        // The page table, then the slot table, right below the arena.
+        let pages_len = (size >> PAGE_SHIFT) * size_of::<PageEntry>();
+        let tables_len = (pages_len + nslots * size_of::<SlotMeta>()).next_multiple_of(PAGE_SIZE);
+        let span = tables_len + size + ARENA_ALIGN;
         // SAFETY: a fresh reservation, address space only.
         let raw = unsafe {
             libc::mmap(
@@ -163,13 +183,15 @@ impl Arena {
         let raw = raw as usize;
         // The unaligned head and the tail stay reserved (address space
         // only, never touched): trimming them would cost two more system
-        // calls in every process's start-up.
-        let base = raw.next_multiple_of(ARENA_ALIGN);
-        let nslots = size >> SLAB_SHIFT;
-        // Both tables in one mapping: the page table, then the slot table.
-        let pages_len = (size >> PAGE_SHIFT) * size_of::<PageEntry>();
-        let tables_len = pages_len + nslots * size_of::<SlotMeta>();
-        let tables = match map_table(tables_len) {
+        // calls in every process's start-up. The tables sit just below the
+        // aligned base, so one mmap() gives them and the premapped slots.
+        let base = (raw + tables_len).next_multiple_of(ARENA_ALIGN);
+        let premapped = if backend.premaps_slabs() {
+            PREMAP_SLOTS.min(nslots)
+        } else {
+            0
+        };
+        let tables = match map_tables(base - tables_len, tables_len + (premapped << SLAB_SHIFT)) {
             Ok(t) => t,
             Err(e) => {
                 // SAFETY: the reservation just made; nothing uses it.
@@ -185,13 +207,14 @@ impl Arena {
             base,
             size,
             reserved: (raw, span),
-            tables_len,
             nslots,
+            premapped,
             slots,
             pages,
             lock: SpinLock::new(),
             state: UnsafeCell::new(ArenaState {
                 high_water: 0,
+                untouched_from: 0,
                 retained: 0,
                 shadow: 0,
                 shadow_len: 0,
@@ -292,7 +315,13 @@ impl Arena {
     /// granule). Returns whether it is freshly mapped (zeroed).
     fn back_slot(&self, i: usize, len: usize) -> Result<bool, BackendError> {
         let m = self.meta(i);
-        if m.kind_class().0 == KIND_FREE_MAPPED {
+        let st = self.state();
+        // Never backed: the slot's metadata is still zero (unmapped; not
+        // read, so its table page is first touched by a write) and, when
+        // premapped, its memory still the untouched mapping from new().
+        let untouched = i >= st.untouched_from;
+        st.untouched_from = st.untouched_from.max(i + 1);
+        if !untouched && m.kind_class().0 == KIND_FREE_MAPPED {
             if m.mapped() == len {
                 self.state().retained -= len;
                 return Ok(false);
@@ -302,8 +331,10 @@ impl Arena {
         }
         let addr = self.slot_addr(i);
         let mut phys: SlabPhys = [PHYS_NOT_PINNED; PAGES_PER_SLAB];
-        // SAFETY: the slot is unmapped (reservation only) and inside the arena.
-        let (pinned, id) = match unsafe { self.backend.map_slab(addr, len, &mut phys) } {
+        let premapped = untouched && i < self.premapped;
+        // SAFETY: the slot is unmapped (reservation only, or untouched
+        // premapped memory) and inside the arena.
+        let (pinned, id) = match unsafe { self.backend.map_slab(addr, len, &mut phys, premapped) } {
             Ok(id) => (true, id),
             Err(e) => {
                 if !self.fallback {
@@ -546,8 +577,8 @@ impl Drop for Arena {
         }
         // SAFETY: we own these mappings and nobody refers to them any more.
         unsafe {
+            // The tables live inside the reservation.
             libc::munmap(self.reserved.0 as *mut libc::c_void, self.reserved.1);
-            libc::munmap(self.pages.cast(), self.tables_len);
         }
     }
 }

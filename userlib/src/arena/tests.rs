@@ -34,3 +34,40 @@ fn v2p_distinguishes_errors() {
     assert_eq!(a.v2p(base + a.size()), Err(V2pError::OutsideArena));
     assert_eq!(a.v2p(base - 1), Err(V2pError::OutsideArena));
 }
+
+/// Host slots start premapped (no mmap on first use); once backed and
+/// given back they are reservation again, and backing them anew must map
+/// fresh zeroed memory instead of trusting the premapped state.
+#[test]
+fn premapped_slots_are_mapped_again_after_release() {
+    let host = crate::backend::host::HostBackend::new(u64::MAX, true, false);
+    let a = Arena::new(64 * SLAB_SIZE, Backend::Host(host), false, 0).expect("reserve");
+    assert_eq!(a.premapped, PREMAP_SLOTS);
+    for round in 0..3u8 {
+        // Slot 0 each time (first fit), one page-granular small slab.
+        let (slot, fresh) = a
+            .alloc_run(1, 1, KIND_SMALL, 0, 16 * PAGE_SIZE)
+            .expect("back slot 0");
+        assert_eq!((slot, fresh), (0, true), "round {round}");
+        let p = a.slot_addr(slot) as *mut u8;
+        // SAFETY: the slot has 16 pages mapped read-write.
+        unsafe {
+            assert_eq!(*p.add(5 * PAGE_SIZE), 0, "round {round}: not zeroed");
+            p.add(5 * PAGE_SIZE).write(round + 1);
+        }
+        // retain = 0: the slot goes back to the reservation (PROT_NONE).
+        a.free_run(slot);
+        assert_eq!(a.meta(slot).kind_class().0, KIND_UNMAPPED);
+    }
+    // A slot past the premapped ones is mapped the ordinary way.
+    let (far, _) = a
+        .alloc_run(1, 2 * PREMAP_SLOTS, KIND_SMALL, 0, PAGE_SIZE)
+        .expect("back a far slot");
+    assert_eq!(far, 0, "slot 0 is free again: first fit");
+    let (far, _) = a
+        .alloc_run(1, 2 * PREMAP_SLOTS, KIND_SMALL, 0, PAGE_SIZE)
+        .expect("back a far slot");
+    assert_eq!(far, 2 * PREMAP_SLOTS);
+    // SAFETY: one page mapped read-write.
+    unsafe { (a.slot_addr(far) as *mut u8).write(7) };
+}
