@@ -37,6 +37,12 @@ mod resize;
 mod tests;
 
 const PINNED_BIT: u32 = 1 << 16;
+/// The slot's page entries are not written: host memory nobody asked a
+/// physical address of yet. Its entries' contiguity is all zero, so v2p
+/// takes the cold path, which pins the slab and writes them
+/// ([`Arena::v2p_cold`]). A short program never pays a page-table page
+/// per size class (one page fault each) for lookups it never makes.
+const UNWRITTEN_BIT: u32 = 1 << 17;
 
 /// Per-slot metadata, kept out of band so pieces have no headers.
 #[repr(C)]
@@ -68,16 +74,33 @@ impl SlotMeta {
         self.info.load(Ordering::Relaxed) & PINNED_BIT != 0
     }
 
+    /// See [`UNWRITTEN_BIT`].
+    fn unwritten(&self) -> bool {
+        self.info.load(Ordering::Acquire) & UNWRITTEN_BIT != 0
+    }
+
+    /// Sets or clears [`UNWRITTEN_BIT`] (under the arena lock, as `set`).
+    fn set_unwritten(&self, on: bool) {
+        if on {
+            self.info.fetch_or(UNWRITTEN_BIT, Ordering::Release);
+        } else {
+            self.info.fetch_and(!UNWRITTEN_BIT, Ordering::Release);
+        }
+    }
+
     /// Bytes mapped in the slot.
     #[inline(always)]
     pub fn mapped(&self) -> usize {
         self.len.load(Ordering::Relaxed) as usize
     }
 
+    /// Sets kind, class and pinned; keeps [`UNWRITTEN_BIT`] (the entries'
+    /// state changes only with the mapping). Under the arena lock.
     fn set(&self, kind: u32, class: usize, pinned: bool) {
         let p = if pinned { PINNED_BIT } else { 0 };
+        let keep = self.info.load(Ordering::Relaxed) & UNWRITTEN_BIT;
         self.info
-            .store(kind | (class as u32) << 8 | p, Ordering::Release);
+            .store(kind | (class as u32) << 8 | p | keep, Ordering::Release);
     }
 }
 
@@ -280,10 +303,12 @@ impl Arena {
         }
         // SAFETY: off < size and `pages` has size >> PAGE_SHIFT entries.
         let e = unsafe { &*self.pages.add(off >> PAGE_SHIFT) };
-        let contig = e.contig.load(Ordering::Relaxed);
+        // Acquire: a contiguity written after the page's address (see
+        // fill_contig) comes with it.
+        let contig = e.contig.load(Ordering::Acquire);
         let phys = e.phys.load(Ordering::Relaxed);
         if contig == 0 {
-            return Err(V2pError::NotMapped);
+            return self.v2p_unwritten(p);
         }
         if phys >= PHYS_LAZY {
             return self.v2p_cold(p, phys);
@@ -348,14 +373,19 @@ impl Arena {
             }
         };
         // Only the mapped pages' entries: the rest stay untouched (no page
-        // faults in the table for address space nobody uses).
-        let first = i * PAGES_PER_SLAB;
-        for (k, ph) in phys.iter().take(len / PAGE_SIZE).enumerate() {
-            self.page(first + k).phys.store(*ph, Ordering::Relaxed);
+        // faults in the table for address space nobody uses). Lazy host
+        // memory writes none until a v2p asks (UNWRITTEN_BIT).
+        let unwritten = phys[0] == PHYS_LAZY;
+        if !unwritten {
+            let first = i * PAGES_PER_SLAB;
+            for (k, ph) in phys.iter().take(len / PAGE_SIZE).enumerate() {
+                self.page(first + k).phys.store(*ph, Ordering::Relaxed);
+            }
         }
         m.len.store(len as u32, Ordering::Relaxed);
         m.dev_id.store(id, Ordering::Relaxed);
         m.set(KIND_FREE_MAPPED, 0, pinned);
+        m.set_unwritten(unwritten);
         Ok(true)
     }
 
@@ -367,8 +397,12 @@ impl Arena {
         let mut next_contig = 0u64;
         for slot in (first..first + n).rev() {
             let mapped = self.meta(slot).mapped() / PAGE_SIZE;
-            if mapped < PAGES_PER_SLAB {
+            if mapped < PAGES_PER_SLAB || self.meta(slot).unwritten() {
                 (next_phys, next_contig) = (PHYS_NOT_PINNED, 0);
+            }
+            if self.meta(slot).unwritten() {
+                // Entries stay zero until a v2p writes them.
+                continue;
             }
             for k in (0..mapped).rev() {
                 let e = self.page(slot * PAGES_PER_SLAB + k);
@@ -382,7 +416,7 @@ impl Arena {
                 } else {
                     PAGE_SIZE as u64
                 };
-                e.contig.store(c, Ordering::Relaxed);
+                e.contig.store(c, Ordering::Release);
                 (next_phys, next_contig) = (ph, c);
             }
         }
@@ -421,11 +455,16 @@ impl Arena {
         }
         m.len.store(0, Ordering::Relaxed);
         m.set(KIND_UNMAPPED, 0, false);
+        m.set_unwritten(false);
     }
 
     /// Marks slot `i`'s mapped pages "not mapped" for v2p (pages past the
     /// mapped length never had contiguity). Call before the length is reset.
     fn clear_pages(&self, i: usize) {
+        if self.meta(i).unwritten() {
+            // Never written: already zero (and not worth a page fault).
+            return;
+        }
         let first = i * PAGES_PER_SLAB;
         for k in first..first + self.meta(i).mapped() / PAGE_SIZE {
             self.page(k).contig.store(0, Ordering::Relaxed);
