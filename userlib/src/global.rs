@@ -40,10 +40,14 @@ use next::{
     next_realloc, next_usable, note_ordinary, ordinary_malloc, pin_max, realloc_to_ordinary,
 };
 
-const UNINIT: u8 = 0;
-const INITIALIZING: u8 = 1;
-const READY: u8 = 2;
-const FAILED: u8 = 3;
+// Not zero when uninitialised: STATE then lives in .data, on the page
+// the dynamic loader already wrote (it zeroes the start of .bss there),
+// not on a fresh .bss page that the first malloc() would fault in twice
+// (read, then write) and every process's exit (the report check) once.
+const UNINIT: u8 = 1;
+const INITIALIZING: u8 = 2;
+const READY: u8 = 3;
+const FAILED: u8 = 4;
 
 static STATE: AtomicU8 = AtomicU8::new(UNINIT);
 /// Copy of stderr for the exit report.
