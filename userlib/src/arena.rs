@@ -30,6 +30,7 @@ pub const KIND_LARGE: u32 = 3;
 /// Slot is a later slab of a large allocation.
 pub const KIND_TAIL: u32 = 4;
 
+mod entries;
 mod fork;
 mod lazy;
 mod resize;
@@ -209,12 +210,19 @@ impl Arena {
         // calls in every process's start-up. The tables sit just below the
         // aligned base, so one mmap() gives them and the premapped slots.
         let base = (raw + tables_len).next_multiple_of(ARENA_ALIGN);
-        let premapped = if backend.premaps_slabs() {
+        let mut premapped = if backend.premaps_slabs() {
             PREMAP_SLOTS.min(nslots)
         } else {
             0
         };
-        let tables = match map_tables(base - tables_len, tables_len + (premapped << SLAB_SHIFT)) {
+        let mut tables = map_tables(base - tables_len, tables_len + (premapped << SLAB_SHIFT));
+        if tables.is_err() && premapped > 0 {
+            // Strict overcommit (vm.overcommit_memory=2) charges the
+            // premapped slots in full: go without them.
+            premapped = 0;
+            tables = map_tables(base - tables_len, tables_len);
+        }
+        let tables = match tables {
             Ok(t) => t,
             Err(e) => {
                 // SAFETY: the reservation just made; nothing uses it.
@@ -389,39 +397,6 @@ impl Arena {
         Ok(true)
     }
 
-    /// Recomputes contiguity for pages of slots `first..first+n` (one run).
-    /// Pages past a slot's mapped length keep contiguity 0 (v2p: not
-    /// mapped): [`Arena::unmap_slot`] clears a slot's pages, so they are.
-    fn fill_contig(&self, first: usize, n: usize) {
-        let mut next_phys = PHYS_NOT_PINNED;
-        let mut next_contig = 0u64;
-        for slot in (first..first + n).rev() {
-            let mapped = self.meta(slot).mapped() / PAGE_SIZE;
-            if mapped < PAGES_PER_SLAB || self.meta(slot).unwritten() {
-                (next_phys, next_contig) = (PHYS_NOT_PINNED, 0);
-            }
-            if self.meta(slot).unwritten() {
-                // Entries stay zero until a v2p writes them.
-                continue;
-            }
-            for k in (0..mapped).rev() {
-                let e = self.page(slot * PAGES_PER_SLAB + k);
-                let ph = e.phys.load(Ordering::Relaxed);
-                // Not pinned or not yet resolved: a page on its own.
-                let c = if ph < PHYS_LAZY
-                    && next_phys < PHYS_LAZY
-                    && ph + PAGE_SIZE as u64 == next_phys
-                {
-                    PAGE_SIZE as u64 + next_contig
-                } else {
-                    PAGE_SIZE as u64
-                };
-                e.contig.store(c, Ordering::Release);
-                (next_phys, next_contig) = (ph, c);
-            }
-        }
-    }
-
     /// Frees slot `i` for reuse: kept mapped while the retained bytes stay
     /// under PKTSLAB_RETAIN (the hysteresis that spares the driver a
     /// free/alloc pair per loop iteration), else returned to the backend.
@@ -456,19 +431,6 @@ impl Arena {
         m.len.store(0, Ordering::Relaxed);
         m.set(KIND_UNMAPPED, 0, false);
         m.set_unwritten(false);
-    }
-
-    /// Marks slot `i`'s mapped pages "not mapped" for v2p (pages past the
-    /// mapped length never had contiguity). Call before the length is reset.
-    fn clear_pages(&self, i: usize) {
-        if self.meta(i).unwritten() {
-            // Never written: already zero (and not worth a page fault).
-            return;
-        }
-        let first = i * PAGES_PER_SLAB;
-        for k in first..first + self.meta(i).mapped() / PAGE_SIZE {
-            self.page(k).contig.store(0, Ordering::Relaxed);
-        }
     }
 
     fn is_free(&self, i: usize) -> bool {
