@@ -211,8 +211,9 @@ fn init() {
 
 unsafe extern "C" {
     /// glibc (2.32 on): nonzero while the process has never had a second
-    /// thread. glibc's own fork() skips its malloc locks on the same test.
-    static __libc_single_threaded: core::ffi::c_char;
+    /// thread (glibc clears it in pthread_create). glibc's own fork()
+    /// skips its malloc locks on the same test.
+    static mut __libc_single_threaded: core::ffi::c_char;
 }
 
 /// Whether [`fork_prepare`] took the locks (the parent and child handlers
@@ -228,8 +229,9 @@ static FORK_LOCKED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicB
 /// the lock, a copy-on-write fault in the parent and again in the child,
 /// about ten per fork for the heap's locks spread over its pages.
 fn fork_needs_locks() -> bool {
-    // SAFETY: a byte glibc keeps for the process lifetime; written only by
-    // glibc when a thread is created (before the thread runs).
+    // SAFETY: a byte glibc keeps for the process lifetime, read through a
+    // raw pointer. Only pthread_create writes it, and while it reads
+    // nonzero this thread is the only one: no write can race the read.
     let single = unsafe { core::ptr::read_volatile(&raw const __libc_single_threaded) } != 0;
     !single || heap_if_ready().is_some_and(|h| h.arena().backend().slabs_not_inherited())
 }
