@@ -6,7 +6,9 @@
 //! `(p - base) >> SLAB_SHIFT`, its slab metadata is `slots[slot]` and its
 //! physical address is one page-table load ([`mod@crate::v2p`]). Slabs are
 //! placed with MAP_FIXED over the reservation and put back to PROT_NONE
-//! when released.
+//! when released. The tables sit right below the arena; with host memory
+//! the first [`PREMAP_SLOTS`] slots are mapped read-write together with
+//! them, so a short program's first slabs cost no system call.
 
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -28,6 +30,7 @@ pub const KIND_LARGE: u32 = 3;
 /// Slot is a later slab of a large allocation.
 pub const KIND_TAIL: u32 = 4;
 
+mod entries;
 mod fork;
 mod lazy;
 mod resize;
@@ -35,6 +38,12 @@ mod resize;
 mod tests;
 
 const PINNED_BIT: u32 = 1 << 16;
+/// The slot's page entries are not written: host memory nobody asked a
+/// physical address of yet. Its entries' contiguity is all zero, so v2p
+/// takes the cold path, which pins the slab and writes them
+/// ([`Arena::v2p_cold`]). A short program never pays a page-table page
+/// per size class (one page fault each) for lookups it never makes.
+const UNWRITTEN_BIT: u32 = 1 << 17;
 
 /// Per-slot metadata, kept out of band so pieces have no headers.
 #[repr(C)]
@@ -66,21 +75,41 @@ impl SlotMeta {
         self.info.load(Ordering::Relaxed) & PINNED_BIT != 0
     }
 
+    /// See [`UNWRITTEN_BIT`].
+    fn unwritten(&self) -> bool {
+        self.info.load(Ordering::Acquire) & UNWRITTEN_BIT != 0
+    }
+
+    /// Sets or clears [`UNWRITTEN_BIT`] (under the arena lock, as `set`).
+    fn set_unwritten(&self, on: bool) {
+        if on {
+            self.info.fetch_or(UNWRITTEN_BIT, Ordering::Release);
+        } else {
+            self.info.fetch_and(!UNWRITTEN_BIT, Ordering::Release);
+        }
+    }
+
     /// Bytes mapped in the slot.
     #[inline(always)]
     pub fn mapped(&self) -> usize {
         self.len.load(Ordering::Relaxed) as usize
     }
 
+    /// Sets kind, class and pinned; keeps [`UNWRITTEN_BIT`] (the entries'
+    /// state changes only with the mapping). Under the arena lock.
     fn set(&self, kind: u32, class: usize, pinned: bool) {
         let p = if pinned { PINNED_BIT } else { 0 };
+        let keep = self.info.load(Ordering::Relaxed) & UNWRITTEN_BIT;
         self.info
-            .store(kind | (class as u32) << 8 | p, Ordering::Release);
+            .store(kind | (class as u32) << 8 | p | keep, Ordering::Release);
     }
 }
 
 struct ArenaState {
     high_water: usize,
+    /// Slots from here up to [`Arena::premapped`] were never backed: still
+    /// the untouched read-write memory [`Arena::new`] mapped for them.
+    untouched_from: usize,
     retained: usize,
     /// Fork: copies of the pinned slabs for the child (0 = none).
     shadow: usize,
@@ -94,9 +123,10 @@ pub struct Arena {
     /// The whole reservation (start, length): the arena plus its unused
     /// alignment head and tail.
     reserved: (usize, usize),
-    /// Bytes of the one mapping holding `pages` then `slots`.
-    tables_len: usize,
     nslots: usize,
+    /// Slots at the start of the arena mapped read-write with the tables
+    /// (host memory only; see [`PREMAP_SLOTS`]).
+    premapped: usize,
     slots: *mut SlotMeta,
     pages: *mut PageEntry,
     lock: SpinLock,
@@ -117,14 +147,24 @@ unsafe impl Send for Arena {}
 /// slab whose address has the alignment, up to this.
 pub const ARENA_ALIGN: usize = 1 << 30;
 
-fn map_table(bytes: usize) -> Result<*mut u8, Error> {
-    // SAFETY: a fresh anonymous mapping; MAP_NORESERVE so untouched entries cost nothing.
+/// Slots whose memory host backends get mapped read-write together with
+/// the tables, in the same mmap() (untouched, so neither resident nor
+/// committed): a class's first slab there costs no system call. A short
+/// program (a shell loop runs hundreds) uses one slot per size class, so
+/// this saves one mmap() per class per process, and the slots form one
+/// mapping instead of two per slab for fork() and exit to walk.
+pub const PREMAP_SLOTS: usize = 16;
+
+/// Maps `bytes` read-write at `addr`, inside our own reservation.
+fn map_tables(addr: usize, bytes: usize) -> Result<*mut u8, Error> {
+    // SAFETY: MAP_FIXED over the caller's fresh reservation, which nothing
+    // uses yet; MAP_NORESERVE so untouched entries and slots cost nothing.
     let p = unsafe {
         libc::mmap(
-            core::ptr::null_mut(),
+            addr as *mut libc::c_void,
             bytes,
             libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED,
             -1,
             0,
         )
@@ -145,7 +185,11 @@ impl Arena {
         retain: usize,
     ) -> Result<Self, Error> {
         let size = size.max(SLAB_SIZE).next_multiple_of(SLAB_SIZE);
-        let span = size + ARENA_ALIGN;
+        let nslots = size >> SLAB_SHIFT;
+        // The page table, then the slot table, right below the arena.
+        let pages_len = (size >> PAGE_SHIFT) * size_of::<PageEntry>();
+        let tables_len = (pages_len + nslots * size_of::<SlotMeta>()).next_multiple_of(PAGE_SIZE);
+        let span = tables_len + size + ARENA_ALIGN;
         // SAFETY: a fresh reservation, address space only.
         let raw = unsafe {
             libc::mmap(
@@ -163,13 +207,22 @@ impl Arena {
         let raw = raw as usize;
         // The unaligned head and the tail stay reserved (address space
         // only, never touched): trimming them would cost two more system
-        // calls in every process's start-up.
-        let base = raw.next_multiple_of(ARENA_ALIGN);
-        let nslots = size >> SLAB_SHIFT;
-        // Both tables in one mapping: the page table, then the slot table.
-        let pages_len = (size >> PAGE_SHIFT) * size_of::<PageEntry>();
-        let tables_len = pages_len + nslots * size_of::<SlotMeta>();
-        let tables = match map_table(tables_len) {
+        // calls in every process's start-up. The tables sit just below the
+        // aligned base, so one mmap() gives them and the premapped slots.
+        let base = (raw + tables_len).next_multiple_of(ARENA_ALIGN);
+        let mut premapped = if backend.premaps_slabs() {
+            PREMAP_SLOTS.min(nslots)
+        } else {
+            0
+        };
+        let mut tables = map_tables(base - tables_len, tables_len + (premapped << SLAB_SHIFT));
+        if tables.is_err() && premapped > 0 {
+            // Strict overcommit (vm.overcommit_memory=2) charges the
+            // premapped slots in full: go without them.
+            premapped = 0;
+            tables = map_tables(base - tables_len, tables_len);
+        }
+        let tables = match tables {
             Ok(t) => t,
             Err(e) => {
                 // SAFETY: the reservation just made; nothing uses it.
@@ -185,13 +238,14 @@ impl Arena {
             base,
             size,
             reserved: (raw, span),
-            tables_len,
             nslots,
+            premapped,
             slots,
             pages,
             lock: SpinLock::new(),
             state: UnsafeCell::new(ArenaState {
                 high_water: 0,
+                untouched_from: 0,
                 retained: 0,
                 shadow: 0,
                 shadow_len: 0,
@@ -257,10 +311,12 @@ impl Arena {
         }
         // SAFETY: off < size and `pages` has size >> PAGE_SHIFT entries.
         let e = unsafe { &*self.pages.add(off >> PAGE_SHIFT) };
-        let contig = e.contig.load(Ordering::Relaxed);
+        // Acquire: a contiguity written after the page's address (see
+        // fill_contig) comes with it.
+        let contig = e.contig.load(Ordering::Acquire);
         let phys = e.phys.load(Ordering::Relaxed);
         if contig == 0 {
-            return Err(V2pError::NotMapped);
+            return self.v2p_unwritten(p);
         }
         if phys >= PHYS_LAZY {
             return self.v2p_cold(p, phys);
@@ -292,7 +348,13 @@ impl Arena {
     /// granule). Returns whether it is freshly mapped (zeroed).
     fn back_slot(&self, i: usize, len: usize) -> Result<bool, BackendError> {
         let m = self.meta(i);
-        if m.kind_class().0 == KIND_FREE_MAPPED {
+        let st = self.state();
+        // Never backed: the slot's metadata is still zero (unmapped; not
+        // read, so its table page is first touched by a write) and, when
+        // premapped, its memory still the untouched mapping from new().
+        let untouched = i >= st.untouched_from;
+        st.untouched_from = st.untouched_from.max(i + 1);
+        if !untouched && m.kind_class().0 == KIND_FREE_MAPPED {
             if m.mapped() == len {
                 self.state().retained -= len;
                 return Ok(false);
@@ -302,8 +364,10 @@ impl Arena {
         }
         let addr = self.slot_addr(i);
         let mut phys: SlabPhys = [PHYS_NOT_PINNED; PAGES_PER_SLAB];
-        // SAFETY: the slot is unmapped (reservation only) and inside the arena.
-        let (pinned, id) = match unsafe { self.backend.map_slab(addr, len, &mut phys) } {
+        let premapped = untouched && i < self.premapped;
+        // SAFETY: the slot is unmapped (reservation only, or untouched
+        // premapped memory) and inside the arena.
+        let (pinned, id) = match unsafe { self.backend.map_slab(addr, len, &mut phys, premapped) } {
             Ok(id) => (true, id),
             Err(e) => {
                 if !self.fallback {
@@ -317,44 +381,20 @@ impl Arena {
             }
         };
         // Only the mapped pages' entries: the rest stay untouched (no page
-        // faults in the table for address space nobody uses).
-        let first = i * PAGES_PER_SLAB;
-        for (k, ph) in phys.iter().take(len / PAGE_SIZE).enumerate() {
-            self.page(first + k).phys.store(*ph, Ordering::Relaxed);
+        // faults in the table for address space nobody uses). Lazy host
+        // memory writes none until a v2p asks (UNWRITTEN_BIT).
+        let unwritten = phys[0] == PHYS_LAZY;
+        if !unwritten {
+            let first = i * PAGES_PER_SLAB;
+            for (k, ph) in phys.iter().take(len / PAGE_SIZE).enumerate() {
+                self.page(first + k).phys.store(*ph, Ordering::Relaxed);
+            }
         }
         m.len.store(len as u32, Ordering::Relaxed);
         m.dev_id.store(id, Ordering::Relaxed);
         m.set(KIND_FREE_MAPPED, 0, pinned);
+        m.set_unwritten(unwritten);
         Ok(true)
-    }
-
-    /// Recomputes contiguity for pages of slots `first..first+n` (one run).
-    /// Pages past a slot's mapped length keep contiguity 0 (v2p: not
-    /// mapped): [`Arena::unmap_slot`] clears a slot's pages, so they are.
-    fn fill_contig(&self, first: usize, n: usize) {
-        let mut next_phys = PHYS_NOT_PINNED;
-        let mut next_contig = 0u64;
-        for slot in (first..first + n).rev() {
-            let mapped = self.meta(slot).mapped() / PAGE_SIZE;
-            if mapped < PAGES_PER_SLAB {
-                (next_phys, next_contig) = (PHYS_NOT_PINNED, 0);
-            }
-            for k in (0..mapped).rev() {
-                let e = self.page(slot * PAGES_PER_SLAB + k);
-                let ph = e.phys.load(Ordering::Relaxed);
-                // Not pinned or not yet resolved: a page on its own.
-                let c = if ph < PHYS_LAZY
-                    && next_phys < PHYS_LAZY
-                    && ph + PAGE_SIZE as u64 == next_phys
-                {
-                    PAGE_SIZE as u64 + next_contig
-                } else {
-                    PAGE_SIZE as u64
-                };
-                e.contig.store(c, Ordering::Relaxed);
-                (next_phys, next_contig) = (ph, c);
-            }
-        }
     }
 
     /// Frees slot `i` for reuse: kept mapped while the retained bytes stay
@@ -390,15 +430,7 @@ impl Arena {
         }
         m.len.store(0, Ordering::Relaxed);
         m.set(KIND_UNMAPPED, 0, false);
-    }
-
-    /// Marks slot `i`'s mapped pages "not mapped" for v2p (pages past the
-    /// mapped length never had contiguity). Call before the length is reset.
-    fn clear_pages(&self, i: usize) {
-        let first = i * PAGES_PER_SLAB;
-        for k in first..first + self.meta(i).mapped() / PAGE_SIZE {
-            self.page(k).contig.store(0, Ordering::Relaxed);
-        }
+        m.set_unwritten(false);
     }
 
     fn is_free(&self, i: usize) -> bool {
@@ -546,8 +578,8 @@ impl Drop for Arena {
         }
         // SAFETY: we own these mappings and nobody refers to them any more.
         unsafe {
+            // The tables live inside the reservation.
             libc::munmap(self.reserved.0 as *mut libc::c_void, self.reserved.1);
-            libc::munmap(self.pages.cast(), self.tables_len);
         }
     }
 }

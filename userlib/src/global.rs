@@ -40,10 +40,14 @@ use next::{
     next_realloc, next_usable, note_ordinary, ordinary_malloc, pin_max, realloc_to_ordinary,
 };
 
-const UNINIT: u8 = 0;
-const INITIALIZING: u8 = 1;
-const READY: u8 = 2;
-const FAILED: u8 = 3;
+// Not zero when uninitialised: STATE then lives in .data, on the page
+// the dynamic loader already wrote (it zeroes the start of .bss there),
+// not on a fresh .bss page that the first malloc() would fault in twice
+// (read, then write) and every process's exit (the report check) once.
+const UNINIT: u8 = 1;
+const INITIALIZING: u8 = 2;
+const READY: u8 = 3;
+const FAILED: u8 = 4;
 
 static STATE: AtomicU8 = AtomicU8::new(UNINIT);
 /// Copy of stderr for the exit report.
@@ -205,7 +209,41 @@ fn init() {
     }
 }
 
+unsafe extern "C" {
+    /// glibc (2.32 on): nonzero while the process has never had a second
+    /// thread (glibc clears it in pthread_create). glibc's own fork()
+    /// skips its malloc locks on the same test.
+    static mut __libc_single_threaded: core::ffi::c_char;
+}
+
+/// Whether [`fork_prepare`] took the locks (the parent and child handlers
+/// then release them). Written only before fork(), so the pages holding it
+/// stay shared with the child.
+static FORK_LOCKED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Whether this fork() needs our locks held across it. A single-threaded
+/// process has nobody who could hold one (fork() from a signal handler
+/// that interrupted malloc would deadlock on them anyway), and with slabs
+/// the child inherits there is nothing to copy. Skipping the locks then
+/// matters for a shell: every unlock after fork() writes the page holding
+/// the lock, a copy-on-write fault in the parent and again in the child,
+/// about ten per fork for the heap's locks spread over its pages.
+fn fork_needs_locks() -> bool {
+    // SAFETY: a byte glibc keeps for the process lifetime, read through a
+    // raw pointer. Only pthread_create writes it, and while it reads
+    // nonzero this thread is the only one: no write can race the read.
+    let single = unsafe { core::ptr::read_volatile(&raw const __libc_single_threaded) } != 0;
+    !single || heap_if_ready().is_some_and(|h| h.arena().backend().slabs_not_inherited())
+}
+
 extern "C" fn fork_prepare() {
+    if !fork_needs_locks() {
+        if FORK_LOCKED.load(Ordering::Relaxed) {
+            FORK_LOCKED.store(false, Ordering::Relaxed);
+        }
+        return;
+    }
+    FORK_LOCKED.store(true, Ordering::Relaxed);
     if let Some(h) = heap_if_ready() {
         h.lock_all();
         if h.arena().backend().slabs_not_inherited() {
@@ -217,6 +255,9 @@ extern "C" fn fork_prepare() {
 }
 
 extern "C" fn fork_parent() {
+    if !FORK_LOCKED.load(Ordering::Relaxed) {
+        return;
+    }
     BLOCKS.lock.raw_unlock();
     REGISTRY.lock.raw_unlock();
     if let Some(h) = heap_if_ready() {
@@ -226,6 +267,11 @@ extern "C" fn fork_parent() {
 }
 
 extern "C" fn fork_child() {
+    if !FORK_LOCKED.load(Ordering::Relaxed) {
+        // Single-threaded, slabs inherited: the registry lists at most this
+        // thread's cache already, and nothing was locked.
+        return;
+    }
     // Only the forking thread exists now. Its cache is intact; the other
     // threads' caches are gone with them (their pieces leak in the child),
     // and glibc may reuse their stacks and TLS for new threads, so they must

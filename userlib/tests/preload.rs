@@ -352,6 +352,11 @@ fn python() -> &'static str {
 /// are `VM_DONTCOPY`): the fork handlers must give every child a copy of
 /// the heap. Outputs must match; returns the preloaded run's stderr.
 fn same_output_across_fork(prog: &str, args: &[&str]) -> String {
+    same_output_forking(prog, args, "1")
+}
+
+/// [`same_output_across_fork`] with `PKTSLAB_HOST_DONTFORK` set to `dontfork`.
+fn same_output_forking(prog: &str, args: &[&str], dontfork: &str) -> String {
     let plain = Command::new(prog).args(args).output().unwrap();
     assert!(
         plain.status.success(),
@@ -361,7 +366,7 @@ fn same_output_across_fork(prog: &str, args: &[&str]) -> String {
         .args(args)
         .env("LD_PRELOAD", libpktslab())
         .env("PKTSLAB_BACKEND", "host")
-        .env("PKTSLAB_HOST_DONTFORK", "1")
+        .env("PKTSLAB_HOST_DONTFORK", dontfork)
         .env("PKTSLAB_STATS", "1")
         .output()
         .unwrap();
@@ -425,6 +430,22 @@ fn python_forks_and_spawns_on_slabs_children_do_not_inherit() {
         .max()
         .unwrap_or(0);
     assert!(copied > 0, "no child reported a heap copied at fork: {err}");
+}
+
+#[test]
+fn single_threaded_and_threaded_parents_fork_on_inherited_slabs() {
+    if !have("python3") {
+        eprintln!("skipped: python3 not installed");
+        return;
+    }
+    // Inherited slabs (the host default): a single-threaded parent forks
+    // without holding our locks; once a thread exists, fork holds them
+    // again. Children of both kinds allocate and read the parent's heap.
+    let script = include_str!("fork_children.py");
+    for mode in ["single", "threads"] {
+        let err = same_output_forking(python(), &["-c", script, "8", mode], "0");
+        assert!(err.contains("pktslab: memory now: pinned"), "{mode}: {err}");
+    }
 }
 
 #[test]

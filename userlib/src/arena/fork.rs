@@ -142,6 +142,12 @@ impl Arena {
             }
             m.dev_id.store(u32::MAX, Ordering::Relaxed);
             m.set(kind, class, false);
+            if m.unwritten() {
+                // Host memory never looked up: give its pages contiguity
+                // so v2p answers "not pinned" instead of pinning them.
+                m.set_unwritten(false);
+                self.fill_contig(i, 1);
+            }
             self.backend.forget(len);
             self.fallback_bytes.fetch_add(len as u64, Ordering::Relaxed);
             n += 1;

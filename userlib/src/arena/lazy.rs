@@ -10,6 +10,20 @@ use crate::class::{PAGE_SIZE, PAGES_PER_SLAB};
 use crate::v2p::{PHYS_LAZY, PHYS_NOT_PINNED, Phys, V2pError};
 
 impl Arena {
+    /// v2p of a page whose entry has no contiguity: nothing mapped there,
+    /// or host memory whose entries were never written (see
+    /// `UNWRITTEN_BIT`): pin its run and answer as for a lazy page.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn v2p_unwritten(&self, p: usize) -> Result<Phys, V2pError> {
+        let slot = self.slot_of(p);
+        let m = self.meta(slot);
+        if !m.unwritten() || p - self.slot_addr(slot) >= m.mapped() {
+            return Err(V2pError::NotMapped);
+        }
+        self.v2p_cold(p, PHYS_LAZY)
+    }
+
     /// v2p's rare cases: ordinary memory, or a lazy host page (pin its run,
     /// then answer). `phys` is the entry v2p read for `p`.
     #[cold]
@@ -57,9 +71,12 @@ impl Arena {
             _ => return,
         }
         for j in first..first + n {
-            let len = self.meta(j).mapped();
+            let m = self.meta(j);
+            let len = m.mapped();
             let base = j * PAGES_PER_SLAB;
-            if len == 0 || self.page(base).phys.load(Ordering::Relaxed) != PHYS_LAZY {
+            if len == 0
+                || !(m.unwritten() || self.page(base).phys.load(Ordering::Relaxed) == PHYS_LAZY)
+            {
                 continue;
             }
             let mut phys = [PHYS_LAZY; PAGES_PER_SLAB];
@@ -67,6 +84,8 @@ impl Arena {
             for (k, ph) in phys.iter().take(len / PAGE_SIZE).enumerate() {
                 self.page(base + k).phys.store(*ph, Ordering::Release);
             }
+            // fill_contig below writes the contiguity, after the addresses.
+            m.set_unwritten(false);
         }
         self.fill_contig(first, n);
     }

@@ -34,3 +34,86 @@ fn v2p_distinguishes_errors() {
     assert_eq!(a.v2p(base + a.size()), Err(V2pError::OutsideArena));
     assert_eq!(a.v2p(base - 1), Err(V2pError::OutsideArena));
 }
+
+/// Host slots start premapped (no mmap on first use); once backed and
+/// given back they are reservation again, and backing them anew must map
+/// fresh zeroed memory instead of trusting the premapped state.
+#[test]
+fn premapped_slots_are_mapped_again_after_release() {
+    let host = crate::backend::host::HostBackend::new(u64::MAX, true, false);
+    let a = Arena::new(64 * SLAB_SIZE, Backend::Host(host), false, 0).expect("reserve");
+    assert_eq!(a.premapped, PREMAP_SLOTS);
+    for round in 0..3u8 {
+        // Slot 0 each time (first fit), one page-granular small slab.
+        let (slot, fresh) = a
+            .alloc_run(1, 1, KIND_SMALL, 0, 16 * PAGE_SIZE)
+            .expect("back slot 0");
+        assert_eq!((slot, fresh), (0, true), "round {round}");
+        let p = a.slot_addr(slot) as *mut u8;
+        // SAFETY: the slot has 16 pages mapped read-write.
+        unsafe {
+            assert_eq!(*p.add(5 * PAGE_SIZE), 0, "round {round}: not zeroed");
+            p.add(5 * PAGE_SIZE).write(round + 1);
+        }
+        // retain = 0: the slot goes back to the reservation (PROT_NONE).
+        a.free_run(slot);
+        assert_eq!(a.meta(slot).kind_class().0, KIND_UNMAPPED);
+    }
+    // A slot past the premapped ones is mapped the ordinary way.
+    let (far, _) = a
+        .alloc_run(1, 2 * PREMAP_SLOTS, KIND_SMALL, 0, PAGE_SIZE)
+        .expect("back a far slot");
+    assert_eq!(far, 0, "slot 0 is free again: first fit");
+    let (far, _) = a
+        .alloc_run(1, 2 * PREMAP_SLOTS, KIND_SMALL, 0, PAGE_SIZE)
+        .expect("back a far slot");
+    assert_eq!(far, 2 * PREMAP_SLOTS);
+    // SAFETY: one page mapped read-write.
+    unsafe { (a.slot_addr(far) as *mut u8).write(7) };
+}
+
+/// Host slabs write no page entries until a v2p asks: the first lookup
+/// pins and answers, past the mapped length stays "not mapped", a slot
+/// backed anew answers with its new pages, and a forked child's copy
+/// (privatize_pinned) says "not pinned" without pinning anything.
+#[test]
+fn host_page_entries_are_written_on_the_first_v2p() {
+    let host = crate::backend::host::HostBackend::new(u64::MAX, true, false);
+    let a = Arena::new(64 * SLAB_SIZE, Backend::Host(host), false, 0).expect("reserve");
+    let (slot, _) = a
+        .alloc_run(1, 1, KIND_SMALL, 0, 4 * PAGE_SIZE)
+        .expect("back");
+    let addr = a.slot_addr(slot);
+    assert!(a.meta(slot).unwritten());
+    assert_eq!(
+        a.page(slot * PAGES_PER_SLAB).contig.load(Ordering::Relaxed),
+        0
+    );
+    assert_eq!(a.v2p(addr + 4 * PAGE_SIZE), Err(V2pError::NotMapped));
+    let first = a.v2p(addr + 3 * PAGE_SIZE + 5).expect("host page resolves");
+    assert!(!a.meta(slot).unwritten());
+    assert_eq!(first.addr & (PAGE_SIZE as u64 - 1), 5);
+    assert!(first.contig >= PAGE_SIZE - 5);
+    assert_eq!(
+        a.v2p(addr + 3 * PAGE_SIZE + 5),
+        Ok(first),
+        "second lookup: same answer"
+    );
+    a.free_run(slot);
+    assert_eq!(a.v2p(addr), Err(V2pError::NotMapped), "freed: not mapped");
+    // Backed anew, larger: unwritten again, and resolved afresh.
+    let (again, _) = a
+        .alloc_run(1, 1, KIND_SMALL, 0, 8 * PAGE_SIZE)
+        .expect("back again");
+    assert_eq!(again, slot);
+    assert!(a.meta(slot).unwritten());
+    assert!(a.v2p(addr + 7 * PAGE_SIZE).is_ok());
+    // A second slab, never looked up, becomes a child's private copy.
+    let (other, _) = a
+        .alloc_run(1, 1, KIND_SMALL, 1, 4 * PAGE_SIZE)
+        .expect("back other");
+    assert!(a.meta(other).unwritten());
+    assert!(a.privatize_pinned() >= 1);
+    assert_eq!(a.v2p(a.slot_addr(other)), Err(V2pError::NotPinned));
+    assert_eq!(a.v2p(addr), Err(V2pError::NotPinned));
+}

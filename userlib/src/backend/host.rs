@@ -160,7 +160,8 @@ impl HostBackend {
     /// somebody asks for it, so every page entry says [`PHYS_LAZY`] and
     /// [`HostBackend::resolve`] pins the slab on the first v2p. A program
     /// that never asks pays one mmap per slab, like glibc's heap growth,
-    /// and only the pages it touches.
+    /// and only the pages it touches; none for a small slab in `premapped`
+    /// memory (already read-write and untouched).
     ///
     /// # Safety
     /// As there.
@@ -169,6 +170,7 @@ impl HostBackend {
         addr: usize,
         len: usize,
         phys: &mut SlabPhys,
+        premapped: bool,
     ) -> Result<(), BackendError> {
         let size = len as u64;
         let before = self.pinned.fetch_add(size, Ordering::Relaxed);
@@ -185,8 +187,13 @@ impl HostBackend {
         } else {
             0
         };
-        // SAFETY: the caller's contract: a dead part of the reservation.
-        if let Err(e) = unsafe { super::map_anonymous(addr, len, populate) } {
+        // Premapped memory is already read-write and zero; a slab to
+        // populate is mapped anew with MAP_POPULATE all the same.
+        let need_map = populate != 0 || !premapped;
+        if need_map
+            // SAFETY: the caller's contract: a dead part of the reservation.
+            && let Err(e) = unsafe { super::map_anonymous(addr, len, populate) }
+        {
             self.pinned.fetch_sub(size, Ordering::Relaxed);
             return Err(match e {
                 BackendError::Os(libc::ENOMEM) => BackendError::OutOfPinned,

@@ -113,10 +113,20 @@ impl Backend {
         .min(SLAB_SIZE)
     }
 
+    /// Whether slabs are ordinary anonymous memory the arena may map
+    /// read-write ahead of time ([`crate::arena::PREMAP_SLOTS`]): host
+    /// memory, unless slabs must not be inherited by fork() (those are
+    /// marked one by one).
+    pub fn premaps_slabs(&self) -> bool {
+        matches!(self, Backend::Host(h) if !h.dontfork())
+    }
+
     /// Maps one pinned slab of `len` bytes ([`Backend::granule`]) at `addr`
     /// (slab-aligned, inside the arena's PROT_NONE reservation) and fills
     /// the first `len / PAGE_SIZE` entries of `phys`. Returns the device
-    /// slab id (or `u32::MAX` for host memory).
+    /// slab id (or `u32::MAX` for host memory). `premapped`: the range is
+    /// already mapped read-write and was never touched (zeroes), so host
+    /// memory needs no mmap().
     ///
     /// # Safety
     /// `addr..addr+len` must be a part of the arena reservation that
@@ -126,12 +136,15 @@ impl Backend {
         addr: usize,
         len: usize,
         phys: &mut SlabPhys,
+        premapped: bool,
     ) -> Result<u32, BackendError> {
         match self {
             // SAFETY: forwarded caller contract.
             Backend::Device(d) => unsafe { d.map_slab(addr, &mut phys[..len / PAGE_SIZE]) },
-            // SAFETY: forwarded caller contract.
-            Backend::Host(h) => unsafe { h.map_slab(addr, len, phys) }.map(|()| u32::MAX),
+            Backend::Host(h) => {
+                // SAFETY: forwarded caller contract.
+                unsafe { h.map_slab(addr, len, phys, premapped) }.map(|()| u32::MAX)
+            }
             Backend::Missing => Err(BackendError::Unavailable),
         }
     }
