@@ -21,7 +21,6 @@
 //! `PKTCRC_MIN=N` sends only buffers of at least N bytes to the device.
 
 use core::ffi::{c_char, c_int, c_void};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use pktaccel_abi::{IocCompletion, OP_CRC32, STATUS_OK};
@@ -35,13 +34,22 @@ pub const CHUNK: usize = 256 * 1024;
 mod c_types;
 use c_types::{CIov as Iov, COp};
 
+/// The device lock and setup that survive fork() (shared with the provider).
+#[allow(dead_code)] // the provider uses parts libpktcrc does not
+mod fork_lock;
+use fork_lock::{ForkLock, ForkOnce};
+
 type OpenFn = unsafe extern "C" fn() -> *mut c_void;
 type RunFn = unsafe extern "C" fn(*mut c_void, *mut COp, u32, *mut IocCompletion) -> c_int;
 type Crc32Fn = unsafe extern "C" fn(u64, *const u8, u32) -> u64;
 type Crc32zFn = unsafe extern "C" fn(u64, *const u8, usize) -> u64;
 
 /// The libpktslab client, opened on first use. `Send` because the client
-/// handle is only used under the mutex.
+/// handle is only used under the lock.
+///
+/// A forked child keeps it: the prepare handler waited for the call in
+/// progress, so the handle is idle at the fork, and libpktslab moves an
+/// inherited client to the child's own device file and router by itself.
 struct Dev {
     client: *mut c_void,
     run: RunFn,
@@ -56,7 +64,10 @@ enum DevState {
     Unavailable,
 }
 
-static DEV: Mutex<DevState> = Mutex::new(DevState::Unopened);
+/// Held across each device call (one client handle, one call at a time).
+static DEV: ForkLock<DevState> = ForkLock::new(DevState::Unopened);
+/// Opens the client and registers the fork handlers, once.
+static SETUP: ForkOnce = ForkOnce::new();
 
 static DEVICE_CALLS: AtomicU64 = AtomicU64::new(0);
 static DEVICE_BYTES: AtomicU64 = AtomicU64::new(0);
@@ -110,6 +121,37 @@ fn min_len() -> usize {
     }
 }
 
+extern "C" fn before_fork() {
+    DEV.before_fork();
+}
+
+extern "C" fn after_fork_parent() {
+    DEV.after_fork_parent();
+}
+
+/// The child counts from zero: each process's report is its own work.
+extern "C" fn after_fork_child() {
+    for c in [
+        &DEVICE_CALLS,
+        &DEVICE_BYTES,
+        &SOFT_CALLS,
+        &SOFT_BYTES,
+        &DEVICE_ERRORS,
+    ] {
+        c.store(0, Ordering::Relaxed);
+    }
+    DEV.after_fork_child();
+}
+
+/// The one-time setup: the client is opened without the lock held and
+/// before our fork handlers are registered, so libpktslab's handlers are
+/// registered first and ours run first at a fork (see `fork_lock`).
+extern "C" fn setup() {
+    let st = open_dev();
+    DEV.register(before_fork, after_fork_parent, after_fork_child);
+    *DEV.lock() = st;
+}
+
 fn open_dev() -> DevState {
     let open = sym(libc::RTLD_DEFAULT, c"pktslab_client_open");
     let run = sym(libc::RTLD_DEFAULT, c"pktslab_client_run");
@@ -138,10 +180,10 @@ fn open_dev() -> DevState {
 /// One chained CRC-32 over `[p, p+len)` on the device; `None` when the
 /// buffer is not pinned or the device fails (nothing was changed then).
 fn device_crc(mut crc: u32, p: *const u8, len: usize) -> Option<u32> {
-    let mut g = DEV.lock().unwrap_or_else(|e| e.into_inner());
-    if matches!(*g, DevState::Unopened) {
-        *g = open_dev();
-    }
+    SETUP.call(setup);
+    // Waits while another thread's call is on the device: every CRC of a
+    // pinned buffer runs there, none falls back for contention.
+    let g = DEV.lock();
     let DevState::Open(d) = &*g else { return None };
     let mut off = 0usize;
     while off < len {
