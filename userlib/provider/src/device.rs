@@ -101,6 +101,15 @@ extern "C" fn setup() {
     *DEV.lock() = st;
 }
 
+/// Opens the client and registers the fork handlers now, if not done yet
+/// (called when OpenSSL loads the provider): a fork cannot interrupt a
+/// setup that already ran, while one run lazily in a threaded program
+/// could be interrupted half-way, leaving the child waiting on a lock of
+/// libpktslab's whose child handler did not run for that fork.
+pub fn setup_now() {
+    SETUP.call(setup);
+}
+
 /// A key slot of this process's device file, as of one fork count.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Slot {
