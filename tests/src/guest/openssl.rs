@@ -316,10 +316,10 @@ fn tls_transfer(name: &str, proto: &str, size: usize) -> TestResult {
 /// a thread keeps AES-GCM on the device while the main thread forks; each
 /// child seals with the parent's context (whose key is in a slot of the
 /// parent's device file: the driver answers ENOKEY for it on the child's
-/// file) and opens with a new one. The KAT checks each child's own report:
-/// device seals and opens, two key installs on its own file, no device
-/// error and no software fallback; a child that hung on the lock the
-/// parent's thread held is killed by its alarm.
+/// file) and opens with a new one, correctly. Each child's own report must
+/// show device seals and opens, two key installs on its own file, no
+/// device error and no software fallback; a child that hung on the lock
+/// the parent's thread held is killed by its alarm.
 fn provider_in_forked_children() -> TestResult {
     let forks = 4u64;
     let before = debugfs_counters()?;
@@ -340,6 +340,18 @@ fn provider_in_forked_children() -> TestResult {
     ensure!(
         o.status.success() && so.contains("checks passed"),
         "pktaccel-ossl-kat --fork failed:\n{so}\n{se}"
+    );
+    // A child's heap is a copy in ordinary memory: its buffers go through
+    // the driver's copy path (pktslab_client_copy_mode), still on the
+    // device, the keys on the child's own file.
+    let own = so
+        .lines()
+        .filter(|l| l.ends_with(": correct, on the device, keys installed on its own file"))
+        .count() as u64;
+    ensure!(
+        own == forks,
+        "{} of {forks} children used the device with keys on their own file:\n{so}",
+        own
     );
     let ds = counter_rise(&before, &after, "requests.aes-gcm-seal");
     let (seals, _, _, _) = provider_report(&se);

@@ -86,9 +86,10 @@ impl<T> ForkLock<T> {
         if self.registered.load(Ordering::Acquire) {
             return true;
         }
-        // SAFETY: plain extern "C" functions of this library, valid for the
-        // process's lifetime (the libraries are never unloaded: libpktcrc
-        // is preloaded, and OpenSSL keeps providers loaded while in use).
+        // SAFETY: plain extern "C" functions of this library that only
+        // touch this static. They stay valid while registered: glibc's
+        // pthread_atfork (from libc_nonshared) registers them under this
+        // library's __dso_handle, and dlclose unregisters them.
         let ok = unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) } == 0;
         self.registered.store(ok, Ordering::Release);
         ok

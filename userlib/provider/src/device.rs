@@ -41,6 +41,10 @@ type LimitsFn = unsafe extern "C" fn(*mut c_void, *mut CLimits) -> c_int;
 type V2pFn = unsafe extern "C" fn(*const c_void, *mut usize) -> u64;
 type AllocFn = unsafe extern "C" fn(usize) -> *mut c_void;
 type FreeFn = unsafe extern "C" fn(*mut c_void);
+type CopyModeFn = unsafe extern "C" fn(*mut c_void, c_int) -> c_int;
+
+/// `PKTSLAB_COPY_FALLBACK`.
+const COPY_FALLBACK: c_int = 1;
 
 /// `PKTSLAB_V2P_NOT_MAPPED`: v2p values at or above it are errors.
 const V2P_ERROR_MIN: u64 = u64::MAX - 2;
@@ -52,6 +56,8 @@ struct Dev {
     v2p: V2pFn,
     alloc: AllocFn,
     free: FreeFn,
+    /// `pktslab_client_copy_mode`, when libpktslab has it.
+    copy_mode: Option<CopyModeFn>,
     /// Bit i set: slot i is taken by a context of this process.
     slots: u64,
     /// Slots this process may use: `first..key_slots`.
@@ -180,6 +186,10 @@ fn open_dev() -> State {
         );
         return State::Unavailable;
     }
+    let copy_mode = Some(sym(c"pktslab_client_copy_mode"))
+        .filter(|p| !p.is_null())
+        // SAFETY: libpktslab's pktslab_client_copy_mode(handle, int).
+        .map(|p| unsafe { core::mem::transmute::<*mut c_void, CopyModeFn>(p) });
     let (mut key_slots, max_request) = device_limits(client, limits);
     let (first_slot, last) = slot_range(key_slots);
     key_slots = key_slots.min(last + 1);
@@ -189,6 +199,7 @@ fn open_dev() -> State {
         v2p,
         alloc,
         free,
+        copy_mode,
         slots: 0,
         first_slot,
         key_slots,
@@ -234,9 +245,16 @@ fn with_dev<R>(f: impl FnOnce(&mut Dev) -> R) -> Option<R> {
         State::Open(d) => {
             let forks = DEV.forks();
             if d.forks != forks {
-                // A forked child: its file holds none of these slots.
+                // A forked child: its file holds none of these slots, and
+                // its heap is a copy in ordinary memory, from which even
+                // pktslab_alloc may answer: buffers the device cannot
+                // reach by address go through the driver's copy path.
                 d.slots = 0;
                 d.forks = forks;
+                if let Some(f) = d.copy_mode {
+                    // SAFETY: the live handle, used under the lock.
+                    unsafe { f(d.client, COPY_FALLBACK) };
+                }
             }
             Some(f(d))
         }
