@@ -21,7 +21,7 @@
 //! `PKTCRC_MIN=N` sends only buffers of at least N bytes to the device.
 
 use core::ffi::{c_char, c_int, c_void};
-use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 
 use pktaccel_abi::{IocCompletion, OP_CRC32, STATUS_OK};
 
@@ -61,7 +61,9 @@ unsafe impl Send for Dev {}
 enum DevState {
     Unopened,
     Open(Dev),
-    Unavailable,
+    /// Why, said at the first crc32 call (not at load: a program that
+    /// never calls crc32 prints nothing).
+    Unavailable(&'static str),
 }
 
 /// Held across each device call (one client handle, one call at a time).
@@ -213,10 +215,9 @@ fn open_dev() -> DevState {
     let open = sym(libc::RTLD_DEFAULT, c"pktslab_client_open");
     let run = sym(libc::RTLD_DEFAULT, c"pktslab_client_run");
     if open.is_null() || run.is_null() {
-        say(
+        return DevState::Unavailable(
             "pktcrc: libpktslab.so is not loaded (LD_PRELOAD=\"libpktslab.so libpktcrc.so\"); CRCs stay in software\n",
         );
-        return DevState::Unavailable;
     }
     // SAFETY: the symbols are libpktslab's, with the signatures of pktslab.h.
     let (open, run) = unsafe {
@@ -228,8 +229,9 @@ fn open_dev() -> DevState {
     // SAFETY: no arguments; returns NULL when there is no device.
     let client = unsafe { open() };
     if client.is_null() {
-        say("pktcrc: no /dev/pktaccel behind the pktslab heap; CRCs stay in software\n");
-        return DevState::Unavailable;
+        return DevState::Unavailable(
+            "pktcrc: no /dev/pktaccel behind the pktslab heap; CRCs stay in software\n",
+        );
     }
     DevState::Open(Dev { client, run })
 }
@@ -240,7 +242,17 @@ fn device_crc(mut crc: u32, p: *const u8, len: usize) -> Option<u32> {
     // The setup ran (crc_common). Waits while another thread's call is on the device: every CRC of a
     // pinned buffer runs there, none falls back for contention.
     let g = DEV.lock();
-    let DevState::Open(d) = &*g else { return None };
+    let d = match &*g {
+        DevState::Open(d) => d,
+        DevState::Unavailable(why) => {
+            static SAID: AtomicBool = AtomicBool::new(false);
+            if !SAID.swap(true, Ordering::Relaxed) {
+                say(why);
+            }
+            return None;
+        }
+        DevState::Unopened => return None,
+    };
     let mut off = 0usize;
     while off < len {
         let n = (len - off).min(CHUNK);
