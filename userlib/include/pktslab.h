@@ -169,6 +169,14 @@ struct pktslab_limits {      /* the driver's limits (PKTACCEL_IOC_INFO) */
 };
 /* 0, or -errno. */
 int pktslab_client_limits(pktslab_client *c, struct pktslab_limits *out);
+/* What the client does with a buffer that is not pinned: PKTSLAB_COPY_NEVER
+ * (the default) refuses the batch with -EFAULT; PKTSLAB_COPY_FALLBACK sends
+ * that batch through the driver's copy path (bounce buffers); _ALWAYS sends
+ * every batch through it. 0, or -EINVAL. */
+#define PKTSLAB_COPY_NEVER 0
+#define PKTSLAB_COPY_FALLBACK 1
+#define PKTSLAB_COPY_ALWAYS 2
+int pktslab_client_copy_mode(pktslab_client *c, int mode);
 
 /* Physical segments of [p, p+len): returns the count (only max written)
  * or -EFAULT if some byte is not pinned. */

@@ -27,6 +27,7 @@ pub(super) fn tests() -> Vec<Test> {
         tls13_transfer_on_device,
         tls12_transfer_on_device,
         provider_and_pktcrc_in_one_process,
+        provider_in_forked_children,
     ]
 }
 
@@ -308,5 +309,55 @@ fn tls_transfer(name: &str, proto: &str, size: usize) -> TestResult {
         "driver GCM requests rose by {ds} seal / {dopen} open, fewer than the {records} records"
     );
     std::fs::remove_dir_all(&dir).ok();
+    Ok(())
+}
+
+/// The provider across fork() (`pktaccel-ossl-kat --fork`, kat/fork.rs):
+/// a thread keeps AES-GCM on the device while the main thread forks; each
+/// child seals with the parent's context (whose key is in a slot of the
+/// parent's device file: the driver answers ENOKEY for it on the child's
+/// file) and opens with a new one, correctly. Each child's own report must
+/// show device seals and opens, two key installs on its own file, no
+/// device error and no software fallback; a child that hung on the lock
+/// the parent's thread held is killed by its alarm.
+fn provider_in_forked_children() -> TestResult {
+    let forks = 4u64;
+    let before = debugfs_counters()?;
+    let o = Command::new("pktaccel-ossl-kat")
+        .args(["--provider", PROVIDER, "--fork", &forks.to_string()])
+        .env("LD_PRELOAD", PRELOAD)
+        .env("PKTACCEL_PROVIDER_STATS", "1")
+        .output()
+        .map_err(|e| format!("cannot run pktaccel-ossl-kat: {e}"))?;
+    let after = debugfs_counters()?;
+    let (so, se) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    for l in so.lines().filter(|l| l.starts_with("fork")) {
+        println!("kat --fork: {l}");
+    }
+    ensure!(
+        o.status.success() && so.contains("checks passed"),
+        "pktaccel-ossl-kat --fork failed:\n{so}\n{se}"
+    );
+    // A child's heap is a copy in ordinary memory: its buffers go through
+    // the driver's copy path (pktslab_client_copy_mode), still on the
+    // device, the keys on the child's own file.
+    let own = so
+        .lines()
+        .filter(|l| l.ends_with(": correct, on the device, keys installed on its own file"))
+        .count() as u64;
+    ensure!(
+        own == forks,
+        "{} of {forks} children used the device with keys on their own file:\n{so}",
+        own
+    );
+    let ds = counter_rise(&before, &after, "requests.aes-gcm-seal");
+    let (seals, _, _, _) = provider_report(&se);
+    ensure!(
+        ds >= seals + forks,
+        "requests.aes-gcm-seal rose by {ds}: fewer than the parent's {seals} and one per child"
+    );
     Ok(())
 }

@@ -21,8 +21,7 @@
 //! `PKTCRC_MIN=N` sends only buffers of at least N bytes to the device.
 
 use core::ffi::{c_char, c_int, c_void};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 
 use pktaccel_abi::{IocCompletion, OP_CRC32, STATUS_OK};
 
@@ -35,13 +34,22 @@ pub const CHUNK: usize = 256 * 1024;
 mod c_types;
 use c_types::{CIov as Iov, COp};
 
+/// The device lock and setup that survive fork() (shared with the provider).
+#[allow(dead_code)] // the provider uses parts libpktcrc does not
+mod fork_lock;
+use fork_lock::{ForkLock, ForkOnce};
+
 type OpenFn = unsafe extern "C" fn() -> *mut c_void;
 type RunFn = unsafe extern "C" fn(*mut c_void, *mut COp, u32, *mut IocCompletion) -> c_int;
 type Crc32Fn = unsafe extern "C" fn(u64, *const u8, u32) -> u64;
 type Crc32zFn = unsafe extern "C" fn(u64, *const u8, usize) -> u64;
 
 /// The libpktslab client, opened on first use. `Send` because the client
-/// handle is only used under the mutex.
+/// handle is only used under the lock.
+///
+/// A forked child keeps it: the prepare handler waited for the call in
+/// progress, so the handle is idle at the fork, and libpktslab moves an
+/// inherited client to the child's own device file and router by itself.
 struct Dev {
     client: *mut c_void,
     run: RunFn,
@@ -53,10 +61,15 @@ unsafe impl Send for Dev {}
 enum DevState {
     Unopened,
     Open(Dev),
-    Unavailable,
+    /// Why, said at the first crc32 call (not at load: a program that
+    /// never calls crc32 prints nothing).
+    Unavailable(&'static str),
 }
 
-static DEV: Mutex<DevState> = Mutex::new(DevState::Unopened);
+/// Held across each device call (one client handle, one call at a time).
+static DEV: ForkLock<DevState> = ForkLock::new(DevState::Unopened);
+/// Opens the client and registers the fork handlers, once.
+static SETUP: ForkOnce = ForkOnce::new();
 
 static DEVICE_CALLS: AtomicU64 = AtomicU64::new(0);
 static DEVICE_BYTES: AtomicU64 = AtomicU64::new(0);
@@ -65,6 +78,8 @@ static SOFT_BYTES: AtomicU64 = AtomicU64::new(0);
 static DEVICE_ERRORS: AtomicU64 = AtomicU64::new(0);
 /// 0 = not read yet; else min length + 1.
 static MIN_LEN: AtomicUsize = AtomicUsize::new(0);
+/// Where the `PKTCRC_STATS=1` report goes (a copy of stderr); -1: none.
+static STATS_FD: AtomicI32 = AtomicI32::new(-1);
 
 fn sym(handle: *mut c_void, name: &core::ffi::CStr) -> *mut c_void {
     // SAFETY: dlsym with a valid pseudo-handle or handle and a C string.
@@ -76,7 +91,15 @@ fn say(msg: &str) {
     unsafe { libc::write(2, msg.as_ptr().cast(), msg.len()) };
 }
 
+/// The `PKTCRC_STATS=1` report, at exit (and at unload), of a process that
+/// made crc32 calls: a `.fini_array` entry, so nothing is registered while
+/// the program may be forking (an `atexit` in progress in another thread
+/// at a fork would leave the child's exit waiting on glibc's lock).
 extern "C" fn report_at_exit() {
+    let fd = STATS_FD.load(Ordering::Relaxed);
+    if fd < 0 {
+        return;
+    }
     let (dc, db) = (
         DEVICE_CALLS.load(Ordering::Relaxed),
         DEVICE_BYTES.load(Ordering::Relaxed),
@@ -86,38 +109,115 @@ extern "C" fn report_at_exit() {
         SOFT_BYTES.load(Ordering::Relaxed),
     );
     let e = DEVICE_ERRORS.load(Ordering::Relaxed);
-    say(&format!(
-        "pktcrc: {dc} crc32 calls on the device ({db} bytes, zero-copy), {sc} in software ({sb} bytes), {e} device errors\n"
-    ));
+    if dc + sc + e == 0 {
+        return;
+    }
+    let mut b = StackBuf {
+        buf: [0; 256],
+        len: 0,
+    };
+    let _ = core::fmt::Write::write_fmt(
+        &mut b,
+        format_args!(
+            "pktcrc: {dc} crc32 calls on the device ({db} bytes, zero-copy), {sc} in software ({sb} bytes), {e} device errors\n"
+        ),
+    );
+    // SAFETY: writes the buffer's filled part; a failed write is ignored.
+    unsafe { libc::write(fd, b.buf.as_ptr().cast(), b.len) };
 }
 
-fn min_len() -> usize {
-    match MIN_LEN.load(Ordering::Relaxed) {
-        0 => {
-            let v = std::env::var("PKTCRC_MIN")
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(1usize)
-                .max(1);
-            MIN_LEN.store(v + 1, Ordering::Relaxed);
-            if std::env::var_os("PKTCRC_STATS").is_some_and(|s| s == "1") {
-                // SAFETY: registering a plain extern "C" fn.
-                unsafe { libc::atexit(report_at_exit) };
-            }
-            v
-        }
-        n => n - 1,
+#[used]
+#[unsafe(link_section = ".fini_array")]
+static REPORT_AT_EXIT: extern "C" fn() = report_at_exit;
+
+/// A line formatted without allocating (the report runs at exit).
+struct StackBuf {
+    buf: [u8; 256],
+    len: usize,
+}
+
+impl core::fmt::Write for StackBuf {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let n = s.len().min(self.buf.len() - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        Ok(())
     }
 }
+
+/// `PKTCRC_MIN` (read by the setup).
+fn min_len() -> usize {
+    MIN_LEN.load(Ordering::Relaxed).max(1) - 1
+}
+
+/// Reads `PKTCRC_MIN` and `PKTCRC_STATS` (part of the setup).
+fn read_env() {
+    let v = std::env::var("PKTCRC_MIN")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1usize)
+        .max(1);
+    MIN_LEN.store(v + 1, Ordering::Relaxed);
+    if std::env::var_os("PKTCRC_STATS").is_some_and(|s| s == "1") {
+        // A copy of stderr: programs may close it before the report runs.
+        // SAFETY: fcntl on fd 2; failure leaves -1 (no report).
+        let fd = unsafe { libc::fcntl(2, libc::F_DUPFD_CLOEXEC, 100) };
+        STATS_FD.store(fd, Ordering::Relaxed);
+    }
+}
+
+extern "C" fn before_fork() {
+    DEV.before_fork();
+}
+
+extern "C" fn after_fork_parent() {
+    DEV.after_fork_parent();
+}
+
+/// The child counts from zero: each process's report is its own work.
+extern "C" fn after_fork_child() {
+    for c in [
+        &DEVICE_CALLS,
+        &DEVICE_BYTES,
+        &SOFT_CALLS,
+        &SOFT_BYTES,
+        &DEVICE_ERRORS,
+    ] {
+        c.store(0, Ordering::Relaxed);
+    }
+    DEV.after_fork_child();
+}
+
+/// The one-time setup: the client is opened without the lock held and
+/// before our fork handlers are registered, so libpktslab's handlers are
+/// registered first and ours run first at a fork (see `fork_lock`).
+extern "C" fn setup() {
+    read_env();
+    let st = open_dev();
+    DEV.register(before_fork, after_fork_parent, after_fork_child);
+    *DEV.lock() = st;
+}
+
+/// The setup runs when the library is loaded: preloaded, that is before
+/// `main`, with one thread, so no fork can interrupt it. Run lazily in a
+/// threaded program, a fork while it registered libpktslab's and our
+/// handlers (and took libpktslab's locks) could leave the child waiting
+/// on a lock whose child handler did not run for that fork.
+extern "C" fn setup_at_load() {
+    SETUP.call(setup);
+}
+
+#[used]
+#[unsafe(link_section = ".init_array")]
+static SETUP_AT_LOAD: extern "C" fn() = setup_at_load;
 
 fn open_dev() -> DevState {
     let open = sym(libc::RTLD_DEFAULT, c"pktslab_client_open");
     let run = sym(libc::RTLD_DEFAULT, c"pktslab_client_run");
     if open.is_null() || run.is_null() {
-        say(
+        return DevState::Unavailable(
             "pktcrc: libpktslab.so is not loaded (LD_PRELOAD=\"libpktslab.so libpktcrc.so\"); CRCs stay in software\n",
         );
-        return DevState::Unavailable;
     }
     // SAFETY: the symbols are libpktslab's, with the signatures of pktslab.h.
     let (open, run) = unsafe {
@@ -129,8 +229,9 @@ fn open_dev() -> DevState {
     // SAFETY: no arguments; returns NULL when there is no device.
     let client = unsafe { open() };
     if client.is_null() {
-        say("pktcrc: no /dev/pktaccel behind the pktslab heap; CRCs stay in software\n");
-        return DevState::Unavailable;
+        return DevState::Unavailable(
+            "pktcrc: no /dev/pktaccel behind the pktslab heap; CRCs stay in software\n",
+        );
     }
     DevState::Open(Dev { client, run })
 }
@@ -138,11 +239,20 @@ fn open_dev() -> DevState {
 /// One chained CRC-32 over `[p, p+len)` on the device; `None` when the
 /// buffer is not pinned or the device fails (nothing was changed then).
 fn device_crc(mut crc: u32, p: *const u8, len: usize) -> Option<u32> {
-    let mut g = DEV.lock().unwrap_or_else(|e| e.into_inner());
-    if matches!(*g, DevState::Unopened) {
-        *g = open_dev();
-    }
-    let DevState::Open(d) = &*g else { return None };
+    // The setup ran (crc_common). Waits while another thread's call is on the device: every CRC of a
+    // pinned buffer runs there, none falls back for contention.
+    let g = DEV.lock();
+    let d = match &*g {
+        DevState::Open(d) => d,
+        DevState::Unavailable(why) => {
+            static SAID: AtomicBool = AtomicBool::new(false);
+            if !SAID.swap(true, Ordering::Relaxed) {
+                say(why);
+            }
+            return None;
+        }
+        DevState::Unopened => return None,
+    };
     let mut off = 0usize;
     while off < len {
         let n = (len - off).min(CHUNK);
@@ -234,6 +344,7 @@ fn soft(crc: u32, p: *const u8, len: usize) -> u32 {
 }
 
 fn crc_common(crc: u64, p: *const u8, len: usize, fallback: impl FnOnce() -> u64) -> u64 {
+    SETUP.call(setup);
     if !p.is_null()
         && len >= min_len()
         && let Some(v) = device_crc(crc as u32, p, len)

@@ -10,7 +10,7 @@
 //! libssl does) must stay unchanged until final. A second data update
 //! turns the message into a software stream.
 
-use crate::device::{self, DevError, Iov, PinnedBuf};
+use crate::device::{self, DevError, Iov, PinnedBuf, Slot};
 use crate::soft_gcm::{GcmKey, SoftGcm, tags_equal};
 use crate::stats::{self, Counter};
 use pktaccel_abi::{OP_AES_GCM_OPEN, OP_AES_GCM_SEAL};
@@ -65,7 +65,7 @@ impl Reason {
 struct Key {
     raw: [u8; 32],
     soft: GcmKey,
-    slot: Option<u32>,
+    slot: Option<Slot>,
     /// The slot holds an older key (rekeyed since).
     stale: bool,
     /// Installing failed; stay in software for this key.
@@ -256,10 +256,16 @@ impl GcmCtx {
     }
 
     /// The key's slot, installing (or re-installing) it on first use.
-    fn slot(&mut self) -> Result<u32, Reason> {
+    fn slot(&mut self) -> Result<Slot, Reason> {
         let k = self.key.as_mut().ok_or(Reason::DeviceError)?;
         if let Some(r) = k.no_slot {
             return Err(r);
+        }
+        if k.slot.is_some_and(|s| !s.current()) {
+            // A forked child: the slot is on the parent's device file.
+            // Install the key on the child's own.
+            k.slot = None;
+            k.stale = false;
         }
         match k.slot {
             Some(s) if k.stale => match device::replace_key(s, &k.raw) {

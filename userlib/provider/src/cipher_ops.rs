@@ -16,7 +16,7 @@ impl GcmCtx {
         if self
             .scratch
             .as_ref()
-            .is_none_or(|s| s.len() < TAG + aad_len)
+            .is_none_or(|s| s.len() < TAG + aad_len || !s.current())
         {
             self.scratch = PinnedBuf::new((TAG + aad_len).max(64));
         }
@@ -24,7 +24,11 @@ impl GcmCtx {
     }
 
     fn stage(&mut self, len: usize) -> Option<*mut u8> {
-        if self.stage.as_ref().is_none_or(|s| s.len() < len) {
+        if self
+            .stage
+            .as_ref()
+            .is_none_or(|s| s.len() < len || !s.current())
+        {
             self.stage = PinnedBuf::new(len.next_power_of_two().max(4096));
         }
         self.stage.as_ref().map(|s| s.as_ptr())
@@ -89,7 +93,7 @@ impl GcmCtx {
 
     /// Whether the device can take a request of `len` payload bytes now;
     /// the slot and IV if so.
-    fn device_ready(&mut self, len: usize, aad_len: usize) -> Result<(u32, [u8; 12]), Reason> {
+    fn device_ready(&mut self, len: usize, aad_len: usize) -> Result<(Slot, [u8; 12]), Reason> {
         if !device::available() {
             return Err(Reason::NoDevice);
         }

@@ -5,17 +5,29 @@
 //!
 //! One process-wide state: the client, a bitmap of this file's key slots
 //! (the driver gives every open file its own slot namespace), and the
-//! device limits. Requests run one at a time under its mutex, each through
+//! device limits. Requests run one at a time under its lock, each through
 //! libpktslab's `pktslab_client_run`, which reaps it before it returns.
+//!
+//! After fork() the child's device file is a new one (libpktslab reopens
+//! it): none of the parent's key slots or pinned buffers are the child's.
+//! The lock's fork handlers (`fork_lock`, shared with libpktcrc) wait for
+//! the request in progress and count the fork; a [`Slot`] or
+//! [`PinnedBuf`] from before it is then stale: contexts install their key
+//! again on the child's own file and take new pinned buffers, and the
+//! child's slot table starts empty.
 
 use core::ffi::{CStr, c_int, c_void};
-use std::sync::Mutex;
 
 use pktaccel_abi::{
     AES256_KEY_LEN, IocCompletion, OP_KEY_CLEAR, OP_KEY_SET, STATUS_AUTH_FAILED, STATUS_OK,
 };
 
 use crate::stats;
+
+/// The device lock and setup that survive fork() (libpktcrc's).
+#[path = "../../pktcrc/src/fork_lock.rs"]
+mod fork_lock;
+use fork_lock::{ForkLock, ForkOnce};
 
 /// `struct pktslab_iov` / `struct pktslab_op`: libpktslab's own definition.
 #[path = "../../src/client/c_types.rs"]
@@ -29,6 +41,10 @@ type LimitsFn = unsafe extern "C" fn(*mut c_void, *mut CLimits) -> c_int;
 type V2pFn = unsafe extern "C" fn(*const c_void, *mut usize) -> u64;
 type AllocFn = unsafe extern "C" fn(usize) -> *mut c_void;
 type FreeFn = unsafe extern "C" fn(*mut c_void);
+type CopyModeFn = unsafe extern "C" fn(*mut c_void, c_int) -> c_int;
+
+/// `PKTSLAB_COPY_FALLBACK`.
+const COPY_FALLBACK: c_int = 1;
 
 /// `PKTSLAB_V2P_NOT_MAPPED`: v2p values at or above it are errors.
 const V2P_ERROR_MIN: u64 = u64::MAX - 2;
@@ -40,12 +56,16 @@ struct Dev {
     v2p: V2pFn,
     alloc: AllocFn,
     free: FreeFn,
+    /// `pktslab_client_copy_mode`, when libpktslab has it.
+    copy_mode: Option<CopyModeFn>,
     /// Bit i set: slot i is taken by a context of this process.
     slots: u64,
     /// Slots this process may use: `first..key_slots`.
     first_slot: u32,
     key_slots: u32,
     max_request: usize,
+    /// The fork count `slots` belongs to ([`ForkLock::forks`]).
+    forks: u64,
 }
 
 // SAFETY: the client handle is only used while DEV is locked; the function
@@ -58,7 +78,57 @@ enum State {
     Unavailable,
 }
 
-static DEV: Mutex<State> = Mutex::new(State::Unopened);
+/// Held across each request (one client handle, one request at a time).
+static DEV: ForkLock<State> = ForkLock::new(State::Unopened);
+/// Opens the client and registers the fork handlers, once per process.
+static SETUP: ForkOnce = ForkOnce::new();
+
+extern "C" fn before_fork() {
+    DEV.before_fork();
+}
+
+extern "C" fn after_fork_parent() {
+    DEV.after_fork_parent();
+}
+
+/// The child counts from zero (each process reports its own work) and
+/// sees every slot and pinned buffer of the parent as stale.
+extern "C" fn after_fork_child() {
+    stats::reset();
+    DEV.after_fork_child();
+}
+
+/// The one-time setup: the client is opened without the lock held and
+/// before our fork handlers are registered, so libpktslab's (heap, client
+/// router) are registered first and ours run first at a fork.
+extern "C" fn setup() {
+    let st = open_dev();
+    DEV.register(before_fork, after_fork_parent, after_fork_child);
+    *DEV.lock() = st;
+}
+
+/// Opens the client and registers the fork handlers now, if not done yet
+/// (called when OpenSSL loads the provider): a fork cannot interrupt a
+/// setup that already ran, while one run lazily in a threaded program
+/// could be interrupted half-way, leaving the child waiting on a lock of
+/// libpktslab's whose child handler did not run for that fork.
+pub fn setup_now() {
+    SETUP.call(setup);
+}
+
+/// A key slot of this process's device file, as of one fork count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slot {
+    n: u32,
+    forks: u64,
+}
+
+impl Slot {
+    /// Whether the slot is on this process's file (not a parent's).
+    pub fn current(&self) -> bool {
+        self.forks == DEV.forks()
+    }
+}
 
 fn sym(name: &CStr) -> *mut c_void {
     // SAFETY: dlsym with the default pseudo-handle and a C string.
@@ -116,6 +186,10 @@ fn open_dev() -> State {
         );
         return State::Unavailable;
     }
+    let copy_mode = Some(sym(c"pktslab_client_copy_mode"))
+        .filter(|p| !p.is_null())
+        // SAFETY: libpktslab's pktslab_client_copy_mode(handle, int).
+        .map(|p| unsafe { core::mem::transmute::<*mut c_void, CopyModeFn>(p) });
     let (mut key_slots, max_request) = device_limits(client, limits);
     let (first_slot, last) = slot_range(key_slots);
     key_slots = key_slots.min(last + 1);
@@ -125,10 +199,12 @@ fn open_dev() -> State {
         v2p,
         alloc,
         free,
+        copy_mode,
         slots: 0,
         first_slot,
         key_slots,
         max_request,
+        forks: DEV.forks(),
     })
 }
 
@@ -160,15 +236,39 @@ fn parse_slot_range(v: &str, key_slots: u32) -> Option<(u32, u32)> {
     (a <= b && b < key_slots).then_some((a, b))
 }
 
-/// Runs `f` on the open device; `None` when there is none.
+/// Runs `f` on the open device; `None` when there is none. Waits while
+/// another thread's request is on the device.
 fn with_dev<R>(f: impl FnOnce(&mut Dev) -> R) -> Option<R> {
-    let mut g = DEV.lock().unwrap_or_else(|e| e.into_inner());
-    if matches!(*g, State::Unopened) {
-        *g = open_dev();
-    }
+    SETUP.call(setup);
+    let mut g = DEV.lock();
     match &mut *g {
-        State::Open(d) => Some(f(d)),
+        State::Open(d) => {
+            let forks = DEV.forks();
+            if d.forks != forks {
+                // A forked child: its file holds none of these slots, and
+                // its heap is a copy in ordinary memory, from which even
+                // pktslab_alloc may answer: buffers the device cannot
+                // reach by address go through the driver's copy path.
+                d.slots = 0;
+                d.forks = forks;
+                if let Some(f) = d.copy_mode {
+                    // SAFETY: the live handle, used under the lock.
+                    unsafe { f(d.client, COPY_FALLBACK) };
+                }
+            }
+            Some(f(d))
+        }
         _ => None,
+    }
+}
+
+/// Whether the fork count is still `forks` (checked under the lock, so a
+/// stale slot or buffer never reaches the device).
+fn same_process(forks: u64) -> Result<(), DevError> {
+    if forks == DEV.forks() {
+        Ok(())
+    } else {
+        Err(DevError::Stale)
     }
 }
 
@@ -193,6 +293,8 @@ pub enum DevError {
     NoSlot,
     /// The tag did not verify; the device zeroed the outputs.
     AuthFailed,
+    /// A slot or buffer of the parent process, used in a forked child.
+    Stale,
     /// Any other failure: errno or device status.
     Failed,
 }
@@ -261,44 +363,56 @@ fn op(code: u16, slot: u32, aux: u32, iv: &[u8; 12], ins: &[Iov], outs: &[Iov]) 
 }
 
 /// Takes a free slot of this process and installs `key` in it.
-pub fn install_key(key: &[u8; AES256_KEY_LEN]) -> Result<u32, DevError> {
+pub fn install_key(key: &[u8; AES256_KEY_LEN]) -> Result<Slot, DevError> {
     with_dev(|d| {
         let Some(slot) = (d.first_slot..d.key_slots).find(|i| d.slots & (1 << i) == 0) else {
             return Err(DevError::NoSlot);
         };
         d.set_key(slot, key)?;
         d.slots |= 1 << slot;
-        Ok(slot)
+        Ok(Slot {
+            n: slot,
+            forks: d.forks,
+        })
     })
     .unwrap_or(Err(DevError::Absent))
 }
 
 /// Re-installs `key` in a slot this context already owns (rekey).
-pub fn replace_key(slot: u32, key: &[u8; AES256_KEY_LEN]) -> Result<(), DevError> {
-    with_dev(|d| d.set_key(slot, key)).unwrap_or(Err(DevError::Absent))
+pub fn replace_key(slot: Slot, key: &[u8; AES256_KEY_LEN]) -> Result<(), DevError> {
+    with_dev(|d| {
+        same_process(slot.forks)?;
+        d.set_key(slot.n, key)
+    })
+    .unwrap_or(Err(DevError::Absent))
 }
 
-/// Erases `slot` on the device and gives it back to the bitmap.
-pub fn free_slot(slot: u32) {
+/// Erases `slot` on the device and gives it back to the bitmap; a parent's
+/// slot (in a forked child) is not this file's and is left alone.
+pub fn free_slot(slot: Slot) {
     with_dev(|d| {
+        if same_process(slot.forks).is_err() {
+            return;
+        }
         // A failed clear still frees the bit: the driver clears the file's
         // slots when it is closed, and a later KEY_SET overwrites.
-        let _ = d.run(&mut op(OP_KEY_CLEAR, slot, 0, &[0; 12], &[], &[]));
-        d.slots &= !(1u64 << slot);
+        let _ = d.run(&mut op(OP_KEY_CLEAR, slot.n, 0, &[0; 12], &[], &[]));
+        d.slots &= !(1u64 << slot.n);
     });
 }
 
 /// One GCM request: `code` is OP_AES_GCM_SEAL or OPEN.
 pub fn gcm(
     code: u16,
-    slot: u32,
+    slot: Slot,
     iv: &[u8; 12],
     aad_len: u32,
     ins: &[Iov],
     outs: &[Iov],
 ) -> Result<u64, DevError> {
     with_dev(|d| {
-        d.run(&mut op(code, slot, aad_len, iv, ins, outs))
+        same_process(slot.forks)?;
+        d.run(&mut op(code, slot.n, aad_len, iv, ins, outs))
             .map(|c| c.result)
     })
     .unwrap_or(Err(DevError::Absent))
@@ -323,6 +437,9 @@ pub fn pinned(p: *const u8, len: usize) -> bool {
 pub struct PinnedBuf {
     ptr: *mut u8,
     len: usize,
+    /// The fork count it was pinned in: a forked child inherits a copy in
+    /// ordinary memory, which the device cannot reach.
+    forks: u64,
 }
 
 // SAFETY: the buffer is owned memory like a Box<[u8]>.
@@ -332,7 +449,16 @@ impl PinnedBuf {
     fn new_in(d: &Dev, len: usize) -> Option<Self> {
         // SAFETY: pktslab_alloc takes any size; NULL on failure.
         let ptr = unsafe { (d.alloc)(len.max(1)) }.cast::<u8>();
-        (!ptr.is_null()).then_some(Self { ptr, len })
+        (!ptr.is_null()).then_some(Self {
+            ptr,
+            len,
+            forks: d.forks,
+        })
+    }
+
+    /// Whether it is pinned for this process (not a parent's, inherited).
+    pub fn current(&self) -> bool {
+        self.forks == DEV.forks()
     }
 
     /// A pinned buffer of `len` bytes, or `None` (no device, no memory).

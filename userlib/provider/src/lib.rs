@@ -146,6 +146,7 @@ pub unsafe extern "C" fn OSSL_provider_init(
         return 0;
     }
     stats::register_report();
+    device::setup_now();
     // SAFETY: OpenSSL passes writable pointers (checked non-NULL).
     unsafe {
         *out = PROVIDER.as_ptr();

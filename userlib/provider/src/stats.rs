@@ -52,6 +52,32 @@ pub static SOFT_DEVICE_ERROR: Counter = Counter::new();
 /// Device errors (submit, reap or a status other than OK/AUTH_FAILED).
 pub static DEVICE_ERRORS: Counter = Counter::new();
 
+/// Every counter, for [`reset`].
+static ALL: [&Counter; 14] = [
+    &DEV_SEALS,
+    &DEV_OPENS,
+    &ZERO_COPY_BYTES,
+    &STAGED_BYTES,
+    &STAGED_COPIES,
+    &AAD_COPIED,
+    &AUTH_FAILURES,
+    &KEY_SETS,
+    &SOFT_NO_DEVICE,
+    &SOFT_MULTI_UPDATE,
+    &SOFT_UNSUPPORTED,
+    &SOFT_NO_SLOT,
+    &SOFT_DEVICE_ERROR,
+    &DEVICE_ERRORS,
+];
+
+/// Zeroes every counter: a forked child reports only its own work (the
+/// parent reports what it did before the fork).
+pub fn reset() {
+    for c in ALL {
+        c.0.store(0, Ordering::Relaxed);
+    }
+}
+
 /// The report line(s).
 pub fn report() -> String {
     format!(

@@ -183,3 +183,40 @@ fn device_path_zero_copy_staged_no_slot_and_errors_on_a_mock_device() {
     let c = kat_on_mock(&mock, &[("MOCK_PIN", "all"), ("MOCK_FAIL", "1")]);
     assert!(c[SEALS] == 0 && c[DEV_ERRORS] > 0, "{c:?}");
 }
+
+/// The provider across fork() on the mock device (`--fork`, see
+/// kat/fork.rs): a thread keeps requests on the (slow) device while the
+/// main thread forks; each child, whose device file is fresh (no keys),
+/// must seal with the parent's context and open with a new one, on the
+/// device, the keys installed on its own file. Before the fork handlers a
+/// child hung on the lock the parent's thread held, or sent the parent's
+/// slot to a file without that key.
+#[test]
+fn forked_children_use_the_device_with_their_own_key_slots() {
+    if !have_openssl3() {
+        return;
+    }
+    let Some(mock) = mockdev() else { return };
+    let mut c = Command::new(kat_bin());
+    c.arg("--provider")
+        .arg(provider_so())
+        .args(["--fork", "8"])
+        .env("LD_PRELOAD", mock)
+        .env("MOCK_PIN", "all")
+        .env("MOCK_DELAY_US", "2000")
+        .env("PKTACCEL_PROVIDER_STATS", "1");
+    let out = c.output().expect("run pktaccel-ossl-kat --fork");
+    let (so, se) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "KAT --fork failed:\n{so}\n{se}");
+    assert!(so.contains("fork: 8 children"), "{so}\n{se}");
+    // The mock's memory is all "pinned": every child must have used the
+    // device, with both keys installed on its own (fresh) file.
+    let on_device = so
+        .lines()
+        .filter(|l| l.ends_with(": correct, on the device, keys installed on its own file"))
+        .count();
+    assert_eq!(on_device, 8, "{so}");
+}

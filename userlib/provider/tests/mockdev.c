@@ -8,9 +8,16 @@
  *         arena    only pktslab_alloc memory is (everything else staged).
  * MOCK_SLOTS=n     key slots of this file (default 16; ENOSPC beyond).
  * MOCK_FAIL=1      every GCM request completes with DEVICE_ERROR.
- * At exit prints "mockdev: N seal, M open, K key-set, C key-clear".
+ * MOCK_DELAY_US=n  every request takes n microseconds (a device call in
+ *                  progress, for the fork tests).
+ * OP_CRC32 (zlib's CRC-32, seed in aux) too, for libpktcrc's tests.
+ * A forked child gets a fresh "device file", as libpktslab's child does:
+ * no keys, nothing in flight, counters from zero.
+ * At exit prints "mockdev: N seal, M open, K key-set, C key-clear, R crc32".
  */
 #include <errno.h>
+#include <pthread.h>
+#include <unistd.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,12 +41,38 @@ static int key_set[64];
 static struct completion last;
 static int pending;
 static uint64_t next_cookie = 1;
-static unsigned long n_seal, n_open, n_kset, n_kclear;
+static unsigned long n_seal, n_open, n_kset, n_kclear, n_crc;
 
 static void report(void)
 {
-    fprintf(stderr, "mockdev: %lu seal, %lu open, %lu key-set, %lu key-clear\n",
-            n_seal, n_open, n_kset, n_kclear);
+    fprintf(stderr, "mockdev: %lu seal, %lu open, %lu key-set, %lu key-clear, %lu crc32\n",
+            n_seal, n_open, n_kset, n_kclear, n_crc);
+}
+
+/* The child's device file is its own: nothing of the parent's on it. */
+static void fresh_file_in_child(void)
+{
+    memset(keys, 0, sizeof keys);
+    memset(key_set, 0, sizeof key_set);
+    pending = 0;
+    n_seal = n_open = n_kset = n_kclear = n_crc = 0;
+}
+
+__attribute__((constructor)) static void mock_init(void)
+{
+    pthread_atfork(NULL, NULL, fresh_file_in_child);
+}
+
+/* zlib's CRC-32 (IEEE, reflected), bit by bit. */
+static uint32_t crc32_bits(uint32_t crc, const unsigned char *p, size_t n)
+{
+    crc = ~crc;
+    while (n--) {
+        crc ^= *p++;
+        for (int k = 0; k < 8; k++)
+            crc = (crc >> 1) ^ (0xEDB88320u & (0u - (crc & 1)));
+    }
+    return ~crc;
 }
 
 void *pktslab_client_open(void)
@@ -152,7 +185,15 @@ int pktslab_client_submit(void *c, struct op *o, uint32_t n)
     gather(o->inputs, o->n_in, in);
     size_t outl = 0;
     uint32_t st = 0;
+    uint64_t result = 0;
+    const char *delay = getenv("MOCK_DELAY_US");
+    if (delay)
+        usleep((useconds_t)atoi(delay));
     switch (o->op) {
+    case 3:
+        result = crc32_bits(o->aux, in, inl);
+        n_crc++;
+        break;
     case 8:
         if (inl != 32) { st = 2; break; }
         memcpy(keys[o->key_slot], in, 32);
@@ -177,7 +218,7 @@ int pktslab_client_submit(void *c, struct op *o, uint32_t n)
     free(in);
     free(out);
     o->cookie = next_cookie++;
-    last = (struct completion){ o->cookie, st, (uint32_t)outl, 0 };
+    last = (struct completion){ o->cookie, st, (uint32_t)outl, result };
     pending = 1;
     return 1;
 }

@@ -8,7 +8,7 @@
 //! address) and contiguous in 16 KiB chunks with gaps between, so code that
 //! splits at discontinuities is exercised on any host.
 
-use core::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use super::{BackendError, BackendMode, SlabPhys, reserve_fixed};
 use crate::class::{PAGE_SHIFT, PAGE_SIZE, PAGES_PER_SLAB, SLAB_SIZE};
@@ -21,18 +21,38 @@ pub const SYNTHETIC_CHUNK_PAGES: usize = 4;
 
 /// Anonymous-memory slab source.
 pub struct HostBackend {
-    /// /proc/self/pagemap: [`UNPROBED`] until a physical address or the
-    /// mode is first asked for, then a descriptor or [`NO_PAGEMAP`].
-    pagemap_fd: AtomicI32,
+    /// /proc/self/pagemap of one process: [`Pagemap::pack`] of the pid
+    /// that probed it and a descriptor or [`NO_PAGEMAP`]; [`UNPROBED`]
+    /// until a physical address or the mode is first asked for.
+    pagemap: AtomicU64,
+    /// Synthetic addresses were asked for: pagemap is never read.
+    synthetic_only: bool,
     max_pinned: u64,
     pinned: AtomicU64,
     dontfork: bool,
 }
 
-/// `pagemap_fd` before the first probe.
-const UNPROBED: i32 = -2;
-/// `pagemap_fd` when PFNs are hidden (not root) or synthetic mode was asked for.
+/// `pagemap` before the first probe (no process has pid 0).
+const UNPROBED: u64 = 0;
+/// The descriptor part when PFNs are hidden (not root) or synthetic mode
+/// was asked for.
 const NO_PAGEMAP: i32 = -1;
+
+/// The `pagemap` word: which process's pagemap, and its descriptor.
+/// One word so a probe installs both at once.
+struct Pagemap;
+
+impl Pagemap {
+    const fn pack(pid: i32, fd: i32) -> u64 {
+        ((pid as u32 as u64) << 32) | fd as u32 as u64
+    }
+    const fn pid(v: u64) -> i32 {
+        (v >> 32) as u32 as i32
+    }
+    const fn fd(v: u64) -> i32 {
+        v as u32 as i32
+    }
+}
 /// Slabs at least this long are populated when mapped (see map_slab).
 const POPULATE_FROM: usize = 256 * 1024;
 /// madvise(2) advice (Linux 5.14): populate writable, as if written.
@@ -71,17 +91,35 @@ fn pagemap_phys(fd: i32, addr: usize) -> u64 {
     }
 }
 
+/// Opens this process's /proc/self/pagemap if it shows real PFNs (not
+/// without CAP_SYS_ADMIN); [`NO_PAGEMAP`] otherwise.
+fn probe_pagemap() -> i32 {
+    // SAFETY: a constant NUL-terminated path.
+    let fd = unsafe {
+        libc::open(
+            c"/proc/self/pagemap".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
+    // Probe with a page of our own stack, which is present.
+    let probe = 0u64;
+    let addr = core::hint::black_box(&raw const probe) as usize;
+    if fd >= 0 && pagemap_phys(fd, addr) == 0 {
+        // SAFETY: fd was opened above and is not shared.
+        unsafe { libc::close(fd) };
+        return NO_PAGEMAP;
+    }
+    fd.max(NO_PAGEMAP)
+}
+
 impl HostBackend {
     /// A host backend; /proc/self/pagemap is opened on first need (see
     /// [`HostBackend::pagemap_fd`]), not here: a short-lived program that
     /// never asks for a physical address never pays for it.
     pub fn new(max_pinned: u64, force_synthetic: bool, dontfork: bool) -> Self {
         Self {
-            pagemap_fd: AtomicI32::new(if force_synthetic {
-                NO_PAGEMAP
-            } else {
-                UNPROBED
-            }),
+            pagemap: AtomicU64::new(UNPROBED),
+            synthetic_only: force_synthetic,
             max_pinned,
             pinned: AtomicU64::new(0),
             dontfork,
@@ -91,38 +129,43 @@ impl HostBackend {
     /// The pagemap descriptor, or [`NO_PAGEMAP`]: opens /proc/self/pagemap
     /// on first use and checks that it shows real PFNs (it shows zeros
     /// without CAP_SYS_ADMIN); otherwise synthetic mode.
+    ///
+    /// The descriptor belongs to the process that opened it: a forked
+    /// child inherits its parent's, which reads the parent's page table
+    /// (the parent's frames for pages the child has since written, copy on
+    /// write), so a process that did not probe itself probes again.
     fn pagemap_fd(&self) -> i32 {
-        let fd = self.pagemap_fd.load(Ordering::Acquire);
-        if fd != UNPROBED {
-            return fd;
+        if self.synthetic_only {
+            return NO_PAGEMAP;
         }
-        // SAFETY: a constant NUL-terminated path.
-        let mut fd = unsafe {
-            libc::open(
-                c"/proc/self/pagemap".as_ptr(),
-                libc::O_RDONLY | libc::O_CLOEXEC,
-            )
-        };
-        // Probe with a page of our own stack, which is present.
-        let probe = 0u64;
-        let addr = core::hint::black_box(&raw const probe) as usize;
-        if fd >= 0 && pagemap_phys(fd, addr) == 0 {
-            // SAFETY: fd was opened above and is not shared.
-            unsafe { libc::close(fd) };
-            fd = NO_PAGEMAP;
+        // SAFETY: getpid has no preconditions.
+        let pid = unsafe { libc::getpid() };
+        let cur = self.pagemap.load(Ordering::Acquire);
+        if cur != UNPROBED && Pagemap::pid(cur) == pid {
+            return Pagemap::fd(cur);
         }
-        let fd = fd.max(NO_PAGEMAP);
-        match self
-            .pagemap_fd
-            .compare_exchange(UNPROBED, fd, Ordering::AcqRel, Ordering::Acquire)
-        {
-            Ok(_) => fd,
+        let fd = probe_pagemap();
+        match self.pagemap.compare_exchange(
+            cur,
+            Pagemap::pack(pid, fd),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => {
+                if cur != UNPROBED && Pagemap::fd(cur) >= 0 {
+                    // SAFETY: our copy of the parent's descriptor, which
+                    // nothing uses any more (the word names ours now);
+                    // the parent's own copy stays open.
+                    unsafe { libc::close(Pagemap::fd(cur)) };
+                }
+                fd
+            }
             Err(theirs) => {
                 if fd >= 0 {
                     // SAFETY: another thread's probe won; ours is unused.
                     unsafe { libc::close(fd) };
                 }
-                theirs
+                Pagemap::fd(theirs)
             }
         }
     }
@@ -264,8 +307,8 @@ impl HostBackend {
 
 impl Drop for HostBackend {
     fn drop(&mut self) {
-        let fd = *self.pagemap_fd.get_mut();
-        if fd >= 0 {
+        let fd = Pagemap::fd(*self.pagemap.get_mut());
+        if *self.pagemap.get_mut() != UNPROBED && fd >= 0 {
             // SAFETY: we own the descriptor.
             unsafe { libc::close(fd) };
         }

@@ -8,7 +8,9 @@ use core::ffi::{c_int, c_void};
 use pktaccel_abi::{IocCompletion, IocSegment};
 
 use super::c_types::{CLimits, COp};
-use super::{Client, ClientError, DeviceTransport, Request, Transport, ioctl, split_segments};
+use super::{
+    Client, ClientError, CopyMode, DeviceTransport, Request, Transport, ioctl, split_segments,
+};
 use crate::pool::Pool;
 
 /// The C client handle.
@@ -258,6 +260,29 @@ pub unsafe extern "C" fn pktslab_client_limits(c: *mut CClient, out: *mut CLimit
     }
 }
 
+/// Sets what the client does with buffers that are not pinned (`mode`:
+/// `PKTSLAB_COPY_NEVER`, `_FALLBACK`, `_ALWAYS`, as [`CopyMode`]); 0 or
+/// -EINVAL. For callers whose buffers may be ordinary memory, such as a
+/// forked child, whose heap is a copy of its parent's.
+///
+/// # Safety
+/// `c` is NULL or a live handle, not in use by another thread.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pktslab_client_copy_mode(c: *mut CClient, mode: c_int) -> c_int {
+    let mode = match mode {
+        0 => CopyMode::Never,
+        1 => CopyMode::Fallback,
+        2 => CopyMode::Always,
+        _ => return -libc::EINVAL,
+    };
+    if c.is_null() {
+        return -libc::EINVAL;
+    }
+    // SAFETY: C contract: a live handle, used by one thread at a time.
+    unsafe { &mut (*c).client }.copy_mode(mode);
+    0
+}
+
 /// Writes the physical segments of `[p, p+len)` (direction `dir`) into
 /// `out`; returns how many there are (may exceed `max`: only `max` are
 /// written) or -EFAULT when a byte is not pinned.
@@ -327,6 +352,16 @@ mod tests {
             outputs: core::ptr::null(),
             cookie: 0,
         }
+    }
+
+    #[test]
+    fn copy_mode_rejects_a_null_handle_and_unknown_modes() {
+        // SAFETY: NULL is an accepted handle value (refused).
+        let r = unsafe { pktslab_client_copy_mode(core::ptr::null_mut(), 1) };
+        assert_eq!(r, -libc::EINVAL);
+        // SAFETY: as above; the mode is checked first.
+        let r = unsafe { pktslab_client_copy_mode(core::ptr::null_mut(), 3) };
+        assert_eq!(r, -libc::EINVAL);
     }
 
     #[test]

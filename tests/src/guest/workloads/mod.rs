@@ -42,6 +42,7 @@ pub(super) fn tests() -> Vec<Test> {
         pigz_on_pinned_slabs,
         pigz_crc32_on_device_zero_copy,
         python3_zlib_crc32_on_device,
+        python3_zlib_crc32_across_fork,
     ]
 }
 

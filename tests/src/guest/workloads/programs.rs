@@ -203,3 +203,65 @@ pub(super) fn python3_zlib_crc32_on_device() -> TestResult {
     );
     Ok(())
 }
+
+/// The fork script userlib's tests share, with a thread in zlib.crc32 (a
+/// device call under libpktcrc) while the parent forks.
+const PY_FORK: &str = include_str!("../../../../userlib/tests/fork_children.py");
+
+/// python3 forks while a thread's zlib.crc32 is on the device: every
+/// child's own crc32 calls must finish (a child that hung on the lock its
+/// parent's thread held is killed by its alarm and shows as -14, so the
+/// output differs) with the right values. The parent and the child that
+/// exits normally each report their own calls (counters from zero in a
+/// child), none failed on the device; the parent's ran there. A child's
+/// calls on buffers it inherited run in software: its heap is a copy in
+/// ordinary memory.
+pub(super) fn python3_zlib_crc32_across_fork() -> TestResult {
+    let before = debugfs_counters()?;
+    let err = same_output(
+        "python3 fork+pktcrc",
+        "python3",
+        &["-c", PY_FORK, "6", "crc"],
+        None,
+        PRELOAD_CRC,
+        &[("PKTCRC_STATS", "1")],
+    )?;
+    let after = debugfs_counters()?;
+    let reports: Vec<&str> = err
+        .lines()
+        .filter_map(|l| l.strip_prefix("pktcrc: "))
+        .collect();
+    ensure!(
+        reports.len() == 2,
+        "expected the parent's and one child's pktcrc report: {err}"
+    );
+    let mut calls = 0;
+    for r in &reports {
+        ensure!(
+            r.ends_with(" 0 device errors"),
+            "crc32 calls failed on the device: {r}"
+        );
+        calls += r
+            .split(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0u64);
+    }
+    // The parent exits last: its report is the last line.
+    let parent: u64 = reports[1]
+        .split(' ')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    ensure!(
+        parent > 0,
+        "the parent's crc32 calls did not reach the device: {}",
+        reports[1]
+    );
+    let reqs = counter_rise(&before, &after, "requests.crc32");
+    ensure!(
+        reqs >= calls,
+        "requests.crc32 rose by {reqs}, fewer than the {calls} device calls reported"
+    );
+    Ok(())
+}

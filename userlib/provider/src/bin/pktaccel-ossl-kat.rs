@@ -12,26 +12,33 @@
 //!   final, final without a tag): the provider must succeed or fail exactly
 //!   when the default provider does.
 //!
+//! `--fork N` checks the provider across fork() instead (`kat/fork.rs`).
+//!
 //! Exit status 0 when every check passes; each failure is printed.
 
 #[path = "kat/crc_thread.rs"]
 mod crc_thread;
 #[path = "kat/evp.rs"]
 mod evp;
+#[path = "kat/fork.rs"]
+mod fork;
 
 use anyhow::{Result, bail};
 use evp::{Cipher, open, seal};
 use pktaccel_testvectors::vectors::{GCM, GCM_EMPTY, GCM_ODD_IV, GcmVector, unhex};
 
-const USAGE: &str = "usage: pktaccel-ossl-kat [--provider PATH] [--libcrypto NAME] [--crc-thread]\n\
+const USAGE: &str = "usage: pktaccel-ossl-kat [--provider PATH] [--libcrypto NAME] [--crc-thread] [--fork N]\n\
   Checks libpktaccel-provider against the GCM spec and OpenSSL's default provider.\n\
   --crc-thread: meanwhile, a second thread checks zlib crc32() calls (libpktcrc).\n\
+  --fork N: instead, fork N children while a thread keeps GCM on the device; each\n\
+  child must seal and open correctly on its own key slots (PKTACCEL_PROVIDER_STATS=1).\n\
   Defaults: --provider /usr/lib/libpktaccel-provider.so --libcrypto libcrypto.so.3";
 
 fn main() {
     let mut provider = "/usr/lib/libpktaccel-provider.so".to_string();
     let mut lib = "libcrypto.so.3".to_string();
     let mut crc = false;
+    let mut forks = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         if a == "--crc-thread" {
@@ -41,13 +48,20 @@ fn main() {
         match (a.as_str(), args.next()) {
             ("--provider", Some(v)) => provider = v,
             ("--libcrypto", Some(v)) => lib = v,
+            ("--fork", Some(v)) if v.parse::<usize>().is_ok_and(|n| n > 0) => {
+                forks = v.parse().ok();
+            }
             _ => {
                 eprintln!("{USAGE}");
                 std::process::exit(2);
             }
         }
     }
-    match run_with_crc(&provider, &lib, crc) {
+    let r = match forks {
+        Some(n) => fork::run(&provider, &lib, n),
+        None => run_with_crc(&provider, &lib, crc),
+    };
+    match r {
         Ok(n) => println!("pktaccel-ossl-kat: all {n} checks passed"),
         Err(e) => {
             eprintln!("pktaccel-ossl-kat: FAILED: {e:#}");
