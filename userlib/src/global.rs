@@ -191,6 +191,7 @@ fn init() {
             unsafe {
                 libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child))
             };
+            crate::client::router::register_fork_handlers();
             if print_stats {
                 // Programs may close stderr in an atexit handler (coreutils
                 // close_stdout does) before our report runs: keep a copy.

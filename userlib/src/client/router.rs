@@ -132,8 +132,14 @@ pub fn fork_generation() -> u64 {
     FORK_GENERATION.load(Ordering::Relaxed)
 }
 
-/// The router of `key` in this fork generation, made on first use.
-fn router_for(key: FileKey, generation: u64) -> Arc<Router> {
+/// Registers the registry's fork handlers, once per process. The process
+/// heap calls this from its own initialisation, right after registering its
+/// handlers: prepare handlers run in reverse order of registration, so ours
+/// then take the registry lock before the heap's take theirs, the order in
+/// which [`router_for`] takes them (it allocates with the registry lock
+/// held). Done there, no thread can fork while another is still inside
+/// this `Once`, which would leave it running forever in the child.
+pub fn register_fork_handlers() {
     static HANDLERS: Once = Once::new();
     HANDLERS.call_once(|| {
         // SAFETY: plain extern "C" functions that only touch atomics. A
@@ -147,6 +153,13 @@ fn router_for(key: FileKey, generation: u64) -> Arc<Router> {
             )
         };
     });
+}
+
+/// The router of `key` in this fork generation, made on first use.
+fn router_for(key: FileKey, generation: u64) -> Arc<Router> {
+    // A no-op once the process heap is up; a private pool's clients
+    // (tests, programs without the global heap) register here.
+    register_fork_handlers();
     let _g = REGISTRY.lock.lock();
     // SAFETY: the registry lock is held.
     let entries = unsafe { &mut *REGISTRY.entries.get() };
