@@ -242,6 +242,13 @@ impl Arena {
         unsafe { &*self.slots.add(i) }
     }
 
+    /// The slot table (`size() >> SLAB_SHIFT` entries, alive as long as
+    /// the arena), for the thread caches' inline free path.
+    #[inline(always)]
+    pub fn meta_table(&self) -> *const SlotMeta {
+        self.slots
+    }
+
     fn page(&self, i: usize) -> &PageEntry {
         // SAFETY: callers pass a page index of a slot < nslots.
         unsafe { &*self.pages.add(i) }
