@@ -105,6 +105,9 @@ pub struct Arena {
     fallback: bool,
     retain: usize,
     fallback_bytes: AtomicU64,
+    /// Unit tests: makes [`Arena::back_slot`] fail on demand.
+    #[cfg(test)]
+    inject: tests::FailBacking,
 }
 
 // SAFETY: the raw tables are only written under `lock` (or before the slot
@@ -200,6 +203,8 @@ impl Arena {
             fallback,
             retain,
             fallback_bytes: AtomicU64::new(0),
+            #[cfg(test)]
+            inject: tests::FailBacking::default(),
         })
     }
 
@@ -298,6 +303,10 @@ impl Arena {
     /// Gives slot `i` `len` bytes of memory (`len` already a backend
     /// granule). Returns whether it is freshly mapped (zeroed).
     fn back_slot(&self, i: usize, len: usize) -> Result<bool, BackendError> {
+        #[cfg(test)]
+        if self.inject.fails_now() {
+            return Err(BackendError::OutOfPinned);
+        }
         let m = self.meta(i);
         if m.kind_class().0 == KIND_FREE_MAPPED {
             if m.mapped() == len {
