@@ -36,8 +36,8 @@ use thread_caches::{REGISTRY, cache_ptr, tc_here, thread_exit};
 pub use explicit::{arena_alloc, arena_free, arena_realloc, cache_active_here, cached_here, trim};
 
 use next::{
-    ORDINARY_ALLOCS, ORDINARY_BYTES, free_ordinary, next_calloc, next_malloc, next_memalign,
-    next_realloc, next_usable, note_ordinary, ordinary_malloc, pin_max, realloc_to_ordinary,
+    free_ordinary, next_calloc, next_malloc, next_memalign, next_realloc, next_usable,
+    note_ordinary, ordinary_malloc, pin_max, realloc_to_ordinary,
 };
 
 const UNINIT: u8 = 0;
@@ -283,8 +283,7 @@ fn v2p_outside(p: *const u8) -> Result<Phys, V2pError> {
 pub fn stats() -> Option<Stats> {
     let h = heap_if_ready()?;
     let mut s = h.stats();
-    s.bytes_ordinary = ORDINARY_BYTES.load(Ordering::Relaxed).max(0) as u64;
-    s.ordinary_allocs = ORDINARY_ALLOCS.load(Ordering::Relaxed);
+    (s.bytes_ordinary, s.ordinary_allocs) = BLOCKS.totals();
     let _g = REGISTRY.lock.lock();
     // SAFETY: registry lock held; listed caches are alive.
     let mut p = unsafe { *REGISTRY.head.get() };
@@ -558,18 +557,15 @@ unsafe fn realloc_in(p: *mut u8, size: usize, all: bool) -> *mut u8 {
         // Still above the pin limit: the next allocator grows it (often in
         // place, or by mremap for big blocks).
         Some(h) if size > pin_max(h, all) => {
-            let old = next_usable(p);
             // Forget p while it is still ours: once the next allocator has
             // moved the block, another thread may get p and record it, and
             // a remove then would drop that thread's entry and leave ours.
-            BLOCKS.remove(p as usize);
+            let old = BLOCKS.remove(p as usize);
             let q = next_realloc(p, size);
-            if q.is_null() {
-                BLOCKS.insert(p as usize, old);
-            } else {
-                let new = next_usable(q);
-                BLOCKS.insert(q as usize, new);
-                ORDINARY_BYTES.fetch_add(new as i64 - old as i64, Ordering::Relaxed);
+            match (q.is_null(), old) {
+                (true, Some(len)) => BLOCKS.insert(p as usize, len, false),
+                (true, None) => {}
+                (false, _) => BLOCKS.insert(q as usize, next_usable(q), false),
             }
             q
         }
