@@ -335,7 +335,14 @@ pub fn malloc(size: usize) -> *mut u8 {
             return p;
         }
     }
-    malloc_in(size, false)
+    malloc_slow(size, false)
+}
+
+/// The rest of malloc, out of line: inlined, its register needs would
+/// make every call save and restore registers, the fast pop included.
+#[inline(never)]
+fn malloc_slow(size: usize, all: bool) -> *mut u8 {
+    malloc_in(size, all)
 }
 
 /// [`malloc`] for [`crate::PktslabAlloc`]: pinned at any size (a Rust program
@@ -350,7 +357,7 @@ pub fn malloc_pinned(size: usize) -> *mut u8 {
             return p;
         }
     }
-    malloc_in(size, true)
+    malloc_slow(size, true)
 }
 
 #[inline(always)]
