@@ -2,6 +2,9 @@
 //! mimalloc, side by side in one run, with ratios.
 //!
 //! - single-thread small alloc/free pairs (and a 1000-object window),
+//!   pktslab through the C ABI (unsized free, as preloaded programs call
+//!   it) and through `PktslabAlloc` (sized dealloc, as jemalloc and
+//!   mimalloc are called here),
 //! - larson-like multi-thread with cross-thread frees, and a producer
 //!   thread whose blocks a consumer thread frees,
 //! - realloc growth, doubling, and one doubling cycle in a fresh process,
