@@ -2,6 +2,9 @@
 //! mimalloc, side by side in one run, with ratios.
 //!
 //! - single-thread small alloc/free pairs (and a 1000-object window),
+//!   pktslab through the C ABI (unsized free, as preloaded programs call
+//!   it) and through `PktslabAlloc` (sized dealloc, as jemalloc and
+//!   mimalloc are called here),
 //! - larson-like multi-thread with cross-thread frees, and a producer
 //!   thread whose blocks a consumer thread frees,
 //! - realloc growth, doubling, and one doubling cycle in a fresh process,
@@ -17,7 +20,7 @@ use std::time::{Duration, Instant};
 
 #[path = "alloc/allocators.rs"]
 mod allocators;
-use allocators::{Alloc, Glibc, Je, Mi, Pktslab};
+use allocators::{Alloc, Glibc, Je, Mi, PkRust, Pktslab};
 
 struct Rng(u64);
 impl Rng {
@@ -438,15 +441,31 @@ macro_rules! each {
     };
 }
 
+/// `each!` with pktslab's Rust global allocator in the first column.
+macro_rules! each_rust {
+    ($f:ident $(, $arg:expr)*) => {
+        |i: usize| match i {
+            0 => $f(&PkRust $(, $arg)*),
+            1 => $f(&Glibc $(, $arg)*),
+            2 => $f(&Je $(, $arg)*),
+            _ => $f(&Mi $(, $arg)*),
+        }
+    };
+}
+
 /// The workload rows, pktslab against the three other allocators.
 fn allocator_rows() {
     let threads = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .max(2);
     let larson_name = format!("larson-like, {threads} threads, x-frees");
-    let timed: [(&str, &dyn Fn(usize) -> f64); 7] = [
+    let timed: [(&str, &dyn Fn(usize) -> f64); 9] = [
         ("small alloc+free pairs (1 thread)", &each!(small_pairs)),
         ("small, 1000-object window", &each!(small_window)),
+        // jemalloc and mimalloc are called through Rust's GlobalAlloc
+        // (sized deallocation): the same path for pktslab, PktslabAlloc.
+        ("small pairs, Rust API", &each_rust!(small_pairs)),
+        ("1000-object window, Rust API", &each_rust!(small_window)),
         (&larson_name, &each!(larson, threads)),
         ("producer->consumer, 2 threads", &each!(producer_consumer)),
         ("first realloc cycle, fresh process", &fresh_realloc),

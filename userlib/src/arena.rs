@@ -135,6 +135,9 @@ pub struct Arena {
     fallback: bool,
     retain: usize,
     fallback_bytes: AtomicU64,
+    /// Unit tests: makes [`Arena::back_slot`] fail on demand.
+    #[cfg(test)]
+    inject: tests::FailBacking,
 }
 
 // SAFETY: the raw tables are only written under `lock` (or before the slot
@@ -254,6 +257,8 @@ impl Arena {
             fallback,
             retain,
             fallback_bytes: AtomicU64::new(0),
+            #[cfg(test)]
+            inject: tests::FailBacking::default(),
         })
     }
 
@@ -294,6 +299,13 @@ impl Arena {
         // SAFETY: i < nslots (callers derive i from an arena address) and
         // the table has nslots zero-initialised entries.
         unsafe { &*self.slots.add(i) }
+    }
+
+    /// The slot table (`size() >> SLAB_SHIFT` entries, alive as long as
+    /// the arena), for the thread caches' inline free path.
+    #[inline(always)]
+    pub fn meta_table(&self) -> *const SlotMeta {
+        self.slots
     }
 
     fn page(&self, i: usize) -> &PageEntry {
@@ -347,6 +359,10 @@ impl Arena {
     /// Gives slot `i` `len` bytes of memory (`len` already a backend
     /// granule). Returns whether it is freshly mapped (zeroed).
     fn back_slot(&self, i: usize, len: usize) -> Result<bool, BackendError> {
+        #[cfg(test)]
+        if self.inject.fails_now() {
+            return Err(BackendError::OutOfPinned);
+        }
         let m = self.meta(i);
         let st = self.state();
         // Never backed: the slot's metadata is still zero (unmapped; not

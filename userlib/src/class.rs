@@ -27,13 +27,12 @@ pub const MAX_SMALL: usize = 1 << MAX_SHIFT;
 pub const MIN_ALIGN: usize = 1 << MIN_SHIFT;
 
 /// Class index for a request of `size` bytes (`size <= MAX_SMALL`).
+/// Branch-free (sizes up to 16 fold into class 0 by the OR): a program
+/// mixing sizes around 16 bytes pays no mispredicted branch for it.
 #[inline(always)]
 pub const fn class_of(size: usize) -> usize {
-    if size <= MIN_ALIGN {
-        0
-    } else {
-        (usize::BITS - (size - 1).leading_zeros() - MIN_SHIFT) as usize
-    }
+    let s = size.saturating_sub(1) | (MIN_ALIGN - 1);
+    (usize::BITS - s.leading_zeros() - MIN_SHIFT) as usize
 }
 
 /// Piece size of class `c`.

@@ -18,7 +18,7 @@ use crate::backend::set_errno;
 use crate::class::{MIN_ALIGN, class_of};
 use crate::config::Config;
 use crate::fault::{FixedBuf, abort_ptr, notice};
-use crate::heap::{Block, Heap};
+use crate::heap::Heap;
 use crate::slab::has_free_key;
 use crate::stats::Stats;
 use crate::tcache::TC_ACTIVE;
@@ -36,8 +36,8 @@ use thread_caches::{REGISTRY, cache_ptr, tc_here, thread_exit};
 pub use explicit::{arena_alloc, arena_free, arena_realloc, cache_active_here, cached_here, trim};
 
 use next::{
-    ORDINARY_ALLOCS, ORDINARY_BYTES, free_ordinary, next_calloc, next_malloc, next_memalign,
-    next_realloc, next_usable, note_ordinary, ordinary_malloc, pin_max, realloc_to_ordinary,
+    free_ordinary, next_calloc, next_malloc, next_memalign, next_realloc, next_usable,
+    note_ordinary, ordinary_malloc, pin_max, realloc_to_ordinary,
 };
 
 // Not zero when uninitialised: STATE then lives in .data, on the page
@@ -330,8 +330,7 @@ fn v2p_outside(p: *const u8) -> Result<Phys, V2pError> {
 pub fn stats() -> Option<Stats> {
     let h = heap_if_ready()?;
     let mut s = h.stats();
-    s.bytes_ordinary = ORDINARY_BYTES.load(Ordering::Relaxed).max(0) as u64;
-    s.ordinary_allocs = ORDINARY_ALLOCS.load(Ordering::Relaxed);
+    (s.bytes_ordinary, s.ordinary_allocs) = BLOCKS.totals();
     let _g = REGISTRY.lock.lock();
     // SAFETY: registry lock held; listed caches are alive.
     let mut p = unsafe { *REGISTRY.head.get() };
@@ -383,13 +382,29 @@ pub fn malloc(size: usize) -> *mut u8 {
             return p;
         }
     }
-    malloc_in(size, false)
+    malloc_slow(size, false)
+}
+
+/// The rest of malloc, out of line: inlined, its register needs would
+/// make every call save and restore registers, the fast pop included.
+#[inline(never)]
+fn malloc_slow(size: usize, all: bool) -> *mut u8 {
+    malloc_in(size, all)
 }
 
 /// [`malloc`] for [`crate::PktslabAlloc`]: pinned at any size (a Rust program
 /// that chose the pinned heap as its global allocator).
+#[inline(always)]
 pub fn malloc_pinned(size: usize) -> *mut u8 {
-    malloc_in(size, true)
+    // SAFETY: as in malloc.
+    let t = unsafe { &mut *tc_here() };
+    if size <= t.fast_max {
+        let p = t.try_pop(class_of(size), size);
+        if !p.is_null() {
+            return p;
+        }
+    }
+    malloc_slow(size, true)
 }
 
 #[inline(always)]
@@ -418,11 +433,72 @@ fn fallback_malloc(size: usize) -> *mut u8 {
 
 /// free(); `call` names the API in fault messages.
 ///
+/// The inline part serves a small piece of the process heap into this
+/// thread's cache: the piece is validated as [`Heap::classify`] does (on
+/// the cache's copy of the arena's geometry, see
+/// [`ThreadCache::small_piece`](crate::tcache::ThreadCache::small_piece))
+/// and checked for a double free; everything else takes [`free_slow`].
+///
 /// # Safety
 /// `p` must be NULL or a pointer from this allocator family (ours,
 /// bootstrap, or the next allocator's).
 #[inline(always)]
 pub unsafe fn free(p: *mut u8, call: &str) {
+    let tc = tc_here();
+    // SAFETY: tc is this thread's cache, used only by this thread and not
+    // borrowed elsewhere during the call.
+    let t = unsafe { &mut *tc };
+    if let Some(c) = t.small_piece(p) {
+        // SAFETY: small_piece proved p is a carved piece of class c.
+        if unsafe { has_free_key(p, t.key()) } {
+            abort_ptr(call, "double free of", p as usize);
+        }
+        // SAFETY: p was validated as a live piece of class c just above.
+        if unsafe { t.try_push(p, c) } {
+            return;
+        }
+    }
+    // SAFETY: forwarded caller contract.
+    unsafe { free_slow(p, call) }
+}
+
+/// free() with the size the caller allocated (Rust's `dealloc` knows it,
+/// as C23's `free_sized` does): the size names the cache bin, so the push
+/// does not wait for the slot table's answer. The piece is still validated
+/// in full (the table's class must be the size's, then the checks of
+/// [`free`]); any mismatch takes [`free_slow`], which classifies and aborts
+/// on bad pointers.
+///
+/// # Safety
+/// As [`free`]; `size` is a hint (a wrong one costs the slow path).
+#[inline(always)]
+pub unsafe fn free_sized(p: *mut u8, size: usize, call: &str) {
+    let tc = tc_here();
+    // SAFETY: as in free.
+    let t = unsafe { &mut *tc };
+    let c = class_of(size);
+    if size <= t.fast_max && t.small_piece(p) == Some(c) {
+        // SAFETY: small_piece proved p is a carved piece of class c.
+        if unsafe { has_free_key(p, t.key()) } {
+            abort_ptr(call, "double free of", p as usize);
+        }
+        // SAFETY: p was validated as a live piece of class c just above.
+        if unsafe { t.try_push(p, c) } {
+            return;
+        }
+    }
+    // SAFETY: forwarded caller contract.
+    unsafe { free_slow(p, call) }
+}
+
+/// The general free(): NULL, the bootstrap buffer, the next allocator's
+/// blocks, large runs, a full cache bin, a thread without a cache, and
+/// every invalid pointer (which aborts).
+///
+/// # Safety
+/// As [`free`].
+#[inline(never)]
+pub unsafe fn free_slow(p: *mut u8, call: &str) {
     if p.is_null() {
         return;
     }
@@ -431,17 +507,6 @@ pub unsafe fn free(p: *mut u8, call: &str) {
     {
         let b = h.classify(p, call);
         let tc = cache_ptr();
-        if let (Block::Small(c), false) = (b, tc.is_null()) {
-            // SAFETY: classify proved p is a carved piece of class c.
-            if unsafe { has_free_key(p, h.key()) } {
-                abort_ptr(call, "double free of", p as usize);
-            }
-            // SAFETY: tc is this thread's live cache; p was validated as a
-            // live piece of class c just above.
-            if unsafe { (*tc).try_push(p, c, h.key()) } {
-                return;
-            }
-        }
         // SAFETY: b is classify(p); tc as in with_cache.
         return unsafe { h.free_block(p, b, call, tc.as_mut()) };
     }
@@ -546,18 +611,15 @@ unsafe fn realloc_in(p: *mut u8, size: usize, all: bool) -> *mut u8 {
         // Still above the pin limit: the next allocator grows it (often in
         // place, or by mremap for big blocks).
         Some(h) if size > pin_max(h, all) => {
-            let old = next_usable(p);
             // Forget p while it is still ours: once the next allocator has
             // moved the block, another thread may get p and record it, and
             // a remove then would drop that thread's entry and leave ours.
-            BLOCKS.remove(p as usize);
+            let old = BLOCKS.remove(p as usize);
             let q = next_realloc(p, size);
-            if q.is_null() {
-                BLOCKS.insert(p as usize, old);
-            } else {
-                let new = next_usable(q);
-                BLOCKS.insert(q as usize, new);
-                ORDINARY_BYTES.fetch_add(new as i64 - old as i64, Ordering::Relaxed);
+            match (q.is_null(), old) {
+                (true, Some(len)) => BLOCKS.insert(p as usize, len, false),
+                (true, None) => {}
+                (false, _) => BLOCKS.insert(q as usize, next_usable(q), false),
             }
             q
         }

@@ -326,6 +326,7 @@ pub struct PktslabAlloc;
 // layout.align() (pieces are naturally aligned, memalign handles the rest),
 // or NULL; frees go back to the same heap.
 unsafe impl GlobalAlloc for PktslabAlloc {
+    #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if layout.align() <= MIN_ALIGN {
             global::malloc_pinned(layout.size())
@@ -347,9 +348,12 @@ unsafe impl GlobalAlloc for PktslabAlloc {
         }
     }
 
-    unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
-        // SAFETY: GlobalAlloc contract: ptr came from this allocator.
-        unsafe { global::free(ptr, "dealloc") }
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: GlobalAlloc contract: ptr came from this allocator with
+        // this layout; an over-aligned block's class is not the size's, so
+        // its free takes the full path.
+        unsafe { global::free_sized(ptr, layout.size(), "dealloc") }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {

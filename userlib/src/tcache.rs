@@ -6,7 +6,10 @@
 //! other threads need no message passing); a cache above its limit hands a
 //! batch back to the shared list, and a thread's exit hands everything back.
 
-use crate::class::{NUM_CLASSES, batch, cache_limit, class_size};
+use core::sync::atomic::Ordering;
+
+use crate::arena::{KIND_SMALL, SlotMeta};
+use crate::class::{NUM_CLASSES, SLAB_SIZE, batch, cache_limit, class_size};
 use crate::heap::Heap;
 use crate::slab::{Chain, Refill, mark_used, next_of, set_free_key};
 use crate::stats::Counters;
@@ -55,6 +58,14 @@ pub struct ThreadCache {
     /// min(PKTSLAB_PIN_MAX, largest class) while the cache is active, 0
     /// otherwise, so one compare checks both.
     pub fast_max: usize,
+    /// The process heap's arena as the inline free path checks it: start,
+    /// length (0 while the cache is not active, so one compare checks
+    /// both), slot table and free key. Copied from the heap at activation
+    /// so a free reads one cache line of thread-local data, not the heap.
+    arena_base: usize,
+    arena_len: usize,
+    metas: *const SlotMeta,
+    key: u64,
     counts: [u32; NUM_CLASSES],
     /// This thread's allocation counters.
     pub counters: Counters,
@@ -71,12 +82,68 @@ impl ThreadCache {
         Self {
             state: TC_UNINIT,
             fast_max: 0,
+            arena_base: 0,
+            arena_len: 0,
+            metas: core::ptr::null(),
+            key: 0,
             counts: [0; NUM_CLASSES],
             slots: [core::ptr::null_mut(); SLOTS],
             counters: Counters::new(),
             next: core::ptr::null_mut(),
             prev: core::ptr::null_mut(),
         }
+    }
+
+    /// Lets the inline paths serve requests up to `fast_max` bytes and
+    /// frees of `heap`'s small pieces from this cache (the cache is active).
+    pub fn enable_fast(&mut self, heap: &Heap, fast_max: usize) {
+        let a = heap.arena();
+        self.arena_base = a.base();
+        self.metas = a.meta_table();
+        self.key = heap.key();
+        self.arena_len = a.size();
+        self.fast_max = fast_max;
+    }
+
+    /// Turns the inline paths off (the thread is exiting).
+    pub fn disable_fast(&mut self) {
+        self.fast_max = 0;
+        self.arena_len = 0;
+    }
+
+    /// The free key of the heap this cache serves (valid once
+    /// [`ThreadCache::enable_fast`] ran).
+    #[inline(always)]
+    pub fn key(&self) -> u64 {
+        self.key
+    }
+
+    /// The class of `p` when the inline free path may take it: this cache
+    /// is active and `p` is on a piece boundary below the carve mark of a
+    /// small slab of the heap: the same checks as [`Heap::classify`], on
+    /// the copy of the arena's geometry this cache holds. `None` for
+    /// everything else (NULL, foreign, large, invalid), which the caller
+    /// sends down the full path: it classifies again and aborts on bad
+    /// pointers.
+    #[inline(always)]
+    pub fn small_piece(&self, p: *mut u8) -> Option<usize> {
+        let off = (p as usize).wrapping_sub(self.arena_base);
+        if off >= self.arena_len {
+            return None;
+        }
+        // SAFETY: off < arena_len = the arena's size, so the slot index is
+        // below the slot table's length; the table lives as long as the
+        // process heap (never dropped).
+        let m = unsafe { &*self.metas.add(off >> crate::class::SLAB_SHIFT) };
+        let (kind, c) = m.kind_class();
+        let in_slab = off & (SLAB_SIZE - 1);
+        if kind != KIND_SMALL
+            || in_slab & (class_size(c) - 1) != 0
+            || in_slab >= m.bump.load(Ordering::Acquire) as usize
+        {
+            return None;
+        }
+        Some(c)
     }
 
     /// The fast path of malloc: pops a cached piece of class `c`, or NULL
@@ -109,7 +176,7 @@ impl ThreadCache {
     /// `p` must be a live piece of class `c`, validated by the caller as
     /// [`Heap::classify`] and the double-free check do.
     #[inline(always)]
-    pub unsafe fn try_push(&mut self, p: *mut u8, c: usize, key: u64) -> bool {
+    pub unsafe fn try_push(&mut self, p: *mut u8, c: usize) -> bool {
         // SAFETY: c < NUM_CLASSES (from the slot's metadata).
         let n = unsafe { *self.counts.get_unchecked(c) } as usize;
         if n == cache_limit(c) {
@@ -118,7 +185,7 @@ impl ThreadCache {
         // SAFETY: p is a live piece; n < cache_limit(c) keeps the slot in
         // class c's part of `slots`.
         unsafe {
-            set_free_key(p, key);
+            set_free_key(p, self.key);
             *self.slots.get_unchecked_mut(*OFFSETS.get_unchecked(c) + n) = p;
             *self.counts.get_unchecked_mut(c) = n as u32 + 1;
         }

@@ -50,6 +50,21 @@ fn crash(case: &str) {
                 global::free(p, "free");
                 global::free(p, "free");
             }
+            // The sized path (PktslabAlloc::dealloc): the size picks the
+            // bin, the pointer is still checked.
+            "sized-double-free" => {
+                let p = global::malloc_pinned(100);
+                global::free_sized(p, 100, "dealloc");
+                global::free_sized(p, 100, "dealloc");
+            }
+            "sized-interior-free" => {
+                let p = global::malloc_pinned(64);
+                global::free_sized(p.add(16), 48, "dealloc");
+            }
+            "sized-never-returned" => {
+                let p = global::malloc_pinned(1000);
+                global::free_sized(p.add(1024), 1000, "dealloc");
+            }
             _ => panic!("unknown case {case}"),
         }
     }
@@ -134,5 +149,32 @@ fn large_double_free_aborts() {
         "large_double_free_aborts",
         "large-double-free",
         "pktslab: free(): double free of 0x",
+    );
+}
+
+#[test]
+fn sized_double_free_aborts() {
+    expect_abort(
+        "sized_double_free_aborts",
+        "sized-double-free",
+        "pktslab: dealloc(): double free of 0x",
+    );
+}
+
+#[test]
+fn sized_interior_pointer_free_aborts() {
+    expect_abort(
+        "sized_interior_pointer_free_aborts",
+        "sized-interior-free",
+        "pktslab: dealloc(): invalid pointer 0x",
+    );
+}
+
+#[test]
+fn sized_free_of_a_cached_piece_never_returned_aborts() {
+    expect_abort(
+        "sized_free_of_a_cached_piece_never_returned_aborts",
+        "sized-never-returned",
+        "pktslab: dealloc(): double free of 0x",
     );
 }

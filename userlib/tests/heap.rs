@@ -302,6 +302,31 @@ fn out_of_pinned_memory_gives_null_and_enomem() {
 }
 
 #[test]
+fn realloc_without_memory_gives_null_and_keeps_the_block() {
+    let pool = Pool::new(Config {
+        max_pinned: 4 << 20,
+        ..host_cfg()
+    })
+    .unwrap();
+    let len = 3 << 20;
+    let p = pool.alloc_raw(len);
+    assert!(!p.is_null());
+    // SAFETY: p has `len` bytes; realloc's NULL leaves it live.
+    unsafe {
+        for i in 0..len {
+            *p.add(i) = (i % 251) as u8;
+        }
+        assert!(pool.realloc_raw(p, 12 << 20).is_null(), "past the cap");
+        assert_eq!(errno(), libc::ENOMEM);
+        for i in (0..len).step_by(997) {
+            assert_eq!(*p.add(i), (i % 251) as u8, "byte {i} kept");
+        }
+        assert_eq!(pool.usable_size(p), len);
+        pool.free_raw(p);
+    }
+}
+
+#[test]
 fn fallback_hands_out_unpinned_memory_and_counts_it() {
     let pool = Pool::new(Config {
         max_pinned: 2 << 20,

@@ -5,6 +5,7 @@
 use std::alloc::{GlobalAlloc, Layout};
 
 use mimalloc::MiMalloc;
+use pktslab::PktslabAlloc;
 use tikv_jemallocator::Jemalloc;
 
 pub trait Alloc: Sync + Send + 'static {
@@ -20,16 +21,32 @@ pub trait Alloc: Sync + Send + 'static {
     unsafe fn usable(&self, p: *mut u8) -> usize;
 }
 
+/// pktslab's malloc as a C program reaches it: one call into the library
+/// (the preload's exported `malloc` inlines the same function).
+#[inline(never)]
+extern "C" fn pk_malloc(size: usize) -> *mut u8 {
+    pktslab::global::malloc(size)
+}
+
+/// pktslab's free as a C program reaches it: no size.
+#[inline(never)]
+unsafe extern "C" fn pk_free(p: *mut u8) {
+    // SAFETY: forwarded Alloc::free contract.
+    unsafe { pktslab::global::free(p, "free") }
+}
+
+/// pktslab through the C ABI (malloc/free/realloc), as unmodified
+/// programs use it under LD_PRELOAD: frees carry no size.
 pub struct Pktslab;
 impl Alloc for Pktslab {
     #[inline(always)]
     fn malloc(&self, size: usize) -> *mut u8 {
-        pktslab::global::malloc(size)
+        pk_malloc(size)
     }
     #[inline(always)]
     unsafe fn free(&self, p: *mut u8, _size: usize) {
         // SAFETY: trait contract.
-        unsafe { pktslab::global::free(p, "free") }
+        unsafe { pk_free(p) }
     }
     unsafe fn realloc(&self, p: *mut u8, _old: usize, new: usize) -> *mut u8 {
         // SAFETY: trait contract.
@@ -96,6 +113,11 @@ impl<G: GlobalAlloc + Sync + Send + 'static> Alloc for Crate<G> {
     }
 }
 
+unsafe fn pk_usable(p: *mut u8) -> usize {
+    // SAFETY: p is a live pktslab block (Alloc::usable's contract).
+    unsafe { pktslab::global::usable_size(p) }
+}
+
 unsafe fn je_usable(p: *mut u8) -> usize {
     // SAFETY: p is a live jemalloc block (Alloc::usable's contract).
     unsafe { tikv_jemallocator::usable_size(p) }
@@ -118,4 +140,13 @@ pub static Je: Crate<Jemalloc> = Crate {
 pub static Mi: Crate<MiMalloc> = Crate {
     alloc: MiMalloc,
     usable: mi_usable,
+};
+
+/// pktslab through its Rust global allocator (`PktslabAlloc`), called as
+/// jemalloc and mimalloc are here: sized deallocation. Only for the
+/// small-block rows: it pins at any size, unlike the C ABI.
+#[allow(non_upper_case_globals)]
+pub static PkRust: Crate<PktslabAlloc> = Crate {
+    alloc: PktslabAlloc,
+    usable: pk_usable,
 };

@@ -1,7 +1,104 @@
 //! [`Arena::v2p`] on a page table written by hand: every error kind, and
-//! the offset and contiguity inside a page.
+//! the offset and contiguity inside a page; a run's regrow when no memory
+//! can be had (failures injected into [`Arena::back_slot`]).
+
+use core::sync::atomic::AtomicUsize;
 
 use super::*;
+use crate::backend::host::HostBackend;
+
+/// Lets `pass` more backings succeed, then fails the next `fail`.
+#[derive(Default)]
+pub(super) struct FailBacking {
+    pass: AtomicUsize,
+    fail: AtomicUsize,
+}
+
+impl FailBacking {
+    fn arm(&self, pass: usize, fail: usize) {
+        self.pass.store(pass, Ordering::Relaxed);
+        self.fail.store(fail, Ordering::Relaxed);
+    }
+
+    pub(super) fn fails_now(&self) -> bool {
+        if self.fail.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
+        if self.pass.load(Ordering::Relaxed) > 0 {
+            self.pass.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        self.fail.fetch_sub(1, Ordering::Relaxed);
+        true
+    }
+}
+
+fn host_arena() -> Arena {
+    let backend = Backend::Host(HostBackend::new(u64::MAX, true, false));
+    Arena::new(64 * SLAB_SIZE, backend, false, 0).expect("reserve the arena")
+}
+
+/// A one-slot run of `tail` bytes filled with a pattern.
+fn patterned_run(a: &Arena, tail: usize) -> (usize, *mut u8) {
+    let (slot, _) = a.alloc_run(1, 1, KIND_LARGE, 0, tail).expect("a run");
+    let p = a.slot_addr(slot) as *mut u8;
+    for k in 0..tail {
+        // SAFETY: the run has `tail` mapped bytes.
+        unsafe { *p.add(k) = (k % 251) as u8 };
+    }
+    (slot, p)
+}
+
+fn assert_pattern(p: *const u8, len: usize) {
+    for k in 0..len {
+        // SAFETY: the caller's block has `len` mapped bytes.
+        assert_eq!(unsafe { *p.add(k) }, (k % 251) as u8, "byte {k}");
+    }
+}
+
+#[test]
+fn failed_regrow_keeps_the_block() {
+    let a = host_arena();
+    let tail = 64 * 1024;
+    let (slot, p) = patterned_run(&a, tail);
+    // The new second slot is backed; both attempts for the first fail.
+    a.inject.arm(1, 2);
+    assert!(!a.grow_run(slot, 2, SLAB_SIZE), "grow must report failure");
+    assert_eq!(
+        a.inject.fail.load(Ordering::Relaxed),
+        0,
+        "both attempts ran"
+    );
+    assert_pattern(p, tail);
+    assert_eq!(a.meta(slot).run.load(Ordering::Relaxed), 1);
+    assert_eq!(a.run_bytes(slot, 1), tail);
+    assert!(a.is_free(slot + 1), "the new slot went back");
+    // The bytes are now ordinary memory, and v2p says so.
+    assert_eq!(a.v2p(p as usize + 5), Err(V2pError::NotPinned));
+    assert_eq!(a.fallback_bytes(), tail as u64);
+    // The block still grows once memory is there, keeping its bytes.
+    assert!(a.grow_run(slot, 2, SLAB_SIZE));
+    assert_pattern(p, tail);
+    a.free_run(slot);
+    assert_eq!(a.fallback_bytes(), 0);
+}
+
+#[test]
+fn regrow_falling_back_to_the_old_length_keeps_v2p() {
+    let a = host_arena();
+    let tail = 64 * 1024;
+    let (slot, p) = patterned_run(&a, tail);
+    // The new length fails, the old one is had again.
+    a.inject.arm(1, 1);
+    assert!(!a.grow_run(slot, 2, SLAB_SIZE));
+    assert_pattern(p, tail);
+    assert_eq!(a.run_bytes(slot, 1), tail);
+    assert!(
+        a.v2p(p as usize + tail - 1).is_ok(),
+        "the re-backed slot's pages are mapped for v2p"
+    );
+    a.free_run(slot);
+}
 
 #[test]
 fn v2p_distinguishes_errors() {

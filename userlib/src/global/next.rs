@@ -3,7 +3,7 @@
 //! malloc() requests above PKTSLAB_PIN_MAX, counted for the statistics.
 
 use core::ffi::c_void;
-use core::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use super::ordinary::BLOCKS;
 use super::{BUSY, boot_alloc, free};
@@ -15,12 +15,6 @@ static NEXT_REALLOC: AtomicUsize = AtomicUsize::new(0);
 static NEXT_USABLE: AtomicUsize = AtomicUsize::new(0);
 static NEXT_CALLOC: AtomicUsize = AtomicUsize::new(0);
 static NEXT_MEMALIGN: AtomicUsize = AtomicUsize::new(0);
-
-/// Live bytes and calls of malloc() requests above PKTSLAB_PIN_MAX, served
-/// by the next allocator (signed: a pointer the next allocator made before
-/// we counted may be freed through us).
-pub(super) static ORDINARY_BYTES: AtomicI64 = AtomicI64::new(0);
-pub(super) static ORDINARY_ALLOCS: AtomicU64 = AtomicU64::new(0);
 
 pub(super) fn resolve(slot: &AtomicUsize, name: &core::ffi::CStr) -> usize {
     let f = slot.load(Ordering::Acquire);
@@ -100,10 +94,7 @@ pub(super) fn pin_max(h: &Heap, all: bool) -> usize {
 /// Counts a block the next allocator just handed out for us.
 pub(super) fn note_ordinary(q: *mut u8) -> *mut u8 {
     if !q.is_null() {
-        let len = next_usable(q);
-        BLOCKS.insert(q as usize, len);
-        ORDINARY_BYTES.fetch_add(len as i64, Ordering::Relaxed);
-        ORDINARY_ALLOCS.fetch_add(1, Ordering::Relaxed);
+        BLOCKS.insert(q as usize, next_usable(q), true);
     }
     q
 }
@@ -118,7 +109,6 @@ pub(super) fn ordinary_malloc(size: usize) -> *mut u8 {
 /// Frees a block of the next allocator, uncounting it.
 pub(super) fn free_ordinary(p: *mut u8) {
     BLOCKS.remove(p as usize);
-    ORDINARY_BYTES.fetch_sub(next_usable(p) as i64, Ordering::Relaxed);
     next_free(p);
 }
 

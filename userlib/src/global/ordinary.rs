@@ -21,6 +21,11 @@ const CAP: usize = 1 << 20;
 struct Table {
     entries: *mut (usize, usize),
     len: usize,
+    /// Bytes of the recorded blocks, and blocks ever recorded by a
+    /// malloc-family call (the statistics; kept here, under the lock the
+    /// table update takes anyway, instead of in atomics of their own).
+    bytes: u64,
+    allocs: u64,
 }
 
 pub(super) struct Blocks {
@@ -36,6 +41,8 @@ pub(super) static BLOCKS: Blocks = Blocks {
     table: UnsafeCell::new(Table {
         entries: core::ptr::null_mut(),
         len: 0,
+        bytes: 0,
+        allocs: 0,
     }),
 };
 
@@ -82,13 +89,17 @@ impl Blocks {
         unsafe { &mut *self.table.get() }
     }
 
-    /// Records a block of `len` bytes at `p` the heap just handed out.
-    pub(super) fn insert(&self, p: usize, len: usize) {
+    /// Records a block of `len` bytes at `p` the heap just handed out
+    /// (`new`: by malloc, calloc or memalign, counted as an allocation;
+    /// else the result of a realloc).
+    pub(super) fn insert(&self, p: usize, len: usize, new: bool) {
         let _g = self.lock.lock();
         let t = self.table();
+        t.allocs += u64::from(new);
         if t.len == CAP || !t.map() {
             return;
         }
+        t.bytes += len as u64;
         let i = t.upper(p);
         // SAFETY: i <= len < CAP: shift [i, len) up by one inside the table.
         unsafe {
@@ -98,17 +109,28 @@ impl Blocks {
         t.len += 1;
     }
 
-    /// Forgets the block starting at `p`, if it is one.
-    pub(super) fn remove(&self, p: usize) {
+    /// Forgets the block starting at `p`, if it is one; returns its
+    /// recorded length.
+    pub(super) fn remove(&self, p: usize) -> Option<usize> {
         let _g = self.lock.lock();
         let t = self.table();
         let i = t.upper(p);
         if i == 0 || t.slice()[i - 1].0 != p {
-            return;
+            return None;
         }
+        let len = t.slice()[i - 1].1;
         // SAFETY: i - 1 < len: shift [i, len) down by one.
         unsafe { core::ptr::copy(t.entries.add(i), t.entries.add(i - 1), t.len - i) };
         t.len -= 1;
+        t.bytes -= len as u64;
+        Some(len)
+    }
+
+    /// (Live bytes recorded, allocations ever recorded.)
+    pub(super) fn totals(&self) -> (u64, u64) {
+        let _g = self.lock.lock();
+        let t = self.table();
+        (t.bytes, t.allocs)
     }
 
     /// Whether `p` lies inside a recorded block.

@@ -124,7 +124,7 @@ fn activate(tc: *mut ThreadCache) {
         *REGISTRY.head.get() = tc;
         (*tc).state = TC_ACTIVE;
         if let Some(h) = heap_if_ready() {
-            (*tc).fast_max = h.config().pin_max.min(MAX_SMALL);
+            (*tc).enable_fast(h, h.config().pin_max.min(MAX_SMALL));
         }
     }
 }
@@ -136,7 +136,7 @@ pub(super) extern "C" fn thread_exit(v: *mut c_void) {
     // block is still alive while key destructors run.
     unsafe {
         (*tc).state = TC_DEAD;
-        (*tc).fast_max = 0;
+        (*tc).disable_fast();
         (*tc).flush(heap);
     }
     let _g = REGISTRY.lock.lock();
