@@ -21,10 +21,10 @@ use crate::fault::{FixedBuf, abort_ptr, notice};
 use crate::heap::Heap;
 use crate::slab::has_free_key;
 use crate::stats::Stats;
-use crate::tcache::TC_ACTIVE;
 use crate::v2p::{Phys, V2pError};
 
 mod explicit;
+mod fork;
 mod next;
 mod ordinary;
 mod thread_caches;
@@ -123,7 +123,7 @@ fn boot_size(p: *const u8) -> usize {
 }
 
 // ---------------------------------------------------------------------------
-// Initialisation, fork, statistics (the thread caches: thread_caches.rs)
+// Initialisation, statistics (fork: fork.rs; the thread caches: thread_caches.rs)
 // ---------------------------------------------------------------------------
 
 /// The process heap, initialising it on first use. `None` while this very
@@ -189,7 +189,7 @@ fn init() {
             unsafe { libc::pthread_key_create(TC_KEY.0.get(), Some(thread_exit)) };
             // SAFETY: the handlers are extern "C" fns valid for the process lifetime.
             unsafe {
-                libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child))
+                libc::pthread_atfork(Some(fork::prepare), Some(fork::parent), Some(fork::child))
             };
             crate::client::router::register_fork_handlers();
             if print_stats {
@@ -207,99 +207,6 @@ fn init() {
             ));
             STATE.store(FAILED, Ordering::Release);
         }
-    }
-}
-
-unsafe extern "C" {
-    /// glibc (2.32 on): nonzero while the process has never had a second
-    /// thread (glibc clears it in pthread_create). glibc's own fork()
-    /// skips its malloc locks on the same test.
-    static mut __libc_single_threaded: core::ffi::c_char;
-}
-
-/// Whether [`fork_prepare`] took the locks (the parent and child handlers
-/// then release them). Written only before fork(), so the pages holding it
-/// stay shared with the child.
-static FORK_LOCKED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
-
-/// Whether this fork() needs our locks held across it. A single-threaded
-/// process has nobody who could hold one (fork() from a signal handler
-/// that interrupted malloc would deadlock on them anyway), and with slabs
-/// the child inherits there is nothing to copy. Skipping the locks then
-/// matters for a shell: every unlock after fork() writes the page holding
-/// the lock, a copy-on-write fault in the parent and again in the child,
-/// about ten per fork for the heap's locks spread over its pages.
-fn fork_needs_locks() -> bool {
-    // SAFETY: a byte glibc keeps for the process lifetime, read through a
-    // raw pointer. Only pthread_create writes it, and while it reads
-    // nonzero this thread is the only one: no write can race the read.
-    let single = unsafe { core::ptr::read_volatile(&raw const __libc_single_threaded) } != 0;
-    !single || heap_if_ready().is_some_and(|h| h.arena().backend().slabs_not_inherited())
-}
-
-extern "C" fn fork_prepare() {
-    if !fork_needs_locks() {
-        if FORK_LOCKED.load(Ordering::Relaxed) {
-            FORK_LOCKED.store(false, Ordering::Relaxed);
-        }
-        return;
-    }
-    FORK_LOCKED.store(true, Ordering::Relaxed);
-    if let Some(h) = heap_if_ready() {
-        h.lock_all();
-        if h.arena().backend().slabs_not_inherited() {
-            h.arena().fork_save();
-        }
-    }
-    REGISTRY.lock.raw_lock();
-    BLOCKS.lock.raw_lock();
-}
-
-extern "C" fn fork_parent() {
-    if !FORK_LOCKED.load(Ordering::Relaxed) {
-        return;
-    }
-    BLOCKS.lock.raw_unlock();
-    REGISTRY.lock.raw_unlock();
-    if let Some(h) = heap_if_ready() {
-        h.arena().fork_parent();
-        h.unlock_all();
-    }
-}
-
-extern "C" fn fork_child() {
-    if !FORK_LOCKED.load(Ordering::Relaxed) {
-        // Single-threaded, slabs inherited: the registry lists at most this
-        // thread's cache already, and nothing was locked.
-        return;
-    }
-    // Only the forking thread exists now. Its cache is intact; the other
-    // threads' caches are gone with them (their pieces leak in the child),
-    // and glibc may reuse their stacks and TLS for new threads, so they must
-    // leave the registry: keep just this thread's cache.
-    let tc = tc_here();
-    // SAFETY: we hold the registry lock (taken in fork_prepare) and are the
-    // only thread; tc is this thread's cache.
-    unsafe {
-        if (*tc).state == TC_ACTIVE {
-            (*tc).next = core::ptr::null_mut();
-            (*tc).prev = core::ptr::null_mut();
-            *REGISTRY.head.get() = tc;
-        } else {
-            *REGISTRY.head.get() = core::ptr::null_mut();
-        }
-    }
-    BLOCKS.lock.raw_unlock();
-    REGISTRY.lock.raw_unlock();
-    if let Some(h) = heap_if_ready() {
-        if h.arena().backend().slabs_not_inherited() {
-            // The slabs were not inherited: move the parent's copies into
-            // place (ordinary memory), and give the child its own device
-            // file so its new slabs are its own.
-            h.arena().fork_child();
-            h.arena().backend().reopen_in_child();
-        }
-        h.unlock_all();
     }
 }
 
