@@ -100,6 +100,23 @@ pub fn report() -> String {
     )
 }
 
+/// The numbers of [`report`]'s two lines found in `text` (other lines
+/// ignored), in order: 8 device counters, then 6 software ones. For the
+/// tests and the KAT binary, which read the report a provider printed.
+pub fn report_numbers(text: &str) -> Vec<u64> {
+    text.lines()
+        .filter(|l| {
+            l.starts_with("pktaccel-provider: device")
+                || l.starts_with("pktaccel-provider: software")
+        })
+        .flat_map(|l| {
+            l.split(|ch: char| !ch.is_ascii_digit())
+                .filter_map(|w| w.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 extern "C" fn report_at_exit() {
     let s = report();
     // SAFETY: writes a live buffer to stderr; a failed write is ignored.

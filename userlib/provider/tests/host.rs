@@ -139,17 +139,7 @@ fn kat_on_mock(mock: &PathBuf, env: &[(&str, &str)]) -> Vec<u64> {
         String::from_utf8_lossy(&out.stderr),
     );
     assert!(out.status.success(), "KAT failed with {env:?}:\n{so}\n{se}");
-    se.lines()
-        .filter(|l| {
-            l.starts_with("pktaccel-provider: device")
-                || l.starts_with("pktaccel-provider: software")
-        })
-        .flat_map(|l| {
-            l.split(|ch: char| !ch.is_ascii_digit())
-                .filter_map(|w| w.parse::<u64>().ok())
-                .collect::<Vec<_>>()
-        })
-        .collect()
+    pktaccel_provider::stats::report_numbers(&se)
 }
 
 // Counter positions in the two report lines.

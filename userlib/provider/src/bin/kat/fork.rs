@@ -167,26 +167,10 @@ fn fork_child(f: impl FnOnce() -> Result<()>) -> Result<String> {
     Ok(text)
 }
 
-/// The numbers of the provider's two report lines, in order.
-fn report_numbers(report: &str) -> Vec<u64> {
-    report
-        .lines()
-        .filter(|l| {
-            l.starts_with("pktaccel-provider: device")
-                || l.starts_with("pktaccel-provider: software")
-        })
-        .flat_map(|l| {
-            l.split(|ch: char| !ch.is_ascii_digit())
-                .filter_map(|w| w.parse::<u64>().ok())
-                .collect::<Vec<_>>()
-        })
-        .collect()
-}
-
 /// The child's own work: no device error, and either on the device with
 /// both keys installed on its own file, or a counted software fallback.
 fn check_child_report(report: &str) -> Result<&'static str> {
-    let c = report_numbers(report);
+    let c = pktaccel_provider::stats::report_numbers(report);
     if c.len() != 14 {
         bail!("no provider report (PKTACCEL_PROVIDER_STATS=1?):\n{report}");
     }
