@@ -3,8 +3,8 @@
 
 use super::*;
 
-/// PKTACCEL_BENCH_INPROC=op:size[:segments]: only that op in process and
-/// its raw engine, a few seconds, to run under a profiler.
+/// PKTACCEL_BENCH_INPROC=op:size[:segments[:chains]]: only that op in
+/// process and its raw engine, a few seconds, to run under a profiler.
 pub fn inproc_only(spec: &str) {
     let parts: Vec<&str> = spec.split(':').collect();
     let op = OPS
@@ -12,10 +12,11 @@ pub fn inproc_only(spec: &str) {
         .chain(&[OP_NOP])
         .copied()
         .find(|&o| op_name(o) == parts[0])
-        .expect("PKTACCEL_BENCH_INPROC=op:size[:segments] with a pktctl op name");
+        .expect("PKTACCEL_BENCH_INPROC=op:size[:segments[:chains]] with a pktctl op name");
     let size: u32 = parts.get(1).and_then(|s| s.parse().ok()).unwrap_or(1500);
     let mut sh = shape(op, size);
     sh.segs = parts.get(2).and_then(|s| s.parse().ok()).unwrap_or(1);
+    sh.chains = parts.get(3).and_then(|s| s.parse().ok()).unwrap_or(0);
     let mut raw = raw_engine(op);
     let mut out = vec![0u8; size as usize + 16];
     let r = raw_rate(|| raw(&sh.payload, &mut out));
