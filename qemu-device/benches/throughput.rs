@@ -279,6 +279,8 @@ fn main() {
         profile_only();
     } else if let Ok(spec) = std::env::var("PKTACCEL_BENCH_INPROC") {
         profile::inproc_only(&spec);
+    } else if std::env::var_os("PKTACCEL_BENCH_ENGINE").is_some() {
+        profile::engine_pieces();
     } else if std::env::var_os("PKTACCEL_BENCH_SEGMENTS").is_some() {
         segments_only();
     } else if let Some(n) = runs("PKTACCEL_BENCH_NOP") {

@@ -45,3 +45,45 @@ pub fn wake_only(n: u32) {
         );
     }
 }
+
+/// PKTACCEL_BENCH_ENGINE=1: the device's streaming checksum engines
+/// alone, on one hot 24000-byte buffer fed as 1 and as 16 pieces: how much
+/// of the segment comparison is the engine's own per-piece cost.
+pub fn engine_pieces() {
+    use pktaccel_device::engines::crc::{Crc32Stream, Crc32c};
+    let data = payload(OP_CSUM, 24000);
+    let mut buf = Vec::new();
+    for pieces in [1usize, 16, 1, 16] {
+        let each = data.len() / pieces;
+        let feed = |update: &mut dyn FnMut(*const u8, usize)| {
+            for k in 0..pieces {
+                update(data[k * each..].as_ptr(), each);
+            }
+        };
+        let csum = raw_rate(|| {
+            let mut c = Csum::new(0);
+            // SAFETY: pieces of a live vector.
+            feed(&mut |p, n| unsafe { c.update_raw(p, n) });
+            black_box(c.finish());
+        });
+        let crc32c = raw_rate(|| {
+            let mut c = Crc32c::new(0);
+            // SAFETY: as above.
+            feed(&mut |p, n| unsafe { c.update_raw(p, n) });
+            black_box(c.finish());
+        });
+        let crc32 = raw_rate(|| {
+            let mut c = Crc32Stream::new(0, &mut buf);
+            let all = (0..pieces).map(|k| (data[k * each..].as_ptr(), each));
+            // SAFETY: as above.
+            unsafe { c.update_pieces(all) };
+            black_box(c.finish());
+        });
+        println!(
+            "{pieces:>2} x {each} B: csum {:.1} ns, crc32c {:.1} ns, crc32 {:.1} ns",
+            1e9 / csum,
+            1e9 / crc32c,
+            1e9 / crc32
+        );
+    }
+}

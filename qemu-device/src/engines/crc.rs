@@ -101,6 +101,26 @@ impl<'a> Crc32Stream<'a> {
         }
     }
 
+    /// Adds the pieces `(p, len)` in order, copying each byte exactly once
+    /// (the folding engine keeps its state in registers between pieces).
+    ///
+    /// # Safety
+    /// Every `p..p+len` must be mapped and readable for the whole call.
+    #[inline]
+    pub unsafe fn update_pieces(&mut self, pieces: impl IntoIterator<Item = (*const u8, usize)>) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(f) = &mut self.fold {
+            // SAFETY: `fold` exists only on CPUs with its features; the
+            // ranges are the caller's.
+            unsafe { f.update_pieces(pieces) };
+            return;
+        }
+        for (p, len) in pieces {
+            // SAFETY: the caller's range.
+            unsafe { self.update_raw(p, len) };
+        }
+    }
+
     /// The finished CRC.
     pub fn finish(mut self) -> u32 {
         #[cfg(target_arch = "x86_64")]
