@@ -58,6 +58,27 @@ impl Regions {
     }
 }
 
+impl Regions {
+    /// [`host`](Self::host), trying region `*hint` first and leaving in
+    /// `*hint` the region the range was found in.
+    #[inline]
+    pub fn host_hinted(&self, addr: u64, len: u64, hint: &mut usize) -> Option<*mut u8> {
+        let inside = |&(start, size, host): &(u64, u64, usize)| {
+            let off = addr.checked_sub(start)?;
+            (off < size && len <= size - off).then(|| (host + off as usize) as *mut u8)
+        };
+        if let Some(p) = self.r[..self.n].get(*hint).and_then(inside) {
+            return Some(p);
+        }
+        let (i, p) = self.r[..self.n]
+            .iter()
+            .enumerate()
+            .find_map(|(i, r)| Some((i, inside(r)?)))?;
+        *hint = i;
+        Some(p)
+    }
+}
+
 /// Copies `N` bytes from guest memory at host address `p` with volatile
 /// loads (8 bytes at a time when `p` allows it).
 ///
