@@ -56,9 +56,7 @@ impl Regions {
             (off < size && len <= size - off).then(|| (host + off as usize) as *mut u8)
         })
     }
-}
 
-impl Regions {
     /// [`host`](Self::host), trying region `*hint` first and leaving in
     /// `*hint` the region the range was found in.
     #[inline]
@@ -232,6 +230,16 @@ mod tests {
         let r = Regions::of(&m);
         assert!(r.host(0xff8, 8).is_some());
         assert!(r.host(0xff8, 16).is_none());
+        // The hinted lookup finds the same, whatever the hint says.
+        let mut hint = 0;
+        assert_eq!(r.host_hinted(0x1008, 8, &mut hint), r.host(0x1008, 8));
+        assert_eq!(hint, 1);
+        assert_eq!(r.host_hinted(0x10, 8, &mut hint), r.host(0x10, 8));
+        assert_eq!(hint, 0);
+        assert_eq!(r.host_hinted(0xff8, 16, &mut hint), None);
+        hint = 7;
+        assert_eq!(r.host_hinted(0x1ff8, 8, &mut hint), r.host(0x1ff8, 8));
+        assert_eq!(hint, 1);
         let data: [u8; 16] = std::array::from_fn(|i| i as u8 + 1);
         for addr in [0x10, 0x13, 0xff8] {
             let t = Target::of(&r, &m, addr, 16).unwrap();
