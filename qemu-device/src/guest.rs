@@ -56,7 +56,11 @@ impl Regions {
             (off < size && len <= size - off).then(|| (host + off as usize) as *mut u8)
         })
     }
+}
 
+// A separate impl block on purpose: with this method in the one above,
+// the in-process NOP path measured 32 instead of 20 ns (codegen, not logic).
+impl Regions {
     /// [`host`](Self::host), trying region `*hint` first and leaving in
     /// `*hint` the region the range was found in.
     #[inline]
