@@ -58,6 +58,29 @@ impl Regions {
     }
 }
 
+// A separate impl block on purpose: with this method in the one above,
+// the in-process NOP path measured 32 instead of 20 ns (codegen, not logic).
+impl Regions {
+    /// [`host`](Self::host), trying region `*hint` first and leaving in
+    /// `*hint` the region the range was found in.
+    #[inline]
+    pub fn host_hinted(&self, addr: u64, len: u64, hint: &mut usize) -> Option<*mut u8> {
+        let inside = |&(start, size, host): &(u64, u64, usize)| {
+            let off = addr.checked_sub(start)?;
+            (off < size && len <= size - off).then(|| (host + off as usize) as *mut u8)
+        };
+        if let Some(p) = self.r[..self.n].get(*hint).and_then(inside) {
+            return Some(p);
+        }
+        let (i, p) = self.r[..self.n]
+            .iter()
+            .enumerate()
+            .find_map(|(i, r)| Some((i, inside(r)?)))?;
+        *hint = i;
+        Some(p)
+    }
+}
+
 /// Copies `N` bytes from guest memory at host address `p` with volatile
 /// loads (8 bytes at a time when `p` allows it).
 ///
@@ -211,6 +234,16 @@ mod tests {
         let r = Regions::of(&m);
         assert!(r.host(0xff8, 8).is_some());
         assert!(r.host(0xff8, 16).is_none());
+        // The hinted lookup finds the same, whatever the hint says.
+        let mut hint = 0;
+        assert_eq!(r.host_hinted(0x1008, 8, &mut hint), r.host(0x1008, 8));
+        assert_eq!(hint, 1);
+        assert_eq!(r.host_hinted(0x10, 8, &mut hint), r.host(0x10, 8));
+        assert_eq!(hint, 0);
+        assert_eq!(r.host_hinted(0xff8, 16, &mut hint), None);
+        hint = 7;
+        assert_eq!(r.host_hinted(0x1ff8, 8, &mut hint), r.host(0x1ff8, 8));
+        assert_eq!(hint, 1);
         let data: [u8; 16] = std::array::from_fn(|i| i as u8 + 1);
         for addr in [0x10, 0x13, 0xff8] {
             let t = Target::of(&r, &m, addr, 16).unwrap();

@@ -337,6 +337,10 @@ impl Processor {
 
     /// Checks 5 to 7 on the data descriptors `descs[1..n]`, resolving them
     /// into `s.ins` and `s.outs`. Returns the input and output totals.
+    ///
+    /// One pass: a segment is resolved as soon as its own checks pass, and
+    /// an address failure is only reported once no earlier check (5, 6)
+    /// fails on any segment, so the status is that of the checks' order.
     #[inline]
     fn check_segments<M: GuestMemoryBackend>(
         &self,
@@ -349,27 +353,26 @@ impl Processor {
         if segs.len() > self.max_segments as usize {
             return Err(fail(STATUS_BAD_REQUEST));
         }
-        let (mut in_total, mut out_total, mut seen_write) = (0u64, 0u64, false);
+        s.ins.clear();
+        s.outs.clear();
+        let (mut totals, mut seen_write, mut resolved) = ([0u64; 2], false, true);
+        let mut hint = 0;
         for d in segs {
             if d.len == 0 || (seen_write && !d.write) {
                 return Err(fail(STATUS_BAD_REQUEST));
             }
             seen_write |= d.write;
-            if d.write {
-                out_total += u64::from(d.len);
-            } else {
-                in_total += u64::from(d.len);
-            }
+            totals[usize::from(d.write)] += u64::from(d.len);
+            let list = if d.write { &mut s.outs } else { &mut s.ins };
+            resolved &= resolve(mem, regions, d, list, &mut hint).is_ok();
         }
+        let [in_total, out_total] = totals;
         let max = u64::from(self.max_request_bytes);
         if in_total > max || out_total > max {
             return Err(fail(STATUS_TOO_BIG));
         }
-        s.ins.clear();
-        s.outs.clear();
-        for d in segs {
-            let list = if d.write { &mut s.outs } else { &mut s.ins };
-            resolve(mem, regions, d, list).map_err(|()| fail(STATUS_BAD_ADDRESS))?;
+        if !resolved {
+            return Err(fail(STATUS_BAD_ADDRESS));
         }
         // Both totals are at most max_request_bytes (u32) from here on.
         Ok((in_total as usize, out_total as usize))

@@ -82,6 +82,27 @@ fn validation_order_is_as_documented() {
     assert_eq!(call(&m, &p, &h(OP_CSUM), &[big]).1.status, STATUS_TOO_BIG);
     let st = call(&m, &p, &h(OP_CSUM), &[(MEM * 4, 8, false)]).1;
     assert_eq!(st.status, STATUS_BAD_ADDRESS);
+    // ... whichever segment comes first (the checks run in one pass).
+    let outside = (MEM * 4, 8, false);
+    let st = call(
+        &m,
+        &p,
+        &h(OP_COPY),
+        &[outside, (DATA, 8, true), (DATA, 8, false)],
+    )
+    .1;
+    assert_eq!(st.status, STATUS_BAD_REQUEST);
+    let st = call(
+        &m,
+        &p,
+        &h(OP_CSUM),
+        &[outside, (DATA, 1 << 20, false), (DATA, 1, false)],
+    )
+    .1;
+    assert_eq!(st.status, STATUS_TOO_BIG);
+    let wraps = (u64::MAX - 3, 8, false);
+    let st = call(&m, &p, &h(OP_CSUM), &[(DATA, 8, false), wraps]).1;
+    assert_eq!(st.status, STATUS_BAD_ADDRESS);
     // Key before sizes for GCM.
     let mut seal = h(OP_AES_GCM_SEAL);
     seal.key_slot = 9;

@@ -231,42 +231,53 @@ impl Ring {
         out: &mut Vec<Desc>,
     ) {
         out.clear();
-        let size = u32::from(self.size);
+        let (size, head) = (u32::from(self.size), u32::from(head));
+        if head >= size {
+            return;
+        }
         // Drivers lay chains out in consecutive slots: while the links
         // say so, the next slot's address is the loop counter, known
         // before this slot's `next` field arrives, so the reads do not
         // wait on each other. Any other link (or an indirect descriptor)
-        // continues on the general walk, from the same state.
-        let (mut i, mut linked, mut total) = (u32::from(head), 0u32, 0u32);
-        let pending = loop {
-            if i >= size || linked == size {
-                return;
-            }
-            let d = self.desc(i as u16);
+        // continues on the general walk, from the same state. The run
+        // ends at the table's end at the latest, so it needs at most
+        // `room` entries, reserved up front (once per lane, in practice).
+        let room = size - head;
+        out.reserve(room as usize);
+        let base = out.as_mut_ptr();
+        let (mut k, mut total) = (0u32, 0u32);
+        let (next, pending) = loop {
+            let d = self.desc((head + k) as u16);
             let (len, flags, link) = (d.1 as u32, (d.1 >> 32) as u16, (d.1 >> 48) as u16);
             if flags & F_INDIRECT != 0 {
-                break Some(d);
+                break (head + k, Some(d));
             }
             let Some(t) = total.checked_add(len) else {
-                return;
+                break (size, None);
             };
             total = t;
-            out.push(Desc {
+            let desc = Desc {
                 addr: d.0,
                 len,
                 write: flags & F_WRITE != 0,
-            });
+            };
+            // SAFETY: `k < room` entries were reserved above and `out` is
+            // not touched otherwise inside this loop; `set_len` below
+            // covers exactly the `k` entries written.
+            unsafe { base.add(k as usize).write(desc) };
+            k += 1;
             if flags & F_NEXT == 0 {
-                return;
+                break (size, None);
             }
-            linked += 1;
-            if u32::from(link) != i + 1 {
-                i = u32::from(link);
-                break None;
+            if u32::from(link) != head + k || k == room {
+                break (u32::from(link), None);
             }
-            i += 1;
         };
-        self.walk_general(regions, mem, (i, size - linked, total), pending, out);
+        // SAFETY: entries 0..k were written above, within the capacity.
+        unsafe { out.set_len(k as usize) };
+        if next < size {
+            self.walk_general(regions, mem, (next, size - k, total), pending, out);
+        }
     }
 
     /// The rest of [`walk`](Self::walk) from slot `next` of the ring's

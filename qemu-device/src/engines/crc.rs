@@ -6,15 +6,12 @@
 //!
 //! Guest memory may change under the device, so the engines never see it
 //! as a `&[u8]`. CRC-32C runs the SSE4.2 `crc32` instruction directly on
-//! volatile 8-byte loads, three independent lanes at a time whose CRCs are
-//! then combined (a CRC shifted over n zero bytes is linear in the CRC, so
-//! the shift is four table lookups). CRC-32 (no instruction for its
-//! polynomial) copies the pieces back to back into a private,
-//! cache-resident buffer and runs `crc32fast` (PCLMULQDQ folding) on it.
-
-use std::sync::OnceLock;
-
-use super::carry::Carry;
+//! volatile loads, each piece in three lanes side by side whose CRCs are
+//! then joined by carry-less multiplication (see `hw`). CRC-32 (no
+//! instruction for its polynomial) folds guest memory with AVX-512
+//! VPCLMULQDQ where the CPU has it (`crate::engines::crc32_fold`), else
+//! copies the pieces back to back into a private, cache-resident buffer
+//! and runs `crc32fast` on it.
 
 /// Bytes copied at a time for the engines that work on a private copy.
 pub const CHUNK: usize = 4096;
@@ -104,6 +101,26 @@ impl<'a> Crc32Stream<'a> {
         }
     }
 
+    /// Adds the pieces `(p, len)` in order, copying each byte exactly once
+    /// (the folding engine keeps its state in registers between pieces).
+    ///
+    /// # Safety
+    /// Every `p..p+len` must be mapped and readable for the whole call.
+    #[inline]
+    pub unsafe fn update_pieces(&mut self, pieces: impl IntoIterator<Item = (*const u8, usize)>) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(f) = &mut self.fold {
+            // SAFETY: `fold` exists only on CPUs with its features; the
+            // ranges are the caller's.
+            unsafe { f.update_pieces(pieces) };
+            return;
+        }
+        for (p, len) in pieces {
+            // SAFETY: the caller's range.
+            unsafe { self.update_raw(p, len) };
+        }
+    }
+
     /// The finished CRC.
     pub fn finish(mut self) -> u32 {
         #[cfg(target_arch = "x86_64")]
@@ -117,19 +134,13 @@ impl<'a> Crc32Stream<'a> {
     }
 }
 
-/// Bytes of a middle-sized three-lane block. A segment's last bytes that
-/// do not fill one wait in a carry buffer for the next segment, so that
-/// segment boundaries cost neither serial tails nor short lanes (whose
-/// combine steps dominate): the engine streams.
-const BLOCK: usize = 3 * 128;
-
 /// A running CRC-32C.
 #[derive(Clone, Copy, Debug)]
 pub struct Crc32c {
     /// The raw CRC register (the finished CRC, inverted).
     state: u32,
-    /// Stream bytes not yet in the register.
-    carry: Carry<BLOCK>,
+    /// The CPU has SSE4.2 and PCLMULQDQ (checked once, in `new`).
+    hw: bool,
 }
 
 impl Crc32c {
@@ -137,7 +148,7 @@ impl Crc32c {
     pub fn new(seed: u32) -> Self {
         Self {
             state: !seed,
-            carry: Carry::new(),
+            hw: hw::supported(),
         }
     }
 
@@ -154,9 +165,10 @@ impl Crc32c {
     #[inline]
     pub unsafe fn update_raw(&mut self, p: *const u8, len: usize) {
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("sse4.2") {
-            // SAFETY: the CPU has SSE4.2 (checked); the range is the caller's.
-            unsafe { self.stream(p, len) };
+        if self.hw {
+            // SAFETY: `hw` says the CPU has the features; the range is
+            // the caller's.
+            self.state = unsafe { hw::crc32c(self.state, p, len) };
             return;
         }
         let mut buf = [0u8; CHUNK];
@@ -171,139 +183,155 @@ impl Crc32c {
         }
     }
 
-    /// The SSE4.2 path: whole blocks straight from `p`, the rest carried.
-    ///
-    /// # Safety
-    /// SSE4.2 present; `p..p+len` mapped and readable.
-    #[cfg(target_arch = "x86_64")]
-    unsafe fn stream(&mut self, p: *const u8, len: usize) {
-        let state = &mut self.state;
-        let blocks = |q, n| {
-            // SAFETY: SSE4.2 (caller); `feed` hands over `n` readable bytes
-            // at `q`.
-            *state = unsafe { hw::crc32c(*state, q, n) };
-        };
-        // SAFETY: the caller's range, which never overlaps the carry.
-        unsafe { self.carry.feed(p, len, blocks) };
-    }
-
     /// The finished CRC.
     pub fn finish(&self) -> u32 {
-        let mut state = self.state;
-        let tail = self.carry.tail();
-        if !tail.is_empty() {
-            // Only the SSE4.2 path carries bytes.
-            #[cfg(target_arch = "x86_64")]
-            {
-                // SAFETY: carry bytes exist only on CPUs with SSE4.2; the
-                // tail is our own initialised array.
-                state = unsafe { hw::crc32c(state, tail.as_ptr(), tail.len()) };
-            }
-        }
-        !state
+        !self.state
     }
 }
 
-/// Lane lengths of the three-way loop, longest first, and their shift
-/// tables.
-const LANES: [usize; 3] = [1024, 128, 32];
-
-/// `T[k][b]`: the raw CRC register `b << 8k` advanced over `lane` zero bytes.
-type ShiftTable = [[u32; 256]; 4];
-
-fn tables() -> &'static [ShiftTable; 3] {
-    static T: OnceLock<Box<[ShiftTable; 3]>> = OnceLock::new();
-    T.get_or_init(|| {
-        let mut t = Box::new([[[0u32; 256]; 4]; 3]);
-        for (li, &lane) in LANES.iter().enumerate() {
-            // Columns: each basis bit advanced over `lane` zero bytes, the
-            // same bitwise way the instruction does it.
-            let cols: Vec<u32> = (0..32).map(|i| zeros(1 << i, lane)).collect();
-            for k in 0..4 {
-                for b in 0..256usize {
-                    t[li][k][b] = (0..8)
-                        .filter(|j| b >> j & 1 == 1)
-                        .fold(0, |acc, j| acc ^ cols[8 * k + j]);
-                }
-            }
-        }
-        t
-    })
-}
-
-/// The raw CRC-32C register `v` advanced over `n` zero bytes, bitwise.
-fn zeros(mut v: u32, n: usize) -> u32 {
-    for _ in 0..n * 8 {
-        v = if v & 1 != 0 {
-            (v >> 1) ^ 0x82F6_3B78
-        } else {
-            v >> 1
-        };
-    }
-    v
-}
-
-#[inline]
-fn shift(t: &ShiftTable, v: u32) -> u32 {
-    t[0][(v & 0xff) as usize]
-        ^ t[1][(v >> 8 & 0xff) as usize]
-        ^ t[2][(v >> 16 & 0xff) as usize]
-        ^ t[3][(v >> 24) as usize]
-}
-
+/// The SSE4.2 engine. Each piece is cut into three equal lanes that run
+/// side by side (the `crc32` instruction has a 3-cycle latency), whatever
+/// its length, and the lanes are joined by carry-less multiplication:
+/// advancing a register over n zero bytes is multiplying it by x^8n mod P,
+/// which one PCLMULQDQ and one `crc32` do, with the factor from a table.
+/// A piece therefore ends with a handful of instructions, no serial tail
+/// of blocks and nothing carried: many small segments cost about what one
+/// large one does, and no byte is ever copied.
 #[cfg(target_arch = "x86_64")]
 mod hw {
-    use std::arch::x86_64::{_mm_crc32_u8, _mm_crc32_u64};
+    use std::arch::x86_64::*;
     use std::ptr::read_volatile;
 
-    use super::{LANES, shift, tables};
+    /// Longest lane, in bytes: long pieces run in blocks of three.
+    const LANE: usize = 1024;
+    /// Shortest piece that is split into lanes (shorter ones run serially,
+    /// which is as fast there).
+    const MIN_SPLIT: usize = 3 * 32;
+    /// The CRC-32C polynomial, bit-reflected, without its x^32 term.
+    const POLY: u32 = 0x82F6_3B78;
 
-    /// An unaligned u64 (what vm-memory reads guest objects through).
+    /// `K[j]` = x^(64j - 33) mod P, bit-reflected (bit i is x^(31-i)):
+    /// `crc32(0, clmul(r, K[j]))` is the raw register `r` advanced over
+    /// 8j zero bytes (the product of two reflected 32-bit values is x
+    /// times their product as a reflected 64-bit value, and `crc32` of a
+    /// 64-bit value multiplies by x^32 mod P: 1 + (64j - 33) + 32 = 64j).
+    static K: [u32; 3 * LANE / 8 + 1] = shifts();
+
+    const fn shifts() -> [u32; 3 * LANE / 8 + 1] {
+        let mut k = [0u32; 3 * LANE / 8 + 1];
+        // x^31: bit 0.
+        let mut v = 1u32;
+        let mut j = 1;
+        while j < k.len() {
+            k[j] = v;
+            // Times x^64, one x at a time (a right shift, reduced by P).
+            let mut i = 0;
+            while i < 64 {
+                v = if v & 1 != 0 { (v >> 1) ^ POLY } else { v >> 1 };
+                i += 1;
+            }
+            j += 1;
+        }
+        k
+    }
+
+    /// True when this CPU has what [`crc32c`] needs.
+    pub fn supported() -> bool {
+        is_x86_feature_detected!("sse4.2") && is_x86_feature_detected!("pclmulqdq")
+    }
+
+    /// Unaligned values, for single volatile loads.
     #[repr(C, packed)]
     #[derive(Clone, Copy)]
     struct U64(u64);
+    #[repr(C, packed)]
+    #[derive(Clone, Copy)]
+    struct U32(u32);
+    #[repr(C, packed)]
+    #[derive(Clone, Copy)]
+    struct U16(u16);
 
     /// Advances the raw register `crc` over `p..p+len`.
     ///
     /// # Safety
-    /// SSE4.2 present; `p..p+len` mapped and readable.
-    #[target_feature(enable = "sse4.2")]
+    /// SSE4.2 and PCLMULQDQ present; `p..p+len` mapped and readable.
+    #[target_feature(enable = "sse4.2,pclmulqdq")]
     pub unsafe fn crc32c(mut crc: u32, mut p: *const u8, mut len: usize) -> u32 {
-        // SAFETY: every load is inside `p..p+len` (each loop checks the
-        // remaining length first) and volatile through an alignment-1 type,
-        // so each byte is read exactly once whatever the guest does.
+        // SAFETY: every load below is inside `p..p+len` (each step checks
+        // the remaining length first) and volatile through an alignment-1
+        // type, so each byte is read exactly once whatever the guest does.
         unsafe {
-            let ld = |w: *const U64, i: usize| u64::from_le(read_volatile(w.add(i)).0);
-            for (t, &lane) in tables().iter().zip(&LANES) {
-                let n = lane / 8;
-                while len >= 3 * lane {
-                    let w = p.cast::<U64>();
-                    // All three lanes start from 0, so a block does not
-                    // wait for the previous block's combine; the register
-                    // is shifted over the block and added at the end.
-                    let (mut a, mut b, mut c) = (0u64, 0u64, 0u64);
-                    for i in 0..n {
-                        a = _mm_crc32_u64(a, ld(w, i));
-                        b = _mm_crc32_u64(b, ld(w, n + i));
-                        c = _mm_crc32_u64(c, ld(w, 2 * n + i));
-                    }
-                    // By linearity: crc(s, A||B||C) = shift3(s) ^
-                    // shift2(crc(0, A)) ^ shift(crc(0, B)) ^ crc(0, C).
-                    let x = shift(t, shift(t, a as u32) ^ b as u32) ^ c as u32;
-                    crc = shift(t, shift(t, shift(t, crc))) ^ x;
-                    (p, len) = (p.add(3 * lane), len - 3 * lane);
-                }
+            while len >= 3 * LANE {
+                crc = lanes(crc, p, LANE / 8);
+                (p, len) = (p.add(3 * LANE), len - 3 * LANE);
+            }
+            if len >= MIN_SPLIT {
+                let n = len / 24;
+                crc = lanes(crc, p, n);
+                (p, len) = (p.add(24 * n), len - 24 * n);
             }
             while len >= 8 {
-                crc = _mm_crc32_u64(u64::from(crc), ld(p.cast::<U64>(), 0)) as u32;
+                crc = _mm_crc32_u64(
+                    u64::from(crc),
+                    u64::from_le(read_volatile(p.cast::<U64>()).0),
+                ) as u32;
                 (p, len) = (p.add(8), len - 8);
             }
-            while len > 0 {
+            if len >= 4 {
+                crc = _mm_crc32_u32(crc, u32::from_le(read_volatile(p.cast::<U32>()).0));
+                (p, len) = (p.add(4), len - 4);
+            }
+            if len >= 2 {
+                crc = _mm_crc32_u16(crc, u16::from_le(read_volatile(p.cast::<U16>()).0));
+                (p, len) = (p.add(2), len - 2);
+            }
+            if len == 1 {
                 crc = _mm_crc32_u8(crc, read_volatile(p));
-                (p, len) = (p.add(1), len - 1);
             }
         }
         crc
+    }
+
+    /// The register `crc` advanced over three lanes of `n` 8-byte words at
+    /// `p` (1 <= n <= LANE / 8).
+    ///
+    /// # Safety
+    /// As for [`crc32c`], with `24 * n` readable bytes at `p`.
+    #[target_feature(enable = "sse4.2,pclmulqdq")]
+    #[inline]
+    unsafe fn lanes(crc: u32, p: *const u8, n: usize) -> u32 {
+        let w = p.cast::<U64>();
+        // SAFETY: word indices below 3n, inside the caller's range.
+        let ld = |i: usize| u64::from_le(unsafe { read_volatile(w.add(i)) }.0);
+        // All three lanes start from 0, so they do not wait for `crc`
+        // (nor for the previous piece's join).
+        let (mut a, mut b, mut c) = (0u64, 0u64, 0u64);
+        for i in 0..n - 1 {
+            a = _mm_crc32_u64(a, ld(i));
+            b = _mm_crc32_u64(b, ld(n + i));
+            c = _mm_crc32_u64(c, ld(2 * n + i));
+        }
+        a = _mm_crc32_u64(a, ld(n - 1));
+        b = _mm_crc32_u64(b, ld(2 * n - 1));
+        // By linearity, the register over the 3n words is
+        // crc * x^(3*64n) + a * x^(2*64n) + b * x^(64n) + c; the shifts are
+        // summed unreduced and reduced by c's last `crc32`, which adds
+        // its operand times x^32.
+        let mul = |v: u64, k: u32| {
+            let p =
+                _mm_clmulepi64_si128::<0>(_mm_cvtsi64_si128(v as i64), _mm_cvtsi32_si128(k as i32));
+            _mm_cvtsi128_si64(p) as u64
+        };
+        let t = mul(u64::from(crc), K[3 * n]) ^ mul(a, K[2 * n]) ^ mul(b, K[n]);
+        _mm_crc32_u64(c, ld(3 * n - 1) ^ t) as u32
+    }
+}
+
+/// Without x86_64 there is no hardware path.
+#[cfg(not(target_arch = "x86_64"))]
+mod hw {
+    pub fn supported() -> bool {
+        false
     }
 }
 
@@ -367,6 +395,23 @@ mod tests {
                 crc32c::crc32c_append(0x1234, d),
                 "{start}+{len}"
             );
+        }
+    }
+
+    #[test]
+    fn crc32c_every_length_around_the_lane_sizes() {
+        // Every split into lanes (lengths up to two long blocks and a
+        // remainder), serial tails of 0 to 23 bytes, at odd addresses.
+        let data: Vec<u8> = (0..6300u32).map(|i| (i * 131 + 7) as u8).collect();
+        for len in (0..=3200).chain(6100..=6200) {
+            for start in [0, 1, 13] {
+                let d = &data[start..start + len.min(data.len() - start)];
+                assert_eq!(
+                    crc32c(0x5a5a_0001, [d]),
+                    crc32c::crc32c_append(0x5a5a_0001, d),
+                    "{start}+{len}"
+                );
+            }
         }
     }
 

@@ -6,21 +6,22 @@
 //!
 //! Why not crc32fast itself: it takes a `&[u8]`, which the device never
 //! forms over guest memory, so the device had to copy every byte into a
-//! private buffer first; that copy cost as much as the CRC. Here each
-//! 256-byte block is read straight from guest memory by four volatile
-//! 64-byte loads (each byte read exactly once) and folded into the running
-//! state; only a segment's ragged ends (under 256 bytes) go through a
-//! private carry buffer, so many small segments cost about what one large
-//! one does. A racing guest can only change which bytes the CRC covers,
-//! never what the device checks: nothing here is read twice.
+//! private buffer first; that copy cost as much as the CRC. Here guest
+//! memory is read straight into vector registers, 64 bytes per load, and
+//! folded into the running state. The sixteen streams are four 512-bit
+//! accumulators, and 64-byte chunk q of the stream folds into accumulator
+//! q mod 4, so a segment boundary can fall at any 64-byte chunk: only the
+//! bytes of a chunk that straddles two segments are gathered, by one
+//! masked load from each, in a register (the carry). Many small segments
+//! therefore cost about what one large one does, and nothing is copied
+//! through memory. A racing guest can only change which bytes the CRC
+//! covers, never what the device checks: nothing here is read twice.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-use super::carry::Carry;
-
-/// Bytes folded per step: four 64-byte vectors, sixteen 128-bit streams.
-const BLOCK: usize = 256;
+/// Bytes per load and per fold step.
+const CHUNK: usize = 64;
 
 // Fold constants, as in crc32fast: for a fold by D bits the pair is
 // (reflect(x^(D+32) mod P), reflect(x^(D-32) mod P)).
@@ -42,6 +43,7 @@ pub fn supported() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
             && std::arch::is_x86_feature_detected!("vpclmulqdq")
             && std::arch::is_x86_feature_detected!("pclmulqdq")
             && std::arch::is_x86_feature_detected!("sse4.1")
@@ -55,28 +57,25 @@ pub fn supported() -> bool {
 #[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy)]
 pub struct Crc32Fold {
-    streams: Streams,
-    /// Stream bytes not folded yet.
-    carry: Carry<BLOCK>,
-}
-
-/// The folding state.
-#[cfg(target_arch = "x86_64")]
-#[derive(Clone, Copy)]
-struct Streams {
-    /// The sixteen 128-bit streams, once a first block was folded.
+    /// The sixteen 128-bit streams, as four accumulators that take the
+    /// stream's 64-byte chunks in turn, in the order they take the next
+    /// ones (`acc[0]` takes the next chunk and holds the oldest).
     acc: [__m512i; 4],
+    /// Chunk 0 (which carries the seed) was folded.
     started: bool,
-    /// The finished CRC to continue from, until a first block is folded.
+    /// The first `n` bytes of the next chunk (a private copy).
+    carry: __m512i,
+    n: usize,
+    /// The finished CRC to continue from (folded into chunk 0).
     seed: u32,
 }
 
-/// A 64-byte vector at any alignment, so that it can be read with one
-/// volatile load.
-#[cfg(target_arch = "x86_64")]
-#[repr(C, packed)]
-#[derive(Clone, Copy)]
-struct Unaligned(__m512i);
+/// Mask of bytes `from..from + len` of a 64-byte vector (`from + len <= 64`).
+#[inline]
+fn span(from: usize, len: usize) -> u64 {
+    let low = if len >= CHUNK { !0 } else { (1u64 << len) - 1 };
+    low << from
+}
 
 #[cfg(target_arch = "x86_64")]
 impl Crc32Fold {
@@ -86,13 +85,13 @@ impl Crc32Fold {
     /// The CPU must have the features [`supported`] checks.
     pub unsafe fn new(seed: u32) -> Self {
         Self {
-            streams: Streams {
-                // SAFETY: an all-zero vector is a valid __m512i (plain bits).
-                acc: unsafe { std::mem::zeroed() },
-                started: false,
-                seed,
-            },
-            carry: Carry::new(),
+            // SAFETY: an all-zero vector is a valid __m512i (plain bits).
+            acc: unsafe { std::mem::zeroed() },
+            started: false,
+            // SAFETY: as above.
+            carry: unsafe { std::mem::zeroed() },
+            n: 0,
+            seed,
         }
     }
 
@@ -101,97 +100,109 @@ impl Crc32Fold {
     /// # Safety
     /// As for [`new`](Self::new); `p..p+len` mapped and readable for the
     /// whole call.
-    #[target_feature(enable = "avx512f,vpclmulqdq,pclmulqdq,sse4.1")]
+    #[target_feature(enable = "avx512f,avx512bw,vpclmulqdq,pclmulqdq,sse4.1")]
     pub unsafe fn update_raw(&mut self, p: *const u8, len: usize) {
-        let streams = &mut self.streams;
-        let blocks = |q: *const u8, n: usize| {
-            for i in (0..n).step_by(BLOCK) {
-                // SAFETY: `feed` hands over `n` readable bytes at `q`, a
-                // multiple of BLOCK; the CPU features are this function's.
-                unsafe { streams.fold(q.add(i)) };
+        // SAFETY: the caller's contract.
+        unsafe { self.update_pieces([(p, len)]) }
+    }
+
+    /// Adds the pieces `(p, len)` in order, each byte read exactly once.
+    /// The state stays in registers from one piece to the next.
+    ///
+    /// # Safety
+    /// As for [`new`](Self::new); every `p..p+len` mapped and readable for
+    /// the whole call.
+    #[target_feature(enable = "avx512f,avx512bw,vpclmulqdq,pclmulqdq,sse4.1")]
+    pub unsafe fn update_pieces(&mut self, pieces: impl IntoIterator<Item = (*const u8, usize)>) {
+        let k = k2048();
+        let (mut a, mut carry, mut n) = (self.acc, self.carry, self.n);
+        for (mut p, mut len) in pieces {
+            if n > 0 || !self.started {
+                // Complete the carry (chunk 0 always goes this way, for
+                // the seed).
+                let take = (CHUNK - n).min(len);
+                // SAFETY: the mask selects bytes n..n+take of the vector,
+                // which come from p..p+take, inside the caller's range;
+                // masked-off bytes are not accessed (AVX-512 masked loads
+                // suppress faults), so nothing before `p` is read.
+                carry = unsafe {
+                    _mm512_mask_loadu_epi8(carry, span(n, take), p.wrapping_sub(n).cast())
+                };
+                // SAFETY: take <= len.
+                (p, len, n) = (unsafe { p.add(take) }, len - take, n + take);
+                if n < CHUNK {
+                    continue;
+                }
+                let mut v = carry;
+                if !self.started {
+                    let seed = _mm_cvtsi32_si128(!self.seed as i32);
+                    v = _mm512_xor_si512(v, _mm512_castsi128_si512(seed));
+                    self.started = true;
+                }
+                a[0] = reduce512(a[0], v, k);
+                (a, n) = ([a[1], a[2], a[3], a[0]], 0);
             }
-        };
-        // SAFETY: the caller's range, which never overlaps the carry.
-        unsafe { self.carry.feed(p, len, blocks) };
+            let w = p.cast::<Unaligned>();
+            // SAFETY: every load below is a whole chunk inside `p..p+len`
+            // (`blocks` and `singles` count them), volatile through an
+            // alignment-1 type, so each byte is read exactly once.
+            let ld = |i: usize| unsafe { std::ptr::read_volatile(w.add(i)) }.0;
+            let (blocks, singles) = (len / (4 * CHUNK), len / CHUNK % 4);
+            for b in 0..blocks {
+                for (j, a) in a.iter_mut().enumerate() {
+                    *a = reduce512(*a, ld(4 * b + j), k);
+                }
+            }
+            let at = 4 * blocks;
+            for (j, a) in a.iter_mut().enumerate().take(singles) {
+                *a = reduce512(*a, ld(at + j), k);
+            }
+            a = match singles {
+                0 => a,
+                1 => [a[1], a[2], a[3], a[0]],
+                2 => [a[2], a[3], a[0], a[1]],
+                _ => [a[3], a[0], a[1], a[2]],
+            };
+            let rest = len % CHUNK;
+            if rest > 0 {
+                // SAFETY: the last `rest < 64` bytes of the piece; the
+                // masked load reads only those.
+                carry = unsafe { _mm512_maskz_loadu_epi8(span(0, rest), p.add(len - rest).cast()) };
+                n = rest;
+            }
+        }
+        (self.acc, self.carry, self.n) = (a, carry, n);
     }
 
     /// The finished CRC.
     ///
     /// # Safety
     /// As for [`new`](Self::new).
-    #[target_feature(enable = "avx512f,vpclmulqdq,pclmulqdq,sse4.1")]
+    #[target_feature(enable = "avx512f,avx512bw,vpclmulqdq,pclmulqdq,sse4.1")]
     pub unsafe fn finish(&self) -> u32 {
-        // SAFETY: the features, as for this function.
-        unsafe { self.streams.finish(self.carry.tail()) }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-impl Streams {
-    /// Folds the 256 bytes at `p` into the streams.
-    ///
-    /// # Safety
-    /// `p..p+BLOCK` mapped and readable.
-    #[target_feature(enable = "avx512f,vpclmulqdq,pclmulqdq,sse4.1")]
-    #[inline]
-    unsafe fn fold(&mut self, p: *const u8) {
-        let w = p.cast::<Unaligned>();
-        // SAFETY: four 64-byte loads inside `p..p+BLOCK`, volatile through
-        // an alignment-1 type, so each byte is read exactly once.
-        let v = unsafe { [0, 1, 2, 3].map(|i| std::ptr::read_volatile(w.add(i)).0) };
-        if !self.started {
-            self.acc = v;
-            self.acc[0] = _mm512_xor_si512(
-                v[0],
-                _mm512_castsi128_si512(_mm_cvtsi32_si128(!self.seed as i32)),
-            );
-            self.started = true;
-            return;
-        }
-        let k = _mm512_set_epi64(
-            K_2048_HIGH,
-            K_2048_LOW,
-            K_2048_HIGH,
-            K_2048_LOW,
-            K_2048_HIGH,
-            K_2048_LOW,
-            K_2048_HIGH,
-            K_2048_LOW,
-        );
-        for (a, v) in self.acc.iter_mut().zip(v) {
-            *a = reduce512(*a, v, k);
-        }
-    }
-
-    /// The finished CRC over the folded streams and then `tail`.
-    ///
-    /// # Safety
-    /// As for [`Crc32Fold::new`].
-    #[target_feature(enable = "avx512f,vpclmulqdq,pclmulqdq,sse4.1")]
-    unsafe fn finish(&self, tail: &[u8]) -> u32 {
+        let mut tail = [0u8; CHUNK];
+        // SAFETY: a 64-byte store into our own array.
+        unsafe { _mm512_storeu_si512(tail.as_mut_ptr().cast(), self.carry) };
+        let tail = &tail[..self.n];
         if !self.started {
             let mut h = crc32fast::Hasher::new_with_initial(self.seed);
             h.update(tail);
             return h.finalize();
         }
-        // The four vectors, in stream order, folded 64 bytes at a time
-        // into the last one, then the carry's whole 64-byte pieces.
+        // The four vectors, oldest chunk first, folded 64 bytes at a time
+        // into the one holding the last chunk.
         let k512 = _mm512_set_epi64(K2, K1, K2, K1, K2, K1, K2, K1);
-        let mut r = reduce512(self.acc[0], self.acc[1], k512);
-        r = reduce512(r, self.acc[2], k512);
-        r = reduce512(r, self.acc[3], k512);
-        let mut chunks = tail.chunks_exact(64);
-        for c in &mut chunks {
-            // SAFETY: 64 bytes of our own array; unaligned load.
-            r = reduce512(r, unsafe { _mm512_loadu_si512(c.as_ptr().cast()) }, k512);
+        let mut x512 = self.acc[0];
+        for &a in &self.acc[1..] {
+            x512 = reduce512(x512, a, k512);
         }
         // Its four streams into one, then whole 16-byte pieces.
         let k3k4 = _mm_set_epi64x(K4, K3);
-        let mut x = _mm512_castsi512_si128(r);
-        x = reduce128(x, _mm512_extracti32x4_epi32::<1>(r), k3k4);
-        x = reduce128(x, _mm512_extracti32x4_epi32::<2>(r), k3k4);
-        x = reduce128(x, _mm512_extracti32x4_epi32::<3>(r), k3k4);
-        let mut sixteens = chunks.remainder().chunks_exact(16);
+        let mut x = _mm512_castsi512_si128(x512);
+        x = reduce128(x, _mm512_extracti32x4_epi32::<1>(x512), k3k4);
+        x = reduce128(x, _mm512_extracti32x4_epi32::<2>(x512), k3k4);
+        x = reduce128(x, _mm512_extracti32x4_epi32::<3>(x512), k3k4);
+        let mut sixteens = tail.chunks_exact(16);
         for c in &mut sixteens {
             // SAFETY: 16 bytes of our own array; unaligned load.
             x = reduce128(x, unsafe { _mm_loadu_si128(c.as_ptr().cast()) }, k3k4);
@@ -201,6 +212,30 @@ impl Streams {
         h.update(sixteens.remainder());
         h.finalize()
     }
+}
+
+/// A 64-byte vector at any alignment, so that it can be read with one
+/// volatile load.
+#[cfg(target_arch = "x86_64")]
+#[repr(C, packed)]
+#[derive(Clone, Copy)]
+struct Unaligned(__m512i);
+
+/// The fold-by-2048-bits constants in every 128-bit lane.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn k2048() -> __m512i {
+    _mm512_set_epi64(
+        K_2048_HIGH,
+        K_2048_LOW,
+        K_2048_HIGH,
+        K_2048_LOW,
+        K_2048_HIGH,
+        K_2048_LOW,
+        K_2048_HIGH,
+        K_2048_LOW,
+    )
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -280,6 +315,34 @@ mod tests {
                     "{start}+{len}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn pieces_of_every_size_in_one_stream() {
+        if !supported() {
+            return;
+        }
+        // Chunks straddling one, two or many pieces, from the carry's
+        // every fill level.
+        let data: Vec<u8> = (0..20_000u32).map(|i| (i * 131 + 7) as u8).collect();
+        for step in [1usize, 7, 63, 64, 65, 200, 1500] {
+            let mut pieces = Vec::new();
+            let (mut at, mut len) = (0, 1);
+            while at < data.len() {
+                let end = (at + len).min(data.len());
+                pieces.push(&data[at..end]);
+                at = end;
+                len = len % step + 1;
+            }
+            assert_eq!(fold(3, &pieces), reference(3, &data), "step {step}");
+            // SAFETY: checked `supported()`; live slices.
+            let all = unsafe {
+                let mut c = Crc32Fold::new(3);
+                c.update_pieces(pieces.iter().map(|p| (p.as_ptr(), p.len())));
+                c.finish()
+            };
+            assert_eq!(all, reference(3, &data), "step {step}, in one call");
         }
     }
 

@@ -9,7 +9,6 @@
 //! and key loading run on a private copy (see `crate::request`). The
 //! `&[u8]` entry points serve tests and host-side callers.
 
-pub mod carry;
 pub mod copy;
 pub mod crc;
 pub mod crc32_fold;

@@ -27,23 +27,24 @@ pub(super) struct Seg {
 unsafe impl Send for Seg {}
 
 /// Translates one guest segment into host pieces; `Err` when any byte is
-/// outside guest memory or the range wraps.
+/// outside guest memory or the range wraps. `hint` is the region the last
+/// segment was found in, tried first (consecutive segments are nearly
+/// always in the same one), and is updated.
 #[inline]
 pub(super) fn resolve<M: GuestMemoryBackend>(
     mem: &M,
     regions: &Regions,
     d: &Desc,
     out: &mut Vec<Seg>,
+    hint: &mut usize,
 ) -> Result<(), ()> {
-    d.addr.checked_add(u64::from(d.len)).ok_or(())?;
-    if let Some(ptr) = regions.host(d.addr, u64::from(d.len)) {
-        out.push(Seg {
-            ptr,
-            len: d.len as usize,
-        });
+    let len = d.len as usize;
+    if let Some(ptr) = regions.host_hinted(d.addr, u64::from(d.len), hint) {
+        out.push(Seg { ptr, len });
         return Ok(());
     }
-    for slice in mem.get_slices(GuestAddress(d.addr), d.len as usize) {
+    d.addr.checked_add(u64::from(d.len)).ok_or(())?;
+    for slice in mem.get_slices(GuestAddress(d.addr), len) {
         let slice = slice.map_err(|_| ())?;
         out.push(Seg {
             ptr: slice.ptr_guard_mut().as_ptr(),
