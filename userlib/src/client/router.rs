@@ -26,7 +26,7 @@
 use std::cell::UnsafeCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Once, Weak};
+use std::sync::{Arc, Mutex, Weak};
 
 use pktaccel_abi::IocCompletion;
 
@@ -132,27 +132,38 @@ pub fn fork_generation() -> u64 {
     FORK_GENERATION.load(Ordering::Relaxed)
 }
 
+/// A `pthread_once_t` for a static: glibc restarts a `pthread_once` that
+/// a fork interrupted in another thread, where Rust's `Once` would leave
+/// the child waiting for it forever.
+struct PthreadOnce(UnsafeCell<libc::pthread_once_t>);
+
+// SAFETY: the cell is only handed to pthread_once, which synchronises.
+unsafe impl Sync for PthreadOnce {}
+
+extern "C" fn register_now() {
+    // SAFETY: plain extern "C" functions that only touch atomics. A
+    // failure (ENOMEM) leaves a child on its parent's routers, as before
+    // this module existed; nothing is unsound then.
+    unsafe {
+        libc::pthread_atfork(
+            Some(before_fork),
+            Some(after_fork_parent),
+            Some(after_fork_child),
+        )
+    };
+}
+
 /// Registers the registry's fork handlers, once per process. The process
 /// heap calls this from its own initialisation, right after registering its
 /// handlers: prepare handlers run in reverse order of registration, so ours
 /// then take the registry lock before the heap's take theirs, the order in
 /// which [`router_for`] takes them (it allocates with the registry lock
-/// held). Done there, no thread can fork while another is still inside
-/// this `Once`, which would leave it running forever in the child.
+/// held).
 pub fn register_fork_handlers() {
-    static HANDLERS: Once = Once::new();
-    HANDLERS.call_once(|| {
-        // SAFETY: plain extern "C" functions that only touch atomics. A
-        // failure (ENOMEM) leaves a child on its parent's routers, as
-        // before this module existed; nothing is unsound then.
-        unsafe {
-            libc::pthread_atfork(
-                Some(before_fork),
-                Some(after_fork_parent),
-                Some(after_fork_child),
-            )
-        };
-    });
+    static HANDLERS: PthreadOnce = PthreadOnce(UnsafeCell::new(libc::PTHREAD_ONCE_INIT));
+    // SAFETY: a static pthread_once_t used only here; `register_now` is a
+    // plain function that cannot unwind.
+    unsafe { libc::pthread_once(HANDLERS.0.get(), register_now) };
 }
 
 /// The router of `key` in this fork generation, made on first use.
