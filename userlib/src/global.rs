@@ -21,6 +21,7 @@ use crate::fault::{FixedBuf, abort_ptr, notice};
 use crate::heap::Heap;
 use crate::slab::has_free_key;
 use crate::stats::Stats;
+use crate::tcache::ThreadCache;
 use crate::v2p::{Phys, V2pError};
 
 mod explicit;
@@ -351,22 +352,15 @@ fn fallback_malloc(size: usize) -> *mut u8 {
 /// bootstrap, or the next allocator's).
 #[inline(always)]
 pub unsafe fn free(p: *mut u8, call: &str) {
-    let tc = tc_here();
-    // SAFETY: tc is this thread's cache, used only by this thread and not
+    // SAFETY: this thread's cache, used only by this thread and not
     // borrowed elsewhere during the call.
-    let t = unsafe { &mut *tc };
-    if let Some(c) = t.small_piece(p) {
-        // SAFETY: small_piece proved p is a carved piece of class c.
-        if unsafe { has_free_key(p, t.key()) } {
-            abort_ptr(call, "double free of", p as usize);
-        }
-        // SAFETY: p was validated as a live piece of class c just above.
-        if unsafe { t.try_push(p, c) } {
-            return;
-        }
+    let t = unsafe { &mut *tc_here() };
+    let c = t.small_piece(p);
+    // SAFETY: c is small_piece's answer for p.
+    if !unsafe { push_small(t, p, c, call) } {
+        // SAFETY: forwarded caller contract.
+        unsafe { free_slow(p, call) }
     }
-    // SAFETY: forwarded caller contract.
-    unsafe { free_slow(p, call) }
 }
 
 /// free() with the size the caller allocated (Rust's `dealloc` knows it,
@@ -380,22 +374,39 @@ pub unsafe fn free(p: *mut u8, call: &str) {
 /// As [`free`]; `size` is a hint (a wrong one costs the slow path).
 #[inline(always)]
 pub unsafe fn free_sized(p: *mut u8, size: usize, call: &str) {
-    let tc = tc_here();
     // SAFETY: as in free.
-    let t = unsafe { &mut *tc };
+    let t = unsafe { &mut *tc_here() };
     let c = class_of(size);
-    if size <= t.fast_max && t.small_piece(p) == Some(c) {
-        // SAFETY: small_piece proved p is a carved piece of class c.
-        if unsafe { has_free_key(p, t.key()) } {
-            abort_ptr(call, "double free of", p as usize);
-        }
-        // SAFETY: p was validated as a live piece of class c just above.
-        if unsafe { t.try_push(p, c) } {
-            return;
-        }
+    let found = if size <= t.fast_max {
+        t.small_piece(p).filter(|&k| k == c)
+    } else {
+        None
+    };
+    // SAFETY: found is small_piece's answer for p (or None).
+    if !unsafe { push_small(t, p, found, call) } {
+        // SAFETY: forwarded caller contract.
+        unsafe { free_slow(p, call) }
     }
-    // SAFETY: forwarded caller contract.
-    unsafe { free_slow(p, call) }
+}
+
+/// The inline free's push: aborts on a double free of a piece
+/// [`ThreadCache::small_piece`](crate::tcache::ThreadCache::small_piece)
+/// found (class `c`), then pushes it into `t`. False when there is no such
+/// piece or its bin is full: the caller takes [`free_slow`].
+///
+/// # Safety
+/// `c` is `t.small_piece(p)`, or `None`.
+#[inline(always)]
+unsafe fn push_small(t: &mut ThreadCache, p: *mut u8, c: Option<usize>, call: &str) -> bool {
+    let Some(c) = c else {
+        return false;
+    };
+    // SAFETY: small_piece proved p is a carved piece of class c.
+    if unsafe { has_free_key(p, t.key()) } {
+        abort_ptr(call, "double free of", p as usize);
+    }
+    // SAFETY: p was validated as a live piece of class c just above.
+    unsafe { t.try_push(p, c) }
 }
 
 /// The general free(): NULL, the bootstrap buffer, the next allocator's
