@@ -9,6 +9,13 @@
 //! The programs start from a tiny C launcher, not from this process: Linux
 //! carries a process's peak RSS across fork and exec, so a program
 //! started by xtask directly would report at least xtask's own peak.
+//!
+//! The start-up bound programs (`ls -l`, the shell loop) also run under a
+//! fifth "allocator", the preload floor: an empty C library preloaded the
+//! same way, which replaces nothing. What it costs over glibc is what any
+//! `LD_PRELOAD` library pays per process on this machine (the loader opens,
+//! maps and links one more object); pktslab's own start-up cost is what it
+//! costs over the floor.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -23,8 +30,13 @@ use crate::step::Step;
 /// Rounds per (program, allocator); the median is reported.
 const ROUNDS: usize = 5;
 
-/// The allocators compared, in table order.
-const ALLOCATORS: [&str; 4] = ["glibc", "jemalloc", "mimalloc", "pktslab"];
+/// The allocators compared, in table order; the last one, the preload
+/// floor, only for programs with [`Program::floor`] set.
+const ALLOCATORS: [&str; 5] = ["glibc", "jemalloc", "mimalloc", "pktslab", "floor"];
+
+/// Index of pktslab and of the preload floor in [`ALLOCATORS`].
+const PKTSLAB: usize = 3;
+const FLOOR: usize = 4;
 
 /// Shared objects of the peers (Debian's libjemalloc2 and libmimalloc2.0).
 const JEMALLOC: &str = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2";
@@ -35,6 +47,9 @@ struct Program {
     name: &'static str,
     argv: Vec<String>,
     stdin: Option<PathBuf>,
+    /// Also run under the preload floor: a program whose time is mostly
+    /// process start-up, where the cost of preloading shows.
+    floor: bool,
 }
 
 /// One run's figures.
@@ -115,26 +130,31 @@ fn program_list(ws: &Path, dir: &Path) -> Result<Vec<Program>> {
             name: "sort -n (3M numbers)",
             argv: s(&["sort", "-n", &d("numbers.txt")]),
             stdin: None,
+            floor: false,
         },
         Program {
             name: "xz -6 (4 MiB)",
             argv: s(&["xz", "-6", "-c", &d("text.bin")]),
             stdin: None,
+            floor: false,
         },
         Program {
             name: "xz -9 (256 KB)",
             argv: s(&["xz", "-9", "-c", &d("small.bin")]),
             stdin: None,
+            floor: false,
         },
         Program {
             name: "sqlite3 (300k inserts)",
             argv: s(&["sqlite3", ":memory:"]),
             stdin: Some(dir.join("inserts.sql")),
+            floor: false,
         },
         Program {
             name: "python3 (dicts, json)",
             argv: s(&["/usr/bin/python3", &d("script.py")]),
             stdin: None,
+            floor: false,
         },
         Program {
             name: "git log -p (300 commits)",
@@ -150,11 +170,13 @@ fn program_list(ws: &Path, dir: &Path) -> Result<Vec<Program>> {
                 "--no-ext-diff",
             ]),
             stdin: None,
+            floor: false,
         },
         Program {
             name: "ls -l /usr/lib/x86_64-linux-gnu",
             argv: s(&["ls", "-l", "--time-style=+%s", "/usr/lib/x86_64-linux-gnu"]),
             stdin: None,
+            floor: true,
         },
         Program {
             name: "shell loop (200 commands)",
@@ -164,6 +186,7 @@ fn program_list(ws: &Path, dir: &Path) -> Result<Vec<Program>> {
                 "i=0; while [ $i -lt 100 ]; do /bin/echo \"$i\" | /usr/bin/tr 0-9 a-j; i=$((i+1)); done",
             ]),
             stdin: None,
+            floor: true,
         },
     ])
 }
@@ -219,6 +242,27 @@ fn build_launcher(dir: &Path) -> Result<PathBuf> {
     Ok(exe)
 }
 
+/// The preload floor: a C library with one empty function and nothing
+/// else, compiled as the launcher is (`cc -O2`, as a shared object).
+const FLOOR_C: &str = "void pktbench_preload_floor(void) {}\n";
+
+fn build_floor(dir: &Path) -> Result<PathBuf> {
+    let src = dir.join("floor.c");
+    let lib = dir.join("libfloor.so");
+    std::fs::write(&src, FLOOR_C)?;
+    let sh = Shell::new()?;
+    cmd!(sh, "cc -O2 -shared -fPIC -o {lib} {src}")
+        .quiet()
+        .run()
+        .with_context(|| {
+            format!(
+                "compiling the preload floor {} failed (no cc? apt-get install build-essential)",
+                src.display()
+            )
+        })?;
+    Ok(lib)
+}
+
 /// Builds libpktslab.so with the malloc exports (own target directory so
 /// the workspace's build is not invalidated).
 fn build_preload(ws: &Path) -> Result<PathBuf> {
@@ -251,6 +295,7 @@ fn run_once(p: &Program, alloc: &str, env: &Env, stats: bool) -> Result<(Sample,
         "jemalloc" => Path::new(JEMALLOC),
         "mimalloc" => Path::new(MIMALLOC),
         "pktslab" => env.lib.as_path(),
+        "floor" => env.floor.as_path(),
         _ => Path::new("-"),
     };
     // A std `Command`, not xshell: the program's output goes straight to
@@ -313,6 +358,7 @@ fn run_once(p: &Program, alloc: &str, env: &Env, stats: bool) -> Result<(Sample,
 /// What every run needs.
 struct Env {
     lib: PathBuf,
+    floor: PathBuf,
     launcher: PathBuf,
     dir: PathBuf,
 }
@@ -337,9 +383,11 @@ pub fn run(ws: &Path, out_dir: &Path) -> Result<String> {
     let dir = out_dir.join("programs");
     std::fs::create_dir_all(&dir)?;
     let launcher = build_launcher(&dir)?;
+    let floor = build_floor(&dir)?;
     let progs = programs(ws, &dir)?;
     let env = Env {
         lib,
+        floor,
         launcher,
         dir: dir.clone(),
     };
@@ -350,8 +398,9 @@ pub fn run(ws: &Path, out_dir: &Path) -> Result<String> {
     for round in 0..ROUNDS {
         for (pi, p) in progs.iter().enumerate() {
             let mut want = None;
-            for k in 0..ALLOCATORS.len() {
-                let ai = (k + round) % ALLOCATORS.len();
+            let n = if p.floor { FLOOR + 1 } else { FLOOR };
+            for k in 0..n {
+                let ai = (k + round) % n;
                 let (s, h) = run_once(p, ALLOCATORS[ai], &env, false)?;
                 same[pi] &= *want.get_or_insert(h) == h;
                 samples[pi][ai].push(s);
@@ -361,15 +410,18 @@ pub fn run(ws: &Path, out_dir: &Path) -> Result<String> {
     // Pinned bytes from one more, untimed pktslab run with the report on.
     for (pi, p) in progs.iter().enumerate() {
         let (s, _) = run_once(p, "pktslab", &env, true)?;
-        samples[pi][3].iter_mut().for_each(|x| x.pinned = s.pinned);
+        samples[pi][PKTSLAB]
+            .iter_mut()
+            .for_each(|x| x.pinned = s.pinned);
     }
     let load_after = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let md = table(&progs, &samples, &same, (&load_before, &load_after))?;
     std::fs::write(dir.join("table.md"), &md)?;
     step.done(&format!(
-        "{} programs x {} allocators x {ROUNDS} rounds",
+        "{} programs x {} allocators (+ the preload floor for {}) x {ROUNDS} rounds",
         progs.len(),
-        ALLOCATORS.len()
+        FLOOR,
+        progs.iter().filter(|p| p.floor).count()
     ));
     Ok(md)
 }
@@ -403,7 +455,7 @@ fn table(
         let cpu = m(&|s| s.cpu_s);
         let wall = m(&|s| s.wall_s);
         let rss = m(&|s| s.rss_kib as f64);
-        let pinned = m(&|s| s.pinned as f64)[3];
+        let pinned = m(&|s| s.pinned as f64)[PKTSLAB];
         let j = |v: &[f64], prec: usize| {
             v.iter()
                 .map(|x| format!("{x:.prec$}"))
@@ -414,18 +466,70 @@ fn table(
             md,
             "| {} | {} | {} | {} | {:.2}x | {:.2}x | {:.2}x | {:.1} MiB | {} |",
             p.name,
-            j(&cpu, 3),
-            j(&wall, 3),
-            j(&rss, 0),
-            cpu[0] / cpu[3].max(1e-9),
-            wall[0] / wall[3].max(1e-9),
-            rss[3] / rss[0].max(1.0),
+            j(&cpu[..FLOOR], 3),
+            j(&wall[..FLOOR], 3),
+            j(&rss[..FLOOR], 0),
+            cpu[0] / cpu[PKTSLAB].max(1e-9),
+            wall[0] / wall[PKTSLAB].max(1e-9),
+            rss[PKTSLAB] / rss[0].max(1.0),
             pinned / (1 << 20) as f64,
             if same[pi] { "yes" } else { "**NO**" }
         )?;
     }
     writeln!(md)?;
+    floor_table(&mut md, progs, samples)?;
     Ok(md)
+}
+
+/// The preload floor's table: how much of pktslab's gap to glibc on the
+/// start-up bound programs any preloaded library pays, from the same
+/// interleaved rounds as the main table.
+fn floor_table(md: &mut String, progs: &[Program], samples: &[Vec<Vec<Sample>>]) -> Result<()> {
+    writeln!(
+        md,
+        "### The cost of LD_PRELOAD itself (preload floor)
+"
+    )?;
+    writeln!(
+        md,
+        "The floor is a C library with one empty function (`cc -O2 -shared -fPIC`, as the launcher is compiled), preloaded the same way and measured in the same interleaved rounds. It replaces nothing, so its time over glibc's is what the loader charges any preloaded library per process: no preload library can score better than the floor's ratio to glibc. pktslab's own start-up cost is its time over the floor's. Ratios are times divided as in the main table (higher is better); the floor's share is (floor - glibc) / (pktslab - glibc), the part of pktslab's gap that preloading alone causes.\n"
+    )?;
+    writeln!(
+        md,
+        "| program | CPU s glibc / floor / pktslab | wall s glibc / floor / pktslab | best any preload can do: glibc / floor, CPU / wall | pktslab vs glibc, CPU / wall | pktslab vs floor (its own cost), CPU / wall | floor's share of the gap, CPU / wall |\n|---|---|---|---:|---:|---:|---:|"
+    )?;
+    for (pi, p) in progs.iter().enumerate().filter(|(_, p)| p.floor) {
+        let m = |ai: usize, f: fn(&Sample) -> f64| median(samples[pi][ai].iter().map(f).collect());
+        let cpu = [0, FLOOR, PKTSLAB].map(|ai| m(ai, |s| s.cpu_s));
+        let wall = [0, FLOOR, PKTSLAB].map(|ai| m(ai, |s| s.wall_s));
+        let ratio = |a: f64, b: f64| format!("{:.2}x", a / b.max(1e-9));
+        let share = |v: &[f64; 3]| {
+            let gap = v[2] - v[0];
+            if gap > 0.0 {
+                format!("{:.0} %", 100.0 * (v[1] - v[0]) / gap)
+            } else {
+                "no gap".to_string()
+            }
+        };
+        let j = |v: &[f64; 3]| format!("{:.3} / {:.3} / {:.3}", v[0], v[1], v[2]);
+        writeln!(
+            md,
+            "| {} | {} | {} | {} / {} | {} / {} | {} / {} | {} / {} |",
+            p.name,
+            j(&cpu),
+            j(&wall),
+            ratio(cpu[0], cpu[1]),
+            ratio(wall[0], wall[1]),
+            ratio(cpu[0], cpu[2]),
+            ratio(wall[0], wall[2]),
+            ratio(cpu[1], cpu[2]),
+            ratio(wall[1], wall[2]),
+            share(&cpu),
+            share(&wall),
+        )?;
+    }
+    writeln!(md)?;
+    Ok(())
 }
 
 /// `cargo xtask bench --programs-only`: the section alone, as
