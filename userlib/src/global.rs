@@ -30,6 +30,7 @@ mod next;
 mod ordinary;
 mod thread_caches;
 
+pub(crate) use fork::single_threaded;
 use ordinary::BLOCKS;
 pub use thread_caches::with_cache;
 use thread_caches::{REGISTRY, cache_ptr, tc_here, thread_exit};

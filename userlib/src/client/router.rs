@@ -25,7 +25,7 @@
 
 use std::cell::UnsafeCell;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use pktaccel_abi::IocCompletion;
@@ -114,17 +114,45 @@ static REGISTRY: Registry = Registry {
 
 static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
 
+/// Whether [`before_fork`] took the registry lock (the after-fork handlers
+/// then release it). Written only when that changes, so a shell forking
+/// hundreds of times writes none of our pages in its fork handlers.
+static FORK_LOCKED: AtomicBool = AtomicBool::new(false);
+
 extern "C" fn before_fork() {
+    // A process that never had a second thread has nobody who could hold
+    // the lock, as the heap's own handlers reason (global/fork.rs).
+    if crate::global::single_threaded() {
+        if FORK_LOCKED.load(Ordering::Relaxed) {
+            FORK_LOCKED.store(false, Ordering::Relaxed);
+        }
+        return;
+    }
     REGISTRY.lock.raw_lock();
+    FORK_LOCKED.store(true, Ordering::Relaxed);
 }
 
 extern "C" fn after_fork_parent() {
-    REGISTRY.lock.raw_unlock();
+    if FORK_LOCKED.load(Ordering::Relaxed) {
+        REGISTRY.lock.raw_unlock();
+    }
 }
 
 extern "C" fn after_fork_child() {
-    FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
-    REGISTRY.lock.raw_unlock();
+    // A new generation matters only to routes that exist: each one's
+    // router is listed (entries of the current generation leave the list
+    // only when their router is gone). With none listed, routes of older
+    // generations are stale either way, and not bumping leaves the page
+    // of the counter shared with the parent.
+    // SAFETY: the child has one thread, and the registry lock is either
+    // held by it (taken in before_fork) or was free in a parent that had
+    // no other thread: nobody else touches the entries.
+    if unsafe { !(*REGISTRY.entries.get()).is_empty() } {
+        FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
+    }
+    if FORK_LOCKED.load(Ordering::Relaxed) {
+        REGISTRY.lock.raw_unlock();
+    }
 }
 
 /// How many times this process was forked into being (0 in the original).

@@ -30,11 +30,18 @@ static FORK_LOCKED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicB
 /// the lock, a copy-on-write fault in the parent and again in the child,
 /// about ten per fork for the heap's locks spread over its pages.
 fn fork_needs_locks() -> bool {
+    !single_threaded() || heap_if_ready().is_some_and(|h| h.arena().backend().slabs_not_inherited())
+}
+
+/// Whether the process has never had a second thread: then no other
+/// thread can hold a lock across fork(), and fork handlers may skip
+/// taking it (each lock and unlock would write its page after fork(), a
+/// copy-on-write fault in the parent and again in the child).
+pub(crate) fn single_threaded() -> bool {
     // SAFETY: a byte glibc keeps for the process lifetime, read through a
     // raw pointer. Only pthread_create writes it, and while it reads
     // nonzero this thread is the only one: no write can race the read.
-    let single = unsafe { core::ptr::read_volatile(&raw const __libc_single_threaded) } != 0;
-    !single || heap_if_ready().is_some_and(|h| h.arena().backend().slabs_not_inherited())
+    unsafe { core::ptr::read_volatile(&raw const __libc_single_threaded) != 0 }
 }
 
 pub(super) extern "C" fn prepare() {
