@@ -180,12 +180,14 @@ fn heap_slow() -> Option<&'static Heap> {
 }
 
 fn init() {
-    match Heap::new(Config::from_env()) {
-        Ok(h) => {
-            let print_stats = h.config().print_stats;
-            // SAFETY: only the thread that won the INITIALIZING race writes,
-            // and nobody reads before READY.
-            unsafe { (*HEAP.0.get()).write(h) };
+    // SAFETY: only the thread that won the INITIALIZING race writes HEAP,
+    // and nobody reads it before READY; built in place (see init_in).
+    match unsafe { Heap::init_in((*HEAP.0.get()).as_mut_ptr(), Config::from_env()) } {
+        Ok(()) => {
+            // SAFETY: init_in returned Ok, so HEAP is initialised.
+            let print_stats = unsafe { (*HEAP.0.get()).assume_init_ref() }
+                .config()
+                .print_stats;
             // SAFETY: the key cell is written once here; the destructor is
             // an extern "C" fn valid for the process lifetime.
             unsafe { libc::pthread_key_create(TC_KEY.0.get(), Some(thread_exit)) };

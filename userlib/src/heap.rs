@@ -69,7 +69,45 @@ impl Heap {
     /// Opens the backend and reserves the arena. A missing device prints
     /// one notice and leaves only the fallback rule.
     pub fn new(cfg: Config) -> Result<Self, Error> {
-        let (backend, missing) = Backend::open(&cfg);
+        let mut h = core::mem::MaybeUninit::<Self>::uninit();
+        // SAFETY: h is writable memory for a Heap; init_in initialised it
+        // when it returns Ok.
+        unsafe {
+            Self::init_in(h.as_mut_ptr(), cfg)?;
+            Ok(h.assume_init())
+        }
+    }
+
+    /// [`Heap::new`], built in place at `dst`. A heap is about 8 KiB (the
+    /// class pools): the process heap is built straight into its static,
+    /// not on the stack and then copied, which would take a stack page
+    /// more than the program's own, one page fault in every process's
+    /// first malloc().
+    ///
+    /// # Safety
+    /// `dst` must be valid for writes of a `Heap`. On `Ok` it holds an
+    /// initialised heap; on `Err` nothing was written that needs dropping.
+    pub unsafe fn init_in(dst: *mut Self, cfg: Config) -> Result<(), Error> {
+        let arena = Self::open_arena(&cfg)?;
+        // SAFETY: dst is valid for writes (caller); each field is written
+        // once, in place, and every field is written before Ok.
+        unsafe {
+            (&raw mut (*dst).arena).write(arena);
+            let classes = (&raw mut (*dst).classes).cast::<ClassPool>();
+            for c in 0..NUM_CLASSES {
+                classes.add(c).write(ClassPool::default());
+            }
+            (&raw mut (*dst).key).write(random_key());
+            (&raw mut (*dst).counters).write(Counters::new());
+            (&raw mut (*dst).cfg).write(cfg);
+        }
+        Ok(())
+    }
+
+    /// Opens the backend (a missing device prints one notice) and
+    /// reserves the arena.
+    fn open_arena(cfg: &Config) -> Result<Arena, Error> {
+        let (backend, missing) = Backend::open(cfg);
         if let Some(e) = missing {
             let path = cfg.device_path.to_str().unwrap_or("/dev/pktaccel");
             // SAFETY: strerror returns a static string for any errno.
@@ -86,14 +124,7 @@ impl Heap {
                 ));
             }
         }
-        let arena = Arena::new(cfg.arena_size, backend, cfg.fallback, cfg.retain)?;
-        Ok(Self {
-            arena,
-            classes: core::array::from_fn(|_| ClassPool::default()),
-            key: random_key(),
-            counters: Counters::new(),
-            cfg,
-        })
+        Arena::new(cfg.arena_size, backend, cfg.fallback, cfg.retain)
     }
 
     /// The configuration this heap was made with.
