@@ -10,6 +10,11 @@
 //! constructor (CPU feature probing with cpuid, slow in a VM), about 0.05
 //! ms per process, which a shell loop of short commands pays hundreds of
 //! times.
+//!
+//! With rustc's own lld as the linker it also orders std's one
+//! constructor (which saves argc/argv) right after `_init`, so the code a
+//! process runs at load shares one fault-around window with the library's
+//! own: one page fault (and 16 page-table entries) less per process.
 
 use std::path::PathBuf;
 
@@ -19,6 +24,57 @@ fn main() {
         std::process::exit(1);
     }
     link_unwinder_statically();
+    order_startup_code();
+}
+
+/// The mangled name of std's `.init_array` function (`ARGV_INIT_ARRAY`'s
+/// `init_wrapper`). Its hash is std's and changes only with the toolchain;
+/// a name the linker does not find leaves the layout as it was.
+const STARTUP_SYMBOLS: &str =
+    "_RNvNvNtNtNtNtCsjrHSEGnQ3l9_3std3sys4args4unix3imp15ARGV_INIT_ARRAY12init_wrapper\n";
+
+/// Places [`STARTUP_SYMBOLS`] first in `.text`, next to `_init`, when the
+/// linker is known to be lld (GNU ld has no `--symbol-ordering-file`).
+fn order_startup_code() {
+    if !linker_is_rust_lld() {
+        return;
+    }
+    let Some(out) = std::env::var_os("OUT_DIR") else {
+        return;
+    };
+    let file = PathBuf::from(out).join("startup-order.txt");
+    if std::fs::write(&file, STARTUP_SYMBOLS).is_err() {
+        return;
+    }
+    println!(
+        "cargo:rustc-cdylib-link-arg=-Wl,--symbol-ordering-file={},--no-warn-symbol-ordering",
+        file.display()
+    );
+}
+
+/// rustc links x86_64-unknown-linux-gnu with its own lld from 1.90 on,
+/// unless a linker or linker flavour is configured.
+fn linker_is_rust_lld() -> bool {
+    let env = |k: &str| std::env::var(k).unwrap_or_default();
+    if env("TARGET") != "x86_64-unknown-linux-gnu" || std::env::var_os("RUSTC_LINKER").is_some() {
+        return false;
+    }
+    let flags = env("CARGO_ENCODED_RUSTFLAGS");
+    if flags.contains("linker") || flags.contains("fuse-ld") {
+        return false;
+    }
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let Ok(out) = std::process::Command::new(rustc).arg("-V").output() else {
+        return false;
+    };
+    // "rustc 1.95.0 (59807616e 2026-04-14)"
+    let v = String::from_utf8_lossy(&out.stdout);
+    let minor = v
+        .split_whitespace()
+        .nth(1)
+        .and_then(|ver| ver.split('.').nth(1))
+        .and_then(|m| m.parse::<u32>().ok());
+    minor.is_some_and(|m| m >= 90)
 }
 
 /// Passes libgcc_eh.a whole to the cdylib's link, so the `_Unwind_*`
