@@ -73,8 +73,8 @@ pub struct ThreadCache {
     arena_len: usize,
     metas: *const SlotMeta,
     key: u64,
-    /// The piece [`ThreadCache::try_pop`] handed out last, and its class
-    /// (a hint: a free checks it against the slot table).
+    /// The piece [`ThreadCache::try_pop`] (with `note`) handed out last,
+    /// and its class (a hint: a free checks it against the slot table).
     last_p: *mut u8,
     last_c: usize,
     counts: [u32; NUM_CLASSES],
@@ -163,6 +163,19 @@ impl ThreadCache {
         carved(m, off, c)
     }
 
+    /// [`ThreadCache::small_piece`] without the hint, for a free that
+    /// knows the class from the size and so need not wait for the table
+    /// either: the caller compares the answer with its class.
+    #[inline(always)]
+    pub fn small_piece_unhinted(&self, p: *mut u8) -> Option<usize> {
+        let (m, off) = self.slot_of(p)?;
+        let (kind, c) = m.kind_class();
+        if kind != KIND_SMALL {
+            return None;
+        }
+        carved(m, off, c)
+    }
+
     /// The slot table entry of `p` and its offset in the arena, when `p`
     /// is in the arena and this cache is active.
     #[inline(always)]
@@ -181,8 +194,12 @@ impl ThreadCache {
     /// The fast path of malloc: pops a cached piece of class `c`, or NULL
     /// when the bin is empty (the caller takes the slow path). No lock, no
     /// atomic read-modify-write, no bounds check.
+    ///
+    /// With `note`, the piece and its class become the hint
+    /// [`ThreadCache::small_piece`] uses (for callers whose frees carry no
+    /// size).
     #[inline(always)]
-    pub fn try_pop(&mut self, c: usize, size: usize) -> *mut u8 {
+    pub fn try_pop(&mut self, c: usize, size: usize, note: bool) -> *mut u8 {
         debug_assert!(c < NUM_CLASSES);
         // SAFETY: c < NUM_CLASSES (class_of of a size <= fast_max).
         let n = unsafe { *self.counts.get_unchecked(c) } as usize;
@@ -194,8 +211,10 @@ impl ThreadCache {
         unsafe {
             *self.counts.get_unchecked_mut(c) = (n - 1) as u32;
             let p = *self.slots.get_unchecked(*OFFSETS.get_unchecked(c) + n - 1);
-            self.last_p = p;
-            self.last_c = c;
+            if note {
+                self.last_p = p;
+                self.last_c = c;
+            }
             // The piece belongs to the caller now: clear its free key.
             mark_used(p);
             self.counters.record_owned(c, size);
