@@ -1,10 +1,12 @@
 //! `cargo bench -p pktslab`: pktslab against glibc malloc, jemalloc and
 //! mimalloc, side by side in one run, with ratios.
 //!
-//! - single-thread small alloc/free pairs (and a 1000-object window),
-//!   pktslab through the C ABI (unsized free, as preloaded programs call
-//!   it) and through `PktslabAlloc` (sized dealloc, as jemalloc and
-//!   mimalloc are called here),
+//! - single-thread small alloc/free pairs (and a 1000-object window), once
+//!   with every allocator through its C API (`malloc`/`free`, no size on
+//!   free, as preloaded programs call pktslab) and once through Rust's
+//!   `GlobalAlloc` (sized dealloc: `PktslabAlloc`, `System`, the jemalloc
+//!   and mimalloc crates); see `alloc/allocators.rs`. Every other row uses
+//!   the C API,
 //! - larson-like multi-thread with cross-thread frees, and a producer
 //!   thread whose blocks a consumer thread frees,
 //! - realloc growth, doubling, and one doubling cycle in a fresh process,
@@ -20,7 +22,7 @@ use std::time::{Duration, Instant};
 
 #[path = "alloc/allocators.rs"]
 mod allocators;
-use allocators::{Alloc, Glibc, Je, Mi, PkRust, Pktslab};
+use allocators::{Alloc, Glibc, Je, JeC, Mi, MiC, PkRust, Pktslab, SysRust};
 
 struct Rng(u64);
 impl Rng {
@@ -227,8 +229,8 @@ fn fresh_realloc_child(i: usize) -> f64 {
     let ops = match i {
         0 => realloc_cycle(&Pktslab),
         1 => realloc_cycle(&Glibc),
-        2 => realloc_cycle(&Je),
-        _ => realloc_cycle(&Mi),
+        2 => realloc_cycle(&JeC),
+        _ => realloc_cycle(&MiC),
     };
     ops as f64 / t.elapsed().as_secs_f64()
 }
@@ -404,7 +406,11 @@ fn main() {
     }
     let pool = pktslab::Pool::global().expect("pktslab heap");
     println!("pktslab benchmark — backend: {}", pool.mode().name());
-    println!("ratios are pktslab relative to glibc, jemalloc, mimalloc (>1 = pktslab better)\n");
+    println!("ratios are pktslab relative to glibc, jemalloc, mimalloc (>1 = pktslab better)");
+    println!(
+        "API: rows marked \"Rust API\" call every allocator through GlobalAlloc (sized\n\
+         dealloc); all others through its C API (malloc/free, no size on free)\n"
+    );
     println!(
         "{:<34} {:>12} {:>12} {:>12} {:>12} {:<6} | {:>7} {:>7} {:>7}",
         "workload", "pktslab", "glibc", "jemalloc", "mimalloc", "unit", "/glibc", "/je", "/mi"
@@ -429,24 +435,25 @@ fn best(f: &dyn Fn(usize) -> f64) -> [f64; 4] {
 }
 
 /// `|i| workload(allocator i, args...)`, statically dispatched: pktslab,
-/// glibc, jemalloc, mimalloc.
+/// glibc, jemalloc, mimalloc, each through its C API (malloc/free).
 macro_rules! each {
     ($f:ident $(, $arg:expr)*) => {
         |i: usize| match i {
             0 => $f(&Pktslab $(, $arg)*),
             1 => $f(&Glibc $(, $arg)*),
-            2 => $f(&Je $(, $arg)*),
-            _ => $f(&Mi $(, $arg)*),
+            2 => $f(&JeC $(, $arg)*),
+            _ => $f(&MiC $(, $arg)*),
         }
     };
 }
 
-/// `each!` with pktslab's Rust global allocator in the first column.
+/// `each!` with every allocator through Rust's `GlobalAlloc` (sized
+/// dealloc).
 macro_rules! each_rust {
     ($f:ident $(, $arg:expr)*) => {
         |i: usize| match i {
             0 => $f(&PkRust $(, $arg)*),
-            1 => $f(&Glibc $(, $arg)*),
+            1 => $f(&SysRust $(, $arg)*),
             2 => $f(&Je $(, $arg)*),
             _ => $f(&Mi $(, $arg)*),
         }
@@ -462,8 +469,6 @@ fn allocator_rows() {
     let timed: [(&str, &dyn Fn(usize) -> f64); 9] = [
         ("small alloc+free pairs (1 thread)", &each!(small_pairs)),
         ("small, 1000-object window", &each!(small_window)),
-        // jemalloc and mimalloc are called through Rust's GlobalAlloc
-        // (sized deallocation): the same path for pktslab, PktslabAlloc.
         ("small pairs, Rust API", &each_rust!(small_pairs)),
         ("1000-object window, Rust API", &each_rust!(small_window)),
         (&larson_name, &each!(larson, threads)),

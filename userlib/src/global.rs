@@ -288,7 +288,7 @@ pub fn malloc(size: usize) -> *mut u8 {
     // borrowed elsewhere during the call.
     let t = unsafe { &mut *tc };
     if size <= t.fast_max {
-        let p = t.try_pop(class_of(size), size);
+        let p = t.try_pop(class_of(size), size, true);
         if !p.is_null() {
             return p;
         }
@@ -310,7 +310,7 @@ pub fn malloc_pinned(size: usize) -> *mut u8 {
     // SAFETY: as in malloc.
     let t = unsafe { &mut *tc_here() };
     if size <= t.fast_max {
-        let p = t.try_pop(class_of(size), size);
+        let p = t.try_pop(class_of(size), size, false);
         if !p.is_null() {
             return p;
         }
@@ -381,7 +381,7 @@ pub unsafe fn free_sized(p: *mut u8, size: usize, call: &str) {
     let t = unsafe { &mut *tc_here() };
     let c = class_of(size);
     let found = if size <= t.fast_max {
-        t.small_piece(p).filter(|&k| k == c)
+        t.small_piece_unhinted(p).filter(|&k| k == c)
     } else {
         None
     };

@@ -47,6 +47,13 @@ const SLOTS: usize = OFFSETS[NUM_CLASSES];
 /// the pair is not one dependency chain through memory. Pieces are linked
 /// only when a batch goes to or comes from the shared lists.
 ///
+/// The fast malloc also notes the piece it handed out last and its class
+/// ([`ThreadCache::small_piece`] uses them): a free of that very piece
+/// (a temporary freed right away) then knows its bin without waiting for
+/// the slot table. Otherwise a malloc of the same class right after would
+/// wait for the free's bin push, whose address came from that table: each
+/// malloc/free pair would be one chain of dependent loads.
+///
 /// `repr(C)`, hot fields first: the state, counts and counters every call
 /// writes share the first page with the small classes' slots, so a thread
 /// touches (and a forked parent copies on write) as few pages as it can.
@@ -66,6 +73,10 @@ pub struct ThreadCache {
     arena_len: usize,
     metas: *const SlotMeta,
     key: u64,
+    /// The piece [`ThreadCache::try_pop`] (with `note`) handed out last,
+    /// and its class (a hint: a free checks it against the slot table).
+    last_p: *mut u8,
+    last_c: usize,
     counts: [u32; NUM_CLASSES],
     /// This thread's allocation counters.
     pub counters: Counters,
@@ -86,6 +97,8 @@ impl ThreadCache {
             arena_len: 0,
             metas: core::ptr::null(),
             key: 0,
+            last_p: core::ptr::null_mut(),
+            last_c: 0,
             counts: [0; NUM_CLASSES],
             slots: [core::ptr::null_mut(); SLOTS],
             counters: Counters::new(),
@@ -125,8 +138,48 @@ impl ThreadCache {
     /// everything else (NULL, foreign, large, invalid), which the caller
     /// sends down the full path: it classifies again and aborts on bad
     /// pointers.
+    ///
+    /// For the piece malloc handed out last, the class returned is the one
+    /// noted then (the slot table's must match it), so the caller's bin
+    /// push need not wait for the table.
     #[inline(always)]
     pub fn small_piece(&self, p: *mut u8) -> Option<usize> {
+        let (m, off) = self.slot_of(p)?;
+        // Each arm reads the table itself: with one read before the
+        // branch, the compiler would take the class from the table in both.
+        let c = if p == self.last_p {
+            let c = self.last_c;
+            if m.kind_class() != (KIND_SMALL, c) {
+                return None;
+            }
+            c
+        } else {
+            let (kind, c) = m.kind_class();
+            if kind != KIND_SMALL {
+                return None;
+            }
+            c
+        };
+        carved(m, off, c)
+    }
+
+    /// [`ThreadCache::small_piece`] without the hint, for a free that
+    /// knows the class from the size and so need not wait for the table
+    /// either: the caller compares the answer with its class.
+    #[inline(always)]
+    pub fn small_piece_unhinted(&self, p: *mut u8) -> Option<usize> {
+        let (m, off) = self.slot_of(p)?;
+        let (kind, c) = m.kind_class();
+        if kind != KIND_SMALL {
+            return None;
+        }
+        carved(m, off, c)
+    }
+
+    /// The slot table entry of `p` and its offset in the arena, when `p`
+    /// is in the arena and this cache is active.
+    #[inline(always)]
+    fn slot_of(&self, p: *mut u8) -> Option<(&SlotMeta, usize)> {
         let off = (p as usize).wrapping_sub(self.arena_base);
         if off >= self.arena_len {
             return None;
@@ -135,22 +188,18 @@ impl ThreadCache {
         // below the slot table's length; the table lives as long as the
         // process heap (never dropped).
         let m = unsafe { &*self.metas.add(off >> crate::class::SLAB_SHIFT) };
-        let (kind, c) = m.kind_class();
-        let in_slab = off & (SLAB_SIZE - 1);
-        if kind != KIND_SMALL
-            || in_slab & (class_size(c) - 1) != 0
-            || in_slab >= m.bump.load(Ordering::Acquire) as usize
-        {
-            return None;
-        }
-        Some(c)
+        Some((m, off))
     }
 
     /// The fast path of malloc: pops a cached piece of class `c`, or NULL
     /// when the bin is empty (the caller takes the slow path). No lock, no
     /// atomic read-modify-write, no bounds check.
+    ///
+    /// With `note`, the piece and its class become the hint
+    /// [`ThreadCache::small_piece`] uses (for callers whose frees carry no
+    /// size).
     #[inline(always)]
-    pub fn try_pop(&mut self, c: usize, size: usize) -> *mut u8 {
+    pub fn try_pop(&mut self, c: usize, size: usize, note: bool) -> *mut u8 {
         debug_assert!(c < NUM_CLASSES);
         // SAFETY: c < NUM_CLASSES (class_of of a size <= fast_max).
         let n = unsafe { *self.counts.get_unchecked(c) } as usize;
@@ -162,6 +211,10 @@ impl ThreadCache {
         unsafe {
             *self.counts.get_unchecked_mut(c) = (n - 1) as u32;
             let p = *self.slots.get_unchecked(*OFFSETS.get_unchecked(c) + n - 1);
+            if note {
+                self.last_p = p;
+                self.last_c = c;
+            }
             // The piece belongs to the caller now: clear its free key.
             mark_used(p);
             self.counters.record_owned(c, size);
@@ -311,6 +364,17 @@ impl ThreadCache {
     pub fn cached(&self, c: usize) -> usize {
         self.counts[c] as usize
     }
+}
+
+/// `Some(c)` when arena offset `off`, in small slab `m` of class `c`, is
+/// on a piece boundary below the slab's carve mark.
+#[inline(always)]
+fn carved(m: &SlotMeta, off: usize, c: usize) -> Option<usize> {
+    let in_slab = off & (SLAB_SIZE - 1);
+    if in_slab & (class_size(c) - 1) != 0 || in_slab >= m.bump.load(Ordering::Acquire) as usize {
+        return None;
+    }
+    Some(c)
 }
 
 impl Default for ThreadCache {

@@ -1,8 +1,17 @@
-//! The allocators the benchmark compares, behind one trait: pktslab's
-//! process heap and glibc through the C API (malloc/free), jemalloc and
-//! mimalloc through their Rust crates, as a Rust program uses them.
+//! The allocators the benchmark compares, behind one trait, each through
+//! one of two APIs so that a row compares like with like:
+//!
+//! - the C API ([`Pktslab`], [`Glibc`], [`JeC`], [`MiC`]): `malloc`/`free`
+//!   without a size, as unmodified C programs call them (jemalloc's
+//!   `malloc`/`free`, linked as `_rjem_malloc`/`_rjem_free`; mimalloc's
+//!   `mi_malloc`/`mi_free`; pktslab's exported functions);
+//! - Rust's `GlobalAlloc` ([`PkRust`], [`SysRust`], [`Je`], [`Mi`]): what a
+//!   Rust program's `#[global_allocator]` gets, with the size on every
+//!   `dealloc` (jemalloc: `mallocx`/`sdallocx`; mimalloc:
+//!   `mi_malloc_aligned`/`mi_free`; glibc: `std::alloc::System`).
 
-use std::alloc::{GlobalAlloc, Layout};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::ffi::c_void;
 
 use mimalloc::MiMalloc;
 use pktslab::PktslabAlloc;
@@ -58,6 +67,7 @@ impl Alloc for Pktslab {
     }
 }
 
+/// glibc through the C API.
 pub struct Glibc;
 impl Alloc for Glibc {
     #[inline(always)]
@@ -80,13 +90,60 @@ impl Alloc for Glibc {
     }
 }
 
+/// jemalloc through its C API (the `_rjem_`-prefixed symbols the Rust
+/// crate builds): `free` without a size, as a C program calls it.
+pub struct JeC;
+impl Alloc for JeC {
+    #[inline(always)]
+    fn malloc(&self, size: usize) -> *mut u8 {
+        // SAFETY: plain malloc.
+        unsafe { tikv_jemalloc_sys::malloc(size) }.cast()
+    }
+    #[inline(always)]
+    unsafe fn free(&self, p: *mut u8, _size: usize) {
+        // SAFETY: trait contract.
+        unsafe { tikv_jemalloc_sys::free(p.cast()) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, _old: usize, new: usize) -> *mut u8 {
+        // SAFETY: trait contract.
+        unsafe { tikv_jemalloc_sys::realloc(p.cast(), new) }.cast()
+    }
+    unsafe fn usable(&self, p: *mut u8) -> usize {
+        // SAFETY: trait contract.
+        unsafe { tikv_jemalloc_sys::malloc_usable_size(p.cast::<c_void>()) }
+    }
+}
+
+/// mimalloc through its C API (`mi_malloc`/`mi_free`).
+pub struct MiC;
+impl Alloc for MiC {
+    #[inline(always)]
+    fn malloc(&self, size: usize) -> *mut u8 {
+        // SAFETY: plain malloc.
+        unsafe { libmimalloc_sys::mi_malloc(size) }.cast()
+    }
+    #[inline(always)]
+    unsafe fn free(&self, p: *mut u8, _size: usize) {
+        // SAFETY: trait contract.
+        unsafe { libmimalloc_sys::mi_free(p.cast()) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, _old: usize, new: usize) -> *mut u8 {
+        // SAFETY: trait contract.
+        unsafe { libmimalloc_sys::mi_realloc(p.cast(), new) }.cast()
+    }
+    unsafe fn usable(&self, p: *mut u8) -> usize {
+        // SAFETY: trait contract.
+        unsafe { libmimalloc_sys::mi_usable_size(p.cast()) }
+    }
+}
+
 fn layout(size: usize) -> Layout {
     // Alignment 8 takes both crates' plain-malloc paths.
     Layout::from_size_align(size.max(1), 8).unwrap()
 }
 
-/// A Rust global allocator crate, called as Rust calls it (sized frees),
-/// with its own usable-size function for the waste comparison.
+/// A Rust global allocator, called as Rust calls it (sized frees), with
+/// its own usable-size function for the waste comparison.
 pub struct Crate<G: GlobalAlloc + Sync + Send + 'static> {
     alloc: G,
     usable: unsafe fn(*mut u8) -> usize,
@@ -128,23 +185,35 @@ unsafe fn mi_usable(p: *mut u8) -> usize {
     unsafe { libmimalloc_sys::mi_usable_size(p.cast()) }
 }
 
-/// jemalloc through its Rust crate.
+unsafe fn sys_usable(p: *mut u8) -> usize {
+    // SAFETY: p is a live glibc block (Alloc::usable's contract).
+    unsafe { libc::malloc_usable_size(p.cast()) }
+}
+
+/// glibc through Rust's `GlobalAlloc` (`std::alloc::System`).
+#[allow(non_upper_case_globals)]
+pub static SysRust: Crate<System> = Crate {
+    alloc: System,
+    usable: sys_usable,
+};
+
+/// jemalloc through its Rust crate (`GlobalAlloc`: `mallocx`/`sdallocx`).
 #[allow(non_upper_case_globals)]
 pub static Je: Crate<Jemalloc> = Crate {
     alloc: Jemalloc,
     usable: je_usable,
 };
 
-/// mimalloc through its Rust crate.
+/// mimalloc through its Rust crate (`GlobalAlloc`: `mi_malloc_aligned`/`mi_free`).
 #[allow(non_upper_case_globals)]
 pub static Mi: Crate<MiMalloc> = Crate {
     alloc: MiMalloc,
     usable: mi_usable,
 };
 
-/// pktslab through its Rust global allocator (`PktslabAlloc`), called as
-/// jemalloc and mimalloc are here: sized deallocation. Only for the
-/// small-block rows: it pins at any size, unlike the C ABI.
+/// pktslab through its Rust global allocator (`PktslabAlloc`): sized
+/// deallocation (`free_sized`). Only for the small-block rows: it pins at
+/// any size, unlike the C ABI.
 #[allow(non_upper_case_globals)]
 pub static PkRust: Crate<PktslabAlloc> = Crate {
     alloc: PktslabAlloc,
