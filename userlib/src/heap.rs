@@ -8,11 +8,14 @@
 use core::sync::atomic::Ordering;
 
 use crate::Error;
-use crate::arena::{Arena, KIND_FREE_MAPPED, KIND_LARGE, KIND_SMALL, KIND_UNMAPPED};
+use crate::arena::{Arena, KIND_FREE_MAPPED, KIND_GROW, KIND_LARGE, KIND_SMALL, KIND_UNMAPPED};
 use crate::backend::{Backend, BackendMode, set_errno};
-use crate::class::{MAX_SMALL, MIN_ALIGN, NUM_CLASSES, SLAB_SIZE, class_of, class_size, slabs_for};
+use crate::class::{
+    MAX_SMALL, MIN_ALIGN, NUM_CLASSES, PAGE_SIZE, SLAB_SIZE, class_of, class_size, slabs_for,
+};
 use crate::config::Config;
 use crate::fault::{abort_ptr, notice};
+use crate::grow::{GrowPool, GrowPtr};
 use crate::slab::{Chain, ClassPool, Refill, has_free_key, mark_free, mark_used};
 use crate::stats::{Counters, LARGE, Stats};
 use crate::tcache::ThreadCache;
@@ -31,12 +34,22 @@ pub enum Block {
         /// Bytes mapped in the run (the last slab may be partial).
         bytes: usize,
     },
+    /// A block of a grow slab (see [`crate::grow`]).
+    Grown {
+        /// The grow slab's slot.
+        slot: usize,
+        /// Offset of the block in the slot.
+        off: usize,
+        /// Bytes in the block.
+        bytes: usize,
+    },
 }
 
 /// An allocator instance.
 pub struct Heap {
     arena: Arena,
     classes: [ClassPool; NUM_CLASSES],
+    grow: GrowPool,
     key: u64,
     counters: Counters,
     cfg: Config,
@@ -88,6 +101,7 @@ impl Heap {
         }
         let arena = Arena::new(cfg.arena_size, backend, cfg.fallback, cfg.retain)?;
         Ok(Self {
+            grow: GrowPool::new(&arena, cfg.pin_max),
             arena,
             classes: core::array::from_fn(|_| ClassPool::default()),
             key: random_key(),
@@ -189,6 +203,11 @@ impl Heap {
                     bytes: self.arena.run_bytes(slot, n),
                 }
             }
+            KIND_GROW => match self.grow.classify(slot, off) {
+                GrowPtr::Live(bytes) => Block::Grown { slot, off, bytes },
+                GrowPtr::Freed => abort_ptr(call, "double free of", a),
+                GrowPtr::Invalid => abort_ptr(call, "invalid pointer", a),
+            },
             KIND_FREE_MAPPED | KIND_UNMAPPED if off == 0 => abort_ptr(call, "double free of", a),
             _ => abort_ptr(call, "invalid pointer", a),
         }
@@ -199,7 +218,7 @@ impl Heap {
     pub fn block_size(b: Block) -> usize {
         match b {
             Block::Small(c) => class_size(c),
-            Block::Large { bytes, .. } => bytes,
+            Block::Large { bytes, .. } | Block::Grown { bytes, .. } => bytes,
         }
     }
 
@@ -319,6 +338,7 @@ impl Heap {
                 }
             }
             Block::Large { slot, .. } => self.arena.free_run(slot),
+            Block::Grown { slot, off, .. } => self.grow.free(&self.arena, slot, off),
         }
     }
 
@@ -359,6 +379,25 @@ impl Heap {
         }
         match b {
             Block::Small(c) if size <= MAX_SMALL && class_of(size) == c => return p,
+            // Growing past a page: into a grow block, which the next
+            // doublings enlarge in place.
+            Block::Small(c) if size > class_size(c) && size > PAGE_SIZE => {
+                // SAFETY: b is classify(p), a live piece.
+                if let Some(q) = unsafe { self.move_to_grow(p, b, size, call, tc.as_deref_mut()) } {
+                    return q;
+                }
+            }
+            Block::Grown { slot, off, bytes } if size > PAGE_SIZE => {
+                if self.grow.resize(slot, off, size).is_some() {
+                    return p;
+                }
+                if size > bytes {
+                    // SAFETY: b is classify(p), a live block.
+                    if let Some(q) = unsafe { self.move_to_grow(p, b, size, call, None) } {
+                        return q;
+                    }
+                }
+            }
             // A run keeps its place unless it would be more than half empty
             // and a small piece can hold the data.
             Block::Large { slot, n, bytes } if size > MAX_SMALL || size > bytes / 2 => {
@@ -386,6 +425,30 @@ impl Heap {
         // SAFETY: b is classify(p).
         unsafe { self.free_block(p, b, call, tc) };
         q
+    }
+
+    /// Moves the live block `p` (`b`) into a new grow block of `size`
+    /// bytes; None (nothing done) when the grow pool has none.
+    ///
+    /// # Safety
+    /// `b` must be `classify(p)`, a live block.
+    unsafe fn move_to_grow(
+        &self,
+        p: *mut u8,
+        b: Block,
+        size: usize,
+        call: &str,
+        tc: Option<&mut ThreadCache>,
+    ) -> Option<*mut u8> {
+        let (q, bytes) = self.grow.alloc(&self.arena, size)?;
+        let q = q as *mut u8;
+        self.counters.record_shared(class_of(size), size, bytes);
+        // SAFETY: both blocks are live and distinct; the new one holds
+        // `size` bytes and the old one its usable size.
+        unsafe { core::ptr::copy_nonoverlapping(p, q, Self::block_size(b).min(size)) };
+        // SAFETY: b is classify(p).
+        unsafe { self.free_block(p, b, call, tc) };
+        Some(q)
     }
 
     /// calloc() with the overflow check.
@@ -445,20 +508,23 @@ impl Heap {
         (0..NUM_CLASSES)
             .map(|c| self.classes[c].trim(&self.arena, c))
             .sum::<usize>()
+            + self.grow.trim(&self.arena)
     }
 
-    /// Fork preparation: take every lock, classes before the arena (the
-    /// order allocation uses).
+    /// Fork preparation: take every lock, classes and the grow pool before
+    /// the arena (the order allocation uses).
     pub fn lock_all(&self) {
         for c in &self.classes {
             c.lock_for_fork();
         }
+        self.grow.lock_for_fork();
         self.arena.lock_for_fork();
     }
 
     /// Releases what [`Heap::lock_all`] took.
     pub fn unlock_all(&self) {
         self.arena.unlock_after_fork();
+        self.grow.unlock_after_fork();
         for c in &self.classes {
             c.unlock_after_fork();
         }
