@@ -24,6 +24,7 @@
 //! back to the arena, and [`GrowPool::trim`] returns them all.
 
 use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::arena::{Arena, KIND_GROW};
 use crate::class::{MAX_SMALL, PAGE_SIZE};
@@ -37,37 +38,44 @@ pub const MAX_SLABS: usize = 16;
 /// The smallest grow block: two pages (one page fits a class piece).
 pub const MIN_BLOCK: usize = 2 * PAGE_SIZE;
 
-/// Bitmap of a slab's units (at most 64 per slab: a unit is a page, or
-/// 1/64 of a slab larger than 64 pages).
-#[derive(Clone, Copy)]
+/// Units per slab at most: a unit is a page, or 1/32 of a slab larger
+/// than 32 pages, so a slab's whole state is one word (read without the
+/// lock, see [`GrowPool::classify`]).
+const UNITS: usize = 32;
+
+/// A slab's state: used units (low half) and the first units of live
+/// blocks (high half). A block ends at the next start or free unit
+/// (blocks are power-of-two sized and aligned, buddy-style).
+#[derive(Clone, Copy, Default)]
 struct Slab {
-    /// Arena slot, or `usize::MAX` for an unused entry.
-    slot: usize,
-    /// Used units.
-    used: u64,
-    /// First units of live blocks. A block ends at the next start or free
-    /// unit (blocks are power-of-two sized and aligned, buddy-style).
-    starts: u64,
-    /// Blocks live.
-    live: u32,
+    used: u32,
+    starts: u32,
 }
 
-const EMPTY_SLAB: Slab = Slab {
-    slot: usize::MAX,
-    used: 0,
-    starts: 0,
-    live: 0,
-};
-
-/// Bits `from..from + n` (`n >= 1`, `from + n <= 64`).
-fn bits(from: usize, n: usize) -> u64 {
-    (u64::MAX >> (64 - n)) << from
+/// Bits `from..from + n` (`n >= 1`, `from + n <= 32`).
+fn bits(from: usize, n: usize) -> u32 {
+    (u32::MAX >> (32 - n)) << from
 }
 
 impl Slab {
+    fn load(w: &AtomicU64) -> Self {
+        let v = w.load(Ordering::Acquire);
+        Self {
+            used: v as u32,
+            starts: (v >> 32) as u32,
+        }
+    }
+
+    fn store(self, w: &AtomicU64) {
+        w.store(
+            u64::from(self.used) | u64::from(self.starts) << 32,
+            Ordering::Release,
+        );
+    }
+
     /// The largest free aligned block of at least `n` units (powers of
     /// two, `n <= top <= units`): (first unit, units).
-    fn find(&self, n: usize, units: usize, top: usize) -> Option<(usize, usize)> {
+    fn find(self, n: usize, units: usize, top: usize) -> Option<(usize, usize)> {
         let mut j = top;
         while j >= n {
             let mut s = 0;
@@ -83,22 +91,13 @@ impl Slab {
     }
 
     /// Units of the live block starting at unit `u`, if there is one.
-    fn block_at(&self, u: usize, units: usize) -> Option<usize> {
+    fn block_at(self, u: usize, units: usize) -> Option<usize> {
         if self.starts & (1 << u) == 0 {
             return None;
         }
-        let after = (self.starts | !self.used) & ((u64::MAX << u) << 1);
+        let after = (self.starts | !self.used) & ((u32::MAX << u) << 1);
         Some((after.trailing_zeros() as usize).min(units) - u)
     }
-
-    fn take(&mut self, u: usize, n: usize) {
-        self.used |= bits(u, n);
-        self.starts |= 1 << u;
-    }
-}
-
-struct Inner {
-    slabs: [Slab; MAX_SLABS],
 }
 
 /// What a pointer into a grow slab is (see [`GrowPool::classify`]).
@@ -112,10 +111,19 @@ pub enum GrowPtr {
     Invalid,
 }
 
-/// The grow slabs of one heap.
+/// No slab in this entry.
+const NO_SLOT: usize = usize::MAX;
+
+/// The grow slabs of one heap. Entry `i` is the slab at arena slot
+/// `slots[i]`, whose metadata's `bump` holds `i` (a grow slab carves no
+/// pieces), so a pointer finds its slab's state in O(1).
 pub struct GrowPool {
     lock: SpinLock,
-    inner: UnsafeCell<Inner>,
+    slots: [AtomicUsize; MAX_SLABS],
+    /// Each slab's [`Slab`] word: written under the lock, read without it.
+    states: [AtomicU64; MAX_SLABS],
+    /// Blocks live per slab (under the lock).
+    live: UnsafeCell<[u32; MAX_SLABS]>,
     /// Largest block, a power of two (0: the pool is off).
     top: usize,
     /// Bytes of each slab (the backend's granule for `top`).
@@ -124,9 +132,9 @@ pub struct GrowPool {
     unit_shift: u32,
 }
 
-// SAFETY: `inner` is only accessed with `lock` held.
+// SAFETY: `live` is only accessed with `lock` held; the rest is atomic.
 unsafe impl Sync for GrowPool {}
-// SAFETY: slot indices only; nothing thread-bound.
+// SAFETY: slot indices and counts only; nothing thread-bound.
 unsafe impl Send for GrowPool {}
 
 impl GrowPool {
@@ -140,12 +148,12 @@ impl GrowPool {
         } else {
             arena.backend().granule(top).max(top)
         };
-        let unit = (slab_len / 64).max(PAGE_SIZE);
+        let unit = (slab_len / UNITS).max(PAGE_SIZE);
         Self {
             lock: SpinLock::new(),
-            inner: UnsafeCell::new(Inner {
-                slabs: [EMPTY_SLAB; MAX_SLABS],
-            }),
+            slots: [const { AtomicUsize::new(NO_SLOT) }; MAX_SLABS],
+            states: [const { AtomicU64::new(0) }; MAX_SLABS],
+            live: UnsafeCell::new([0; MAX_SLABS]),
             top,
             slab_len,
             unit_shift: unit.trailing_zeros(),
@@ -158,18 +166,19 @@ impl GrowPool {
     }
 
     #[allow(clippy::mut_from_ref)]
-    fn inner(&self) -> &mut Inner {
+    fn live(&self) -> &mut [u32; MAX_SLABS] {
         // SAFETY: callers hold `lock`, so there is one user at a time.
-        unsafe { &mut *self.inner.get() }
+        unsafe { &mut *self.live.get() }
     }
 
     fn units(&self) -> usize {
         self.slab_len >> self.unit_shift
     }
 
-    /// Index of the slab at arena slot `slot` (lock held).
-    fn index_of(&self, slot: usize) -> Option<usize> {
-        self.inner().slabs.iter().position(|s| s.slot == slot)
+    /// Entry of the grow slab at arena slot `slot`.
+    fn index_of(&self, arena: &Arena, slot: usize) -> Option<usize> {
+        let i = arena.meta(slot).bump.load(Ordering::Acquire) as usize;
+        (i < MAX_SLABS && self.slots[i].load(Ordering::Acquire) == slot).then_some(i)
     }
 
     /// Units of a block holding `size` bytes.
@@ -195,13 +204,12 @@ impl GrowPool {
         let n = self.units_for(size);
         let (units, top) = (self.units(), self.top >> self.unit_shift);
         let _g = self.lock.lock();
-        let inner = self.inner();
         let mut best: Option<(usize, usize, usize)> = None;
-        for (i, s) in inner.slabs.iter().enumerate() {
-            if s.slot == usize::MAX {
+        for i in 0..MAX_SLABS {
+            if self.slots[i].load(Ordering::Relaxed) == NO_SLOT {
                 continue;
             }
-            if let Some((u, len)) = s.find(n, units, top)
+            if let Some((u, len)) = Slab::load(&self.states[i]).find(n, units, top)
                 && best.is_none_or(|b| len > b.2)
             {
                 best = Some((i, u, len));
@@ -212,29 +220,39 @@ impl GrowPool {
         }
         let (i, u) = match best {
             Some((i, u, _)) => (i, u),
-            None => {
-                let i = inner.slabs.iter().position(|s| s.slot == usize::MAX)?;
-                let (slot, _) = arena.alloc_run(1, 1, KIND_GROW, 0, self.slab_len).ok()?;
-                inner.slabs[i] = Slab { slot, ..EMPTY_SLAB };
-                (i, 0)
-            }
+            None => (self.add_slab(arena)?, 0),
         };
-        let s = &mut inner.slabs[i];
-        s.take(u, n);
-        s.live += 1;
+        let mut s = Slab::load(&self.states[i]);
+        s.used |= bits(u, n);
+        s.starts |= 1 << u;
+        s.store(&self.states[i]);
+        self.live()[i] += 1;
+        let slot = self.slots[i].load(Ordering::Relaxed);
         Some((
-            arena.slot_addr(s.slot) + (u << self.unit_shift),
+            arena.slot_addr(slot) + (u << self.unit_shift),
             n << self.unit_shift,
         ))
     }
 
-    /// What `off` bytes into grow slab `slot` is.
-    pub fn classify(&self, slot: usize, off: usize) -> GrowPtr {
-        let _g = self.lock.lock();
-        let (Some(i), Some(u)) = (self.index_of(slot), self.unit_at(off)) else {
+    /// Maps a new grow slab into a free entry (lock held).
+    fn add_slab(&self, arena: &Arena) -> Option<usize> {
+        let i = (0..MAX_SLABS).find(|&i| self.slots[i].load(Ordering::Relaxed) == NO_SLOT)?;
+        let (slot, _) = arena.alloc_run(1, 1, KIND_GROW, 0, self.slab_len).ok()?;
+        Slab::default().store(&self.states[i]);
+        self.live()[i] = 0;
+        arena.meta(slot).bump.store(i as u32, Ordering::Release);
+        self.slots[i].store(slot, Ordering::Release);
+        Some(i)
+    }
+
+    /// What `off` bytes into grow slab `slot` is. No lock: one load of the
+    /// slab's state word. A live block's own units change only through
+    /// its owner, so its answer is exact; a freed one reads as free.
+    pub fn classify(&self, arena: &Arena, slot: usize, off: usize) -> GrowPtr {
+        let (Some(i), Some(u)) = (self.index_of(arena, slot), self.unit_at(off)) else {
             return GrowPtr::Invalid;
         };
-        let s = &self.inner().slabs[i];
+        let s = Slab::load(&self.states[i]);
         match s.block_at(u, self.units()) {
             Some(n) => GrowPtr::Live(n << self.unit_shift),
             None if s.used & (1 << u) == 0 => GrowPtr::Freed,
@@ -247,15 +265,15 @@ impl GrowPool {
     /// growth takes the free units after it when the block is aligned to
     /// its new size (a lower buddy). Returns the block's new bytes, or
     /// None (nothing changed).
-    pub fn resize(&self, slot: usize, off: usize, size: usize) -> Option<usize> {
+    pub fn resize(&self, arena: &Arena, slot: usize, off: usize, size: usize) -> Option<usize> {
         if size > self.top {
             return None;
         }
         let want = self.units_for(size);
         let _g = self.lock.lock();
-        let (i, u) = (self.index_of(slot)?, self.unit_at(off)?);
+        let (i, u) = (self.index_of(arena, slot)?, self.unit_at(off)?);
         let units = self.units();
-        let s = &mut self.inner().slabs[i];
+        let mut s = Slab::load(&self.states[i]);
         let have = s.block_at(u, units)?;
         if want < have {
             s.used &= !bits(u + want, have - want);
@@ -266,6 +284,7 @@ impl GrowPool {
             }
             s.used |= more;
         }
+        s.store(&self.states[i]);
         Some(want << self.unit_shift)
     }
 
@@ -274,29 +293,26 @@ impl GrowPool {
     /// the only empty one, else goes back to the arena.
     pub fn free(&self, arena: &Arena, slot: usize, off: usize) {
         let _g = self.lock.lock();
-        let (Some(i), Some(u)) = (self.index_of(slot), self.unit_at(off)) else {
+        let (Some(i), Some(u)) = (self.index_of(arena, slot), self.unit_at(off)) else {
             return;
         };
-        let units = self.units();
-        let inner = self.inner();
-        let s = &mut inner.slabs[i];
-        let Some(n) = s.block_at(u, units) else {
+        let mut s = Slab::load(&self.states[i]);
+        let Some(n) = s.block_at(u, self.units()) else {
             return;
         };
         s.used &= !bits(u, n);
         s.starts &= !(1 << u);
-        s.live -= 1;
-        if s.live > 0 {
+        s.store(&self.states[i]);
+        let live = self.live();
+        live[i] -= 1;
+        if live[i] > 0 {
             return;
         }
-        let other_empty = inner
-            .slabs
-            .iter()
-            .enumerate()
-            .any(|(k, o)| k != i && o.slot != usize::MAX && o.live == 0);
+        let other_empty = (0..MAX_SLABS)
+            .any(|k| k != i && self.slots[k].load(Ordering::Relaxed) != NO_SLOT && live[k] == 0);
         if other_empty {
+            self.slots[i].store(NO_SLOT, Ordering::Release);
             arena.free_run(slot);
-            inner.slabs[i] = EMPTY_SLAB;
         }
     }
 
@@ -304,10 +320,11 @@ impl GrowPool {
     pub fn trim(&self, arena: &Arena) -> usize {
         let _g = self.lock.lock();
         let mut released = 0;
-        for s in self.inner().slabs.iter_mut() {
-            if s.slot != usize::MAX && s.live == 0 {
-                released += arena.release_small(s.slot);
-                *s = EMPTY_SLAB;
+        for i in 0..MAX_SLABS {
+            let slot = self.slots[i].load(Ordering::Relaxed);
+            if slot != NO_SLOT && self.live()[i] == 0 {
+                self.slots[i].store(NO_SLOT, Ordering::Release);
+                released += arena.release_small(slot);
             }
         }
         released
@@ -315,11 +332,9 @@ impl GrowPool {
 
     /// Slabs held now (tests).
     pub fn slabs(&self) -> usize {
-        let _g = self.lock.lock();
-        self.inner()
-            .slabs
+        self.slots
             .iter()
-            .filter(|s| s.slot != usize::MAX)
+            .filter(|s| s.load(Ordering::Relaxed) != NO_SLOT)
             .count()
     }
 
@@ -363,13 +378,13 @@ mod tests {
         let (slot, o) = off(&a, p);
         assert_eq!(a.meta(slot).kind_class().0, KIND_GROW);
         for size in [16 * K, 32 * K, 64 * K, 128 * K] {
-            assert_eq!(g.resize(slot, o, size), Some(size), "to {size}");
-            assert_eq!(g.classify(slot, o), GrowPtr::Live(size));
+            assert_eq!(g.resize(&a, slot, o, size), Some(size), "to {size}");
+            assert_eq!(g.classify(&a, slot, o), GrowPtr::Live(size));
         }
-        assert_eq!(g.resize(slot, o, 256 * K), None, "past the top");
+        assert_eq!(g.resize(&a, slot, o, 256 * K), None, "past the top");
         assert_eq!(g.alloc(&a, 256 * K), None);
         g.free(&a, slot, o);
-        assert_eq!(g.classify(slot, o), GrowPtr::Freed);
+        assert_eq!(g.classify(&a, slot, o), GrowPtr::Freed);
     }
 
     #[test]
@@ -382,13 +397,17 @@ mod tests {
         let (r, _) = g.alloc(&a, 8 * K).unwrap();
         assert_eq!(r, p + 32 * K, "then the largest left");
         let ((slot, po), (_, qo), (_, ro)) = (off(&a, p), off(&a, q), off(&a, r));
-        assert_eq!(g.resize(slot, po, 32 * K), Some(32 * K));
-        assert_eq!(g.resize(slot, po, 64 * K), None, "r is in the way");
-        assert_eq!(g.resize(slot, ro, 16 * K), Some(16 * K));
-        assert_eq!(g.resize(slot, ro, 64 * K), None, "not aligned to 64 KiB");
-        assert_eq!(g.resize(slot, qo, 64 * K), Some(64 * K));
+        assert_eq!(g.resize(&a, slot, po, 32 * K), Some(32 * K));
+        assert_eq!(g.resize(&a, slot, po, 64 * K), None, "r is in the way");
+        assert_eq!(g.resize(&a, slot, ro, 16 * K), Some(16 * K));
+        assert_eq!(
+            g.resize(&a, slot, ro, 64 * K),
+            None,
+            "not aligned to 64 KiB"
+        );
+        assert_eq!(g.resize(&a, slot, qo, 64 * K), Some(64 * K));
         g.free(&a, slot, ro);
-        assert_eq!(g.resize(slot, po, 64 * K), Some(64 * K));
+        assert_eq!(g.resize(&a, slot, po, 64 * K), Some(64 * K));
         assert_eq!(
             g.alloc(&a, 8 * K)
                 .map(|b| b.0 - a.slot_addr(slot) >= 128 * K),
@@ -404,19 +423,35 @@ mod tests {
         let (p, _) = g.alloc(&a, 16 * K).unwrap();
         let (slot, o) = off(&a, p);
         assert_eq!(
-            g.classify(slot, o + 4 * K),
+            g.classify(&a, slot, o + 4 * K),
             GrowPtr::Invalid,
             "interior page"
         );
-        assert_eq!(g.classify(slot, o + 16), GrowPtr::Invalid, "not a page");
-        assert_eq!(g.classify(slot, o + 16 * K), GrowPtr::Freed, "free space");
-        assert_eq!(g.classify(slot, 128 * K), GrowPtr::Invalid, "past the slab");
-        assert_eq!(g.classify(slot + 1, 0), GrowPtr::Invalid, "not a grow slab");
+        assert_eq!(g.classify(&a, slot, o + 16), GrowPtr::Invalid, "not a page");
+        assert_eq!(
+            g.classify(&a, slot, o + 16 * K),
+            GrowPtr::Freed,
+            "free space"
+        );
+        assert_eq!(
+            g.classify(&a, slot, 128 * K),
+            GrowPtr::Invalid,
+            "past the slab"
+        );
+        assert_eq!(
+            g.classify(&a, slot + 1, 0),
+            GrowPtr::Invalid,
+            "not a grow slab"
+        );
         // A shrink gives its upper pages back, so they are free space.
-        assert_eq!(g.resize(slot, o, 9 * K), Some(16 * K));
-        assert_eq!(g.resize(slot, o, 8 * K), Some(8 * K));
-        assert_eq!(g.classify(slot, o + 8 * K), GrowPtr::Freed);
-        assert_eq!(g.resize(slot, o, 128 * K), Some(128 * K), "all free again");
+        assert_eq!(g.resize(&a, slot, o, 9 * K), Some(16 * K));
+        assert_eq!(g.resize(&a, slot, o, 8 * K), Some(8 * K));
+        assert_eq!(g.classify(&a, slot, o + 8 * K), GrowPtr::Freed);
+        assert_eq!(
+            g.resize(&a, slot, o, 128 * K),
+            Some(128 * K),
+            "all free again"
+        );
     }
 
     #[test]
@@ -457,9 +492,9 @@ mod tests {
         let a = arena();
         let g = GrowPool::new(&a, MAX_SMALL);
         let (p, bytes) = g.alloc(&a, 5000).unwrap();
-        assert_eq!(bytes, 16 * K, "a unit is 1/64 of a 1 MiB slab");
+        assert_eq!(bytes, 32 * K, "a unit is 1/32 of a 1 MiB slab");
         let (slot, o) = off(&a, p);
-        assert_eq!(g.resize(slot, o, MAX_SMALL), Some(MAX_SMALL));
-        assert_eq!(g.classify(slot, o), GrowPtr::Live(MAX_SMALL));
+        assert_eq!(g.resize(&a, slot, o, MAX_SMALL), Some(MAX_SMALL));
+        assert_eq!(g.classify(&a, slot, o), GrowPtr::Live(MAX_SMALL));
     }
 }

@@ -203,7 +203,7 @@ impl Heap {
                     bytes: self.arena.run_bytes(slot, n),
                 }
             }
-            KIND_GROW => match self.grow.classify(slot, off) {
+            KIND_GROW => match self.grow.classify(&self.arena, slot, off) {
                 GrowPtr::Live(bytes) => Block::Grown { slot, off, bytes },
                 GrowPtr::Freed => abort_ptr(call, "double free of", a),
                 GrowPtr::Invalid => abort_ptr(call, "invalid pointer", a),
@@ -387,8 +387,10 @@ impl Heap {
                     return q;
                 }
             }
+            // Same power of two: nothing to do (no lock).
+            Block::Grown { bytes, .. } if size <= bytes && size > bytes / 2 => return p,
             Block::Grown { slot, off, bytes } if size > PAGE_SIZE => {
-                if self.grow.resize(slot, off, size).is_some() {
+                if self.grow.resize(&self.arena, slot, off, size).is_some() {
                     return p;
                 }
                 if size > bytes {
