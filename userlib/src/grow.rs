@@ -58,6 +58,7 @@ fn bits(from: usize, n: usize) -> u32 {
 }
 
 impl Slab {
+    #[inline]
     fn load(w: &AtomicU64) -> Self {
         let v = w.load(Ordering::Acquire);
         Self {
@@ -91,6 +92,7 @@ impl Slab {
     }
 
     /// Units of the live block starting at unit `u`, if there is one.
+    #[inline]
     fn block_at(self, u: usize, units: usize) -> Option<usize> {
         if self.starts & (1 << u) == 0 {
             return None;
@@ -171,11 +173,13 @@ impl GrowPool {
         unsafe { &mut *self.live.get() }
     }
 
+    #[inline]
     fn units(&self) -> usize {
         self.slab_len >> self.unit_shift
     }
 
     /// Entry of the grow slab at arena slot `slot`.
+    #[inline]
     fn index_of(&self, arena: &Arena, slot: usize) -> Option<usize> {
         let i = arena.meta(slot).bump.load(Ordering::Acquire) as usize;
         (i < MAX_SLABS && self.slots[i].load(Ordering::Acquire) == slot).then_some(i)
@@ -188,6 +192,7 @@ impl GrowPool {
 
     /// The unit at `off` bytes into a slab, if `off` is a unit boundary
     /// inside it.
+    #[inline]
     fn unit_at(&self, off: usize) -> Option<usize> {
         let u = off >> self.unit_shift;
         (off & ((1 << self.unit_shift) - 1) == 0 && u < self.units()).then_some(u)
@@ -248,6 +253,7 @@ impl GrowPool {
     /// What `off` bytes into grow slab `slot` is. No lock: one load of the
     /// slab's state word. A live block's own units change only through
     /// its owner, so its answer is exact; a freed one reads as free.
+    #[inline]
     pub fn classify(&self, arena: &Arena, slot: usize, off: usize) -> GrowPtr {
         let (Some(i), Some(u)) = (self.index_of(arena, slot), self.unit_at(off)) else {
             return GrowPtr::Invalid;

@@ -188,6 +188,15 @@ impl Heap {
             }
             return Block::Small(c);
         }
+        if kind == KIND_GROW {
+            // Not cold: a buffer realloc() grows by small steps lands here
+            // at every call.
+            return match self.grow.classify(&self.arena, slot, off) {
+                GrowPtr::Live(bytes) => Block::Grown { slot, off, bytes },
+                GrowPtr::Freed => abort_ptr(call, "double free of", a),
+                GrowPtr::Invalid => abort_ptr(call, "invalid pointer", a),
+            };
+        }
         self.classify_large(slot, kind, off, a, call)
     }
 
@@ -203,11 +212,6 @@ impl Heap {
                     bytes: self.arena.run_bytes(slot, n),
                 }
             }
-            KIND_GROW => match self.grow.classify(&self.arena, slot, off) {
-                GrowPtr::Live(bytes) => Block::Grown { slot, off, bytes },
-                GrowPtr::Freed => abort_ptr(call, "double free of", a),
-                GrowPtr::Invalid => abort_ptr(call, "invalid pointer", a),
-            },
             KIND_FREE_MAPPED | KIND_UNMAPPED if off == 0 => abort_ptr(call, "double free of", a),
             _ => abort_ptr(call, "invalid pointer", a),
         }
