@@ -607,3 +607,30 @@ fn privatizing_slabs_keeps_contents_and_unpins_them() {
     drop(large);
     drop(small);
 }
+
+/// What a forked child does to a grow slab in device mode (a private,
+/// unpinned copy in place): the grown block keeps its bytes, is "not
+/// pinned", still grows in place and frees (the slab then serves
+/// ordinary memory, as a privatized class slab does).
+#[test]
+fn a_grown_block_survives_privatizing_and_keeps_growing() {
+    let pool = Pool::new(host_cfg()).unwrap();
+    // SAFETY: live blocks, written within their sizes.
+    unsafe {
+        let g = pool.realloc_raw(pool.alloc_raw(4096), 16384);
+        for i in 0..16384 {
+            *g.add(i) = (i % 239) as u8;
+        }
+        assert!(pool.v2p(g).is_ok());
+        assert!(pool.heap().arena().privatize_pinned() >= 2);
+        assert_eq!(pool.v2p(g), Err(V2pError::NotPinned));
+        assert!((0..16384).all(|i| *g.add(i) == (i % 239) as u8));
+        assert_eq!(pool.realloc_raw(g, 65536), g, "grows in place");
+        *g.add(65535) = 1;
+        assert_eq!(pool.v2p(g.add(65535)), Err(V2pError::NotPinned));
+        pool.free_raw(g);
+        let h = pool.realloc_raw(pool.alloc_raw(4096), 16384);
+        assert!(!h.is_null());
+        pool.free_raw(h);
+    }
+}
