@@ -3,7 +3,7 @@
 //! A class piece cannot grow: its neighbours are pieces of the same class.
 //! So a realloc() that enlarges a block past a page moves it once into a
 //! *grow slab*, a slab shared by power-of-two blocks from two pages up to
-//! the largest pinned class, placed buddy-style: a block starts the
+//! the class holding `PKTSLAB_PIN_MAX`, placed buddy-style: a block starts the
 //! largest free aligned block there is and leaves its upper halves free,
 //! so the space right after it is free and the next doublings grow it in
 //! place, without a copy (two growing buffers split the room between
@@ -17,11 +17,12 @@
 //! caches and the free fast path are untouched, and a grow block's free
 //! takes this pool's lock (as a large run's takes the arena's).
 //!
-//! Per slab: a bitmap of used pages and the length of each block at its
-//! first page, so a pointer is validated exactly (a block start, live)
-//! before anything is freed or resized. An emptied slab is kept for reuse
-//! while it is the only empty one (the hysteresis); further empty slabs go
-//! back to the arena, and [`GrowPool::trim`] returns them all.
+//! Per slab, one word: a bitmap of used units (pages, or 1/32 of a slab
+//! over 32 pages) and one of block starts, so a pointer is validated
+//! exactly (a live block's start) before anything is freed or resized,
+//! and classifying needs no lock. An emptied slab is kept for reuse while
+//! it is the only empty one (the hysteresis); further empty slabs go back
+//! to the arena, and [`GrowPool::trim`] returns them all.
 
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
