@@ -394,7 +394,11 @@ impl Heap {
             // Same power of two: nothing to do (no lock).
             Block::Grown { bytes, .. } if size <= bytes && size > bytes / 2 => return p,
             Block::Grown { slot, off, bytes } if size > PAGE_SIZE => {
-                if self.grow.resize(&self.arena, slot, off, size).is_some() {
+                if let Some(now) = self.grow.resize(&self.arena, slot, off, size) {
+                    if now != bytes {
+                        // Counted as the move between classes it replaces.
+                        self.counters.record_shared(class_of(size), size, now);
+                    }
                     return p;
                 }
                 if size > bytes {

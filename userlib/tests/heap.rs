@@ -205,6 +205,15 @@ fn realloc_doubling_to_the_pin_limit_moves_once_and_stays_pinned() {
             pool.v2p(g).is_ok() && pool.v2p(g.add(size - 1)).is_ok(),
             "pinned"
         );
+        // PKTSLAB_STATS counts each growth as the class move it replaces.
+        let st = pool.stats();
+        let class = |n: usize| n.trailing_zeros() as usize - 4;
+        let mut s = 8192;
+        while s <= limit {
+            assert_eq!(st.allocs[class(s)], 1, "class {s}: {st:?}");
+            s *= 2;
+        }
+        assert_eq!(st.largest, limit as u64);
         let other = pool.realloc_raw(pool.alloc_raw(3000), 5000);
         assert_eq!(pool.realloc_raw(other, 16384), other, "room of its own");
         assert_eq!(pool.realloc_raw(g, 20_000), g, "a shrink stays");
