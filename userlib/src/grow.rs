@@ -285,8 +285,11 @@ impl GrowPool {
         if want < have {
             s.used &= !bits(u + want, have - want);
         } else if want > have {
+            if u % want != 0 || u + want > units {
+                return None;
+            }
             let more = bits(u + have, want - have);
-            if u % want != 0 || u + want > units || s.used & more != 0 {
+            if s.used & more != 0 {
                 return None;
             }
             s.used |= more;
@@ -389,9 +392,20 @@ mod tests {
             assert_eq!(g.classify(&a, slot, o), GrowPtr::Live(size));
         }
         assert_eq!(g.resize(&a, slot, o, 256 * K), None, "past the top");
-        assert_eq!(g.alloc(&a, 256 * K), None);
         g.free(&a, slot, o);
-        assert_eq!(g.classify(&a, slot, o), GrowPtr::Freed);
+        let (lo, _) = g.alloc(&a, 64 * K).unwrap();
+        let (hi, _) = g.alloc(&a, 64 * K).unwrap();
+        assert_eq!(hi, lo + 64 * K);
+        let (_, ho) = off(&a, hi);
+        assert_eq!(
+            g.resize(&a, slot, ho, 128 * K),
+            None,
+            "an upper half ends the slab"
+        );
+        assert_eq!(g.alloc(&a, 256 * K), None);
+        let (hs, lo_off) = off(&a, lo);
+        g.free(&a, hs, lo_off);
+        assert_eq!(g.classify(&a, hs, lo_off), GrowPtr::Freed);
     }
 
     #[test]

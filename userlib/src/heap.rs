@@ -397,13 +397,14 @@ impl Heap {
                 if let Some(now) = self.grow.resize(&self.arena, slot, off, size) {
                     if now != bytes {
                         // Counted as the move between classes it replaces.
-                        self.counters.record_shared(class_of(size), size, now);
+                        self.count_grown(size, now, tc.as_deref_mut());
                     }
                     return p;
                 }
                 if size > bytes {
                     // SAFETY: b is classify(p), a live block.
-                    if let Some(q) = unsafe { self.move_to_grow(p, b, size, call, None) } {
+                    let moved = unsafe { self.move_to_grow(p, b, size, call, tc.as_deref_mut()) };
+                    if let Some(q) = moved {
                         return q;
                     }
                 }
@@ -448,17 +449,27 @@ impl Heap {
         b: Block,
         size: usize,
         call: &str,
-        tc: Option<&mut ThreadCache>,
+        mut tc: Option<&mut ThreadCache>,
     ) -> Option<*mut u8> {
         let (q, bytes) = self.grow.alloc(&self.arena, size)?;
         let q = q as *mut u8;
-        self.counters.record_shared(class_of(size), size, bytes);
+        self.count_grown(size, bytes, tc.as_deref_mut());
         // SAFETY: both blocks are live and distinct; the new one holds
         // `size` bytes and the old one its usable size.
         unsafe { core::ptr::copy_nonoverlapping(p, q, Self::block_size(b).min(size)) };
         // SAFETY: b is classify(p).
         unsafe { self.free_block(p, b, call, tc) };
         Some(q)
+    }
+
+    /// Counts a grow block of `bytes` for a request of `size` as an
+    /// allocation of its class (in the thread's counters when it has a
+    /// cache: no atomic).
+    fn count_grown(&self, size: usize, bytes: usize, tc: Option<&mut ThreadCache>) {
+        match tc {
+            Some(t) => t.counters.record_owned(class_of(size), size),
+            None => self.counters.record_shared(class_of(size), size, bytes),
+        }
     }
 
     /// calloc() with the overflow check.
