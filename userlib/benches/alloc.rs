@@ -479,7 +479,11 @@ fn allocator_rows() {
     ];
     for (name, f) in timed {
         if wanted(name) {
-            row(name, "ops/s", best(f), true);
+            let vals = best(f);
+            row(name, "ops/s", vals, true);
+            if name.starts_with("realloc doubling") {
+                pin_max_copy_ceiling(vals[1]);
+            }
         }
     }
     let sizes = size_mix();
@@ -492,6 +496,40 @@ fn allocator_rows() {
             false,
         );
     }
+}
+
+/// The doubling row's ceiling: a block crossing PKTSLAB_PIN_MAX moves from
+/// pinned to ordinary memory, and device pages cannot be remapped, so
+/// each cycle copies PIN_MAX bytes at least. That copy alone (pinned piece
+/// to a glibc block, warm, best of many), as reallocs/s for a 12-call
+/// cycle, against glibc's rate of the same run (`glibc`, reallocs/s).
+fn pin_max_copy_ceiling(glibc: f64) {
+    let n = pktslab::Pool::global()
+        .expect("pktslab heap")
+        .heap()
+        .config()
+        .pin_max;
+    let src = pktslab::global::malloc(n);
+    // SAFETY: plain malloc of n bytes.
+    let dst: *mut u8 = unsafe { libc::malloc(n) }.cast();
+    let mut best_ns = f64::MAX;
+    for _ in 0..REPEAT * 100 {
+        let t = Instant::now();
+        // SAFETY: both blocks are live, distinct and n bytes long.
+        unsafe { core::ptr::copy_nonoverlapping(black_box(src), black_box(dst), n) };
+        best_ns = best_ns.min(t.elapsed().as_nanos() as f64);
+    }
+    // SAFETY: live blocks.
+    unsafe {
+        libc::free(dst.cast());
+        pktslab::global::free(src, "free");
+    }
+    let ceiling = 12.0 / (best_ns * 1e-9);
+    println!(
+        "  ceiling: the {} KiB copy at PIN_MAX alone takes {best_ns:.0} ns per cycle: at most {ceiling:.3e} reallocs/s, x{:.2} glibc",
+        n >> 10,
+        ceiling / glibc
+    );
 }
 
 /// v2p against /proc/self/pagemap, then the pool's statistics and a trim.

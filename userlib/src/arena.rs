@@ -29,6 +29,9 @@ pub const KIND_SMALL: u32 = 2;
 pub const KIND_LARGE: u32 = 3;
 /// Slot is a later slab of a large allocation.
 pub const KIND_TAIL: u32 = 4;
+/// Slot is a grow slab: blocks realloc() enlarges, buddy-placed (see
+/// [`crate::grow`]).
+pub const KIND_GROW: u32 = 5;
 
 mod entries;
 mod fork;

@@ -8,11 +8,14 @@
 use core::sync::atomic::Ordering;
 
 use crate::Error;
-use crate::arena::{Arena, KIND_FREE_MAPPED, KIND_LARGE, KIND_SMALL, KIND_UNMAPPED};
+use crate::arena::{Arena, KIND_FREE_MAPPED, KIND_GROW, KIND_LARGE, KIND_SMALL, KIND_UNMAPPED};
 use crate::backend::{Backend, BackendMode, set_errno};
-use crate::class::{MAX_SMALL, MIN_ALIGN, NUM_CLASSES, SLAB_SIZE, class_of, class_size, slabs_for};
+use crate::class::{
+    MAX_SMALL, MIN_ALIGN, NUM_CLASSES, PAGE_SIZE, SLAB_SIZE, class_of, class_size, slabs_for,
+};
 use crate::config::Config;
 use crate::fault::{abort_ptr, notice};
+use crate::grow::{GrowPool, GrowPtr};
 use crate::slab::{Chain, ClassPool, Refill, has_free_key, mark_free, mark_used};
 use crate::stats::{Counters, LARGE, Stats};
 use crate::tcache::ThreadCache;
@@ -31,12 +34,22 @@ pub enum Block {
         /// Bytes mapped in the run (the last slab may be partial).
         bytes: usize,
     },
+    /// A block of a grow slab (see [`crate::grow`]).
+    Grown {
+        /// The grow slab's slot.
+        slot: usize,
+        /// Offset of the block in the slot.
+        off: usize,
+        /// Bytes in the block.
+        bytes: usize,
+    },
 }
 
 /// An allocator instance.
 pub struct Heap {
     arena: Arena,
     classes: [ClassPool; NUM_CLASSES],
+    grow: GrowPool,
     key: u64,
     counters: Counters,
     cfg: Config,
@@ -89,9 +102,11 @@ impl Heap {
     /// initialised heap; on `Err` nothing was written that needs dropping.
     pub unsafe fn init_in(dst: *mut Self, cfg: Config) -> Result<(), Error> {
         let arena = Self::open_arena(&cfg)?;
+        let grow = GrowPool::new(&arena, cfg.pin_max);
         // SAFETY: dst is valid for writes (caller); each field is written
         // once, in place, and every field is written before Ok.
         unsafe {
+            (&raw mut (*dst).grow).write(grow);
             (&raw mut (*dst).arena).write(arena);
             let classes = (&raw mut (*dst).classes).cast::<ClassPool>();
             for c in 0..NUM_CLASSES {
@@ -205,6 +220,15 @@ impl Heap {
             }
             return Block::Small(c);
         }
+        if kind == KIND_GROW {
+            // Not cold: a buffer realloc() grows by small steps lands here
+            // at every call.
+            return match self.grow.classify(&self.arena, slot, off) {
+                GrowPtr::Live(bytes) => Block::Grown { slot, off, bytes },
+                GrowPtr::Freed => abort_ptr(call, "double free of", a),
+                GrowPtr::Invalid => abort_ptr(call, "invalid pointer", a),
+            };
+        }
         self.classify_large(slot, kind, off, a, call)
     }
 
@@ -230,7 +254,7 @@ impl Heap {
     pub fn block_size(b: Block) -> usize {
         match b {
             Block::Small(c) => class_size(c),
-            Block::Large { bytes, .. } => bytes,
+            Block::Large { bytes, .. } | Block::Grown { bytes, .. } => bytes,
         }
     }
 
@@ -350,6 +374,7 @@ impl Heap {
                 }
             }
             Block::Large { slot, .. } => self.arena.free_run(slot),
+            Block::Grown { slot, off, .. } => self.grow.free(&self.arena, slot, off),
         }
     }
 
@@ -390,6 +415,32 @@ impl Heap {
         }
         match b {
             Block::Small(c) if size <= MAX_SMALL && class_of(size) == c => return p,
+            // Growing past a page: into a grow block, which the next
+            // doublings enlarge in place.
+            Block::Small(c) if size > class_size(c) && size > PAGE_SIZE => {
+                // SAFETY: b is classify(p), a live piece.
+                if let Some(q) = unsafe { self.move_to_grow(p, b, size, call, tc.as_deref_mut()) } {
+                    return q;
+                }
+            }
+            // Same power of two: nothing to do (no lock).
+            Block::Grown { bytes, .. } if size <= bytes && size > bytes / 2 => return p,
+            Block::Grown { slot, off, bytes } if size > PAGE_SIZE => {
+                if let Some(now) = self.grow.resize(&self.arena, slot, off, size) {
+                    if now != bytes {
+                        // Counted as the move between classes it replaces.
+                        self.count_grown(size, now, tc.as_deref_mut());
+                    }
+                    return p;
+                }
+                if size > bytes {
+                    // SAFETY: b is classify(p), a live block.
+                    let moved = unsafe { self.move_to_grow(p, b, size, call, tc.as_deref_mut()) };
+                    if let Some(q) = moved {
+                        return q;
+                    }
+                }
+            }
             // A run keeps its place unless it would be more than half empty
             // and a small piece can hold the data.
             Block::Large { slot, n, bytes } if size > MAX_SMALL || size > bytes / 2 => {
@@ -417,6 +468,40 @@ impl Heap {
         // SAFETY: b is classify(p).
         unsafe { self.free_block(p, b, call, tc) };
         q
+    }
+
+    /// Moves the live block `p` (`b`) into a new grow block of `size`
+    /// bytes; None (nothing done) when the grow pool has none.
+    ///
+    /// # Safety
+    /// `b` must be `classify(p)`, a live block.
+    unsafe fn move_to_grow(
+        &self,
+        p: *mut u8,
+        b: Block,
+        size: usize,
+        call: &str,
+        mut tc: Option<&mut ThreadCache>,
+    ) -> Option<*mut u8> {
+        let (q, bytes) = self.grow.alloc(&self.arena, size)?;
+        let q = q as *mut u8;
+        self.count_grown(size, bytes, tc.as_deref_mut());
+        // SAFETY: both blocks are live and distinct; the new one holds
+        // `size` bytes and the old one its usable size.
+        unsafe { core::ptr::copy_nonoverlapping(p, q, Self::block_size(b).min(size)) };
+        // SAFETY: b is classify(p).
+        unsafe { self.free_block(p, b, call, tc) };
+        Some(q)
+    }
+
+    /// Counts a grow block of `bytes` for a request of `size` as an
+    /// allocation of its class (in the thread's counters when it has a
+    /// cache: no atomic).
+    fn count_grown(&self, size: usize, bytes: usize, tc: Option<&mut ThreadCache>) {
+        match tc {
+            Some(t) => t.counters.record_owned(class_of(size), size),
+            None => self.counters.record_shared(class_of(size), size, bytes),
+        }
     }
 
     /// calloc() with the overflow check.
@@ -476,20 +561,23 @@ impl Heap {
         (0..NUM_CLASSES)
             .map(|c| self.classes[c].trim(&self.arena, c))
             .sum::<usize>()
+            + self.grow.trim(&self.arena)
     }
 
-    /// Fork preparation: take every lock, classes before the arena (the
-    /// order allocation uses).
+    /// Fork preparation: take every lock, classes and the grow pool before
+    /// the arena (the order allocation uses).
     pub fn lock_all(&self) {
         for c in &self.classes {
             c.lock_for_fork();
         }
+        self.grow.lock_for_fork();
         self.arena.lock_for_fork();
     }
 
     /// Releases what [`Heap::lock_all`] took.
     pub fn unlock_all(&self) {
         self.arena.unlock_after_fork();
+        self.grow.unlock_after_fork();
         for c in &self.classes {
             c.unlock_after_fork();
         }

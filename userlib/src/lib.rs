@@ -11,7 +11,7 @@
 //! Layout: [`class`] (size classes), [`arena`] (reservation, slot and page
 //! tables), [`backend`] (device and host slab sources), [`slab`] (carving,
 //! shared lists), [`tcache`] (thread caches), [`heap`] (malloc semantics),
-//! [`global`] (the process heap: init, fork, RTLD_NEXT), `preload`
+//! [`grow`] (room for realloc() growth), [`global`] (the process heap: init, fork, RTLD_NEXT), `preload`
 //! (the libc ABI, with `--features preload`), [`capi`] (the explicit C API), [`pool`] (safe Rust API),
 //! [`client`] (requests), [`stats`], [`mod@v2p`].
 
@@ -23,6 +23,7 @@ pub mod client;
 pub mod config;
 pub mod fault;
 pub mod global;
+pub mod grow;
 pub mod heap;
 pub mod lock;
 pub mod pool;

@@ -50,6 +50,16 @@ fn crash(case: &str) {
                 global::free(p, "free");
                 global::free(p, "free");
             }
+            // A block realloc() moved into a grow slab.
+            "grown-double-free" => {
+                let p = global::realloc(global::malloc(4096), 16384);
+                global::free(p, "free");
+                global::free(p, "free");
+            }
+            "grown-interior-free" => {
+                let p = global::realloc(global::malloc(4096), 16384);
+                global::free(p.add(4096), "free");
+            }
             // The sized path (PktslabAlloc::dealloc): the size picks the
             // bin, the pointer is still checked.
             "sized-double-free" => {
@@ -176,5 +186,23 @@ fn sized_free_of_a_cached_piece_never_returned_aborts() {
         "sized_free_of_a_cached_piece_never_returned_aborts",
         "sized-never-returned",
         "pktslab: dealloc(): double free of 0x",
+    );
+}
+
+#[test]
+fn grown_block_double_free_aborts() {
+    expect_abort(
+        "grown_block_double_free_aborts",
+        "grown-double-free",
+        "pktslab: free(): double free of 0x",
+    );
+}
+
+#[test]
+fn grown_block_interior_free_aborts() {
+    expect_abort(
+        "grown_block_interior_free_aborts",
+        "grown-interior-free",
+        "pktslab: free(): invalid pointer 0x",
     );
 }

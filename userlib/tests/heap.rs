@@ -177,6 +177,76 @@ fn malloc_above_the_pin_limit_is_ordinary_and_realloc_crosses_it() {
     assert!(s.ordinary_allocs >= 2, "counted: {s:?}");
 }
 
+/// A buffer doubling from 4 KiB to the pin limit moves once, into a grow
+/// block (its first page copied), then grows in place: pinned to its last
+/// byte, contents kept. A second buffer growing meanwhile gets room
+/// of its own.
+#[test]
+fn realloc_doubling_to_the_pin_limit_moves_once_and_stays_pinned() {
+    let pool = Pool::new(host_cfg()).unwrap();
+    let limit = pool.heap().config().pin_max;
+    let p = pool.alloc_raw(4096);
+    // SAFETY: live blocks, written within their sizes.
+    unsafe {
+        p.write_bytes(0x5a, 4096);
+        let g = pool.realloc_raw(p, 8192);
+        assert_ne!(g, p, "a class piece cannot grow");
+        g.add(4096).write_bytes(0x6b, 4096);
+        let mut size = 8192;
+        while size < limit {
+            size *= 2;
+            assert_eq!(pool.realloc_raw(g, size), g, "in place to {size}");
+            assert_eq!(pool.usable_size(g), size);
+        }
+        assert!((0..4096).all(|i| *g.add(i) == 0x5a));
+        assert!((4096..8192).all(|i| *g.add(i) == 0x6b));
+        *g.add(size - 1) = 1;
+        assert!(
+            pool.v2p(g).is_ok() && pool.v2p(g.add(size - 1)).is_ok(),
+            "pinned"
+        );
+        // PKTSLAB_STATS counts each growth as the class move it replaces.
+        let st = pool.stats();
+        let class = |n: usize| n.trailing_zeros() as usize - 4;
+        let mut s = 8192;
+        while s <= limit {
+            assert_eq!(st.allocs[class(s)], 1, "class {s}: {st:?}");
+            s *= 2;
+        }
+        assert_eq!(st.largest, limit as u64);
+        let other = pool.realloc_raw(pool.alloc_raw(3000), 5000);
+        assert_eq!(pool.realloc_raw(other, 16384), other, "room of its own");
+        assert_eq!(pool.realloc_raw(g, 20_000), g, "a shrink stays");
+        assert_eq!(pool.usable_size(g), 32768);
+        let small = pool.realloc_raw(g, 100);
+        assert_eq!(pool.usable_size(small), 128);
+        assert_eq!(*small.add(99), 0x5a);
+        pool.free_raw(small);
+        pool.free_raw(other);
+    }
+    assert!(pool.trim() > 0, "the emptied grow slabs go back");
+}
+
+/// The process heap: a grown block crosses the pin limit into ordinary
+/// memory with its contents, and frees there.
+#[test]
+fn a_grown_block_crosses_the_pin_limit() {
+    let limit = global::heap().unwrap().config().pin_max;
+    // SAFETY: live allocations, written within their sizes.
+    unsafe {
+        let p = global::malloc(4096);
+        let g = global::realloc(p, limit);
+        assert!(pktslab::v2p(g).is_ok());
+        for i in 0..limit {
+            *g.add(i) = (i % 241) as u8;
+        }
+        let q = global::realloc(g, 2 * limit);
+        assert_eq!(pktslab::v2p(q), Err(V2pError::NotPinned));
+        assert!((0..limit).all(|i| *q.add(i) == (i % 241) as u8));
+        global::free(q, "free");
+    }
+}
+
 #[test]
 fn large_realloc_grows_in_place_and_keeps_contents() {
     let p = global::malloc_pinned(3 << 20);
@@ -545,4 +615,31 @@ fn privatizing_slabs_keeps_contents_and_unpins_them() {
     assert!(more.phys().is_ok(), "new slabs are pinned again");
     drop(large);
     drop(small);
+}
+
+/// What a forked child does to a grow slab in device mode (a private,
+/// unpinned copy in place): the grown block keeps its bytes, is "not
+/// pinned", still grows in place and frees (the slab then serves
+/// ordinary memory, as a privatized class slab does).
+#[test]
+fn a_grown_block_survives_privatizing_and_keeps_growing() {
+    let pool = Pool::new(host_cfg()).unwrap();
+    // SAFETY: live blocks, written within their sizes.
+    unsafe {
+        let g = pool.realloc_raw(pool.alloc_raw(4096), 16384);
+        for i in 0..16384 {
+            *g.add(i) = (i % 239) as u8;
+        }
+        assert!(pool.v2p(g).is_ok());
+        assert!(pool.heap().arena().privatize_pinned() >= 2);
+        assert_eq!(pool.v2p(g), Err(V2pError::NotPinned));
+        assert!((0..16384).all(|i| *g.add(i) == (i % 239) as u8));
+        assert_eq!(pool.realloc_raw(g, 65536), g, "grows in place");
+        *g.add(65535) = 1;
+        assert_eq!(pool.v2p(g.add(65535)), Err(V2pError::NotPinned));
+        pool.free_raw(g);
+        let h = pool.realloc_raw(pool.alloc_raw(4096), 16384);
+        assert!(!h.is_null());
+        pool.free_raw(h);
+    }
 }

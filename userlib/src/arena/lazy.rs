@@ -5,7 +5,7 @@
 
 use core::sync::atomic::Ordering;
 
-use super::{Arena, KIND_FREE_MAPPED, KIND_LARGE, KIND_SMALL, KIND_TAIL};
+use super::{Arena, KIND_FREE_MAPPED, KIND_GROW, KIND_LARGE, KIND_SMALL, KIND_TAIL};
 use crate::class::{PAGE_SIZE, PAGES_PER_SLAB};
 use crate::v2p::{PHYS_LAZY, PHYS_NOT_PINNED, Phys, V2pError};
 
@@ -61,7 +61,7 @@ impl Arena {
         let _g = self.lock.lock();
         let (mut first, mut n) = (slot, 1);
         match self.meta(slot).kind_class().0 {
-            KIND_SMALL | KIND_FREE_MAPPED => {}
+            KIND_SMALL | KIND_GROW | KIND_FREE_MAPPED => {}
             KIND_LARGE | KIND_TAIL => {
                 while first > 0 && self.meta(first).kind_class().0 == KIND_TAIL {
                     first -= 1;
