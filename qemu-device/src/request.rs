@@ -187,6 +187,7 @@ impl Processor {
 
     /// Validates and runs the chain in `scratch.descs`; the status record
     /// is left for [`finish`](Self::finish).
+    #[inline(always)]
     pub fn execute<M: GuestMemoryBackend>(
         &self,
         mem: &M,
@@ -243,7 +244,7 @@ impl Processor {
 
     /// Writes the status record of `out` and counts it; returns the used
     /// length (bytes written into device-writable descriptors).
-    #[inline]
+    #[inline(always)]
     pub fn finish<M: GuestMemoryBackend>(&self, mem: &M, out: Outcome, stats: &Shard) -> u32 {
         let Some(target) = out.target else {
             debug!("no usable status descriptor: chain returned unanswered");
