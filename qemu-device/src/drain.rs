@@ -147,7 +147,15 @@ impl Processor {
                 };
                 return Err((taken, b));
             }
-            for _ in 0..pending.min(MAX_BATCH) {
+            let n = pending.min(MAX_BATCH);
+            if self.hook.is_none() {
+                (next_avail, next_used) =
+                    self.take_plain(ring, regions, mem, lane, stats, (next_avail, next_used, n));
+                taken += usize::from(n);
+                n_done(ring, q, next_avail, next_used);
+                continue;
+            }
+            for _ in 0..n {
                 let head = ring.avail_entry(next_avail);
                 next_avail = next_avail.wrapping_add(1);
                 taken += 1;
@@ -174,12 +182,39 @@ impl Processor {
                     next_used = next_used.wrapping_add(1);
                 }
             }
-            // One store publishes the whole batch; the state goes back to
-            // virtio-queue at once, so GET_VRING_BASE sees it.
-            ring.publish_used(next_used);
-            q.set_next_avail(next_avail);
-            q.set_next_used(next_used);
+            n_done(ring, q, next_avail, next_used);
         }
+    }
+
+    /// `n` requests from avail position `next_avail` on, without a
+    /// completion hook: nothing can delay, drop or add a used element, so
+    /// each request is walk, execute, status, used element. Returns the
+    /// new (next_avail, next_used).
+    #[inline(always)]
+    fn take_plain<M: GuestMemoryBackend>(
+        &self,
+        ring: &Ring,
+        regions: &Regions,
+        mem: &M,
+        lane: &mut Lane,
+        stats: &Shard,
+        (mut next_avail, mut next_used, n): (u16, u16, u16),
+    ) -> (u16, u16) {
+        for _ in 0..n {
+            let head = ring.avail_entry(next_avail);
+            next_avail = next_avail.wrapping_add(1);
+            ring.walk(regions, mem, head, &mut lane.scratch.descs);
+            let out = self.execute(mem, regions, &mut lane.scratch, stats);
+            let len = self.finish(mem, out, stats);
+            if head < ring.size() {
+                ring.put_used(next_used, head, len);
+                next_used = next_used.wrapping_add(1);
+            } else {
+                debug!(head, "avail entry past the descriptor table");
+                stats.bad_head();
+            }
+        }
+        (next_avail, next_used)
     }
 
     /// The same through virtio-queue, for rings that span two regions.
@@ -241,6 +276,15 @@ impl Processor {
             }
         }
     }
+}
+
+/// Ends a fast batch: one store publishes it; the state goes back to
+/// virtio-queue at once, so GET_VRING_BASE sees it.
+#[inline]
+fn n_done(ring: &Ring, q: &mut Queue, next_avail: u16, next_used: u16) {
+    ring.publish_used(next_used);
+    q.set_next_avail(next_avail);
+    q.set_next_used(next_used);
 }
 
 /// Notification decision after a fast drain published up to `used`.

@@ -187,6 +187,7 @@ impl Processor {
 
     /// Validates and runs the chain in `scratch.descs`; the status record
     /// is left for [`finish`](Self::finish).
+    #[inline(always)]
     pub fn execute<M: GuestMemoryBackend>(
         &self,
         mem: &M,
@@ -243,7 +244,7 @@ impl Processor {
 
     /// Writes the status record of `out` and counts it; returns the used
     /// length (bytes written into device-writable descriptors).
-    #[inline]
+    #[inline(always)]
     pub fn finish<M: GuestMemoryBackend>(&self, mem: &M, out: Outcome, stats: &Shard) -> u32 {
         let Some(target) = out.target else {
             debug!("no usable status descriptor: chain returned unanswered");
@@ -281,9 +282,10 @@ impl Processor {
         op: &mut Option<u16>,
     ) -> Result<Done, Fail> {
         let n = s.descs.len() - 1; // excluding the status descriptor
-        let hdr = self.check_header(mem, regions, s.descs[..n].first(), op)?;
+        let w = self.check_header(mem, regions, s.descs[..n].first(), op)?;
         let (in_total, out_total) = self.check_segments(mem, regions, s, n)?;
-        stats.op(hdr.op, in_total as u64);
+        let hdr_op = w[0] as u16;
+        stats.op(hdr_op, in_total as u64);
         let d = ops::Data {
             ins: &s.ins,
             outs: &s.outs,
@@ -291,9 +293,15 @@ impl Processor {
             in_total,
             out_total,
         };
+        // Checksums need only the op and aux words; the other ops get the
+        // whole header, parsed from the same private copy.
+        match hdr_op {
+            OP_NOP => return Ok(Done { len: 0, result: 0 }),
+            OP_CSUM | OP_CRC32C | OP_CRC32 => return Ok(ops::checksum(hdr_op, w[2] as u32, d)),
+            _ => {}
+        }
+        let hdr = parse_header(&w);
         match hdr.op {
-            OP_NOP => Ok(Done { len: 0, result: 0 }),
-            OP_CSUM | OP_CRC32C | OP_CRC32 => Ok(ops::checksum(&hdr, d)),
             OP_RSS => ops::rss(&hdr, d),
             OP_AES_GCM_SEAL | OP_AES_GCM_OPEN => ops::gcm(&self.keys, &hdr, d),
             OP_COPY => ops::copy(d),
@@ -317,22 +325,25 @@ impl Processor {
         regions: &Regions,
         h: Option<&Desc>,
         op: &mut Option<u16>,
-    ) -> Result<RequestHeader, Fail> {
+    ) -> Result<[u64; 8], Fail> {
         let Some(&h) = h else {
             return Err(fail(STATUS_BAD_REQUEST));
         };
         if h.write || h.len as usize != REQUEST_HEADER_SIZE {
             return Err(fail(STATUS_BAD_REQUEST));
         }
-        let hdr = read_header(regions, mem, h.addr).ok_or(fail(STATUS_BAD_ADDRESS))?;
-        *op = Some(hdr.op);
-        if hdr.flags != 0 || hdr.reserved != 0 {
+        let w = read_header(regions, mem, h.addr).ok_or(fail(STATUS_BAD_ADDRESS))?;
+        // Word 0: op (16 bits), flags (16), key_slot (32); word 2: aux (32),
+        // reserved (32). See `parse_header`.
+        let hop = w[0] as u16;
+        *op = Some(hop);
+        if (w[0] >> 16) as u16 != 0 || (w[2] >> 32) as u32 != 0 {
             return Err(fail(STATUS_BAD_REQUEST));
         }
-        if hdr.op >= OP_COUNT || self.ops & (1 << hdr.op) == 0 {
+        if hop >= OP_COUNT || self.ops & (1 << hop) == 0 {
             return Err(fail(STATUS_UNSUPPORTED));
         }
-        Ok(hdr)
+        Ok(w)
     }
 
     /// Checks 5 to 7 on the data descriptors `descs[1..n]`, resolving them
@@ -380,38 +391,43 @@ impl Processor {
 }
 
 /// Reads the request header at `addr` once (eight volatile 8-byte loads
-/// when it is aligned inside one region) and parses it without a detour
-/// through a byte array; `None` when it is outside guest memory.
+/// when it is aligned inside one region) into its little-endian words,
+/// the private copy every check and op reads; `None` when it is outside
+/// guest memory.
 #[inline]
-fn read_header<M: GuestMemoryBackend>(
-    regions: &Regions,
-    mem: &M,
-    addr: u64,
-) -> Option<RequestHeader> {
+fn read_header<M: GuestMemoryBackend>(regions: &Regions, mem: &M, addr: u64) -> Option<[u64; 8]> {
     if let Some(p) = regions.host(addr, REQUEST_HEADER_SIZE as u64)
         && (p as usize).is_multiple_of(8)
     {
         let p = p.cast::<u64>();
-        // SAFETY: `p..p+64` lies in a region of `mem` (borrowed for this
-        // call) and is 8-aligned; each word is loaded once.
-        let w: [u64; 8] =
-            std::array::from_fn(|i| u64::from_le(unsafe { ptr::read_volatile(p.add(i)) }));
-        let mut params = [0u8; 40];
-        for (i, chunk) in params.chunks_exact_mut(8).enumerate() {
-            chunk.copy_from_slice(&w[3 + i].to_le_bytes());
-        }
-        return Some(RequestHeader {
-            op: w[0] as u16,
-            flags: (w[0] >> 16) as u16,
-            key_slot: (w[0] >> 32) as u32,
-            cookie: w[1],
-            aux: w[2] as u32,
-            reserved: (w[2] >> 32) as u32,
-            params,
-        });
+        return Some(std::array::from_fn(|i| {
+            // SAFETY: `p..p+64` lies in a region of `mem` (borrowed for
+            // this call) and is 8-aligned, and `i < 8`; each word is loaded
+            // once.
+            u64::from_le(unsafe { ptr::read_volatile(p.add(i)) })
+        }));
     }
     let b = read_guest::<REQUEST_HEADER_SIZE, M>(regions, mem, addr)?;
-    RequestHeader::from_le_bytes(&b)
+    Some(std::array::from_fn(|i| {
+        u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or_default())
+    }))
+}
+
+/// The ABI's header from its words (the private copy).
+fn parse_header(w: &[u64; 8]) -> RequestHeader {
+    let mut params = [0u8; 40];
+    for (i, chunk) in params.chunks_exact_mut(8).enumerate() {
+        chunk.copy_from_slice(&w[3 + i].to_le_bytes());
+    }
+    RequestHeader {
+        op: w[0] as u16,
+        flags: (w[0] >> 16) as u16,
+        key_slot: (w[0] >> 32) as u32,
+        cookie: w[1],
+        aux: w[2] as u32,
+        reserved: (w[2] >> 32) as u32,
+        params,
+    }
 }
 
 #[cfg(test)]

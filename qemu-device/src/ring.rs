@@ -223,6 +223,7 @@ impl Ring {
     /// entry outside guest memory, or when the lengths would pass 4 GiB. A
     /// head past the ring gives an empty chain. Data addresses are not
     /// checked here: the request checks them (BAD_ADDRESS).
+    #[inline(always)]
     pub fn walk<M: GuestMemoryBackend>(
         &self,
         regions: &Regions,

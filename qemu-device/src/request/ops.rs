@@ -22,7 +22,7 @@ pub(super) struct Data<'a> {
 /// CSUM, CRC32C and CRC32: a streaming engine reads every input piece by
 /// host address, each byte once (see `crate::engines`); nothing makes a
 /// `&[u8]` over guest memory.
-pub(super) fn checksum(hdr: &RequestHeader, d: Data<'_>) -> Done {
+pub(super) fn checksum(op: u16, aux: u32, d: Data<'_>) -> Done {
     macro_rules! feed {
         ($engine:expr) => {{
             let mut c = $engine;
@@ -34,11 +34,11 @@ pub(super) fn checksum(hdr: &RequestHeader, d: Data<'_>) -> Done {
             u64::from(c.finish())
         }};
     }
-    let result = match hdr.op {
-        OP_CSUM => feed!(Csum::new(hdr.aux)),
-        OP_CRC32C => feed!(crc::Crc32c::new(hdr.aux)),
+    let result = match op {
+        OP_CSUM => feed!(Csum::new(aux)),
+        OP_CRC32C => feed!(crc::Crc32c::new(aux)),
         _ => {
-            let mut c = crc::Crc32Stream::new(hdr.aux, d.buf);
+            let mut c = crc::Crc32Stream::new(aux, d.buf);
             // SAFETY: as for `feed`.
             unsafe { c.update_pieces(d.ins.iter().map(|g| (g.ptr.cast_const(), g.len))) };
             u64::from(c.finish())
