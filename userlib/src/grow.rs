@@ -24,7 +24,6 @@
 //! it is the only empty one (the hysteresis); further empty slabs go back
 //! to the arena, and [`GrowPool::trim`] returns them all.
 
-use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::arena::{Arena, KIND_GROW};
@@ -125,8 +124,6 @@ pub struct GrowPool {
     slots: [AtomicUsize; MAX_SLABS],
     /// Each slab's [`Slab`] word: written under the lock, read without it.
     states: [AtomicU64; MAX_SLABS],
-    /// Blocks live per slab (under the lock).
-    live: UnsafeCell<[u32; MAX_SLABS]>,
     /// Largest block, a power of two (0: the pool is off).
     top: usize,
     /// Bytes of each slab (the backend's granule for `top`).
@@ -134,11 +131,6 @@ pub struct GrowPool {
     /// log2 of a unit's bytes.
     unit_shift: u32,
 }
-
-// SAFETY: `live` is only accessed with `lock` held; the rest is atomic.
-unsafe impl Sync for GrowPool {}
-// SAFETY: slot indices and counts only; nothing thread-bound.
-unsafe impl Send for GrowPool {}
 
 impl GrowPool {
     /// A pool for blocks up to the class that holds `pin_max` (at most the
@@ -156,7 +148,6 @@ impl GrowPool {
             lock: SpinLock::new(),
             slots: [const { AtomicUsize::new(NO_SLOT) }; MAX_SLABS],
             states: [const { AtomicU64::new(0) }; MAX_SLABS],
-            live: UnsafeCell::new([0; MAX_SLABS]),
             top,
             slab_len,
             unit_shift: unit.trailing_zeros(),
@@ -168,10 +159,9 @@ impl GrowPool {
         self.top
     }
 
-    #[allow(clippy::mut_from_ref)]
-    fn live(&self) -> &mut [u32; MAX_SLABS] {
-        // SAFETY: callers hold `lock`, so there is one user at a time.
-        unsafe { &mut *self.live.get() }
+    /// Whether entry `i` holds a slab with no live block.
+    fn empty(&self, i: usize) -> bool {
+        self.slots[i].load(Ordering::Relaxed) != NO_SLOT && Slab::load(&self.states[i]).starts == 0
     }
 
     #[inline]
@@ -232,7 +222,6 @@ impl GrowPool {
         s.used |= bits(u, n);
         s.starts |= 1 << u;
         s.store(&self.states[i]);
-        self.live()[i] += 1;
         let slot = self.slots[i].load(Ordering::Relaxed);
         Some((
             arena.slot_addr(slot) + (u << self.unit_shift),
@@ -245,7 +234,6 @@ impl GrowPool {
         let i = (0..MAX_SLABS).find(|&i| self.slots[i].load(Ordering::Relaxed) == NO_SLOT)?;
         let (slot, _) = arena.alloc_run(1, 1, KIND_GROW, 0, self.slab_len).ok()?;
         Slab::default().store(&self.states[i]);
-        self.live()[i] = 0;
         arena.meta(slot).bump.store(i as u32, Ordering::Release);
         self.slots[i].store(slot, Ordering::Release);
         Some(i)
@@ -313,14 +301,10 @@ impl GrowPool {
         s.used &= !bits(u, n);
         s.starts &= !(1 << u);
         s.store(&self.states[i]);
-        let live = self.live();
-        live[i] -= 1;
-        if live[i] > 0 {
+        if s.starts != 0 {
             return;
         }
-        let other_empty = (0..MAX_SLABS)
-            .any(|k| k != i && self.slots[k].load(Ordering::Relaxed) != NO_SLOT && live[k] == 0);
-        if other_empty {
+        if (0..MAX_SLABS).any(|k| k != i && self.empty(k)) {
             self.slots[i].store(NO_SLOT, Ordering::Release);
             arena.free_run(slot);
         }
@@ -331,8 +315,8 @@ impl GrowPool {
         let _g = self.lock.lock();
         let mut released = 0;
         for i in 0..MAX_SLABS {
-            let slot = self.slots[i].load(Ordering::Relaxed);
-            if slot != NO_SLOT && self.live()[i] == 0 {
+            if self.empty(i) {
+                let slot = self.slots[i].load(Ordering::Relaxed);
                 self.slots[i].store(NO_SLOT, Ordering::Release);
                 released += arena.release_small(slot);
             }
