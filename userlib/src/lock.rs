@@ -71,6 +71,36 @@ impl Drop for SpinGuard<'_> {
     }
 }
 
+/// Whether a `pthread_atfork` prepare handler took its locks this fork,
+/// for its parent and child handlers to release them. It is written only
+/// when the answer changes, so a single-threaded process (a shell) that
+/// forks hundreds of times writes none of the page holding it: each write
+/// would be a copy-on-write fault in the parent and again in the child.
+#[derive(Default)]
+pub struct ForkHeld(AtomicBool);
+
+impl ForkHeld {
+    /// Nothing held, usable in statics.
+    pub const fn new() -> Self {
+        Self(AtomicBool::new(false))
+    }
+
+    /// Records whether this fork's prepare handler takes its locks.
+    #[inline]
+    pub fn set(&self, held: bool) {
+        // Fork handlers run in the forking thread only; no other writer.
+        if self.0.load(Ordering::Relaxed) != held {
+            self.0.store(held, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the locks were taken before this fork.
+    #[inline]
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,12 +25,12 @@
 
 use std::cell::UnsafeCell;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use pktaccel_abi::IocCompletion;
 
-use crate::lock::SpinLock;
+use crate::lock::{ForkHeld, SpinLock};
 
 /// Bits of a cookie that number the requests of one client (wrapping).
 pub const SEQ_BITS: u32 = 40;
@@ -115,25 +115,21 @@ static REGISTRY: Registry = Registry {
 static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
 
 /// Whether [`before_fork`] took the registry lock (the after-fork handlers
-/// then release it). Written only when that changes, so a shell forking
-/// hundreds of times writes none of our pages in its fork handlers.
-static FORK_LOCKED: AtomicBool = AtomicBool::new(false);
+/// then release it).
+static FORK_LOCKED: ForkHeld = ForkHeld::new();
 
 extern "C" fn before_fork() {
     // A process that never had a second thread has nobody who could hold
     // the lock, as the heap's own handlers reason (global/fork.rs).
-    if crate::global::single_threaded() {
-        if FORK_LOCKED.load(Ordering::Relaxed) {
-            FORK_LOCKED.store(false, Ordering::Relaxed);
-        }
-        return;
+    let single = crate::global::single_threaded();
+    FORK_LOCKED.set(!single);
+    if !single {
+        REGISTRY.lock.raw_lock();
     }
-    REGISTRY.lock.raw_lock();
-    FORK_LOCKED.store(true, Ordering::Relaxed);
 }
 
 extern "C" fn after_fork_parent() {
-    if FORK_LOCKED.load(Ordering::Relaxed) {
+    if FORK_LOCKED.get() {
         REGISTRY.lock.raw_unlock();
     }
 }
@@ -150,7 +146,7 @@ extern "C" fn after_fork_child() {
     if unsafe { !(*REGISTRY.entries.get()).is_empty() } {
         FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
     }
-    if FORK_LOCKED.load(Ordering::Relaxed) {
+    if FORK_LOCKED.get() {
         REGISTRY.lock.raw_unlock();
     }
 }

@@ -3,11 +3,10 @@
 //! inherited (the driver's `VM_DONTCOPY` mappings) gets the parent's bytes
 //! as ordinary memory and its own device file.
 
-use core::sync::atomic::Ordering;
-
 use super::heap_if_ready;
 use super::ordinary::BLOCKS;
 use super::thread_caches::{REGISTRY, tc_here};
+use crate::lock::ForkHeld;
 use crate::tcache::TC_ACTIVE;
 
 unsafe extern "C" {
@@ -18,9 +17,8 @@ unsafe extern "C" {
 }
 
 /// Whether [`prepare`] took the locks (the parent and child handlers
-/// then release them). Written only before fork(), so the pages holding it
-/// stay shared with the child.
-static FORK_LOCKED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+/// then release them).
+static FORK_LOCKED: ForkHeld = ForkHeld::new();
 
 /// Whether this fork() needs our locks held across it. A single-threaded
 /// process has nobody who could hold one (fork() from a signal handler
@@ -45,13 +43,11 @@ pub(crate) fn single_threaded() -> bool {
 }
 
 pub(super) extern "C" fn prepare() {
-    if !fork_needs_locks() {
-        if FORK_LOCKED.load(Ordering::Relaxed) {
-            FORK_LOCKED.store(false, Ordering::Relaxed);
-        }
+    let needed = fork_needs_locks();
+    FORK_LOCKED.set(needed);
+    if !needed {
         return;
     }
-    FORK_LOCKED.store(true, Ordering::Relaxed);
     if let Some(h) = heap_if_ready() {
         h.lock_all();
         if h.arena().backend().slabs_not_inherited() {
@@ -63,7 +59,7 @@ pub(super) extern "C" fn prepare() {
 }
 
 pub(super) extern "C" fn parent() {
-    if !FORK_LOCKED.load(Ordering::Relaxed) {
+    if !FORK_LOCKED.get() {
         return;
     }
     BLOCKS.lock.raw_unlock();
@@ -75,7 +71,7 @@ pub(super) extern "C" fn parent() {
 }
 
 pub(super) extern "C" fn child() {
-    if !FORK_LOCKED.load(Ordering::Relaxed) {
+    if !FORK_LOCKED.get() {
         // Single-threaded, slabs inherited: the registry lists at most this
         // thread's cache already, and nothing was locked.
         return;
